@@ -1,0 +1,114 @@
+"""Detector files: one file per detector, loaded without executing anything from it.
+
+The format is specified in ``FORMAT.md`` beside this module.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .. import __version__
+from .._io import atomic_torch_save
+from ..arch import DetectorSpec
+from ..errors import ArchError, DetectorFileError
+from .build import build_detector
+from .inspect import spec_of
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_detector", "load_detector", "read_detector_file"]
+
+FORMAT_NAME = "jdnas-detector"
+FORMAT_VERSION = 1
+
+_META_TYPES = (str, int, float, bool, type(None))
+
+
+def save_detector(
+    model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (any supported torchvision detector) to ``path`` atomically."""
+    spec = spec_of(model)
+    meta = dict(metadata or {})
+    bad = {k: type(v).__name__ for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, _META_TYPES)}
+    if bad:
+        raise DetectorFileError(f"metadata values must be str/int/float/bool/None, got {bad}")
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "sdk_version": __version__,
+        "spec": spec.to_dict(),
+        "arch": None,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "metadata": meta,
+    }
+    return atomic_torch_save(path, payload)
+
+
+def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The validated top-level mapping of a detector file (weights not yet loaded into a model)."""
+    file = Path(path)
+    if not file.is_file():
+        hint = "it is a directory" if file.is_dir() else "no such file"
+        raise DetectorFileError(f"cannot read detector file {file}: {hint}; pass the .pt written by `jdnas train` or save_detector()")
+    try:
+        payload = torch.load(file, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise DetectorFileError(
+            f"{file} holds pickled objects other than tensors and plain data, so it was not loaded "
+            f"(loading it could run code). Re-save the detector with jdnas_sdk.save_detector(). Detail: {_first_line(exc)}"
+        ) from exc
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({_first_line(exc)})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        what = "a bare state_dict" if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()) else type(payload).__name__
+        raise DetectorFileError(
+            f"{file} is not a jdnas detector file (found {what}); build the model in Python, load its "
+            "weights, and save it with jdnas_sdk.save_detector()"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise DetectorFileError(
+            f"{file} has detector format version {version!r}; this jdnas_sdk ({__version__}) reads "
+            f"versions 1..{FORMAT_VERSION}: upgrade jdnas-sdk"
+        )
+    for key, kind in (("spec", dict), ("state_dict", dict), ("metadata", dict)):
+        if not isinstance(payload.get(key), kind):
+            raise DetectorFileError(f"{file} is damaged: field {key!r} is missing or not a {kind.__name__}")
+    return payload
+
+
+def load_detector(path: str | os.PathLike[str]) -> nn.Module:
+    """Rebuild the detector stored at ``path``; returned in eval mode on CPU."""
+    payload = read_detector_file(path)
+    try:
+        spec = DetectorSpec.from_dict(payload["spec"])
+    except ArchError as exc:
+        raise DetectorFileError(f"{path} has an invalid detector spec: {exc}") from exc
+    model = build_detector(spec)
+    state = payload["state_dict"]
+    wanted = model.state_dict()
+    missing = sorted(set(wanted) - set(state))
+    unexpected = sorted(set(state) - set(wanted))
+    shapes = sorted(
+        k for k, v in state.items()
+        if k in wanted and (not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(wanted[k].shape))
+    )
+    if missing or unexpected or shapes:
+        raise DetectorFileError(
+            f"{path}: weights do not fit its {spec.family}/{spec.backbone} spec (missing "
+            f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape or type {shapes[:3]})"
+        )
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

@@ -1,0 +1,60 @@
+"""The SDK's exceptions.
+
+Every error the SDK raises on purpose is a :class:`JdnasError`, so callers can catch one type.
+Messages name the bad value (a file, a field, a key) and say how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "JdnasError",
+    "DataError",
+    "DetectorFileError",
+    "UnsupportedModelError",
+    "TrainingError",
+    "NonFiniteLossError",
+    "ArchError",
+    "LatencyTableError",
+    "SearchError",
+    "ExportError",
+]
+
+
+class JdnasError(Exception):
+    """Base class of every error the SDK raises deliberately."""
+
+
+class DataError(JdnasError, ValueError):
+    """A dataset (images folder or COCO instances JSON) is missing, malformed or inconsistent."""
+
+
+class DetectorFileError(JdnasError, ValueError):
+    """A detector file is missing, corrupt, truncated, foreign or from an unknown format version."""
+
+
+class UnsupportedModelError(JdnasError, TypeError):
+    """A model (or family/backbone name) lies outside what the SDK supports."""
+
+
+class TrainingError(JdnasError, RuntimeError):
+    """Training cannot start or cannot go on (bad options, mismatched checkpoint, ...)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """A training loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class ArchError(JdnasError, ValueError):
+    """An architecture description or code is invalid."""
+
+
+class LatencyTableError(JdnasError, ValueError):
+    """A latency table is missing, corrupt or does not fit the request."""
+
+
+class SearchError(JdnasError, RuntimeError):
+    """A compression search cannot start or go on."""
+
+
+class ExportError(JdnasError, RuntimeError):
+    """A model could not be exported or the export failed its checks."""
