@@ -46,6 +46,16 @@ DEFAULT_RETURNED_LAYERS: dict[str, tuple[int, ...]] = {
 }
 
 
+#: torchvision's post-processing defaults per family: (score_thresh, nms_thresh, detections_per_img).
+DEFAULT_POSTPROCESS: dict[str, tuple[float, float, int]] = {
+    "fasterrcnn": (0.05, 0.5, 100),
+    "maskrcnn": (0.05, 0.5, 100),
+    "keypointrcnn": (0.05, 0.5, 100),
+    "retinanet": (0.05, 0.5, 300),
+    "fcos": (0.2, 0.6, 100),
+}
+
+
 def _tuple_of_ints(name: str, value: Any) -> tuple[int, ...]:
     if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
         raise ArchError(f"{name} must be a sequence of integers, got {value!r}")
@@ -99,6 +109,8 @@ class DetectorSpec:
             raise ArchError(f"need 16 <= min_size <= max_size, got min_size={self.min_size}, max_size={self.max_size}")
         if self.fpn_channels < 1:
             raise ArchError(f"fpn_channels must be positive, got {self.fpn_channels}")
+        if self.family == "fcos" and self.fpn_channels % 32:
+            raise ArchError(f"fcos heads use GroupNorm(32, C): fpn_channels must be a multiple of 32, got {self.fpn_channels}")
         if not 0 <= self.trainable_layers <= 5:
             raise ArchError(f"trainable_layers must be in 0..5, got {self.trainable_layers}")
         returned = _tuple_of_ints("returned_layers", self.returned_layers) or DEFAULT_RETURNED_LAYERS[self.family]
@@ -115,13 +127,20 @@ class DetectorSpec:
             if self.family == "fcos":
                 raise ArchError("anchor_sizes does not apply to fcos (its anchors are the level strides); leave it None")
             object.__setattr__(self, "anchor_sizes", sizes)
+        defaults = DEFAULT_POSTPROCESS[self.family]
+        for name, default in zip(("score_thresh", "nms_thresh", "detections_per_img"), defaults):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
+        if self.family not in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
+            object.__setattr__(self, "representation_size", 1024)
+        if self.family != "keypointrcnn":
+            object.__setattr__(self, "num_keypoints", 17)
         for name in ("score_thresh", "nms_thresh"):
             value = getattr(self, name)
-            if value is not None and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
                 raise ArchError(f"{name} must be None or a number in [0, 1], got {value!r}")
-        if self.detections_per_img is not None and not (
-            isinstance(self.detections_per_img, int) and self.detections_per_img >= 1
-        ):
+            object.__setattr__(self, name, float(value))
+        if not (isinstance(self.detections_per_img, int) and self.detections_per_img >= 1):
             raise ArchError(f"detections_per_img must be None or a positive integer, got {self.detections_per_img!r}")
         cats = _tuple_of_ints("category_ids", self.category_ids)
         if cats and len(cats) != self.num_classes - 1:

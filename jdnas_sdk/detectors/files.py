@@ -56,6 +56,8 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not file.is_file():
         hint = "it is a directory" if file.is_dir() else "no such file"
         raise DetectorFileError(f"cannot read detector file {file}: {hint}; pass the .pt written by `jdnas train` or save_detector()")
+    if not zipfile.is_zipfile(file):
+        raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)")
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

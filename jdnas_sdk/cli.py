@@ -1,0 +1,251 @@
+"""The ``jdnas`` command: one verb per job, each a thin call into the library.
+
+Run ``jdnas --help`` or ``jdnas VERB --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .arch import BACKBONES, FAMILIES, DetectorSpec
+from .errors import JdnasError
+
+__all__ = ["main", "build_parser"]
+
+log = logging.getLogger("jdnas_sdk.cli")
+
+_EPILOG = """\
+a typical session:
+  jdnas data synth --out data/shapes --train 600 --val 100 --size 256
+  jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --steps 300
+  jdnas eval  --model base.pt --data data/shapes
+  jdnas info  --model base.pt
+or all of it at once, on a fresh machine:  jdnas demo
+"""
+
+
+def _parse_model_name(text: str) -> tuple[str, str]:
+    """``FAMILY_BACKBONE`` (``fasterrcnn_resnet18``, ``retinanet_resnet50_fpn``) -> (family, backbone)."""
+    name = text.removesuffix("_fpn")
+    family, _, backbone = name.partition("_")
+    if family not in FAMILIES or backbone not in BACKBONES:
+        raise JdnasError(
+            f"--model {text!r} is neither a detector file nor FAMILY_BACKBONE; families: "
+            f"{', '.join(FAMILIES)}; backbones: {', '.join(BACKBONES)} (e.g. fasterrcnn_resnet18)"
+        )
+    return family, backbone
+
+
+def _anchor_sizes(text: str, family: str, input_size: int) -> tuple[int, ...] | None:
+    if family == "fcos" or text == "torchvision":
+        return None
+    if text == "auto":
+        return (16, 32, 64, 128, 256) if input_size <= 512 else None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError as exc:
+        raise JdnasError(f"--anchor-sizes must be auto, torchvision or comma-separated integers, got {text!r}") from exc
+
+
+# -- verbs --------------------------------------------------------------------------------------
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from .data import SynthConfig, make_synthetic_dataset
+
+    cfg = SynthConfig(size=args.size, image_format=args.format)
+    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, config=cfg)
+    print(f"dataset written to {root} (train: {args.train} images, val: {args.val} images, {args.size} px)")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .detectors import build_detector, load_detector, save_detector
+    from .train import TrainConfig, train
+
+    out = Path(args.out)
+    ckpt = out.with_name(out.name + ".ckpt")
+    if out.exists() and not ckpt.exists() and not args.force:
+        raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
+    data = load_split(args.data, args.split, with_masks=args.model.startswith("maskrcnn"))
+    if Path(args.model).is_file():
+        model = load_detector(args.model)
+    else:
+        family, backbone = _parse_model_name(args.model)
+        if family == "keypointrcnn":
+            raise JdnasError("training keypointrcnn needs keypoint annotations, which this loader does not read yet")
+        spec = DetectorSpec(
+            family=family, backbone=backbone, num_classes=data.num_classes,
+            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
+            representation_size=args.representation_size,
+            anchor_sizes=_anchor_sizes(args.anchor_sizes, family, args.input_size),
+            category_ids=data.category_ids, class_names=data.class_names,
+        )
+        model = build_detector(spec)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
+                         seed=args.seed, checkpoint_every=args.checkpoint_every, num_workers=args.workers)
+    result = train(model, data, config=config, checkpoint=ckpt)
+    save_detector(model, out, metadata={"steps": config.steps, "data": str(args.data), "final_loss": result.final_loss})
+    ckpt.unlink(missing_ok=True)
+    how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
+    print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .detectors import load_detector
+    from .evaluate import evaluate
+
+    model = load_detector(args.model)
+    data = load_split(args.data, args.split)
+    result = evaluate(model, data, batch_size=args.batch_size)
+    print(f"{args.model} on {args.data} [{args.split}, {result.images} images]: {result.summary()}")
+    if args.json:
+        from ._io import atomic_write_json
+
+        atomic_write_json(args.json, result.to_dict())
+        print(f"metrics written to {args.json}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from .detectors import read_detector_file
+
+    payload = read_detector_file(args.model)
+    params = sum(v.numel() for k, v in payload["state_dict"].items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    print(json.dumps({"spec": payload["spec"], "metadata": payload["metadata"], "parameters": params,
+                      "sdk_version": payload["sdk_version"]}, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .data import load_split, make_synthetic_dataset
+    from .detectors import build_detector, load_detector, save_detector
+    from .evaluate import evaluate
+    from .train import TrainConfig, train
+
+    began = time.perf_counter()
+    work = Path(args.workdir)
+    data_dir = work / "data"
+    if not (data_dir / "annotations" / "instances_val.json").is_file():
+        print(f"[1/3] making a synthetic COCO dataset in {data_dir}")
+        make_synthetic_dataset(data_dir, train=args.train_images, val=args.val_images, size=args.size, seed=args.seed)
+    else:
+        print(f"[1/3] reusing the synthetic dataset in {data_dir}")
+    train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
+    base = work / "base.pt"
+    if base.is_file():
+        print(f"[2/3] reusing the trained base detector {base}")
+        model = load_detector(base)
+    else:
+        print(f"[2/3] training a small Faster R-CNN (ResNet-18 FPN) for {args.steps} steps")
+        spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=train_set.num_classes,
+                            min_size=args.size, max_size=args.size, fpn_channels=64, representation_size=256,
+                            anchor_sizes=(16, 32, 64, 128, 256), category_ids=train_set.category_ids,
+                            class_names=train_set.class_names)
+        model = build_detector(spec)
+        result = train(model, train_set, config=TrainConfig(steps=args.steps, seed=args.seed), checkpoint=work / "base.pt.ckpt")
+        save_detector(model, base, metadata={"steps": args.steps, "final_loss": result.final_loss})
+        (work / "base.pt.ckpt").unlink(missing_ok=True)
+    print("[3/3] evaluating on the validation split (COCO mAP, pycocotools)")
+    metrics = evaluate(model, val_set)
+    from ._io import atomic_write_json
+
+    atomic_write_json(work / "base_metrics.json", metrics.to_dict())
+    print(f"\nbase detector: {metrics.summary()}")
+    print(f"files: dataset {data_dir}/, detector {base}, metrics {work / 'base_metrics.json'}")
+    print(f"done in {time.perf_counter() - began:.0f} s")
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jdnas", description="Make object detectors faster on a target without losing accuracy.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"jdnas_sdk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    data = verbs.add_parser("data", help="datasets: make a synthetic one")
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    synth = data_verbs.add_parser("synth", formatter_class=fmt, help="write a synthetic COCO-format dataset",
+                                  description="Write a synthetic COCO-format shapes dataset (images + instances JSON), deterministic by seed.")
+    synth.add_argument("--out", required=True, help="folder to write (images/, annotations/)")
+    synth.add_argument("--train", type=int, default=600, help="number of training images")
+    synth.add_argument("--val", type=int, default=100, help="number of validation images")
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels")
+    synth.add_argument("--seed", type=int, default=0, help="random seed")
+    synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
+    synth.set_defaults(func=cmd_data_synth)
+
+    tr = verbs.add_parser("train", formatter_class=fmt, help="train a detector on a COCO-format dataset",
+                          description="Train a detector. Killed? Run the same command again: it resumes from OUT.ckpt.")
+    tr.add_argument("--data", required=True, help="dataset folder (images/<split>/ + annotations/instances_<split>.json, or COCO's layout)")
+    tr.add_argument("--model", required=True, help="FAMILY_BACKBONE (e.g. fasterrcnn_resnet18, retinanet_resnet50) or a detector file to fine-tune")
+    tr.add_argument("--out", required=True, help="detector file to write")
+    tr.add_argument("--split", default="train", help="split to train on")
+    tr.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    tr.add_argument("--batch-size", type=int, default=4, help="images per step")
+    tr.add_argument("--lr", type=float, default=0.02, help="peak learning rate (SGD, momentum 0.9)")
+    tr.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    tr.add_argument("--input-size", type=int, default=256, help="longest image side fed to the detector")
+    tr.add_argument("--fpn-channels", type=int, default=256, help="FPN width (torchvision: 256)")
+    tr.add_argument("--representation-size", type=int, default=1024, help="R-CNN box-head width (torchvision: 1024)")
+    tr.add_argument("--anchor-sizes", default="auto", help="base anchor size per level: auto (halved below 512 px), torchvision, or e.g. 16,32,64,128,256")
+    tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    tr.add_argument("--seed", type=int, default=0, help="random seed")
+    tr.add_argument("--force", action="store_true", help="replace an existing --out")
+    tr.set_defaults(func=cmd_train)
+
+    ev = verbs.add_parser("eval", formatter_class=fmt, help="COCO mAP of a detector file on a dataset")
+    ev.add_argument("--model", required=True, help="detector file")
+    ev.add_argument("--data", required=True, help="dataset folder")
+    ev.add_argument("--split", default="val", help="split to evaluate on")
+    ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    ev.add_argument("--json", help="also write the metrics to this JSON file")
+    ev.set_defaults(func=cmd_eval)
+
+    info = verbs.add_parser("info", help="show what a detector file holds")
+    info.add_argument("--model", required=True, help="detector file")
+    info.set_defaults(func=cmd_info)
+
+    demo = verbs.add_parser("demo", formatter_class=fmt, help="the whole job on a synthetic dataset, on this machine",
+                            description="Make a synthetic dataset, train a small detector, evaluate it. Reuses what a previous run left in WORKDIR.")
+    demo.add_argument("--workdir", default="runs/demo", help="where everything is written")
+    demo.add_argument("--steps", type=int, default=300, help="training steps of the base detector")
+    demo.add_argument("--train-images", type=int, default=600, help="synthetic training images")
+    demo.add_argument("--val-images", type=int, default=100, help="synthetic validation images")
+    demo.add_argument("--size", type=int, default=256, help="image side in pixels")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``jdnas`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except JdnasError as exc:
+        print(f"jdnas {args.verb}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jdnas {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

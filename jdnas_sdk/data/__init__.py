@@ -1,0 +1,19 @@
+"""COCO-format datasets, the synthetic generator, and batching."""
+
+from .coco import Category, CocoDetection, DataStats, find_split, load_split
+from .loader import ResumableSampler, collate, hflip
+from .synth import SHAPES, SynthConfig, make_synthetic_dataset
+
+__all__ = [
+    "Category",
+    "CocoDetection",
+    "DataStats",
+    "find_split",
+    "load_split",
+    "collate",
+    "ResumableSampler",
+    "hflip",
+    "SHAPES",
+    "SynthConfig",
+    "make_synthetic_dataset",
+]

@@ -1,0 +1,325 @@
+"""COCO-format detection datasets, read into what torchvision detectors take.
+
+Any COCO detection dataset works: an images folder plus an instances JSON. Boxes become xyxy
+float tensors, categories become contiguous labels 1..K (with the map back to COCO category ids
+kept for evaluation), crowd regions are kept apart from the training boxes, and images without
+annotations stay in the dataset. Bad boxes are clipped or dropped and counted; bad files raise a
+:class:`DataError` that names the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from pycocotools import mask as mask_utils
+from torch.utils.data import Dataset
+
+from ..errors import DataError
+
+__all__ = ["Category", "DataStats", "CocoDetection", "find_split", "load_split"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Category:
+    """One COCO category: its id in the JSON, its name and its contiguous label (1-based)."""
+
+    id: int
+    name: str
+    label: int
+
+
+@dataclass
+class DataStats:
+    """What loading did to the annotations, so nothing is changed silently."""
+
+    images: int = 0
+    annotations: int = 0
+    crowd: int = 0
+    clipped: int = 0
+    dropped_degenerate: int = 0
+    unannotated_images: int = 0
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
+    """A COCO detection dataset: ``dataset[i] -> (image CHW float in [0, 1], target)``.
+
+    ``target`` holds ``boxes`` (xyxy, float32), ``labels`` (int64, 1..K), ``image_id``,
+    ``area``, ``crowd_boxes`` and, with ``with_masks=True``, ``masks`` (uint8, N x H x W).
+    ``min_box_size`` (pixels) is the smallest side a box may have after clipping.
+    """
+
+    def __init__(
+        self,
+        images_dir: str | os.PathLike[str],
+        annotation_file: str | os.PathLike[str],
+        *,
+        with_masks: bool = False,
+        min_box_size: float = 1.0,
+    ) -> None:
+        self.images_dir = Path(images_dir)
+        self.annotation_file = Path(annotation_file)
+        self.with_masks = with_masks
+        self.min_box_size = float(min_box_size)
+        if not self.images_dir.is_dir():
+            raise DataError(f"images folder {self.images_dir} does not exist or is not a folder")
+        raw = _read_json(self.annotation_file)
+        self.categories = _parse_categories(raw, self.annotation_file)
+        self._label_of = {c.id: c.label for c in self.categories}
+        self.images = _parse_images(raw, self.annotation_file)
+        self.stats = DataStats(images=len(self.images))
+        self._anns: dict[int, list[dict[str, Any]]] = {img["id"]: [] for img in self.images}
+        self._gt_annotations: list[dict[str, Any]] = []
+        self._parse_annotations(raw)
+        self._check_files()
+        self.stats.unannotated_images = sum(1 for anns in self._anns.values() if not anns)
+        if self.stats.clipped or self.stats.dropped_degenerate:
+            log.warning(
+                "%s: clipped %d boxes to their image and dropped %d degenerate boxes (side < %g px)",
+                self.annotation_file, self.stats.clipped, self.stats.dropped_degenerate, self.min_box_size,
+            )
+
+    # -- parsing ---------------------------------------------------------------------------
+    def _parse_annotations(self, raw: dict[str, Any]) -> None:
+        anns = raw.get("annotations")
+        if not isinstance(anns, list):
+            raise DataError(f"{self.annotation_file}: 'annotations' must be a list, got {type(anns).__name__}")
+        sizes = {img["id"]: (img["width"], img["height"]) for img in self.images}
+        for index, ann in enumerate(anns):
+            where = f"{self.annotation_file}: annotations[{index}]"
+            if not isinstance(ann, dict):
+                raise DataError(f"{where} must be an object, got {type(ann).__name__}")
+            image_id, category_id, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
+            if image_id not in sizes:
+                raise DataError(f"{where} refers to image_id {image_id!r}, which is not in 'images'")
+            if category_id not in self._label_of:
+                raise DataError(f"{where} refers to category_id {category_id!r}, which is not in 'categories'")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+                raise DataError(f"{where}: 'bbox' must be [x, y, width, height] of finite numbers, got {bbox!r}")
+            crowd = ann.get("iscrowd", 0)
+            if crowd not in (0, 1):
+                raise DataError(f"{where}: 'iscrowd' must be 0 or 1, got {crowd!r}")
+            width, height = sizes[image_id]
+            x0, y0, w, h = (float(v) for v in bbox)
+            x1, y1 = min(max(x0, 0.0), width), min(max(y0, 0.0), height)
+            x2, y2 = min(max(x0 + w, 0.0), width), min(max(y0 + h, 0.0), height)
+            if x2 - x1 < self.min_box_size or y2 - y1 < self.min_box_size:
+                self.stats.dropped_degenerate += 1
+                continue
+            if (x1, y1, x2, y2) != (x0, y0, x0 + w, y0 + h):
+                self.stats.clipped += 1
+            area = ann.get("area")
+            clean = {
+                "id": len(self._gt_annotations) + 1,
+                "image_id": image_id,
+                "category_id": category_id,
+                "bbox": [x1, y1, x2 - x1, y2 - y1],
+                "area": float(area) if _is_number(area) and area > 0 else (x2 - x1) * (y2 - y1),
+                "iscrowd": int(crowd),
+            }
+            if "segmentation" in ann:
+                clean["segmentation"] = ann["segmentation"]
+            self._gt_annotations.append(clean)
+            self._anns[image_id].append(clean)
+            self.stats.annotations += 1
+            self.stats.crowd += int(crowd)
+
+    def _check_files(self) -> None:
+        missing = [img["file_name"] for img in self.images if not (self.images_dir / img["file_name"]).is_file()]
+        if missing:
+            raise DataError(
+                f"{len(missing)} of {len(self.images)} images listed in {self.annotation_file} are missing "
+                f"from {self.images_dir} (first: {missing[:3]}); check the images folder"
+            )
+
+    # -- access ----------------------------------------------------------------------------
+    @property
+    def num_classes(self) -> int:
+        """Classes including background, as torchvision detectors count them."""
+        return len(self.categories) + 1
+
+    @property
+    def category_ids(self) -> tuple[int, ...]:
+        """COCO category id of each contiguous label 1..K."""
+        return tuple(c.id for c in self.categories)
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.categories)
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The cleaned ground truth as a COCO dict (pycocotools-ready: area and iscrowd filled)."""
+        return {
+            "images": [dict(img) for img in self.images],
+            "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in self._gt_annotations],
+            "categories": [{"id": c.id, "name": c.name} for c in self.categories],
+        }
+
+    def image_info(self, index: int) -> dict[str, Any]:
+        return self.images[index]
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_image(self, index: int) -> torch.Tensor:
+        info = self.images[index]
+        path = self.images_dir / info["file_name"]
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"cannot read image {path}: {exc}") from exc
+        if rgb.size != (info["width"], info["height"]):
+            raise DataError(
+                f"image {path} is {rgb.size[0]}x{rgb.size[1]} but {self.annotation_file} says "
+                f"{info['width']}x{info['height']}; fix the JSON's width/height"
+            )
+        array = np.asarray(rgb, dtype=np.uint8).copy()
+        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+
+    def target(self, index: int) -> dict[str, torch.Tensor]:
+        info = self.images[index]
+        anns = self._anns[info["id"]]
+        plain = [a for a in anns if not a["iscrowd"]]
+        crowd = [a for a in anns if a["iscrowd"]]
+        target = {
+            "boxes": _xyxy(plain),
+            "labels": torch.tensor([self._label_of[a["category_id"]] for a in plain], dtype=torch.int64),
+            "image_id": torch.tensor(info["id"], dtype=torch.int64),
+            "area": torch.tensor([a["area"] for a in plain], dtype=torch.float32),
+            "crowd_boxes": _xyxy(crowd),
+        }
+        if self.with_masks:
+            target["masks"] = self._masks(plain, info)
+        return target
+
+    def _masks(self, anns: list[dict[str, Any]], info: dict[str, Any]) -> torch.Tensor:
+        height, width = info["height"], info["width"]
+        masks = []
+        for ann in anns:
+            seg = ann.get("segmentation")
+            if seg is None:
+                raise DataError(
+                    f"{self.annotation_file}: annotation on image {info['file_name']} has no 'segmentation'; "
+                    "mask training needs one per object (or use a box-only family)"
+                )
+            if isinstance(seg, list):
+                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+            elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+                rle = mask_utils.frPyObjects(seg, height, width)
+            else:
+                rle = seg
+            masks.append(torch.from_numpy(mask_utils.decode(rle).astype(np.uint8)))
+        if not masks:
+            return torch.zeros((0, height, width), dtype=torch.uint8)
+        return torch.stack(masks)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return self.load_image(index), self.target(index)
+
+
+def _xyxy(anns: list[dict[str, Any]]) -> torch.Tensor:
+    if not anns:
+        return torch.zeros((0, 4), dtype=torch.float32)
+    boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32)
+    boxes[:, 2:] += boxes[:, :2]
+    return boxes
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise DataError(f"annotation file {path} does not exist")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            raw = json.load(handle)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} is not valid JSON ({exc}); is the file truncated?") from exc
+    if not isinstance(raw, dict) or not all(k in raw for k in ("images", "annotations", "categories")):
+        keys = sorted(raw)[:6] if isinstance(raw, dict) else type(raw).__name__
+        raise DataError(
+            f"{path} is not a COCO instances file: it needs top-level 'images', 'annotations' and "
+            f"'categories' (found {keys})"
+        )
+    return raw
+
+
+def _parse_categories(raw: dict[str, Any], path: Path) -> tuple[Category, ...]:
+    cats = raw["categories"]
+    if not isinstance(cats, list) or not cats:
+        raise DataError(f"{path}: 'categories' must be a non-empty list")
+    for cat in cats:
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise DataError(f"{path}: categories entry {cat!r} needs an integer 'id'")
+    ids = [cat["id"] for cat in cats]
+    if len(set(ids)) != len(ids):
+        raise DataError(f"{path}: category ids must be unique, got {sorted(ids)}")
+    ordered = sorted(cats, key=lambda c: c["id"])
+    out = [Category(id=c["id"], name=str(c.get("name", c["id"])), label=i + 1) for i, c in enumerate(ordered)]
+    return tuple(out)
+
+
+def _parse_images(raw: dict[str, Any], path: Path) -> list[dict[str, Any]]:
+    images = raw["images"]
+    if not isinstance(images, list):
+        raise DataError(f"{path}: 'images' must be a list, got {type(images).__name__}")
+    seen: set[int] = set()
+    out = []
+    for index, img in enumerate(images):
+        where = f"{path}: images[{index}]"
+        if not isinstance(img, dict):
+            raise DataError(f"{where} must be an object, got {type(img).__name__}")
+        if not _is_int(img.get("id")) or img["id"] in seen:
+            raise DataError(f"{where} needs a unique integer 'id', got {img.get('id')!r}")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            raise DataError(f"{where} needs a 'file_name' string")
+        for key in ("width", "height"):
+            if not _is_int(img.get(key)) or img[key] < 1:
+                raise DataError(f"{where} needs a positive integer '{key}', got {img.get(key)!r}")
+        seen.add(img["id"])
+        out.append({k: img[k] for k in ("id", "file_name", "width", "height")})
+    return out
+
+
+def find_split(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
+    """Locate ``(images_dir, annotation_file)`` of ``split`` in a dataset folder.
+
+    Understands this SDK's layout (``images/<split>/`` + ``annotations/instances_<split>.json``)
+    and COCO's (``<split>2017/`` + ``annotations/instances_<split>2017.json``).
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise DataError(f"dataset folder {base} does not exist; make one with `jdnas data synth --out {base}`")
+    candidates = [
+        (base / "images" / split, base / "annotations" / f"instances_{split}.json"),
+        (base / split, base / "annotations" / f"instances_{split}.json"),
+        (base / f"{split}2017", base / "annotations" / f"instances_{split}2017.json"),
+    ]
+    for images, ann in candidates:
+        if images.is_dir() and ann.is_file():
+            return images, ann
+    tried = "; ".join(f"{i.relative_to(base)}/ + {a.relative_to(base)}" for i, a in candidates)
+    raise DataError(f"no '{split}' split in {base}: tried {tried}")
+
+
+def load_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> CocoDetection:
+    """``CocoDetection`` for ``split`` of the dataset folder ``root`` (see :func:`find_split`)."""
+    images, ann = find_split(root, split)
+    return CocoDetection(images, ann, **kwargs)

@@ -1,0 +1,220 @@
+"""Training and fine-tuning of torchvision detectors, resumable after a kill.
+
+One loop serves base training and, later, fine-tuning with distillation: ``extra_losses`` adds
+terms (for example a KD loss) to the detector's own losses. The loop is SGD with a linear warm-up
+and a cosine (or constant) decay, gradient clipping, and a non-finite-loss check. It writes a
+checkpoint every ``checkpoint_every`` steps; calling it again with the same checkpoint path picks
+up at the last checkpoint and, because every random draw is seeded by (seed, step), continues
+exactly as an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ._io import atomic_torch_save
+from .detectors import spec_of
+from .data.loader import ResumableSampler, collate, hflip
+from .errors import NonFiniteLossError, TrainingError
+
+__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "learning_rate"]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "jdnas-train-checkpoint"
+
+#: ``extra_losses(model, images, targets, losses) -> {name: loss}``, added to the detector's losses.
+ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings. ``lr`` is the peak rate after ``warmup_steps`` of linear warm-up."""
+
+    steps: int = 300
+    batch_size: int = 4
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.02
+    clip_grad_norm: float = 10.0
+    hflip: bool = True
+    seed: int = 0
+    checkpoint_every: int = 50
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 0,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0 and math.isfinite(self.lr),
+            "momentum": 0 <= self.momentum < 1,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_steps": self.warmup_steps >= 0,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "clip_grad_norm": self.clip_grad_norm > 0,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "num_workers": self.num_workers >= 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise TrainingError(f"invalid training options: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+        if self.schedule not in ("cosine", "constant"):
+            raise TrainingError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
+
+
+@dataclass
+class TrainResult:
+    """What a call to :func:`train` did."""
+
+    steps: int
+    resumed_from: int
+    wall_s: float
+    final_loss: float
+    history: list[tuple[int, float]] = field(default_factory=list)
+
+
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """The rate used at ``step`` (0-based): linear warm-up, then cosine decay or constant."""
+    if step < config.warmup_steps:
+        return config.lr * (0.001 + 0.999 * step / config.warmup_steps)
+    if config.schedule == "constant":
+        return config.lr
+    span = max(config.steps - config.warmup_steps, 1)
+    progress = min((step - config.warmup_steps) / span, 1.0)
+    floor = config.min_lr_ratio
+    return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _identity(config: TrainConfig) -> dict[str, Any]:
+    """The settings a checkpoint must share with the run resuming it (steps may grow)."""
+    out = asdict(config)
+    for free in ("steps", "checkpoint_every", "num_workers"):
+        out.pop(free)
+    return out
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, list[tuple[int, float]]]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        raise TrainingError(
+            f"checkpoint {path} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "delete it to start over"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a jdnas training checkpoint; delete it or choose another output path")
+    spec = spec_of(model).to_dict()
+    if state.get("spec") != spec or state.get("config") != _identity(config):
+        raise TrainingError(
+            f"checkpoint {path} belongs to a different run (other model or training options); "
+            "delete it to start over, or rerun with the options it was written with"
+        )
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]
+
+
+def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                     step: int, history: Sequence[tuple[int, float]]) -> None:
+    atomic_torch_save(path, {
+        "format": CHECKPOINT_FORMAT,
+        "version": 1,
+        "step": step,
+        "spec": spec_of(model).to_dict(),
+        "config": _identity(config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "history": [list(item) for item in history],
+    })
+
+
+def train(
+    model: nn.Module,
+    data: Dataset[Any],
+    *,
+    config: TrainConfig | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    extra_losses: ExtraLosses | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` in place on ``data`` (a :class:`~jdnas_sdk.data.CocoDetection` or alike).
+
+    With ``checkpoint`` set, state is saved there every ``config.checkpoint_every`` steps and at the
+    end, and a later call with the same path resumes from it. Raises :class:`NonFiniteLossError`
+    (leaving the last good checkpoint in place) when a loss becomes NaN or infinite.
+    """
+    config = config or TrainConfig()
+    if len(data) == 0:  # type: ignore[arg-type]
+        raise TrainingError("the training dataset is empty; give it at least one image")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainingError("the model has no trainable parameters (all requires_grad=False)")
+    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    start, history = 0, []
+    if ckpt is not None and ckpt.exists():
+        start, history = _load_checkpoint(ckpt, model, optimizer, config)
+        log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)
+    sampler = ResumableSampler(data, seed=config.seed, start=start * config.batch_size)
+    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
+                        num_workers=config.num_workers)
+    model.train()
+    began = time.perf_counter()
+    smoothed = history[-1][1] if history else float("nan")
+    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    batches = iter(loader)
+    try:
+        for step in range(start, config.steps):
+            images, targets = next(batches)
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
+            if config.hflip:
+                flips = torch.rand(len(images), generator=generator) < 0.5
+                pairs = [hflip(i, t) if f else (i, t) for i, t, f in zip(images, targets, flips.tolist())]
+                images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+            torch.manual_seed(config.seed * 1_000_003 + step)
+            lr = learning_rate(config, step)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = model(images, targets)
+            if extra_losses is not None:
+                losses = {**losses, **extra_losses(model, images, targets, losses)}
+            total = sum(losses.values())
+            if not torch.isfinite(total):
+                parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
+                kept = f"the checkpoint {ckpt} is kept" if ckpt is not None and ckpt.exists() else "no checkpoint was written"
+                raise NonFiniteLossError(
+                    f"loss became {total.item()} at step {step} ({parts}); {kept}. "
+                    f"Lower the learning rate (now {lr:.4g}) or check the data for bad boxes."
+                )
+            optimizer.zero_grad(set_to_none=True)
+            total.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+            optimizer.step()
+            value = float(total.item())
+            history.append((step + 1, value))
+            smoothed = value if math.isnan(smoothed) else 0.9 * smoothed + 0.1 * value
+            bar.update(1)
+            bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{lr:.3g}")
+            done = step + 1
+            if ckpt is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+                _save_checkpoint(ckpt, model, optimizer, config, done, history)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - began
+    final = history[-1][1] if history else float("nan")
+    return TrainResult(steps=config.steps, resumed_from=start, wall_s=wall, final_loss=final, history=history)

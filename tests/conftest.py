@@ -1,0 +1,43 @@
+"""Shared fixtures: a tiny synthetic dataset on disk and tiny detector specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import DetectorSpec
+from jdnas_sdk.data import CocoDetection, load_split, make_synthetic_dataset
+
+torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 train / 6 val images of 96 px."""
+    root = tmp_path_factory.mktemp("synth")
+    make_synthetic_dataset(root, train=12, val=6, size=96, seed=3, progress=False)
+    return root
+
+
+@pytest.fixture(scope="session")
+def train_set(synth_root: Path) -> CocoDetection:
+    return load_split(synth_root, "train")
+
+
+@pytest.fixture(scope="session")
+def val_set(synth_root: Path) -> CocoDetection:
+    return load_split(synth_root, "val")
+
+
+def tiny_spec(family: str = "fasterrcnn", *, num_classes: int = 9, backbone: str = "resnet18", **kw: object) -> DetectorSpec:
+    """A small detector: ResNet-18 body, 16-channel FPN, 96 px input."""
+    defaults: dict[str, object] = dict(min_size=96, max_size=96, fpn_channels=16, representation_size=32)
+    if family == "fcos":
+        # its heads use GroupNorm(32, C), which needs more than one value per group: at 96 px P7 is 1x1
+        defaults["fpn_channels"] = 64
+    else:
+        defaults["anchor_sizes"] = (8, 16, 32, 64, 128)
+    defaults.update(kw)
+    return DetectorSpec(family=family, backbone=backbone, num_classes=num_classes, **defaults)  # type: ignore[arg-type]

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import NonFiniteLossError, TrainingError, build_detector
+from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.train import TrainConfig, learning_rate, train
+
+from .conftest import tiny_spec
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    cfg = TrainConfig(steps=100, lr=0.1, warmup_steps=10, min_lr_ratio=0.0)
+    rates = [learning_rate(cfg, s) for s in range(100)]
+    assert rates[0] < 0.001 and rates[10] == pytest.approx(0.1)
+    assert all(a <= b for a, b in zip(rates[:10], rates[1:11]))
+    assert all(a >= b for a, b in zip(rates[10:], rates[11:])) and rates[-1] < 0.001
+    assert learning_rate(TrainConfig(steps=100, lr=0.1, warmup_steps=0, schedule="constant"), 99) == 0.1
+
+
+def test_bad_options_are_named() -> None:
+    with pytest.raises(TrainingError, match="batch_size=0"):
+        TrainConfig(batch_size=0)
+    with pytest.raises(TrainingError, match="schedule"):
+        TrainConfig(schedule="poly")
+
+
+def test_loss_falls_on_a_repeated_batch(train_set: CocoDetection) -> None:
+    torch.manual_seed(0)
+    model = build_detector(tiny_spec("fasterrcnn"))
+    subset = torch.utils.data.Subset(train_set, [0, 1])
+    result = train(model, subset, config=TrainConfig(steps=16, batch_size=2, lr=0.02, warmup_steps=2, hflip=False),
+                   progress=False)
+    first = sum(v for _, v in result.history[:3]) / 3
+    last = sum(v for _, v in result.history[-3:]) / 3
+    assert last < 0.6 * first, (first, last)
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_continues_exactly_where_it_stopped(train_set: CocoDetection, tmp_path: Path) -> None:
+    cfg = TrainConfig(steps=4, batch_size=2, lr=0.01, warmup_steps=1, checkpoint_every=2)
+    torch.manual_seed(1)
+    straight = build_detector(tiny_spec())
+    init = _state(straight)
+    train(straight, train_set, config=cfg, progress=False)
+
+    ckpt = tmp_path / "run.ckpt"
+    interrupted = build_detector(tiny_spec())
+    interrupted.load_state_dict(init)
+    first = train(interrupted, train_set, config=TrainConfig(**{**cfg.__dict__, "steps": 2}), checkpoint=ckpt, progress=False)
+    assert first.resumed_from == 0 and ckpt.is_file()
+    resumed = build_detector(tiny_spec())  # fresh weights: everything must come from the checkpoint
+    second = train(resumed, train_set, config=cfg, checkpoint=ckpt, progress=False)
+    assert second.resumed_from == 2 and [s for s, _ in second.history] == [1, 2, 3, 4]
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+
+
+def test_checkpoint_of_another_run_is_refused(train_set: CocoDetection, tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=1, batch_size=1), checkpoint=ckpt, progress=False)
+    with pytest.raises(TrainingError, match="different run"):
+        train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=2, batch_size=1, lr=0.5), checkpoint=ckpt, progress=False)
+    ckpt.write_bytes(b"garbage")
+    with pytest.raises(TrainingError, match="cannot be read"):
+        train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=2, batch_size=1), checkpoint=ckpt, progress=False)
+
+
+def test_non_finite_loss_is_reported_and_checkpoint_kept(train_set: CocoDetection, tmp_path: Path) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    model = build_detector(tiny_spec())
+    train(model, train_set, config=TrainConfig(steps=1, batch_size=1), checkpoint=ckpt, progress=False)
+    saved = ckpt.read_bytes()
+
+    def poison(*_: object) -> dict[str, torch.Tensor]:
+        return {"poison": torch.tensor(float("nan"))}
+
+    with pytest.raises(NonFiniteLossError, match=r"step 1 .*poison=nan.*is kept.*Lower the learning rate"):
+        train(model, train_set, config=TrainConfig(steps=3, batch_size=1), checkpoint=ckpt, extra_losses=poison, progress=False)
+    assert ckpt.read_bytes() == saved
+
+
+def test_extra_losses_are_optimised(train_set: CocoDetection) -> None:
+    model = build_detector(tiny_spec())
+    seen: list[str] = []
+
+    def extra(model: torch.nn.Module, images: list[torch.Tensor], targets: object, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        seen.append(",".join(sorted(losses)))
+        return {"l2": 1e-3 * sum((p**2).sum() for p in model.roi_heads.box_predictor.parameters())}
+
+    before = model.roi_heads.box_predictor.cls_score.weight.detach().clone()
+    train(model, train_set, config=TrainConfig(steps=2, batch_size=1), extra_losses=extra, progress=False)
+    assert len(seen) == 2 and "loss_classifier" in seen[0]
+    assert not torch.equal(before, model.roi_heads.box_predictor.cls_score.weight)
+
+
+def test_empty_data_and_frozen_models_are_refused(train_set: CocoDetection) -> None:
+    with pytest.raises(TrainingError, match="empty"):
+        train(build_detector(tiny_spec()), torch.utils.data.Subset(train_set, []), progress=False)
+    frozen = build_detector(tiny_spec())
+    for p in frozen.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(TrainingError, match="no trainable parameters"):
+        train(frozen, train_set, progress=False)
