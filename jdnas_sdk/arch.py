@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import ArchError
 
-__all__ = ["FAMILIES", "BACKBONES", "DetectorSpec"]
+__all__ = ["FAMILIES", "BACKBONES", "BLOCK_TYPES", "DetectorSpec", "Stage", "Arch", "standard_arch"]
 
 #: Detector families the SDK builds, keyed by name, with the torchvision class each produces.
 FAMILIES: dict[str, str] = {
@@ -181,3 +181,159 @@ class DetectorSpec:
             raise ArchError(f"detector spec lacks required fields {missing}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
         return cls(**values)
+
+
+# -- backbone architecture ------------------------------------------------------------------------
+BLOCK_TYPES: tuple[str, ...] = ("basic", "bottleneck")
+MAX_WIDTH = 8192
+MAX_BLOCKS = 64
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One ResNet stage: its residual-stream ``width`` and the mid width of each of its blocks.
+
+    The first block of stages 2-4 halves the resolution (stride 2) and, with a 1x1 projection,
+    changes the stream's width; every other block keeps both.
+    """
+
+    width: int
+    mids: tuple[int, ...]
+
+    @property
+    def depth(self) -> int:
+        return len(self.mids)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """A ResNet backbone's shape: block type, ResNeXt groups, stem width and four stages.
+
+    ``str(arch)`` is a compact code that :meth:`parse` reads back, for example torchvision's
+    ResNet-50 is ``bottleneck:64|256:64x3|512:128x4|1024:256x6|2048:512x3`` (stem width, then
+    per stage ``width:mid x count``, runs of equal mids joined by commas) and ResNeXt-50 32x4d is
+    ``bottleneck/g32:64|256:128x3|512:256x4|1024:512x6|2048:1024x3``.
+    """
+
+    block: str
+    stem: int
+    stages: tuple[Stage, ...]
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        if self.block not in BLOCK_TYPES:
+            raise ArchError(f"block type must be one of {BLOCK_TYPES}, got {self.block!r}")
+        if not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1:
+            raise ArchError(f"groups must be a positive integer, got {self.groups!r}")
+        if self.groups > 1 and self.block != "bottleneck":
+            raise ArchError(f"groups > 1 (ResNeXt) needs bottleneck blocks, got {self.block!r} with groups={self.groups}")
+        _check_width("stem width", self.stem)
+        stages = tuple(self.stages)
+        if len(stages) != 4 or not all(isinstance(s, Stage) for s in stages):
+            raise ArchError(f"an arch has exactly 4 stages (the FPN reads each), got {len(stages)}")
+        for index, stage in enumerate(stages, start=1):
+            _check_width(f"stage {index} width", stage.width)
+            if not 1 <= len(stage.mids) <= MAX_BLOCKS:
+                raise ArchError(f"stage {index} needs 1..{MAX_BLOCKS} blocks, got {len(stage.mids)}")
+            for j, mid in enumerate(stage.mids):
+                _check_width(f"stage {index} block {j} mid width", mid)
+                if mid % self.groups:
+                    raise ArchError(
+                        f"stage {index} block {j} mid width {mid} is not a multiple of groups={self.groups}"
+                    )
+        object.__setattr__(self, "stages", stages)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        return tuple(s.depth for s in self.stages)
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """Residual-stream width of each stage (what the FPN's lateral convs read)."""
+        return tuple(s.width for s in self.stages)
+
+    def __str__(self) -> str:
+        head = self.block + (f"/g{self.groups}" if self.groups > 1 else "") + f":{self.stem}"
+        parts = [head]
+        for stage in self.stages:
+            runs: list[list[int]] = []
+            for mid in stage.mids:
+                if runs and runs[-1][0] == mid:
+                    runs[-1][1] += 1
+                else:
+                    runs.append([mid, 1])
+            parts.append(f"{stage.width}:" + ",".join(f"{m}x{n}" for m, n in runs))
+        return "|".join(parts)
+
+    @classmethod
+    def parse(cls, code: str) -> Arch:
+        """Read a code written by ``str(arch)``; anything else raises :class:`ArchError`."""
+        if not isinstance(code, str):
+            raise ArchError(f"an arch code is a string, got {type(code).__name__}")
+        parts = code.strip().split("|")
+        if len(parts) != 5:
+            raise ArchError(
+                f"arch code {code!r} needs 5 '|'-separated parts (block:stem, then 4 stages), got {len(parts)}; "
+                "example: bottleneck:64|256:64x3|512:128x4|1024:256x6|2048:512x3"
+            )
+        head, *stage_codes = parts
+        block_part, sep, stem = head.partition(":")
+        if not sep:
+            raise ArchError(f"arch code {code!r}: first part must be BLOCK[/gGROUPS]:STEM, got {head!r}")
+        block, _, group_text = block_part.partition("/g")
+        groups = _int(group_text, "groups", code) if group_text else 1
+        stages = []
+        for index, text in enumerate(stage_codes, start=1):
+            width, sep, runs = text.partition(":")
+            if not sep or not runs:
+                raise ArchError(f"arch code {code!r}: stage {index} must be WIDTH:MIDxCOUNT[,MIDxCOUNT...], got {text!r}")
+            mids: list[int] = []
+            for run in runs.split(","):
+                mid, sep, count = run.partition("x")
+                if not sep:
+                    raise ArchError(f"arch code {code!r}: stage {index} run {run!r} must be MIDxCOUNT")
+                n = _int(count, "block count", code)
+                if not 1 <= n <= MAX_BLOCKS or len(mids) + n > MAX_BLOCKS:
+                    raise ArchError(f"arch code {code!r}: stage {index} needs 1..{MAX_BLOCKS} blocks")
+                mids.extend([_int(mid, "mid width", code)] * n)
+            stages.append(Stage(width=_int(width, "stage width", code), mids=tuple(mids)))
+        return cls(block=block, stem=_int(stem, "stem width", code), stages=tuple(stages), groups=groups)
+
+
+def _int(text: str, what: str, code: str) -> int:
+    if not text.isascii() or not text.isdigit() or len(text) > 6:
+        raise ArchError(f"arch code {code!r}: {what} must be a positive integer, got {text!r}")
+    return int(text)
+
+
+def _check_width(what: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
+        raise ArchError(f"{what} must be an integer in 1..{MAX_WIDTH}, got {value!r}")
+
+
+#: (block, stage depths, groups, width per group) of torchvision's ResNets, for :func:`standard_arch`.
+_TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
+    "resnet18": ("basic", (2, 2, 2, 2), 1, 64),
+    "resnet34": ("basic", (3, 4, 6, 3), 1, 64),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), 1, 64),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), 1, 64),
+    "resnet152": ("bottleneck", (3, 8, 36, 3), 1, 64),
+    "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), 32, 4),
+    "resnext101_32x8d": ("bottleneck", (3, 4, 23, 3), 32, 8),
+    "wide_resnet50_2": ("bottleneck", (3, 4, 6, 3), 1, 128),
+    "wide_resnet101_2": ("bottleneck", (3, 4, 23, 3), 1, 128),
+}
+
+
+def standard_arch(backbone: str) -> Arch:
+    """The :class:`Arch` of a torchvision ResNet by name (``resnet50``, ``resnext101_32x8d``, ...)."""
+    if backbone not in _TORCHVISION_RESNETS:
+        raise ArchError(f"unknown backbone {backbone!r}; supported: {', '.join(BACKBONES)}")
+    block, depths, groups, width_per_group = _TORCHVISION_RESNETS[backbone]
+    expansion = 1 if block == "basic" else 4
+    stages = []
+    for index, depth in enumerate(depths):
+        planes = 64 * 2**index
+        mid = planes if block == "basic" else planes * width_per_group // 64 * groups
+        stages.append(Stage(width=planes * expansion, mids=(mid,) * depth))
+    return Arch(block=block, stem=64, stages=tuple(stages), groups=groups)

@@ -115,25 +115,11 @@ def predict(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, pr
     return out
 
 
-def _check_classes(model: nn.Module, dataset: CocoDetection) -> None:
-    spec = spec_of(model)
-    if spec.num_classes != dataset.num_classes:
-        raise DataError(
-            f"the model predicts {spec.num_classes - 1} classes, the dataset {dataset.annotation_file} "
-            f"has {dataset.num_classes - 1}; evaluate on data with the categories the model was trained on"
-        )
-    if spec.category_ids and spec.category_ids != dataset.category_ids:
-        raise DataError(
-            f"the model was trained on category ids {list(spec.category_ids)}, the dataset has "
-            f"{list(dataset.category_ids)}; evaluate on data with the same categories"
-        )
-
-
 def evaluate(model: nn.Module, dataset: CocoDetection, *, batch_size: int = 4, progress: bool = True) -> EvalResult:
     """COCO bbox AP, AP50, AP75 and AP small/medium/large of ``model`` on ``dataset``."""
     if len(dataset) == 0:
         raise DataError(f"{dataset.annotation_file} has no images to evaluate on")
-    _check_classes(model, dataset)
+    dataset.check_compatible(spec_of(model))
     began = time.perf_counter()
     detections = predict(model, dataset, batch_size=batch_size, progress=progress)
     return coco_map(dataset, detections, wall_s=time.perf_counter() - began)

@@ -41,9 +41,14 @@ ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tens
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation settings. ``lr`` is the peak rate after ``warmup_steps`` of linear warm-up."""
+    """Optimisation settings. ``lr`` is the peak rate after ``warmup_steps`` of linear warm-up.
+
+    ``optimizer`` is ``"sgd"`` (momentum SGD, the detection standard) or ``"adamw"`` (which wants
+    a rate around 1e-3 and converges faster when training from scratch on little data).
+    """
 
     steps: int = 300
+    optimizer: str = "sgd"
     batch_size: int = 4
     lr: float = 0.02
     momentum: float = 0.9
@@ -73,6 +78,8 @@ class TrainConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise TrainingError(f"invalid training options: {', '.join(f'{n}={getattr(self, n)!r}' for n in bad)}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise TrainingError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise TrainingError(f"schedule must be 'cosine' or 'constant', got {self.schedule!r}")
 
@@ -98,6 +105,12 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     progress = min((step - config.warmup_steps) / span, 1.0)
     floor = config.min_lr_ratio
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def _identity(config: TrainConfig) -> dict[str, Any]:
@@ -164,7 +177,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters (all requires_grad=False)")
-    optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = _optimizer(config, params)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, history = 0, []
     if ckpt is not None and ckpt.exists():

@@ -23,6 +23,7 @@ from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
+from ..arch import DetectorSpec
 from ..errors import DataError
 
 __all__ = ["Category", "DataStats", "CocoDetection", "find_split", "load_split"]
@@ -164,6 +165,19 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
     @property
     def class_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.categories)
+
+    def check_compatible(self, spec: DetectorSpec) -> None:
+        """Raise :class:`DataError` unless a detector of ``spec`` predicts this dataset's categories."""
+        if spec.num_classes != self.num_classes:
+            raise DataError(
+                f"the model predicts {spec.num_classes - 1} classes, the dataset {self.annotation_file} "
+                f"has {self.num_classes - 1}; use data with the categories the model was trained on"
+            )
+        if spec.category_ids and spec.category_ids != self.category_ids:
+            raise DataError(
+                f"the model was trained on category ids {list(spec.category_ids)}, the dataset "
+                f"{self.annotation_file} has {list(self.category_ids)}; use data with the same categories"
+            )
 
     def coco_ground_truth(self) -> dict[str, Any]:
         """The cleaned ground truth as a COCO dict (pycocotools-ready: area and iscrowd filled)."""

@@ -47,6 +47,7 @@ class SynthConfig:
     min_visible: float = 0.4
     noise: float = 0.06
     distractors: int = 3
+    min_contrast: float = 0.3
     image_format: str = "jpg"
 
     def __post_init__(self) -> None:
@@ -71,6 +72,16 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         Image.fromarray(((coarse + 0.25) * 510).astype(np.uint8)).resize((size, size), Image.BICUBIC), dtype=np.float32
     ) / 510.0 - 0.25
     return np.clip(field + blotch, 0, 1)
+
+
+def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, min_contrast: float) -> np.ndarray:
+    """A random colour at least ``min_contrast`` (RGB distance) from ``background``, when one is found."""
+    colour = rng.uniform(0, 1, 3)
+    for _ in range(20):
+        if np.linalg.norm(colour - background) >= min_contrast:
+            break
+        colour = rng.uniform(0, 1, 3)
+    return colour
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
@@ -126,7 +137,7 @@ def _render(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray, lis
         mask = _shape_mask(SHAPES[cls], size, cx, cy, r, rng.uniform(0, 2 * math.pi))
         if mask.sum() < 12:
             continue
-        colour = rng.uniform(0, 1, 3)
+        colour = _contrasting_colour(rng, image[mask].mean(axis=0), cfg.min_contrast)
         shade = rng.normal(0, 0.05, (size, size, 1))
         image[mask] = np.clip(colour + shade[mask], 0, 1)
         owner[mask] = len(placed)

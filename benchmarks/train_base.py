@@ -1,0 +1,126 @@
+"""Train the base detectors that later benchmarks compress, and record what that cost and gave.
+
+On a synthetic COCO-format dataset (generated here: nothing is downloaded) this trains each
+requested family on a ResNet-FPN backbone from scratch, evaluates COCO mAP on the validation
+split, and writes ``benchmarks/results/train_base.{json,md}`` with the machine it ran on.
+Killed? Run the same command: datasets are reused and training resumes from its checkpoints.
+
+    python benchmarks/train_base.py --threads 1           # the defaults below, about an hour here
+    python benchmarks/train_base.py --steps 50 --train 100 --val 50   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from jdnas_sdk import DetectorSpec, build_detector, load_detector, save_detector
+from jdnas_sdk._io import atomic_write_json
+from jdnas_sdk.data import load_split, make_synthetic_dataset
+from jdnas_sdk.evaluate import evaluate
+from jdnas_sdk.machine import machine_info
+from jdnas_sdk.train import TrainConfig, train
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workdir", type=Path, default=Path("runs/bench"), help="dataset and detector files (not committed)")
+    p.add_argument("--results", type=Path, default=HERE / "results", help="where the JSON and Markdown results go")
+    p.add_argument("--families", default="fasterrcnn,retinanet", help="comma-separated detector families")
+    p.add_argument("--backbone", default="resnet18", help="torchvision ResNet backbone")
+    p.add_argument("--fpn-channels", type=int, default=64)
+    p.add_argument("--representation-size", type=int, default=256)
+    p.add_argument("--train", type=int, default=2000, help="synthetic training images")
+    p.add_argument("--val", type=int, default=500, help="synthetic validation images")
+    p.add_argument("--size", type=int, default=256, help="image side in pixels")
+    p.add_argument("--steps", type=int, default=1500, help="training steps per detector")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = args.workdir / f"shapes_{args.train}_{args.val}_{args.size}_s{args.seed}"
+    if not (data / "annotations" / "instances_val.json").is_file():
+        make_synthetic_dataset(data, train=args.train, val=args.val, size=args.size, seed=args.seed)
+    train_set, val_set = load_split(data, "train"), load_split(data, "val")
+    rows = []
+    for family in args.families.split(","):
+        out = args.workdir / f"base_{family}_{args.backbone}.pt"
+        spec = DetectorSpec(
+            family=family, backbone=args.backbone, num_classes=train_set.num_classes,
+            min_size=args.size, max_size=args.size, fpn_channels=args.fpn_channels,
+            representation_size=args.representation_size,
+            anchor_sizes=None if family == "fcos" else (16, 32, 64, 128, 256),
+            category_ids=train_set.category_ids, class_names=train_set.class_names,
+        )
+        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                             weight_decay=args.weight_decay, seed=args.seed)
+        if out.is_file():
+            model, wall = load_detector(out), None
+            print(f"{family}: reusing {out}", file=sys.stderr)
+        else:
+            model = build_detector(spec)
+            ckpt = out.with_name(out.name + ".ckpt")
+            result = train(model, train_set, config=config, checkpoint=ckpt)
+            save_detector(model, out, metadata={"steps": args.steps, "train_wall_s": result.wall_s,
+                                                "resumed_from": result.resumed_from})
+            ckpt.unlink(missing_ok=True)
+            wall = result.wall_s if result.resumed_from == 0 else None
+        metrics = evaluate(model, val_set)
+        params = sum(p.numel() for p in model.parameters())
+        rows.append({
+            "family": family, "backbone": args.backbone, "fpn_channels": args.fpn_channels,
+            "parameters": params, "steps": args.steps, "batch_size": args.batch_size,
+            "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
+            "train_wall_s": wall, "s_per_step": None if wall is None else wall / args.steps,
+            "metrics": metrics.to_dict(), "detector_file": str(out),
+        })
+        print(f"{family}: {metrics.summary()}", file=sys.stderr)
+    report = {
+        "benchmark": "train_base",
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/train_base.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "dataset": {"path": str(data), "train": args.train, "val": args.val, "size": args.size, "seed": args.seed},
+        "results": rows,
+    }
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / "train_base.json", report)
+    lines = [
+        "# train_base: base detectors trained from scratch on synthetic shapes",
+        "",
+        f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}",
+        f"- dataset: {args.train} train / {args.val} val images, {args.size} px, seed {args.seed}",
+        f"- command: `{report['command'].strip()}`",
+        "",
+        "| family | backbone | params | steps | s/step | AP | AP50 | AP75 | APs | APm | APl |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        m = r["metrics"]
+        cells = [f"{100 * m[k]:.1f}" if m[k] is not None else "n/a" for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")]
+        sps = f"{r['s_per_step']:.2f}" if r["s_per_step"] is not None else "n/a (resumed)"
+        lines.append(f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | {sps} | " + " | ".join(cells) + " |")
+    (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

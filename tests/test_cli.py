@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jdnas_sdk import load_detector
+from jdnas_sdk.cli import build_parser, main
+
+TINY = ["--input-size", "96", "--fpn-channels", "16", "--representation-size", "32", "--anchor-sizes", "8,16,32,64,128"]
+
+
+def _jdnas(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "jdnas_sdk.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for verb in ("data", "train", "eval", "info", "demo", "jdnas data synth --out"):
+        assert verb in text
+    train_help = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--out", "o"])
+    assert train_help.steps > 0 and train_help.lr > 0
+
+
+def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "data"
+    assert main(["data", "synth", "--out", str(data), "--train", "4", "--val", "3", "--size", "96", "--seed", "1"]) == 0
+    out = tmp_path / "det.pt"
+    assert main(["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "2",
+                 "--batch-size", "2", *TINY]) == 0
+    assert out.is_file() and not Path(str(out) + ".ckpt").exists()
+    model = load_detector(out)
+    assert model.jdnas_spec.category_ids == tuple(range(1, 9)) and model.jdnas_spec.min_size == 96
+    metrics = tmp_path / "m.json"
+    assert main(["eval", "--model", str(out), "--data", str(data), "--json", str(metrics)]) == 0
+    assert set(json.loads(metrics.read_text())) >= {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"}
+    assert main(["info", "--model", str(out)]) == 0
+    assert '"family": "fasterrcnn"' in capsys.readouterr().out
+    # a detector file fine-tunes (its own spec, the same categories)
+    tuned = tmp_path / "tuned.pt"
+    assert main(["train", "--data", str(data), "--model", str(out), "--out", str(tuned), "--steps", "1"]) == 0
+    assert load_detector(tuned).jdnas_spec == model.jdnas_spec
+    # an existing output is not silently replaced
+    assert main(["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "2", *TINY]) == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["eval", "--model", "{tmp}/none.pt", "--data", "{tmp}"], "no such file"),
+        (["train", "--data", "{tmp}/nowhere", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt"], "jdnas data synth"),
+        (["train", "--data", "{data}", "--model", "yolo_v8", "--out", "{tmp}/x.pt"], "families: fasterrcnn"),
+        (["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--batch-size", "0"], "batch_size=0"),
+        (["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--anchor-sizes", "big"], "--anchor-sizes"),
+        (["eval", "--model", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
+        (["data", "synth", "--out", "{tmp}/s", "--size", "4"], "image size"),
+    ],
+)
+def test_bad_input_gives_a_clear_error(tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str],
+                                       args: list[str], needle: str) -> None:
+    (tmp_path / "garbage.pt").write_bytes(b"garbage")
+    filled = [a.format(tmp=tmp_path, data=synth_root) for a in args]
+    assert main(filled) == 2
+    err = capsys.readouterr().err
+    assert f"jdnas {filled[0]}: error:" in err and needle in err and "Traceback" not in err
+
+
+def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth_root: Path) -> None:
+    out = tmp_path / "base.pt"
+    ckpt = Path(str(out) + ".ckpt")
+    args = ["train", "--data", str(synth_root), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "12",
+            "--batch-size", "1", "--checkpoint-every", "2", *TINY]
+    first = _jdnas(*args)
+    deadline = time.monotonic() + 240
+    while not ckpt.exists() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ckpt.exists(), first.communicate()[0]
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert not out.exists()
+    second = _jdnas(*args)
+    text, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, text
+    assert "resumed at step" in text and "from scratch" not in text, text
+    resumed_at = int(text.split("resumed at step ")[1].split(")")[0])
+    assert 2 <= resumed_at < 12 and resumed_at % 2 == 0
+    assert out.is_file() and not ckpt.exists()
