@@ -114,8 +114,8 @@ class DetectorSpec:
         if not 0 <= self.trainable_layers <= 5:
             raise ArchError(f"trainable_layers must be in 0..5, got {self.trainable_layers}")
         returned = _tuple_of_ints("returned_layers", self.returned_layers) or DEFAULT_RETURNED_LAYERS[self.family]
-        if list(returned) != sorted(set(returned)) or not set(returned) <= {1, 2, 3, 4}:
-            raise ArchError(f"returned_layers must be increasing values from 1..4, got {returned!r}")
+        if list(returned) != sorted(set(returned)) or not set(returned) <= {1, 2, 3, 4} or 4 not in returned:
+            raise ArchError(f"returned_layers must be increasing values from 1..4 ending with 4, got {returned!r}")
         object.__setattr__(self, "returned_layers", returned)
         if self.anchor_sizes is not None:
             sizes = _tuple_of_ints("anchor_sizes", self.anchor_sizes)

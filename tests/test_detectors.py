@@ -85,7 +85,7 @@ class Custom(nn.Module):
     ("make", "needle"),
     [
         (lambda: tvd.ssdlite320_mobilenet_v3_large(weights=None, weights_backbone=None), "SSD"),
-        (lambda: tvd.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None), "not a torchvision ResNet"),
+        (lambda: tvd.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None), "torchvision ResNet"),
         (lambda: tvd.fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None), "TwoMLPHead"),
         (lambda: Custom(), "Custom"),
         (lambda: "not a model", "torch.nn.Module"),

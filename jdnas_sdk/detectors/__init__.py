@@ -2,6 +2,6 @@
 
 from .build import build_detector
 from .files import load_detector, read_detector_file, save_detector
-from .inspect import spec_of
+from .inspect import describe, spec_of
 
-__all__ = ["build_detector", "spec_of", "save_detector", "load_detector", "read_detector_file"]
+__all__ = ["build_detector", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from torch import nn
-from torchvision.models import resnet as tv_resnet
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
@@ -20,24 +19,30 @@ from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..arch import DetectorSpec
+from ..arch import Arch, DetectorSpec, standard_arch
+from .resnet import resnet_body
 
-__all__ = ["build_detector", "resnet_fpn_backbone", "anchor_generator", "RCNN_FAMILIES", "SPEC_ATTR"]
+__all__ = ["build_detector", "resnet_fpn_backbone", "anchor_generator", "RCNN_FAMILIES", "SPEC_ATTR", "ARCH_ATTR"]
 
 #: Families whose heads pool regions of interest (and whose extra FPN level is a max-pool).
 RCNN_FAMILIES: frozenset[str] = frozenset({"fasterrcnn", "maskrcnn", "keypointrcnn"})
 
-#: Attribute under which a built detector carries its spec (a plain value, not a module).
+#: Attributes under which a built detector carries its spec and arch (plain values, not modules).
 SPEC_ATTR = "jdnas_spec"
+ARCH_ATTR = "jdnas_arch"
 
 
 def _norm_layer(spec: DetectorSpec) -> Callable[..., nn.Module]:
     return FrozenBatchNorm2d if spec.frozen_bn else nn.BatchNorm2d
 
 
-def resnet_fpn_backbone(spec: DetectorSpec) -> BackboneWithFPN:
-    """ResNet body + FPN as torchvision's ``_resnet_fpn_extractor`` makes it, FPN width from the spec."""
-    body = getattr(tv_resnet, spec.backbone)(weights=None, norm_layer=_norm_layer(spec))
+def resnet_fpn_backbone(spec: DetectorSpec, arch: Arch | None = None) -> BackboneWithFPN:
+    """ResNet body of ``arch`` + FPN, as torchvision's ``_resnet_fpn_extractor`` makes them.
+
+    ``arch`` defaults to the standard shape of ``spec.backbone``.
+    """
+    arch = arch or standard_arch(spec.backbone)
+    body = resnet_body(arch, _norm_layer(spec))
     trainable = ["layer4", "layer3", "layer2", "layer1", "conv1"][: spec.trainable_layers]
     if spec.trainable_layers == 5:
         trainable.append("bn1")
@@ -47,8 +52,7 @@ def resnet_fpn_backbone(spec: DetectorSpec) -> BackboneWithFPN:
     channels = spec.fpn_channels
     extra = LastLevelMaxPool() if spec.family in RCNN_FAMILIES else LastLevelP6P7(channels, channels)
     return_layers = {f"layer{k}": str(v) for v, k in enumerate(spec.returned_layers)}
-    stage2 = body.inplanes // 8
-    in_channels = [stage2 * 2 ** (k - 1) for k in spec.returned_layers]
+    in_channels = [arch.widths[k - 1] for k in spec.returned_layers]
     return BackboneWithFPN(body, return_layers, in_channels, channels, extra_blocks=extra)
 
 
@@ -81,12 +85,14 @@ def _postprocess_kwargs(spec: DetectorSpec) -> dict[str, float | int]:
     return out
 
 
-def build_detector(spec: DetectorSpec) -> nn.Module:
-    """A randomly initialised torchvision detector for ``spec`` (train mode, CPU).
+def build_detector(spec: DetectorSpec, arch: Arch | None = None) -> nn.Module:
+    """A randomly initialised torchvision detector for ``spec`` with an ``arch`` backbone (train mode, CPU).
 
-    The spec travels with the model as ``model.jdnas_spec`` so that saving needs nothing else.
+    ``arch`` defaults to the standard shape of ``spec.backbone``. Spec and arch travel with the
+    model (``model.jdnas_spec``, ``model.jdnas_arch``) so that saving needs nothing else.
     """
-    backbone = resnet_fpn_backbone(spec)
+    arch = arch or standard_arch(spec.backbone)
+    backbone = resnet_fpn_backbone(spec, arch)
     common = dict(min_size=spec.min_size, max_size=spec.max_size, **_postprocess_kwargs(spec))
     anchors = anchor_generator(spec)
     model: nn.Module
@@ -117,5 +123,6 @@ def build_detector(spec: DetectorSpec) -> nn.Module:
     else:
         model = FCOS(backbone, spec.num_classes, anchor_generator=anchors, **common)
     setattr(model, SPEC_ATTR, spec)
+    setattr(model, ARCH_ATTR, arch)
     return model
 

@@ -16,10 +16,10 @@ from torch import nn
 
 from .. import __version__
 from .._io import atomic_torch_save
-from ..arch import DetectorSpec
+from ..arch import Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, DetectorFileError
 from .build import build_detector
-from .inspect import spec_of
+from .inspect import describe
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_detector", "load_detector", "read_detector_file"]
 
@@ -33,7 +33,7 @@ def save_detector(
     model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
 ) -> Path:
     """Write ``model`` (any supported torchvision detector) to ``path`` atomically."""
-    spec = spec_of(model)
+    spec, arch = describe(model)
     meta = dict(metadata or {})
     bad = {k: type(v).__name__ for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, _META_TYPES)}
     if bad:
@@ -43,7 +43,7 @@ def save_detector(
         "format_version": FORMAT_VERSION,
         "sdk_version": __version__,
         "spec": spec.to_dict(),
-        "arch": None,
+        "arch": str(arch),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": meta,
     }
@@ -92,7 +92,11 @@ def load_detector(path: str | os.PathLike[str]) -> nn.Module:
         spec = DetectorSpec.from_dict(payload["spec"])
     except ArchError as exc:
         raise DetectorFileError(f"{path} has an invalid detector spec: {exc}") from exc
-    model = build_detector(spec)
+    try:
+        arch = Arch.parse(payload["arch"]) if payload.get("arch") is not None else standard_arch(spec.backbone)
+    except ArchError as exc:
+        raise DetectorFileError(f"{path} has an invalid architecture code: {exc}") from exc
+    model = build_detector(spec, arch)
     state = payload["state_dict"]
     wanted = model.state_dict()
     missing = sorted(set(wanted) - set(state))

@@ -10,28 +10,15 @@ from __future__ import annotations
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
-from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from ..arch import BACKBONES, FAMILIES, DetectorSpec
+from ..arch import BACKBONES, FAMILIES, Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, UnsupportedModelError
-from .build import SPEC_ATTR, build_detector
+from .build import ARCH_ATTR, SPEC_ATTR, build_detector
+from .resnet import read_arch
 
-__all__ = ["spec_of"]
-
-# (block, blocks per stage, groups, width_per_group) of each supported torchvision ResNet.
-_RESNETS: dict[str, tuple[type[nn.Module], tuple[int, ...], int, int]] = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2), 1, 64),
-    "resnet34": (BasicBlock, (3, 4, 6, 3), 1, 64),
-    "resnet50": (Bottleneck, (3, 4, 6, 3), 1, 64),
-    "resnet101": (Bottleneck, (3, 4, 23, 3), 1, 64),
-    "resnet152": (Bottleneck, (3, 8, 36, 3), 1, 64),
-    "resnext50_32x4d": (Bottleneck, (3, 4, 6, 3), 32, 4),
-    "resnext101_32x8d": (Bottleneck, (3, 4, 23, 3), 32, 8),
-    "wide_resnet50_2": (Bottleneck, (3, 4, 6, 3), 1, 128),
-    "wide_resnet101_2": (Bottleneck, (3, 4, 23, 3), 1, 128),
-}
-assert tuple(_RESNETS) == BACKBONES
+__all__ = ["describe", "spec_of", "nearest_backbone"]
 
 _CLASSES: tuple[tuple[type[nn.Module], str], ...] = (
     (KeypointRCNN, "keypointrcnn"),  # subclasses of FasterRCNN first
@@ -58,25 +45,34 @@ def _family(model: nn.Module) -> str:
     raise _unsupported(f"model class {type(model).__module__}.{type(model).__qualname__} is not a supported detector")
 
 
-def _backbone_name(body: nn.Module) -> str:
+def _read_body(body: nn.Module) -> Arch:
     layers = [getattr(body, f"layer{i}", None) for i in range(1, 5)]
-    present = [layer for layer in layers if isinstance(layer, nn.Sequential)]
-    if not present or not hasattr(body, "conv1"):
-        raise _unsupported(f"backbone body {type(body).__qualname__} is not a torchvision ResNet")
-    first = present[0][0]
-    block = type(first)
-    if block not in (BasicBlock, Bottleneck):
-        raise _unsupported(f"backbone block {block.__module__}.{block.__qualname__} is not a torchvision ResNet block")
-    depths = tuple(len(layer) for layer in present)
-    groups = first.conv2.groups
-    width = first.conv1.out_channels * 64 // (64 * groups) if block is Bottleneck else 64
-    for name, (b, d, g, w) in _RESNETS.items():
-        if b is block and d[: len(depths)] == depths and g == groups and w == width:
-            return name
-    raise _unsupported(
-        f"ResNet body with {block.__name__} blocks, stage depths {depths}, groups {groups}, width {width} "
-        "matches no standard torchvision ResNet (custom architectures come with the morphism API)"
-    )
+    if not all(isinstance(layer, nn.Sequential) and len(layer) for layer in layers) or not hasattr(body, "conv1"):
+        raise _unsupported(f"backbone body {type(body).__qualname__} is not a four-stage torchvision ResNet")
+    kinds = {type(block) for layer in layers for block in layer}
+    if not kinds <= {BasicBlock, Bottleneck} or len(kinds) != 1:
+        names = sorted(f"{k.__module__}.{k.__qualname__}" for k in kinds)
+        raise _unsupported(f"backbone blocks {names} are not all torchvision BasicBlock or all Bottleneck")
+    try:
+        return read_arch(body)
+    except (ArchError, AttributeError) as exc:
+        raise _unsupported(f"backbone body does not fit the ResNet search space ({exc})") from exc
+
+
+def nearest_backbone(arch: Arch) -> str:
+    """The torchvision backbone whose standard arch is ``arch``, else the closest one.
+
+    Closest: same block type and groups first, then the smallest difference in depth, stage widths
+    and mean mid widths (in units of 64 channels).
+    """
+    def distance(name: str) -> tuple[int, float]:
+        ref = standard_arch(name)
+        gap = abs(sum(ref.depths) - sum(arch.depths))
+        for a, b in zip(ref.stages, arch.stages):
+            gap += abs(a.width - b.width) / 64 + abs(sum(a.mids) / a.depth - sum(b.mids) / b.depth) / 64
+        return (0 if (ref.block, ref.groups) == (arch.block, arch.groups) else 1, gap)
+
+    return min(BACKBONES, key=distance)
 
 
 def _anchor_base(model: nn.Module, family: str) -> tuple[int, ...] | None:
@@ -105,18 +101,28 @@ def _num_classes(model: nn.Module, family: str) -> int:
 
 
 def spec_of(model: nn.Module) -> DetectorSpec:
-    """The spec that rebuilds ``model``; raises :class:`UnsupportedModelError` when none does."""
+    """The :class:`DetectorSpec` of ``model`` (see :func:`describe`)."""
+    return describe(model)[0]
+
+
+def describe(model: nn.Module) -> tuple[DetectorSpec, Arch]:
+    """The (spec, arch) that rebuild ``model``; raises :class:`UnsupportedModelError` when none does.
+
+    A model built by this SDK carries both; any other torchvision detector is read module by module
+    and accepted only if :func:`build_detector` rebuilds it with the same modules and shapes.
+    """
     if not isinstance(model, nn.Module):
         raise UnsupportedModelError(f"expected a torch.nn.Module detector, got {type(model).__name__}; {_SUPPORTED}")
-    carried = getattr(model, SPEC_ATTR, None)
-    if isinstance(carried, DetectorSpec):
-        return carried
+    carried = getattr(model, SPEC_ATTR, None), getattr(model, ARCH_ATTR, None)
+    if isinstance(carried[0], DetectorSpec) and isinstance(carried[1], Arch):
+        return carried[0], carried[1]
     family = _family(model)
     backbone = getattr(model, "backbone", None)
     if not isinstance(backbone, BackboneWithFPN):
         raise _unsupported(f"{type(model).__name__}.backbone is {type(backbone).__qualname__}, not a BackboneWithFPN")
     body = backbone.body
-    name = _backbone_name(body)
+    arch = _read_body(body)
+    name = nearest_backbone(arch)
     returned = tuple(sorted(int(layer[len("layer"):]) for layer in body.return_layers))
     trainable = _trainable_layers(body)
     uses_frozen = any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
@@ -138,8 +144,8 @@ def spec_of(model: nn.Module) -> DetectorSpec:
         )
     except ArchError as exc:
         raise _unsupported(f"{type(model).__name__} has settings outside the supported space ({exc})") from exc
-    _check_rebuild(model, spec)
-    return spec
+    _check_rebuild(model, spec, arch)
+    return spec, arch
 
 
 def _trainable_layers(body: nn.Module) -> int:
@@ -172,8 +178,12 @@ def _generator(model: nn.Module) -> nn.Module:
     return model.rpn.anchor_generator if hasattr(model, "rpn") else model.anchor_generator
 
 
-def _check_rebuild(model: nn.Module, spec: DetectorSpec) -> None:
-    rebuilt_model = build_detector(spec)
+def _leaves(model: nn.Module) -> dict[str, str]:
+    return {name: repr(m) for name, m in model.named_modules() if not list(m.children())}
+
+
+def _check_rebuild(model: nn.Module, spec: DetectorSpec, arch: Arch) -> None:
+    rebuilt_model = build_detector(spec, arch)
     ours, theirs = _generator(rebuilt_model), _generator(model)
     if (tuple(map(tuple, ours.sizes)), tuple(map(tuple, ours.aspect_ratios))) != (
         tuple(map(tuple, theirs.sizes)), tuple(map(tuple, theirs.aspect_ratios))
@@ -186,7 +196,15 @@ def _check_rebuild(model: nn.Module, spec: DetectorSpec) -> None:
     found = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     wanted = {k: tuple(v.shape) for k, v in rebuilt.items()}
     if found == wanted:
-        return
+        theirs_leaves, ours_leaves = _leaves(model), _leaves(rebuilt_model)
+        differ = [k for k in ours_leaves if theirs_leaves.get(k) != ours_leaves[k]]
+        if not differ and theirs_leaves.keys() == ours_leaves.keys():
+            return
+        first = differ[0] if differ else sorted(set(theirs_leaves) ^ set(ours_leaves))[0]
+        raise _unsupported(
+            f"{type(model).__name__} module {first!r} is {theirs_leaves.get(first, 'absent')}, where the "
+            f"supported layout has {ours_leaves.get(first, 'nothing')}"
+        )
     extra = sorted(set(found) - set(wanted))[:3]
     missing = sorted(set(wanted) - set(found))[:3]
     shapes = [k for k in set(found) & set(wanted) if found[k] != wanted[k]][:3]
