@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .arch import BACKBONES, FAMILIES, DetectorSpec  # noqa: E402
+from .arch import BACKBONES, FAMILIES, Arch, DetectorSpec, Stage, standard_arch  # noqa: E402
 from .errors import (  # noqa: E402
     ArchError,
     DataError,
@@ -17,15 +17,30 @@ from .errors import (  # noqa: E402
     TrainingError,
     UnsupportedModelError,
 )
-from .detectors import build_detector, load_detector, save_detector, spec_of  # noqa: E402
+from .detectors import build_detector, describe, load_detector, save_detector, spec_of  # noqa: E402
+from .cost import Cost, detector_cost  # noqa: E402
+from .morph import available_actions, morph, sample_arch  # noqa: E402
+
+#: ``build(spec, arch)``: the detector of a spec with an arch backbone (see :func:`build_detector`).
+build = build_detector
 
 __all__ = [
     "__version__",
     "BACKBONES",
     "FAMILIES",
     "DetectorSpec",
+    "Arch",
+    "Stage",
+    "standard_arch",
+    "build",
     "build_detector",
+    "describe",
     "spec_of",
+    "morph",
+    "available_actions",
+    "sample_arch",
+    "Cost",
+    "detector_cost",
     "save_detector",
     "load_detector",
     "JdnasError",

@@ -1,7 +1,7 @@
 """torchvision detectors: build from a spec, read a spec off a model, save and load detector files."""
 
-from .build import build_detector
+from .build import build_detector, thaw
 from .files import load_detector, read_detector_file, save_detector
 from .inspect import describe, spec_of
 
-__all__ = ["build_detector", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file"]
+__all__ = ["build_detector", "thaw", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file"]

@@ -8,6 +8,7 @@ The modules and parameter names are torchvision's own (``backbone.body.layer1.0.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from torch import nn
 from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
@@ -22,7 +23,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 from ..arch import Arch, DetectorSpec, standard_arch
 from .resnet import resnet_body
 
-__all__ = ["build_detector", "resnet_fpn_backbone", "anchor_generator", "RCNN_FAMILIES", "SPEC_ATTR", "ARCH_ATTR"]
+__all__ = ["build_detector", "thaw", "resnet_fpn_backbone", "anchor_generator", "RCNN_FAMILIES", "SPEC_ATTR", "ARCH_ATTR"]
 
 #: Families whose heads pool regions of interest (and whose extra FPN level is a max-pool).
 RCNN_FAMILIES: frozenset[str] = frozenset({"fasterrcnn", "maskrcnn", "keypointrcnn"})
@@ -30,6 +31,24 @@ RCNN_FAMILIES: frozenset[str] = frozenset({"fasterrcnn", "maskrcnn", "keypointrc
 #: Attributes under which a built detector carries its spec and arch (plain values, not modules).
 SPEC_ATTR = "jdnas_spec"
 ARCH_ATTR = "jdnas_arch"
+
+
+def thaw(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with trainable ``BatchNorm2d`` where it has ``FrozenBatchNorm2d``.
+
+    Pretrained torchvision detectors freeze their norms; fine-tuning a student needs them live.
+    The copy computes the same function in eval mode; ``model`` is left as it is.
+    """
+    from .inspect import describe  # inspect imports this module
+
+    spec, arch = describe(model)
+    thawed = build_detector(replace(spec, frozen_bn=False, trainable_layers=5), arch)
+    state = model.state_dict()
+    missing = thawed.load_state_dict(state, strict=False).missing_keys
+    if any(not key.endswith("num_batches_tracked") for key in missing):
+        raise AssertionError(f"thaw lost weights: {missing[:3]}")
+    thawed.train(model.training)
+    return thawed
 
 
 def _norm_layer(spec: DetectorSpec) -> Callable[..., nn.Module]:

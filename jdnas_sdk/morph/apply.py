@@ -1,0 +1,85 @@
+"""``morph(model, actions)``: a new student detector whose weights are inherited from ``model``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from math import lcm
+
+import torch
+from torch import nn
+
+from ..arch import Arch
+from ..detectors import build_detector, describe
+from ..errors import ArchError
+from .actions import Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, apply_action, snap
+from .importance import IMPORTANCES, Importance
+from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
+
+__all__ = ["morph", "morph_step"]
+
+
+def _plan(parent: nn.Module, arch: Arch, action: Action, importance: Importance) -> Plan:
+    plan = Plan.identity(arch)
+    body = parent.backbone.body
+    if isinstance(action, AddBlock):
+        row = plan.blocks[action.stage - 1]
+        row.insert(action.index + 1, None)
+    elif isinstance(action, RemoveBlock):
+        del plan.blocks[action.stage - 1][action.index]
+    elif isinstance(action, MoveBoundary):
+        a, b = plan.blocks[action.stage - 1], plan.blocks[action.stage]
+        if action.earlier:
+            b.insert(1, a.pop())
+        else:
+            a.append(b.pop(1))
+    elif isinstance(action, SetBlockWidth):
+        block = getattr(body, f"layer{action.stage}")[action.index]
+        first, second = mid_writers(block)
+        plan.mids[(action.stage, action.index)] = (
+            select_channels(importance(first), action.mid, groups=arch.groups),
+            select_channels(importance(second), action.mid, groups=arch.groups),
+        )
+    elif isinstance(action, SetStageWidth):
+        chosen = select_channels(importance(stream_writers(body, action.stage)), action.width)
+        for stream in tied_streams(body, action.stage):
+            plan.streams[stream] = chosen
+    return plan
+
+
+@torch.no_grad()
+def morph_step(model: nn.Module, action: Action, *, importance: str | Importance = "bn", multiple: int = 8) -> nn.Module:
+    """One action: a new detector of the changed arch, its weights inherited from ``model``."""
+    spec, arch = describe(model)
+    score = IMPORTANCES[importance] if isinstance(importance, str) else importance
+    if isinstance(action, SetBlockWidth):
+        action = replace(action, mid=snap(action.mid, lcm(multiple, arch.groups)))
+    elif isinstance(action, SetStageWidth):
+        action = replace(action, width=snap(action.width, multiple))
+    new_arch = apply_action(arch, action)
+    student = build_detector(spec, new_arch)
+    transfer(model, student, _plan(model, arch, action, score), arch, new_arch, spec.returned_layers)
+    student.train(model.training)
+    return student
+
+
+def morph(model: nn.Module, actions: Sequence[Action] | Action, *, importance: str | Importance = "bn",
+          multiple: int = 8) -> nn.Module:
+    """Apply ``actions`` in order; returns the student (``model`` is left untouched).
+
+    ``importance`` ranks channels for narrowing and widening: ``"bn"`` (``|gamma| + |beta|`` of
+    the norms), ``"l1"`` (filter L1 norms) or any :data:`~jdnas_sdk.morph.importance.Importance`.
+    Widths snap to ``multiple`` (mid widths also to the ResNeXt groups).
+    """
+    if isinstance(importance, str) and importance not in IMPORTANCES:
+        raise ArchError(f"importance must be one of {sorted(IMPORTANCES)} or a callable, got {importance!r}")
+    steps = [actions] if not isinstance(actions, Sequence) else list(actions)
+    current = model
+    for action in steps:
+        current = morph_step(current, action, importance=importance, multiple=multiple)
+    if current is model:  # no actions: still hand back an independent copy
+        spec, arch = describe(model)
+        current = build_detector(spec, arch)
+        current.load_state_dict(model.state_dict())
+        current.train(model.training)
+    return current
