@@ -104,28 +104,28 @@ def _truncate(size: int, source: int) -> IndexMap:
 
 
 def _gather(src: torch.Tensor, dst: torch.Tensor, out_map: IndexMap | None, in_map: IndexMap | None) -> torch.Tensor:
-    if dst.dim() == 0:
-        return src.clone() if src.shape == dst.shape else dst.clone()
+    """``dst`` with the entries that have a source replaced from ``src`` through the maps.
+
+    Input channels that the map repeats are divided by their number of copies (Net2Net), so a
+    consumer of widened channels computes what it computed before.
+    """
+    if dst.dim() == 0 or (out_map is None and (in_map is None or dst.dim() == 1) and src.shape == dst.shape):
+        return src.clone().to(dst.dtype) if src.shape == dst.shape else dst.clone()
     out = torch.tensor(out_map if out_map is not None else _truncate(dst.shape[0], src.shape[0]))
-    valid_out = out >= 0
-    taken = src[out.clamp(min=0)]
+    rows = torch.nonzero(out >= 0).flatten()
+    taken = src.index_select(0, out[rows])
     result = dst.clone()
     if dst.dim() == 1:
-        result[valid_out] = taken[valid_out].to(dst.dtype)
+        result[rows] = taken.to(dst.dtype)
         return result
     ins = in_map if in_map is not None else _truncate(dst.shape[1], src.shape[1])
     index = torch.tensor(ins)
-    taken = taken[:, index.clamp(min=0)]
+    cols = torch.nonzero(index >= 0).flatten()
     counts = Counter(ins)
-    scale = torch.tensor([1.0 / counts[i] if i >= 0 else 1.0 for i in ins], dtype=taken.dtype)
-    taken = taken * scale.view(1, -1, *([1] * (taken.dim() - 2)))
-    mask = (valid_out[:, None] & (index >= 0)[None, :]).view(*_mask_shape(dst))
-    result[mask.expand_as(dst)] = taken[mask.expand_as(dst)].to(dst.dtype)
+    scale = torch.tensor([1.0 / counts[ins[c]] for c in cols.tolist()], dtype=taken.dtype)
+    taken = taken.index_select(1, index[cols]) * scale.view(1, -1, *([1] * (taken.dim() - 2)))
+    result[rows[:, None], cols[None, :]] = taken.to(dst.dtype)
     return result
-
-
-def _mask_shape(t: torch.Tensor) -> tuple[int, ...]:
-    return (t.shape[0], t.shape[1], *([1] * (t.dim() - 2)))
 
 
 def _local(mid_map: IndexMap | None, groups: int, source: int) -> IndexMap | None:
