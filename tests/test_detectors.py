@@ -5,7 +5,7 @@ import torch
 import torchvision.models.detection as tvd
 from torch import nn
 
-from jdnas_sdk import BACKBONES, UnsupportedModelError, build_detector, spec_of
+from jdnas_sdk import BACKBONES, UnsupportedModelError, build_detector, describe, spec_of
 from jdnas_sdk.detectors.build import resnet_fpn_backbone
 
 from .conftest import tiny_spec
@@ -104,3 +104,55 @@ def test_custom_anchor_layout_is_refused() -> None:
     model.anchor_generator = AnchorGenerator(((32,), (64,), (128,), (256,), (512,)), ((1.0,),) * 5)
     with pytest.raises(UnsupportedModelError):
         spec_of(model)
+
+
+@pytest.mark.parametrize(("index", "backbone"), list(enumerate(BACKBONES)))
+def test_user_built_torchvision_detectors_round_trip(index: int, backbone: str) -> None:
+    """Detectors assembled with torchvision's own helpers, any backbone, frozen or not."""
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
+    from torchvision.models import resnet as tv_resnet
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+
+    frozen = index % 2 == 1
+    torch.manual_seed(index)
+    body = getattr(tv_resnet, backbone)(weights=None, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
+    family = ["fasterrcnn", "retinanet", "fcos", "maskrcnn", "keypointrcnn"][index % 5]
+    if family in ("retinanet", "fcos"):
+        fpn = _resnet_fpn_extractor(body, 2 if frozen else 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+        cls = tvd.RetinaNet if family == "retinanet" else tvd.FCOS
+        reference = cls(fpn, num_classes=4, min_size=64, max_size=64)
+    else:
+        fpn = _resnet_fpn_extractor(body, 2 if frozen else 5)
+        cls = {"fasterrcnn": tvd.FasterRCNN, "maskrcnn": tvd.MaskRCNN, "keypointrcnn": tvd.KeypointRCNN}[family]
+        reference = cls(fpn, num_classes=4 if family != "keypointrcnn" else 2, min_size=64, max_size=64)
+    reference.eval()
+    spec, arch = describe(reference)
+    assert (spec.family, spec.backbone, spec.frozen_bn, spec.trainable_layers) == (family, backbone, frozen, 2 if frozen else 5)
+    rebuilt = build_detector(spec, arch)
+    rebuilt.load_state_dict(reference.state_dict())
+    rebuilt.eval()
+    frozen_params = {n for n, p in rebuilt.named_parameters() if not p.requires_grad}
+    assert frozen_params == {n for n, p in reference.named_parameters() if not p.requires_grad}
+    image = [torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        a = rebuilt.backbone(rebuilt.transform(image)[0].tensors)
+        b = reference.backbone(reference.transform(image)[0].tensors)
+        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert rebuilt(image)[0]["scores"].shape == reference(image)[0]["scores"].shape
+
+
+def test_custom_backbone_is_refused() -> None:
+    class Tiny(nn.Module):
+        out_channels = 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)
+
+    model = tvd.FasterRCNN(Tiny(), num_classes=3)
+    with pytest.raises(UnsupportedModelError, match="not a BackboneWithFPN"):
+        describe(model)
