@@ -66,7 +66,7 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_split
-    from .detectors import build_detector, load_detector, save_detector
+    from .detectors import build_detector, load_detector, save_detector, spec_of
     from .train import TrainConfig, train
 
     out = Path(args.out)
@@ -76,7 +76,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = load_split(args.data, args.split, with_masks=args.model.startswith("maskrcnn"))
     if Path(args.model).is_file():
         model = load_detector(args.model)
-        data.check_compatible(model.jdnas_spec)
+        data.check_compatible(spec_of(model))
     else:
         family, backbone = _parse_model_name(args.model)
         if family == "keypointrcnn":

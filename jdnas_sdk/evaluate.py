@@ -89,7 +89,7 @@ def coco_map(dataset: CocoDetection, detections: Sequence[Detection], *, wall_s:
     gt = _coco_api(dataset.coco_ground_truth())
     if not results or not gt.getAnnIds():
         nan_or_zero = 0.0 if gt.getAnnIds() else math.nan
-        return EvalResult(*(nan_or_zero,) * len(_METRICS), images=len(dataset), detections=len(results), wall_s=wall_s)
+        return _result([nan_or_zero] * len(_METRICS), len(dataset), len(results), wall_s)
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(results)
         evaluator = COCOeval(gt, dt, iouType="bbox")
@@ -97,7 +97,12 @@ def coco_map(dataset: CocoDetection, detections: Sequence[Detection], *, wall_s:
         evaluator.accumulate()
         evaluator.summarize()
     stats = [float(v) if v >= 0 else math.nan for v in evaluator.stats[:6]]
-    return EvalResult(*stats, images=len(dataset), detections=len(results), wall_s=wall_s)
+    return _result(stats, len(dataset), len(results), wall_s)
+
+
+def _result(values: Sequence[float], images: int, detections: int, wall_s: float) -> EvalResult:
+    metrics = dict(zip(_METRICS, values))
+    return EvalResult(**metrics, images=images, detections=detections, wall_s=wall_s)
 
 
 @torch.inference_mode()

@@ -179,7 +179,7 @@ def train(
         raise TrainingError("the model has no trainable parameters (all requires_grad=False)")
     optimizer = _optimizer(config, params)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    start, history = 0, []
+    start, history = 0, list[tuple[int, float]]()
     if ckpt is not None and ckpt.exists():
         start, history = _load_checkpoint(ckpt, model, optimizer, config)
         log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)

@@ -69,7 +69,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     field = base + xs[..., None] * tilt[0] + ys[..., None] * tilt[1]
     coarse = rng.uniform(-0.25, 0.25, (8, 8, 3)).astype(np.float32)
     blotch = np.asarray(
-        Image.fromarray(((coarse + 0.25) * 510).astype(np.uint8)).resize((size, size), Image.BICUBIC), dtype=np.float32
+        Image.fromarray(((coarse + 0.25) * 510).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32
     ) / 510.0 - 0.25
     return np.clip(field + blotch, 0, 1)
 

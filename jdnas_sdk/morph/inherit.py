@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ..arch import Arch
-from .importance import Importance, Writer
+from .importance import Writer
 
 __all__ = ["IndexMap", "Plan", "select_channels", "tied_streams", "stream_writers", "mid_writers", "transfer"]
 
