@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from jdnas_sdk import DetectorSpec, build_detector, load_detector, save_detector
+from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split, make_synthetic_dataset
 from jdnas_sdk.evaluate import evaluate
@@ -71,7 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                              weight_decay=args.weight_decay, seed=args.seed)
         if out.is_file():
-            model, wall = load_detector(out), None
+            model = load_detector(out)
+            meta = read_detector_file(out)["metadata"]
+            wall = meta.get("train_wall_s") if meta.get("resumed_from") == 0 else None
+            steps = int(meta.get("steps", args.steps))
             print(f"{family}: reusing {out}", file=sys.stderr)
         else:
             model = build_detector(spec)
@@ -81,26 +85,33 @@ def main(argv: list[str] | None = None) -> int:
                                                 "resumed_from": result.resumed_from})
             ckpt.unlink(missing_ok=True)
             wall = result.wall_s if result.resumed_from == 0 else None
+            steps = args.steps
         metrics = evaluate(model, val_set)
         params = sum(p.numel() for p in model.parameters())
         rows.append({
             "family": family, "backbone": args.backbone, "fpn_channels": args.fpn_channels,
-            "parameters": params, "steps": args.steps, "batch_size": args.batch_size,
+            "parameters": params, "steps": steps, "batch_size": args.batch_size,
             "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-            "train_wall_s": wall, "s_per_step": None if wall is None else wall / args.steps,
+            "train_wall_s": wall, "s_per_step": None if wall is None else wall / steps,
             "metrics": metrics.to_dict(), "detector_file": str(out),
         })
         print(f"{family}: {metrics.summary()}", file=sys.stderr)
+    results_file = args.results / "train_base.json"
+    if results_file.is_file():  # keep the rows of families measured by earlier runs
+        earlier = json.loads(results_file.read_text()).get("results", [])
+        done = {(r["family"], r["backbone"]) for r in rows}
+        rows = [r for r in earlier if (r["family"], r["backbone"]) not in done] + rows
     report = {
         "benchmark": "train_base",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/train_base.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "note": "rows from earlier runs of this script are kept; each row records its own steps and settings",
         "machine": machine_info(),
         "dataset": {"path": str(data), "train": args.train, "val": args.val, "size": args.size, "seed": args.seed},
         "results": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / "train_base.json", report)
+    atomic_write_json(results_file, report)
     lines = [
         "# train_base: base detectors trained from scratch on synthetic shapes",
         "",
@@ -108,14 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         f"- dataset: {args.train} train / {args.val} val images, {args.size} px, seed {args.seed}",
         f"- command: `{report['command'].strip()}`",
         "",
-        "| family | backbone | params | steps | s/step | AP | AP50 | AP75 | APs | APm | APl |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| family | backbone | params | steps | optimizer, lr | s/step | AP | AP50 | AP75 | APs | APm | APl |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         m = r["metrics"]
         cells = [f"{100 * m[k]:.1f}" if m[k] is not None else "n/a" for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")]
         sps = f"{r['s_per_step']:.2f}" if r["s_per_step"] is not None else "n/a (resumed)"
-        lines.append(f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | {sps} | " + " | ".join(cells) + " |")
+        lines.append(f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | "
+                     f"{r['optimizer']} {r['lr']:g} | {sps} | " + " | ".join(cells) + " |")
     (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(rows, indent=1))
     return 0

@@ -1,8 +1,9 @@
-"""Read a :class:`DetectorSpec` off a torchvision detector, or say clearly why it cannot be read.
+"""Read the (:class:`DetectorSpec`, :class:`Arch`) of a torchvision detector, or say why not.
 
-A model built by :func:`build_detector` carries its spec; any other torchvision detector is
-inspected, and the result is checked by rebuilding it and comparing every parameter and buffer
-name and shape, so a spec is only returned when it rebuilds the same model.
+A model built by :func:`build_detector` carries both; any other torchvision detector is read
+module by module, and the result is checked by rebuilding it and comparing every parameter and
+buffer name and shape and every leaf module's settings (strides, groups, norms, RoI pooling,
+transform), so a description is only returned when it rebuilds the same model.
 """
 
 from __future__ import annotations
