@@ -38,19 +38,14 @@ def test_random_archs_round_trip(arch: Arch) -> None:
     assert Arch.parse(str(arch)) == arch
 
 
-@given(st.text(max_size=80))
-@settings(max_examples=500, deadline=None)
+# any text, and near-misses built from the code's own alphabet
+_TEXTS = st.text(max_size=80) | st.lists(st.sampled_from(list("bascilotenk/g:|x,0123456789")), max_size=60).map("".join)
+
+
+@given(_TEXTS)
+@settings(max_examples=1000, deadline=None)
 def test_random_strings_raise_arch_error_only(text: str) -> None:
-    try:
-        arch = Arch.parse(text)
-    except ArchError:
-        return
-    assert Arch.parse(str(arch)) == arch
-
-
-@given(st.lists(st.sampled_from(list("bascilotenk/g:|x,0123456789")), max_size=60).map("".join))
-@settings(max_examples=500, deadline=None)
-def test_near_miss_codes_raise_arch_error_only(text: str) -> None:
+    """Parsing either raises ArchError or gives an arch that round-trips; nothing else escapes."""
     try:
         arch = Arch.parse(text)
     except ArchError:
