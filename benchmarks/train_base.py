@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from jdnas_sdk import DetectorSpec, build_detector, load_detector, save_detector
+from jdnas_sdk import DetectorSpec, build_detector, load_detector
 from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split, make_synthetic_dataset
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.machine import machine_info
-from jdnas_sdk.train import TrainConfig, train
+from jdnas_sdk.train import TrainConfig, train_to_file
 
 HERE = Path(__file__).resolve().parent
 
@@ -79,11 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{family}: reusing {out}", file=sys.stderr)
         else:
             model = build_detector(spec)
-            ckpt = out.with_name(out.name + ".ckpt")
-            result = train(model, train_set, config=config, checkpoint=ckpt)
-            save_detector(model, out, metadata={"steps": args.steps, "train_wall_s": result.wall_s,
-                                                "resumed_from": result.resumed_from})
-            ckpt.unlink(missing_ok=True)
+            result = train_to_file(model, train_set, out, config=config)
             wall = result.wall_s if result.resumed_from == 0 else None
             steps = args.steps
         metrics = evaluate(model, val_set)

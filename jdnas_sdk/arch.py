@@ -23,18 +23,22 @@ FAMILIES: dict[str, str] = {
     "fcos": "FCOS",
 }
 
+#: (block, stage depths, groups, width per group) of torchvision's ResNets, for :func:`standard_arch`.
+_TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
+    "resnet18": ("basic", (2, 2, 2, 2), 1, 64),
+    "resnet34": ("basic", (3, 4, 6, 3), 1, 64),
+    "resnet50": ("bottleneck", (3, 4, 6, 3), 1, 64),
+    "resnet101": ("bottleneck", (3, 4, 23, 3), 1, 64),
+    "resnet152": ("bottleneck", (3, 8, 36, 3), 1, 64),
+    "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), 32, 4),
+    "resnext101_32x8d": ("bottleneck", (3, 4, 23, 3), 32, 8),
+    "wide_resnet50_2": ("bottleneck", (3, 4, 6, 3), 1, 128),
+    "wide_resnet101_2": ("bottleneck", (3, 4, 23, 3), 1, 128),
+}
+
+
 #: torchvision ResNet-family backbones the SDK builds (never with downloaded weights).
-BACKBONES: tuple[str, ...] = (
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "resnet101",
-    "resnet152",
-    "resnext50_32x4d",
-    "resnext101_32x8d",
-    "wide_resnet50_2",
-    "wide_resnet101_2",
-)
+BACKBONES: tuple[str, ...] = tuple(_TORCHVISION_RESNETS)
 
 #: FPN levels each family takes from the backbone by default, as torchvision builds them.
 DEFAULT_RETURNED_LAYERS: dict[str, tuple[int, ...]] = {
@@ -309,20 +313,6 @@ def _int(text: str, what: str, code: str) -> int:
 def _check_width(what: str, value: object) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WIDTH:
         raise ArchError(f"{what} must be an integer in 1..{MAX_WIDTH}, got {value!r}")
-
-
-#: (block, stage depths, groups, width per group) of torchvision's ResNets, for :func:`standard_arch`.
-_TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
-    "resnet18": ("basic", (2, 2, 2, 2), 1, 64),
-    "resnet34": ("basic", (3, 4, 6, 3), 1, 64),
-    "resnet50": ("bottleneck", (3, 4, 6, 3), 1, 64),
-    "resnet101": ("bottleneck", (3, 4, 23, 3), 1, 64),
-    "resnet152": ("bottleneck", (3, 8, 36, 3), 1, 64),
-    "resnext50_32x4d": ("bottleneck", (3, 4, 6, 3), 32, 4),
-    "resnext101_32x8d": ("bottleneck", (3, 4, 23, 3), 32, 8),
-    "wide_resnet50_2": ("bottleneck", (3, 4, 6, 3), 1, 128),
-    "wide_resnet101_2": ("bottleneck", (3, 4, 23, 3), 1, 128),
-}
 
 
 def standard_arch(backbone: str) -> Arch:

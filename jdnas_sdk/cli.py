@@ -66,11 +66,11 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_split
-    from .detectors import build_detector, load_detector, save_detector, spec_of
-    from .train import TrainConfig, train
+    from .detectors import build_detector, load_detector, spec_of
+    from .train import TrainConfig, checkpoint_path, train_to_file
 
     out = Path(args.out)
-    ckpt = out.with_name(out.name + ".ckpt")
+    ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     data = load_split(args.data, args.split, with_masks=args.model.startswith("maskrcnn"))
@@ -92,9 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_workers=args.workers)
-    result = train(model, data, config=config, checkpoint=ckpt)
-    save_detector(model, out, metadata={"steps": config.steps, "data": str(args.data), "final_loss": result.final_loss})
-    ckpt.unlink(missing_ok=True)
+    result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)})
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
     print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
     return 0
@@ -129,9 +127,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .data import load_split, make_synthetic_dataset
-    from .detectors import build_detector, load_detector, save_detector
+    from .detectors import build_detector, load_detector
     from .evaluate import evaluate
-    from .train import TrainConfig, train
+    from .train import TrainConfig, train_to_file
 
     began = time.perf_counter()
     work = Path(args.workdir)
@@ -154,9 +152,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                             class_names=train_set.class_names)
         model = build_detector(spec)
         config = TrainConfig(steps=args.steps, optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=args.seed)
-        result = train(model, train_set, config=config, checkpoint=work / "base.pt.ckpt")
-        save_detector(model, base, metadata={"steps": args.steps, "final_loss": result.final_loss})
-        (work / "base.pt.ckpt").unlink(missing_ok=True)
+        train_to_file(model, train_set, base, config=config)
     print("[3/3] evaluating on the validation split (COCO mAP, pycocotools)")
     metrics = evaluate(model, val_set)
     from ._io import atomic_write_json

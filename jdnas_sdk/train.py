@@ -25,11 +25,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._io import atomic_torch_save
-from .detectors import spec_of
+from .detectors import save_detector, spec_of
 from .data.loader import ResumableSampler, collate, hflip
 from .errors import NonFiniteLossError, TrainingError
 
-__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "learning_rate"]
+__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate"]
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +231,35 @@ def train(
     wall = time.perf_counter() - began
     final = history[-1][1] if history else float("nan")
     return TrainResult(steps=config.steps, resumed_from=start, wall_s=wall, final_loss=final, history=history)
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`train_to_file` keeps its checkpoint for the detector file ``out``."""
+    path = Path(out)
+    return path.with_name(path.name + ".ckpt")
+
+
+def train_to_file(
+    model: nn.Module,
+    data: Dataset[Any],
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` and save it as the detector file ``out``, checkpointing beside it.
+
+    Killed, the same call resumes from ``checkpoint_path(out)``; the checkpoint is removed once
+    the detector file is written. The file's metadata records steps, final loss, wall time and
+    the step training resumed from, plus ``metadata``.
+    """
+    config = config or TrainConfig()
+    ckpt = checkpoint_path(out)
+    result = train(model, data, config=config, checkpoint=ckpt, progress=progress)
+    save_detector(model, out, metadata={
+        "steps": config.steps, "final_loss": result.final_loss, "train_wall_s": result.wall_s,
+        "resumed_from": result.resumed_from, **(metadata or {}),
+    })
+    ckpt.unlink(missing_ok=True)
+    return result

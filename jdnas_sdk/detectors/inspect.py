@@ -77,10 +77,9 @@ def nearest_backbone(arch: Arch) -> str:
 
 
 def _anchor_base(model: nn.Module, family: str) -> tuple[int, ...] | None:
-    generator = model.rpn.anchor_generator if family in ("fasterrcnn", "maskrcnn", "keypointrcnn") else model.anchor_generator
     if family == "fcos":
         return None
-    return tuple(int(level[0]) for level in generator.sizes)
+    return tuple(int(level[0]) for level in _generator(model).sizes)
 
 
 def _postprocess(model: nn.Module, family: str) -> dict[str, float | int]:
