@@ -27,6 +27,8 @@ a typical session:
   jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --steps 300
   jdnas eval  --model base.pt --data data/shapes
   jdnas info  --model base.pt
+  jdnas latency --model base.pt --target cpu-ort --measure
+  jdnas profile --target cpu-ort --model base.pt --input-size 256
 or all of it at once, on a fresh machine:  jdnas demo
 """
 
@@ -164,6 +166,96 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _input_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
+    except ValueError:
+        parts = []
+    if len(parts) == 1:
+        parts *= 2
+    if len(parts) != 2 or min(parts) < 32:
+        raise JdnasError(f"--input-size must be SIZE or HEIGHTxWIDTH with sides >= 32, got {text!r}")
+    return parts[0], parts[1]
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .arch import standard_arch
+    from .detectors import load_detector
+    from .detectors.inspect import describe
+    from .latency import make_backend, open_table, profile, reachable_ops
+    from .latency.backends import Timing
+    from .space import SearchSpace
+
+    sizes = [_input_size(t) for t in args.input_size]
+    model = None
+    if args.model:
+        if args.family or args.backbone:
+            raise JdnasError("give either --model FILE or --family/--backbone, not both")
+        model = load_detector(args.model)
+        spec, base = describe(model)
+    elif args.family and args.backbone:
+        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=args.num_classes,
+                            min_size=min(min(s) for s in sizes), max_size=max(max(s) for s in sizes),
+                            fpn_channels=args.fpn_channels, representation_size=args.representation_size,
+                            anchor_sizes=_anchor_sizes("auto", args.family, max(max(s) for s in sizes)))
+        base = standard_arch(args.backbone)
+    else:
+        raise JdnasError("name the detector to profile around: --model FILE, or --family F --backbone B")
+    ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
+    space = SearchSpace(base, width_ratios=ratios) if ratios else SearchSpace(base)
+    if args.dry_run:
+        ops = {k for size in sizes for k in reachable_ops(spec, space, size)}
+        print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")
+        return 0
+    timing = Timing(min_runs=args.min_runs, min_time_s=args.min_time)
+    backend = make_backend(args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing)
+    out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
+    table = open_table(out, args.target, backend)
+    print(f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries already there)")
+    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model)
+    print(f"{out}: {len(table)} entries")
+    return 0
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from .arch import Arch
+    from .detectors import load_detector
+    from .detectors.inspect import describe
+    from .latency import Estimator, load_table
+
+    model = load_detector(args.model)
+    spec, arch = describe(model)
+    if args.arch:
+        arch = Arch.parse(args.arch)
+    size = _input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
+    table = load_table(args.target)
+    estimator = Estimator(table, spec, size, on_miss=args.on_miss)
+    estimate = estimator.estimate(arch)
+    print(estimate)
+    report: dict[str, object] = {"estimate": estimate.to_dict()}
+    if args.measure:
+        backend = estimator.backend
+        if backend is None:
+            raise JdnasError(
+                f"--measure runs the detector on this machine, but target {table.target!r} is "
+                f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
+            )
+        if args.arch:
+            from .detectors import build_detector
+
+            model = build_detector(spec, arch)
+        measured = backend.measure_detector(model, size)
+        error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
+        print(f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "
+              f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%")
+        report["measured_ms"] = measured.median_ms
+    if args.json:
+        from ._io import atomic_write_json
+
+        atomic_write_json(args.json, report)
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -221,6 +313,50 @@ def build_parser() -> argparse.ArgumentParser:
     info = verbs.add_parser("info", help="show what a detector file holds")
     info.add_argument("--model", required=True, help="detector file")
     info.set_defaults(func=cmd_info)
+
+    pr = verbs.add_parser(
+        "profile", formatter_class=fmt, help="measure a target's per-op latency table",
+        description="Measure every op the search space around a detector can reach, on this machine, into a "
+                    "latency table. Killed? Run the same command again: done entries are kept.",
+        epilog="examples:\n  jdnas profile --target cpu-ort --model base.pt --input-size 256\n"
+               "  jdnas profile --target my-gpu-trt --backend tensorrt --precision fp16 --family fasterrcnn "
+               "--backbone resnet50 --input-size 800x1344",
+    )
+    pr.add_argument("--target", required=True, help="target name (the table is TARGET.json)")
+    pr.add_argument("--model", help="detector file whose neighbourhood to profile (its weights time the fixed entry)")
+    pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
+    pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
+    pr.add_argument("--num-classes", type=int, default=9, help="with --family: classes including background")
+    pr.add_argument("--fpn-channels", type=int, default=256, help="with --family: FPN width")
+    pr.add_argument("--representation-size", type=int, default=1024, help="with --family: R-CNN box-head width")
+    pr.add_argument("--input-size", nargs="+", default=["256"], help="image size(s): SIZE or HEIGHTxWIDTH")
+    pr.add_argument("--width-ratios", help="width grid of the search space, e.g. 0.5,0.75,1 (default: 0.25..1.5)")
+    pr.add_argument("--backend", choices=("ort", "torch", "tensorrt", "roofline"), default="ort",
+                    help="what runs the ops; roofline MODELS them for --device v100-trt|t4-trt|a100-trt (a modelled table)")
+    pr.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives repeatable numbers)")
+    pr.add_argument("--device", default="cpu", help="torch backend: cpu or cuda; roofline backend: the device model")
+    pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
+    pr.add_argument("--min-runs", type=int, default=10, help="timed runs per op, at least")
+    pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
+    pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
+    pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
+    pr.set_defaults(func=cmd_profile)
+
+    la = verbs.add_parser(
+        "latency", formatter_class=fmt, help="estimate a detector's latency on a target",
+        description="Estimate a detector's latency from a target's table: total, breakdown by stage, misses. "
+                    "With --measure, also run it on this machine (the target must be this machine).",
+    )
+    la.add_argument("--model", required=True, help="detector file")
+    la.add_argument("--target", default="cpu-ort", help="target name or table file")
+    la.add_argument("--arch", help="estimate this backbone code instead of the file's (same heads)")
+    la.add_argument("--input-size", help="SIZE or HEIGHTxWIDTH (default: the detector's min_size square)")
+    la.add_argument("--on-miss", choices=("auto", "measure", "interpolate", "model", "error"), default="auto",
+                    help="ops the table lacks: auto measures them on the table's own device, models them on a "
+                         "modelled table, else interpolates")
+    la.add_argument("--measure", action="store_true", help="also measure the whole detector here (ONNX Runtime)")
+    la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
+    la.set_defaults(func=cmd_latency)
 
     demo = verbs.add_parser("demo", formatter_class=fmt, help="the whole job on a synthetic dataset, on this machine",
                             description="Make a synthetic dataset, train a small detector, evaluate it. Reuses what a previous run left in WORKDIR.")

@@ -2,7 +2,7 @@
 
 from .coco import Category, CocoDetection, DataStats, find_split, load_split
 from .loader import ResumableSampler, collate, hflip
-from .synth import SHAPES, SynthConfig, make_synthetic_dataset
+from .synth import SHAPES, SynthConfig, make_synthetic_dataset, synthetic_image
 
 __all__ = [
     "Category",
@@ -16,4 +16,5 @@ __all__ = [
     "SHAPES",
     "SynthConfig",
     "make_synthetic_dataset",
+    "synthetic_image",
 ]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from .._io import atomic_write_json
 from ..errors import DataError
 
-__all__ = ["SHAPES", "SynthConfig", "make_synthetic_dataset"]
+__all__ = ["SHAPES", "SynthConfig", "make_synthetic_dataset", "synthetic_image"]
 
 log = logging.getLogger(__name__)
 
@@ -162,6 +162,20 @@ def _finish(rng: np.random.Generator, image: np.ndarray, cfg: SynthConfig) -> Im
     array = np.asarray(pil, dtype=np.float32) / 255.0
     array = array + rng.normal(0, cfg.noise, array.shape)
     return Image.fromarray((np.clip(array, 0, 1) * 255).astype(np.uint8))
+
+
+def synthetic_image(height: int, width: int, *, seed: int = 0, config: SynthConfig | None = None) -> np.ndarray:
+    """One synthetic scene of ``height x width`` pixels as float32 RGB in [0, 1] (H, W, 3).
+
+    For probes that need a realistic image without a dataset on disk (latency measurements).
+    """
+    cfg = config or SynthConfig()
+    side = max(height, width, 32)
+    cfg = SynthConfig(**{**cfg.__dict__, "size": side})
+    rng = np.random.default_rng(seed)
+    image, _ = _render(rng, cfg)
+    pil = _finish(rng, image, cfg)
+    return (np.asarray(pil, dtype=np.float32) / 255.0)[:height, :width]
 
 
 def _annotation(ann_id: int, image_id: int, cls: int, mask: np.ndarray) -> dict[str, Any]:

@@ -3,5 +3,7 @@
 from .build import build_detector, thaw
 from .files import load_detector, read_detector_file, save_detector
 from .inspect import describe, spec_of
+from .onnx import detector_onnx
 
-__all__ = ["build_detector", "thaw", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file"]
+__all__ = ["build_detector", "thaw", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file",
+           "detector_onnx"]

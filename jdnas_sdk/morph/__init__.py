@@ -7,16 +7,17 @@ from .actions import (
     RemoveBlock,
     SetBlockWidth,
     SetStageWidth,
+    actions_to,
     apply_action,
     available_actions,
     snap,
 )
-from .apply import morph, morph_step
+from .apply import morph, morph_step, morph_to
 from .importance import IMPORTANCES, Importance, bn_scale, l1_norm
 from .sample import sample_arch
 
 __all__ = [
     "Action", "AddBlock", "RemoveBlock", "MoveBoundary", "SetBlockWidth", "SetStageWidth",
-    "apply_action", "available_actions", "snap", "morph", "morph_step",
+    "apply_action", "available_actions", "snap", "actions_to", "morph", "morph_step", "morph_to",
     "Importance", "IMPORTANCES", "bn_scale", "l1_norm", "sample_arch",
 ]

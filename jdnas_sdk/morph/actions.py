@@ -15,7 +15,7 @@ from ..errors import ArchError
 
 __all__ = [
     "AddBlock", "RemoveBlock", "MoveBoundary", "SetBlockWidth", "SetStageWidth", "Action",
-    "apply_action", "available_actions", "snap",
+    "apply_action", "available_actions", "snap", "actions_to",
 ]
 
 
@@ -162,3 +162,30 @@ def _valid(arch: Arch, action: Action) -> bool:
     except ArchError:
         return False
     return True
+
+
+def actions_to(source: Arch, target: Arch) -> list[Action]:
+    """Actions that turn ``source`` into ``target``: per stage, blocks added (copies of the last)
+    or removed from the end, then stage widths, then block widths.
+
+    Block type and groups must match, and an untied stem must keep its width (no action changes it).
+    """
+    if (source.block, source.groups) != (target.block, target.groups):
+        raise ArchError(f"cannot morph {source.block}/g{source.groups} into {target.block}/g{target.groups}")
+    tied = source.stem == source.stages[0].width
+    if not tied and source.stem != target.stem:
+        raise ArchError(f"no action changes an untied stem ({source.stem} -> {target.stem})")
+    if tied and target.stem != target.stages[0].width:
+        raise ArchError(f"the stem is tied to stage 1 in {source}; the target must keep it tied")
+    actions: list[Action] = []
+    for s, (a, b) in enumerate(zip(source.stages, target.stages), start=1):
+        actions += [AddBlock(s, a.depth - 1)] * max(0, b.depth - a.depth)
+        actions += [RemoveBlock(s, j) for j in range(a.depth - 1, b.depth - 1, -1)]
+    for s, (a, b) in enumerate(zip(source.stages, target.stages), start=1):
+        if a.width != b.width:
+            actions.append(SetStageWidth(s, b.width))
+    for s, stage in enumerate(target.stages, start=1):
+        depth = min(source.stages[s - 1].depth, stage.depth)
+        current = source.stages[s - 1].mids[:depth] + (source.stages[s - 1].mids[-1],) * (stage.depth - depth)
+        actions += [SetBlockWidth(s, j, mid) for j, (old, mid) in enumerate(zip(current, stage.mids)) if old != mid]
+    return actions

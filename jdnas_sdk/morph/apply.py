@@ -12,11 +12,13 @@ from torch import nn
 from ..arch import Arch
 from ..detectors import build_detector, describe
 from ..errors import ArchError
-from .actions import Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, apply_action, snap
+from .actions import (
+    Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, actions_to, apply_action, snap,
+)
 from .importance import IMPORTANCES, Importance
 from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
 
-__all__ = ["morph", "morph_step"]
+__all__ = ["morph", "morph_step", "morph_to"]
 
 
 def _plan(parent: nn.Module, arch: Arch, action: Action, importance: Importance) -> Plan:
@@ -83,3 +85,12 @@ def morph(model: nn.Module, actions: Sequence[Action] | Action, *, importance: s
         current.load_state_dict(model.state_dict())
         current.train(model.training)
     return current
+
+
+def morph_to(model: nn.Module, arch: Arch, *, importance: str | Importance = "bn", multiple: int = 8) -> nn.Module:
+    """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`."""
+    student = morph(model, actions_to(describe(model)[1], arch), importance=importance, multiple=multiple)
+    got = describe(student)[1]
+    if got != arch:
+        raise ArchError(f"morphing reached {got}, not {arch} (widths snap to multiples of {multiple})")
+    return student

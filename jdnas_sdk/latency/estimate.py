@@ -1,0 +1,333 @@
+"""Latency estimates from a table: total, breakdown by stage and op, and every miss, flagged.
+
+A miss (an op the table lacks) is never a silent zero. On the table's own device it is measured
+on demand and written into the table; on a modelled table it is modelled with the table's device
+model; on another device it is interpolated from entries of the same op with other widths, and
+flagged. ``on_miss="error"`` refuses instead.
+
+:class:`Estimator` binds a table to one detector head and input size; its :meth:`~Estimator.total_ms`
+is the search's hot path (cached per block, tens of thousands of estimates per second) and
+:meth:`~Estimator.estimate` gives the full breakdown.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from ..arch import Arch, DetectorSpec, standard_arch
+from ..detectors import build_detector, describe
+from ..errors import LatencyTableError
+from .backends import Backend, backend_for, local_fingerprint
+from .lower import (
+    STAGES, block_ops, conv_out, detector_input, fixed_key, fpn_ops, head_ops, lower, stem_ops,
+)
+from .ops import OP_FIELDS, OpKey, op_macs
+from .roofline import DeviceModel
+from .table import Entry, LatencyTable, table_path
+
+__all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES"]
+
+MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
+#: How an op's time was obtained, in an estimate.
+HOW = ("table", "measured", "modelled", "interpolated")
+
+
+@dataclass(frozen=True)
+class OpLatency:
+    """One op of an estimate: ``count`` launches of ``ms`` each, obtained ``how``."""
+
+    stage: str
+    key: OpKey
+    count: int
+    ms: float
+    how: str
+
+    @property
+    def total_ms(self) -> float:
+        return self.ms * self.count
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """An estimated end-to-end latency with its parts. ``modelled`` says the table is a model,
+    not a measurement; ``misses`` lists every op that was not in the table as it stood."""
+
+    total_ms: float
+    target: str
+    modelled: bool
+    device: str
+    input_size: tuple[int, int]
+    by_stage: dict[str, float]
+    ops: tuple[OpLatency, ...]
+    misses: tuple[OpLatency, ...] = field(default=())
+
+    def __str__(self) -> str:
+        label = "MODELLED (roofline, not measured)" if self.modelled else "measured table"
+        lines = [f"estimated latency on {self.target}: {self.total_ms:.2f} ms  [{label}; {self.device}; "
+                 f"input {self.input_size[0]}x{self.input_size[1]}]"]
+        for stage, ms in self.by_stage.items():
+            lines.append(f"  {stage:<7} {ms:9.3f} ms  {100 * ms / self.total_ms:5.1f}%")
+        if self.misses:
+            counts: dict[str, int] = {}
+            for miss in self.misses:
+                counts[miss.how] = counts.get(miss.how, 0) + 1
+            lines.append("  misses: " + ", ".join(f"{n} {how}" for how, n in counts.items()))
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total_ms": self.total_ms, "target": self.target, "modelled": self.modelled, "device": self.device,
+            "input_size": list(self.input_size), "by_stage": self.by_stage,
+            "ops": [{"stage": o.stage, "op": str(o.key), "count": o.count, "ms": o.ms, "how": o.how} for o in self.ops],
+            "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
+        }
+
+
+def load_table(target: str | LatencyTable) -> LatencyTable:
+    """A table by target name or path (see :func:`jdnas_sdk.latency.table.table_path`); a measured
+    table from another device warns (:class:`~jdnas_sdk.latency.table.DeviceMismatchWarning`)."""
+    if isinstance(target, LatencyTable):
+        return target
+    table = LatencyTable.load(table_path(target))
+    if not table.modelled:
+        table.warn_if_other_device(local_fingerprint(table.fingerprint))
+    return table
+
+
+class Estimator:
+    """Estimates for detectors with head ``spec`` on ``input_size`` images, from ``table``.
+
+    ``on_miss``: ``auto`` (measure on the table's own device, model on a modelled table,
+    otherwise interpolate), or force ``measure`` / ``interpolate`` / ``model``, or ``error``.
+    Measured misses are saved into the table file when ``save`` (default) and the table has one.
+    """
+
+    def __init__(self, table: LatencyTable, spec: DetectorSpec, input_size: tuple[int, int], *,
+                 on_miss: str = "auto", save: bool = True, backend: Backend | None = None) -> None:
+        if on_miss not in MISS_POLICIES:
+            raise LatencyTableError(f"on_miss must be one of {MISS_POLICIES}, got {on_miss!r}")
+        self.table, self.spec, self.input_size = table, spec, (int(input_size[0]), int(input_size[1]))
+        self.on_miss, self.save = on_miss, save
+        self.device_model = DeviceModel.from_dict(table.model) if table.model else None
+        self._backend = backend
+        self._backend_checked = backend is not None
+        _, _, self._ph, self._pw = detector_input(spec, self.input_size)
+        self._h0 = conv_out(conv_out(self._ph, 7, 2), 3, 2)
+        self._w0 = conv_out(conv_out(self._pw, 7, 2), 3, 2)
+        self._ms: dict[OpKey, tuple[float, str]] = {}
+        self._blocks: dict[tuple[Any, ...], float] = {}
+        self._misses: dict[OpKey, tuple[float, str]] = {}
+        self._heads: float | None = None
+        self._fixed: float | None = None
+
+    # -- lookups -----------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend | None:
+        """The backend that measures misses here (``None`` unless this machine is the table's device)."""
+        if not self._backend_checked:
+            self._backend_checked = True
+            self._backend = None if self.table.modelled else backend_for(self.table.fingerprint)
+        return self._backend
+
+    def op_ms(self, key: OpKey, *, arch: Arch | None = None) -> tuple[float, str]:
+        """Time of one op and how it was obtained."""
+        hit = self._ms.get(key)
+        if hit is not None:
+            return hit
+        entry = self.table.get(key)
+        if entry is not None:
+            result = (entry.median_ms, "table")
+        else:
+            result = self._miss(key, arch)
+            self._misses[key] = result
+        self._ms[key] = result
+        return result
+
+    def _policy(self) -> str:
+        if self.on_miss != "auto":
+            return self.on_miss
+        if self.device_model is not None:
+            return "model"
+        return "measure" if self.backend is not None else "interpolate"
+
+    def _miss(self, key: OpKey, arch: Arch | None) -> tuple[float, str]:
+        policy = self._policy()
+        if policy == "error":
+            raise LatencyTableError(
+                f"latency table {self.table.target!r} has no entry for {key}; profile it with `jdnas profile "
+                f"--target {self.table.target} ...` or estimate with on_miss='auto'"
+            )
+        if policy == "model":
+            if self.device_model is None:
+                raise LatencyTableError(f"table {self.table.target!r} is measured; it has no device model to model misses with")
+            return self.device_model.op_ms(key), "modelled"
+        if policy == "measure":
+            backend = self.backend
+            if backend is None:
+                raise LatencyTableError(
+                    f"cannot measure {key} for {self.table.target!r}: this machine is not the table's device "
+                    f"[{self.table.fingerprint.describe()}]; use on_miss='interpolate'"
+                )
+            entry = self._measure(backend, key, arch)
+            self.table.put(key, entry)
+            if self.save and self.table.path is not None:
+                self.table.save()
+            return entry.median_ms, "measured"
+        return self._interpolate(key), "interpolated"
+
+    def _measure(self, backend: Backend, key: OpKey, arch: Arch | None) -> Entry:
+        if key.kind != "fixed":
+            return backend.measure_op(key)
+        arch = arch or standard_arch(self.spec.backbone)
+        end_to_end = backend.measure_detector(build_detector(self.spec, arch), self.input_size)
+        return residual_entry(end_to_end, self.ops_ms(arch))
+
+    def _interpolate(self, key: OpKey) -> float:
+        same, scaled = _neighbours(self.table, key)
+        pool = same or scaled
+        if not pool:
+            raise LatencyTableError(
+                f"latency table {self.table.target!r} has no entry for {key} and no entry of the same kind to "
+                f"interpolate from; profile this detector on the target (`jdnas profile --target {self.table.target} ...`)"
+            )
+        if key.kind == "fixed":
+            size = int(key["rh"]) * int(key["rw"])
+            other, entry = min(pool, key=lambda kv: abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size)))
+            return entry.median_ms * size / (int(other["rh"]) * int(other["rw"]))
+        macs = max(op_macs(key), 1)
+        pool.sort(key=lambda kv: abs(math.log(max(op_macs(kv[0]), 1) / macs)))
+        near = pool[:4]
+        xs = [max(op_macs(k), 1) for k, _ in near]
+        ys = [e.median_ms for _, e in near]
+        if len(set(xs)) >= 2 and same:
+            slope, intercept = _fit(xs, ys)
+            if slope > 0 and intercept + slope * macs > 0:
+                return intercept + slope * macs
+        return ys[0] * macs / xs[0]
+
+    # -- estimates ---------------------------------------------------------------------------------
+    def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:
+        return sum(self.op_ms(k, arch=arch)[0] for k in ops)
+
+    def total_ms(self, arch: Arch) -> float:
+        """The estimated end-to-end latency of the detector with backbone ``arch`` (the search's fast path)."""
+        if self._fixed is None:
+            self._fixed = self.op_ms(fixed_key(self.spec, self.input_size), arch=arch)[0]
+        return self.ops_ms(arch) + self._fixed
+
+    def ops_ms(self, arch: Arch) -> float:
+        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry)."""
+        ph, pw, blocks = self._ph, self._pw, self._blocks
+        if self._heads is None:
+            self._heads = self._sum(head_ops(self.spec, ph, pw), arch)
+        stem_key = ("stem", arch.stem)
+        total = blocks.get(stem_key)
+        if total is None:
+            total = blocks[stem_key] = self._sum(stem_ops(arch.stem, ph, pw), arch)
+        h, w, cin, kind, groups = self._h0, self._w0, arch.stem, arch.block, arch.groups
+        for index, stage in enumerate(arch.stages, start=1):
+            out = stage.width
+            for j, mid in enumerate(stage.mids):
+                stride = 2 if j == 0 and index > 1 else 1
+                key = (kind, groups, cin, mid, out, stride, h)
+                ms = blocks.get(key)
+                if ms is None:
+                    ms = blocks[key] = self._sum(block_ops(kind, groups, cin, mid, out, stride, h, w), arch)
+                total += ms
+                if stride == 2:
+                    h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
+                cin = out
+        fpn_key = ("fpn", arch.widths)
+        ms = blocks.get(fpn_key)
+        if ms is None:
+            ms = blocks[fpn_key] = self._sum(fpn_ops(self.spec, arch.widths, ph, pw), arch)
+        return total + ms + self._heads
+
+    def estimate(self, arch: Arch) -> LatencyEstimate:
+        """The full breakdown for backbone ``arch``."""
+        lowered = lower(self.spec, arch, self.input_size)
+        ops: list[OpLatency] = []
+        for stage, stage_ops in lowered.stages:
+            for key, count in stage_ops:
+                ms, how = self.op_ms(key, arch=arch)
+                ops.append(OpLatency(stage, key, count, ms, how))
+        ms, how = self.op_ms(lowered.fixed, arch=arch)
+        ops.append(OpLatency("fixed", lowered.fixed, 1, ms, how))
+        by_stage = {s: 0.0 for s in STAGES}
+        for op in ops:
+            by_stage[op.stage] += op.total_ms
+        misses = tuple(o for o in ops if o.how != "table")
+        return LatencyEstimate(total_ms=sum(by_stage.values()), target=self.table.target, modelled=self.table.modelled,
+                               device=self.table.fingerprint.describe(), input_size=self.input_size,
+                               by_stage=by_stage, ops=tuple(ops), misses=misses)
+
+
+def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
+    """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries."""
+    residual = end_to_end.median_ms - ops_ms
+    if residual < 0:
+        raise LatencyTableError(
+            f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
+            "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
+        )
+    return Entry(median_ms=residual, spread_ms=end_to_end.spread_ms, samples=end_to_end.samples, source="residual",
+                 info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)})
+
+
+def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
+    return slope, my - slope * mx
+
+
+_WIDTHS = {"conv": ("cin", "cout"), "linear": ("fin", "fout", "rows"), "maxpool": ("c",), "upsample": ("c",),
+           "relu": ("c",), "fixed": ("h", "w", "rh", "rw")}
+_SIZES = {"conv": ("h", "w", "n"), "linear": (), "maxpool": ("h", "w"), "upsample": ("h", "w", "oh", "ow"),
+          "relu": ("h", "w"), "fixed": ()}
+
+
+def _neighbours(table: LatencyTable, key: OpKey) -> tuple[list[tuple[OpKey, Entry]], list[tuple[OpKey, Entry]]]:
+    """Entries equal to ``key`` but for its widths, and (second) those equal but for widths and sizes."""
+    names = OP_FIELDS[key.kind]
+    free = set(_WIDTHS[key.kind])
+    loose = free | set(_SIZES[key.kind])
+    same, scaled = [], []
+    for other, entry in table.entries.items():
+        if other.kind != key.kind or other == key:
+            continue
+        differing = {n for n, a, b in zip(names, key.values, other.values) if a != b}
+        if differing <= free:
+            same.append((other, entry))
+        elif differing <= loose:
+            scaled.append((other, entry))
+    return same, scaled
+
+
+def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTable = "cpu-ort",
+                     input_size: tuple[int, int] | int | None = None, spec: DetectorSpec | None = None,
+                     on_miss: str = "auto", save: bool = True) -> LatencyEstimate:
+    """Estimated latency of a detector on ``target``, with the breakdown and every miss.
+
+    ``model_or_arch`` is a supported torchvision detector, or an :class:`Arch` together with
+    ``spec``. ``input_size`` is the image's (height, width) (an int means square), by default a
+    ``spec.min_size`` square. See :class:`Estimator` for ``on_miss``.
+    """
+    if isinstance(model_or_arch, Arch):
+        if spec is None:
+            raise LatencyTableError("estimating an Arch needs the detector's spec too: estimate_latency(arch, spec=...)")
+        arch = model_or_arch
+    elif isinstance(model_or_arch, nn.Module):
+        spec, arch = describe(model_or_arch)
+    else:
+        raise LatencyTableError(f"estimate_latency takes a torchvision detector or an Arch, got {type(model_or_arch).__name__}")
+    if input_size is None:
+        input_size = (spec.min_size, spec.min_size)
+    elif isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    return Estimator(load_table(target), spec, input_size, on_miss=on_miss, save=save).estimate(arch)

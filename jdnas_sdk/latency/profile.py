@@ -1,0 +1,108 @@
+"""``jdnas profile``: measure every op a search space can reach, resumable after a kill.
+
+The table on disk is the progress record: it is rewritten atomically every few seconds, and a
+restarted profile skips every op it already holds. A table measured with another device or
+other settings is never mixed into: profiling into it is refused with both fingerprints named.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from torch import nn
+from tqdm import tqdm
+
+from ..arch import Arch, DetectorSpec
+from ..detectors import build_detector
+from ..errors import LatencyTableError
+from ..space import SearchSpace
+from .backends import Backend, RooflineBackend
+from .estimate import Estimator, residual_entry
+from .lower import fixed_key
+from .reach import reachable_ops
+from .table import LatencyTable
+
+__all__ = ["profile", "open_table"]
+
+
+def open_table(path: str | os.PathLike[str], target: str, backend: Backend) -> LatencyTable:
+    """The table at ``path`` to add to (checked against ``target`` and the backend's fingerprint), or a new one."""
+    path = Path(path)
+    here = backend.fingerprint()
+    model = backend.model.to_dict() if isinstance(backend, RooflineBackend) else None
+    if not path.exists():
+        if model is not None:
+            table = LatencyTable(target=target, source="modelled", fingerprint=here, model=model,
+                                 notes="MODELLED by a roofline (see 'model'); replace by profiling the device")
+        else:
+            table = LatencyTable(target=target, source="measured", fingerprint=here,
+                                 notes="measured by jdnas profile; op entries are kernel times, fixed entries residuals")
+        table.path = path
+        return table
+    table = LatencyTable.load(path)
+    if table.target != target:
+        raise LatencyTableError(f"{path} is the table of target {table.target!r}, not {target!r}; pass another --out")
+    if table.modelled != (model is not None) or (model is not None and table.model != model):
+        kind = "modelled" if table.modelled else "measured"
+        raise LatencyTableError(f"{path} is a {kind} table made another way; pass another --out to start a new table")
+    if table.fingerprint != here:
+        raise LatencyTableError(
+            f"{path} was measured on [{table.fingerprint.describe()}] but this run measures on [{here.describe()}] "
+            f"({'; '.join(table.fingerprint.differences(here))}): pass another --out or --target to start a new table"
+        )
+    return table
+
+
+def profile(
+    table: LatencyTable,
+    backend: Backend,
+    spec: DetectorSpec,
+    *,
+    base: Arch,
+    input_sizes: list[tuple[int, int]],
+    space: SearchSpace | None = None,
+    model: nn.Module | None = None,
+    save_every_s: float = 2.0,
+    progress: bool = True,
+) -> LatencyTable:
+    """Measure the ops of ``space`` (default: the grid around ``base``) for each input size, then
+    each size's fixed entry on ``model`` (default: ``(spec, base)`` with random weights) at full
+    detection load. Returns ``table``, saved to its path."""
+    space = space or SearchSpace(base)
+    wanted: dict = {}
+    for size in input_sizes:
+        wanted.update(dict.fromkeys(reachable_ops(spec, space, size)))
+    todo = [key for key in wanted if key not in table]
+    done_before = len(wanted) - len(todo)
+    last_save = time.monotonic()
+    bar = tqdm(total=len(wanted), initial=done_before, desc=f"profile {table.target}", unit="op",
+               disable=not progress, dynamic_ncols=True)
+    try:
+        for key in todo:
+            bar.set_postfix_str(key.kind, refresh=False)
+            table.put(key, backend.measure_op(key))
+            bar.update()
+            if time.monotonic() - last_save >= save_every_s:
+                table.save()
+                last_save = time.monotonic()
+    finally:
+        bar.close()
+        table.save()
+    detector = model if model is not None else build_detector(spec, base)
+    for size in input_sizes:
+        key = fixed_key(spec, size)
+        if key in table:
+            continue
+        if isinstance(backend, RooflineBackend):
+            table.put(key, backend.fixed_entry(key))
+            table.save()
+            continue
+        if progress:
+            print(f"measuring the whole detector at {size[0]}x{size[1]} for the fixed entry ...", flush=True)
+        end_to_end = backend.measure_detector(detector, size)
+        ops_ms = Estimator(table, spec, size, on_miss="error").ops_ms(base)
+        table.put(key, residual_entry(end_to_end, ops_ms))
+        table.save()
+    return table

@@ -1,0 +1,196 @@
+"""Profiling a tiny search space for real (ONNX Runtime), estimating from it, and every miss policy."""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import Arch, LatencyTableError, build, save_detector
+from jdnas_sdk.latency import Estimator, LatencyTable, OpKey, OrtBackend, TorchBackend, estimate_latency, open_table, profile, reachable_ops
+from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
+from jdnas_sdk.latency.lower import fixed_key
+from jdnas_sdk.latency.roofline import GPU_MODELS
+from jdnas_sdk.space import SearchSpace
+
+from .conftest import tiny_spec
+
+BASE = Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")
+SPACE = SearchSpace(BASE, width_ratios=(0.5, 1.0))
+SIZE = (96, 96)
+FAST = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory) -> LatencyTable:
+    path = tmp_path_factory.mktemp("tables") / "tiny.json"
+    backend = OrtBackend(timing=FAST)
+    table = open_table(path, "tiny", backend)
+    return profile(table, backend, tiny_spec(), base=BASE, input_sizes=[SIZE], space=SPACE, progress=False)
+
+
+def test_profile_measures_every_reachable_op_and_the_fixed_residual(profiled: LatencyTable) -> None:
+    spec = tiny_spec()
+    reachable = reachable_ops(spec, SPACE, SIZE)
+    assert set(reachable) | {fixed_key(spec, SIZE)} == set(profiled.entries)
+    assert all(e.median_ms > 0 and e.samples >= 3 and e.source == "measured" for k, e in profiled.entries.items() if k.kind != "fixed")
+    fixed = profiled.get(fixed_key(spec, SIZE))
+    assert fixed is not None and fixed.source == "residual"
+    assert fixed.info["detections"] == spec.detections_per_img  # full load: NMS saw real candidates
+    assert fixed.info["end_to_end_ms"] == pytest.approx(fixed.median_ms + fixed.info["ops_ms"], abs=1e-3)
+    reloaded = LatencyTable.load(profiled.path)  # type: ignore[arg-type]
+    assert reloaded.entries == profiled.entries
+
+
+def test_fast_and_detailed_estimates_agree_and_cover_the_space(profiled: LatencyTable) -> None:
+    estimator = Estimator(profiled, tiny_spec(), SIZE, on_miss="error")
+    for seed in range(20):
+        arch = SPACE.sample(seed)
+        detailed = estimator.estimate(arch)
+        assert detailed.misses == ()
+        assert detailed.total_ms == pytest.approx(estimator.total_ms(arch), rel=1e-9)
+        assert detailed.total_ms == pytest.approx(sum(detailed.by_stage.values()), rel=1e-9)
+        assert detailed.by_stage["fixed"] > 0 and detailed.by_stage["layer1"] > 0
+    small = Arch.parse("basic:8|8:8x1|16:16x1|32:32x1|64:64x1")
+    assert estimator.total_ms(small) < estimator.total_ms(BASE)
+    model = build(tiny_spec(), BASE)
+    via_model = estimate_latency(model, target=profiled, input_size=96, on_miss="error")
+    assert via_model.total_ms == pytest.approx(estimator.total_ms(BASE)) and "measured table" in str(via_model)
+
+
+def _without(table: LatencyTable, key: OpKey) -> LatencyTable:
+    copy_ = copy.deepcopy(table)
+    del copy_.entries[key]
+    copy_.path = None
+    return copy_
+
+
+def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(profiled: LatencyTable, tmp_path: Path) -> None:
+    spec = tiny_spec()
+    key = next(k for k in profiled.entries if k.kind == "conv" and k["cin"] == 16 and k["cout"] == 16 and k["add"] == 1)
+    truth = profiled.entries[key].median_ms
+    with pytest.raises(LatencyTableError, match=str(key).replace("(", r"\(").replace(")", r"\)")):
+        Estimator(_without(profiled, key), spec, SIZE, on_miss="error").estimate(BASE)
+    estimate = Estimator(_without(profiled, key), spec, SIZE, on_miss="interpolate").estimate(BASE)
+    [miss] = estimate.misses
+    assert miss.key == key and miss.how == "interpolated" and truth / 4 < miss.ms < truth * 4
+    local = _without(profiled, key)
+    local.save(tmp_path / "local.json")
+    estimate = Estimator(local, spec, SIZE, backend=OrtBackend(timing=FAST)).estimate(BASE)
+    assert [m.how for m in estimate.misses] == ["measured"]
+    assert key in LatencyTable.load(tmp_path / "local.json").entries  # cached into the file
+    bare = copy.deepcopy(profiled)
+    bare.entries = {k: e for k, e in bare.entries.items() if k.kind != "conv"}
+    with pytest.raises(LatencyTableError, match="no entry of the same kind"):
+        Estimator(bare, spec, SIZE, on_miss="interpolate").estimate(BASE)
+
+
+def test_a_missing_fixed_entry_is_measured_on_this_machine(profiled: LatencyTable) -> None:
+    spec = tiny_spec()
+    table = _without(profiled, fixed_key(spec, SIZE))
+    estimate = Estimator(table, spec, SIZE, backend=OrtBackend(timing=FAST)).estimate(BASE)
+    fixed = [m for m in estimate.misses if m.stage == "fixed"]
+    assert len(fixed) == 1 and fixed[0].how == "measured" and fixed[0].ms > 0
+    assert table.get(fixed_key(spec, SIZE)).source == "residual"  # type: ignore[union-attr]
+
+
+def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTable) -> None:
+    with pytest.raises(LatencyTableError, match="threads: 1 != 2"):
+        open_table(profiled.path, "tiny", OrtBackend(threads=2))  # type: ignore[arg-type]
+    with pytest.raises(LatencyTableError, match="not 'other'"):
+        open_table(profiled.path, "other", OrtBackend())  # type: ignore[arg-type]
+
+
+def test_a_modelled_table_models_its_misses_and_says_so(tmp_path: Path) -> None:
+    backend = RooflineBackend(GPU_MODELS["v100-trt"])
+    table = profile(open_table(tmp_path / "v100.json", "v100-trt", backend), backend, tiny_spec(), base=BASE,
+                    input_sizes=[SIZE], space=SPACE, progress=False)
+    loaded = LatencyTable.load(tmp_path / "v100.json")
+    assert loaded.modelled and loaded.model == GPU_MODELS["v100-trt"].to_dict()
+    assert {e.source for e in loaded.entries.values()} == {"modelled"}
+    wide = Arch.parse("basic:32|32:32x3|64:64x2|128:128x2|256:256x2")  # outside the profiled grid
+    estimate = Estimator(table, tiny_spec(), SIZE).estimate(wide)
+    assert estimate.modelled and "MODELLED" in str(estimate) and estimate.misses
+    assert {m.how for m in estimate.misses} == {"modelled"}
+    assert Estimator(table, tiny_spec(), SIZE).total_ms(wide) > Estimator(table, tiny_spec(), SIZE).total_ms(BASE)
+
+
+def test_the_torch_backend_measures_ops_and_detectors() -> None:
+    backend = TorchBackend(timing=FAST)
+    entry = backend.measure_op(OpKey.parse("conv(n=1,cin=16,cout=32,k=3,s=2,g=1,h=24,w=24,norm=bn,act=relu,add=0)"))
+    assert entry.median_ms > 0 and entry.samples >= 3
+    whole = backend.measure_detector(build(tiny_spec(), BASE), SIZE)
+    assert whole.median_ms > entry.median_ms and whole.info["detections"] > 0
+    assert backend.fingerprint().backend == "torch"
+    with pytest.raises(LatencyTableError, match="unknown backend"):
+        make_backend("tpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_the_torch_backend_times_cuda_with_events() -> None:
+    backend = TorchBackend(device="cuda", precision="fp16", timing=FAST)
+    entry = backend.measure_op(OpKey.parse("conv(n=1,cin=64,cout=64,k=3,s=1,g=1,h=64,w=64,norm=bn,act=relu,add=1)"))
+    assert entry.median_ms > 0 and backend.fingerprint().provider == "cuda"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.skipif(tensorrt_available() is not None, reason=str(tensorrt_available()))
+def test_tensorrt_builds_one_engine_per_op_and_times_the_detector() -> None:
+    backend = make_backend("tensorrt", precision="fp16", timing=FAST)
+    entry = backend.measure_op(OpKey.parse("conv(n=1,cin=64,cout=64,k=3,s=1,g=1,h=64,w=64,norm=bn,act=relu,add=1)"))
+    assert entry.median_ms > 0
+    whole = backend.measure_detector(build(tiny_spec(), BASE), SIZE)
+    assert whole.median_ms > 0
+
+
+def _jdnas(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "jdnas_sdk.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> None:
+    model_file = tmp_path / "tiny.pt"
+    save_detector(build(tiny_spec(), BASE), model_file)
+    out = tmp_path / "tiny.json"
+    args = ["profile", "--target", "tiny", "--model", str(model_file), "--input-size", "96", "--out", str(out),
+            "--width-ratios", "0.5,0.75,1,1.25", "--min-runs", "3", "--min-time", "0"]
+    first = _jdnas(*args)
+    deadline = time.monotonic() + 120
+    while first.poll() is None and time.monotonic() < deadline:
+        if out.exists() and len(LatencyTable.load(out)) >= 20:
+            break
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = LatencyTable.load(out)
+    assert 20 <= len(before) and fixed_key(tiny_spec(), SIZE) not in before, "the first run finished before the kill"
+    second = _jdnas(*args)
+    text, _ = second.communicate(timeout=300)
+    assert second.returncode == 0, text
+    assert f"({len(before)} entries already there)" in text
+    after = LatencyTable.load(out)
+    assert fixed_key(tiny_spec(), SIZE) in after
+    assert all(after.entries[k] == e for k, e in before.entries.items())  # nothing re-measured
+    assert len(after) == len(reachable_ops(tiny_spec(), SearchSpace(BASE, width_ratios=(0.5, 0.75, 1, 1.25)), SIZE)) + 1
+
+
+def test_latency_command_estimates_measures_and_reports_misses(profiled: LatencyTable, tmp_path: Path) -> None:
+    model_file = tmp_path / "tiny.pt"
+    save_detector(build(tiny_spec(), BASE), model_file)
+    run = subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(model_file), "--target",
+                          str(profiled.path), "--measure", "--json", str(tmp_path / "e.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "estimated latency on tiny" in run.stdout and "measured on this machine" in run.stdout
+    run = subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(model_file), "--target",
+                          str(profiled.path), "--arch", "basic:40|40:40x1|64:64x1|128:128x1|256:256x1", "--on-miss", "error"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "has no entry for conv(" in run.stderr and "jdnas profile" in run.stderr
