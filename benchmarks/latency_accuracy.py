@@ -28,7 +28,7 @@ import numpy as np
 from jdnas_sdk import describe, load_detector, standard_arch
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
-from jdnas_sdk.latency import Estimator, LatencyTable, OpKey, OrtBackend, load_table, open_table, reachable_ops
+from jdnas_sdk.latency import Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.latency.lower import detector_input, head_ops
 from jdnas_sdk.latency.roofline import DeviceModel

@@ -20,6 +20,9 @@ from .errors import (  # noqa: E402
 from .detectors import build_detector, describe, load_detector, save_detector, spec_of  # noqa: E402
 from .cost import Cost, detector_cost  # noqa: E402
 from .morph import available_actions, morph, sample_arch  # noqa: E402
+from .space import SearchSpace  # noqa: E402
+from .latency import estimate_latency  # noqa: E402
+from .export import export  # noqa: E402  (the function; the subpackage stays importable as jdnas_sdk.export.*)
 
 #: ``build(spec, arch)``: the detector of a spec with an arch backbone (see :func:`build_detector`).
 build = build_detector
@@ -39,6 +42,9 @@ __all__ = [
     "morph",
     "available_actions",
     "sample_arch",
+    "SearchSpace",
+    "estimate_latency",
+    "export",
     "Cost",
     "detector_cost",
     "save_detector",

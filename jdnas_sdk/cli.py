@@ -128,26 +128,29 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_json
+    from .api import compress
     from .data import load_split, make_synthetic_dataset
     from .detectors import build_detector, load_detector
     from .evaluate import evaluate
+    from .export import export
     from .train import TrainConfig, train_to_file
 
     began = time.perf_counter()
     work = Path(args.workdir)
     data_dir = work / "data"
     if not (data_dir / "annotations" / "instances_val.json").is_file():
-        print(f"[1/3] making a synthetic COCO dataset in {data_dir}")
+        print(f"[1/5] making a synthetic COCO dataset in {data_dir}")
         make_synthetic_dataset(data_dir, train=args.train_images, val=args.val_images, size=args.size, seed=args.seed)
     else:
-        print(f"[1/3] reusing the synthetic dataset in {data_dir}")
+        print(f"[1/5] reusing the synthetic dataset in {data_dir}")
     train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
     base = work / "base.pt"
     if base.is_file():
-        print(f"[2/3] reusing the trained base detector {base}")
+        print(f"[2/5] reusing the trained base detector {base}")
         model = load_detector(base)
     else:
-        print(f"[2/3] training a small Faster R-CNN (ResNet-18 FPN) from scratch for {args.steps} steps (AdamW)")
+        print(f"[2/5] training a small Faster R-CNN (ResNet-18 FPN) from scratch for {args.steps} steps (AdamW)")
         spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=train_set.num_classes,
                             min_size=args.size, max_size=args.size, fpn_channels=64, representation_size=256,
                             anchor_sizes=(16, 32, 64, 128, 256), category_ids=train_set.category_ids,
@@ -155,16 +158,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
         model = build_detector(spec)
         config = TrainConfig(steps=args.steps, optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=args.seed)
         train_to_file(model, train_set, base, config=config)
-    print("[3/3] evaluating on the validation split (COCO mAP, pycocotools)")
+    print("[3/5] evaluating the base on the validation split (COCO mAP, pycocotools)")
     metrics = evaluate(model, val_set)
-    from ._io import atomic_write_json
-
     atomic_write_json(work / "base_metrics.json", metrics.to_dict())
-    print(f"\nbase detector: {metrics.summary()}")
-    print(f"files: dataset {data_dir}/, detector {base}, metrics {work / 'base_metrics.json'}")
+    print(f"      base: {metrics.summary()}")
+    print(f"[4/5] compressing for {args.target}: joint search, {args.candidates} candidates x {args.finetune_steps} "
+          f"fine-tuning steps, teachers from a {args.pool_steps}-step elastic pool, latency {args.latency}x the base")
+    result = compress(model, target=args.target, train_data=train_set, val_data=val_set, latency=args.latency,
+                      budget=args.candidates, workdir=work / "compress", finetune_steps=args.finetune_steps,
+                      pool_steps=args.pool_steps, seed=args.seed)
+    _print_result(result)
+    print("[5/5] exporting the student to ONNX (pre- and post-processing included)")
+    exported = export(result.student, work / "student.onnx")
+    print(f"      {exported.summary()}")
+    print(f"\nfiles: dataset {data_dir}/, base {base}, student {result.student_file}, ONNX {exported.onnx_path}, "
+          f"report {result.report} (and report.md)")
     print(f"done in {time.perf_counter() - began:.0f} s")
     return 0
-
 
 def _input_size(text: str) -> tuple[int, int]:
     try:
@@ -212,7 +222,15 @@ def cmd_profile(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
     table = open_table(out, args.target, backend)
     print(f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries already there)")
-    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model)
+    students = []
+    if model is not None and args.fixed_students:
+        import random
+
+        from .morph import morph_to
+
+        rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
+        students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
+    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students)
     print(f"{out}: {len(table)} entries")
     return 0
 
@@ -253,6 +271,146 @@ def cmd_latency(args: argparse.Namespace) -> int:
         from ._io import atomic_write_json
 
         atomic_write_json(args.json, report)
+    return 0
+
+
+def _ratios(text: str, what: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if not values or min(values) <= 0:
+        raise JdnasError(f"{what} must be comma-separated positive numbers, got {text!r}")
+    return values
+
+
+def _phases(text: str) -> tuple[float, float, float]:
+    try:
+        a, b, c = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise JdnasError(f"--phases must be three fractions summing to 1, e.g. 0.2,0.3,0.5; got {text!r}") from exc
+    return a, b, c
+
+
+def cmd_teachers_train(args: argparse.Namespace) -> int:
+    from .data import load_split
+    from .detectors import build_detector, load_detector, spec_of, thaw
+    from .teachers import ShrinkConfig, TeacherPool, train_pool
+    from .train import TrainConfig, checkpoint_path
+
+    out = Path(args.out)
+    ckpt = checkpoint_path(out)
+    if out.exists() and not ckpt.exists() and not args.force:
+        raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
+    data = load_split(args.data, args.split)
+    if args.base:
+        if args.family or args.backbone:
+            raise JdnasError("give either --base FILE or --family/--backbone, not both")
+        base = thaw(load_detector(args.base))
+        data.check_compatible(spec_of(base))
+    elif args.family and args.backbone:
+        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=data.num_classes,
+                            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
+                            anchor_sizes=_anchor_sizes("auto", args.family, args.input_size),
+                            category_ids=data.category_ids, class_names=data.class_names)
+        base = build_detector(spec)
+    else:
+        raise JdnasError("name the pool's base: --base FILE (a trained detector, recommended), or --family F --backbone B")
+    pool = TeacherPool.from_base(base, widths=_ratios(args.widths, "--widths"), depth_delta=args.depth_delta)
+    config = ShrinkConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
+                                            weight_decay=0.05, warmup_steps=min(10, args.steps // 5), seed=args.seed,
+                                            checkpoint_every=args.checkpoint_every),
+                          phases=_phases(args.phases), inplace_kd=args.inplace_kd)
+    print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
+          f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
+    result = train_pool(pool, data, config=config, checkpoint=ckpt)
+    pool.save(out, metadata={"data": str(args.data), "steps": args.steps})
+    ckpt.unlink(missing_ok=True)
+    how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
+    print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
+    return 0
+
+
+def cmd_teachers_report(args: argparse.Namespace) -> int:
+    from ._io import atomic_write_json
+    from .data import load_split
+    from .report import pool_report
+    from .teachers import TeacherPool
+
+    pool = TeacherPool.load(args.pool)
+    report = pool_report(pool, val_data=load_split(args.data, args.split), calibration=load_split(args.data, "train"),
+                         target=args.target, count=args.count, seed=args.seed, progress=True)
+    text = report.to_markdown()
+    print(text)
+    if args.md:
+        Path(args.md).write_text(text, encoding="utf-8")
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .detectors import load_detector
+    from .errors import ExportError
+    from .export import export
+
+    model = load_detector(args.model)
+    size = _input_size(args.input_size) if args.input_size else None
+    try:
+        result = export(model, args.onnx, engine=args.engine, precision=args.precision, input_size=size)
+    except ExportError as exc:
+        raise JdnasError(str(exc)) from exc
+    print(result.summary())
+    if args.measure:
+        from .latency import Estimator, load_table
+
+        table = load_table(args.target)
+        from .detectors.inspect import describe
+
+        spec, arch = describe(model)
+        estimator = Estimator(table, spec, result.input_size)
+        if estimator.backend is None:
+            raise JdnasError(f"--measure runs on this machine, which is not {table.target!r} [{table.fingerprint.describe()}]")
+        measured = estimator.backend.measure_detector(model, result.input_size)
+        estimated = estimator.total_ms(arch)
+        print(f"{table.target}: measured {measured.median_ms:.2f} ms (full detection load), estimated "
+              f"{estimated:.2f} ms ({100 * (estimated - measured.median_ms) / measured.median_ms:+.1f}%)")
+    return 0
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from .api import compress
+    from .data import load_split
+    from .detectors import load_detector
+
+    model = load_detector(args.model)
+    train_set, val_set = load_split(args.data, "train"), load_split(args.data, args.val_split)
+    if args.val_images:
+        val_set = val_set.head(args.val_images)
+    budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
+    result = compress(model, target=args.target, train_data=train_set, val_data=val_set,
+                      latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
+                      method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
+                      pool_steps=args.pool_steps, seed=args.seed)
+    _print_result(result)
+    return 0
+
+
+def _print_result(result: object) -> None:
+    m = result.metrics  # type: ignore[attr-defined]
+    for name in ("base", "student"):
+        row = m[name]
+        measured = f", measured {row['measured_ms']:.2f} ms" if "measured_ms" in row else ""
+        print(f"{name:8s} AP {100 * row['ap']:5.1f}  AP50 {100 * row['ap50']:5.1f}  estimated {row['estimated_ms']:.2f} ms"
+              f"{measured}  {row['arch']}")
+    print(f"student: {result.student_file}; report: {result.report}")  # type: ignore[attr-defined]
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    out = write_report(args.workdir)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return 0
 
 
@@ -340,6 +498,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
+    pr.add_argument("--fixed-students", type=int, default=4,
+                    help="with --model: students of the space (the model morphed to random archs) whose timings "
+                         "average into the fixed entry, beside the model's own")
+    pr.add_argument("--seed", type=int, default=0, help="seed of those students' architectures")
     pr.set_defaults(func=cmd_profile)
 
     la = verbs.add_parser(
@@ -358,14 +520,99 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
     la.set_defaults(func=cmd_latency)
 
+    te = verbs.add_parser("teachers", help="the elastic teacher pool: train it, report on it")
+    te_verbs = te.add_subparsers(dest="teachers_verb", metavar="ACTION", required=True)
+    tt = te_verbs.add_parser(
+        "train", formatter_class=fmt, help="train an elastic teacher pool by progressive shrinking",
+        description="Grow a trained detector into an elastic pool (deeper, wider; function-preserving) and train "
+                    "every teacher in it at once. Killed? Run the same command again: it resumes from OUT.ckpt.",
+    )
+    tt.add_argument("--data", required=True, help="dataset folder")
+    tt.add_argument("--base", help="trained detector file the pool grows from (recommended)")
+    tt.add_argument("--family", choices=sorted(FAMILIES), help="or: a family to build from scratch ...")
+    tt.add_argument("--backbone", choices=BACKBONES, help="... with this backbone")
+    tt.add_argument("--out", required=True, help="pool file to write")
+    tt.add_argument("--split", default="train", help="split to train on")
+    tt.add_argument("--steps", type=int, default=300, help="optimisation steps (each runs up to 3 teachers)")
+    tt.add_argument("--batch-size", type=int, default=4, help="images per step")
+    tt.add_argument("--lr", type=float, default=2e-4, help="AdamW peak learning rate")
+    tt.add_argument("--widths", default="0.75,1,1.25", help="teacher width ratios per stage, relative to the base")
+    tt.add_argument("--depth-delta", type=int, default=1, help="teachers' blocks per stage: base depth +- this")
+    tt.add_argument("--phases", default="0.2,0.3,0.5", help="step fractions: largest only, + depth, + width")
+    tt.add_argument("--inplace-kd", type=float, default=1.0, help="weight of smaller teachers imitating the largest")
+    tt.add_argument("--input-size", type=int, default=256, help="with --family: image side")
+    tt.add_argument("--fpn-channels", type=int, default=256, help="with --family: FPN width")
+    tt.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
+    tt.add_argument("--seed", type=int, default=0, help="random seed")
+    tt.add_argument("--force", action="store_true", help="replace an existing --out")
+    tt.set_defaults(func=cmd_teachers_train)
+    tr_ = te_verbs.add_parser("report", formatter_class=fmt, help="mAP and estimated latency of sampled teachers")
+    tr_.add_argument("--pool", required=True, help="pool file")
+    tr_.add_argument("--data", required=True, help="dataset folder (train split recalibrates BatchNorm)")
+    tr_.add_argument("--split", default="val", help="split to evaluate on")
+    tr_.add_argument("--target", default="cpu-ort", help="latency table")
+    tr_.add_argument("--count", type=int, default=6, help="teachers: largest, base, smallest, then random")
+    tr_.add_argument("--seed", type=int, default=0, help="seed of the random teachers")
+    tr_.add_argument("--md", help="also write the Markdown report here")
+    tr_.add_argument("--json", help="also write the report as JSON here")
+    tr_.set_defaults(func=cmd_teachers_report)
+
+    ex = verbs.add_parser(
+        "export", formatter_class=fmt, help="write a detector as ONNX (and a TensorRT engine)",
+        description="Export the whole detector (pre-processing and NMS included) to ONNX, check it with "
+                    "onnx.checker and against PyTorch in ONNX Runtime, and build a TensorRT engine where TensorRT is installed.",
+    )
+    ex.add_argument("--model", required=True, help="detector file")
+    ex.add_argument("--onnx", required=True, help="ONNX file to write")
+    ex.add_argument("--engine", help="TensorRT engine file to write (needs TensorRT and a GPU)")
+    ex.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT engine precision")
+    ex.add_argument("--input-size", help="SIZE or HEIGHTxWIDTH the graph is traced for (default: min_size square)")
+    ex.add_argument("--measure", action="store_true", help="also time it on this machine beside the table's estimate")
+    ex.add_argument("--target", default="cpu-ort", help="with --measure: the table to compare with")
+    ex.set_defaults(func=cmd_export)
+
+    co = verbs.add_parser(
+        "compress", formatter_class=fmt, help="search a faster student of a detector for a target",
+        description="The joint search (student morphism + dynamic distillation from a teacher pool), or the naive "
+                    "pipeline baseline. Killed? Run the same command again: finished candidates are kept.",
+        epilog="example:\n  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
+    )
+    co.add_argument("--model", required=True, help="trained detector file")
+    co.add_argument("--data", required=True, help="dataset folder (train split to fine-tune, --val-split to evaluate)")
+    co.add_argument("--target", default="cpu-ort", help="latency table: target name or file")
+    co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
+    co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
+    co.add_argument("--budget", default="12", help="candidates (12) or wall time (90s, 30m, 2h)")
+    co.add_argument("--workdir", default="runs/compress", help="where candidates, archive, student and report go")
+    co.add_argument("--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline")
+    co.add_argument("--teacher", choices=("pool", "base", "none"), default="pool", help="where teachers come from")
+    co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
+    co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
+    co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
+    co.add_argument("--val-split", default="val", help="split that measures accuracy")
+    co.add_argument("--val-images", type=int, default=0, help="use only the first N validation images (0: all)")
+    co.add_argument("--seed", type=int, default=0, help="random seed (same seed, same search)")
+    co.set_defaults(func=cmd_compress)
+
+    rp = verbs.add_parser("report", help="write the HTML/Markdown report of a compress workdir")
+    rp.add_argument("workdir", help="the --workdir of a compress run")
+    rp.set_defaults(func=cmd_report)
+
     demo = verbs.add_parser("demo", formatter_class=fmt, help="the whole job on a synthetic dataset, on this machine",
-                            description="Make a synthetic dataset, train a small detector, evaluate it. Reuses what a previous run left in WORKDIR.")
+                            description="Make a synthetic dataset, train a small detector, compress it for this "
+                                        "machine's CPU (cpu-ort), export the student to ONNX and write the report. "
+                                        "Reuses what a previous run left in WORKDIR.")
     demo.add_argument("--workdir", default="runs/demo", help="where everything is written")
     demo.add_argument("--steps", type=int, default=400, help="training steps of the base detector")
     demo.add_argument("--train-images", type=int, default=600, help="synthetic training images")
     demo.add_argument("--val-images", type=int, default=100, help="synthetic validation images")
     demo.add_argument("--size", type=int, default=256, help="image side in pixels")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--target", default="cpu-ort", help="latency table to compress for")
+    demo.add_argument("--latency", type=float, default=0.8, help="wanted fraction of the base's latency")
+    demo.add_argument("--candidates", type=int, default=3, help="students the search evaluates")
+    demo.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per student")
+    demo.add_argument("--pool-steps", type=int, default=10, help="progressive-shrinking steps of the teacher pool")
     demo.set_defaults(func=cmd_demo)
     return parser
 

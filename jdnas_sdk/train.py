@@ -29,13 +29,16 @@ from .detectors import save_detector, spec_of
 from .data.loader import ResumableSampler, collate, hflip
 from .errors import NonFiniteLossError, TrainingError
 
-__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate"]
+__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate",
+           "make_optimizer"]
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "jdnas-train-checkpoint"
 
 #: ``extra_losses(model, images, targets, losses) -> {name: loss}``, added to the detector's losses.
+#: When it is an ``nn.Module`` (a distiller with adapters), its parameters are trained with the
+#: model's and its state is kept in the checkpoints.
 ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
@@ -107,7 +110,8 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    """The optimiser ``config`` names, over ``params``."""
     if config.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
@@ -121,7 +125,8 @@ def _identity(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig) -> tuple[int, list[tuple[int, float]]]:
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+                     aux: nn.Module | None = None) -> tuple[int, list[tuple[int, float]]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
@@ -138,13 +143,18 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
             "delete it to start over, or rerun with the options it was written with"
         )
     model.load_state_dict(state["model"])
+    if aux is not None:
+        if "aux" not in state:
+            raise TrainingError(f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over")
+        aux.load_state_dict(state["aux"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]
 
 
 def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                     step: int, history: Sequence[tuple[int, float]]) -> None:
+                     step: int, history: Sequence[tuple[int, float]], aux: nn.Module | None = None) -> None:
     atomic_torch_save(path, {
+        **({"aux": aux.state_dict()} if aux is not None else {}),
         "format": CHECKPOINT_FORMAT,
         "version": 1,
         "step": step,
@@ -175,13 +185,16 @@ def train(
     if len(data) == 0:  # type: ignore[arg-type]
         raise TrainingError("the training dataset is empty; give it at least one image")
     params = [p for p in model.parameters() if p.requires_grad]
+    aux = extra_losses if isinstance(extra_losses, nn.Module) else None  # e.g. KD adapters: trained too
+    if aux is not None:
+        params += [p for p in aux.parameters() if p.requires_grad]
     if not params:
         raise TrainingError("the model has no trainable parameters (all requires_grad=False)")
-    optimizer = _optimizer(config, params)
+    optimizer = make_optimizer(config, params)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, history = 0, list[tuple[int, float]]()
     if ckpt is not None and ckpt.exists():
-        start, history = _load_checkpoint(ckpt, model, optimizer, config)
+        start, history = _load_checkpoint(ckpt, model, optimizer, config, aux)
         log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)
     sampler = ResumableSampler(data, seed=config.seed, start=start * config.batch_size)
     loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
@@ -225,7 +238,7 @@ def train(
             bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{lr:.3g}")
             done = step + 1
             if ckpt is not None and (done % config.checkpoint_every == 0 or done == config.steps):
-                _save_checkpoint(ckpt, model, optimizer, config, done, history)
+                _save_checkpoint(ckpt, model, optimizer, config, done, history, aux)
     finally:
         bar.close()
     wall = time.perf_counter() - began

@@ -26,7 +26,8 @@ def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("data", "train", "eval", "info", "demo", "jdnas data synth --out"):
+    for verb in ("data", "train", "eval", "info", "profile", "latency", "teachers", "compress", "export", "report", "demo",
+                 "jdnas data synth --out"):
         assert verb in text
     train_help = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--out", "o"])
     assert train_help.steps > 0 and train_help.lr > 0
@@ -65,6 +66,13 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
         (["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--anchor-sizes", "big"], "--anchor-sizes"),
         (["eval", "--model", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
         (["data", "synth", "--out", "{tmp}/s", "--size", "4"], "image size"),
+        (["profile", "--target", "x", "--input-size", "256"], "--model FILE, or --family F --backbone B"),
+        (["profile", "--target", "x", "--family", "fasterrcnn", "--backbone", "resnet18", "--input-size", "huge"], "--input-size"),
+        (["latency", "--model", "{tmp}/garbage.pt"], "corrupt, truncated"),
+        (["report", "{tmp}"], "no result.json"),
+        (["teachers", "report", "--pool", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
+        (["export", "--model", "{tmp}/none.pt", "--onnx", "{tmp}/x.onnx"], "no such file"),
+        (["compress", "--model", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
     ],
 )
 def test_bad_input_gives_a_clear_error(tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str],

@@ -9,6 +9,8 @@ annotations stay in the dataset. Bad boxes are clipped or dropped and counted; b
 
 from __future__ import annotations
 
+import copy
+
 import json
 import logging
 import math
@@ -189,6 +191,15 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
 
     def image_info(self, index: int) -> dict[str, Any]:
         return self.images[index]
+
+    def head(self, count: int) -> CocoDetection:
+        """The first ``count`` images as a dataset of their own (ground truth restricted to them),
+        for quick evaluations on part of a split."""
+        part = copy.copy(self)
+        part.images = self.images[: max(0, count)]
+        kept = {img["id"] for img in part.images}
+        part._gt_annotations = [a for a in self._gt_annotations if a["image_id"] in kept]
+        return part
 
     def __len__(self) -> int:
         return len(self.images)

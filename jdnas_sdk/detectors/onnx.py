@@ -2,8 +2,8 @@
 
 torchvision's NMS and RoI pooling break the dynamo exporter; the TorchScript-based exporter
 (``dynamo=False``) traces them into ONNX ``NonMaxSuppression`` and ``RoiAlign``. The graph takes
-one ``3 x H x W`` float image in [0, 1] and returns ``boxes``, ``scores``, ``labels`` (and
-``masks`` / ``keypoints`` for those families), as the model's eval forward does.
+one ``3 x H x W`` float image in [0, 1] and returns the model's eval outputs under their own
+names (``boxes``, ``labels``, ``scores``, and ``masks`` / ``keypoints`` for those families).
 """
 
 from __future__ import annotations
@@ -24,14 +24,11 @@ __all__ = ["detector_onnx", "ONNX_OPSET", "output_names"]
 ONNX_OPSET = 17
 
 
-def output_names(model: nn.Module) -> list[str]:
-    names = ["boxes", "scores", "labels"]
-    if getattr(model, "roi_heads", None) is not None:
-        if getattr(model.roi_heads, "mask_head", None) is not None:
-            names.append("masks")
-        if getattr(model.roi_heads, "keypoint_head", None) is not None:
-            names += ["keypoints", "keypoints_scores"]
-    return names
+def output_names(model: nn.Module, image: torch.Tensor) -> list[str]:
+    """The keys of the model's eval output, in the order the exporter flattens them (R-CNNs give
+    boxes, labels, scores; RetinaNet and FCOS boxes, scores, labels)."""
+    with torch.no_grad():
+        return list(model([image])[0].keys())
 
 
 def detector_onnx(model: nn.Module, image_size: tuple[int, int], path: str | os.PathLike[str] | None = None,
@@ -45,7 +42,7 @@ def detector_onnx(model: nn.Module, image_size: tuple[int, int], path: str | os.
     was_training = model.training
     model.eval()
     image = torch.rand(3, *image_size, generator=torch.Generator().manual_seed(0))
-    names = output_names(model)
+    names = output_names(model, image)
     axes = {"image": {1: "height", 2: "width"}} if dynamic else None
     buffer = io.BytesIO()
     try:

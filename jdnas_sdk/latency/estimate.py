@@ -29,7 +29,8 @@ from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable, table_path
 
-__all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES"]
+__all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES",
+           "residual_entry", "combine_residuals"]
 
 MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
 #: How an op's time was obtained, in an estimate.
@@ -276,6 +277,18 @@ def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
         )
     return Entry(median_ms=residual, spread_ms=end_to_end.spread_ms, samples=end_to_end.samples, source="residual",
                  info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)})
+
+
+def combine_residuals(residuals: list[Entry]) -> Entry:
+    """One fixed entry from residuals measured on several detectors: their mean, their range as
+    the spread, and each one's numbers kept in ``info``."""
+    if len(residuals) == 1:
+        return residuals[0]
+    mean = sum(r.median_ms for r in residuals) / len(residuals)
+    spread = max(r.median_ms for r in residuals) - min(r.median_ms for r in residuals)
+    return Entry(median_ms=mean, spread_ms=spread, samples=sum(r.samples for r in residuals), source="residual",
+                 info={**residuals[0].info, "residuals_ms": [round(r.median_ms, 6) for r in residuals],
+                       "detectors": len(residuals)})
 
 
 def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:

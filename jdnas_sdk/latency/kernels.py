@@ -18,7 +18,7 @@ from torch import Tensor, nn
 from ..errors import LatencyTableError
 from .ops import OpKey, conv_out
 
-__all__ = ["op_module", "op_inputs", "op_onnx"]
+__all__ = ["op_module", "op_inputs", "op_onnx", "WARM_NAME"]
 
 ONNX_OPSET = 17
 
@@ -100,9 +100,39 @@ def op_inputs(key: OpKey, *, seed: int = 0, device: str | torch.device = "cpu") 
     return tuple(torch.randn(shape, generator=gen).to(device) for shape in shapes)
 
 
-def op_onnx(key: OpKey) -> bytes:
-    """The op as an ONNX model (weights as initializers), exported as the detector is exported."""
+#: Name of the module that produces an op's inputs inside its graph (timings leave it out).
+WARM_NAME = "jdnas_warm"
+
+
+class _Warmed(nn.Module):
+    """Puts producers in front of the op: inside the op's graph, as inside a detector, every input
+    is written by another kernel just before the op reads it (so it is in cache) and is in the
+    layout the engine keeps between convolutions (ONNX Runtime's blocked NCHWc: a residual that
+    arrives as a plain graph input stops the add from fusing into the convolution). Producers are
+    1x1 depthwise convolutions (a ReLU for the 2-D input of a linear layer) in modules named after
+    :data:`WARM_NAME`, and their kernels are left out of the op's time."""
+
+    def __init__(self, op: nn.Module, channels: list[int]) -> None:
+        super().__init__()
+        self.op = op
+        producers = [nn.Conv2d(c, c, 1, groups=c) if c else _Relu() for c in channels]
+        for index, producer in enumerate(producers):
+            setattr(self, f"{WARM_NAME}_{index}", producer)
+
+    def forward(self, *inputs: Tensor) -> Tensor:
+        return self.op(*(getattr(self, f"{WARM_NAME}_{i}")(x) for i, x in enumerate(inputs)))
+
+
+def _producer_channels(key: OpKey, inputs: tuple[Tensor, ...]) -> list[int]:
+    return [0 if x.dim() == 2 else int(x.shape[1]) for x in inputs]
+
+
+def op_onnx(key: OpKey, *, warm: bool = True) -> bytes:
+    """The op as an ONNX model (weights as initializers), exported as the detector is exported;
+    ``warm`` puts input producers in front (see :class:`_Warmed`)."""
     module, inputs = op_module(key), op_inputs(key)
+    if warm:
+        module = _Warmed(module, _producer_channels(key, inputs)).eval()
     names = ["x", "residual"][: len(inputs)]
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():

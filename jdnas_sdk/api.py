@@ -1,0 +1,208 @@
+"""``compress``: the SDK's one call, from a trained detector to a faster, trained student.
+
+Everything that can be checked before training is checked first, so an impossible request fails
+in seconds: the model must be a supported detector, the target must have a table, the validation
+set must hold images, and the latency asked for must be reachable by the search space at all
+(the fixed part of a detector, pre- and post-processing, is the floor no backbone change removes).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ._io import atomic_write_json
+from .arch import Arch, Stage
+from .cost import detector_cost
+from .data import CocoDetection
+from .detectors import describe, load_detector, save_detector, thaw
+from .errors import DataError, SearchError
+from .latency import Estimator, load_table
+from .search import SearchConfig, joint_search, pipeline_search
+from .space import SearchSpace
+from .teachers import ShrinkConfig, TeacherPool, train_pool
+from .train import TrainConfig, checkpoint_path
+
+__all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch"]
+
+
+@dataclass
+class CompressResult:
+    """The student (trained, eval mode), its arch, base-vs-student metrics, the search history
+    (every candidate) and where the report and files are."""
+
+    student: nn.Module
+    arch: Arch
+    metrics: dict[str, dict[str, Any]]
+    history: list[dict[str, Any]]
+    workdir: Path
+    report: Path | None = None
+    student_file: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
+    """``12`` (candidates) or ``"90s"``, ``"30m"``, ``"2h"`` (wall time) -> (candidates, seconds)."""
+    if isinstance(budget, int) and not isinstance(budget, bool):
+        if budget < 1:
+            raise SearchError(f"a budget of {budget} candidates is too small; give at least 1")
+        return budget, None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", str(budget))
+    if not match:
+        raise SearchError(f"budget must be a number of candidates (12) or a wall time (90s, 30m, 2h), got {budget!r}")
+    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+    return None, seconds
+
+
+def smallest_arch(space: SearchSpace) -> Arch:
+    """The cheapest architecture of the space: fewest blocks, narrowest widths."""
+    base = space.base
+    stages = tuple(Stage(space.stage_widths(s)[0], (space.mid_widths(s)[0],) * space.depth_range(s)[0]) for s in range(1, 5))
+    stem = stages[0].width if space.tied_stem else base.stem
+    return Arch(block=base.block, stem=stem, stages=stages, groups=base.groups)
+
+
+def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
+    cost = detector_cost(spec, arch, input_size=size)
+    return {"ap": candidate.ap, "ap50": candidate.ap50, "ap75": candidate.ap75, "estimated_ms": candidate.latency_ms,
+            "params": cost.total_params, "macs": cost.total_macs, "arch": str(arch)}
+
+
+def compress(
+    model: nn.Module,
+    *,
+    target: str = "cpu-ort",
+    train_data: CocoDetection,
+    val_data: CocoDetection,
+    latency: float | None = 0.5,
+    ms: float | None = None,
+    budget: int | str = 12,
+    workdir: str | Path = "runs/compress",
+    method: str = "joint",
+    pool: TeacherPool | str | Path | None = None,
+    teacher: str = "pool",
+    finetune_steps: int = 50,
+    pool_steps: int = 100,
+    input_size: tuple[int, int] | None = None,
+    space: SearchSpace | None = None,
+    seed: int = 0,
+    measure: bool = True,
+    progress: bool = True,
+) -> CompressResult:
+    """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
+
+    ``latency`` is the wanted fraction of the base's estimated latency, or ``ms`` an absolute
+    bound. ``budget`` is a number of candidates or a wall time (``"2h"``). ``method`` is
+    ``"joint"`` (the paper's joint search) or ``"pipeline"`` (prune, then distil, then search).
+    ``teacher``: ``"pool"`` (``pool`` or, without one, a pool trained here for ``pool_steps``),
+    ``"base"`` (the base as the only teacher) or ``"none"``. Everything lands in ``workdir``;
+    calling again with the same arguments resumes a killed run.
+    """
+    began = time.monotonic()
+    spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
+    if len(val_data) == 0:
+        raise DataError("the validation set is empty: compress needs images to measure accuracy on")
+    if len(train_data) == 0:
+        raise DataError("the training set is empty: students are fine-tuned on it")
+    val_data.check_compatible(spec)
+    if method not in ("joint", "pipeline"):
+        raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
+    if teacher not in ("pool", "base", "none"):
+        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
+    candidates, wall_s = parse_budget(budget)
+    table = load_table(target)
+    size = input_size or (spec.min_size, spec.min_size)
+    space = space or SearchSpace(base_arch)
+    estimator = Estimator(table, spec, size)
+    base_ms = estimator.total_ms(base_arch)
+    if ms is not None:
+        target_ms = float(ms)
+    elif latency is not None and 0 < latency:
+        target_ms = base_ms * float(latency)
+    else:
+        raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
+    floor = estimator.total_ms(smallest_arch(space))
+    if target_ms < floor:
+        fixed = estimator.estimate(base_arch).by_stage
+        raise SearchError(
+            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
+            f"runs in {floor:.2f} ms (the base in {base_ms:.2f} ms, of which {fixed['heads'] + fixed['fixed']:.2f} ms are "
+            "heads and pre/post-processing that no backbone change removes). Ask for more latency, or a wider space"
+        )
+    work = Path(workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    base = thaw(model)
+    config = SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed)
+    teacher_pool: TeacherPool | None = None
+    teacher_model: nn.Module | None = None
+    if teacher == "pool":
+        teacher_pool = _pool(pool, base, train_data, work, pool_steps, seed, progress)
+    elif teacher == "base":
+        teacher_model = base
+    print(f"[compress] {spec.family} {base_arch} on {table.target}{' (MODELLED table)' if table.modelled else ''}: "
+          f"base {base_ms:.2f} ms estimated, target {target_ms:.2f} ms; {method} search, budget {budget}")
+    if method == "joint":
+        archive = joint_search(base, estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
+                               workdir=work / "search", space=space, pool=teacher_pool,
+                               base_teacher=teacher == "base", config=config, progress=progress)
+    else:
+        if teacher_pool is not None:
+            teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
+        archive = pipeline_search(base, estimator=estimator, target_ms=target_ms, train_data=train_data,
+                                  val_data=val_data, workdir=work / "search", space=space, teacher=teacher_model,
+                                  config=config, progress=progress)
+    best = archive.best(target_ms)
+    if best is None:
+        raise SearchError(f"no candidate met {target_ms:.2f} ms within the budget ({len(archive.candidates) - 1} "
+                          "candidates); give a larger budget")
+    student = load_detector(work / "search" / best.file).eval()
+    arch = Arch.parse(best.arch)
+    metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
+               "student": _metrics(best, arch, spec, size)}
+    if measure and estimator.backend is not None:
+        for name, net in (("base", model), ("student", student)):
+            metrics[name]["measured_ms"] = estimator.backend.measure_detector(net, size).median_ms
+    result_file = work / "result.json"
+    history = [c.to_json() for c in archive.candidates]
+    atomic_write_json(result_file, {
+        "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
+        "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": best.index,
+        "metrics": metrics, "history": history, "wall_s": time.monotonic() - began,
+        "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(arch).by_stage},
+    })
+    student_file = work / "student.pt"
+    save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
+    report = None
+    try:
+        from .report.search import write_report
+
+        report = write_report(work)
+    except ImportError:  # pragma: no cover - the report stage is part of the package
+        pass
+    return CompressResult(student=student, arch=arch, metrics=metrics, history=history, workdir=work, report=report,
+                          student_file=student_file)
+
+
+def _pool(pool: TeacherPool | str | Path | None, base: nn.Module, data: Any, work: Path, steps: int, seed: int,
+          progress: bool) -> TeacherPool:
+    if isinstance(pool, TeacherPool):
+        return pool
+    if pool is not None:
+        return TeacherPool.load(pool)
+    path = work / "pool.pt"
+    if path.is_file():
+        return TeacherPool.load(path)
+    trained = TeacherPool.from_base(base)
+    config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
+                                            warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
+    print(f"[compress] training a teacher pool around the base for {steps} steps (largest {trained.max_arch})")
+    train_pool(trained, data, config=config, checkpoint=checkpoint_path(path), progress=progress)
+    trained.save(path, metadata={"steps": steps})
+    checkpoint_path(path).unlink(missing_ok=True)
+    return trained
+

@@ -1,0 +1,181 @@
+"""Detection distillation: feature imitation on every FPN level, and class-score distillation.
+
+:class:`Distiller` plugs into the training loop's ``extra_losses`` hook. It watches the student's
+forward pass through hooks (the transformed images and targets, the FPN features, the class
+logits, and for R-CNNs the sampled proposals), runs the teacher on the same transformed images
+without gradients, and returns the KD terms. It is an ``nn.Module`` because its 1x1 adapters
+(where student and teacher FPN widths differ) are trained with the student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..detectors.build import RCNN_FAMILIES
+from ..detectors.inspect import spec_of
+from ..errors import TrainingError
+
+__all__ = ["KDConfig", "Distiller", "feature_kd", "sigmoid_kd", "softmax_kd", "foreground_masks"]
+
+
+@dataclass(frozen=True)
+class KDConfig:
+    """Weights of the distillation terms. ``foreground`` > 0 adds that much extra weight to FPN
+    positions inside ground-truth boxes (0: every position counts the same); ``temperature``
+    softens class scores before they are compared."""
+
+    feature_weight: float = 1.0
+    head_weight: float = 1.0
+    temperature: float = 2.0
+    foreground: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("feature_weight", "head_weight", "foreground"):
+            if getattr(self, name) < 0:
+                raise TrainingError(f"KD {name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise TrainingError(f"KD temperature must be > 0, got {self.temperature}")
+
+
+def feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
+               foreground: float = 0.0) -> Tensor:
+    """Mean squared difference per level, averaged over levels; zero for identical features.
+
+    ``masks`` (N x H x W, 1 inside boxes) add ``foreground`` extra weight where they are set.
+    """
+    terms = []
+    for index, (s, t) in enumerate(zip(student, teacher)):
+        if s.shape != t.shape:
+            raise TrainingError(f"FPN level {index}: student {tuple(s.shape)} vs teacher {tuple(t.shape)} features")
+        error = (s - t).pow(2).mean(dim=1)
+        if masks is not None and foreground > 0:
+            weight = 1.0 + foreground * masks[index]
+            terms.append((error * weight).sum() / weight.sum())
+        else:
+            terms.append(error.mean())
+    return torch.stack(terms).mean()
+
+
+def sigmoid_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """Binary cross-entropy to the teacher's softened per-class probabilities, minus its entropy
+    (so identical logits give exactly zero), times T² (RetinaNet, FCOS)."""
+    t = torch.sigmoid(teacher / temperature)
+    s = student / temperature
+    loss = F.binary_cross_entropy_with_logits(s, t, reduction="none")
+    entropy = F.binary_cross_entropy_with_logits(teacher / temperature, t, reduction="none")
+    return (loss - entropy).mean() * temperature**2
+
+
+def softmax_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """KL(teacher || student) of softened class distributions, times T² (R-CNN box head)."""
+    return F.kl_div(F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
+                    log_target=True, reduction="batchmean") * temperature**2
+
+
+def foreground_masks(targets: list[dict[str, Tensor]], shapes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[Tensor]:
+    """Per FPN level, an N x H x W mask set inside the (transformed) ground-truth boxes."""
+    out = []
+    for h, w in shapes:
+        mask = torch.zeros(len(targets), h, w)
+        sy, sx = h / image_size[0], w / image_size[1]
+        for i, target in enumerate(targets):
+            for x0, y0, x1, y1 in target["boxes"].tolist():
+                mask[i, int(y0 * sy): max(int(y1 * sy), int(y0 * sy) + 1), int(x0 * sx): max(int(x1 * sx), int(x0 * sx) + 1)] = 1
+        out.append(mask)
+    return out
+
+
+class _Tap:
+    """Records what a module saw or produced during the latest forward pass."""
+
+    def __init__(self) -> None:
+        self.value: Any = None
+
+    def output(self, _module: nn.Module, _inputs: Any, output: Any) -> None:
+        self.value = output
+
+    def inputs(self, _module: nn.Module, inputs: Any) -> None:
+        self.value = inputs
+
+
+class Distiller(nn.Module):
+    """KD from ``teacher`` into ``student`` (same family, classes and input size), for ``train``'s
+    ``extra_losses``. The teacher is frozen (eval mode, no gradients) while it is attached."""
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or KDConfig()
+        s_spec, t_spec = spec_of(student), spec_of(teacher)
+        for name in ("family", "num_classes", "min_size", "max_size", "returned_layers"):
+            if getattr(s_spec, name) != getattr(t_spec, name):
+                raise TrainingError(
+                    f"teacher and student differ in {name} ({getattr(t_spec, name)} vs {getattr(s_spec, name)}); "
+                    "a teacher must see the same images and predict the same classes"
+                )
+        self.family = s_spec.family
+        self.adapters = nn.ModuleList()
+        if s_spec.fpn_channels != t_spec.fpn_channels:
+            self.adapters.append(nn.Conv2d(s_spec.fpn_channels, t_spec.fpn_channels, 1))
+        self.teacher = [teacher.eval()]  # a list: not a submodule (not trained, not saved with us)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        self._taps = {name: _Tap() for name in ("transform", "features", "logits", "rois")}
+        self._handles = [
+            student.transform.register_forward_hook(self._taps["transform"].output),
+            student.backbone.register_forward_hook(self._taps["features"].output),
+        ]
+        if self.family in RCNN_FAMILIES:
+            self._handles += [student.roi_heads.box_roi_pool.register_forward_pre_hook(self._taps["rois"].inputs),
+                              student.roi_heads.box_predictor.register_forward_hook(self._taps["logits"].output)]
+        else:
+            self._handles.append(student.head.classification_head.register_forward_hook(self._taps["logits"].output))
+
+    def detach(self) -> None:
+        """Remove the hooks from the student (the student is then a plain detector again)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def forward(self, model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]],
+                losses: dict[str, Tensor]) -> dict[str, Tensor]:
+        image_list, resized = self._taps["transform"].value
+        s_feats = self._taps["features"].value
+        teacher = self.teacher[0]
+        with torch.no_grad():
+            t_feats = teacher.backbone(image_list.tensors)
+        keys = list(s_feats)
+        student_levels = [s_feats[k] for k in keys]
+        if self.adapters:
+            student_levels = [self.adapters[0](x) for x in student_levels]
+        out: dict[str, Tensor] = {}
+        cfg = self.config
+        if cfg.feature_weight > 0:
+            masks = None
+            if cfg.foreground > 0 and resized is not None:
+                masks = foreground_masks(resized, [tuple(x.shape[-2:]) for x in student_levels],
+                                         tuple(image_list.tensors.shape[-2:]))
+            out["kd_feature"] = cfg.feature_weight * feature_kd(student_levels, [t_feats[k] for k in keys],
+                                                               masks=masks, foreground=cfg.foreground)
+        if cfg.head_weight > 0:
+            out["kd_head"] = cfg.head_weight * self._head_kd(teacher, t_feats, image_list)
+        return out
+
+    def _head_kd(self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any) -> Tensor:
+        t = self.config.temperature
+        if self.family in RCNN_FAMILIES:
+            _features, proposals, image_shapes = self._taps["rois"].value
+            student_logits = self._taps["logits"].value[0]
+            with torch.no_grad():
+                heads = teacher.roi_heads
+                pooled = heads.box_roi_pool(t_feats, proposals, image_shapes)
+                teacher_logits = heads.box_predictor(heads.box_head(pooled))[0]
+            return softmax_kd(student_logits, teacher_logits, t)
+        student_logits = self._taps["logits"].value
+        with torch.no_grad():
+            teacher_logits = teacher.head.classification_head(list(t_feats.values()))
+        return sigmoid_kd(student_logits, teacher_logits, t)

@@ -1,0 +1,122 @@
+"""``export``: the whole detector as ONNX (checked, and compared with PyTorch), and as a TensorRT engine.
+
+The ONNX graph holds pre-processing, backbone, heads and NMS (see
+:mod:`jdnas_sdk.detectors.onnx`); it must pass ``onnx.checker`` and, run in ONNX Runtime on a
+probe image, give PyTorch's boxes, scores and labels: the largest difference is reported. The
+TensorRT engine is built from that ONNX through TensorRT's Python API where TensorRT is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .._io import atomic_path
+from ..detectors import detector_onnx, spec_of
+from ..errors import ExportError
+from ..latency.backends import OrtBackend, tensorrt_available
+from ..latency.probe import probe_image
+
+__all__ = ["ExportResult", "export", "onnx_parity"]
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export` wrote and checked. ``max_abs_diff`` compares ONNX Runtime's outputs
+    with PyTorch's on a probe image (boxes in pixels and scores over paired detections, and the
+    fraction paired, see :func:`onnx_parity`); ``detections`` is how many boxes each returned."""
+
+    onnx_path: Path
+    engine_path: Path | None
+    input_size: tuple[int, int]
+    max_abs_diff: dict[str, float]
+    detections: tuple[int, int]
+
+    def summary(self) -> str:
+        d = self.max_abs_diff
+        diffs = (f"boxes {d.get('boxes', 0):.2e} px, scores {d.get('scores', 0):.2e}, "
+                 f"{100 * d.get('matched', 1):.1f}% of detections paired") if d else "not checked"
+        engine = f"; TensorRT engine {self.engine_path}" if self.engine_path else ""
+        return (f"ONNX {self.onnx_path} ({self.input_size[0]}x{self.input_size[1]}); ONNX Runtime vs PyTorch: "
+                f"{self.detections[0]} vs {self.detections[1]} detections, largest differences {diffs}{engine}")
+
+
+def onnx_parity(model: nn.Module, onnx_model: bytes | str | os.PathLike[str], image: torch.Tensor) -> tuple[dict[str, float], tuple[int, int]]:
+    """ONNX Runtime's outputs against PyTorch's on ``image``.
+
+    Detections are paired by label and box overlap (IoU > 0.99), since two detections with equal
+    scores may come in either order and an NMS decision on a box at exactly the overlap threshold
+    may flip with the last bit of a float. Returns the largest box and score differences over the
+    pairs, the fraction of detections paired (``matched``, the smaller of both directions), the
+    largest difference between the two sorted score lists (``ranked_scores``: blind to which of
+    several tied boxes was kept), and both detection counts.
+    """
+    session = OrtBackend().session(onnx_model if isinstance(onnx_model, bytes) else Path(onnx_model).read_bytes())
+    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    got = dict(zip([o.name for o in session.get_outputs()], outputs))
+    with torch.no_grad():
+        want = {k: v.numpy() for k, v in model.eval()([image])[0].items()}
+    counts = (int(got["boxes"].shape[0]), int(want["boxes"].shape[0]))
+    if not min(counts):
+        return {"boxes": 0.0, "scores": 0.0, "ranked_scores": 0.0, "matched": float(counts[0] == counts[1])}, counts
+    iou = _iou(got["boxes"], want["boxes"])
+    iou[got["labels"][:, None] != want["labels"][None, :]] = 0
+    best = iou.argmax(axis=1)
+    paired = iou[np.arange(len(best)), best] > 0.99
+    box_diff = np.abs(got["boxes"][paired] - want["boxes"][best[paired]]).max() if paired.any() else np.inf
+    score_diff = np.abs(got["scores"][paired] - want["scores"][best[paired]]).max() if paired.any() else np.inf
+    matched = min(paired.mean(), (iou.max(axis=0) > 0.99).mean())
+    ranked = float(np.abs(np.sort(got["scores"]) - np.sort(want["scores"])).max()) if counts[0] == counts[1] else np.inf
+    return {"boxes": float(box_diff), "scores": float(score_diff), "ranked_scores": ranked, "matched": float(matched)}, counts
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(axis=2)
+    area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
+    area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+
+
+def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str | os.PathLike[str] | None = None,
+           precision: str = "fp16", input_size: tuple[int, int] | None = None, check: bool = True) -> ExportResult:
+    """Write ``model`` as ONNX to ``onnx_path`` (and a TensorRT engine to ``engine``).
+
+    ``input_size`` is the image (height, width) the graph is traced for, by default the
+    detector's ``min_size`` square. ``check`` runs ``onnx.checker`` and the parity comparison.
+    Asking for an engine where TensorRT cannot run raises :class:`ExportError` with the reason,
+    after the ONNX file is written.
+    """
+    if precision not in ("fp16", "fp32"):
+        raise ExportError(f"precision must be fp16 or fp32, got {precision!r}")
+    spec = spec_of(model)
+    size = input_size or (spec.min_size, spec.min_size)
+    model = model.eval()
+    data = detector_onnx(model, size, onnx_path)
+    diffs: dict[str, float] = {}
+    counts = (0, 0)
+    if check:
+        try:
+            onnx.checker.check_model(onnx.load_from_string(data))
+        except onnx.checker.ValidationError as exc:
+            raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
+        diffs, counts = onnx_parity(model, data, probe_image(*size))
+    engine_path = None
+    if engine is not None:
+        reason = tensorrt_available()
+        if reason:
+            raise ExportError(f"wrote {onnx_path}, but no TensorRT engine: {reason}")
+        from ..latency.backends.tensorrt_backend import build_engine
+
+        engine_path = Path(engine)
+        with atomic_path(engine_path) as tmp:
+            tmp.write_bytes(build_engine(data, precision=precision))
+    return ExportResult(onnx_path=Path(onnx_path), engine_path=engine_path, input_size=size, max_abs_diff=diffs,
+                        detections=counts)

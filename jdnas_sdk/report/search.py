@@ -1,0 +1,147 @@
+"""The compression report: base vs student, the Pareto front, the search trajectory, the teachers,
+the latency breakdown, and the table's source and device, as Markdown and HTML (with PNG plots).
+
+``jdnas report WORKDIR`` (and :func:`compress`) write it from the files a search leaves behind
+(``result.json``), so it can be regenerated at any time.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import SearchError
+from ..search.archive import Candidate, pareto_front
+
+__all__ = ["write_report"]
+
+
+def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cands = [Candidate.from_json(c) for c in result["history"]]
+    front = pareto_front(cands)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.scatter([c.latency_ms for c in cands], [100 * c.ap for c in cands], s=14, color="grey", label="candidates")
+    ax.plot([c.latency_ms for c in front], [100 * c.ap for c in front], "o-", color="C0", label="Pareto front")
+    chosen = cands[result["chosen"]]
+    ax.scatter([cands[0].latency_ms], [100 * cands[0].ap], marker="s", s=60, color="C3", label="base")
+    ax.scatter([chosen.latency_ms], [100 * chosen.ap], marker="*", s=140, color="C2", label="student")
+    ax.axvline(result["target_ms"], color="k", lw=0.8, ls="--", label="target")
+    ax.set_xlabel(f"estimated latency on {result['target']} (ms)")
+    ax.set_ylabel("COCO AP (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(work / "pareto.png", dpi=110)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    idx = [c.index for c in cands]
+    ax.plot(idx, [c.latency_ms for c in cands], "o-", label="estimated latency (ms)")
+    bounds = [c.bound_ms if c.bound_ms is not None else c.latency_ms for c in cands]
+    ax.plot(idx, bounds, "--", color="k", lw=0.8, label="latency bound (ms)")
+    ax2 = ax.twinx()
+    ax2.plot(idx, [100 * c.ap for c in cands], "s-", color="C1", label="AP (%)")
+    ax.set_xlabel("candidate")
+    ax.set_ylabel("ms")
+    ax2.set_ylabel("AP (%)")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(work / "trajectory.png", dpi=110)
+    plt.close(fig)
+    return "pareto.png", "trajectory.png"
+
+
+def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
+    m = result["metrics"]
+    label = ("**MODELLED** (roofline from published peaks and assumed efficiencies, not measured)"
+             if result["modelled"] else "measured")
+    cands = [Candidate.from_json(c) for c in result["history"]]
+    chosen = cands[result["chosen"]]
+
+    def row(name: str, key: str, fmt: str) -> str:
+        values = [m[w].get(key) for w in ("base", "student")]
+        return f"| {name} | " + " | ".join("n/a" if v is None else fmt.format(v) for v in values) + " |"
+
+    lines = [f"# Compression report: {result['method']} search on `{result['target']}`", "",
+             f"Latency table: {label}; device: {result['device']}. Input {result['input_size'][0]}x{result['input_size'][1]}, "
+             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min.", "",
+             "| | base | student |", "|---|---|---|",
+             row("AP", "ap", "{:.3f}"), row("AP50", "ap50", "{:.3f}"), row("AP75", "ap75", "{:.3f}"),
+             row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
+             row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
+             row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
+             f"| backbone | `{m['base']['arch']}` | `{m['student']['arch']}` |", "",
+             f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
+             + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + ".", "",
+             "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
+    for stage, value in result["breakdown"]["base"].items():
+        lines.append(f"| {stage} | {value:.2f} | {result['breakdown']['student'][stage]:.2f} |")
+    lines += ["", "## Pareto front and trajectory", "", f"![Pareto front]({plots[0]})", "", f"![trajectory]({plots[1]})", "",
+              "| # | parent | est. ms | bound | AP | teacher | actions |", "|---|---|---|---|---|---|---|"]
+    for c in cands:
+        bound = "" if c.bound_ms is None else f"{c.bound_ms:.2f}"
+        lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {100 * c.ap:.1f} | "
+                     f"{c.teacher or ''} | {'; '.join(c.actions)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _lineage(cands: list[Candidate], index: int) -> list[int]:
+    out = [index]
+    while cands[out[-1]].parent is not None:
+        out.append(cands[out[-1]].parent)  # type: ignore[arg-type]
+    return out
+
+
+def _html(markdown: str) -> str:
+    body = []
+    in_table = False
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()).replace("`", "") for c in line.strip("|").split("|")]
+            if set(line) <= set("|-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.startswith("!["):
+            src = line[line.index("(") + 1: -1]
+            body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(src)}"></p>')
+        elif line:
+            body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
+    if in_table:
+        body.append("</table>")
+    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>jdnas report</title><style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+
+
+def write_report(workdir: str | os.PathLike[str]) -> Path:
+    """Write ``report.md``, ``report.html`` and the plots into ``workdir``; returns the HTML's path."""
+    work = Path(workdir)
+    source = work / "result.json"
+    if not source.is_file():
+        raise SearchError(f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first")
+    try:
+        result = json.loads(source.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SearchError(f"{source} is corrupt ({exc.msg}); rerun compress with the same workdir to rewrite it") from exc
+    plots = _plots(result, work)
+    markdown = _markdown(result, plots)
+    (work / "report.md").write_text(markdown, encoding="utf-8")
+    out = work / "report.html"
+    out.write_text(_html(markdown), encoding="utf-8")
+    return out

@@ -1,0 +1,106 @@
+"""Distillation losses: zero for identical inputs, positive otherwise; gradients reach the student only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import Arch, TrainingError, build
+from jdnas_sdk.data import CocoDetection, collate
+from jdnas_sdk.distill import Distiller, KDConfig, feature_kd, finetune, foreground_masks, sigmoid_kd, softmax_kd
+from jdnas_sdk.train import TrainConfig
+
+from .conftest import tiny_spec
+
+STUDENT = Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")
+TEACHER = Arch.parse("basic:24|24:24x2|48:48x2|96:96x1|160:160x1")
+
+
+def test_losses_are_zero_for_identical_inputs_and_positive_otherwise() -> None:
+    gen = torch.Generator().manual_seed(0)
+    feats = [torch.randn(2, 8, 6, 6, generator=gen), torch.randn(2, 8, 3, 3, generator=gen)]
+    assert feature_kd(feats, feats).item() == 0
+    other = [f + 0.1 * torch.randn(f.shape, generator=gen) for f in feats]
+    assert feature_kd(other, feats).item() > 0
+    masks = [torch.zeros(2, 6, 6), torch.zeros(2, 3, 3)]
+    masks[0][:, :2, :2] = 1
+    assert feature_kd(other, feats, masks=masks, foreground=4.0).item() != pytest.approx(feature_kd(other, feats).item())
+    logits = torch.randn(5, 40, 9, generator=gen)
+    assert sigmoid_kd(logits, logits, 2.0).abs().item() < 1e-6
+    assert sigmoid_kd(logits + 1.0, logits, 2.0).item() > 0
+    rows = torch.randn(7, 9, generator=gen)
+    assert softmax_kd(rows, rows, 2.0).abs().item() < 1e-6
+    assert softmax_kd(rows.flip(-1), rows, 2.0).item() > 0
+    with pytest.raises(TrainingError, match="temperature"):
+        KDConfig(temperature=0)
+
+
+def test_foreground_masks_cover_the_boxes_at_each_level() -> None:
+    masks = foreground_masks([{"boxes": torch.tensor([[0.0, 0.0, 32.0, 16.0]])}], [(8, 8), (4, 4)], (64, 64))
+    assert masks[0][0, :2, :4].sum() == 8 and masks[0].sum() == 8 and masks[1].sum() == 2
+
+
+def _batch(data: CocoDetection) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    return collate([data[0], data[1]])
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet", "fcos"])
+def test_kd_gradients_reach_the_student_and_never_the_teacher(family: str, train_set: CocoDetection) -> None:
+    torch.manual_seed(0)
+    student = build(tiny_spec(family), STUDENT).train()
+    teacher = build(tiny_spec(family, fpn_channels=96 if family == "fcos" else 32), TEACHER)
+    distiller = Distiller(student, teacher, KDConfig(foreground=1.0))
+    assert len(distiller.adapters) == 1  # FPN widths differ: a 1x1 adapter
+    images, targets = _batch(train_set)
+    losses = student(images, targets)
+    kd = distiller(student, images, targets, losses)
+    assert set(kd) == {"kd_feature", "kd_head"} and all(v.item() > 0 for v in kd.values())
+    sum(kd.values()).backward()
+    assert student.backbone.body.conv1.weight.grad.abs().sum() > 0
+    assert distiller.adapters[0].weight.grad is not None
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    distiller.detach()
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_a_teacher_identical_to_the_student_gives_zero_kd(family: str, train_set: CocoDetection) -> None:
+    spec = tiny_spec(family, frozen_bn=True)  # frozen norms: train and eval compute the same features
+    student = build(spec, STUDENT).train()
+    teacher = build(spec, STUDENT)
+    teacher.load_state_dict(student.state_dict())
+    distiller = Distiller(student, teacher)
+    images, targets = _batch(train_set)
+    kd = distiller(student, images, targets, student(images, targets))
+    assert kd["kd_feature"].item() == 0 and abs(kd["kd_head"].item()) < 1e-5
+
+
+def test_a_mismatched_teacher_is_refused(train_set: CocoDetection) -> None:
+    with pytest.raises(TrainingError, match="num_classes"):
+        Distiller(build(tiny_spec(), STUDENT), build(tiny_spec(num_classes=5), STUDENT))
+
+
+def test_finetune_with_a_teacher_resumes_exactly_adapters_included(train_set: CocoDetection, tmp_path: Path) -> None:
+    spec, teacher_spec = tiny_spec("retinanet"), tiny_spec("retinanet", fpn_channels=32)
+    teacher = build(teacher_spec, TEACHER)
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, checkpoint_every=2, warmup_steps=0, schedule="constant")
+    torch.manual_seed(0)
+    whole = build(spec, STUDENT)
+    start = {k: v.clone() for k, v in whole.state_dict().items()}
+    torch.manual_seed(1)  # the adapter's initialisation
+    finetune(whole, data=train_set, steps=4, teacher=teacher, config=config, progress=False)
+    resumed = build(spec, STUDENT)
+    resumed.load_state_dict(start)
+    ckpt = tmp_path / "ft.ckpt"
+    torch.manual_seed(1)
+    finetune(resumed, data=train_set, steps=2, teacher=teacher, config=config, checkpoint=ckpt, progress=False)
+    assert "aux" in torch.load(ckpt, weights_only=True)
+    again = build(spec, STUDENT)
+    again.load_state_dict(start)
+    torch.manual_seed(2)  # whatever the adapter starts as, the checkpoint's replaces it
+    result = finetune(again, data=train_set, steps=4, teacher=teacher, config=config, checkpoint=ckpt, progress=False)
+    assert result.resumed_from == 2
+    for key, value in whole.state_dict().items():
+        assert torch.allclose(value, again.state_dict()[key], atol=1e-5), key
+    assert not any(h for h in again.backbone._forward_hooks.values())  # hooks removed afterwards

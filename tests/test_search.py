@@ -1,0 +1,149 @@
+"""The joint search and compress(): bounds honoured, same seed same search, resume, fast failures."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build
+from jdnas_sdk.api import compress, parse_budget, smallest_arch
+from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
+from jdnas_sdk.latency.backends import RooflineBackend
+from jdnas_sdk.morph import apply_action
+from jdnas_sdk.search import Archive, Candidate, SearchConfig, joint_search, latency_bound, moves, pareto_front, pipeline_search, propose
+from jdnas_sdk.space import SearchSpace
+from jdnas_sdk.teachers import TeacherPool
+from jdnas_sdk.train import TrainConfig
+
+from .conftest import tiny_spec
+
+BASE = Arch.parse("basic:16|16:16x2|32:32x2|64:64x2|128:128x2")
+SPACE = SearchSpace(BASE, width_ratios=(0.5, 0.75, 1.0))
+FAST = SearchConfig(candidates=2, finetune_steps=2, train=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-4, warmup_steps=0))
+
+
+@pytest.fixture(scope="module")
+def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A modelled device slow enough that the tiny backbone dominates (misses are modelled on demand)."""
+    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
+                       postprocess_ms=0.5, fixed_kernels=0)
+    path = tmp_path_factory.mktemp("tables") / "slow.json"
+    open_table(path, "slow", RooflineBackend(slow)).save()
+    return path
+
+
+def _estimator(path: Path) -> Estimator:
+    return Estimator(load_table(str(path)), tiny_spec(), (96, 96))
+
+
+def _cand(i: int, ms: float, ap: float) -> Candidate:
+    return Candidate(i, str(BASE), None, (), None, ms, ap, ap, ap, f"{i}.pt")
+
+
+def test_archive_front_best_and_resume_checks(tmp_path: Path) -> None:
+    archive = Archive.open(tmp_path / "a.json", {"seed": 0})
+    for c in [_cand(0, 10, 0.5), _cand(1, 8, 0.4), _cand(2, 9, 0.3), _cand(3, 6, 0.45)]:
+        archive.add(c)
+    assert [c.index for c in archive.front()] == [3, 0]
+    assert archive.best(8.5).index == 3 and archive.best(5) is None
+    again = Archive.open(tmp_path / "a.json", {"seed": 0})
+    assert again.candidates == archive.candidates
+    with pytest.raises(SearchError, match="other settings"):
+        Archive.open(tmp_path / "a.json", {"seed": 1})
+    assert pareto_front([]) == []
+
+
+def test_the_bound_tightens_from_the_base_to_the_target() -> None:
+    config = SearchConfig(candidates=10, tighten=0.5)
+    bounds = [latency_bound(i, config, 100.0, 60.0) for i in range(1, 11)]
+    assert bounds[0] == pytest.approx(92.0) and bounds[4:] == [60.0] * 6
+    assert all(a >= b for a, b in zip(bounds, bounds[1:]))
+
+
+def test_proposals_stay_in_the_space_and_under_the_bound(slow_table: Path) -> None:
+    estimator = _estimator(slow_table)
+    base_ms = estimator.total_ms(BASE)
+    rng = random.Random(0)
+    assert all(SPACE.why_not(apply_action(BASE, a)) is None for a in moves(BASE, SPACE))
+    for _ in range(10):
+        actions, arch, ms, _ = propose(BASE, SPACE, estimator.total_ms, base_ms * 0.9, rng)
+        assert arch in SPACE and ms <= base_ms * 0.9 and 1 <= len(actions) <= 15
+    floor = estimator.total_ms(smallest_arch(SPACE))
+    with pytest.raises(SearchError, match="no proposal"):
+        propose(BASE, SPACE, estimator.total_ms, floor * 0.5, rng, tries=20)
+
+
+def test_joint_search_is_reproducible_resumable_and_keeps_its_bounds(train_set: CocoDetection, val_set: CocoDetection,
+                                                                     tmp_path: Path, slow_table: Path) -> None:
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    pool = TeacherPool.from_base(base, widths=(0.75, 1.0), depth_delta=1)
+    estimator = _estimator(slow_table)
+    target = 0.85 * estimator.total_ms(BASE)
+    kwargs = dict(estimator=estimator, target_ms=target, train_data=train_set, val_data=val_set, space=SPACE, pool=pool,
+                  config=FAST, progress=False, log=lambda _: None)
+    first = joint_search(base, workdir=tmp_path / "a", **kwargs)
+    assert len(first.candidates) == 3 and first.candidates[0].arch == str(BASE)
+    for c in first.candidates[1:]:
+        assert c.latency_ms <= c.bound_ms and c.teacher and (tmp_path / "a" / c.file).is_file()
+        assert Arch.parse(c.arch) in SPACE
+    assert first.candidates[-1].latency_ms <= target  # the bound reached the target by the end
+    second = joint_search(base, workdir=tmp_path / "b", **kwargs)
+    assert [(c.arch, c.teacher, c.actions) for c in second.candidates] == [(c.arch, c.teacher, c.actions) for c in first.candidates]
+    # a kill before the last candidate was recorded: the same call redoes only that one
+    data = json.loads((tmp_path / "b" / "archive.json").read_text())
+    data["candidates"] = data["candidates"][:2]
+    (tmp_path / "b" / "archive.json").write_text(json.dumps(data))
+    resumed = joint_search(base, workdir=tmp_path / "b", **kwargs)
+    assert [c.arch for c in resumed.candidates] == [c.arch for c in first.candidates]
+
+
+def test_pipeline_prunes_distils_then_searches(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
+                                              slow_table: Path) -> None:
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    estimator = _estimator(slow_table)
+    target = 0.85 * estimator.total_ms(BASE)
+    config = SearchConfig(candidates=3, finetune_steps=2, train=FAST.train)
+    archive = pipeline_search(base, estimator=estimator, target_ms=target, train_data=train_set, val_data=val_set,
+                              workdir=tmp_path, space=SPACE, teacher=base, config=config, progress=False, log=lambda _: None)
+    assert [c.actions[0] for c in archive.candidates] == ["base", "prune+finetune", "distil", "search"]
+    assert all(c.latency_ms <= target for c in archive.candidates[1:])
+
+
+def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
+                                                         slow_table: Path) -> None:
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    result = compress(base, target=str(slow_table), train_data=train_set, val_data=val_set, latency=0.85, budget=2,
+                      workdir=tmp_path, teacher="base", finetune_steps=2, space=SPACE, measure=False, progress=False)
+    assert result.metrics["student"]["estimated_ms"] <= 0.85 * result.metrics["base"]["estimated_ms"]
+    assert not result.student.training and result.arch in SPACE
+    assert result.report is not None and result.report.is_file() and (tmp_path / "report.md").is_file()
+    text = (tmp_path / "report.md").read_text()
+    assert "MODELLED" in text and "Pareto" in text and (tmp_path / "pareto.png").is_file()
+    assert len(result.history) == 3 and result.student_file.is_file()
+
+
+def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
+                                                       slow_table: Path) -> None:
+    base = build(tiny_spec(), BASE)
+    common = dict(train_data=train_set, val_data=val_set, workdir=tmp_path, space=SPACE)
+    with pytest.raises(LatencyTableError, match="no latency table for target 'tpu-v9'"):
+        compress(base, target="tpu-v9", **common)
+    with pytest.raises(SearchError, match="below anything the search space reaches"):
+        compress(base, target=str(slow_table), latency=0.05, **common)
+    with pytest.raises(DataError, match="validation set is empty"):
+        compress(base, target="v100-trt", train_data=train_set, val_data=val_set.head(0), workdir=tmp_path)
+    with pytest.raises(UnsupportedModelError):
+        compress(torch.nn.Conv2d(3, 3, 1), target="v100-trt", **common)
+    with pytest.raises(SearchError, match="wall time"):
+        parse_budget("soon")
+    assert parse_budget("2h") == (None, 7200.0) and parse_budget(5) == (5, None)
+    assert not list(tmp_path.iterdir())  # nothing was started
