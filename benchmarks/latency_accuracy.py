@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import statistics
 import sys
 import tempfile
@@ -50,6 +51,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     p.add_argument("--name", default="latency_accuracy", help="results file stem")
     p.add_argument("--skip-throughput", action="store_true", help="only the accuracy part")
+    p.add_argument("--reuse-accuracy", action="store_true",
+                   help="keep the accuracy rows of the previous results file; redo throughput and the roofline check")
     return p.parse_args(argv)
 
 
@@ -164,7 +167,7 @@ def roofline_error(table: LatencyTable) -> dict:
     peak = mhz * 1e6 * flops_per_cycle / 1e12
     assumed = DeviceModel("this CPU (modelled)", "fp32", peak, bandwidth, compute_efficiency=0.3, memory_efficiency=0.7, launch_us=5.0)
     fitted, best = assumed, float("inf")
-    for ce in np.linspace(0.05, 1.0, 39):
+    for ce in np.linspace(0.05, 2.0, 79):  # above 1: the assumed peak itself is too low
         for launch in (0.0, 2.0, 5.0, 10.0, 20.0):
             candidate = DeviceModel("this CPU (fitted)", "fp32", peak, bandwidth, compute_efficiency=float(ce), memory_efficiency=0.7, launch_us=launch)
             mape = statistics.fmean(abs(e) for e in errors(candidate))
@@ -260,7 +263,13 @@ def main(argv: list[str] | None = None) -> int:
                     "machine": machine_info(), "table_device": table.fingerprint.describe(),
                     "command": "python benchmarks/latency_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
                     "archs": args.archs, "seed": args.seed}
-    report["accuracy"] = [accuracy(m, table, backend, args.archs, args.seed) for m in args.models]
+    previous = args.results / f"{args.name}.json"
+    if args.reuse_accuracy and previous.is_file():
+        old = json.loads(previous.read_text())
+        report.update({k: old[k] for k in ("accuracy", "date", "archs", "seed")})
+        report["command"] = old["command"] + "  (throughput and roofline: " + report["command"] + ")"
+    else:
+        report["accuracy"] = [accuracy(m, table, backend, args.archs, args.seed) for m in args.models]
     if not args.skip_throughput:
         report["estimator"] = estimator_throughput()
         report["profiling"] = profiling_throughput(args.models[0])

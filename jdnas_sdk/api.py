@@ -22,7 +22,7 @@ from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, load_detector, save_detector, thaw
 from .errors import DataError, SearchError
-from .latency import Estimator, load_table
+from .latency import Estimator, fixed_key, load_table
 from .search import SearchConfig, joint_search, pipeline_search
 from .space import SearchSpace
 from .teachers import ShrinkConfig, TeacherPool, train_pool
@@ -119,6 +119,9 @@ def compress(
     size = input_size or (spec.min_size, spec.min_size)
     space = space or SearchSpace(base_arch)
     estimator = Estimator(table, spec, size)
+    if estimator.backend is not None and fixed_key(spec, size) not in table:
+        print(f"[compress] measuring the fixed part (pre/post-processing) of this detector on {table.target}")
+        estimator.calibrate_fixed(model)  # its own weights: a random-weight stand-in would mis-time NMS
     base_ms = estimator.total_ms(base_arch)
     if ms is not None:
         target_ms = float(ms)

@@ -498,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
-    pr.add_argument("--fixed-students", type=int, default=4,
+    pr.add_argument("--fixed-students", type=int, default=8,
                     help="with --model: students of the space (the model morphed to random archs) whose timings "
                          "average into the fixed entry, beside the model's own")
     pr.add_argument("--seed", type=int, default=0, help="seed of those students' architectures")

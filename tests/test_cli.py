@@ -104,3 +104,25 @@ def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth
     resumed_at = int(text.split("resumed at step ")[1].split(")")[0])
     assert 2 <= resumed_at < 12 and resumed_at % 2 == 0
     assert out.is_file() and not ckpt.exists()
+
+
+def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
+    from jdnas_sdk.latency import DeviceModel, open_table
+    from jdnas_sdk.latency.backends import RooflineBackend
+
+    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
+                       postprocess_ms=0.5, fixed_kernels=0)
+    table = tmp_path / "slow.json"
+    open_table(table, "slow", RooflineBackend(slow)).save()
+    work = tmp_path / "demo"
+    run = subprocess.run(
+        [sys.executable, "-m", "jdnas_sdk.cli", "demo", "--workdir", str(work), "--size", "96", "--train-images", "8",
+         "--val-images", "4", "--steps", "2", "--candidates", "1", "--finetune-steps", "1", "--pool-steps", "2",
+         "--latency", "0.95", "--target", str(table)],
+        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "files:"):
+        assert step in run.stdout
+    assert (work / "student.onnx").is_file() and (work / "compress" / "report.html").is_file()
+    assert (work / "compress" / "student.pt").is_file() and (work / "compress" / "search" / "archive.json").is_file()

@@ -180,6 +180,26 @@ class Estimator:
             return entry.median_ms, "measured"
         return self._interpolate(key), "interpolated"
 
+    @property
+    def misses(self) -> dict[OpKey, tuple[float, str]]:
+        """Every op this estimator did not find in the table, with its time and how it was obtained."""
+        return dict(self._misses)
+
+    def calibrate_fixed(self, detector: nn.Module) -> Entry:
+        """Measure the fixed entry on ``detector`` itself (its trained weights give its real
+        post-processing load) and put it into the table; needs this machine to be the table's device."""
+        backend = self.backend
+        if backend is None:
+            raise LatencyTableError(f"table {self.table.target!r} is not this machine's: its fixed entry cannot be measured here")
+        key = fixed_key(self.spec, self.input_size)
+        entry = residual_entry(backend.measure_detector(detector, self.input_size), self.ops_ms(describe(detector)[1]))
+        self.table.put(key, entry)
+        self._ms.pop(key, None)
+        self._fixed = None
+        if self.save and self.table.path is not None:
+            self.table.save()
+        return entry
+
     def _measure(self, backend: Backend, key: OpKey, arch: Arch | None) -> Entry:
         if key.kind != "fixed":
             return backend.measure_op(key)
