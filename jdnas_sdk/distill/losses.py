@@ -44,7 +44,9 @@ class KDConfig:
 
 def feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
                foreground: float = 0.0) -> Tensor:
-    """Mean squared difference per level, averaged over levels; zero for identical features.
+    """Squared difference per level relative to the teacher's mean square, averaged over levels;
+    zero for identical features. Relative, so the loss is about 1 for unrelated features whatever
+    the scale of the FPN's activations (which the KD weights would otherwise have to undo).
 
     ``masks`` (N x H x W, 1 inside boxes) add ``foreground`` extra weight where they are set.
     """
@@ -52,7 +54,7 @@ def feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tens
     for index, (s, t) in enumerate(zip(student, teacher)):
         if s.shape != t.shape:
             raise TrainingError(f"FPN level {index}: student {tuple(s.shape)} vs teacher {tuple(t.shape)} features")
-        error = (s - t).pow(2).mean(dim=1)
+        error = (s - t).pow(2).mean(dim=1) / t.pow(2).mean().clamp_min(1e-12)
         if masks is not None and foreground > 0:
             weight = 1.0 + foreground * masks[index]
             terms.append((error * weight).sum() / weight.sum())

@@ -113,8 +113,8 @@ def _shrinks(action: Action, arch: Arch) -> bool:
 
 def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], bound_ms: float,
             rng: random.Random, *, max_actions: int = 3, tries: int = 200) -> tuple[list[Action], Arch, float, int]:
-    """Moves from ``parent`` (1 to ``max_actions`` of them, more shrinking ones while still over
-    the bound) whose result the table puts within ``bound_ms``.
+    """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
+    still over the bound) whose result the table puts within ``bound_ms``.
 
     Returns (actions, arch, estimated latency, rejected proposals). Over the bound, shrinking moves
     are drawn more often. Raises :class:`SearchError` when ``tries`` proposals all miss the bound.
@@ -123,7 +123,7 @@ def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], 
     for _ in range(tries):
         arch, actions = parent, []
         wanted = rng.randint(1, max_actions)
-        while len(actions) < wanted or (latency(arch) > bound_ms and len(actions) < max_actions + 12):
+        while len(actions) < wanted or (latency(arch) > bound_ms and len(actions) < max_actions + 40):
             options = moves(arch, space)
             over = latency(arch) > bound_ms
             shrinking = [a for a in options if _shrinks(a, arch)]
@@ -146,8 +146,7 @@ def _pick_parent(archive: Archive, bound_ms: float, rng: random.Random) -> Candi
     if within:
         contenders = rng.sample(within, min(3, len(within)))
         return max(contenders, key=lambda c: (c.ap, -c.latency_ms))
-    fastest = sorted(archive.candidates, key=lambda c: c.latency_ms)[:3]
-    return max(fastest, key=lambda c: (c.ap, -c.latency_ms))
+    return min(archive.candidates, key=lambda c: (c.latency_ms, -c.ap))  # none within: the closest to it
 
 
 def joint_search(
