@@ -216,7 +216,7 @@ def _markdown(report: dict) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in report["accuracy"]:
         s, v = r["summary"], r["variable_summary"]
-        lines.append(f"| {r['family']} {r['base_arch']} @ {r['input_size'][0]} | {s['n']} | {100 * s['within_5pct']:.0f}% | "
+        lines.append(f"| {r['family']} `{r['base_arch'].replace('|', chr(92) + '|')}` @ {r['input_size'][0]} | {s['n']} | {100 * s['within_5pct']:.0f}% | "
                      f"{100 * s['within_10pct']:.0f}% | {s['mape_pct']:.2f}% | {s['mean_error_pct']:+.2f}% | "
                      f"{s['max_abs_error_pct']:.1f}% | {v['mape_pct']:.2f}% |")
     lines += ["", "Backbone+FPN MAPE: the error on the part the search changes (measured minus the constant heads "

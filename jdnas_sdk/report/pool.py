@@ -39,7 +39,7 @@ class PoolReport:
                  "| teacher | params (M) | AP | AP50 | est. latency (ms) | backbone |", "|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(f"| `{r.config}` | {r.params / 1e6:.2f} | {100 * r.ap:.1f} | {100 * r.ap50:.1f} | "
-                         f"{r.latency_ms:.2f} | `{r.arch}` |")
+                         f"{r.latency_ms:.2f} | `{r.arch.replace('|', chr(92) + '|')}` |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,7 +77,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
              row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
              row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
              row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
-             f"| backbone | `{m['base']['arch']}` | `{m['student']['arch']}` |", "",
+             f"| backbone | {_code(m['base']['arch'])} | {_code(m['student']['arch'])} |", "",
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
              + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + ".", "",
              "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
@@ -91,6 +92,11 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _code(text: str) -> str:
+    """An arch code as Markdown code inside a table cell (its ``|`` escaped)."""
+    return "`" + text.replace("|", "\\|") + "`"
+
+
 def _lineage(cands: list[Candidate], index: int) -> list[int]:
     out = [index]
     while cands[out[-1]].parent is not None:
@@ -103,7 +109,8 @@ def _html(markdown: str) -> str:
     in_table = False
     for line in markdown.splitlines():
         if line.startswith("|"):
-            cells = [html.escape(c.strip()).replace("`", "") for c in line.strip("|").split("|")]
+            cells = [html.escape(c.strip().replace("\\|", "|")).replace("`", "")
+                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
             if set(line) <= set("|-"):
                 continue
             if not in_table:
