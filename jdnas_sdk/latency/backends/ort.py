@@ -107,14 +107,18 @@ class OrtBackend:
         """End-to-end latency of an exported detector file on a probe image."""
         return self._end_to_end(Path(path).read_bytes(), probe_image(*image_size, seed=seed).numpy())
 
+    def time_sessions(self, model: bytes, image: np.ndarray) -> list[float]:
+        """Wall-clock ms of ``session.run`` over this backend's sessions, in this process."""
+        samples: list[float] = []
+        for _ in range(self.sessions):
+            session = self.session(model)
+            feeds = {session.get_inputs()[0].name: image}
+            samples += timed_runs(lambda s=session, f=feeds: s.run(None, f), self.timing)
+        return samples
+
     def _end_to_end(self, model: bytes, image: np.ndarray, **info: object) -> Entry:
         if not self.isolate:
-            samples: list[float] = []
-            for _ in range(self.sessions):
-                session = self.session(model)
-                feeds = {session.get_inputs()[0].name: image}
-                samples += timed_runs(lambda s=session, f=feeds: s.run(None, f), self.timing)
-            return summarise(samples, **info)
+            return summarise(self.time_sessions(model, image), **info)
         with tempfile.TemporaryDirectory(prefix="jdnas-e2e-") as tmp:
             folder = Path(tmp)
             (folder / "model.onnx").write_bytes(model)

@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     with open(args[0], encoding="utf-8") as handle:
         job = json.load(handle)
-    from .base import Timing, timed_runs
+    from .base import Timing
     from .ort import OrtBackend
 
     backend = OrtBackend(threads=job["threads"], optimization=job["optimization"], sessions=job["sessions"],
@@ -30,12 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     image = np.load(job["image"], allow_pickle=False)
     with open(job["model"], "rb") as handle:
         model = handle.read()
-    samples: list[float] = []
-    for _ in range(backend.sessions):
-        session = backend.session(model)
-        feeds = {session.get_inputs()[0].name: image}
-        samples += timed_runs(lambda s=session, f=feeds: s.run(None, f), backend.timing)
-    json.dump({"samples": samples}, sys.stdout)
+    json.dump({"samples": backend.time_sessions(model, image)}, sys.stdout)
     return 0
 
 
