@@ -30,7 +30,7 @@ from .data.loader import ResumableSampler, collate, hflip
 from .errors import NonFiniteLossError, TrainingError
 
 __all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate",
-           "make_optimizer"]
+           "make_optimizer", "augment", "step_seed", "checkpoint_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,22 @@ def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.opt
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
-def _identity(config: TrainConfig) -> dict[str, Any]:
+def step_seed(config: TrainConfig, step: int) -> int:
+    """The seed of every random draw at ``step``: what makes a resumed run continue exactly."""
+    return config.seed * 1_000_003 + step
+
+
+def augment(images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], config: TrainConfig,
+            step: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """The batch of ``step`` with ``config``'s augmentation (random horizontal flips, seeded by step)."""
+    if not config.hflip:
+        return images, targets
+    flips = torch.rand(len(images), generator=torch.Generator().manual_seed(step_seed(config, step))) < 0.5
+    pairs = [hflip(i, t) if f else (i, t) for i, t, f in zip(images, targets, flips.tolist())]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def checkpoint_identity(config: TrainConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with the run resuming it (steps may grow)."""
     out = asdict(config)
     for free in ("steps", "checkpoint_every", "num_workers"):
@@ -137,7 +152,7 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a jdnas training checkpoint; delete it or choose another output path")
     spec = spec_of(model).to_dict()
-    if state.get("spec") != spec or state.get("config") != _identity(config):
+    if state.get("spec") != spec or state.get("config") != checkpoint_identity(config):
         raise TrainingError(
             f"checkpoint {path} belongs to a different run (other model or training options); "
             "delete it to start over, or rerun with the options it was written with"
@@ -159,7 +174,7 @@ def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
         "version": 1,
         "step": step,
         "spec": spec_of(model).to_dict(),
-        "config": _identity(config),
+        "config": checkpoint_identity(config),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "history": [list(item) for item in history],
@@ -206,13 +221,8 @@ def train(
     batches = iter(loader)
     try:
         for step in range(start, config.steps):
-            images, targets = next(batches)
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            if config.hflip:
-                flips = torch.rand(len(images), generator=generator) < 0.5
-                pairs = [hflip(i, t) if f else (i, t) for i, t, f in zip(images, targets, flips.tolist())]
-                images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
-            torch.manual_seed(config.seed * 1_000_003 + step)
+            images, targets = augment(*next(batches), config, step)
+            torch.manual_seed(step_seed(config, step))
             lr = learning_rate(config, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr

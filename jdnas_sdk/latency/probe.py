@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..data import synthetic_image
 
-__all__ = ["full_load", "probe_image", "count_detections"]
+__all__ = ["full_load", "probe_image", "count_detections", "probe"]
 
 
 def full_load(model: nn.Module) -> nn.Module:
@@ -46,3 +46,11 @@ def count_detections(model: nn.Module, image: Tensor) -> int:
     """How many boxes ``model`` returns on ``image``."""
     with torch.no_grad():
         return int(model.eval()([image])[0]["boxes"].shape[0])
+
+
+def probe(model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> tuple[nn.Module, Tensor, int]:
+    """What every backend times a whole detector on: the full-load copy of ``model``, the probe
+    image, and how many detections that copy returns on it."""
+    loaded = full_load(model)
+    image = probe_image(*image_size, seed=seed)
+    return loaded, image, count_detections(loaded, image)

@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._io import atomic_torch_save
-from ..data.loader import ResumableSampler, collate, hflip
+from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
 from ..errors import NonFiniteLossError, TrainingError
-from ..train import TrainConfig, TrainResult, learning_rate, make_optimizer
+from ..train import TrainConfig, TrainResult, augment, checkpoint_identity, learning_rate, make_optimizer, step_seed
 from .pool import TeacherConfig, TeacherPool
 
 __all__ = ["ShrinkConfig", "train_pool", "phase_of"]
@@ -70,9 +70,7 @@ def _sandwich(pool: TeacherPool, phase: int, rng: random.Random) -> list[Teacher
 
 
 def _identity(pool: TeacherPool, config: ShrinkConfig) -> dict[str, Any]:
-    train = asdict(config.train)
-    for free in ("steps", "checkpoint_every", "num_workers"):
-        train.pop(free)
+    train = checkpoint_identity(config.train)
     return {"spec": pool.spec.to_dict(), "base": str(pool.base_arch), "widths": list(pool.widths),
             "depth_delta": pool.depth_delta, "train": train, "phases": list(config.phases), "inplace_kd": config.inplace_kd}
 
@@ -101,12 +99,8 @@ def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = No
     bar = tqdm(total=tc.steps, initial=start, desc="teacher pool", unit="step", disable=not progress, dynamic_ncols=True)
     try:
         for step in range(start, tc.steps):
-            images, targets = next(batches)
-            seed = tc.seed * 1_000_003 + step
-            if tc.hflip:
-                flips = (torch.rand(len(images), generator=torch.Generator().manual_seed(seed)) < 0.5).tolist()
-                pairs = [hflip(i, t) if f else (i, t) for i, t, f in zip(images, targets, flips)]
-                images, targets = [p[0] for p in pairs], [p[1] for p in pairs]
+            images, targets = augment(*next(batches), tc, step)
+            seed = step_seed(tc, step)
             lr = learning_rate(tc, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -32,7 +32,7 @@ from ...detectors import detector_onnx
 from ...machine import cpu_model
 from ..kernels import WARM_NAME, op_inputs, op_onnx
 from ..ops import OpKey
-from ..probe import count_detections, full_load, probe_image
+from ..probe import probe, probe_image
 from ..table import Entry, Fingerprint
 from .base import Timing, summarise, timed_runs
 
@@ -98,9 +98,7 @@ class OrtBackend:
         return summarise(samples)
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded = full_load(model)
-        image = probe_image(*image_size, seed=seed)
-        detections = count_detections(loaded, image)
+        loaded, image, detections = probe(model, image_size, seed=seed)
         return self._end_to_end(detector_onnx(loaded, image_size), image.numpy(), detections=detections)
 
     def measure_onnx(self, path: str | os.PathLike[str], image_size: tuple[int, int], *, seed: int = 0) -> Entry:

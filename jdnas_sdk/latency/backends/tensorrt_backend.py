@@ -18,7 +18,7 @@ from ...detectors import detector_onnx
 from ...errors import ExportError
 from ..kernels import op_inputs, op_onnx
 from ..ops import OpKey
-from ..probe import count_detections, full_load, probe_image
+from ..probe import probe
 from ..table import Entry, Fingerprint
 from .base import Timing, summarise
 
@@ -154,9 +154,7 @@ class TensorRTBackend:
         return summarise(layer_ms, wall_median_ms=sorted(events)[len(events) // 2])
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded = full_load(model)
-        image = probe_image(*image_size, seed=seed)
-        detections = count_detections(loaded, image)
+        loaded, image, detections = probe(model, image_size, seed=seed)
         runner = EngineRunner(build_engine(detector_onnx(loaded, image_size), precision=self.precision))
         runner.feed("image", image.cuda())
         return summarise(self._events(runner), detections=detections)

@@ -16,7 +16,7 @@ from torch import nn
 from ...machine import cpu_model
 from ..kernels import op_inputs, op_module
 from ..ops import OpKey
-from ..probe import count_detections, full_load, probe_image
+from ..probe import probe
 from ..table import Entry, Fingerprint
 from .base import Timing, summarise, timed_runs
 
@@ -82,9 +82,7 @@ class TorchBackend:
             return summarise(self._time(lambda: module(*inputs)))
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded = full_load(model)
-        image = probe_image(*image_size, seed=seed)
-        detections = count_detections(loaded, image)
+        loaded, image, detections = probe(model, image_size, seed=seed)
         loaded = self._prepare(loaded)
         image = image.to(self.device, torch.float16 if self.precision == "fp16" else torch.float32)
         with self._threads(), torch.inference_mode():
