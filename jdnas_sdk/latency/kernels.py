@@ -123,7 +123,7 @@ class _Warmed(nn.Module):
         return self.op(*(getattr(self, f"{WARM_NAME}_{i}")(x) for i, x in enumerate(inputs)))
 
 
-def _producer_channels(key: OpKey, inputs: tuple[Tensor, ...]) -> list[int]:
+def _producer_channels(inputs: tuple[Tensor, ...]) -> list[int]:
     return [0 if x.dim() == 2 else int(x.shape[1]) for x in inputs]
 
 
@@ -132,7 +132,7 @@ def op_onnx(key: OpKey, *, warm: bool = True) -> bytes:
     ``warm`` puts input producers in front (see :class:`_Warmed`)."""
     module, inputs = op_module(key), op_inputs(key)
     if warm:
-        module = _Warmed(module, _producer_channels(key, inputs)).eval()
+        module = _Warmed(module, _producer_channels(inputs)).eval()
     names = ["x", "residual"][: len(inputs)]
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
