@@ -28,7 +28,7 @@ from .space import SearchSpace
 from .teachers import ShrinkConfig, TeacherPool, train_pool
 from .train import TrainConfig, checkpoint_path
 
-__all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch"]
+__all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
 
 
 @dataclass
@@ -144,7 +144,7 @@ def compress(
     teacher_pool: TeacherPool | None = None
     teacher_model: nn.Module | None = None
     if teacher == "pool":
-        teacher_pool = _pool(pool, base, train_data, work, pool_steps, seed, progress)
+        teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress)
     elif teacher == "base":
         teacher_model = base
     print(f"[compress] {spec.family} {base_arch} on {table.target}{' (MODELLED table)' if table.modelled else ''}: "
@@ -191,16 +191,15 @@ def compress(
                           student_file=student_file)
 
 
-def _pool(pool: TeacherPool | str | Path | None, base: nn.Module, data: Any, work: Path, steps: int, seed: int,
-          progress: bool) -> TeacherPool:
-    if isinstance(pool, TeacherPool):
-        return pool
-    if pool is not None:
-        return TeacherPool.load(pool)
-    path = work / "pool.pt"
+def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, steps: int = 100, seed: int = 0,
+                 progress: bool = True) -> TeacherPool:
+    """The elastic teacher pool grown around ``base`` and trained once by progressive shrinking for
+    ``steps`` steps, saved at ``path``; loaded from there when it exists, resumed when it was killed."""
+    path = Path(path)
     if path.is_file():
         return TeacherPool.load(path)
-    trained = TeacherPool.from_base(base)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained = TeacherPool.from_base(thaw(base))
     config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
                                             warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
     print(f"[compress] training a teacher pool around the base for {steps} steps (largest {trained.max_arch})")
@@ -209,3 +208,11 @@ def _pool(pool: TeacherPool | str | Path | None, base: nn.Module, data: Any, wor
     checkpoint_path(path).unlink(missing_ok=True)
     return trained
 
+
+def _pool(pool: TeacherPool | str | Path | None, base: nn.Module, data: CocoDetection, path: Path, steps: int, seed: int,
+          progress: bool) -> TeacherPool:
+    if isinstance(pool, TeacherPool):
+        return pool
+    if pool is not None:
+        return TeacherPool.load(pool)
+    return teacher_pool(base, data, path=path, steps=steps, seed=seed, progress=progress)

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build
+from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, save_detector
 from jdnas_sdk.api import compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
@@ -146,3 +151,42 @@ def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection,
         parse_budget("soon")
     assert parse_budget("2h") == (None, 7200.0) and parse_budget(5) == (5, None)
     assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_path: Path, slow_table: Path) -> None:
+    """A real ``kill -9`` of ``jdnas compress``: candidates recorded before the kill are kept as they
+    are (same archive entries, files not rewritten), the rest are searched, nothing is lost."""
+    torch.manual_seed(0)
+    base_file = tmp_path / "base.pt"
+    save_detector(build(tiny_spec(), BASE), base_file)
+    work = tmp_path / "work"
+    archive = work / "search" / "archive.json"
+    args = [sys.executable, "-m", "jdnas_sdk.cli", "compress", "--model", str(base_file), "--data", str(synth_root),
+            "--target", str(slow_table), "--latency", "0.85", "--budget", "4", "--finetune-steps", "4",
+            "--teacher", "base", "--val-images", "3", "--workdir", str(work)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    deadline = time.monotonic() + 300
+
+    def recorded() -> list[dict]:
+        try:
+            return json.loads(archive.read_text())["candidates"]
+        except (FileNotFoundError, json.JSONDecodeError):  # not written yet (writes are atomic: never half)
+            return []
+
+    while len(recorded()) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = recorded()
+    assert 2 <= len(before) < 5, "the search had not started, or had finished, when it was killed"
+    stamps = {c["file"]: (work / "search" / c["file"]).stat().st_mtime_ns for c in before}
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stdout
+    after = recorded()
+    assert [c["index"] for c in after] == list(range(5))
+    assert after[: len(before)] == before  # no candidate lost or changed
+    assert all((work / "search" / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
+    assert (work / "student.pt").is_file() and (work / "report.md").is_file()
+    assert not list((work / "search" / "candidates").glob("*.ckpt"))

@@ -187,6 +187,9 @@ def joint_search(
         archive.add(Candidate(0, str(base_arch), None, (), first_teacher, base_ms, metrics.ap, metrics.ap50,
                               metrics.ap75, str(base_file.relative_to(work))))
         log(f"[search] base {base_arch}: {base_ms:.2f} ms (estimated), AP {100 * metrics.ap:.1f}")
+    elif len(archive.candidates) > 1:
+        log(f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
+            f"{len(archive.candidates)}/{config.candidates}")
     began = time.monotonic() - sum(c.wall_s for c in archive.candidates)
     teachers: dict[str, nn.Module] = {}
     for index in range(len(archive.candidates), config.candidates + 1):

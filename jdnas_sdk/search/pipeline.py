@@ -3,7 +3,7 @@
 The paper compares its joint search with this pipeline under the same budget. Budget here is
 fine-tuning steps: the joint search spends ``candidates x finetune_steps``; the pipeline spends a
 third on fine-tuning the pruned student, a third on distilling it, and a third on a search that
-morphs the distilled student into random architectures within the target and fine-tunes each
+morphs the distilled student into random architectures (shrunk into the target by random moves) and fine-tunes each
 without a teacher. Candidates go to the same archive format as the joint search.
 """
 
@@ -27,7 +27,7 @@ from ..latency import Estimator
 from ..morph import morph_to
 from ..space import SearchSpace
 from .archive import Archive, Candidate
-from .joint import SearchConfig
+from .joint import SearchConfig, propose
 
 __all__ = ["pipeline_search", "uniform_prune"]
 
@@ -106,6 +106,8 @@ def pipeline_search(
                  progress=progress)
         ckpt.unlink(missing_ok=True)
 
+    if len(archive.candidates) > 1:
+        log(f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
     if not archive.candidates:
         t0 = time.monotonic()
         record(0, base, base_arch, None, "base", t0, None)
@@ -125,12 +127,10 @@ def pipeline_search(
         index = len(archive.candidates)
         t0 = time.monotonic()
         rng = random.Random(config.seed * 1_000_003 + index)
-        for _ in range(config.proposals):
-            arch = space.sample(rng)
-            if estimator.total_ms(arch) <= target_ms:
-                break
-        else:
-            raise SearchError(f"no random architecture met {target_ms:.2f} ms in {config.proposals} draws")
+        arch = space.sample(rng)  # a random architecture, shrunk by random moves until the table puts it in budget
+        if estimator.total_ms(arch) > target_ms:
+            _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1,
+                                    tries=config.proposals)
         model = morph_to(load_detector(work / distilled.file), arch)
         train_step(index, model, max(1, (budget - 2 * stage_steps) // search_count), None)
         record(index, model, arch, 2, "search", t0, None)
