@@ -110,6 +110,8 @@ def compress(
     if len(train_data) == 0:
         raise DataError("the training set is empty: students are fine-tuned on it")
     val_data.check_compatible(spec)
+    if hasattr(train_data, "check_compatible"):  # a CocoDetection; a user's own dataset is taken as it is
+        train_data.check_compatible(spec)
     if method not in ("joint", "pipeline"):
         raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
     if teacher not in ("pool", "base", "none"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,7 +17,7 @@ import torch
 
 from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, save_detector
 from jdnas_sdk.api import compress, parse_budget, smallest_arch
-from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.data import CocoDetection, load_split
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.morph import apply_action
@@ -135,8 +136,20 @@ def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetectio
     assert len(result.history) == 3 and result.student_file.is_file()
 
 
+def _without_one_class(root: Path, out: Path) -> CocoDetection:
+    """The synthetic train split with its last category (and its boxes) removed."""
+    shutil.copytree(root, out)
+    file = out / "annotations" / "instances_train.json"
+    coco = json.loads(file.read_text())
+    dropped = coco["categories"].pop()["id"]
+    coco["annotations"] = [a for a in coco["annotations"] if a["category_id"] != dropped]
+    file.write_text(json.dumps(coco))
+    return load_split(out, "train")
+
+
 def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
-                                                       slow_table: Path) -> None:
+                                                       slow_table: Path, synth_root: Path,
+                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
     base = build(tiny_spec(), BASE)
     common = dict(train_data=train_set, val_data=val_set, workdir=tmp_path, space=SPACE)
     with pytest.raises(LatencyTableError, match="no latency table for target 'tpu-v9'"):
@@ -147,6 +160,9 @@ def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection,
         compress(base, target="v100-trt", train_data=train_set, val_data=val_set.head(0), workdir=tmp_path)
     with pytest.raises(UnsupportedModelError):
         compress(torch.nn.Conv2d(3, 3, 1), target="v100-trt", **common)
+    with pytest.raises(DataError, match="predicts 8 classes, the dataset .* has 7"):
+        compress(base, target="v100-trt", train_data=_without_one_class(synth_root, tmp_path_factory.mktemp("d") / "other"), val_data=val_set,
+                 workdir=tmp_path / "w")
     with pytest.raises(SearchError, match="wall time"):
         parse_budget("soon")
     assert parse_budget("2h") == (None, 7200.0) and parse_budget(5) == (5, None)
