@@ -176,6 +176,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"done in {time.perf_counter() - began:.0f} s")
     return 0
 
+
 def _input_size(text: str) -> tuple[int, int]:
     try:
         parts = [int(v) for v in text.lower().replace("x", ",").split(",")]
