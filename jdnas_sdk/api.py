@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,14 @@ from ._io import atomic_write_json
 from .arch import Arch, Stage
 from .cost import detector_cost
 from .data import CocoDetection
-from .detectors import describe, load_detector, save_detector, thaw
+from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
+from .distill import finetune
 from .errors import DataError, SearchError
+from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .search import SearchConfig, joint_search, pipeline_search
 from .space import SearchSpace
-from .teachers import ShrinkConfig, TeacherPool, train_pool
+from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool
 from .train import TrainConfig, checkpoint_path
 
 __all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
@@ -87,6 +90,7 @@ def compress(
     pool: TeacherPool | str | Path | None = None,
     teacher: str = "pool",
     finetune_steps: int = 50,
+    final_steps: int = 200,
     pool_steps: int = 100,
     input_size: tuple[int, int] | None = None,
     space: SearchSpace | None = None,
@@ -100,8 +104,10 @@ def compress(
     bound. ``budget`` is a number of candidates or a wall time (``"2h"``). ``method`` is
     ``"joint"`` (the paper's joint search) or ``"pipeline"`` (prune, then distil, then search).
     ``teacher``: ``"pool"`` (``pool`` or, without one, a pool trained here for ``pool_steps``),
-    ``"base"`` (the base as the only teacher) or ``"none"``. Everything lands in ``workdir``;
-    calling again with the same arguments resumes a killed run.
+    ``"base"`` (the base as the only teacher) or ``"none"``. The chosen student is then trained
+    ``final_steps`` more steps with its teacher (0: returned as the search left it): the search's
+    short fine-tunes rank candidates, this one finishes the winner. Everything lands in
+    ``workdir``; calling again with the same arguments resumes a killed run.
     """
     began = time.monotonic()
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
@@ -117,6 +123,8 @@ def compress(
     if teacher not in ("pool", "base", "none"):
         raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
     candidates, wall_s = parse_budget(budget)
+    if final_steps < 0:
+        raise SearchError(f"final_steps must be >= 0, got {final_steps}")
     table = load_table(target)
     size = input_size or (spec.min_size, spec.min_size)
     space = space or SearchSpace(base_arch)
@@ -165,10 +173,25 @@ def compress(
     if best is None:
         raise SearchError(f"no candidate met {target_ms:.2f} ms within the budget ({len(archive.candidates) - 1} "
                           "candidates); give a larger budget")
-    student = load_detector(work / "search" / best.file).eval()
     arch = Arch.parse(best.arch)
     metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
                "student": _metrics(best, arch, spec, size)}
+    if final_steps:
+        if method == "pipeline":  # the teacher its distillation stage used
+            code = str(teacher_pool.largest()) if teacher_pool is not None else ("base" if teacher == "base" else None)
+            student = _final(work, best, lambda: teacher_model, code, train_data, final_steps, config, progress)
+        else:
+            student = _final(work, best, lambda: _teacher_of(best, teacher_pool, teacher_model, train_data),
+                             best.teacher, train_data, final_steps, config, progress)
+            code = best.teacher
+        found = evaluate(student, val_data, progress=False)
+        metrics["student"].update(search_ap=best.ap, ap=found.ap, ap50=found.ap50, ap75=found.ap75,
+                                  final_steps=final_steps, final_teacher=code)
+        print(f"[compress] final training: AP {100 * best.ap:.1f} after the search -> {100 * found.ap:.1f} after "
+              f"{final_steps} more steps")
+    else:
+        student = load_detector(work / "search" / best.file)
+    student.eval()
     if measure and estimator.backend is not None:
         for name, net in (("base", model), ("student", student)):
             metrics[name]["measured_ms"] = estimator.backend.measure_detector(net, size).median_ms
@@ -191,6 +214,33 @@ def compress(
         pass
     return CompressResult(student=student, arch=arch, metrics=metrics, history=history, workdir=work, report=report,
                           student_file=student_file)
+
+
+def _teacher_of(best: Any, pool: TeacherPool | None, teacher_model: nn.Module | None, data: CocoDetection) -> nn.Module | None:
+    """The teacher the joint search gave the chosen candidate."""
+    if pool is not None and best.teacher:
+        return pool.sample(TeacherConfig.parse(best.teacher), calibration=data)
+    return teacher_model
+
+
+def _final(work: Path, best: Any, teacher_of: Callable[[], nn.Module | None], code: str | None, data: CocoDetection,
+           steps: int, config: SearchConfig, progress: bool) -> nn.Module:
+    """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` (checkpointed: a
+    killed run resumes; a finished one is loaded, its teacher never built)."""
+    done = work / "final.pt"
+    if done.is_file():
+        if read_detector_file(done)["metadata"] == {"candidate": best.index, "final_steps": steps}:
+            return load_detector(done)
+        done.unlink()  # made for another candidate or step count: train again
+    student, teacher = load_detector(work / "search" / best.file), teacher_of()
+    print(f"[compress] training the chosen student (candidate {best.index}) {steps} more steps"
+          + (f" with teacher {code}" if teacher is not None else " without a teacher"))
+    ckpt = work / "final.ckpt"
+    finetune(student, data=data, steps=steps, teacher=teacher, kd=config.kd,
+             config=replace(config.train, seed=config.seed * 7919 + 999_983), checkpoint=ckpt, progress=progress)
+    save_detector(student, done, metadata={"candidate": best.index, "final_steps": steps})
+    ckpt.unlink(missing_ok=True)
+    return student
 
 
 def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, steps: int = 100, seed: int = 0,

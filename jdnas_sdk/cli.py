@@ -163,10 +163,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     atomic_write_json(work / "base_metrics.json", metrics.to_dict())
     print(f"      base: {metrics.summary()}")
     print(f"[4/5] compressing for {args.target}: joint search, {args.candidates} candidates x {args.finetune_steps} "
-          f"fine-tuning steps, teachers from a {args.pool_steps}-step elastic pool, latency {args.latency}x the base")
+          f"fine-tuning steps, teachers from a {args.pool_steps}-step elastic pool, latency {args.latency}x the base, "
+          f"then {args.final_steps} more steps for the chosen student")
     result = compress(model, target=args.target, train_data=train_set, val_data=val_set, latency=args.latency,
                       budget=args.candidates, workdir=work / "compress", finetune_steps=args.finetune_steps,
-                      pool_steps=args.pool_steps, seed=args.seed)
+                      final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed)
     _print_result(result)
     print("[5/5] exporting the student to ONNX (pre- and post-processing included)")
     exported = export(result.student, work / "student.onnx")
@@ -392,7 +393,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     result = compress(model, target=args.target, train_data=train_set, val_data=val_set,
                       latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
                       method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
-                      pool_steps=args.pool_steps, seed=args.seed)
+                      final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed)
     _print_result(result)
     return 0
 
@@ -590,6 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
     co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
     co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
+    co.add_argument("--final-steps", type=int, default=200,
+                    help="more training steps for the chosen student, with its teacher (0: none)")
     co.add_argument("--val-split", default="val", help="split that measures accuracy")
     co.add_argument("--val-images", type=int, default=0, help="use only the first N validation images (0: all)")
     co.add_argument("--seed", type=int, default=0, help="random seed (same seed, same search)")
@@ -613,6 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--latency", type=float, default=0.8, help="wanted fraction of the base's latency")
     demo.add_argument("--candidates", type=int, default=3, help="students the search evaluates")
     demo.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per student")
+    demo.add_argument("--final-steps", type=int, default=30, help="more training steps for the chosen student")
     demo.add_argument("--pool-steps", type=int, default=10, help="progressive-shrinking steps of the teacher pool")
     demo.set_defaults(func=cmd_demo)
     return parser

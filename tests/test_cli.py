@@ -117,7 +117,7 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     run = subprocess.run(
         [sys.executable, "-m", "jdnas_sdk.cli", "demo", "--workdir", str(work), "--size", "96", "--train-images", "8",
-         "--val-images", "4", "--steps", "2", "--candidates", "1", "--finetune-steps", "1", "--pool-steps", "2",
+         "--val-images", "4", "--steps", "2", "--candidates", "1", "--finetune-steps", "1", "--final-steps", "1", "--pool-steps", "2",
          "--latency", "0.95", "--target", str(table)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )

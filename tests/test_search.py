@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, save_detector
+from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, load_detector, save_detector
 from jdnas_sdk.api import compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection, load_split
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
@@ -127,12 +127,20 @@ def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetectio
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
     result = compress(base, target=str(slow_table), train_data=train_set, val_data=val_set, latency=0.85, budget=2,
-                      workdir=tmp_path, teacher="base", finetune_steps=2, space=SPACE, measure=False, progress=False)
+                      workdir=tmp_path, teacher="base", finetune_steps=2, final_steps=3, space=SPACE, measure=False,
+                      progress=False)
     assert result.metrics["student"]["estimated_ms"] <= 0.85 * result.metrics["base"]["estimated_ms"]
+    student = result.metrics["student"]
+    assert student["final_steps"] == 3 and student["final_teacher"] == "base" and (tmp_path / "final.pt").is_file()
+    chosen = result.history[json.loads((tmp_path / "result.json").read_text())["chosen"]]
+    assert student["search_ap"] == chosen["ap"] and str(result.arch) == chosen["arch"]
+    searched = load_detector(tmp_path / "search" / chosen["file"]).state_dict()  # the final steps changed the weights
+    assert any(not torch.equal(v, result.student.state_dict()[k]) for k, v in searched.items() if v.is_floating_point())
     assert not result.student.training and result.arch in SPACE
     assert result.report is not None and result.report.is_file() and (tmp_path / "report.md").is_file()
     text = (tmp_path / "report.md").read_text()
     assert "MODELLED" in text and "Pareto" in text and (tmp_path / "pareto.png").is_file()
+    assert "Then trained 3 more steps with teacher `base`" in text
     assert len(result.history) == 3 and result.student_file.is_file()
 
 
@@ -179,7 +187,7 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
     archive = work / "search" / "archive.json"
     args = [sys.executable, "-m", "jdnas_sdk.cli", "compress", "--model", str(base_file), "--data", str(synth_root),
             "--target", str(slow_table), "--latency", "0.85", "--budget", "4", "--finetune-steps", "4",
-            "--teacher", "base", "--val-images", "3", "--workdir", str(work)]
+            "--teacher", "base", "--val-images", "3", "--final-steps", "2", "--workdir", str(work)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 300

@@ -79,7 +79,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
              row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
              f"| backbone | {_code(m['base']['arch'])} | {_code(m['student']['arch'])} |", "",
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
-             + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + ".", "",
+             + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
              "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
     for stage, value in result["breakdown"]["base"].items():
         lines.append(f"| {stage} | {value:.2f} | {result['breakdown']['student'][stage]:.2f} |")
@@ -90,6 +90,14 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
         lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {100 * c.ap:.1f} | "
                      f"{c.teacher or ''} | {'; '.join(c.actions)} |")
     return "\n".join(lines) + "\n"
+
+
+def _final_line(student: dict[str, Any]) -> str:
+    if not student.get("final_steps"):
+        return ""
+    teacher = f"teacher `{student['final_teacher']}`" if student.get("final_teacher") else "no teacher"
+    return (f" Then trained {student['final_steps']} more steps with {teacher}: AP {100 * student['search_ap']:.1f} after "
+            f"the search, {100 * student['ap']:.1f} at the end (the plots and the table below show the search's APs).")
 
 
 def _code(text: str) -> str:
