@@ -3,8 +3,8 @@
 The paper compares its joint search with this pipeline under the same budget. Budget here is
 fine-tuning steps: the joint search spends ``candidates x finetune_steps``; the pipeline spends a
 third on fine-tuning the pruned student, a third on distilling it, and a third on a search that
-morphs the distilled student into random architectures (shrunk into the target by random moves) and fine-tunes each
-without a teacher. Candidates go to the same archive format as the joint search.
+morphs the distilled student into random architectures (shrunk into the target by random moves)
+and fine-tunes each without a teacher. Candidates go to the same archive format as the joint search.
 """
 
 from __future__ import annotations
