@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,10 +35,10 @@ from teacher_pool import half_arch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 CONFIGS = {
     "no KD": None,
-    "features 1 + scores 1 (default)": KDConfig(),
-    "features 1": KDConfig(head_weight=0.0),
-    "scores 1": KDConfig(feature_weight=0.0),
-    "features 0.1 + scores 0.1": KDConfig(feature_weight=0.1, head_weight=0.1),
+    "features 1 + scores 1": KDConfig(feature_weight=1.0, head_weight=1.0),
+    "features 1": KDConfig(feature_weight=1.0, head_weight=0.0),
+    "scores 1": KDConfig(feature_weight=0.0, head_weight=1.0),
+    "features 0.1 + scores 0.1 (the default)": KDConfig(feature_weight=0.1, head_weight=0.1),
 }
 
 
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         print(row, file=sys.stderr)
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-              "command": "python benchmarks/kd_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "command": shlex.join(["python", "benchmarks/kd_probe.py", *(sys.argv[1:] if argv is None else argv)]),
               "student": str(student_arch), "teacher": str(args.base), "steps": args.steps, "seed": args.seed,
               "val_images": len(val), "rows": rows}
     args.results.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--pool-steps", type=int, default=120)
     p.add_argument("--kd-steps", type=int, default=120)
     p.add_argument("--seeds", default="0,1")
+    p.add_argument("--kd-weight", type=float, default=1.0, help="weight of both KD terms (the recorded run: 1.0)")
     p.add_argument("--val", type=int, default=200, help="validation images used (the first N)")
     p.add_argument("--student-width", type=float, default=0.5, help="student widths relative to the base")
     p.add_argument("--threads", type=int, default=0)
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 cfg = TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10, batch_size=4, seed=seed)
                 t0 = time.perf_counter()
                 finetune(student, data=train_set, steps=args.kd_steps, teacher=teacher if with_kd else None,
-                         kd=KDConfig(), config=cfg, checkpoint=work / f"{name}.ckpt")
+                         kd=KDConfig(feature_weight=args.kd_weight, head_weight=args.kd_weight), config=cfg, checkpoint=work / f"{name}.ckpt")
                 (work / f"{name}.ckpt").unlink(missing_ok=True)
                 return {"seed": seed, "kd": with_kd, "wall_s": time.perf_counter() - t0, **_map(student, val)}
 

@@ -27,10 +27,14 @@ __all__ = ["KDConfig", "Distiller", "feature_kd", "sigmoid_kd", "softmax_kd", "f
 class KDConfig:
     """Weights of the distillation terms. ``foreground`` > 0 adds that much extra weight to FPN
     positions inside ground-truth boxes (0: every position counts the same); ``temperature``
-    softens class scores before they are compared."""
+    softens class scores before they are compared.
 
-    feature_weight: float = 1.0
-    head_weight: float = 1.0
+    The default weights, 0.1 each, are measured (``benchmarks/kd_probe.py``): on a half-width
+    student fine-tuned 60 and 200 steps they scored 2.2 and 0.6 AP above weights of 1.0.
+    """
+
+    feature_weight: float = 0.1
+    head_weight: float = 0.1
     temperature: float = 2.0
     foreground: float = 0.0
 
