@@ -77,6 +77,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
              row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
              row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
              row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
+             "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
              f"| backbone | {_code(m['base']['arch'])} | {_code(m['student']['arch'])} |", "",
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
              + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
