@@ -75,7 +75,7 @@ def run_one(model: torch.nn.Module, model_file: Path, method: str, ratio: float,
     return row
 
 
-def measure(rows: list[dict[str, Any]], models: dict[str, Path], size: tuple[int, int]) -> None:
+def measure(rows: list[dict[str, Any]], models: dict[str, Path], sizes: dict[str, tuple[int, int]]) -> None:
     """End-to-end ms of every base and student, after all training, one at a time."""
     backend = OrtBackend()
     base_ms: dict[str, float] = {}
@@ -83,6 +83,7 @@ def measure(rows: list[dict[str, Any]], models: dict[str, Path], size: tuple[int
         if "metrics" not in row:
             continue
         name = row["detector"]
+        size = sizes[name]
         if name not in base_ms:
             base_ms[name] = backend.measure_detector(load_detector(models[name]), size).median_ms
         row["metrics"]["base"]["measured_ms"] = base_ms[name]
@@ -128,14 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     pools: dict[str, dict[str, Any]] = {}
     models = {f.stem: f for f in args.models}
-    size = (0, 0)
+    sizes: dict[str, tuple[int, int]] = {}
     for model_file in args.models:
         model = load_detector(model_file)
-        size = (model.transform.min_size[0],) * 2
+        sizes[model_file.stem] = (model.transform.min_size[0],) * 2
         t0, pool_file = time.monotonic(), args.workdir / f"{model_file.stem}_pool.pt"
         reused = pool_file.is_file()
-        pool = teacher_pool(model, train_set, path=pool_file, steps=args.pool_steps,
-                            seed=args.seed)
+        pool = teacher_pool(model, train_set, path=pool_file, steps=args.pool_steps, seed=args.seed)
         pools[model_file.stem] = {"wall_s": None if reused else time.monotonic() - t0, "largest": str(pool.max_arch)}
         ratios = [args.latency]
         for method in METHODS:
@@ -145,11 +145,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(row.get("error") or {k: v for k, v in row.items() if k != "metrics"}, file=sys.stderr)
                 if "error" in row and "below anything" in row["error"] and args.fallback and args.fallback not in ratios:
                     ratios.append(args.fallback)  # this loop runs it next
-    measure(rows, models, size)
+    measure(rows, models, sizes)
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
               "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
               "target": args.target, "latency": args.latency, "fallback": args.fallback, "candidates": args.candidates,
-              "finetune_steps": args.finetune_steps, "final_steps": args.final_steps, "pool_steps": args.pool_steps, "val_images": len(val_set),
+              "finetune_steps": args.finetune_steps, "final_steps": args.final_steps, "pool_steps": args.pool_steps,
+              "val_images": len(val_set),
               "pools": pools, "rows": rows}
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / "compress_synth.json", report)
