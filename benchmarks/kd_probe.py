@@ -39,6 +39,7 @@ CONFIGS = {
     "features 1": KDConfig(feature_weight=1.0, head_weight=0.0),
     "scores 1": KDConfig(feature_weight=0.0, head_weight=1.0),
     "features 0.1 + scores 0.1 (the default)": KDConfig(feature_weight=0.1, head_weight=0.1),
+    "features 0.1 foreground x5 + scores 0.1": KDConfig(feature_weight=0.1, head_weight=0.1, foreground=4.0),
 }
 
 
