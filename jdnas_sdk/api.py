@@ -179,11 +179,11 @@ def compress(
     if final_steps:
         if method == "pipeline":  # the teacher its distillation stage used
             code = str(teacher_pool.largest()) if teacher_pool is not None else ("base" if teacher == "base" else None)
-            student = _final(work, best, lambda: teacher_model, code, train_data, final_steps, config, progress)
+            teacher_of = lambda: teacher_model  # noqa: E731
         else:
-            student = _final(work, best, lambda: _teacher_of(best, teacher_pool, teacher_model, train_data),
-                             best.teacher, train_data, final_steps, config, progress)
             code = best.teacher
+            teacher_of = lambda: _teacher_of(best, teacher_pool, teacher_model, train_data)  # noqa: E731
+        student = _final(work, best, teacher_of, code, train_data, final_steps, config, progress)
         found = evaluate(student, val_data, progress=False)
         metrics["student"].update(search_ap=best.ap, ap=found.ap, ap50=found.ap50, ap75=found.ap75,
                                   final_steps=final_steps, final_teacher=code)
@@ -227,19 +227,17 @@ def _final(work: Path, best: Any, teacher_of: Callable[[], nn.Module | None], co
            steps: int, config: SearchConfig, progress: bool) -> nn.Module:
     """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` (checkpointed: a
     killed run resumes; a finished one is loaded, its teacher never built)."""
-    done = work / "final.pt"
+    done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
-        if read_detector_file(done)["metadata"] == {"candidate": best.index, "final_steps": steps}:
+        if wanted.items() <= read_detector_file(done)["metadata"].items():
             return load_detector(done)
         done.unlink()  # made for another candidate or step count: train again
     student, teacher = load_detector(work / "search" / best.file), teacher_of()
     print(f"[compress] training the chosen student (candidate {best.index}) {steps} more steps"
           + (f" with teacher {code}" if teacher is not None else " without a teacher"))
-    ckpt = work / "final.ckpt"
     finetune(student, data=data, steps=steps, teacher=teacher, kd=config.kd,
-             config=replace(config.train, seed=config.seed * 7919 + 999_983), checkpoint=ckpt, progress=progress)
-    save_detector(student, done, metadata={"candidate": best.index, "final_steps": steps})
-    ckpt.unlink(missing_ok=True)
+             config=replace(config.train, seed=config.seed * 7919 + 999_983), out=done, metadata=wanted,
+             progress=progress)
     return student
 
 

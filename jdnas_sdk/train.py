@@ -269,17 +269,18 @@ def train_to_file(
     *,
     config: TrainConfig | None = None,
     metadata: dict[str, Any] | None = None,
+    extra_losses: ExtraLosses | None = None,
     progress: bool = True,
 ) -> TrainResult:
     """Train ``model`` and save it as the detector file ``out``, checkpointing beside it.
 
     Killed, the same call resumes from ``checkpoint_path(out)``; the checkpoint is removed once
     the detector file is written. The file's metadata records steps, final loss, wall time and
-    the step training resumed from, plus ``metadata``.
+    the step training resumed from, plus ``metadata``. ``extra_losses`` is :func:`train`'s.
     """
     config = config or TrainConfig()
     ckpt = checkpoint_path(out)
-    result = train(model, data, config=config, checkpoint=ckpt, progress=progress)
+    result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
     save_detector(model, out, metadata={
         "steps": config.steps, "final_loss": result.final_loss, "train_wall_s": result.wall_s,
         "resumed_from": result.resumed_from, **(metadata or {}),

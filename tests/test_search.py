@@ -120,6 +120,8 @@ def test_pipeline_prunes_distils_then_searches(train_set: CocoDetection, val_set
                               workdir=tmp_path, space=SPACE, teacher=base, config=config, progress=False, log=lambda _: None)
     assert [c.actions[0] for c in archive.candidates] == ["base", "prune+finetune", "distil", "search"]
     assert all(c.latency_ms <= target for c in archive.candidates[1:])
+    assert all((tmp_path / c.file).is_file() for c in archive.candidates)
+    assert not list((tmp_path / "candidates").glob("*.ckpt"))  # each removed once its stage's file was written
 
 
 def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,

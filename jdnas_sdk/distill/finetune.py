@@ -13,7 +13,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import TrainingError
-from ..train import TrainConfig, TrainResult, train
+from ..train import TrainConfig, TrainResult, train, train_to_file
 from .losses import Distiller, KDConfig
 
 __all__ = ["finetune", "FINETUNE_DEFAULTS"]
@@ -24,9 +24,14 @@ FINETUNE_DEFAULTS = TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, w
 
 def finetune(student: nn.Module, *, data: Any, steps: int, teacher: nn.Module | None = None,
              kd: KDConfig | None = None, config: TrainConfig | None = None,
-             checkpoint: str | os.PathLike[str] | None = None, progress: bool = True) -> TrainResult:
+             checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
+             metadata: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
     """Fine-tune ``student`` in place for ``steps`` steps on ``data``; with ``teacher``, add the KD
     terms of ``kd`` (feature imitation on every FPN level and class-score distillation).
+
+    With ``out``, the student is saved there as a detector file (with ``metadata``) as
+    :func:`~jdnas_sdk.train.train_to_file` does: checkpointed beside it, the checkpoint removed
+    only once the file is written. Otherwise ``checkpoint`` (if given) is kept for the caller.
 
     Frozen BatchNorm is not converted here: pass a student from :func:`jdnas_sdk.detectors.thaw`
     to fine-tune its norms. The teacher is put in eval mode and never receives gradients.
@@ -36,7 +41,12 @@ def finetune(student: nn.Module, *, data: Any, steps: int, teacher: nn.Module | 
     base = config or FINETUNE_DEFAULTS
     cfg = replace(base, steps=steps, warmup_steps=min(base.warmup_steps, max(steps // 5, 0)))
     distiller = Distiller(student, teacher, kd) if teacher is not None else None
+    if out is not None and checkpoint is not None:
+        raise TrainingError("give checkpoint or out, not both: with out the checkpoint sits beside it")
     try:
+        if out is not None:
+            return train_to_file(student, data, out, config=cfg, metadata=metadata, extra_losses=distiller,
+                                 progress=progress)
         return train(student, data, config=cfg, checkpoint=checkpoint, extra_losses=distiller, progress=progress)
     finally:
         if distiller is not None:

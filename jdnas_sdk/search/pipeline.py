@@ -90,37 +90,39 @@ def pipeline_search(
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
 
+    def file_of(index: int) -> Path:
+        return work / "candidates" / f"{index:03d}.pt"
+
     def record(index: int, model: nn.Module, arch: Arch, parent: int | None, what: str, t0: float, teacher_code: str | None) -> None:
-        file = work / "candidates" / f"{index:03d}.pt"
-        save_detector(model, file, metadata={"candidate": index, "stage": what})
+        """Evaluate ``model`` (already saved at ``file_of(index)``) and add it to the archive."""
         metrics = evaluate(model, val_data, progress=False)
         archive.add(Candidate(index, str(arch), parent, (what,), teacher_code, estimator.total_ms(arch), metrics.ap,
-                              metrics.ap50, metrics.ap75, str(file.relative_to(work)), bound_ms=target_ms,
+                              metrics.ap50, metrics.ap75, str(file_of(index).relative_to(work)), bound_ms=target_ms,
                               wall_s=time.monotonic() - t0))
         log(f"[pipeline] {index}: {what}: {estimator.total_ms(arch):.2f} ms, AP {100 * metrics.ap:.1f}")
 
-    def train_step(index: int, model: nn.Module, steps: int, kd_teacher: nn.Module | None) -> None:
-        ckpt = work / "candidates" / f"{index:03d}.ckpt"
+    def train_step(index: int, model: nn.Module, steps: int, kd_teacher: nn.Module | None, what: str) -> None:
+        """Fine-tune ``model`` and save it at ``file_of(index)`` (resumable from the checkpoint beside it)."""
         cfg = replace(config.train, seed=config.seed * 7919 + index)
-        finetune(model, data=train_data, steps=steps, teacher=kd_teacher, kd=config.kd, config=cfg, checkpoint=ckpt,
-                 progress=progress)
-        ckpt.unlink(missing_ok=True)
+        finetune(model, data=train_data, steps=steps, teacher=kd_teacher, kd=config.kd, config=cfg, out=file_of(index),
+                 metadata={"candidate": index, "stage": what}, progress=progress)
 
     if len(archive.candidates) > 1:
         log(f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
     if not archive.candidates:
         t0 = time.monotonic()
+        save_detector(base, file_of(0), metadata={"candidate": 0, "stage": "base"})
         record(0, base, base_arch, None, "base", t0, None)
     if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
         t0 = time.monotonic()
         arch = uniform_prune(space, estimator.total_ms, target_ms)
         pruned = morph_to(base, arch)
-        train_step(1, pruned, stage_steps, None)
+        train_step(1, pruned, stage_steps, None, "prune+finetune")
         record(1, pruned, arch, 0, "prune+finetune", t0, None)
     if len(archive.candidates) == 2:  # 2. distil the pruned student
         t0 = time.monotonic()
         student = load_detector(work / archive.candidates[1].file)
-        train_step(2, student, stage_steps, teacher)
+        train_step(2, student, stage_steps, teacher, "distil")
         record(2, student, Arch.parse(archive.candidates[1].arch), 1, "distil", t0, "teacher" if teacher else None)
     distilled = archive.candidates[2]
     while len(archive.candidates) < 3 + search_count:  # 3. search around the distilled student
@@ -132,6 +134,6 @@ def pipeline_search(
             _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1,
                                     tries=config.proposals)
         model = morph_to(load_detector(work / distilled.file), arch)
-        train_step(index, model, max(1, (budget - 2 * stage_steps) // search_count), None)
+        train_step(index, model, max(1, (budget - 2 * stage_steps) // search_count), None, "search")
         record(index, model, arch, 2, "search", t0, None)
     return archive
