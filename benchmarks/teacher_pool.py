@@ -37,8 +37,8 @@ from jdnas_sdk.distill import KDConfig, finetune
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to, snap
-from jdnas_sdk.teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool
-from jdnas_sdk.train import TrainConfig, checkpoint_path
+from jdnas_sdk.teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
+from jdnas_sdk.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,10 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         pool = TeacherPool.from_base(base, widths=(0.75, 1.0, 1.25), depth_delta=1)
         config = ShrinkConfig(train=TrainConfig(steps=args.pool_steps, batch_size=4, optimizer="adamw", lr=2e-4,
                                                 weight_decay=0.05, warmup_steps=10, checkpoint_every=10))
-        t0 = time.perf_counter()
-        train_pool(pool, train_set, config=config, checkpoint=checkpoint_path(pool_file))
-        pool.save(pool_file, metadata={"steps": args.pool_steps, "train_wall_s": round(time.perf_counter() - t0, 1)})
-        checkpoint_path(pool_file).unlink(missing_ok=True)
+        train_pool_to_file(pool, train_set, pool_file, config=config)  # metadata: steps, train_wall_s
     report["pool"] = {"max_arch": str(pool.max_arch), "widths": list(pool.widths), "depth_delta": pool.depth_delta,
                       "steps": args.pool_steps}
 

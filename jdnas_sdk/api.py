@@ -28,8 +28,8 @@ from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .search import SearchConfig, joint_search, pipeline_search
 from .space import SearchSpace
-from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool
-from .train import TrainConfig, checkpoint_path
+from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
+from .train import TrainConfig
 
 __all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
 
@@ -253,9 +253,7 @@ def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, step
     config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
                                             warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
     print(f"[compress] training a teacher pool around the base for {steps} steps (largest {trained.max_arch})")
-    train_pool(trained, data, config=config, checkpoint=checkpoint_path(path), progress=progress)
-    trained.save(path, metadata={"steps": steps})
-    checkpoint_path(path).unlink(missing_ok=True)
+    train_pool_to_file(trained, data, path, config=config, progress=progress)
     return trained
 
 

@@ -297,7 +297,7 @@ def _phases(text: str) -> tuple[float, float, float]:
 def cmd_teachers_train(args: argparse.Namespace) -> int:
     from .data import load_split
     from .detectors import build_detector, load_detector, spec_of, thaw
-    from .teachers import ShrinkConfig, TeacherPool, train_pool
+    from .teachers import ShrinkConfig, TeacherPool, train_pool_to_file
     from .train import TrainConfig, checkpoint_path
 
     out = Path(args.out)
@@ -325,9 +325,7 @@ def cmd_teachers_train(args: argparse.Namespace) -> int:
                           phases=_phases(args.phases), inplace_kd=args.inplace_kd)
     print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
           f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
-    result = train_pool(pool, data, config=config, checkpoint=ckpt)
-    pool.save(out, metadata={"data": str(args.data), "steps": args.steps})
-    ckpt.unlink(missing_ok=True)
+    result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)})
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
     print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
     return 0

@@ -28,10 +28,11 @@ from .._io import atomic_torch_save
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
 from ..errors import NonFiniteLossError, TrainingError
-from ..train import TrainConfig, TrainResult, augment, checkpoint_identity, learning_rate, make_optimizer, step_seed
+from ..train import (TrainConfig, TrainResult, augment, checkpoint_identity, checkpoint_path, learning_rate, make_optimizer,
+                     step_seed)
 from .pool import TeacherConfig, TeacherPool
 
-__all__ = ["ShrinkConfig", "train_pool", "phase_of"]
+__all__ = ["ShrinkConfig", "train_pool", "train_pool_to_file", "phase_of"]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "jdnas-pool-checkpoint"
@@ -143,6 +144,19 @@ def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = No
     return TrainResult(steps=tc.steps, resumed_from=start, wall_s=time.perf_counter() - began,
                        final_loss=history[-1][1] if history else float("nan"), history=history)
 
+
+def train_pool_to_file(pool: TeacherPool, data: Any, out: str | os.PathLike[str], *, config: ShrinkConfig | None = None,
+                       metadata: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+    """Train ``pool`` and save it as the pool file ``out``, checkpointing beside it (the pool's
+    :func:`~jdnas_sdk.train.train_to_file`): killed, the same call resumes from
+    ``checkpoint_path(out)``, removed once the file is written. The metadata records steps, final
+    loss, wall time and the step training resumed from, plus ``metadata``."""
+    ckpt = checkpoint_path(out)
+    result = train_pool(pool, data, config=config, checkpoint=ckpt, progress=progress)
+    pool.save(out, metadata={"steps": result.steps, "final_loss": result.final_loss, "train_wall_s": result.wall_s,
+                             "resumed_from": result.resumed_from, **(metadata or {})})
+    ckpt.unlink(missing_ok=True)
+    return result
 
 def _save(path: Path, pool: TeacherPool, optimizer: torch.optim.Optimizer, config: ShrinkConfig, step: int,
           history: list[tuple[int, float]]) -> None:
