@@ -33,7 +33,7 @@ from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 
-__all__ = ["SearchConfig", "joint_search", "propose", "latency_bound"]
+__all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
 
 
 @dataclass(frozen=True)
@@ -141,6 +141,14 @@ def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], 
     raise SearchError(f"no proposal from {parent} met the latency bound {bound_ms:.2f} ms in {tries} tries")
 
 
+def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: Estimator, space: SearchSpace,
+                    config: SearchConfig, **extra: Any) -> dict[str, Any]:
+    """What a search's archive must have been made with to be resumed (checked by :meth:`Archive.open`)."""
+    return {"method": method, "base": str(base_arch), "target_ms": round(target_ms, 6), "table": estimator.table.target,
+            "candidates": config.candidates, "finetune_steps": config.finetune_steps, "seed": config.seed,
+            "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__, **extra}
+
+
 def _pick_parent(archive: Archive, bound_ms: float, rng: random.Random) -> Candidate:
     within = [c for c in archive.candidates if c.latency_ms <= bound_ms]
     if within:
@@ -174,10 +182,8 @@ def joint_search(
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     spec, base_arch = describe(base)
     base_ms = estimator.total_ms(base_arch)
-    settings = {"method": "joint", "base": str(base_arch), "target_ms": round(target_ms, 6),
-                "table": estimator.table.target, "candidates": config.candidates, "finetune_steps": config.finetune_steps,
-                "seed": config.seed, "pool": pool is not None, "base_teacher": base_teacher,
-                "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__}
+    settings = search_settings("joint", base_arch, target_ms, estimator, space, config, pool=pool is not None,
+                               base_teacher=base_teacher)
     archive = Archive.open(work / "archive.json", settings)
     if not archive.candidates:
         base_file = work / "candidates" / "000.pt"
@@ -214,7 +220,7 @@ def joint_search(
                 teachers[teacher_code] = pool.sample(current, calibration=train_data)
             teacher = teachers[teacher_code]
         elif base_teacher:
-            teacher = teachers.setdefault("base", base)
+            teacher = base
         student = morph(load_detector(work / parent.file), actions)
         ckpt = work / "candidates" / f"{index:03d}.ckpt"
         cfg = replace(config.train, seed=config.seed * 7919 + index)

@@ -27,7 +27,7 @@ from ..latency import Estimator
 from ..morph import morph_to
 from ..space import SearchSpace
 from .archive import Archive, Candidate
-from .joint import SearchConfig, propose
+from .joint import SearchConfig, propose, search_settings
 
 __all__ = ["pipeline_search", "uniform_prune"]
 
@@ -82,9 +82,7 @@ def pipeline_search(
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     _, base_arch = describe(base)
-    settings = {"method": "pipeline", "base": str(base_arch), "target_ms": round(target_ms, 6),
-                "table": estimator.table.target, "candidates": config.candidates,
-                "finetune_steps": config.finetune_steps, "seed": config.seed, "teacher": teacher is not None}
+    settings = search_settings("pipeline", base_arch, target_ms, estimator, space, config, teacher=teacher is not None)
     archive = Archive.open(work / "archive.json", settings)
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
