@@ -124,6 +124,10 @@ def test_pool_report_lists_accuracy_and_modelled_latency(pool: TeacherPool, trai
     assert all(r.latency_ms > 0 and 0 <= r.ap <= 1 for r in report.rows)
     assert report.rows[0].latency_ms > report.rows[2].latency_ms and report.rows[0].params > report.rows[2].params
     assert report.modelled and "MODELLED" in report.to_markdown()
+    assert "`basic:" in report.to_markdown() and "\\|" in report.to_markdown()  # arch codes escaped in their cells
+    single = TeacherPool.from_base(build(tiny_spec(), BASE).eval(), widths=(1.0,), depth_delta=0)  # one teacher only
+    lone = pool_report(single, val_data=val_set, calibration=train_set, target="v100-trt", count=6)
+    assert [r.config for r in lone.rows] == [str(single.largest())]
 
 
 def test_kill_9_during_teacher_training_then_the_same_command_resumes(synth_root: Path, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from ..evaluate import evaluate
 from ..latency import Estimator, load_table
 from ..teachers import TeacherConfig, TeacherPool
+from .markdown import code_cell
 
 __all__ = ["PoolRow", "PoolReport", "pool_report"]
 
@@ -39,7 +41,7 @@ class PoolReport:
                  "| teacher | params (M) | AP | AP50 | est. latency (ms) | backbone |", "|---|---|---|---|---|---|"]
         for r in self.rows:
             lines.append(f"| `{r.config}` | {r.params / 1e6:.2f} | {100 * r.ap:.1f} | {100 * r.ap50:.1f} | "
-                         f"{r.latency_ms:.2f} | `{r.arch.replace('|', chr(92) + '|')}` |")
+                         f"{r.latency_ms:.2f} | {code_cell(r.arch)} |")
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,13 +54,12 @@ def pool_report(pool: TeacherPool, *, val_data: Any, calibration: Any, target: s
                 input_size: tuple[int, int] | None = None, progress: bool = False) -> PoolReport:
     """Sample ``configs`` (default: largest, base, smallest and ``count - 3`` random teachers),
     recalibrate each on ``calibration``, evaluate it on ``val_data`` and estimate its latency."""
-    import random
-
     began = time.perf_counter()
     if configs is None:
         rng = random.Random(seed)
-        configs = [pool.largest(), pool.base_config(), pool.smallest()]
-        while len(configs) < count:
+        configs = list(dict.fromkeys([pool.largest(), pool.base_config(), pool.smallest()]))  # may coincide
+        wanted = min(count, sum(1 for _ in pool.configs()))  # a small pool has fewer teachers than asked for
+        while len(configs) < wanted:
             candidate = pool.random(rng)
             if candidate not in configs:
                 configs.append(candidate)

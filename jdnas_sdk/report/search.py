@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import SearchError
 from ..search.archive import Candidate, pareto_front
+from .markdown import code_cell
 
 __all__ = ["write_report"]
 
@@ -78,7 +79,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
              row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
              row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
              "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
-             f"| backbone | {_code(m['base']['arch'])} | {_code(m['student']['arch'])} |", "",
+             f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |", "",
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
              + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
              "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
@@ -99,11 +100,6 @@ def _final_line(student: dict[str, Any]) -> str:
     teacher = f"teacher `{student['final_teacher']}`" if student.get("final_teacher") else "no teacher"
     return (f" Then trained {student['final_steps']} more steps with {teacher}: AP {100 * student['search_ap']:.1f} after "
             f"the search, {100 * student['ap']:.1f} at the end (the plots and the table below show the search's APs).")
-
-
-def _code(text: str) -> str:
-    """An arch code as Markdown code inside a table cell (its ``|`` escaped)."""
-    return "`" + text.replace("|", "\\|") + "`"
 
 
 def _lineage(cands: list[Candidate], index: int) -> list[int]:
