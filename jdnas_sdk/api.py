@@ -26,6 +26,7 @@ from .distill import finetune
 from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
+from .report import write_report
 from .search import SearchConfig, joint_search, pipeline_search
 from .space import SearchSpace
 from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
@@ -205,13 +206,7 @@ def compress(
     })
     student_file = work / "student.pt"
     save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
-    report = None
-    try:
-        from .report.search import write_report
-
-        report = write_report(work)
-    except ImportError:  # pragma: no cover - the report stage is part of the package
-        pass
+    report = write_report(work)
     return CompressResult(student=student, arch=arch, metrics=metrics, history=history, workdir=work, report=report,
                           student_file=student_file)
 

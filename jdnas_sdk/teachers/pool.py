@@ -5,8 +5,9 @@ stage) and a width ratio relative to the base (the first channels of every layer
 The largest network is grown from the base without changing its function (the base's weights
 in the leading slices, added channels feeding nothing, added blocks starting as identities), so
 the base is itself a teacher of the pool, its channels are the leading ones, and training starts
-from the base's accuracy rather than from scratch. :meth:`TeacherPool.sample` extracts a standalone torchvision detector holding the
-active slice, with BatchNorm statistics recalibrated on a few batches.
+from the base's accuracy rather than from scratch. :meth:`TeacherPool.sample` extracts a
+standalone torchvision detector holding the active slice, with BatchNorm statistics
+recalibrated on a few batches.
 
 Pools are saved as detector files of the largest network (so they load with
 ``weights_only=True`` like any detector file) with the pool's shape in the metadata.
