@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import __version__
 from .._io import atomic_torch_save
+from .._version import __version__
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, DetectorFileError
 from .build import build_detector

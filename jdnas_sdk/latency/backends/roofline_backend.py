@@ -6,7 +6,7 @@ import platform
 
 from torch import nn
 
-from ... import __version__
+from ..._version import __version__
 from ...errors import LatencyTableError
 from ..ops import OpKey
 from ..roofline import DeviceModel
