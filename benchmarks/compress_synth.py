@@ -26,7 +26,7 @@ import torch
 
 from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
-from jdnas_sdk.api import compress, teacher_pool
+from jdnas_sdk.compress import compress, teacher_pool
 from jdnas_sdk.data import load_split
 from jdnas_sdk.errors import SearchError
 from jdnas_sdk.latency.backends import OrtBackend

@@ -2,7 +2,7 @@
 
 Each detector is exported (whole: resize, backbone, heads, NMS) for several image sizes, square
 and not, and run on validation images resized to that size; detections are paired by label and
-box overlap (``jdnas_sdk.export.onnx_parity``). Records, per detector and size, the largest box and
+box overlap (``jdnas_sdk.deploy.onnx_parity``). Records, per detector and size, the largest box and
 score differences over all images, the fraction paired and the detection counts, with the machine,
 in ``benchmarks/results/export_parity.{json,md}``.
 
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from jdnas_sdk import load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split
+from jdnas_sdk.deploy import onnx_parity
 from jdnas_sdk.detectors import detector_onnx
-from jdnas_sdk.export import onnx_parity
 from jdnas_sdk.machine import machine_info
 
 HERE = Path(__file__).resolve().parent

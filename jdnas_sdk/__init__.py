@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from .arch import BACKBONES, FAMILIES, Arch, DetectorSpec, Stage, standard_arch  # noqa: E402
-from .errors import (  # noqa: E402
+from ._version import __version__
+from .arch import BACKBONES, FAMILIES, Arch, DetectorSpec, Stage, standard_arch
+from .compress import CompressResult, compress  # the function; module: from jdnas_sdk.compress import ...
+from .cost import Cost, detector_cost
+from .deploy import export  # the function; the subpackage is jdnas_sdk.deploy (CONTRIBUTING.md)
+from .detectors import build_detector, describe, load_detector, save_detector, spec_of
+from .errors import (
     ArchError,
     DataError,
     DetectorFileError,
@@ -17,12 +20,9 @@ from .errors import (  # noqa: E402
     TrainingError,
     UnsupportedModelError,
 )
-from .detectors import build_detector, describe, load_detector, save_detector, spec_of  # noqa: E402
-from .cost import Cost, detector_cost  # noqa: E402
-from .morph import available_actions, morph, sample_arch  # noqa: E402
-from .space import SearchSpace  # noqa: E402
-from .latency import estimate_latency  # noqa: E402
-from .export import export  # noqa: E402  (the function; the subpackage stays importable as jdnas_sdk.export.*)
+from .latency import estimate_latency
+from .morph import available_actions, morph, sample_arch
+from .space import SearchSpace
 
 #: ``build(spec, arch)``: the detector of a spec with an arch backbone (see :func:`build_detector`).
 build = build_detector
@@ -45,6 +45,8 @@ __all__ = [
     "SearchSpace",
     "estimate_latency",
     "export",
+    "compress",
+    "CompressResult",
     "Cost",
     "detector_cost",
     "save_detector",

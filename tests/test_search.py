@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, load_detector, save_detector
-from jdnas_sdk.api import compress, parse_budget, smallest_arch
+from jdnas_sdk.compress import compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection, load_split
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend

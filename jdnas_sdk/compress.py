@@ -8,6 +8,7 @@ set must hold images, and the latency asked for must be reachable by the search 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -20,7 +21,7 @@ from torch import nn
 from ._io import atomic_write_json
 from .arch import Arch, Stage
 from .cost import detector_cost
-from .data import CocoDetection
+from .data import CocoDetection, load_split
 from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
 from .distill import finetune
 from .errors import DataError, SearchError
@@ -34,11 +35,15 @@ from .train import TrainConfig
 
 __all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class CompressResult:
     """The student (trained, eval mode), its arch, base-vs-student metrics, the search history
-    (every candidate) and where the report and files are."""
+    (every candidate) and where the report and files are. ``modelled`` is true when the target's
+    table is MODELLED (roofline, e.g. ``v100-trt``): every latency in ``metrics`` is then an
+    estimate from published peaks, nothing was measured on the target."""
 
     student: nn.Module
     arch: Arch
@@ -48,6 +53,26 @@ class CompressResult:
     report: Path | None = None
     student_file: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    target: str = ""
+    modelled: bool = False
+
+    @property
+    def latency_source(self) -> str:
+        """``"MODELLED"`` (a roofline table: estimates only) or ``"measured"`` (a table timed on the target)."""
+        return "MODELLED" if self.modelled else "measured"
+
+    def summary(self) -> str:
+        """Base vs student, one line each, then where the files are (and MODELLED when it is)."""
+        lines = []
+        for name in ("base", "student"):
+            row = self.metrics[name]
+            measured = f", measured {row['measured_ms']:.2f} ms" if "measured_ms" in row else ""
+            lines.append(f"{name:8s} AP {100 * row['ap']:5.1f}  AP50 {100 * row['ap50']:5.1f}  estimated "
+                         f"{row['estimated_ms']:.2f} ms{measured}  {row['arch']}")
+        if self.modelled:
+            lines.append(f"latency: MODELLED ({self.target} is a roofline table: estimates, not measurements)")
+        lines.append(f"student: {self.student_file}; report: {self.report}")
+        return "\n".join(lines)
 
 
 def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
@@ -77,12 +102,72 @@ def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> di
             "params": cost.total_params, "macs": cost.total_macs, "arch": str(arch)}
 
 
+def _datasets(data: str | Path | None, train_data: Any, val_data: Any) -> tuple[Any, Any]:
+    """``(train, val)`` from a dataset folder (its ``train`` and ``val`` splits) or from the datasets given."""
+    if data is not None:
+        if train_data is not None or val_data is not None:
+            raise DataError("give data=FOLDER (its train and val splits are used) or train_data=/val_data= "
+                            "(datasets in memory), not both")
+        return load_split(data, "train"), load_split(data, "val")
+    if train_data is None or val_data is None:
+        missing = " and ".join(n for n, v in (("train_data", train_data), ("val_data", val_data)) if v is None)
+        raise DataError(f"compress needs data: pass data='FOLDER' (a dataset folder with train and val splits, "
+                        f"e.g. made by `jdnas data synth --out FOLDER`), or both train_data= and val_data= "
+                        f"(missing: {missing})")
+    return train_data, val_data
+
+
+def _check_data(spec: Any, train_data: Any, val_data: Any) -> None:
+    if len(val_data) == 0:
+        raise DataError("the validation set is empty: compress needs images to measure accuracy on")
+    if len(train_data) == 0:
+        raise DataError("the training set is empty: students are fine-tuned on it")
+    val_data.check_compatible(spec)
+    if hasattr(train_data, "check_compatible"):  # a CocoDetection; a user's own dataset is taken as it is
+        train_data.check_compatible(spec)
+
+
+def _check_options(method: str, teacher: str, final_steps: int) -> None:
+    if method not in ("joint", "pipeline"):
+        raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
+    if teacher not in ("pool", "base", "none"):
+        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
+    if final_steps < 0:
+        raise SearchError(f"final_steps must be >= 0, got {final_steps}")
+
+
+def _target_ms(model: nn.Module, estimator: Estimator, base_arch: Arch, space: SearchSpace, latency: float | None,
+               ms: float | None) -> tuple[float, float]:
+    """``(base_ms, target_ms)``; refuses a target below the space's smallest student."""
+    table, spec, size = estimator.table, estimator.spec, estimator.input_size
+    if estimator.backend is not None and fixed_key(spec, size) not in table:
+        log.info("[compress] measuring the fixed part (pre/post-processing) of this detector on %s", table.target)
+        estimator.calibrate_fixed(model)  # its own weights: a random-weight stand-in would mis-time NMS
+    base_ms = estimator.total_ms(base_arch)
+    if ms is not None:
+        target_ms = float(ms)
+    elif latency is not None and 0 < latency:
+        target_ms = base_ms * float(latency)
+    else:
+        raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
+    floor = estimator.total_ms(smallest_arch(space))
+    if target_ms < floor:
+        fixed = estimator.estimate(base_arch).by_stage
+        raise SearchError(
+            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
+            f"runs in {floor:.2f} ms (the base in {base_ms:.2f} ms, of which {fixed['heads'] + fixed['fixed']:.2f} ms are "
+            "heads and pre/post-processing that no backbone change removes). Ask for more latency, or a wider space"
+        )
+    return base_ms, target_ms
+
+
 def compress(
     model: nn.Module,
     *,
     target: str = "cpu-ort",
-    train_data: CocoDetection,
-    val_data: CocoDetection,
+    data: str | Path | None = None,
+    train_data: CocoDetection | None = None,
+    val_data: CocoDetection | None = None,
     latency: float | None = 0.5,
     ms: float | None = None,
     budget: int | str = 12,
@@ -101,75 +186,41 @@ def compress(
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
-    ``latency`` is the wanted fraction of the base's estimated latency, or ``ms`` an absolute
-    bound. ``budget`` is a number of candidates or a wall time (``"2h"``). ``method`` is
-    ``"joint"`` (the paper's joint search) or ``"pipeline"`` (prune, then distil, then search).
-    ``teacher``: ``"pool"`` (``pool`` or, without one, a pool trained here for ``pool_steps``),
-    ``"base"`` (the base as the only teacher) or ``"none"``. The chosen student is then trained
-    ``final_steps`` more steps with its teacher (0: returned as the search left it): the search's
-    short fine-tunes rank candidates, this one finishes the winner. Everything lands in
-    ``workdir``; calling again with the same arguments resumes a killed run.
+    ``data`` is a dataset folder (either layout :func:`~jdnas_sdk.data.load_split` reads) whose
+    ``train`` split fine-tunes and ``val`` split measures accuracy; or give datasets in memory as
+    ``train_data`` and ``val_data``. ``latency`` is the wanted fraction of the base's estimated
+    latency, or ``ms`` an absolute bound. ``budget`` is a number of candidates or a wall time
+    (``"2h"``). ``method`` is ``"joint"`` (the paper's joint search) or ``"pipeline"`` (prune,
+    then distil, then search). ``teacher``: ``"pool"`` (``pool`` or, without one, a pool trained
+    here for ``pool_steps``), ``"base"`` (the base as the only teacher) or ``"none"``. The chosen
+    student is then trained ``final_steps`` more steps with its teacher (0: returned as the search
+    left it). On a modelled table (``v100-trt``) latencies are estimates only (``result.modelled``).
+    Everything lands in ``workdir``; the same call again resumes a killed run.
     """
-    began = time.monotonic()
+    began, (train_data, val_data) = time.monotonic(), _datasets(data, train_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
-    if len(val_data) == 0:
-        raise DataError("the validation set is empty: compress needs images to measure accuracy on")
-    if len(train_data) == 0:
-        raise DataError("the training set is empty: students are fine-tuned on it")
-    val_data.check_compatible(spec)
-    if hasattr(train_data, "check_compatible"):  # a CocoDetection; a user's own dataset is taken as it is
-        train_data.check_compatible(spec)
-    if method not in ("joint", "pipeline"):
-        raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
-    if teacher not in ("pool", "base", "none"):
-        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
+    _check_data(spec, train_data, val_data)
+    _check_options(method, teacher, final_steps)
     candidates, wall_s = parse_budget(budget)
-    if final_steps < 0:
-        raise SearchError(f"final_steps must be >= 0, got {final_steps}")
     table = load_table(target)
     size = input_size or (spec.min_size, spec.min_size)
     space = space or SearchSpace(base_arch)
     estimator = Estimator(table, spec, size)
-    if estimator.backend is not None and fixed_key(spec, size) not in table:
-        print(f"[compress] measuring the fixed part (pre/post-processing) of this detector on {table.target}")
-        estimator.calibrate_fixed(model)  # its own weights: a random-weight stand-in would mis-time NMS
-    base_ms = estimator.total_ms(base_arch)
-    if ms is not None:
-        target_ms = float(ms)
-    elif latency is not None and 0 < latency:
-        target_ms = base_ms * float(latency)
-    else:
-        raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
-    floor = estimator.total_ms(smallest_arch(space))
-    if target_ms < floor:
-        fixed = estimator.estimate(base_arch).by_stage
-        raise SearchError(
-            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
-            f"runs in {floor:.2f} ms (the base in {base_ms:.2f} ms, of which {fixed['heads'] + fixed['fixed']:.2f} ms are "
-            "heads and pre/post-processing that no backbone change removes). Ask for more latency, or a wider space"
-        )
+    base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     base = thaw(model)
     config = SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed)
-    teacher_pool: TeacherPool | None = None
-    teacher_model: nn.Module | None = None
-    if teacher == "pool":
-        teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress)
-    elif teacher == "base":
-        teacher_model = base
-    print(f"[compress] {spec.family} {base_arch} on {table.target}{' (MODELLED table)' if table.modelled else ''}: "
-          f"base {base_ms:.2f} ms estimated, target {target_ms:.2f} ms; {method} search, budget {budget}")
-    if method == "joint":
-        archive = joint_search(base, estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
-                               workdir=work / "search", space=space, pool=teacher_pool,
-                               base_teacher=teacher == "base", config=config, progress=progress)
-    else:
-        if teacher_pool is not None:
-            teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
-        archive = pipeline_search(base, estimator=estimator, target_ms=target_ms, train_data=train_data,
-                                  val_data=val_data, workdir=work / "search", space=space, teacher=teacher_model,
-                                  config=config, progress=progress)
+    teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
+    teacher_model = base if teacher == "base" else None
+    log.info("[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s", spec.family,
+             base_arch, table.target, " (MODELLED table)" if table.modelled else "", base_ms, target_ms, method, budget)
+    if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
+        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
+    common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
+                  workdir=work / "search", space=space, config=config, progress=progress)
+    archive = (joint_search(base, pool=teacher_pool, base_teacher=teacher == "base", **common) if method == "joint"
+               else pipeline_search(base, teacher=teacher_model, **common))
     best = archive.best(target_ms)
     if best is None:
         raise SearchError(f"no candidate met {target_ms:.2f} ms within the budget ({len(archive.candidates) - 1} "
@@ -177,38 +228,53 @@ def compress(
     arch = Arch.parse(best.arch)
     metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
                "student": _metrics(best, arch, spec, size)}
-    if final_steps:
-        if method == "pipeline":  # the teacher its distillation stage used
-            code = str(teacher_pool.largest()) if teacher_pool is not None else ("base" if teacher == "base" else None)
-            teacher_of = lambda: teacher_model  # noqa: E731
-        else:
-            code = best.teacher
-            teacher_of = lambda: _teacher_of(best, teacher_pool, teacher_model, train_data)  # noqa: E731
-        student = _final(work, best, teacher_of, code, train_data, final_steps, config, progress)
-        found = evaluate(student, val_data, progress=False)
-        metrics["student"].update(search_ap=best.ap, ap=found.ap, ap50=found.ap50, ap75=found.ap75,
-                                  final_steps=final_steps, final_teacher=code)
-        print(f"[compress] final training: AP {100 * best.ap:.1f} after the search -> {100 * found.ap:.1f} after "
-              f"{final_steps} more steps")
-    else:
-        student = load_detector(work / "search" / best.file)
-    student.eval()
+    student = _finish(work, best, method, teacher, teacher_pool, teacher_model, train_data, val_data, final_steps,
+                      config, progress, metrics["student"])
     if measure and estimator.backend is not None:
-        for name, net in (("base", model), ("student", student)):
-            metrics[name]["measured_ms"] = estimator.backend.measure_detector(net, size).median_ms
-    result_file = work / "result.json"
+        metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms
+        metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms
     history = [c.to_json() for c in archive.candidates]
-    atomic_write_json(result_file, {
+    atomic_write_json(work / "result.json", {
         "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
         "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": best.index,
         "metrics": metrics, "history": history, "wall_s": time.monotonic() - began,
         "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(arch).by_stage},
     })
+    return _result(work, student, arch, base_arch, metrics, history, table)
+
+
+def _result(work: Path, student: nn.Module, arch: Arch, base_arch: Arch, metrics: dict[str, dict[str, Any]],
+            history: list[dict[str, Any]], table: Any) -> CompressResult:
+    """The student's file and the report written beside ``result.json``, and what compress returns."""
     student_file = work / "student.pt"
     save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
     report = write_report(work)
     return CompressResult(student=student, arch=arch, metrics=metrics, history=history, workdir=work, report=report,
-                          student_file=student_file)
+                          student_file=student_file, target=table.target, modelled=table.modelled)
+
+
+def _finish(work: Path, best: Any, method: str, teacher: str, teacher_pool: TeacherPool | None,
+            teacher_model: nn.Module | None, train_data: Any, val_data: Any, final_steps: int, config: SearchConfig,
+            progress: bool, row: dict[str, Any]) -> nn.Module:
+    """The chosen student, trained ``final_steps`` more steps (its row of metrics updated), in eval mode."""
+    if not final_steps:
+        student = load_detector(work / "search" / best.file)
+        student.eval()
+        return student
+    if method == "pipeline":  # the teacher its distillation stage used
+        code = str(teacher_pool.largest()) if teacher_pool is not None else ("base" if teacher == "base" else None)
+        teacher_of = lambda: teacher_model  # noqa: E731
+    else:
+        code = best.teacher
+        teacher_of = lambda: _teacher_of(best, teacher_pool, teacher_model, train_data)  # noqa: E731
+    student = _final(work, best, teacher_of, code, train_data, final_steps, config, progress)
+    found = evaluate(student, val_data, progress=False)
+    row.update(search_ap=best.ap, ap=found.ap, ap50=found.ap50, ap75=found.ap75, final_steps=final_steps,
+               final_teacher=code)
+    log.info("[compress] final training: AP %.1f after the search -> %.1f after %d more steps", 100 * best.ap,
+             100 * found.ap, final_steps)
+    student.eval()
+    return student
 
 
 def _teacher_of(best: Any, pool: TeacherPool | None, teacher_model: nn.Module | None, data: CocoDetection) -> nn.Module | None:
@@ -228,8 +294,8 @@ def _final(work: Path, best: Any, teacher_of: Callable[[], nn.Module | None], co
             return load_detector(done)
         done.unlink()  # made for another candidate or step count: train again
     student, teacher = load_detector(work / "search" / best.file), teacher_of()
-    print(f"[compress] training the chosen student (candidate {best.index}) {steps} more steps"
-          + (f" with teacher {code}" if teacher is not None else " without a teacher"))
+    log.info("[compress] training the chosen student (candidate %d) %d more steps %s", best.index, steps,
+             f"with teacher {code}" if teacher is not None else "without a teacher")
     finetune(student, data=data, steps=steps, teacher=teacher, kd=config.kd,
              config=replace(config.train, seed=config.seed * 7919 + 999_983), out=done, metadata=wanted,
              progress=progress)
@@ -247,7 +313,7 @@ def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, step
     trained = TeacherPool.from_base(thaw(base))
     config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
                                             warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
-    print(f"[compress] training a teacher pool around the base for {steps} steps (largest {trained.max_arch})")
+    log.info("[compress] training a teacher pool around the base for %d steps (largest %s)", steps, trained.max_arch)
     train_pool_to_file(trained, data, path, config=config, progress=progress)
     return trained
 

@@ -1,0 +1,56 @@
+"""``jdnas compress``: search a faster student of a detector for a target (a thin call of ``compress``)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``compress``."""
+    co = verbs.add_parser(
+        "compress", formatter_class=common.FMT, help="search a faster student of a detector for a target",
+        description="The joint search (student morphism + dynamic distillation from a teacher pool), or the naive "
+                    "pipeline baseline. Killed? Run the same command again: finished candidates are kept.",
+        epilog="example:\n  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
+        parents=[common.verbosity(top=False), common.model("trained detector file"),
+                 common.data("dataset folder (train split to fine-tune, --val-split to evaluate)"), common.target(),
+                 common.seed("random seed (same seed, same search)")],
+    )
+    co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
+    co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
+    co.add_argument("--budget", default="12", help="candidates (12) or wall time (90s, 30m, 2h)")
+    co.add_argument("--workdir", default="runs/compress", help="where candidates, archive, student and report go")
+    co.add_argument("--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline")
+    co.add_argument("--teacher", choices=("pool", "base", "none"), default="pool", help="where teachers come from")
+    co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
+    co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
+    co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
+    co.add_argument("--final-steps", type=int, default=200,
+                    help="more training steps for the chosen student, with its teacher (0: none)")
+    co.add_argument("--val-split", default="val", help="split that measures accuracy")
+    co.add_argument("--val-images", type=int, default=0, help="use only the first N validation images (0: all)")
+    co.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..compress import compress
+    from ..data import load_split
+    from ..detectors import load_detector
+
+    model = load_detector(args.model)
+    train_set, val_set = load_split(args.data, "train"), load_split(args.data, args.val_split)
+    if args.val_images:
+        val_set = val_set.head(args.val_images)
+    budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
+    result = compress(model, target=args.target, train_data=train_set, val_data=val_set,
+                      latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
+                      method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
+                      final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed,
+                      progress=not args.quiet)
+    common.print_result(result)
+    return 0

@@ -1,0 +1,36 @@
+"""``jdnas data synth``: write a synthetic COCO-format dataset."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import common
+
+__all__ = ["add_parser", "run_synth"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``data`` and its action ``synth``."""
+    data = verbs.add_parser("data", help="datasets: make a synthetic one")
+    data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
+    synth = data_verbs.add_parser(
+        "synth", formatter_class=common.FMT, help="write a synthetic COCO-format dataset",
+        parents=[common.verbosity(top=False), common.seed()],
+        description="Write a synthetic COCO-format shapes dataset (images + instances JSON), deterministic by seed.",
+    )
+    synth.add_argument("--out", required=True, help="folder to write (images/, annotations/)")
+    synth.add_argument("--train", type=int, default=600, help="number of training images")
+    synth.add_argument("--val", type=int, default=100, help="number of validation images")
+    synth.add_argument("--size", type=int, default=256, help="image side in pixels")
+    synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
+    synth.set_defaults(func=run_synth)
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    from ..data import SynthConfig, make_synthetic_dataset
+
+    cfg = SynthConfig(size=args.size, image_format=args.format)
+    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, config=cfg)
+    print(f"dataset written to {root} (train: {args.train} images, val: {args.val} images, {args.size} px)")
+    return 0

@@ -1,0 +1,36 @@
+"""``jdnas eval``: COCO mAP of a detector file on a dataset split."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``eval``."""
+    ev = verbs.add_parser("eval", formatter_class=common.FMT, help="COCO mAP of a detector file on a dataset",
+                          parents=[common.verbosity(top=False), common.model(), common.data()])
+    ev.add_argument("--split", default="val", help="split to evaluate on")
+    ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    ev.add_argument("--json", help="also write the metrics to this JSON file")
+    ev.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_json
+    from ..data import load_split
+    from ..detectors import load_detector
+    from ..evaluate import evaluate
+
+    model = load_detector(args.model)
+    data = load_split(args.data, args.split)
+    result = evaluate(model, data, batch_size=args.batch_size)
+    print(f"{args.model} on {args.data} [{args.split}, {result.images} images]: {result.summary()}")
+    if args.json:
+        atomic_write_json(args.json, result.to_dict())
+        print(f"metrics written to {args.json}")
+    return 0

@@ -1,0 +1,64 @@
+"""``jdnas latency``: a detector's latency estimated from a target's table (and measured here)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..errors import JdnasError
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``latency``."""
+    la = verbs.add_parser(
+        "latency", formatter_class=common.FMT, help="estimate a detector's latency on a target",
+        description="Estimate a detector's latency from a target's table: total, breakdown by stage, misses. "
+                    "With --measure, also run it on this machine (the target must be this machine).",
+        parents=[common.verbosity(top=False), common.model(), common.target(help="target name or table file"),
+                 common.input_size()],
+    )
+    la.add_argument("--arch", help="estimate this backbone code instead of the file's (same heads)")
+    la.add_argument("--on-miss", choices=("auto", "measure", "interpolate", "model", "error"), default="auto",
+                    help="ops the table lacks: auto measures them on the table's own device, models them on a "
+                         "modelled table, else interpolates")
+    la.add_argument("--measure", action="store_true", help="also measure the whole detector here (ONNX Runtime)")
+    la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
+    la.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_json
+    from ..arch import Arch
+    from ..detectors import build_detector, describe, load_detector
+    from ..latency import Estimator, load_table
+
+    model = load_detector(args.model)
+    spec, arch = describe(model)
+    if args.arch:
+        arch = Arch.parse(args.arch)
+    size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
+    table = load_table(args.target)
+    estimator = Estimator(table, spec, size, on_miss=args.on_miss)
+    estimate = estimator.estimate(arch)
+    print(estimate)
+    report: dict[str, object] = {"estimate": estimate.to_dict()}
+    if args.measure:
+        backend = estimator.backend
+        if backend is None:
+            raise JdnasError(
+                f"--measure runs the detector on this machine, but target {table.target!r} is "
+                f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
+            )
+        if args.arch:
+            model = build_detector(spec, arch)
+        measured = backend.measure_detector(model, size)
+        error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
+        print(f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "
+              f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%")
+        report["measured_ms"] = measured.median_ms
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0

@@ -1,0 +1,101 @@
+"""``jdnas profile``: measure a target's per-op latency table around a detector."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..arch import BACKBONES, FAMILIES
+from ..errors import JdnasError
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``profile``."""
+    pr = verbs.add_parser(
+        "profile", formatter_class=common.FMT, help="measure a target's per-op latency table",
+        description="Measure every op the search space around a detector can reach, on this machine, into a "
+                    "latency table. Killed? Run the same command again: done entries are kept.",
+        epilog="examples:\n  jdnas profile --target cpu-ort --model base.pt --input-size 256\n"
+               "  jdnas profile --target my-gpu-trt --backend tensorrt --precision fp16 --family fasterrcnn "
+               "--backbone resnet50 --input-size 800x1344",
+        parents=[common.verbosity(top=False), common.target(None, "target name (the table is TARGET.json)"),
+                 common.model("detector file whose neighbourhood to profile (its weights time the fixed entry)",
+                              required=False),
+                 common.seed("seed of those students' architectures")],
+    )
+    pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
+    pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
+    pr.add_argument("--num-classes", type=int, default=9, help="with --family: classes including background")
+    pr.add_argument("--fpn-channels", type=int, default=256, help="with --family: FPN width")
+    pr.add_argument("--representation-size", type=int, default=1024, help="with --family: R-CNN box-head width")
+    pr.add_argument("--input-size", nargs="+", default=["256"], help="image size(s): SIZE or HEIGHTxWIDTH")
+    pr.add_argument("--width-ratios", help="width grid of the search space, e.g. 0.5,0.75,1 (default: 0.25..1.5)")
+    pr.add_argument("--backend", choices=("ort", "torch", "tensorrt", "roofline"), default="ort",
+                    help="what runs the ops; roofline MODELS them for --device v100-trt|t4-trt|a100-trt (a modelled table)")
+    pr.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives repeatable numbers)")
+    pr.add_argument("--device", default="cpu", help="torch backend: cpu or cuda; roofline backend: the device model")
+    pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
+    pr.add_argument("--min-runs", type=int, default=10, help="timed runs per op, at least")
+    pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
+    pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
+    pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
+    pr.add_argument("--fixed-students", type=int, default=8,
+                    help="with --model: students of the space (the model morphed to random archs) whose timings "
+                         "average into the fixed entry, beside the model's own")
+    pr.set_defaults(func=run)
+
+
+def _detector(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[Any, Any, Any]:
+    """``(model or None, spec, base arch)`` from ``--model`` or ``--family/--backbone``."""
+    from ..arch import DetectorSpec, standard_arch
+    from ..detectors import describe, load_detector
+
+    if args.model:
+        if args.family or args.backbone:
+            raise JdnasError("give either --model FILE or --family/--backbone, not both")
+        model = load_detector(args.model)
+        spec, base = describe(model)
+        return model, spec, base
+    if args.family and args.backbone:
+        largest = max(max(s) for s in sizes)
+        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=args.num_classes,
+                            min_size=min(min(s) for s in sizes), max_size=largest,
+                            fpn_channels=args.fpn_channels, representation_size=args.representation_size,
+                            anchor_sizes=common.anchor_sizes("auto", args.family, largest))
+        return None, spec, standard_arch(args.backbone)
+    raise JdnasError("name the detector to profile around: --model FILE, or --family F --backbone B")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..latency import make_backend, open_table, profile, reachable_ops
+    from ..latency.backends import Timing
+    from ..space import SearchSpace
+
+    sizes = [common.parse_input_size(t) for t in args.input_size]
+    model, spec, base = _detector(args, sizes)
+    ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
+    space = SearchSpace(base, width_ratios=ratios) if ratios else SearchSpace(base)
+    if args.dry_run:
+        ops = {k for size in sizes for k in reachable_ops(spec, space, size)}
+        print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")
+        return 0
+    timing = Timing(min_runs=args.min_runs, min_time_s=args.min_time)
+    backend = make_backend(args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing)
+    out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
+    table = open_table(out, args.target, backend)
+    print(f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries already there)")
+    students = []
+    if model is not None and args.fixed_students:
+        import random
+
+        from ..morph import morph_to
+
+        rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
+        students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
+    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students)
+    print(f"{out}: {len(table)} entries")
+    return 0

@@ -1,0 +1,114 @@
+"""``jdnas teachers train|report``: the elastic teacher pool."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..arch import BACKBONES, FAMILIES
+from ..errors import JdnasError
+from . import common
+
+__all__ = ["add_parser", "run_report", "run_train"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``teachers`` and its actions ``train`` and ``report``."""
+    te = verbs.add_parser("teachers", help="the elastic teacher pool: train it, report on it")
+    te_verbs = te.add_subparsers(dest="teachers_verb", metavar="ACTION", required=True)
+    tt = te_verbs.add_parser(
+        "train", formatter_class=common.FMT, help="train an elastic teacher pool by progressive shrinking",
+        description="Grow a trained detector into an elastic pool (deeper, wider; function-preserving) and train "
+                    "every teacher in it at once. Killed? Run the same command again: it resumes from OUT.ckpt.",
+        parents=[common.verbosity(top=False), common.data(), common.input_side("with --family: image side"),
+                 common.seed(), common.force()],
+    )
+    tt.add_argument("--base", help="trained detector file the pool grows from (recommended)")
+    tt.add_argument("--family", choices=sorted(FAMILIES), help="or: a family to build from scratch ...")
+    tt.add_argument("--backbone", choices=BACKBONES, help="... with this backbone")
+    tt.add_argument("--out", required=True, help="pool file to write")
+    tt.add_argument("--split", default="train", help="split to train on")
+    tt.add_argument("--steps", type=int, default=300, help="optimisation steps (each runs up to 3 teachers)")
+    tt.add_argument("--batch-size", type=int, default=4, help="images per step")
+    tt.add_argument("--lr", type=float, default=2e-4, help="AdamW peak learning rate")
+    tt.add_argument("--widths", default="0.75,1,1.25", help="teacher width ratios per stage, relative to the base")
+    tt.add_argument("--depth-delta", type=int, default=1, help="teachers' blocks per stage: base depth +- this")
+    tt.add_argument("--phases", default="0.2,0.3,0.5", help="step fractions: largest only, + depth, + width")
+    tt.add_argument("--inplace-kd", type=float, default=1.0, help="weight of smaller teachers imitating the largest")
+    tt.add_argument("--fpn-channels", type=int, default=256, help="with --family: FPN width")
+    tt.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
+    tt.set_defaults(func=run_train)
+    tr = te_verbs.add_parser(
+        "report", formatter_class=common.FMT, help="mAP and estimated latency of sampled teachers",
+        parents=[common.verbosity(top=False), common.data("dataset folder (train split recalibrates BatchNorm)"),
+                 common.target(help="latency table"), common.seed("seed of the random teachers")],
+    )
+    tr.add_argument("--pool", required=True, help="pool file")
+    tr.add_argument("--split", default="val", help="split to evaluate on")
+    tr.add_argument("--count", type=int, default=6, help="teachers: largest, base, smallest, then random")
+    tr.add_argument("--md", help="also write the Markdown report here")
+    tr.add_argument("--json", help="also write the report as JSON here")
+    tr.set_defaults(func=run_report)
+
+
+def _base(args: argparse.Namespace, data: Any) -> Any:
+    """The detector the pool grows from: ``--base FILE`` or a fresh ``--family/--backbone``."""
+    from ..arch import DetectorSpec
+    from ..detectors import build_detector, load_detector, spec_of, thaw
+
+    if args.base:
+        if args.family or args.backbone:
+            raise JdnasError("give either --base FILE or --family/--backbone, not both")
+        base = thaw(load_detector(args.base))
+        data.check_compatible(spec_of(base))
+        return base
+    if args.family and args.backbone:
+        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=data.num_classes,
+                            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
+                            anchor_sizes=common.anchor_sizes("auto", args.family, args.input_size),
+                            category_ids=data.category_ids, class_names=data.class_names)
+        return build_detector(spec)
+    raise JdnasError("name the pool's base: --base FILE (a trained detector, recommended), or --family F --backbone B")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from ..data import load_split
+    from ..teachers import ShrinkConfig, TeacherPool, train_pool_to_file
+    from ..train import TrainConfig, checkpoint_path
+
+    out = Path(args.out)
+    ckpt = checkpoint_path(out)
+    if out.exists() and not ckpt.exists() and not args.force:
+        raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
+    data = load_split(args.data, args.split)
+    base = _base(args, data)
+    pool = TeacherPool.from_base(base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta)
+    config = ShrinkConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
+                                            weight_decay=0.05, warmup_steps=min(10, args.steps // 5), seed=args.seed,
+                                            checkpoint_every=args.checkpoint_every),
+                          phases=common.phases(args.phases), inplace_kd=args.inplace_kd)
+    print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
+          f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
+    result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)})
+    how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
+    print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from .._io import atomic_write_json
+    from ..data import load_split
+    from ..report import pool_report
+    from ..teachers import TeacherPool
+
+    pool = TeacherPool.load(args.pool)
+    report = pool_report(pool, val_data=load_split(args.data, args.split), calibration=load_split(args.data, "train"),
+                         target=args.target, count=args.count, seed=args.seed, progress=not args.quiet)
+    text = report.to_markdown()
+    print(text)
+    if args.md:
+        Path(args.md).write_text(text, encoding="utf-8")
+    if args.json:
+        atomic_write_json(args.json, report.to_dict())
+    return 0

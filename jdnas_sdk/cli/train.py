@@ -1,0 +1,75 @@
+"""``jdnas train``: train a detector (from FAMILY_BACKBONE or a detector file) on a COCO-format dataset."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import JdnasError
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``train``."""
+    tr = verbs.add_parser(
+        "train", formatter_class=common.FMT, help="train a detector on a COCO-format dataset",
+        description="Train a detector. Killed? Run the same command again: it resumes from OUT.ckpt.",
+        parents=[common.verbosity(top=False),
+                 common.data("dataset folder (images/<split>/ + annotations/instances_<split>.json, or COCO's layout)"),
+                 common.model("FAMILY_BACKBONE (e.g. fasterrcnn_resnet18, retinanet_resnet50) or a detector file to "
+                              "fine-tune"),
+                 common.input_side(), common.seed(), common.force()],
+    )
+    tr.add_argument("--out", required=True, help="detector file to write")
+    tr.add_argument("--split", default="train", help="split to train on")
+    tr.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    tr.add_argument("--batch-size", type=int, default=4, help="images per step")
+    tr.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
+                    help="sgd (momentum 0.9), or adamw: faster from scratch on small data (use --lr 1e-3 --weight-decay 0.05)")
+    tr.add_argument("--lr", type=float, default=0.02, help="peak learning rate after warm-up; cosine decay follows")
+    tr.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
+    tr.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    tr.add_argument("--fpn-channels", type=int, default=256, help="FPN width (torchvision: 256)")
+    tr.add_argument("--representation-size", type=int, default=1024, help="R-CNN box-head width (torchvision: 1024)")
+    tr.add_argument("--anchor-sizes", default="auto",
+                    help="base anchor size per level: auto (halved below 512 px), torchvision, or e.g. 16,32,64,128,256")
+    tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    tr.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..arch import DetectorSpec
+    from ..data import load_split
+    from ..detectors import build_detector, load_detector, spec_of
+    from ..train import TrainConfig, checkpoint_path, train_to_file
+
+    out = Path(args.out)
+    ckpt = checkpoint_path(out)
+    if out.exists() and not ckpt.exists() and not args.force:
+        raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
+    data = load_split(args.data, args.split, with_masks=args.model.startswith("maskrcnn"))
+    if Path(args.model).is_file():
+        model = load_detector(args.model)
+        data.check_compatible(spec_of(model))
+    else:
+        family, backbone = common.parse_model_name(args.model)
+        common.check_trainable(family)
+        spec = DetectorSpec(
+            family=family, backbone=backbone, num_classes=data.num_classes,
+            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
+            representation_size=args.representation_size,
+            anchor_sizes=common.anchor_sizes(args.anchor_sizes, family, args.input_size),
+            category_ids=data.category_ids, class_names=data.class_names,
+        )
+        model = build_detector(spec)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                         weight_decay=args.weight_decay, warmup_steps=args.warmup, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every, num_workers=args.workers)
+    result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)})
+    how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
+    print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
+    return 0

@@ -1,0 +1,93 @@
+"""The front door: ``jdnas_sdk.compress`` as the README shows it, ``data=``, and MODELLED targets."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+import jdnas_sdk
+from jdnas_sdk import Arch, DataError, build, save_detector
+from jdnas_sdk.data import make_synthetic_dataset
+from jdnas_sdk.latency import DeviceModel, open_table
+from jdnas_sdk.latency.backends import RooflineBackend
+from jdnas_sdk.space import SearchSpace
+
+from .conftest import tiny_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = Arch.parse("basic:16|16:16x2|32:32x2|64:64x2|128:128x2")
+#: step counts small enough for a test; everything else as the README writes it
+TINY = ", finetune_steps=1, final_steps=1, pool_steps=2, progress=False"
+
+
+def _readme_example() -> str:
+    """The first Python block of the README (its front-door example)."""
+    text = (ROOT / "README.md").read_text()
+    block = re.findall(r"```python\n(.*?)\n```", text.split("## Python", 1)[1], flags=re.S)[0]
+    assert "jdnas_sdk.compress(model, target=" in block and "data=" in block
+    return block
+
+
+def _slow_table(path: Path) -> Path:
+    """A modelled device slow enough that a 96 px toy detector's backbone dominates its latency."""
+    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
+                       postprocess_ms=0.5, fixed_kernels=0)
+    open_table(path, "slow", RooflineBackend(slow)).save()
+    return path
+
+
+def test_compress_and_its_result_are_at_the_top() -> None:
+    assert jdnas_sdk.compress.__module__ == "jdnas_sdk.compress" and "compress" in jdnas_sdk.__all__
+    assert jdnas_sdk.CompressResult.__name__ == "CompressResult" and "CompressResult" in jdnas_sdk.__all__
+    import jdnas_sdk.deploy.onnx_export as onnx_export  # the export subpackage; jdnas_sdk.export is the function
+
+    assert jdnas_sdk.export is onnx_export.export and callable(jdnas_sdk.export)
+
+
+def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's block, run in a folder holding ``data/shapes`` and ``base.pt`` (both tiny). Two
+    edits, said here: the shipped ``cpu-ort`` table cannot time a 96 px toy detector on this
+    machine, so the target is a modelled test table; and the step counts are a test's."""
+    monkeypatch.chdir(tmp_path)
+    make_synthetic_dataset("data/shapes", train=6, val=3, size=96, seed=5, progress=False)
+    torch.manual_seed(0)
+    save_detector(build(tiny_spec(), BASE), "base.pt")
+    table = _slow_table(tmp_path / "slow.json")
+    code = _readme_example().replace('target="cpu-ort"', f'target={str(table)!r}')
+    code = re.sub(r"(jdnas_sdk\.compress\(.*?)\)", lambda m: m.group(1) + TINY + ")", code, count=1, flags=re.S)
+    scope: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own text
+    result = scope["result"]
+    assert isinstance(result, jdnas_sdk.CompressResult) and len(result.history) == 9  # base + budget=8
+    assert result.metrics["student"]["estimated_ms"] <= 0.8 * result.metrics["base"]["estimated_ms"]
+    assert Path("runs/compress/report.md").is_file() and result.student_file.is_file()
+    assert result.modelled and "MODELLED" in result.summary()
+
+
+def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Path) -> None:
+    """``v100-trt`` (a roofline table): nothing is measured, the result and the report say MODELLED.
+    On a V100 a toy detector is nearly all fixed cost (pre/post-processing), hence latency=0.99."""
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    result = jdnas_sdk.compress(base, target="v100-trt", data=synth_root, latency=0.99, budget=1, workdir=tmp_path,
+                                teacher="none", finetune_steps=1, final_steps=0, space=SearchSpace(BASE),
+                                progress=False)
+    assert result.modelled and result.latency_source == "MODELLED" and result.target == "v100-trt"
+    assert "measured_ms" not in result.metrics["base"] and "MODELLED" in result.summary()
+    assert "**MODELLED**" in (tmp_path / "report.md").read_text()
+
+
+def test_data_is_asked_for_before_any_work(train_set: object, val_set: object, synth_root: Path, tmp_path: Path) -> None:
+    base = build(tiny_spec(), BASE)
+    with pytest.raises(DataError, match="compress needs data: pass data='FOLDER'.*missing: train_data and val_data"):
+        jdnas_sdk.compress(base, target="v100-trt", workdir=tmp_path)
+    with pytest.raises(DataError, match="missing: val_data"):
+        jdnas_sdk.compress(base, target="v100-trt", train_data=train_set, workdir=tmp_path)
+    with pytest.raises(DataError, match="not both"):
+        jdnas_sdk.compress(base, target="v100-trt", data=synth_root, val_data=val_set, workdir=tmp_path)
+    with pytest.raises(DataError, match="does not exist"):
+        jdnas_sdk.compress(base, target="v100-trt", data=tmp_path / "nowhere", workdir=tmp_path / "w")
+    assert not list(tmp_path.iterdir())  # nothing was started
