@@ -211,7 +211,7 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
     stamps = {c["file"]: (work / "search" / c["file"]).stat().st_mtime_ns for c in before}
     second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stdout
+    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stderr  # the log
     after = recorded()
     assert [c["index"] for c in after] == list(range(5))
     assert after[: len(before)] == before  # no candidate lost or changed

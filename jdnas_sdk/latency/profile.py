@@ -7,6 +7,7 @@ other settings is never mixed into: profiling into it is refused with both finge
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Sequence
@@ -26,6 +27,8 @@ from .reach import reachable_ops
 from .table import LatencyTable
 
 __all__ = ["profile", "open_table"]
+
+log = logging.getLogger(__name__)
 
 
 def open_table(path: str | os.PathLike[str], target: str, backend: Backend) -> LatencyTable:
@@ -110,7 +113,7 @@ def profile(
         residuals = []
         for index, detector in enumerate(detectors, start=1):
             if progress:
-                print(f"fixed entry at {size[0]}x{size[1]}: timing whole detector {index}/{len(detectors)} ...", flush=True)
+                log.info("fixed entry at %dx%d: timing whole detector %d/%d ...", size[0], size[1], index, len(detectors))
             arch = describe(detector)[1]
             residuals.append(residual_entry(backend.measure_detector(detector, size), estimator.ops_ms(arch)))
         table.put(key, combine_residuals(residuals))

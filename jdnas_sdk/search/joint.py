@@ -12,6 +12,7 @@ and a killed search resumes at the candidate it was working on.
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -34,6 +35,8 @@ from ..train import TrainConfig
 from .archive import Archive, Candidate
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ def joint_search(
     base_teacher: bool = False,
     config: SearchConfig | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> Archive:
     """Run (or resume) the joint search in ``workdir``; returns the archive (candidate 0 is the base).
 

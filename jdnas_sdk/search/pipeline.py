@@ -9,6 +9,7 @@ and fine-tunes each without a teacher. Candidates go to the same archive format 
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from .archive import Archive, Candidate
 from .joint import SearchConfig, propose, search_settings
 
 __all__ = ["pipeline_search", "uniform_prune"]
+
+logger = logging.getLogger(__name__)
 
 
 def _scaled(space: SearchSpace, ratio_index: int) -> Arch:
@@ -75,7 +78,7 @@ def pipeline_search(
     teacher: nn.Module | None,
     config: SearchConfig | None = None,
     progress: bool = True,
-    log: Callable[[str], None] = print,
+    log: Callable[[str], None] = logger.info,
 ) -> Archive:
     """Prune -> distil -> search under the step budget of a joint search with ``config``."""
     config = config or SearchConfig()
