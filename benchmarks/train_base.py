@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 
 from jdnas_sdk import DetectorSpec, build_detector, load_detector
-from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split, make_synthetic_dataset
+from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.train import TrainConfig, train_to_file

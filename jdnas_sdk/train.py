@@ -25,8 +25,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ._io import atomic_torch_save
-from .detectors import save_detector, spec_of
 from .data.loader import ResumableSampler, collate, hflip
+from .detectors import save_detector, spec_of
 from .errors import NonFiniteLossError, TrainingError
 
 __all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate",

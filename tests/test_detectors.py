@@ -109,10 +109,10 @@ def test_custom_anchor_layout_is_refused() -> None:
 @pytest.mark.parametrize(("index", "backbone"), list(enumerate(BACKBONES)))
 def test_user_built_torchvision_detectors_round_trip(index: int, backbone: str) -> None:
     """Detectors assembled with torchvision's own helpers, any backbone, frozen or not."""
-    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.models import resnet as tv_resnet
-    from torchvision.ops.misc import FrozenBatchNorm2d
+    from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
     from torchvision.ops.feature_pyramid_network import LastLevelP6P7
+    from torchvision.ops.misc import FrozenBatchNorm2d
 
     frozen = index % 2 == 1
     torch.manual_seed(index)

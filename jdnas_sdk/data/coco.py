@@ -10,7 +10,6 @@ annotations stay in the dataset. Bad boxes are clipped or dropped and counted; b
 from __future__ import annotations
 
 import copy
-
 import json
 import logging
 import math

@@ -42,8 +42,7 @@ class ResumableSampler(Sampler[int]):
         position = self.start
         while True:
             epoch, offset = divmod(position, self.size)
-            for index in self._epoch(epoch)[offset:]:
-                yield index
+            yield from self._epoch(epoch)[offset:]
             position = (epoch + 1) * self.size
 
     def __len__(self) -> int:  # a DataLoader asks; the stream is endless

@@ -6,9 +6,9 @@ import platform
 
 from ...errors import LatencyTableError
 from ...machine import cpu_model
+from ..roofline import GPU_MODELS
 from ..table import Fingerprint
 from .base import Backend, Timing
-from ..roofline import GPU_MODELS
 from .ort import OrtBackend
 from .roofline_backend import RooflineBackend
 from .tensorrt_backend import tensorrt_available
