@@ -57,14 +57,16 @@ def run_demo(
     final_steps: int = 30,
     pool_steps: int = 10,
     say: Callable[[str], None] = log.info,
+    progress: bool = True,
 ) -> DemoResult:
-    """Run the five steps in ``workdir`` and report each through ``say`` (the CLI passes ``print``)."""
+    """Run the five steps in ``workdir`` and report each through ``say`` (the CLI passes ``print``);
+    ``progress``: tqdm bars on the long steps."""
     began = time.perf_counter()
     work = Path(workdir)
     data_dir = work / "data"
     if not (data_dir / "annotations" / "instances_val.json").is_file():
         say(f"[1/5] making a synthetic COCO dataset in {data_dir}")
-        make_synthetic_dataset(data_dir, train=train_images, val=val_images, size=size, seed=seed)
+        make_synthetic_dataset(data_dir, train=train_images, val=val_images, size=size, seed=seed, progress=progress)
     else:
         say(f"[1/5] reusing the synthetic dataset in {data_dir}")
     train_set, val_set = load_split(data_dir, "train"), load_split(data_dir, "val")
@@ -80,9 +82,9 @@ def run_demo(
                             class_names=train_set.class_names)
         model = build_detector(spec)
         config = TrainConfig(steps=steps, optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=seed)
-        train_to_file(model, train_set, base, config=config)
+        train_to_file(model, train_set, base, config=config, progress=progress)
     say("[3/5] evaluating the base on the validation split (COCO mAP, pycocotools)")
-    metrics = evaluate(model, val_set)
+    metrics = evaluate(model, val_set, progress=progress)
     atomic_write_json(work / "base_metrics.json", metrics.to_dict())
     say(f"      base: {metrics.summary()}")
     say(f"[4/5] compressing for {target}: joint search, {candidates} candidates x {finetune_steps} "
@@ -90,7 +92,7 @@ def run_demo(
         f"then {final_steps} more steps for the chosen student")
     result = compress(model, target=target, train_data=train_set, val_data=val_set, latency=latency,
                       budget=candidates, workdir=work / "compress", finetune_steps=finetune_steps,
-                      final_steps=final_steps, pool_steps=pool_steps, seed=seed)
+                      final_steps=final_steps, pool_steps=pool_steps, seed=seed, progress=progress)
     say(result.summary())
     say("[5/5] exporting the student to ONNX (pre- and post-processing included)")
     exported = export(result.student, work / "student.onnx")

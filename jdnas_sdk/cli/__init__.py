@@ -54,8 +54,9 @@ class _CliHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
-    """The library's log on stderr, message only: INFO by default, DEBUG with -v, WARNING with -q."""
+def configure_logging(*, verbose: bool = False, quiet: bool = False) -> logging.Handler:
+    """The library's log on stderr, message only: INFO by default, DEBUG with -v, WARNING with -q.
+    Replaces the handler an earlier call installed; returns the new one."""
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _CliHandler)]:
         root.removeHandler(handler)
@@ -63,6 +64,7 @@ def configure_logging(*, verbose: bool = False, quiet: bool = False) -> None:
     handler.setFormatter(logging.Formatter("%(message)s"))
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -71,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.verbose and args.quiet:
         parser.error("-v/--verbose and -q/--quiet exclude each other")
-    configure_logging(verbose=args.verbose, quiet=args.quiet)
+    root = logging.getLogger()
+    level = root.level
+    handler = configure_logging(verbose=args.verbose, quiet=args.quiet)
     try:
         return int(args.func(args))
     except JdnasError as exc:
@@ -80,3 +84,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"jdnas {args.verb}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    finally:  # called in-process (tests, notebooks): leave the logging as it was
+        root.removeHandler(handler)
+        root.setLevel(level)

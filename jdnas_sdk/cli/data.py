@@ -31,6 +31,7 @@ def run_synth(args: argparse.Namespace) -> int:
     from ..data import SynthConfig, make_synthetic_dataset
 
     cfg = SynthConfig(size=args.size, image_format=args.format)
-    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, config=cfg)
+    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, config=cfg,
+                                  progress=not args.quiet)
     print(f"dataset written to {root} (train: {args.train} images, val: {args.val} images, {args.size} px)")
     return 0

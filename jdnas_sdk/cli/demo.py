@@ -37,7 +37,8 @@ def run(args: argparse.Namespace) -> int:
     result = run_demo(args.workdir, steps=args.steps, train_images=args.train_images, val_images=args.val_images,
                       size=args.size, seed=args.seed, target=args.target, latency=args.latency,
                       candidates=args.candidates, finetune_steps=args.finetune_steps, final_steps=args.final_steps,
-                      pool_steps=args.pool_steps, say=lambda line: print(line, flush=True))
+                      pool_steps=args.pool_steps, say=lambda line: print(line, flush=True),
+                      progress=not args.quiet)
     print(f"\n{result.files()}")
     print(f"done in {result.wall_s:.0f} s")
     return 0

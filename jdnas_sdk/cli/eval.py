@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_detector(args.model)
     data = load_split(args.data, args.split)
-    result = evaluate(model, data, batch_size=args.batch_size)
+    result = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
     print(f"{args.model} on {args.data} [{args.split}, {result.images} images]: {result.summary()}")
     if args.json:
         atomic_write_json(args.json, result.to_dict())

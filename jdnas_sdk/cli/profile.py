@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
         rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
         students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
-    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students)
+    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students,
+            progress=not args.quiet)
     print(f"{out}: {len(table)} entries")
     return 0

@@ -90,7 +90,8 @@ def run_train(args: argparse.Namespace) -> int:
                           phases=common.phases(args.phases), inplace_kd=args.inplace_kd)
     print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
           f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
-    result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)})
+    result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)},
+                                progress=not args.quiet)
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
     print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
     return 0

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_workers=args.workers)
-    result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)})
+    result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)},
+                           progress=not args.quiet)
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
     print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
     return 0
