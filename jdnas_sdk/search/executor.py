@@ -105,11 +105,14 @@ def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads:
                   progress: bool = False) -> CandidateOutcome:
     """Train and evaluate ``job`` here; the student file and the result file are written atomically.
 
-    ``threads`` sets torch's intra-op threads for the job (None: as they are). A TrainingError
+    ``threads`` sets torch's intra-op threads for the job (None: as they are). Torch's random
+    state is seeded from the job (weights a morphism creates are drawn from it), so the student does
+    not depend on what the process ran before. A TrainingError
     (NaN loss, ...) or ArchError (a morphism that does not apply) makes a failed outcome."""
     if threads is not None:
         torch.set_num_threads(threads)
     started = time.time()
+    torch.manual_seed(job.train.seed)  # new blocks and KD adapters start the same in any process
     try:
         parent = load_detector(job.parent_file)
         if job.morph_to is not None:

@@ -1,0 +1,142 @@
+"""The search on Ray: the same archive as in-process with 1 or 2 workers, a worker killed mid-candidate
+is retried and recorded once, workers that cannot see the data are refused before any work.
+
+One local Ray instance (2 CPUs) serves the whole module; tiny detectors, two steps per candidate.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from jdnas_sdk import Arch, SearchError, build, load_detector
+from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.latency import Estimator, load_table
+from jdnas_sdk.search import LocalExecutor, RayExecutor, SearchConfig, joint_search, pipeline_search
+from jdnas_sdk.search.ray_executor import shared_nodes
+from jdnas_sdk.teachers import TeacherPool
+
+from .conftest import tiny_spec
+from .test_search import BASE, FAST, SPACE, slow_table  # noqa: F401 - slow_table is a fixture
+
+ray = pytest.importorskip("ray")
+ROOT = Path(__file__).resolve().parents[1]
+ROUNDS = SearchConfig(candidates=4, finetune_steps=2, parallel=2, train=FAST.train)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> Any:
+    """One local Ray instance for the module; workers import this checkout and use one thread."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+def _search(tmp: Path, table: Path, train: Any, val: CocoDetection, executor: Any, *, pool: bool = True,
+            config: SearchConfig = ROUNDS) -> list[dict[str, Any]]:
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    estimator = Estimator(load_table(str(table)), tiny_spec(), (96, 96))
+    archive = joint_search(base, estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE), train_data=train,
+                           val_data=val, workdir=tmp, space=SPACE, config=config, executor=executor,
+                           pool=TeacherPool.from_base(base, widths=(0.75, 1.0), depth_delta=1) if pool else None,
+                           base_teacher=not pool, progress=False, log=lambda _: None)
+    rows = []
+    for c in archive.candidates:
+        row = {k: v for k, v in c.to_json().items() if k not in ("wall_s", "worker", "started", "ended")}
+        row["weights"] = load_detector(tmp / c.file).state_dict()
+        rows.append(row)
+    return rows
+
+
+def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        wx, wy = x.pop("weights"), y.pop("weights")
+        assert x == y
+        assert wx.keys() == wy.keys() and all(torch.equal(wx[k], wy[k]) for k in wx), f"weights of {x['index']} differ"
+
+
+def test_the_archive_is_the_same_in_process_and_on_ray_with_1_or_2_workers(
+        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    local = _search(tmp_path / "local", slow_table, train_set, val_set, LocalExecutor(threads=1))
+    two = _search(tmp_path / "two", slow_table, train_set, val_set, RayExecutor(num_cpus=1, threads=1))
+    one = _search(tmp_path / "one", slow_table, train_set, val_set, RayExecutor(num_cpus=2, threads=1))
+    assert [c["index"] for c in local] == [0, 1, 2, 3, 4]
+    assert all(c["parent"] == 0 for c in local[1:3])  # round 1 sees only the base
+    assert all(c["parent"] < 3 for c in local[3:])  # round 2 sees the archive as round 1 left it
+    assert all(c["error"] is None and c["teacher"] for c in local)
+    _same([dict(c) for c in local], two)
+    _same(local, one)
+    assert not list((tmp_path / "two" / "teachers").glob("*.pt"))  # removed once the search ended
+
+
+def test_each_candidate_records_the_worker_that_trained_it(train_set: CocoDetection, val_set: CocoDetection,
+                                                           tmp_path: Path, slow_table: Path) -> None:
+    estimator = Estimator(load_table(str(slow_table)), tiny_spec(), (96, 96))
+    torch.manual_seed(0)
+    archive = pipeline_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE),
+                              train_data=train_set, val_data=val_set, workdir=tmp_path, space=SPACE, teacher=None,
+                              config=SearchConfig(candidates=6, finetune_steps=2, parallel=2, train=FAST.train),
+                              executor=RayExecutor(num_cpus=1), progress=False, log=lambda _: None)
+    assert [c.actions[0] for c in archive.candidates] == ["base", "prune+finetune", "distil", "search", "search"]
+    trained = archive.candidates[1:]
+    assert all(c.worker and c.worker.split(":")[1] != str(os.getpid()) for c in trained)  # Ray workers, not here
+    assert all(c.started <= c.ended and c.wall_s == pytest.approx(c.ended - c.started) for c in trained)
+    assert trained[0].ended <= trained[1].started <= trained[1].ended <= trained[2].started  # stage after stage
+
+
+class KillFirstWorker(torch.utils.data.Dataset):
+    """A dataset whose first read inside a Ray worker kills that worker (kill -9 of its own
+    process), once: ``marker`` records the pid it killed."""
+
+    def __init__(self, data: CocoDetection, marker: Path) -> None:
+        self.data, self.marker, self.driver = data, marker, os.getpid()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, index: int) -> Any:
+        if os.getpid() != self.driver and not self.marker.exists():
+            self.marker.write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+        return self.data[index]
+
+
+def test_a_worker_killed_mid_candidate_is_retried_and_recorded_once(
+        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    config = SearchConfig(candidates=2, finetune_steps=2, parallel=2, train=FAST.train)
+    marker = tmp_path / "killed"
+    drilled = _search(tmp_path / "kill", slow_table, KillFirstWorker(train_set, marker), val_set,
+                      RayExecutor(num_cpus=1, max_retries=2), pool=False, config=config)
+    assert marker.is_file(), "no worker was killed"
+    archive = (tmp_path / "kill" / "archive.json").read_text()
+    assert f":{marker.read_text()}\"" not in archive  # the candidate was recorded by the retry, not the dead worker
+    clean = _search(tmp_path / "clean", slow_table, train_set, val_set, LocalExecutor(threads=1), pool=False,
+                    config=config)
+    _same(clean, drilled)  # each candidate once, as if nothing happened
+
+
+def test_workers_that_cannot_see_the_data_are_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(SearchError, match=r"cannot all use the workdir .*no /nowhere/images"):
+        shared_nodes(ray, tmp_path, ["/nowhere/images"], num_cpus=1, num_gpus=0)
+    with pytest.raises(SearchError, match="no node of the Ray cluster offers 1 CPUs and 1 GPUs"):
+        shared_nodes(ray, tmp_path, [], num_cpus=1, num_gpus=1)
+    assert not list(tmp_path.iterdir())  # the marker is removed
+
+
+def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it() -> None:
+    code = ("import sys; sys.modules['ray'] = None\n"
+            "from jdnas_sdk.search import make_executor\n"
+            "try:\n    make_executor('ray')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    assert out.startswith("SearchError") and 'pip install -e ".[ray]"' in out
