@@ -218,3 +218,23 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
     assert all((work / "search" / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
     assert (work / "student.pt").is_file() and (work / "report.md").is_file()
     assert not list((work / "search" / "candidates").glob("*.ckpt"))
+
+
+def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search_goes_on(
+        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    torch.manual_seed(0)
+    estimator = _estimator(slow_table)
+    target = 0.85 * estimator.total_ms(BASE)
+    config = SearchConfig(candidates=3, finetune_steps=3, parallel=2,
+                          train=TrainConfig(batch_size=2, optimizer="sgd", lr=1e12, warmup_steps=0))
+    archive = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
+                           val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
+                           progress=False, log=lambda _: None)
+    failed = archive.candidates[1:]
+    assert len(failed) == 3 and all(c.error and c.error.startswith("NonFiniteLossError: loss became") for c in failed)
+    assert all(c.parent == 0 for c in failed)  # a failed candidate is never a parent
+    assert archive.best(1e9).index == 0 and [c.index for c in archive.front()] == [0]  # nor chosen
+    again = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
+                         val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
+                         progress=False, log=lambda _: None)
+    assert again.candidates == archive.candidates  # resumed: nothing redone, nothing added

@@ -6,10 +6,12 @@ One local Ray instance (2 CPUs) serves the whole module; tiny detectors, two ste
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,58 @@ def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it() -
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.startswith("SearchError") and 'pip install -e ".[ray]"' in out
+
+
+DRIVER = """
+import sys, torch
+from pathlib import Path
+from jdnas_sdk import build
+from jdnas_sdk.data import load_split
+from jdnas_sdk.latency import Estimator, load_table
+from jdnas_sdk.search import RayExecutor, SearchConfig, joint_search
+from tests.conftest import tiny_spec
+from tests.test_search import BASE, FAST, SPACE
+data, table, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+torch.manual_seed(0)
+estimator = Estimator(load_table(table), tiny_spec(), (96, 96))
+archive = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE),
+                       train_data=load_split(data, "train"), val_data=load_split(data, "val"), workdir=work, space=SPACE,
+                       base_teacher=True, config=SearchConfig(candidates=3, finetune_steps=4, parallel=2, train=FAST.train),
+                       executor=RayExecutor(num_cpus=1, init={"num_cpus": 2, "log_to_driver": False}), log=print,
+                       progress=False)
+print("searched", len(archive.candidates))
+"""
+
+
+def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_root: Path, tmp_path: Path,
+                                                                         slow_table: Path) -> None:
+    """The driver (with the local Ray it started) killed by SIGKILL mid-round: the rerun keeps every
+    candidate recorded before (files not rewritten) and redoes only the ones in flight."""
+    script, work = tmp_path / "driver.py", tmp_path / "work"
+    script.write_text(DRIVER)
+    args = [sys.executable, str(script), str(synth_root), str(slow_table), str(work)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    archive = work / "archive.json"
+
+    def recorded() -> list[dict]:
+        try:
+            return json.loads(archive.read_text())["candidates"]
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while len(recorded()) < 2 and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = recorded()
+    assert 2 <= len(before) < 4, "the search had not started, or had finished, when it was killed"
+    stamps = {c["file"]: (work / c["file"]).stat().st_mtime_ns for c in before}
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stdout
+    after = recorded()
+    assert [c["index"] for c in after] == [0, 1, 2, 3] and after[: len(before)] == before
+    assert all((work / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
+    assert all(c["error"] is None and (work / c["file"]).is_file() for c in after)
