@@ -143,6 +143,8 @@ def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetectio
     text = (tmp_path / "report.md").read_text()
     assert "MODELLED" in text and "Pareto" in text and (tmp_path / "pareto.png").is_file()
     assert "Then trained 3 more steps with teacher `base`" in text
+    assert "## Timeline: who trained what" in text and (tmp_path / "timeline.png").is_file()
+    assert f"| {result.history[1]['worker']} | 1, 2 |" in text  # both candidates trained in this process
     flops = f"| FLOPs (2 x MACs) | {2 * result.metrics['base']['macs']:,} | {2 * result.metrics['student']['macs']:,} |"
     assert flops in text and result.metrics["student"]["macs"] < result.metrics["base"]["macs"]
     assert len(result.history) == 3 and result.student_file.is_file()
