@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +23,7 @@ from typing import Any, Protocol
 import torch
 
 from .._io import atomic_write_json
+from .._ray import worker_id
 from ..arch import Arch
 from ..detectors import load_detector
 from ..distill import KDConfig, finetune
@@ -82,11 +81,6 @@ class CandidateOutcome:
     worker: str = ""
     started: float = 0.0
     ended: float = 0.0
-
-
-def worker_id() -> str:
-    """``host:pid`` of this process: names the worker that trained a candidate."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def finished(job: CandidateJob) -> CandidateOutcome | None:

@@ -21,24 +21,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from .._ray import connect, require_ray
 from ..errors import JdnasError, SearchError
 from .executor import CandidateJob, CandidateOutcome, run_candidate
 
-__all__ = ["RayExecutor", "require_ray", "shared_nodes"]
+__all__ = ["RayExecutor", "shared_nodes"]
 
 logger = logging.getLogger(__name__)
-
-INSTALL_HINT = 'pip install -e ".[ray]" (or pip install "ray>=2.9")'
-
-
-def require_ray() -> ModuleType:
-    """The ``ray`` module, or a :class:`SearchError` saying how to install it."""
-    try:
-        import ray
-    except ImportError as exc:
-        raise SearchError(f"executor='ray' needs Ray, which is not installed here: {INSTALL_HINT}") from exc
-    return ray
-
 
 def _remote_candidate(job: CandidateJob, train_data: Any, val_data: Any, threads: int) -> CandidateOutcome:
     return run_candidate(job, train_data, val_data, threads=threads, progress=False)
@@ -124,7 +113,7 @@ class RayExecutor:
 
     def __init__(self, *, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
                  max_retries: int = 3, threads: int = 1, init: dict[str, Any] | None = None) -> None:
-        self._ray = require_ray()  # at once: not after the base was evaluated
+        self._ray = require_ray(SearchError)  # at once: not after the base was evaluated
         bad = {k: v for k, v in {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries}.items() if v < 0}
         if bad or threads < 1 or num_cpus + num_gpus <= 0:
             raise SearchError(f"RayExecutor needs num_cpus, num_gpus, max_retries >= 0 (one of the first two > 0) and "
@@ -140,10 +129,7 @@ class RayExecutor:
 
     def start(self, workdir: Path, train_data: Any, val_data: Any) -> None:
         ray = self._ray
-        if not ray.is_initialized():
-            options = {} if self.address else {"include_dashboard": False}
-            ray.init(address=self.address, **{**options, **self.init})
-            self._owns = True
+        self._owns = connect(ray, self.address, self.init) or self._owns
         self.hosts = shared_nodes(ray, Path(workdir), _data_paths(train_data, val_data), num_cpus=self.num_cpus,
                                   num_gpus=self.num_gpus)
         total = ray.cluster_resources()

@@ -1,7 +1,9 @@
-"""The search on Ray: the same archive as in-process with 1 or 2 workers, a worker killed mid-candidate
-is retried and recorded once, workers that cannot see the data are refused before any work.
+"""Search and profiling on Ray: the same archive as in-process with 1 or 2 workers, a worker killed
+mid-candidate is retried and recorded once, a killed driver resumes, workers that cannot see the
+data are refused before any work; a table's ops measured by two workers and merged by key, workers
+of another device refused.
 
-One local Ray instance (2 CPUs) serves the whole module; tiny detectors, two steps per candidate.
+One local Ray instance (2 CPUs) serves the whole module; tiny detectors, a few steps per candidate.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from typing import Any
 import pytest
 import torch
 
-from jdnas_sdk import Arch, SearchError, build, load_detector
+from jdnas_sdk import LatencyTableError, SearchError, build, load_detector
 from jdnas_sdk.data import CocoDetection
-from jdnas_sdk.latency import Estimator, load_table
+from jdnas_sdk.latency import DeviceModel, Estimator, LatencyTable, OrtBackend, load_table, open_table, profile, reachable_ops
+from jdnas_sdk.latency.backends import RooflineBackend
+from jdnas_sdk.latency.distributed import measure_ops_on_ray
+from jdnas_sdk.latency.table import Fingerprint
 from jdnas_sdk.search import LocalExecutor, RayExecutor, SearchConfig, joint_search, pipeline_search
 from jdnas_sdk.search.ray_executor import shared_nodes
 from jdnas_sdk.teachers import TeacherPool
 
 from .conftest import tiny_spec
+from .test_latency_profile import BASE as SMALL, FAST as QUICK, SIZE, SPACE as SMALL_SPACE
 from .test_search import BASE, FAST, SPACE, slow_table  # noqa: F401 - slow_table is a fixture
 
 ray = pytest.importorskip("ray")
@@ -154,7 +160,7 @@ import sys, torch
 from pathlib import Path
 from jdnas_sdk import build
 from jdnas_sdk.data import load_split
-from jdnas_sdk.latency import Estimator, load_table
+from jdnas_sdk.latency import DeviceModel, Estimator, load_table
 from jdnas_sdk.search import RayExecutor, SearchConfig, joint_search
 from tests.conftest import tiny_spec
 from tests.test_search import BASE, FAST, SPACE
@@ -202,3 +208,40 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_r
     assert [c["index"] for c in after] == [0, 1, 2, 3] and after[: len(before)] == before
     assert all((work / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
     assert all(c["error"] is None and (work / c["file"]).is_file() for c in after)
+
+
+def test_ops_measured_by_two_workers_merge_by_key_into_one_table(tmp_path: Path) -> None:
+    backend = OrtBackend(timing=QUICK, flush_mib=4)
+    table = open_table(tmp_path / "t.json", "tiny", backend)
+    keys = reachable_ops(tiny_spec(), SMALL_SPACE, SIZE)[:4]
+    names = measure_ops_on_ray(table, backend, keys, workers=2, chunk=1, progress=False)
+    assert set(table.entries) == set(keys)
+    assert all(e.source == "measured" and e.median_ms > 0 and e.samples >= 3 for e in table.entries.values())
+    workers = {e.info["worker"] for e in table.entries.values()}
+    assert workers == set(names) and len(workers) == 2 and str(os.getpid()) not in {w.split(":")[1] for w in workers}
+    assert "ops measured by 2 Ray workers of this device" in table.notes and all(w in table.notes for w in workers)
+    reloaded = LatencyTable.load(tmp_path / "t.json")
+    assert reloaded.entries == table.entries and reloaded.fingerprint == backend.fingerprint()
+
+
+def test_profile_on_ray_fills_the_same_table_as_in_process(tmp_path: Path) -> None:
+    backend = RooflineBackend(DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0))  # modelled:
+    tables = []  # the same numbers anywhere
+    for name, executor in (("local", "local"), ("ray", "ray")):
+        table = open_table(tmp_path / f"{name}.json", "slow", backend)
+        tables.append(profile(table, backend, tiny_spec(), base=SMALL, input_sizes=[SIZE], space=SMALL_SPACE,
+                              progress=False, executor=executor, ray_options={"workers": 2}))
+    local, distributed = tables
+    assert len(local) > 50 and distributed.entries == local.entries
+    assert {e.info.get("worker") for k, e in distributed.entries.items() if k.kind != "fixed"} == set(
+        distributed.notes.split("this device: ")[1].split(", "))
+
+
+def test_workers_of_another_device_are_refused_before_measuring(tmp_path: Path) -> None:
+    here = OrtBackend(timing=QUICK).fingerprint()
+    other = Fingerprint(**{**here.__dict__, "device": "Another CPU 9000"})
+    table = LatencyTable(target="other", source="measured", fingerprint=other, path=tmp_path / "other.json")
+    keys = reachable_ops(tiny_spec(), SMALL_SPACE, SIZE)[:4]
+    with pytest.raises(LatencyTableError, match=r"holds times of \[Another CPU 9000.*device: 'Another CPU 9000' != "):
+        measure_ops_on_ray(table, OrtBackend(timing=QUICK, flush_mib=4), keys, workers=1, progress=False)
+    assert len(table) == 0
