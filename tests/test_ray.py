@@ -32,11 +32,21 @@ from jdnas_sdk.teachers import TeacherPool
 
 from .conftest import tiny_spec
 from .test_latency_profile import BASE as SMALL, FAST as QUICK, SIZE, SPACE as SMALL_SPACE
-from .test_search import BASE, FAST, SPACE, slow_table  # noqa: F401 - slow_table is a fixture
+from .test_search import BASE, FAST, SPACE
 
 ray = pytest.importorskip("ray")
 ROOT = Path(__file__).resolve().parents[1]
 ROUNDS = SearchConfig(candidates=3, finetune_steps=2, parallel=2, train=FAST.train)  # rounds [1, 2] and [3]
+
+
+@pytest.fixture(scope="module")
+def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The modelled slow device of tests/test_search.py (the tiny backbone dominates)."""
+    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
+                       postprocess_ms=0.5, fixed_kernels=0)
+    path = tmp_path_factory.mktemp("tables") / "slow.json"
+    open_table(path, "slow", RooflineBackend(slow)).save()
+    return path
 
 
 @pytest.fixture(scope="module", autouse=True)
