@@ -98,15 +98,8 @@ def pipeline_search(
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
     def slot(index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool) -> Slot:
-        out = work / "candidates" / f"{index:03d}.pt"
-        job = CandidateJob(index=index, parent_file=str(work / archive.candidates[parent].file), out_file=str(out),
-                           steps=steps, train=replace(config.train, seed=config.seed * 7919 + index), kd=config.kd,
-                           morph_to=str(arch) if morph else None,
-                           teacher_file=None if teacher_file is None else str(teacher_file),
-                           metadata={"candidate": index, "stage": what})
-        return Slot(index=index, arch=str(arch), parent=parent, actions=(what,),
-                    teacher="teacher" if teacher_file is not None else None, latency_ms=estimator.total_ms(arch),
-                    file=relative(out, work), bound_ms=target_ms, job=job)
+        return _slot(work, archive, config, index, arch, parent, what, steps, teacher_file, morph,
+                     latency_ms=estimator.total_ms(arch), target_ms=target_ms)
 
     if len(archive.candidates) > 1:
         say(log, f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
@@ -149,6 +142,21 @@ def pipeline_search(
     if teacher_file is not None:
         teacher_file.unlink(missing_ok=True)
     return archive
+
+
+def _slot(work: Path, archive: Archive, config: SearchConfig, index: int, arch: Arch, parent: int, what: str, steps: int,
+          teacher_file: Path | None, morph: bool, *, latency_ms: float, target_ms: float) -> Slot:
+    """Stage ``what`` as candidate ``index``: the student of candidate ``parent`` (morphed to ``arch``
+    when ``morph``) trained ``steps`` steps, with the teacher at ``teacher_file`` if any."""
+    out = work / "candidates" / f"{index:03d}.pt"
+    job = CandidateJob(index=index, parent_file=str(work / archive.candidates[parent].file), out_file=str(out),
+                       steps=steps, train=replace(config.train, seed=config.seed * 7919 + index), kd=config.kd,
+                       morph_to=str(arch) if morph else None,
+                       teacher_file=None if teacher_file is None else str(teacher_file),
+                       metadata={"candidate": index, "stage": what})
+    return Slot(index=index, arch=str(arch), parent=parent, actions=(what,),
+                teacher="teacher" if teacher_file is not None else None, latency_ms=latency_ms,
+                file=relative(out, work), bound_ms=target_ms, job=job)
 
 
 def _alive(archive: Archive, index: int) -> None:
