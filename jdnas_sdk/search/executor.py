@@ -131,6 +131,7 @@ class Executor(Protocol):
     and the data), ``run`` per round (outcomes in completion order), ``close`` at the end."""
 
     name: str
+    capacity: int  # candidates it trains at once (for the progress bar)
 
     def start(self, workdir: Path, train_data: Any, val_data: Any) -> None: ...
 
@@ -144,6 +145,7 @@ class LocalExecutor:
     intra-op threads while a candidate trains (None: as they are); ``progress``: a step bar."""
 
     name = "local"
+    capacity = 1  # candidates in flight at once
 
     def __init__(self, *, threads: int | None = None, progress: bool = False) -> None:
         if threads is not None and threads < 1:
