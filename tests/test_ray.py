@@ -22,7 +22,16 @@ import torch
 
 from jdnas_sdk import LatencyTableError, SearchError, build, load_detector
 from jdnas_sdk.data import CocoDetection
-from jdnas_sdk.latency import DeviceModel, Estimator, LatencyTable, OrtBackend, load_table, open_table, profile, reachable_ops
+from jdnas_sdk.latency import (
+    DeviceModel,
+    Estimator,
+    LatencyTable,
+    OrtBackend,
+    load_table,
+    open_table,
+    profile,
+    reachable_ops,
+)
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.latency.distributed import measure_ops_on_ray
 from jdnas_sdk.latency.table import Fingerprint
@@ -31,7 +40,10 @@ from jdnas_sdk.search.ray_executor import shared_nodes
 from jdnas_sdk.teachers import TeacherPool
 
 from .conftest import tiny_spec
-from .test_latency_profile import BASE as SMALL, FAST as QUICK, SIZE, SPACE as SMALL_SPACE
+from .test_latency_profile import BASE as SMALL
+from .test_latency_profile import FAST as QUICK
+from .test_latency_profile import SIZE
+from .test_latency_profile import SPACE as SMALL_SPACE
 from .test_search import BASE, FAST, SPACE
 
 ray = pytest.importorskip("ray")
