@@ -32,7 +32,7 @@ from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
 from ..train import TrainConfig
 
-__all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished", "make_executor",
+__all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished",
            "run_candidate", "worker_id"]
 
 logger = logging.getLogger(__name__)
@@ -168,18 +168,3 @@ class LocalExecutor:
 
     def close(self) -> None:
         self._data = None
-
-
-def make_executor(executor: str | Executor, **options: Any) -> Executor:
-    """``"local"``, ``"ray"`` (with ``options`` for :class:`RayExecutor`) or an executor object."""
-    if isinstance(executor, str):
-        if executor == "local":
-            return LocalExecutor(**options)
-        if executor == "ray":
-            from .ray_executor import RayExecutor  # imports no Ray until one is made
-
-            return RayExecutor(**options)
-        raise SearchError(f"executor must be 'local' or 'ray', got {executor!r}")
-    if not all(hasattr(executor, m) for m in ("start", "run", "close")):
-        raise SearchError(f"{executor!r} is not an executor (it needs start, run and close)")
-    return executor

@@ -35,8 +35,8 @@ from ..space import SearchSpace
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
-from .executor import CandidateJob, Executor, make_executor
-from .rounds import Slot, outcome_here, record, relative, run_round, say
+from .executor import CandidateJob, Executor
+from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 from .teachers import TeacherFiles
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]

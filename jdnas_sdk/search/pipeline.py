@@ -27,9 +27,9 @@ from ..evaluate import evaluate
 from ..latency import Estimator
 from ..space import SearchSpace
 from .archive import Archive
-from .executor import CandidateJob, Executor, make_executor
+from .executor import CandidateJob, Executor
 from .joint import SearchConfig, propose, search_settings
-from .rounds import Slot, outcome_here, record, relative, run_round, say
+from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
 

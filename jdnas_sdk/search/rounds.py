@@ -15,15 +15,17 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from ..errors import SearchError
 from ..evaluate import EvalResult
 from .archive import Archive, Candidate
-from .executor import CandidateJob, CandidateOutcome, Executor, finished, worker_id
+from .executor import CandidateJob, CandidateOutcome, Executor, LocalExecutor, finished, worker_id
+from .ray_executor import RayExecutor
 
-__all__ = ["Slot", "record", "run_round", "say", "outcome_here", "relative"]
+__all__ = ["Slot", "make_executor", "record", "run_round", "say", "outcome_here", "relative"]
 
 logger = logging.getLogger(__name__)
 
@@ -140,3 +142,16 @@ def run_round(archive: Archive, slots: Sequence[Slot], executor: Executor, *, la
 def relative(path: str | Path, work: Path) -> str:
     """``path`` relative to the search's ``work`` dir, as the archive stores files."""
     return str(Path(path).relative_to(work))
+
+
+def make_executor(executor: str | Executor, **options: Any) -> Executor:
+    """``"local"``, ``"ray"`` (with ``options`` for :class:`RayExecutor`) or an executor object."""
+    if isinstance(executor, str):
+        if executor == "local":
+            return LocalExecutor(**options)
+        if executor == "ray":
+            return RayExecutor(**options)  # imports Ray: a SearchError saying how to install it if missing
+        raise SearchError(f"executor must be 'local' or 'ray', got {executor!r}")
+    if not all(hasattr(executor, m) for m in ("start", "run", "close")):
+        raise SearchError(f"{executor!r} is not an executor (it needs start, run and close)")
+    return executor
