@@ -28,7 +28,7 @@ from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .report import write_report
-from .search import SearchConfig, joint_search, pipeline_search
+from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
 from .space import SearchSpace
 from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
 from .train import TrainConfig
@@ -183,6 +183,8 @@ def compress(
     seed: int = 0,
     measure: bool = True,
     progress: bool = True,
+    parallel: int = 1,
+    executor: str | Executor = "local",
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
@@ -195,12 +197,19 @@ def compress(
     here for ``pool_steps``), ``"base"`` (the base as the only teacher) or ``"none"``. The chosen
     student is then trained ``final_steps`` more steps with its teacher (0: returned as the search
     left it). On a modelled table (``v100-trt``) latencies are estimates only (``result.modelled``).
-    Everything lands in ``workdir``; the same call again resumes a killed run.
+    The search runs in rounds of ``parallel`` candidates trained by ``executor``: ``"local"`` (in
+    this process), ``"ray"`` (Ray tasks on a local Ray, or on the cluster of an initialised Ray) or
+    an executor object such as ``RayExecutor(address="auto", num_cpus=4)``; the same seed and
+    ``parallel`` give the same search whichever runs it. Everything lands in ``workdir``; the same
+    call again resumes a killed run.
     """
     began, (train_data, val_data) = time.monotonic(), _datasets(data, train_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
     _check_data(spec, train_data, val_data)
     _check_options(method, teacher, final_steps)
+    if parallel < 1:
+        raise SearchError(f"parallel (candidates per round) must be >= 1, got {parallel}")
+    runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))  # no Ray: fails here
     candidates, wall_s = parse_budget(budget)
     table = load_table(target)
     size = input_size or (spec.min_size, spec.min_size)
@@ -210,7 +219,8 @@ def compress(
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     base = thaw(model)
-    config = SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed)
+    config = SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed,
+                          parallel=parallel)
     teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
     teacher_model = base if teacher == "base" else None
     log.info("[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s", spec.family,
@@ -218,7 +228,7 @@ def compress(
     if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
         teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
     common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
-                  workdir=work / "search", space=space, config=config, progress=progress)
+                  workdir=work / "search", space=space, config=config, executor=runner, progress=progress)
     archive = (joint_search(base, pool=teacher_pool, base_teacher=teacher == "base", **common) if method == "joint"
                else pipeline_search(base, teacher=teacher_model, **common))
     best = archive.best(target_ms)

@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import torch
 
-from jdnas_sdk import LatencyTableError, SearchError, build, load_detector
+from jdnas_sdk import DetectorSpec, LatencyTableError, SearchError, build, load_detector, save_detector
+from jdnas_sdk.arch import standard_arch
 from jdnas_sdk.data import CocoDetection
 from jdnas_sdk.latency import (
     DeviceModel,
@@ -34,13 +35,14 @@ from jdnas_sdk.latency import (
 )
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.latency.distributed import measure_ops_on_ray
+from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.latency.table import Fingerprint
 from jdnas_sdk.search import LocalExecutor, RayExecutor, SearchConfig, joint_search, pipeline_search
 from jdnas_sdk.search.ray_executor import shared_nodes
+from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.teachers import TeacherPool
 
 from .conftest import tiny_spec
-from .test_latency_profile import BASE as SMALL
 from .test_latency_profile import FAST as QUICK
 from .test_latency_profile import SIZE
 from .test_latency_profile import SPACE as SMALL_SPACE
@@ -168,45 +170,35 @@ def test_workers_that_cannot_see_the_data_are_refused_before_any_work(tmp_path: 
     assert not list(tmp_path.iterdir())  # the marker is removed
 
 
-def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it() -> None:
+def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it(tmp_path: Path) -> None:
+    """Python (make_executor) and ``jdnas compress --executor ray`` in a process where Ray cannot be imported."""
     code = ("import sys; sys.modules['ray'] = None\n"
             "from jdnas_sdk.search import make_executor\n"
-            "try:\n    make_executor('ray')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
-    assert out.startswith("SearchError") and 'pip install -e ".[ray]"' in out
-
-
-DRIVER = """
-import sys, torch
-from pathlib import Path
-from jdnas_sdk import build
-from jdnas_sdk.data import load_split
-from jdnas_sdk.latency import DeviceModel, Estimator, load_table
-from jdnas_sdk.search import RayExecutor, SearchConfig, joint_search
-from tests.conftest import tiny_spec
-from tests.test_search import BASE, FAST, SPACE
-data, table, work = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-torch.manual_seed(0)
-estimator = Estimator(load_table(table), tiny_spec(), (96, 96))
-archive = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE),
-                       train_data=load_split(data, "train"), val_data=load_split(data, "val"), workdir=work, space=SPACE,
-                       base_teacher=True, config=SearchConfig(candidates=3, finetune_steps=4, parallel=2, train=FAST.train),
-                       executor=RayExecutor(num_cpus=1, init={"num_cpus": 2, "log_to_driver": False}), log=print,
-                       progress=False)
-print("searched", len(archive.candidates))
-"""
+            "try:\n    make_executor('ray')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+            "from jdnas_sdk.cli import main\n"
+            "sys.exit(main(['compress', '--model', 'nowhere.pt', '--data', 'nowhere', '--workdir', sys.argv[1],"
+            " '--executor', 'ray', '--parallel', '2']))")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "work")], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.startswith("SearchError") and 'pip install -e ".[ray]"' in done.stdout
+    assert done.returncode != 0 and 'pip install -e ".[ray]"' in done.stderr  # before the model is even read
+    assert not (tmp_path / "work").exists()
 
 
 def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_root: Path, tmp_path: Path,
                                                                          slow_table: Path) -> None:
-    """The driver (with the local Ray it started) killed by SIGKILL mid-round: the rerun keeps every
-    candidate recorded before (files not rewritten) and redoes only the ones in flight."""
-    script, work = tmp_path / "driver.py", tmp_path / "work"
-    script.write_text(DRIVER)
-    args = [sys.executable, str(script), str(synth_root), str(slow_table), str(work)]
+    """``jdnas compress --executor ray --parallel 2`` (with the local Ray it started) killed by SIGKILL
+    mid-search: the same command again keeps every candidate recorded before (files not rewritten),
+    redoes only the ones in flight, and finishes."""
+    torch.manual_seed(0)
+    base_file, work = tmp_path / "base.pt", tmp_path / "work"
+    save_detector(build(tiny_spec(), BASE), base_file)
+    args = [sys.executable, "-m", "jdnas_sdk.cli", "compress", "--model", str(base_file), "--data", str(synth_root),
+            "--target", str(slow_table), "--latency", "0.85", "--budget", "3", "--finetune-steps", "4",
+            "--teacher", "base", "--val-images", "3", "--final-steps", "0", "--workdir", str(work),
+            "--executor", "ray", "--parallel", "2"]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    archive = work / "archive.json"
+    archive = work / "search" / "archive.json"
 
     def recorded() -> list[dict]:
         try:
@@ -214,7 +206,7 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_r
         except (FileNotFoundError, json.JSONDecodeError):
             return []
 
-    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
+    first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while len(recorded()) < 2 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -222,14 +214,15 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_r
     first.wait()
     before = recorded()
     assert 2 <= len(before) < 4, "the search had not started, or had finished, when it was killed"
-    stamps = {c["file"]: (work / c["file"]).stat().st_mtime_ns for c in before}
-    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    stamps = {c["file"]: (work / "search" / c["file"]).stat().st_mtime_ns for c in before}
+    second = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
-    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stdout
+    assert f"resuming: {len(before) - 1} candidates already on disk" in second.stderr  # the log
     after = recorded()
     assert [c["index"] for c in after] == [0, 1, 2, 3] and after[: len(before)] == before
-    assert all((work / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
-    assert all(c["error"] is None and (work / c["file"]).is_file() for c in after)
+    assert all((work / "search" / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
+    assert all(c["error"] is None for c in after) and (work / "student.pt").is_file()
+    assert all(c["worker"] for c in after) and (work / "timeline.png").is_file()  # the report's timeline
 
 
 def test_ops_measured_by_two_workers_merge_by_key_into_one_table(tmp_path: Path) -> None:
@@ -246,19 +239,6 @@ def test_ops_measured_by_two_workers_merge_by_key_into_one_table(tmp_path: Path)
     assert reloaded.entries == table.entries and reloaded.fingerprint == backend.fingerprint()
 
 
-def test_profile_on_ray_fills_the_same_table_as_in_process(tmp_path: Path) -> None:
-    backend = RooflineBackend(DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0))  # modelled:
-    tables = []  # the same numbers anywhere
-    for name, executor in (("local", "local"), ("ray", "ray")):
-        table = open_table(tmp_path / f"{name}.json", "slow", backend)
-        tables.append(profile(table, backend, tiny_spec(), base=SMALL, input_sizes=[SIZE], space=SMALL_SPACE,
-                              progress=False, executor=executor, ray_options={"workers": 2}))
-    local, distributed = tables
-    assert len(local) > 50 and distributed.entries == local.entries
-    assert {e.info.get("worker") for k, e in distributed.entries.items() if k.kind != "fixed"} == set(
-        distributed.notes.split("this device: ")[1].split(", "))
-
-
 def test_workers_of_another_device_are_refused_before_measuring(tmp_path: Path) -> None:
     here = OrtBackend(timing=QUICK).fingerprint()
     other = Fingerprint(**{**here.__dict__, "device": "Another CPU 9000"})
@@ -267,3 +247,27 @@ def test_workers_of_another_device_are_refused_before_measuring(tmp_path: Path) 
     with pytest.raises(LatencyTableError, match=r"holds times of \[Another CPU 9000.*device: 'Another CPU 9000' != "):
         measure_ops_on_ray(table, OrtBackend(timing=QUICK, flush_mib=4), keys, workers=1, progress=False)
     assert len(table) == 0
+
+
+def test_jdnas_profile_with_executor_ray_measures_on_a_running_cluster(tmp_path: Path) -> None:
+    """``jdnas profile --executor ray --address ADDR``: a second process joins this module's Ray."""
+    out = tmp_path / "mine.json"
+    args = [sys.executable, "-m", "jdnas_sdk.cli", "profile", "--target", "v100-mine", "--backend", "roofline",
+            "--device", "v100-trt", "--family", "fasterrcnn", "--backbone", "resnet18", "--num-classes", "9",
+            "--fpn-channels", "16", "--representation-size", "32", "--input-size", "96", "--width-ratios", "0.5,1",
+            "--out", str(out), "--executor", "ray", "--address", ray.get_runtime_context().gcs_address,
+            "--workers", "2"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    table = LatencyTable.load(out)
+    ops = [e for k, e in table.entries.items() if k.kind != "fixed"]
+    assert len(ops) > 20 and len({e.info["worker"] for e in ops}) == 2
+    assert "ops measured by 2 Ray workers" in table.notes and table.modelled
+    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=9, min_size=96, max_size=96,
+                        fpn_channels=16, representation_size=32, anchor_sizes=(16, 32, 64, 128, 256))
+    backend = RooflineBackend(GPU_MODELS["v100-trt"])  # modelled: the same numbers in any process
+    here = profile(open_table(tmp_path / "here.json", "v100-mine", backend), backend, spec, base=standard_arch("resnet18"),
+                   input_sizes=[(96, 96)], space=SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0)),
+                   progress=False)
+    assert here.entries == table.entries  # split between two workers, merged by key: the same table
