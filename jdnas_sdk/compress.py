@@ -28,7 +28,7 @@ from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .report import write_report
-from .search import SearchConfig, joint_search, pipeline_search
+from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
 from .space import SearchSpace
 from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
 from .train import TrainConfig
@@ -136,6 +136,34 @@ def _check_options(method: str, teacher: str, final_steps: int) -> None:
         raise SearchError(f"final_steps must be >= 0, got {final_steps}")
 
 
+def _runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
+    """What trains the candidates: ``"local"`` (this process), ``"ray"`` (Ray tasks on a local Ray,
+    or on the cluster of an initialised Ray) or an executor object such as
+    ``RayExecutor(address="auto", num_cpus=4)``. Made before any work: without Ray, ``"ray"``
+    fails here saying how to install it."""
+    if parallel < 1:  # SearchConfig says so too, but only after the executor was made
+        raise SearchError(f"parallel (candidates per round) must be >= 1, got {parallel}")
+    return make_executor(executor, **({"progress": progress} if executor == "local" else {}))
+
+
+def _config(budget: int | str, finetune_steps: int, seed: int, parallel: int) -> SearchConfig:
+    """The search's settings (a bad budget or round size is a SearchError before any work)."""
+    candidates, wall_s = parse_budget(budget)
+    return SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed,
+                        parallel=parallel)
+
+
+def _teachers(teacher: str, method: str, pool: TeacherPool | str | Path | None, base: nn.Module, train_data: Any,
+              work: Path, pool_steps: int, seed: int, progress: bool) -> tuple[TeacherPool | None, nn.Module | None]:
+    """``(pool, teacher model)``: the pool (``teacher="pool"``: given, or trained in ``work``) and the
+    lone teacher (the base; for the pipeline with a pool, the pool's largest teacher)."""
+    teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
+    teacher_model = base if teacher == "base" else None
+    if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
+        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
+    return teacher_pool, teacher_model
+
+
 def _target_ms(model: nn.Module, estimator: Estimator, base_arch: Arch, space: SearchSpace, latency: float | None,
                ms: float | None) -> tuple[float, float]:
     """``(base_ms, target_ms)``; refuses a target below the space's smallest student."""
@@ -183,6 +211,8 @@ def compress(
     seed: int = 0,
     measure: bool = True,
     progress: bool = True,
+    parallel: int = 1,
+    executor: str | Executor = "local",
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
@@ -195,13 +225,14 @@ def compress(
     here for ``pool_steps``), ``"base"`` (the base as the only teacher) or ``"none"``. The chosen
     student is then trained ``final_steps`` more steps with its teacher (0: returned as the search
     left it). On a modelled table (``v100-trt``) latencies are estimates only (``result.modelled``).
-    Everything lands in ``workdir``; the same call again resumes a killed run.
+    ``executor`` trains rounds of ``parallel`` candidates (:func:`_runner`). All lands in ``workdir``;
+    the same call again resumes a killed run.
     """
     began, (train_data, val_data) = time.monotonic(), _datasets(data, train_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
     _check_data(spec, train_data, val_data)
     _check_options(method, teacher, final_steps)
-    candidates, wall_s = parse_budget(budget)
+    runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel)
     table = load_table(target)
     size = input_size or (spec.min_size, spec.min_size)
     space = space or SearchSpace(base_arch)
@@ -210,15 +241,11 @@ def compress(
     work = Path(workdir)
     work.mkdir(parents=True, exist_ok=True)
     base = thaw(model)
-    config = SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed)
-    teacher_pool = _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
-    teacher_model = base if teacher == "base" else None
+    teacher_pool, teacher_model = _teachers(teacher, method, pool, base, train_data, work, pool_steps, seed, progress)
     log.info("[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s", spec.family,
              base_arch, table.target, " (MODELLED table)" if table.modelled else "", base_ms, target_ms, method, budget)
-    if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
-        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
     common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
-                  workdir=work / "search", space=space, config=config, progress=progress)
+                  workdir=work / "search", space=space, config=config, executor=runner, progress=progress)
     archive = (joint_search(base, pool=teacher_pool, base_teacher=teacher == "base", **common) if method == "joint"
                else pipeline_search(base, teacher=teacher_model, **common))
     best = archive.best(target_ms)

@@ -143,6 +143,8 @@ def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetectio
     text = (tmp_path / "report.md").read_text()
     assert "MODELLED" in text and "Pareto" in text and (tmp_path / "pareto.png").is_file()
     assert "Then trained 3 more steps with teacher `base`" in text
+    assert "## Timeline: who trained what" in text and (tmp_path / "timeline.png").is_file()
+    assert f"| {result.history[1]['worker']} | 1, 2 |" in text  # both candidates trained in this process
     flops = f"| FLOPs (2 x MACs) | {2 * result.metrics['base']['macs']:,} | {2 * result.metrics['student']['macs']:,} |"
     assert flops in text and result.metrics["student"]["macs"] < result.metrics["base"]["macs"]
     assert len(result.history) == 3 and result.student_file.is_file()
@@ -218,3 +220,23 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
     assert all((work / "search" / f).stat().st_mtime_ns == t for f, t in stamps.items())  # none redone
     assert (work / "student.pt").is_file() and (work / "report.md").is_file()
     assert not list((work / "search" / "candidates").glob("*.ckpt"))
+
+
+def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search_goes_on(
+        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    torch.manual_seed(0)
+    estimator = _estimator(slow_table)
+    target = 0.85 * estimator.total_ms(BASE)
+    config = SearchConfig(candidates=3, finetune_steps=3, parallel=2,
+                          train=TrainConfig(batch_size=2, optimizer="sgd", lr=1e12, warmup_steps=0))
+    archive = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
+                           val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
+                           progress=False, log=lambda _: None)
+    failed = archive.candidates[1:]
+    assert len(failed) == 3 and all(c.error and c.error.startswith("NonFiniteLossError: loss became") for c in failed)
+    assert all(c.parent == 0 for c in failed)  # a failed candidate is never a parent
+    assert archive.best(1e9).index == 0 and [c.index for c in archive.front()] == [0]  # nor chosen
+    again = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
+                         val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
+                         progress=False, log=lambda _: None)
+    assert again.candidates == archive.candidates  # resumed: nothing redone, nothing added

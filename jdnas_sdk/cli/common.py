@@ -15,7 +15,8 @@ from ..errors import JdnasError
 
 __all__ = [
     "FMT", "anchor_sizes", "check_trainable", "data", "force", "input_side", "input_size", "model",
-    "parse_input_size", "parse_model_name", "phases", "print_result", "ratios", "seed", "target", "verbosity",
+    "parse_input_size", "parse_model_name", "phases", "print_result", "ratios", "ray_cluster", "seed", "target",
+    "verbosity",
 ]
 
 #: the help formatter of every verb: defaults shown after each option's help
@@ -75,6 +76,16 @@ def input_size(help: str = "SIZE or HEIGHTxWIDTH (default: the detector's min_si
     """``--input-size SIZE|HxW`` (optional; read with :func:`parse_input_size`)."""
     p = _parent()
     p.add_argument("--input-size", help=help)
+    return p
+
+
+def ray_cluster(what: str) -> argparse.ArgumentParser:
+    """``--executor local|ray`` and ``--address ADDR`` (the Ray cluster; default: a local Ray for the run)."""
+    p = _parent()
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help=f"where {what} run: in this process, or as Ray tasks (pip install -e '.[ray]')")
+    p.add_argument("--address", help="with --executor ray: the cluster (auto, HOST:6379 or ray://HOST:10001; "
+                                     "default: start a local Ray for this run)")
     return p
 
 

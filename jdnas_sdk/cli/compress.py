@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import JdnasError
 from . import common
 
 __all__ = ["add_parser", "run"]
@@ -19,7 +20,8 @@ def add_parser(verbs: Any) -> None:
         epilog="example:\n  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
         parents=[common.verbosity(top=False), common.model("trained detector file"),
                  common.data("dataset folder (train split to fine-tune, --val-split to evaluate)"), common.target(),
-                 common.seed("random seed (same seed, same search)")],
+                 common.seed("random seed (same seed and --parallel, same search)"),
+                 common.ray_cluster("candidates are trained")],
     )
     co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
     co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
@@ -34,7 +36,24 @@ def add_parser(verbs: Any) -> None:
                     help="more training steps for the chosen student, with its teacher (0: none)")
     co.add_argument("--val-split", default="val", help="split that measures accuracy")
     co.add_argument("--val-images", type=int, default=0, help="use only the first N validation images (0: all)")
+    co.add_argument("--parallel", type=int, default=1, help="candidates per round, trained at once by --executor ray")
+    co.add_argument("--cpus-per-candidate", type=float, default=1.0, help="with --executor ray: Ray CPUs per candidate")
+    co.add_argument("--gpus-per-candidate", type=float, default=0.0, help="with --executor ray: Ray GPUs per candidate")
+    co.add_argument("--threads-per-candidate", type=int, default=1, help="with --executor ray: torch threads per candidate")
+    co.add_argument("--retries", type=int, default=3, help="with --executor ray: retries of a candidate whose worker died")
     co.set_defaults(func=run)
+
+
+def _executor(args: argparse.Namespace) -> Any:
+    """``"local"`` or a RayExecutor from the flags (a SearchError at once when Ray is not installed)."""
+    if args.executor == "local":
+        if args.address:
+            raise JdnasError("--address names a Ray cluster: give it with --executor ray")
+        return "local"
+    from ..search import RayExecutor
+
+    return RayExecutor(address=args.address, num_cpus=args.cpus_per_candidate, num_gpus=args.gpus_per_candidate,
+                       threads=args.threads_per_candidate, max_retries=args.retries)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data import load_split
     from ..detectors import load_detector
 
+    executor = _executor(args)
     model = load_detector(args.model)
     train_set, val_set = load_split(args.data, "train"), load_split(args.data, args.val_split)
     if args.val_images:
@@ -51,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
                       latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
                       method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
                       final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed,
-                      progress=not args.quiet)
+                      progress=not args.quiet, parallel=args.parallel, executor=executor)
     common.print_result(result)
     return 0

@@ -25,7 +25,8 @@ def add_parser(verbs: Any) -> None:
         parents=[common.verbosity(top=False), common.target(None, "target name (the table is TARGET.json)"),
                  common.model("detector file whose neighbourhood to profile (its weights time the fixed entry)",
                               required=False),
-                 common.seed("seed of those students' architectures")],
+                 common.seed("seed of those students' architectures"),
+                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)")],
     )
     pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
     pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
@@ -46,6 +47,9 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--fixed-students", type=int, default=8,
                     help="with --model: students of the space (the model morphed to random archs) whose timings "
                          "average into the fixed entry, beside the model's own")
+    pr.add_argument("--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)")
+    pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
+    pr.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --executor ray: Ray GPUs per worker")
     pr.set_defaults(func=run)
 
 
@@ -75,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from ..latency.backends import Timing
     from ..space import SearchSpace
 
+    if args.address and args.executor != "ray":
+        raise JdnasError("--address names a Ray cluster: give it with --executor ray")
     sizes = [common.parse_input_size(t) for t in args.input_size]
     model, spec, base = _detector(args, sizes)
     ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
@@ -96,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
 
         rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
         students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
+    ray_options = {"workers": args.workers, "num_cpus": args.cpus_per_worker, "num_gpus": args.gpus_per_worker,
+                   "address": args.address}
     profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students,
-            progress=not args.quiet)
+            progress=not args.quiet, executor=args.executor, ray_options=ray_options)
     print(f"{out}: {len(table)} entries")
     return 0

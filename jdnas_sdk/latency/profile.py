@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 from tqdm import tqdm
@@ -71,6 +72,8 @@ def profile(
     fixed_models: Sequence[nn.Module] = (),
     save_every_s: float = 2.0,
     progress: bool = True,
+    executor: str = "local",
+    ray_options: dict[str, Any] | None = None,
 ) -> LatencyTable:
     """Measure the ops of ``space`` (default: the grid around ``base``) for each input size, then
     each size's fixed entry at full detection load.
@@ -79,12 +82,23 @@ def profile(
     ``(spec, base)`` with random weights) and ``fixed_models``: post-processing costs a little more
     or less with each detector's boxes, and students of the space (for instance the base morphed
     to sampled architectures) describe what the search will meet better than the base alone.
+    With ``executor="ray"`` the ops are measured by Ray workers of the table's device type, split
+    between them and merged by key (``ray_options``: ``workers``, ``num_cpus``, ``num_gpus``,
+    ``address``, ``init`` of :func:`~jdnas_sdk.latency.distributed.measure_ops_on_ray`); workers
+    with another fingerprint are refused. The fixed entries are measured here, as before.
     Returns ``table``, saved to its path."""
+    if executor not in ("local", "ray"):
+        raise LatencyTableError(f"executor must be 'local' or 'ray', got {executor!r}")
     space = space or SearchSpace(base)
     wanted: dict = {}
     for size in input_sizes:
         wanted.update(dict.fromkeys(reachable_ops(spec, space, size)))
     todo = [key for key in wanted if key not in table]
+    if executor == "ray" and todo:
+        from .distributed import measure_ops_on_ray  # imports Ray
+
+        measure_ops_on_ray(table, backend, todo, save_every_s=save_every_s, progress=progress, **(ray_options or {}))
+        todo = []
     done_before = len(wanted) - len(todo)
     last_save = time.monotonic()
     bar = tqdm(total=len(wanted), initial=done_before, desc=f"profile {table.target}", unit="op",

@@ -11,6 +11,7 @@ import html
 import json
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,8 @@ def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
     cands = [Candidate.from_json(c) for c in result["history"]]
     front = pareto_front(cands)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.scatter([c.latency_ms for c in cands], [100 * c.ap for c in cands], s=14, color="grey", label="candidates")
+    ok = [c for c in cands if c.ok]
+    ax.scatter([c.latency_ms for c in ok], [100 * c.ap for c in ok], s=14, color="grey", label="candidates")
     ax.plot([c.latency_ms for c in front], [100 * c.ap for c in front], "o-", color="C0", label="Pareto front")
     chosen = cands[result["chosen"]]
     ax.scatter([cands[0].latency_ms], [100 * cands[0].ap], marker="s", s=60, color="C3", label="base")
@@ -59,7 +61,40 @@ def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
     return "pareto.png", "trajectory.png"
 
 
-def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
+def _timeline(cands: list[Candidate], work: Path) -> list[str]:
+    """Which worker trained each candidate and when: a plot (``timeline.png``) and a table per worker;
+    nothing for archives without the times (made before they were recorded)."""
+    timed = [c for c in cands[1:] if c.worker and c.started is not None and c.ended is not None]
+    if not timed:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    workers = sorted({c.worker for c in timed})
+    t0 = min(c.started for c in timed)  # type: ignore[type-var]
+    fig, ax = plt.subplots(figsize=(6.5, 0.6 + 0.45 * len(workers)))
+    for c in timed:
+        row = workers.index(c.worker)
+        ax.barh(row, c.ended - c.started, left=c.started - t0, color="C3" if c.error else "C0", edgecolor="k", lw=0.5)
+        ax.text(c.started - t0 + (c.ended - c.started) / 2, row, str(c.index), ha="center", va="center", fontsize=7,
+                color="w")
+    ax.set_yticks(range(len(workers)), workers, fontsize=7)
+    ax.set_xlabel("seconds since the first candidate started (red: failed)")
+    fig.tight_layout()
+    fig.savefig(work / "timeline.png", dpi=110)
+    plt.close(fig)
+    lines = ["", "## Timeline: who trained what", "", "![timeline](timeline.png)", "",
+             "| worker | candidates | busy (s) | failed |", "|---|---|---|---|"]
+    for worker in workers:
+        mine = [c for c in timed if c.worker == worker]
+        lines.append(f"| {worker} | {', '.join(str(c.index) for c in mine)} | {sum(c.wall_s for c in mine):.1f} | "
+                     f"{sum(1 for c in mine if c.error)} |")
+    return lines
+
+
+def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence[str] = ()) -> str:
     m = result["metrics"]
     label = ("**MODELLED** (roofline from published peaks and assumed efficiencies, not measured)"
              if result["modelled"] else "measured")
@@ -89,9 +124,10 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str]) -> str:
               "| # | parent | est. ms | bound | AP | teacher | actions |", "|---|---|---|---|---|---|---|"]
     for c in cands:
         bound = "" if c.bound_ms is None else f"{c.bound_ms:.2f}"
-        lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {100 * c.ap:.1f} | "
+        ap = f"failed: {c.error.splitlines()[0][:120]}".replace("|", "\\|") if c.error else f"{100 * c.ap:.1f}"
+        lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {ap} | "
                      f"{c.teacher or ''} | {'; '.join(c.actions)} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *timeline]) + "\n"
 
 
 def _final_line(student: dict[str, Any]) -> str:
@@ -152,7 +188,7 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
     except json.JSONDecodeError as exc:
         raise SearchError(f"{source} is corrupt ({exc.msg}); rerun compress with the same workdir to rewrite it") from exc
     plots = _plots(result, work)
-    markdown = _markdown(result, plots)
+    markdown = _markdown(result, plots, _timeline([Candidate.from_json(c) for c in result["history"]], work))
     (work / "report.md").write_text(markdown, encoding="utf-8")
     out = work / "report.html"
     out.write_text(_html(markdown), encoding="utf-8")

@@ -1,8 +1,13 @@
-"""The search: the joint loop (morphism + dynamic distillation), the pipeline baseline, the archive."""
+"""The search: the joint loop (morphism + dynamic distillation), the pipeline baseline, the archive,
+and the executors that train candidates (in this process, or as Ray tasks)."""
 
 from .archive import Archive, Candidate, pareto_front
+from .executor import CandidateJob, CandidateOutcome, Executor, LocalExecutor, run_candidate
 from .joint import SearchConfig, joint_search, latency_bound, moves, propose
 from .pipeline import pipeline_search, uniform_prune
+from .ray_executor import RayExecutor
+from .rounds import make_executor
 
 __all__ = ["Archive", "Candidate", "pareto_front", "SearchConfig", "joint_search", "latency_bound", "moves", "propose",
-           "pipeline_search", "uniform_prune"]
+           "pipeline_search", "uniform_prune", "CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor",
+           "RayExecutor", "make_executor", "run_candidate"]

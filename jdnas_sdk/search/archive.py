@@ -1,9 +1,9 @@
 """The search archive: every candidate evaluated, on disk as JSON a person can read.
 
 Each candidate records its lineage (parent, the morphism actions, the teacher it learned from),
-its estimated latency and its validation mAP. The archive file is rewritten atomically after
-every candidate, so a killed search loses at most the candidate in progress (whose fine-tuning
-checkpoint lets it resume too).
+its estimated latency, its validation mAP (or why it failed) and which worker trained it when.
+The archive file is rewritten atomically after every candidate, so a killed search loses at most
+the candidates in progress (whose fine-tuning checkpoints and result files let them resume too).
 """
 
 from __future__ import annotations
@@ -25,7 +25,11 @@ ARCHIVE_FORMAT = "jdnas-search-archive"
 @dataclass(frozen=True)
 class Candidate:
     """One evaluated student. ``index`` 0 is the base; ``file`` is its detector file (relative to
-    the workdir); ``latency_ms`` is the table's estimate, ``ap``/``ap50``/``ap75`` are COCO metrics."""
+    the workdir); ``latency_ms`` is the table's estimate, ``ap``/``ap50``/``ap75`` are COCO metrics.
+
+    ``error`` is why a candidate failed (a loss that became NaN, ...): a failed candidate stays in
+    the archive (its index is spent) but is never a parent, on the front or chosen. ``worker``
+    (``host:pid``) trained it from ``started`` to ``ended`` (Unix times): the report's timeline."""
 
     index: int
     arch: str
@@ -40,6 +44,15 @@ class Candidate:
     bound_ms: float | None = None
     wall_s: float = 0.0
     rejected: int = 0
+    error: str | None = None
+    worker: str | None = None
+    started: float | None = None
+    ended: float | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Trained and evaluated (not failed)."""
+        return self.error is None
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -55,7 +68,9 @@ class Candidate:
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
-    """Candidates no other candidate beats on both latency (lower) and AP (higher), fastest first."""
+    """Candidates no other candidate beats on both latency (lower) and AP (higher), fastest first
+    (failed candidates are left out)."""
+    candidates = [c for c in candidates if c.ok]
     front = [c for c in candidates
              if not any(o.latency_ms <= c.latency_ms and o.ap >= c.ap and (o.latency_ms < c.latency_ms or o.ap > c.ap)
                         for o in candidates)]
@@ -84,8 +99,8 @@ class Archive:
         return pareto_front(self.candidates)
 
     def best(self, bound_ms: float) -> Candidate | None:
-        """The most accurate candidate within ``bound_ms`` (ties: the faster)."""
-        within = [c for c in self.candidates if c.latency_ms <= bound_ms]
+        """The most accurate candidate within ``bound_ms`` (ties: the faster); failed ones never."""
+        within = [c for c in self.candidates if c.ok and c.latency_ms <= bound_ms]
         return max(within, key=lambda c: (c.ap, -c.latency_ms)) if within else None
 
     @classmethod

@@ -1,13 +1,15 @@
-"""The joint search: student morphism and dynamic distillation, one candidate at a time.
+"""The joint search: student morphism and dynamic distillation, in rounds of candidates.
 
-Each iteration picks a parent from the archive, proposes a few morphism actions on the search
+Each candidate picks a parent from the archive, proposes a few morphism actions on the search
 space's grid, rejects proposals over the current latency bound by the table before any training,
 picks the teacher (the parent's, or a mutation of it, from the pool), builds the student by
 morphism (weights inherited from the parent), fine-tunes it with distillation, evaluates its mAP
 and adds it to the archive. The bound starts at the base's latency and tightens to the target over
 the first ``tighten`` fraction of the budget, so a lineage shrinks step by step while its weights
-carry over. Every random draw is seeded by (seed, iteration): the same seed gives the same search,
-and a killed search resumes at the candidate it was working on.
+carry over. A round of ``parallel`` candidates is decided from the archive as it stood at the
+round's start, trained by an executor (here, or on Ray workers), then recorded in slot order.
+Every random draw is seeded by (seed, candidate index): the same seed and round size give the
+same search on any number of workers, and a killed search resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -23,16 +25,19 @@ from typing import Any
 from torch import nn
 
 from ..arch import Arch
-from ..detectors import describe, load_detector, save_detector
-from ..distill import FINETUNE_DEFAULTS, KDConfig, finetune
+from ..detectors import describe, save_detector
+from ..distill import FINETUNE_DEFAULTS, KDConfig
 from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import Estimator
-from ..morph import Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, apply_action, morph
+from ..morph import Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, apply_action
 from ..space import SearchSpace
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
+from .executor import CandidateJob, Executor
+from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
+from .teachers import TeacherFiles
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
 
@@ -42,7 +47,8 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SearchConfig:
     """Budget and moves of a search. The budget is ``candidates`` students, or ``wall_s`` seconds
-    when set (whichever ends first)."""
+    when set (whichever ends first). ``parallel`` is the round size: each round proposes that many
+    candidates from the archive as it stood at the round's start (1: one at a time)."""
 
     candidates: int = 12
     wall_s: float | None = None
@@ -54,10 +60,12 @@ class SearchConfig:
     seed: int = 0
     kd: KDConfig = field(default_factory=KDConfig)
     train: TrainConfig = FINETUNE_DEFAULTS
+    parallel: int = 1
 
     def __post_init__(self) -> None:
-        if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1:
-            raise SearchError("candidates, finetune_steps and max_actions must be >= 1")
+        if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
+            raise SearchError(f"candidates, finetune_steps, max_actions and parallel must be >= 1, got {self.candidates}, "
+                              f"{self.finetune_steps}, {self.max_actions} and {self.parallel}")
         if not 0 < self.tighten <= 1:
             raise SearchError(f"tighten must be in (0, 1], got {self.tighten}")
 
@@ -149,15 +157,70 @@ def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: E
     """What a search's archive must have been made with to be resumed (checked by :meth:`Archive.open`)."""
     return {"method": method, "base": str(base_arch), "target_ms": round(target_ms, 6), "table": estimator.table.target,
             "candidates": config.candidates, "finetune_steps": config.finetune_steps, "seed": config.seed,
-            "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__, **extra}
+            "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__, **extra,
+            **({"parallel": config.parallel} if config.parallel != 1 else {})}  # 1: as archives made before rounds
 
 
-def _pick_parent(archive: Archive, bound_ms: float, rng: random.Random) -> Candidate:
-    within = [c for c in archive.candidates if c.latency_ms <= bound_ms]
+def _pick_parent(candidates: list[Candidate], bound_ms: float, rng: random.Random) -> Candidate:
+    alive = [c for c in candidates if c.ok]  # a failed candidate has no student to morph
+    within = [c for c in alive if c.latency_ms <= bound_ms]
     if within:
         contenders = rng.sample(within, min(3, len(within)))
         return max(contenders, key=lambda c: (c.ap, -c.latency_ms))
-    return min(archive.candidates, key=lambda c: (c.latency_ms, -c.ap))  # none within: the closest to it
+    return min(alive, key=lambda c: (c.latency_ms, -c.ap))  # none within: the closest to it
+
+
+@dataclass
+class _Round:
+    """What every slot of the joint search needs to decide its candidate."""
+
+    work: Path
+    base_ms: float
+    target_ms: float
+    space: SearchSpace
+    estimator: Estimator
+    config: SearchConfig
+    pool: TeacherPool | None
+    base_teacher: bool
+    teachers: TeacherFiles
+
+    def slot(self, index: int, candidates: list[Candidate]) -> Slot:
+        """Candidate ``index`` from the archive as it stood at its round's start (``candidates``):
+        parent, moves and teacher drawn from an RNG seeded by (seed, index), so by (seed, round, slot)."""
+        config = self.config
+        rng = random.Random(config.seed * 1_000_003 + index)
+        bound = latency_bound(index, config, self.base_ms, self.target_ms)
+        parent = _pick_parent(candidates, bound, rng)
+        actions, arch, ms, rejected = propose(Arch.parse(parent.arch), self.space, self.estimator.total_ms, bound, rng,
+                                              max_actions=config.max_actions, tries=config.proposals)
+        teacher_code, teacher_file = parent.teacher, None
+        if self.pool is not None:
+            current = TeacherConfig.parse(parent.teacher) if parent.teacher else self.pool.largest()
+            if rng.random() < config.teacher_mutation:
+                current = self.pool.mutate(current, rng)
+            teacher_code = str(current)
+            teacher_file = str(self.teachers.path(teacher_code))
+        elif self.base_teacher:
+            teacher_file = str(self.work / candidates[0].file)
+        out = self.work / "candidates" / f"{index:03d}.pt"
+        job = CandidateJob(index=index, parent_file=str(self.work / parent.file), out_file=str(out),
+                           steps=config.finetune_steps, train=replace(config.train, seed=config.seed * 7919 + index),
+                           kd=config.kd, actions=tuple(actions), teacher_file=teacher_file,
+                           metadata={"candidate": index, "parent": parent.index})
+        return Slot(index=index, arch=str(arch), parent=parent.index, actions=tuple(str(a) for a in actions),
+                    teacher=teacher_code, latency_ms=ms, file=relative(out, self.work), bound_ms=bound,
+                    rejected=rejected, job=job)
+
+
+def rounds_spent_s(candidates: list[Candidate], parallel: int) -> float:
+    """Wall time the rounds of ``candidates`` took (each round from its first start to its last end),
+    so a resumed search counts what it spent before the kill but not the time it lay dead."""
+    spent = 0.0
+    for first in range(1, len(candidates), parallel):
+        timed = [c for c in candidates[first:first + parallel] if c.started is not None and c.ended is not None]
+        spent += (max(c.ended for c in timed) - min(c.started for c in timed)) if timed else sum(
+            c.wall_s for c in candidates[first:first + parallel])
+    return spent
 
 
 def joint_search(
@@ -172,13 +235,17 @@ def joint_search(
     pool: TeacherPool | None = None,
     base_teacher: bool = False,
     config: SearchConfig | None = None,
+    executor: str | Executor = "local",
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
 ) -> Archive:
     """Run (or resume) the joint search in ``workdir``; returns the archive (candidate 0 is the base).
 
     Teachers come from ``pool`` (dynamic distillation); without one, ``base_teacher`` distils from
-    the base itself, otherwise students fine-tune without KD.
+    the base itself, otherwise students fine-tune without KD. Candidates go in rounds of
+    ``config.parallel``, trained by ``executor`` (``"local"``, ``"ray"`` or an executor object);
+    the archive depends on the seed and the round size, not on the executor or its workers.
+    Messages go to ``log`` when given, else to this module's logger.
     """
     config = config or SearchConfig()
     work = Path(workdir)
@@ -188,56 +255,40 @@ def joint_search(
     settings = search_settings("joint", base_arch, target_ms, estimator, space, config, pool=pool is not None,
                                base_teacher=base_teacher)
     archive = Archive.open(work / "archive.json", settings)
+    runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
     if not archive.candidates:
+        t0 = time.time()
         base_file = work / "candidates" / "000.pt"
         save_detector(base, base_file)
         metrics = evaluate(base, val_data, progress=False)
         first_teacher = str(pool.largest()) if pool is not None else ("base" if base_teacher else None)
-        archive.add(Candidate(0, str(base_arch), None, (), first_teacher, base_ms, metrics.ap, metrics.ap50,
-                              metrics.ap75, str(base_file.relative_to(work))))
-        log(f"[search] base {base_arch}: {base_ms:.2f} ms (estimated), AP {100 * metrics.ap:.1f}")
+        record(archive, Slot(index=0, arch=str(base_arch), parent=None, actions=(), teacher=first_teacher,
+                             latency_ms=base_ms, file=relative(base_file, work)),
+               outcome_here(0, metrics, t0), label="search", note=" (base, estimated)", log=log)
     elif len(archive.candidates) > 1:
-        log(f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
-            f"{len(archive.candidates)}/{config.candidates}")
-    began = time.monotonic() - sum(c.wall_s for c in archive.candidates)
-    teachers: dict[str, nn.Module] = {}
-    for index in range(len(archive.candidates), config.candidates + 1):
-        if config.wall_s is not None and time.monotonic() - began > config.wall_s:
-            log(f"[search] wall-time budget of {config.wall_s:.0f} s spent after {index - 1} candidates")
-            break
-        t0 = time.monotonic()
-        rng = random.Random(config.seed * 1_000_003 + index)
-        bound = latency_bound(index, config, base_ms, target_ms)
-        parent = _pick_parent(archive, bound, rng)
-        actions, arch, ms, rejected = propose(Arch.parse(parent.arch), space, estimator.total_ms, bound, rng,
-                                              max_actions=config.max_actions, tries=config.proposals)
-        teacher_code = parent.teacher
-        teacher: nn.Module | None = None
-        if pool is not None:
-            current = TeacherConfig.parse(parent.teacher) if parent.teacher else pool.largest()
-            if rng.random() < config.teacher_mutation:
-                current = pool.mutate(current, rng)
-            teacher_code = str(current)
-            if teacher_code not in teachers:
-                teachers.clear()  # keep one sampled teacher in memory
-                teachers[teacher_code] = pool.sample(current, calibration=train_data)
-            teacher = teachers[teacher_code]
-        elif base_teacher:
-            teacher = base
-        student = morph(load_detector(work / parent.file), actions)
-        ckpt = work / "candidates" / f"{index:03d}.ckpt"
-        cfg = replace(config.train, seed=config.seed * 7919 + index)
-        finetune(student, data=train_data, steps=config.finetune_steps, teacher=teacher, kd=config.kd, config=cfg,
-                 checkpoint=ckpt, progress=progress)
-        metrics = evaluate(student, val_data, progress=False)
-        file = work / "candidates" / f"{index:03d}.pt"
-        save_detector(student, file, metadata={"candidate": index, "parent": parent.index})
-        candidate = Candidate(index, str(arch), parent.index, tuple(str(a) for a in actions), teacher_code, ms,
-                              metrics.ap, metrics.ap50, metrics.ap75, str(file.relative_to(work)), bound_ms=bound,
-                              wall_s=time.monotonic() - t0, rejected=rejected)
-        archive.add(candidate)
-        ckpt.unlink(missing_ok=True)
-        log(f"[search] {index}/{config.candidates}: {ms:.2f} ms (bound {bound:.2f}), AP {100 * metrics.ap:.1f}, "
-            f"parent {parent.index}, teacher {teacher_code}, {len(actions)} actions, {rejected} rejected by the table")
+        say(log, f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
+                 f"{len(archive.candidates)}/{config.candidates}")
+    if len(archive.candidates) > config.candidates:
+        return archive
+    state = _Round(work, base_ms, target_ms, space, estimator, config, pool, base_teacher,
+                   TeacherFiles(work / "teachers", pool, train_data))
+    began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
+    runner.start(work, train_data, val_data)
+    try:
+        while len(archive.candidates) <= config.candidates:
+            if config.wall_s is not None and time.monotonic() - began > config.wall_s:
+                say(log, f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
+                         "candidates")
+                break
+            first = (len(archive.candidates) - 1) // config.parallel * config.parallel + 1
+            at_start = archive.candidates[:first]
+            slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, config.candidates + 1))]
+            state.teachers.keep({s.teacher for s in slots})
+            run_round(archive, slots, runner, label="search", total=config.candidates,
+                      desc=f"round {(first - 1) // config.parallel + 1}", prepare=state.teachers.prepare,
+                      note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
+                      progress=progress, log=log)
+    finally:
+        runner.close()
+    state.teachers.keep(set())
     return archive
-

@@ -4,7 +4,8 @@ The paper compares its joint search with this pipeline under the same budget. Bu
 fine-tuning steps: the joint search spends ``candidates x finetune_steps``; the pipeline spends a
 third on fine-tuning the pruned student, a third on distilling it, and a third on a search that
 morphs the distilled student into random architectures (shrunk into the target by random moves)
-and fine-tunes each without a teacher. Candidates go to the same archive format as the joint search.
+and fine-tunes each without a teacher. Candidates go to the same archive format as the joint search,
+and their training through the same executors (the search stage in rounds of ``parallel``).
 """
 
 from __future__ import annotations
@@ -20,15 +21,15 @@ from typing import Any
 from torch import nn
 
 from ..arch import Arch, Stage
-from ..detectors import describe, load_detector, save_detector
-from ..distill import finetune
+from ..detectors import describe, save_detector
 from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import Estimator
-from ..morph import morph_to
 from ..space import SearchSpace
-from .archive import Archive, Candidate
+from .archive import Archive
+from .executor import CandidateJob, Executor
 from .joint import SearchConfig, propose, search_settings
+from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
 
@@ -77,10 +78,14 @@ def pipeline_search(
     space: SearchSpace,
     teacher: nn.Module | None,
     config: SearchConfig | None = None,
+    executor: str | Executor = "local",
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
 ) -> Archive:
-    """Prune -> distil -> search under the step budget of a joint search with ``config``."""
+    """Prune -> distil -> search under the step budget of a joint search with ``config``.
+
+    Each stage's training runs through ``executor`` (the search stage in rounds of
+    ``config.parallel``); the distillation stage's ``teacher`` is written to the workdir for it."""
     config = config or SearchConfig()
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
@@ -90,51 +95,83 @@ def pipeline_search(
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
+    runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
-    def file_of(index: int) -> Path:
-        return work / "candidates" / f"{index:03d}.pt"
-
-    def record(index: int, model: nn.Module, arch: Arch, parent: int | None, what: str, t0: float, teacher_code: str | None) -> None:
-        """Evaluate ``model`` (already saved at ``file_of(index)``) and add it to the archive."""
-        metrics = evaluate(model, val_data, progress=False)
-        archive.add(Candidate(index, str(arch), parent, (what,), teacher_code, estimator.total_ms(arch), metrics.ap,
-                              metrics.ap50, metrics.ap75, str(file_of(index).relative_to(work)), bound_ms=target_ms,
-                              wall_s=time.monotonic() - t0))
-        log(f"[pipeline] {index}: {what}: {estimator.total_ms(arch):.2f} ms, AP {100 * metrics.ap:.1f}")
-
-    def train_step(index: int, model: nn.Module, steps: int, kd_teacher: nn.Module | None, what: str) -> None:
-        """Fine-tune ``model`` and save it at ``file_of(index)`` (resumable from the checkpoint beside it)."""
-        cfg = replace(config.train, seed=config.seed * 7919 + index)
-        finetune(model, data=train_data, steps=steps, teacher=kd_teacher, kd=config.kd, config=cfg, out=file_of(index),
-                 metadata={"candidate": index, "stage": what}, progress=progress)
+    def slot(index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool) -> Slot:
+        return _slot(work, archive, config, index, arch, parent, what, steps, teacher_file, morph,
+                     latency_ms=estimator.total_ms(arch), target_ms=target_ms)
 
     if len(archive.candidates) > 1:
-        log(f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
+        say(log, f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
     if not archive.candidates:
-        t0 = time.monotonic()
-        save_detector(base, file_of(0), metadata={"candidate": 0, "stage": "base"})
-        record(0, base, base_arch, None, "base", t0, None)
-    if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
-        t0 = time.monotonic()
-        arch = uniform_prune(space, estimator.total_ms, target_ms)
-        pruned = morph_to(base, arch)
-        train_step(1, pruned, stage_steps, None, "prune+finetune")
-        record(1, pruned, arch, 0, "prune+finetune", t0, None)
-    if len(archive.candidates) == 2:  # 2. distil the pruned student
-        t0 = time.monotonic()
-        student = load_detector(work / archive.candidates[1].file)
-        train_step(2, student, stage_steps, teacher, "distil")
-        record(2, student, Arch.parse(archive.candidates[1].arch), 1, "distil", t0, "teacher" if teacher else None)
-    distilled = archive.candidates[2]
-    while len(archive.candidates) < 3 + search_count:  # 3. search around the distilled student
-        index = len(archive.candidates)
-        t0 = time.monotonic()
-        rng = random.Random(config.seed * 1_000_003 + index)
-        arch = space.sample(rng)  # a random architecture, shrunk by random moves until the table puts it in budget
-        if estimator.total_ms(arch) > target_ms:
-            _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1,
-                                    tries=config.proposals)
-        model = morph_to(load_detector(work / distilled.file), arch)
-        train_step(index, model, max(1, (budget - 2 * stage_steps) // search_count), None, "search")
-        record(index, model, arch, 2, "search", t0, None)
+        t0 = time.time()
+        file = work / "candidates" / "000.pt"
+        save_detector(base, file, metadata={"candidate": 0, "stage": "base"})
+        record(archive, Slot(index=0, arch=str(base_arch), parent=None, actions=("base",), teacher=None,
+                             latency_ms=estimator.total_ms(base_arch), file=relative(file, work), bound_ms=target_ms),
+               outcome_here(0, evaluate(base, val_data, progress=False), t0), label="pipeline", note=": base", log=log)
+    total = 3 + search_count
+    if len(archive.candidates) >= total:
+        return archive
+    teacher_file = work / "teachers" / "pipeline.pt" if teacher is not None else None
+    runner.start(work, train_data, val_data)
+    try:
+        common = dict(label="pipeline", progress=progress, log=log, note=lambda s: f": {s.actions[0]}")
+        if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
+            arch = uniform_prune(space, estimator.total_ms, target_ms)
+            run_round(archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune",
+                      **common)
+        if len(archive.candidates) == 2:  # 2. distil the pruned student
+            _alive(archive, 1)
+
+            def write_teacher(_: Slot) -> None:
+                if teacher_file is not None and not teacher_file.is_file():
+                    save_detector(teacher, teacher_file, metadata={"teacher": "pipeline"})
+
+            run_round(archive, [slot(2, Arch.parse(archive.candidates[1].arch), 1, "distil", stage_steps, teacher_file,
+                                     False)], runner, desc="distil", prepare=write_teacher, **common)
+        _alive(archive, 2)
+        steps = max(1, (budget - 2 * stage_steps) // search_count)
+        while len(archive.candidates) < total:  # 3. search around the distilled student, in rounds
+            first = 3 + (len(archive.candidates) - 3) // config.parallel * config.parallel
+            slots = [slot(i, _random_arch(i, space, estimator, target_ms, config), 2, "search", steps, None, True)
+                     for i in range(first, min(first + config.parallel, total))]
+            run_round(archive, slots, runner, desc=f"search round {(first - 3) // config.parallel + 1}", **common)
+    finally:
+        runner.close()
+    if teacher_file is not None:
+        teacher_file.unlink(missing_ok=True)
     return archive
+
+
+def _slot(work: Path, archive: Archive, config: SearchConfig, index: int, arch: Arch, parent: int, what: str, steps: int,
+          teacher_file: Path | None, morph: bool, *, latency_ms: float, target_ms: float) -> Slot:
+    """Stage ``what`` as candidate ``index``: the student of candidate ``parent`` (morphed to ``arch``
+    when ``morph``) trained ``steps`` steps, with the teacher at ``teacher_file`` if any."""
+    out = work / "candidates" / f"{index:03d}.pt"
+    job = CandidateJob(index=index, parent_file=str(work / archive.candidates[parent].file), out_file=str(out),
+                       steps=steps, train=replace(config.train, seed=config.seed * 7919 + index), kd=config.kd,
+                       morph_to=str(arch) if morph else None,
+                       teacher_file=None if teacher_file is None else str(teacher_file),
+                       metadata={"candidate": index, "stage": what})
+    return Slot(index=index, arch=str(arch), parent=parent, actions=(what,),
+                teacher="teacher" if teacher_file is not None else None, latency_ms=latency_ms,
+                file=relative(out, work), bound_ms=target_ms, job=job)
+
+
+def _alive(archive: Archive, index: int) -> None:
+    """The pipeline goes on from candidate ``index``: it must have trained."""
+    failed = archive.candidates[index]
+    if not failed.ok:
+        raise SearchError(f"the pipeline's {failed.actions[0]} stage (candidate {index}) failed: {failed.error}; "
+                          "the later stages start from it, so the pipeline cannot go on")
+
+
+def _random_arch(index: int, space: SearchSpace, estimator: Estimator, target_ms: float, config: SearchConfig) -> Arch:
+    """A random architecture for candidate ``index`` (seeded by (seed, index)), shrunk by random
+    moves until the table puts it within ``target_ms``."""
+    rng = random.Random(config.seed * 1_000_003 + index)
+    arch = space.sample(rng)
+    if estimator.total_ms(arch) > target_ms:
+        _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1, tries=config.proposals)
+    return arch

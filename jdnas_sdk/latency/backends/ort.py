@@ -61,8 +61,18 @@ class OrtBackend:
             raise ValueError(f"threads and sessions must be >= 1, got {threads}, {sessions}")
         self.threads, self.optimization, self.sessions, self.isolate = threads, optimization, sessions, isolate
         self.timing = timing or Timing()
+        self._flush_mib = flush_mib
         size = (flush_mib if flush_mib is not None else 2 * _last_level_cache_mib()) * 2**20 // 4
         self._flush = np.zeros(max(size, 1), dtype=np.float32)
+
+    def __getstate__(self) -> dict[str, object]:
+        """Sent to another process (a Ray worker) without the flush buffer, which is sized there for its cache."""
+        return {k: v for k, v in self.__dict__.items() if k != "_flush"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        mib = self._flush_mib if self._flush_mib is not None else 2 * _last_level_cache_mib()
+        self._flush = np.zeros(max(mib * 2**20 // 4, 1), dtype=np.float32)
 
     def flush(self) -> None:
         """Evict the CPU caches (by writing a buffer twice the last-level cache)."""
