@@ -1,0 +1,138 @@
+"""The detector walked once: ``(spec, arch, image size) -> the ops it runs``, stage by stage, block by block.
+
+This is the one walk of the ResNet (stem, strides, blocks), the FPN and the heads. The latency
+stage (:mod:`jdnas_sdk.latency.lower`) turns its ops into table keys and the estimator caches
+its per-block groups; :mod:`jdnas_sdk.cost` sums the same ops' parameters and MACs. The heads and
+the FPN's extra levels come from the detector's family (:mod:`jdnas_sdk.families`), as plain
+:class:`~jdnas_sdk.layers.Op` descriptions.
+
+Sizes here are of the (padded) image the backbone sees; :func:`detector_input` gives that size
+for an image after torchvision's resize.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+from .arch import Arch, DetectorSpec
+from .families import get_family
+from .layers import Op, conv, conv_out, maxpool, upsample
+
+__all__ = [
+    "STAGES", "SIZE_DIVISIBLE", "PROPOSALS", "Block", "detector_input", "stem", "block", "walk", "levels",
+    "fpn", "heads", "lower_ops",
+]
+
+#: Stage names of a breakdown, in the order the detector runs them.
+STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "fpn", "heads", "fixed")
+#: torchvision pads the resized batch to a multiple of this.
+SIZE_DIVISIBLE = 32
+#: Proposals an R-CNN box head sees per image at test time (torchvision's rpn_post_nms_top_n_test).
+PROPOSALS = 1000
+
+#: One residual block's place in the walk: ``(block type, groups, cin, mid, out, stride, h, w)``
+#: with ``h x w`` its input map. Hashable: the estimator caches a block's time under it.
+Block = tuple[str, int, int, int, int, int, int, int]
+
+
+def detector_input(spec: DetectorSpec, input_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``(resized h, resized w, padded h, padded w)`` of an image of ``input_size`` after
+    torchvision's transform (shorter side to ``min_size``, longer capped at ``max_size``)."""
+    h, w = input_size
+    scale = min(spec.min_size / min(h, w), spec.max_size / max(h, w))
+    rh, rw = int(math.floor(h * scale)), int(math.floor(w * scale))
+    pad = SIZE_DIVISIBLE
+    return rh, rw, -(-rh // pad) * pad, -(-rw // pad) * pad
+
+
+@lru_cache(maxsize=4096)
+def stem(width: int, h: int, w: int) -> tuple[Op, ...]:
+    """The 7x7 stride-2 convolution and the 3x3 stride-2 max-pool on an ``h x w`` image."""
+    return (conv(3, width, 7, 2, h, w), maxpool(width, 3, 2, 1, conv_out(h, 7, 2), conv_out(w, 7, 2)))
+
+
+@lru_cache(maxsize=65536)
+def block(kind: str, groups: int, cin: int, mid: int, out: int, stride: int, h: int, w: int) -> tuple[Op, ...]:
+    """One residual block on an ``h x w`` input; the last convolution fuses the add and ReLU."""
+    ho, wo = conv_out(h, 3, stride), conv_out(w, 3, stride)
+    ops = []
+    if kind == "basic":
+        ops.append(conv(cin, mid, 3, stride, h, w))
+        last = conv(mid, out, 3, 1, ho, wo, add=1)
+    else:
+        ops.append(conv(cin, mid, 1, 1, h, w))  # torchvision strides in the 3x3 (ResNet v1.5)
+        ops.append(conv(mid, mid, 3, stride, h, w, g=groups))
+        last = conv(mid, out, 1, 1, ho, wo, add=1)
+    if stride != 1 or cin != out:
+        ops.append(conv(cin, out, 1, stride, h, w, act="none"))
+    ops.append(last)
+    return tuple(ops)
+
+
+def walk(arch: Arch, h: int, w: int) -> list[tuple[int, Block]]:
+    """Every residual block of ``arch`` on an ``h x w`` image, in order: ``(stage 1..4, block)``.
+
+    The first block of stages 2-4 has stride 2; the stem (:func:`stem`) comes before them all.
+    """
+    h, w = conv_out(conv_out(h, 7, 2), 3, 2), conv_out(conv_out(w, 7, 2), 3, 2)
+    cin, kind, groups, out = arch.stem, arch.block, arch.groups, []
+    for index, stage in enumerate(arch.stages, start=1):
+        width = stage.width
+        for j, mid in enumerate(stage.mids):
+            if j == 0 and index > 1:
+                out.append((index, (kind, groups, cin, mid, width, 2, h, w)))
+                h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
+            else:
+                out.append((index, (kind, groups, cin, mid, width, 1, h, w)))
+            cin = width
+    return out
+
+
+def levels(spec: DetectorSpec, h: int, w: int) -> tuple[tuple[int, int], ...]:
+    """Feature-map sizes of every pyramid level the heads see, on an ``h x w`` image."""
+    sizes = []
+    for k in spec.returned_layers:
+        size = (h, w)
+        for _ in range(k + 1):  # stage k has stride 2 ** (k + 1)
+            size = (conv_out(size[0], 3, 2), conv_out(size[1], 3, 2))
+        sizes.append(size)
+    while len(sizes) < spec.num_levels:
+        sizes.append((conv_out(sizes[-1][0], 3, 2), conv_out(sizes[-1][1], 3, 2)))
+    return tuple(sizes)
+
+
+@lru_cache(maxsize=65536)
+def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op, ...]:
+    """Lateral 1x1 convs (fusing the top-down add), upsamples, 3x3 output convs and the family's
+    extra levels. ``widths`` are the backbone's four stage widths; only the returned layers' matter."""
+    c = spec.fpn_channels
+    sizes = levels(spec, h, w)
+    returned = spec.returned_layers
+    top = len(returned) - 1
+    ops = [conv(widths[returned[top] - 1], c, 1, 1, *sizes[top], norm="none", act="none")]
+    for i in range(top - 1, -1, -1):
+        (hs, ws), (hi, wi) = sizes[i + 1], sizes[i]
+        ops.append(upsample(c, hs, ws, hi, wi))
+        ops.append(conv(widths[returned[i] - 1], c, 1, 1, hi, wi, norm="none", act="none", add=1))
+    for hi, wi in sizes[: len(returned)]:
+        ops.append(conv(c, c, 3, 1, hi, wi, norm="none", act="none"))
+    ops += get_family(spec.family).fpn_extra_ops(c, sizes[top], sizes[len(returned):])
+    return tuple(ops)
+
+
+@lru_cache(maxsize=4096)
+def heads(spec: DetectorSpec, h: int, w: int, rois: int = PROPOSALS) -> tuple[Op, ...]:
+    """The family's heads on every level (and on ``rois`` proposals per image for RoI heads)."""
+    return get_family(spec.family).head_ops(spec, levels(spec, h, w), rois=rois)
+
+
+def lower_ops(spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int = PROPOSALS) -> list[tuple[str, tuple[Op, ...]]]:
+    """Every op of detector ``(spec, arch)`` on an ``h x w`` image, per stage (the names of
+    :data:`STAGES` but ``fixed``), untimed ops included."""
+    stages: list[tuple[str, list[Op]]] = [("stem", list(stem(arch.stem, h, w)))]
+    stages += [(f"layer{i}", []) for i in range(1, 5)]
+    for index, args in walk(arch, h, w):
+        stages[index][1].extend(block(*args))
+    out = [(name, tuple(ops)) for name, ops in stages]
+    return out + [("fpn", fpn(spec, arch.widths, h, w)), ("heads", heads(spec, h, w, rois))]
