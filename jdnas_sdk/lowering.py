@@ -52,7 +52,6 @@ def stem(width: int, h: int, w: int) -> tuple[Op, ...]:
     return (conv(3, width, 7, 2, h, w), maxpool(width, 3, 2, 1, conv_out(h, 7, 2), conv_out(w, 7, 2)))
 
 
-@lru_cache(maxsize=65536)
 def block(kind: str, groups: int, cin: int, mid: int, out: int, stride: int, h: int, w: int) -> tuple[Op, ...]:
     """One residual block on an ``h x w`` input; the last convolution fuses the add and ReLU."""
     ho, wo = conv_out(h, 3, stride), conv_out(w, 3, stride)
@@ -74,21 +73,23 @@ def walk(arch: Arch, h: int, w: int) -> list[tuple[int, Block]]:
     """Every residual block of ``arch`` on an ``h x w`` image, in order: ``(stage 1..4, block)``.
 
     The first block of stages 2-4 has stride 2; the stem (:func:`stem`) comes before them all.
+    This is the search's hot path (the estimator walks every candidate), hence the plain loop.
     """
     h, w = conv_out(conv_out(h, 7, 2), 3, 2), conv_out(conv_out(w, 7, 2), 3, 2)
     cin, kind, groups, out = arch.stem, arch.block, arch.groups, []
+    append = out.append
     for index, stage in enumerate(arch.stages, start=1):
-        width = stage.width
-        for j, mid in enumerate(stage.mids):
-            if j == 0 and index > 1:
-                out.append((index, (kind, groups, cin, mid, width, 2, h, w)))
-                h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
-            else:
-                out.append((index, (kind, groups, cin, mid, width, 1, h, w)))
+        width, mids = stage.width, stage.mids
+        if index > 1:  # the first block strides: conv_out(size, 3, 2) == (size - 1) // 2 + 1
+            append((index, (kind, groups, cin, mids[0], width, 2, h, w)))
+            h, w, cin, mids = (h - 1) // 2 + 1, (w - 1) // 2 + 1, width, mids[1:]
+        for mid in mids:
+            append((index, (kind, groups, cin, mid, width, 1, h, w)))
             cin = width
     return out
 
 
+@lru_cache(maxsize=4096)
 def levels(spec: DetectorSpec, h: int, w: int) -> tuple[tuple[int, int], ...]:
     """Feature-map sizes of every pyramid level the heads see, on an ``h x w`` image."""
     sizes = []
@@ -102,7 +103,6 @@ def levels(spec: DetectorSpec, h: int, w: int) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-@lru_cache(maxsize=65536)
 def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op, ...]:
     """Lateral 1x1 convs (fusing the top-down add), upsamples, 3x3 output convs and the family's
     extra levels. ``widths`` are the backbone's four stage widths; only the returned layers' matter."""
@@ -121,7 +121,6 @@ def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op
     return tuple(ops)
 
 
-@lru_cache(maxsize=4096)
 def heads(spec: DetectorSpec, h: int, w: int, rois: int = PROPOSALS) -> tuple[Op, ...]:
     """The family's heads on every level (and on ``rois`` proposals per image for RoI heads)."""
     return get_family(spec.family).head_ops(spec, levels(spec, h, w), rois=rois)

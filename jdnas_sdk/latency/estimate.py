@@ -21,10 +21,9 @@ from torch import nn
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
+from ..lowering import walk
 from .backends import Backend, backend_for, local_fingerprint
-from .lower import (
-    STAGES, block_ops, conv_out, detector_input, fixed_key, fpn_ops, head_ops, lower, stem_ops,
-)
+from .lower import STAGES, block_ops, detector_input, fixed_key, fpn_ops, head_ops, lower, stem_ops
 from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable, table_path
@@ -117,8 +116,6 @@ class Estimator:
         self._backend = backend
         self._backend_checked = backend is not None
         _, _, self._ph, self._pw = detector_input(spec, self.input_size)
-        self._h0 = conv_out(conv_out(self._ph, 7, 2), 3, 2)
-        self._w0 = conv_out(conv_out(self._pw, 7, 2), 3, 2)
         self._ms: dict[OpKey, tuple[float, str]] = {}
         self._blocks: dict[tuple[Any, ...], float] = {}
         self._misses: dict[OpKey, tuple[float, str]] = {}
@@ -241,7 +238,11 @@ class Estimator:
         return self.ops_ms(arch) + self._fixed
 
     def ops_ms(self, arch: Arch) -> float:
-        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry)."""
+        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry).
+
+        Walks the backbone once (:func:`jdnas_sdk.lowering.walk`) and caches each block's time
+        under its place in the walk, so a new arch costs a dict lookup per block.
+        """
         ph, pw, blocks = self._ph, self._pw, self._blocks
         if self._heads is None:
             self._heads = self._sum(head_ops(self.spec, ph, pw), arch)
@@ -249,19 +250,11 @@ class Estimator:
         total = blocks.get(stem_key)
         if total is None:
             total = blocks[stem_key] = self._sum(stem_ops(arch.stem, ph, pw), arch)
-        h, w, cin, kind, groups = self._h0, self._w0, arch.stem, arch.block, arch.groups
-        for index, stage in enumerate(arch.stages, start=1):
-            out = stage.width
-            for j, mid in enumerate(stage.mids):
-                stride = 2 if j == 0 and index > 1 else 1
-                key = (kind, groups, cin, mid, out, stride, h)
-                ms = blocks.get(key)
-                if ms is None:
-                    ms = blocks[key] = self._sum(block_ops(kind, groups, cin, mid, out, stride, h, w), arch)
-                total += ms
-                if stride == 2:
-                    h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
-                cin = out
+        for _, block in walk(arch, ph, pw):
+            ms = blocks.get(block)
+            if ms is None:
+                ms = blocks[block] = self._sum(block_ops(*block), arch)
+            total += ms
         fpn_key = ("fpn", arch.widths)
         ms = blocks.get(fpn_key)
         if ms is None:
