@@ -17,7 +17,7 @@ __all__ = ["FAMILIES", "BACKBONES", "BLOCK_TYPES", "DetectorSpec", "Stage", "Arc
 
 #: Detector families the SDK builds, keyed by name, with the torchvision class each produces
 #: (each family's home is its module under :mod:`jdnas_sdk.families`).
-FAMILIES: dict[str, str] = {name: family.model_class.__name__ for name, family in REGISTRY.items()}
+FAMILIES: dict[str, str] = {name: f.model_class.__name__ for name, f in REGISTRY.items()}
 
 #: (block, stage depths, groups, width per group) of torchvision's ResNets, for :func:`standard_arch`.
 _TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {

@@ -136,10 +136,10 @@ class MaskRCNNFamily(FasterRCNNFamily):
     target_fields = ("masks",)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
+        kwargs = self._kwargs(spec, anchors)  # the box head first: the order modules draw their random weights
         pool = MultiScaleRoIAlign(self._names(spec), output_size=MASK_ROI_SIZE, sampling_ratio=2)
         predictor = MaskRCNNPredictor(256, 256, spec.num_classes)
-        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=pool, mask_predictor=predictor,
-                        **self._kwargs(spec, anchors))
+        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=pool, mask_predictor=predictor, **kwargs)
 
     def roi_head_ops(self, spec: SpecLike, rois: int) -> tuple[Op, ...]:
         s, cin, ops = MASK_ROI_SIZE, spec.fpn_channels, []
@@ -160,9 +160,10 @@ class KeypointRCNNFamily(FasterRCNNFamily):
     target_fields = ("keypoints",)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
+        kwargs = self._kwargs(spec, anchors)
         pool = MultiScaleRoIAlign(self._names(spec), output_size=MASK_ROI_SIZE, sampling_ratio=2)
         return KeypointRCNN(backbone, num_classes=None, keypoint_roi_pool=pool, num_keypoints=spec.num_keypoints,
-                            **self._kwargs(spec, anchors))
+                            **kwargs)
 
     def read(self, model: nn.Module) -> dict[str, Any]:
         return {**super().read(model),
