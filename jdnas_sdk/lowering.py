@@ -69,22 +69,22 @@ def block(kind: str, groups: int, cin: int, mid: int, out: int, stride: int, h: 
     return tuple(ops)
 
 
-def walk(arch: Arch, h: int, w: int) -> list[tuple[int, Block]]:
-    """Every residual block of ``arch`` on an ``h x w`` image, in order: ``(stage 1..4, block)``.
-
-    The first block of stages 2-4 has stride 2; the stem (:func:`stem`) comes before them all.
+def walk(arch: Arch, h: int, w: int) -> list[Block]:
+    """Every residual block of ``arch`` on an ``h x w`` image, in order (``arch.depths[s]`` of
+    them for stage ``s + 1``). The first block of stages 2-4 has stride 2; the stem
+    (:func:`stem`) comes before them all.
     This is the search's hot path (the estimator walks every candidate), hence the plain loop.
     """
     h, w = conv_out(conv_out(h, 7, 2), 3, 2), conv_out(conv_out(w, 7, 2), 3, 2)
     cin, kind, groups, out = arch.stem, arch.block, arch.groups, []
     append = out.append
-    for index, stage in enumerate(arch.stages, start=1):
+    for index, stage in enumerate(arch.stages):
         width, mids = stage.width, stage.mids
-        if index > 1:  # the first block strides: conv_out(size, 3, 2) == (size - 1) // 2 + 1
-            append((index, (kind, groups, cin, mids[0], width, 2, h, w)))
+        if index:  # the first block strides: conv_out(size, 3, 2) == (size - 1) // 2 + 1
+            append((kind, groups, cin, mids[0], width, 2, h, w))
             h, w, cin, mids = (h - 1) // 2 + 1, (w - 1) // 2 + 1, width, mids[1:]
         for mid in mids:
-            append((index, (kind, groups, cin, mid, width, 1, h, w)))
+            append((kind, groups, cin, mid, width, 1, h, w))
             cin = width
     return out
 
@@ -129,9 +129,8 @@ def heads(spec: DetectorSpec, h: int, w: int, rois: int = PROPOSALS) -> tuple[Op
 def lower_ops(spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int = PROPOSALS) -> list[tuple[str, tuple[Op, ...]]]:
     """Every op of detector ``(spec, arch)`` on an ``h x w`` image, per stage (the names of
     :data:`STAGES` but ``fixed``), untimed ops included."""
-    stages: list[tuple[str, list[Op]]] = [("stem", list(stem(arch.stem, h, w)))]
-    stages += [(f"layer{i}", []) for i in range(1, 5)]
-    for index, args in walk(arch, h, w):
-        stages[index][1].extend(block(*args))
-    out = [(name, tuple(ops)) for name, ops in stages]
+    out = [("stem", stem(arch.stem, h, w))]
+    blocks = iter(walk(arch, h, w))
+    for index, depth in enumerate(arch.depths, start=1):
+        out.append((f"layer{index}", tuple(op for _ in range(depth) for op in block(*next(blocks)))))
     return out + [("fpn", fpn(spec, arch.widths, h, w)), ("heads", heads(spec, h, w, rois))]

@@ -63,9 +63,9 @@ def test_head_ops_own_exactly_the_head_parameters_and_time_only_table_kernels(na
 def test_walk_visits_every_block_once_with_the_resnet_strides() -> None:
     arch = standard_arch("resnet50")
     blocks = walk(arch, 224, 224)
-    assert [stage for stage, _ in blocks] == [1] * 3 + [2] * 4 + [3] * 6 + [4] * 3
-    assert [b[5] for _, b in blocks if b[5] == 2] == [2, 2, 2]  # first block of stages 2-4
-    assert blocks[0][1][6:] == (56, 56) and blocks[-1][1][6:] == (7, 7)
+    assert len(blocks) == 16 and [i for i, b in enumerate(blocks) if b[5] == 2] == [3, 7, 13]  # stages 2-4 start
+    assert [b[4] for b in blocks] == [256] * 3 + [512] * 4 + [1024] * 6 + [2048] * 3
+    assert blocks[0][6:] == (56, 56) and blocks[-1][6:] == (7, 7) and blocks[3][6:] == (56, 56)
 
 
 def test_flops_are_two_per_mac() -> None:

@@ -26,20 +26,43 @@ __all__ = ["Family", "SpecLike", "KDTap", "dense_postprocess", "dense_kd_logits"
 
 
 class SpecLike(Protocol):
-    """The :class:`~jdnas_sdk.arch.DetectorSpec` fields a family reads."""
+    """The :class:`~jdnas_sdk.arch.DetectorSpec` fields a family reads (read-only, as the frozen spec's)."""
 
-    family: str
-    num_classes: int
-    min_size: int
-    max_size: int
-    fpn_channels: int
-    returned_layers: tuple[int, ...]
-    anchor_sizes: tuple[int, ...] | None
-    representation_size: int
-    num_keypoints: int
-    score_thresh: float | None
-    nms_thresh: float | None
-    detections_per_img: int | None
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def min_size(self) -> int: ...
+
+    @property
+    def max_size(self) -> int: ...
+
+    @property
+    def fpn_channels(self) -> int: ...
+
+    @property
+    def returned_layers(self) -> tuple[int, ...]: ...
+
+    @property
+    def anchor_sizes(self) -> tuple[int, ...] | None: ...
+
+    @property
+    def representation_size(self) -> int: ...
+
+    @property
+    def num_keypoints(self) -> int: ...
+
+    @property
+    def score_thresh(self) -> float | None: ...
+
+    @property
+    def nms_thresh(self) -> float | None: ...
+
+    @property
+    def detections_per_img(self) -> int | None: ...
 
     @property
     def num_levels(self) -> int: ...

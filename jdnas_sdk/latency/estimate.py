@@ -250,7 +250,7 @@ class Estimator:
         total = blocks.get(stem_key)
         if total is None:
             total = blocks[stem_key] = self._sum(stem_ops(arch.stem, ph, pw), arch)
-        for _, block in walk(arch, ph, pw):
+        for block in walk(arch, ph, pw):
             ms = blocks.get(block)
             if ms is None:
                 ms = blocks[block] = self._sum(block_ops(*block), arch)
