@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .arch import Arch, DetectorSpec
-from .lowering import PROPOSALS, lower_ops
+from .lowering import lower_ops
 
 __all__ = ["Cost", "detector_cost"]
 
@@ -49,9 +49,10 @@ class Cost:
 
 
 def detector_cost(spec: DetectorSpec, arch: Arch, *, input_size: tuple[int, int] | None = None,
-                  rois: int = PROPOSALS) -> Cost:
+                  rois: int | None = None) -> Cost:
     """Parameters and MACs of the detector ``(spec, arch)`` on a ``(height, width)`` input
-    (default: a square ``spec.max_size`` image), the image taken as the backbone sees it."""
+    (default: a square ``spec.max_size`` image), the image taken as the backbone sees it, with
+    ``rois`` regions of interest per image for RoI heads (default: as many as the family keeps)."""
     h, w = input_size or (spec.max_size, spec.max_size)
     stages = dict(lower_ops(spec, arch, h, w, rois=rois))
     params = {part: sum(op.params for s in names for op in stages[s]) for part, names in _PARTS.items()}

@@ -20,7 +20,7 @@ from .families import get_family
 from .layers import Op, conv, conv_out, maxpool, upsample
 
 __all__ = [
-    "STAGES", "SIZE_DIVISIBLE", "PROPOSALS", "Block", "detector_input", "stem", "block", "walk", "levels",
+    "STAGES", "SIZE_DIVISIBLE", "Block", "detector_input", "stem", "block", "walk", "levels",
     "fpn", "heads", "lower_ops",
 ]
 
@@ -28,8 +28,6 @@ __all__ = [
 STAGES: tuple[str, ...] = ("stem", "layer1", "layer2", "layer3", "layer4", "fpn", "heads", "fixed")
 #: torchvision pads the resized batch to a multiple of this.
 SIZE_DIVISIBLE = 32
-#: Proposals an R-CNN box head sees per image at test time (torchvision's rpn_post_nms_top_n_test).
-PROPOSALS = 1000
 
 #: One residual block's place in the walk: ``(block type, groups, cin, mid, out, stride, h, w)``
 #: with ``h x w`` its input map. Hashable: the estimator caches a block's time under it.
@@ -121,12 +119,13 @@ def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op
     return tuple(ops)
 
 
-def heads(spec: DetectorSpec, h: int, w: int, rois: int = PROPOSALS) -> tuple[Op, ...]:
-    """The family's heads on every level (and on ``rois`` proposals per image for RoI heads)."""
+def heads(spec: DetectorSpec, h: int, w: int, rois: int | None = None) -> tuple[Op, ...]:
+    """The family's heads on every level (and on ``rois`` proposals per image for RoI heads;
+    ``None``: as many as the family keeps at test time)."""
     return get_family(spec.family).head_ops(spec, levels(spec, h, w), rois=rois)
 
 
-def lower_ops(spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int = PROPOSALS) -> list[tuple[str, tuple[Op, ...]]]:
+def lower_ops(spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int | None = None) -> list[tuple[str, tuple[Op, ...]]]:
     """Every op of detector ``(spec, arch)`` on an ``h x w`` image, per stage (the names of
     :data:`STAGES` but ``fixed``), untimed ops included."""
     out = [("stem", stem(arch.stem, h, w))]

@@ -146,9 +146,10 @@ class Family:
         making the ``extra`` levels' maps."""
         raise NotImplementedError
 
-    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int) -> tuple[Op, ...]:
+    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """The ops of the heads on pyramid levels of sizes ``levels``, with ``rois`` proposals per
-        image for RoI heads; shared weights are owned by their first launch only."""
+        image for RoI heads (``None``: as many as the family keeps at test time); shared weights
+        are owned by their first launch only."""
         raise NotImplementedError
 
     # -- distillation -------------------------------------------------------------------------

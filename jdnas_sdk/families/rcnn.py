@@ -97,9 +97,10 @@ class FasterRCNNFamily(Family):
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return (maxpool(channels, 1, 2, 0, *top),)
 
-    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int) -> tuple[Op, ...]:
+    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """RPN convs on every level (weights shared), then the box head's linears on ``rois`` rows."""
         c, k, r = spec.fpn_channels, spec.num_classes, spec.representation_size
+        rois = PROPOSALS if rois is None else rois
         ops = []
         for i, (h, w) in enumerate(levels):
             owns = i == 0

@@ -55,7 +55,7 @@ class RetinaNetFamily(Family):
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return p6p7_ops(channels, top, extra)
 
-    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int) -> tuple[Op, ...]:
+    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both towers' convs, then the class and box convs (weights shared over levels)."""
         c, k, ops = spec.fpn_channels, spec.num_classes, []
         for i, (h, w) in enumerate(levels):
