@@ -12,18 +12,17 @@ detector families (which describe their heads with it) and the stages after them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = ["Op", "conv", "deconv", "linear", "maxpool", "upsample", "relu", "conv_out"]
 
 
-@dataclass(frozen=True)
-class Op:
+class Op(NamedTuple):
     """One kernel launch: ``kind`` and ``values`` (a latency key's fields, in its order), the
     ``params`` it owns (0 where it reuses weights another op owns, e.g. a shared head conv on its
     second pyramid level), its ``macs``, and whether it is ``timed`` (a latency-table kernel) or
     runs inside the detector's ``fixed`` entry (the R-CNN mask and keypoint heads, which run on
-    the detections): cost counts both."""
+    the detections): cost counts both. A named tuple: the lowering makes many, and fast."""
 
     kind: str
     values: tuple[int | str, ...]
