@@ -20,7 +20,7 @@ from .families import get_family
 from .layers import Op, conv, conv_out, maxpool, upsample
 
 __all__ = [
-    "STAGES", "SIZE_DIVISIBLE", "Block", "detector_input", "stem", "block", "walk", "levels",
+    "STAGES", "SIZE_DIVISIBLE", "Block", "detector_input", "stem", "block", "stage_sizes", "walk", "levels",
     "fpn", "heads", "lower_ops",
 ]
 
@@ -67,23 +67,32 @@ def block(kind: str, groups: int, cin: int, mid: int, out: int, stride: int, h: 
     return tuple(ops)
 
 
+@lru_cache(maxsize=4096)
+def stage_sizes(h: int, w: int) -> tuple[tuple[int, int], ...]:
+    """The map size entering each of the four stages on an ``h x w`` image, then the size leaving
+    the last: the stem divides by 4, the first block of stages 2-4 by 2 (ResNet's strides)."""
+    sizes = [(conv_out(conv_out(h, 7, 2), 3, 2), conv_out(conv_out(w, 7, 2), 3, 2))]
+    sizes.append(sizes[0])  # stage 1 keeps the stem's size
+    for _ in range(3):
+        sizes.append((conv_out(sizes[-1][0], 3, 2), conv_out(sizes[-1][1], 3, 2)))
+    return tuple(sizes)
+
+
 def walk(arch: Arch, h: int, w: int) -> list[Block]:
     """Every residual block of ``arch`` on an ``h x w`` image, in order (``arch.depths[s]`` of
     them for stage ``s + 1``). The first block of stages 2-4 has stride 2; the stem
-    (:func:`stem`) comes before them all.
-    This is the search's hot path (the estimator walks every candidate), hence the plain loop.
+    (:func:`stem`) comes before them all. The search's hot path: the estimator walks every candidate.
     """
-    h, w = conv_out(conv_out(h, 7, 2), 3, 2), conv_out(conv_out(w, 7, 2), 3, 2)
+    sizes = stage_sizes(h, w)
     cin, kind, groups, out = arch.stem, arch.block, arch.groups, []
     append = out.append
     for index, stage in enumerate(arch.stages):
         width, mids = stage.width, stage.mids
-        if index:  # the first block strides: conv_out(size, 3, 2) == (size - 1) // 2 + 1
-            append((kind, groups, cin, mids[0], width, 2, h, w))
-            h, w, cin, mids = (h - 1) // 2 + 1, (w - 1) // 2 + 1, width, mids[1:]
-        for mid in mids:
-            append((kind, groups, cin, mid, width, 1, h, w))
-            cin = width
+        (hi, wi), (ho, wo) = sizes[index], sizes[index + 1]
+        append((kind, groups, cin, mids[0], width, 2 if index else 1, hi, wi))
+        for mid in mids[1:]:
+            append((kind, groups, width, mid, width, 1, ho, wo))
+        cin = width
     return out
 
 
