@@ -21,7 +21,7 @@ from .layers import Op, conv, conv_out, maxpool, upsample
 
 __all__ = [
     "STAGES", "SIZE_DIVISIBLE", "Block", "detector_input", "stem", "block", "stage_sizes", "walk", "levels",
-    "fpn", "heads", "lower_ops",
+    "fpn", "fpn_lateral", "fpn_shared", "heads", "lower_ops",
 ]
 
 #: Stage names of a breakdown, in the order the detector runs them.
@@ -110,22 +110,38 @@ def levels(spec: DetectorSpec, h: int, w: int) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op, ...]:
-    """Lateral 1x1 convs (fusing the top-down add), upsamples, 3x3 output convs and the family's
-    extra levels. ``widths`` are the backbone's four stage widths; only the returned layers' matter."""
+def fpn_lateral(spec: DetectorSpec, level: int, width: int, h: int, w: int) -> Op:
+    """The lateral 1x1 conv of returned ``level`` (0: the finest) reading a ``width``-channel stage
+    output; all but the top one fuse the top-down add. The only FPN op a backbone width changes."""
+    top = len(spec.returned_layers) - 1
+    return conv(width, spec.fpn_channels, 1, 1, *levels(spec, h, w)[level], norm="none", act="none",
+                add=0 if level == top else 1)
+
+
+@lru_cache(maxsize=4096)
+def fpn_shared(spec: DetectorSpec, h: int, w: int) -> tuple[Op, ...]:
+    """The FPN ops no backbone width changes: the top-down upsamples (top first), the 3x3 output
+    convs and the family's extra levels."""
     c = spec.fpn_channels
     sizes = levels(spec, h, w)
+    top = len(spec.returned_layers) - 1
+    ops = [upsample(c, *sizes[i + 1], *sizes[i]) for i in range(top - 1, -1, -1)]
+    ops += [conv(c, c, 3, 1, hi, wi, norm="none", act="none") for hi, wi in sizes[: top + 1]]
+    ops += get_family(spec.family).fpn_extra_ops(c, sizes[top], sizes[top + 1:])
+    return tuple(ops)
+
+
+def fpn(spec: DetectorSpec, widths: tuple[int, ...], h: int, w: int) -> tuple[Op, ...]:
+    """The FPN in the order it runs: the top lateral conv, then per finer level its upsample and
+    lateral conv (fusing the top-down add), the 3x3 output convs and the extra levels.
+    ``widths`` are the backbone's four stage widths; only the returned layers' matter."""
     returned = spec.returned_layers
     top = len(returned) - 1
-    ops = [conv(widths[returned[top] - 1], c, 1, 1, *sizes[top], norm="none", act="none")]
-    for i in range(top - 1, -1, -1):
-        (hs, ws), (hi, wi) = sizes[i + 1], sizes[i]
-        ops.append(upsample(c, hs, ws, hi, wi))
-        ops.append(conv(widths[returned[i] - 1], c, 1, 1, hi, wi, norm="none", act="none", add=1))
-    for hi, wi in sizes[: len(returned)]:
-        ops.append(conv(c, c, 3, 1, hi, wi, norm="none", act="none"))
-    ops += get_family(spec.family).fpn_extra_ops(c, sizes[top], sizes[len(returned):])
-    return tuple(ops)
+    shared = fpn_shared(spec, h, w)
+    ops = [fpn_lateral(spec, top, widths[returned[top] - 1], h, w)]
+    for n, i in enumerate(range(top - 1, -1, -1)):
+        ops += [shared[n], fpn_lateral(spec, i, widths[returned[i] - 1], h, w)]
+    return tuple(ops) + shared[top:]
 
 
 def heads(spec: DetectorSpec, h: int, w: int, rois: int | None = None) -> tuple[Op, ...]:

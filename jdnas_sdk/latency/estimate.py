@@ -23,7 +23,17 @@ from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..lowering import walk
 from .backends import Backend, backend_for, local_fingerprint
-from .lower import STAGES, block_ops, detector_input, fixed_key, fpn_ops, head_ops, lower, stem_ops
+from .lower import (
+    STAGES,
+    block_ops,
+    detector_input,
+    fixed_key,
+    fpn_lateral_op,
+    fpn_shared_ops,
+    head_ops,
+    lower,
+    stem_ops,
+)
 from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable, table_path
@@ -120,6 +130,7 @@ class Estimator:
         self._blocks: dict[tuple[Any, ...], float] = {}
         self._misses: dict[OpKey, tuple[float, str]] = {}
         self._heads: float | None = None
+        self._fpn: float | None = None
         self._fixed: float | None = None
 
     # -- lookups -----------------------------------------------------------------------------------
@@ -241,7 +252,9 @@ class Estimator:
         """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry).
 
         Walks the backbone once (:func:`jdnas_sdk.lowering.walk`) and caches each block's time
-        under its place in the walk, so a new arch costs a dict lookup per block.
+        under its place in the walk, and each FPN lateral conv's under its level and width (the
+        rest of the FPN and the heads are the same for every arch), so a new arch costs a dict
+        lookup per block and level.
         """
         ph, pw, blocks = self._ph, self._pw, self._blocks
         if self._heads is None:
@@ -255,11 +268,17 @@ class Estimator:
             if ms is None:
                 ms = blocks[block] = self._sum(block_ops(*block), arch)
             total += ms
-        fpn_key = ("fpn", arch.widths)
-        ms = blocks.get(fpn_key)
-        if ms is None:
-            ms = blocks[fpn_key] = self._sum(fpn_ops(self.spec, arch.widths, ph, pw), arch)
-        return total + ms + self._heads
+        if self._fpn is None:
+            self._fpn = self._sum(fpn_shared_ops(self.spec, ph, pw), arch)
+        total += self._fpn
+        stages = arch.stages
+        for level, k in enumerate(self.spec.returned_layers):  # a lateral conv is all a width changes
+            key = ("fpn", level, stages[k - 1].width)
+            ms = blocks.get(key)
+            if ms is None:
+                ms = blocks[key] = self.op_ms(fpn_lateral_op(self.spec, level, key[2], ph, pw), arch=arch)[0]
+            total += ms
+        return total + self._heads
 
     def estimate(self, arch: Arch) -> LatencyEstimate:
         """The full breakdown for backbone ``arch``."""

@@ -27,7 +27,7 @@ from ..lowering import STAGES, detector_input
 from .ops import OpKey
 
 __all__ = [
-    "Lowered", "lower", "detector_input", "stem_ops", "block_ops", "fpn_ops", "head_ops", "fixed_key", "keys",
+    "Lowered", "lower", "detector_input", "stem_ops", "block_ops", "fpn_ops", "fpn_lateral_op", "fpn_shared_ops", "head_ops", "fixed_key", "keys",
     "STAGES",
 ]
 
@@ -70,6 +70,17 @@ def block_ops(block: str, groups: int, cin: int, mid: int, out: int, stride: int
 def fpn_ops(spec: DetectorSpec, widths: tuple[int, ...], ph: int, pw: int) -> tuple[OpKey, ...]:
     """Lateral 1x1 convs (fusing the top-down add), upsamples, 3x3 output convs and extra levels."""
     return keys(lowering.fpn(spec, widths, ph, pw))
+
+
+def fpn_lateral_op(spec: DetectorSpec, level: int, width: int, ph: int, pw: int) -> OpKey:
+    """The lateral conv of returned ``level`` reading a ``width``-channel stage output."""
+    return keys((lowering.fpn_lateral(spec, level, width, ph, pw),))[0]
+
+
+@lru_cache(maxsize=4096)
+def fpn_shared_ops(spec: DetectorSpec, ph: int, pw: int) -> tuple[OpKey, ...]:
+    """The FPN ops no backbone width changes (upsamples, output convs, extra levels)."""
+    return keys(lowering.fpn_shared(spec, ph, pw))
 
 
 @lru_cache(maxsize=4096)
