@@ -24,6 +24,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split, make_synthetic_dataset
 from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.evaluate import evaluate
+from jdnas_sdk.families import get_family
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.train import TrainConfig, train_to_file
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             family=family, backbone=args.backbone, num_classes=train_set.num_classes,
             min_size=args.size, max_size=args.size, fpn_channels=args.fpn_channels,
             representation_size=args.representation_size,
-            anchor_sizes=None if family == "fcos" else (16, 32, 64, 128, 256),
+            anchor_sizes=(16, 32, 64, 128, 256) if get_family(family).takes_anchor_sizes else None,
             category_ids=train_set.category_ids, class_names=train_set.class_names,
         )
         config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,

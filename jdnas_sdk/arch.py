@@ -11,17 +11,13 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from .errors import ArchError
+from .families import REGISTRY, get_family
 
 __all__ = ["FAMILIES", "BACKBONES", "BLOCK_TYPES", "DetectorSpec", "Stage", "Arch", "standard_arch"]
 
-#: Detector families the SDK builds, keyed by name, with the torchvision class each produces.
-FAMILIES: dict[str, str] = {
-    "fasterrcnn": "FasterRCNN",
-    "maskrcnn": "MaskRCNN",
-    "keypointrcnn": "KeypointRCNN",
-    "retinanet": "RetinaNet",
-    "fcos": "FCOS",
-}
+#: Detector families the SDK builds, keyed by name, with the torchvision class each produces
+#: (each family's home is its module under :mod:`jdnas_sdk.families`).
+FAMILIES: dict[str, str] = {name: f.model_class.__name__ for name, f in REGISTRY.items()}
 
 #: (block, stage depths, groups, width per group) of torchvision's ResNets, for :func:`standard_arch`.
 _TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
@@ -40,24 +36,8 @@ _TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
 #: torchvision ResNet-family backbones the SDK builds (never with downloaded weights).
 BACKBONES: tuple[str, ...] = tuple(_TORCHVISION_RESNETS)
 
-#: FPN levels each family takes from the backbone by default, as torchvision builds them.
-DEFAULT_RETURNED_LAYERS: dict[str, tuple[int, ...]] = {
-    "fasterrcnn": (1, 2, 3, 4),
-    "maskrcnn": (1, 2, 3, 4),
-    "keypointrcnn": (1, 2, 3, 4),
-    "retinanet": (2, 3, 4),
-    "fcos": (2, 3, 4),
-}
-
-
-#: torchvision's post-processing defaults per family: (score_thresh, nms_thresh, detections_per_img).
-DEFAULT_POSTPROCESS: dict[str, tuple[float, float, int]] = {
-    "fasterrcnn": (0.05, 0.5, 100),
-    "maskrcnn": (0.05, 0.5, 100),
-    "keypointrcnn": (0.05, 0.5, 100),
-    "retinanet": (0.05, 0.5, 300),
-    "fcos": (0.2, 0.6, 100),
-}
+#: Defaults of the head settings only some families read (see ``Family.head_settings``).
+_HEAD_DEFAULTS: dict[str, int] = {"representation_size": 1024, "num_keypoints": 17}
 
 
 def _tuple_of_ints(name: str, value: Any) -> tuple[int, ...]:
@@ -98,8 +78,7 @@ class DetectorSpec:
     class_names: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
-            raise ArchError(f"unknown detector family {self.family!r}; supported: {', '.join(FAMILIES)}")
+        family = get_family(self.family)
         if self.backbone not in BACKBONES:
             raise ArchError(f"unknown backbone {self.backbone!r}; supported: {', '.join(BACKBONES)}")
         for name in ("num_classes", "min_size", "max_size", "fpn_channels", "trainable_layers",
@@ -113,11 +92,9 @@ class DetectorSpec:
             raise ArchError(f"need 16 <= min_size <= max_size, got min_size={self.min_size}, max_size={self.max_size}")
         if self.fpn_channels < 1:
             raise ArchError(f"fpn_channels must be positive, got {self.fpn_channels}")
-        if self.family == "fcos" and self.fpn_channels % 32:
-            raise ArchError(f"fcos heads use GroupNorm(32, C): fpn_channels must be a multiple of 32, got {self.fpn_channels}")
         if not 0 <= self.trainable_layers <= 5:
             raise ArchError(f"trainable_layers must be in 0..5, got {self.trainable_layers}")
-        returned = _tuple_of_ints("returned_layers", self.returned_layers) or DEFAULT_RETURNED_LAYERS[self.family]
+        returned = _tuple_of_ints("returned_layers", self.returned_layers) or family.returned_layers
         if list(returned) != sorted(set(returned)) or not set(returned) <= {1, 2, 3, 4} or 4 not in returned:
             raise ArchError(f"returned_layers must be increasing values from 1..4 ending with 4, got {returned!r}")
         object.__setattr__(self, "returned_layers", returned)
@@ -128,17 +105,17 @@ class DetectorSpec:
                     f"anchor_sizes needs one positive size per pyramid level ({self.num_levels} for "
                     f"{self.family} with returned_layers={returned}), got {sizes!r}"
                 )
-            if self.family == "fcos":
-                raise ArchError("anchor_sizes does not apply to fcos (its anchors are the level strides); leave it None")
             object.__setattr__(self, "anchor_sizes", sizes)
-        defaults = DEFAULT_POSTPROCESS[self.family]
+        why = family.check(self)
+        if why:
+            raise ArchError(why)
+        defaults = family.postprocess
         for name, default in zip(("score_thresh", "nms_thresh", "detections_per_img"), defaults):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
-        if self.family not in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
-            object.__setattr__(self, "representation_size", 1024)
-        if self.family != "keypointrcnn":
-            object.__setattr__(self, "num_keypoints", 17)
+        for name in ("representation_size", "num_keypoints"):  # settings of heads this family lacks: defaults
+            if name not in family.head_settings:
+                object.__setattr__(self, name, _HEAD_DEFAULTS[name])
         for name in ("score_thresh", "nms_thresh"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):
@@ -158,7 +135,7 @@ class DetectorSpec:
     @property
     def num_levels(self) -> int:
         """Number of pyramid levels the detector's heads see (FPN outputs plus extra levels)."""
-        return len(self.returned_layers) + (1 if self.family in ("fasterrcnn", "maskrcnn", "keypointrcnn") else 2)
+        return len(self.returned_layers) + get_family(self.family).extra_levels
 
     def category_id(self, label: int) -> int:
         """The dataset's COCO category id of contiguous ``label`` (1-based)."""

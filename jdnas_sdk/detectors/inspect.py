@@ -9,25 +9,17 @@ transform), so a description is only returned when it rebuilds the same model.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.detection import FCOS, FasterRCNN, KeypointRCNN, MaskRCNN, RetinaNet
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..arch import BACKBONES, FAMILIES, Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, UnsupportedModelError
+from ..families import Family, family_of
 from .build import ARCH_ATTR, SPEC_ATTR, build_detector
 from .resnet import read_arch
 
 __all__ = ["describe", "spec_of", "nearest_backbone"]
-
-_CLASSES: tuple[tuple[type[nn.Module], str], ...] = (
-    (KeypointRCNN, "keypointrcnn"),  # subclasses of FasterRCNN first
-    (MaskRCNN, "maskrcnn"),
-    (FasterRCNN, "fasterrcnn"),
-    (RetinaNet, "retinanet"),
-    (FCOS, "fcos"),
-)
 
 _SUPPORTED = (
     f"supported: torchvision {', '.join(FAMILIES.values())} over a ResNet-FPN backbone "
@@ -39,11 +31,13 @@ def _unsupported(what: str) -> UnsupportedModelError:
     return UnsupportedModelError(f"{what}; {_SUPPORTED}")
 
 
-def _family(model: nn.Module) -> str:
-    for cls, name in _CLASSES:
-        if isinstance(model, cls):
-            return name
-    raise _unsupported(f"model class {type(model).__module__}.{type(model).__qualname__} is not a supported detector")
+def _family(model: nn.Module) -> Family:
+    try:
+        return family_of(model)
+    except UnsupportedModelError:
+        raise _unsupported(
+            f"model class {type(model).__module__}.{type(model).__qualname__} is not a supported detector"
+        ) from None
 
 
 def _read_body(body: nn.Module) -> Arch:
@@ -76,30 +70,6 @@ def nearest_backbone(arch: Arch) -> str:
     return min(BACKBONES, key=distance)
 
 
-def _anchor_base(model: nn.Module, family: str) -> tuple[int, ...] | None:
-    if family == "fcos":
-        return None
-    return tuple(int(level[0]) for level in _generator(model).sizes)
-
-
-def _postprocess(model: nn.Module, family: str) -> dict[str, float | int]:
-    if family in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
-        heads = model.roi_heads
-        return dict(score_thresh=heads.score_thresh, nms_thresh=heads.nms_thresh,
-                    detections_per_img=heads.detections_per_img)
-    return dict(score_thresh=model.score_thresh, nms_thresh=model.nms_thresh,
-                detections_per_img=model.detections_per_img)
-
-
-def _num_classes(model: nn.Module, family: str) -> int:
-    if family in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
-        predictor = model.roi_heads.box_predictor
-        if not hasattr(predictor, "cls_score"):
-            raise _unsupported(f"box predictor {type(predictor).__qualname__} is not torchvision's FastRCNNPredictor")
-        return int(predictor.cls_score.out_features)
-    return int(model.head.classification_head.num_classes)
-
-
 def spec_of(model: nn.Module) -> DetectorSpec:
     """The :class:`DetectorSpec` of ``model`` (see :func:`describe`)."""
     return describe(model)[0]
@@ -127,24 +97,24 @@ def describe(model: nn.Module) -> tuple[DetectorSpec, Arch]:
     trainable = _trainable_layers(body)
     uses_frozen = any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
     try:
+        heads = family.read(model)
+    except ValueError as exc:
+        raise _unsupported(str(exc)) from exc
+    try:
         spec = DetectorSpec(
-            family=family,
+            family=family.name,
             backbone=name,
-            num_classes=_num_classes(model, family),
             min_size=int(max(model.transform.min_size)),
             max_size=int(model.transform.max_size),
             fpn_channels=int(backbone.out_channels),
             returned_layers=returned,
             trainable_layers=trainable,
             frozen_bn=uses_frozen,
-            anchor_sizes=_anchor_base(model, family),
-            representation_size=_representation_size(model, family),
-            num_keypoints=_num_keypoints(model, family),
-            **_postprocess(model, family),
+            **heads,
         )
     except ArchError as exc:
         raise _unsupported(f"{type(model).__name__} has settings outside the supported space ({exc})") from exc
-    _check_rebuild(model, spec, arch)
+    _check_rebuild(model, spec, arch, family)
     return spec, arch
 
 
@@ -159,32 +129,13 @@ def _trainable_layers(body: nn.Module) -> int:
     return count
 
 
-def _representation_size(model: nn.Module, family: str) -> int:
-    if family not in ("fasterrcnn", "maskrcnn", "keypointrcnn"):
-        return 1024
-    fc6 = getattr(model.roi_heads.box_head, "fc6", None)
-    if not isinstance(fc6, nn.Linear):
-        raise _unsupported(f"box head {type(model.roi_heads.box_head).__qualname__} is not torchvision's TwoMLPHead (v2 detectors are not supported yet)")
-    return int(fc6.out_features)
-
-
-def _num_keypoints(model: nn.Module, family: str) -> int:
-    if family != "keypointrcnn":
-        return 17
-    return int(model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels)
-
-
-def _generator(model: nn.Module) -> nn.Module:
-    return model.rpn.anchor_generator if hasattr(model, "rpn") else model.anchor_generator
-
-
 def _leaves(model: nn.Module) -> dict[str, str]:
     return {name: repr(m) for name, m in model.named_modules() if not list(m.children())}
 
 
-def _check_rebuild(model: nn.Module, spec: DetectorSpec, arch: Arch) -> None:
+def _check_rebuild(model: nn.Module, spec: DetectorSpec, arch: Arch, family: Family) -> None:
     rebuilt_model = build_detector(spec, arch)
-    ours, theirs = _generator(rebuilt_model), _generator(model)
+    ours, theirs = family.anchors_of(rebuilt_model), family.anchors_of(model)
     if (tuple(map(tuple, ours.sizes)), tuple(map(tuple, ours.aspect_ratios))) != (
         tuple(map(tuple, theirs.sizes)), tuple(map(tuple, theirs.aspect_ratios))
     ):

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..detectors.build import RCNN_FAMILIES
 from ..detectors.inspect import spec_of
 from ..errors import TrainingError
+from ..families import family_of
 
 __all__ = ["KDConfig", "Distiller", "feature_kd", "sigmoid_kd", "softmax_kd", "foreground_masks"]
 
@@ -123,23 +123,21 @@ class Distiller(nn.Module):
                     f"teacher and student differ in {name} ({getattr(t_spec, name)} vs {getattr(s_spec, name)}); "
                     "a teacher must see the same images and predict the same classes"
                 )
-        self.family = s_spec.family
+        self.family = family_of(s_spec)
         self.adapters = nn.ModuleList()
         if s_spec.fpn_channels != t_spec.fpn_channels:
             self.adapters.append(nn.Conv2d(s_spec.fpn_channels, t_spec.fpn_channels, 1))
         self.teacher = [teacher.eval()]  # a list: not a submodule (not trained, not saved with us)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self._taps = {name: _Tap() for name in ("transform", "features", "logits", "rois")}
+        points = {"transform": (student.transform, "output"), "features": (student.backbone, "output"),
+                  **self.family.kd_taps(student)}  # the family names where its class scores are read
+        self._taps = {name: _Tap() for name in points}
         self._handles = [
-            student.transform.register_forward_hook(self._taps["transform"].output),
-            student.backbone.register_forward_hook(self._taps["features"].output),
+            module.register_forward_pre_hook(self._taps[name].inputs) if what == "inputs"
+            else module.register_forward_hook(self._taps[name].output)
+            for name, (module, what) in points.items()
         ]
-        if self.family in RCNN_FAMILIES:
-            self._handles += [student.roi_heads.box_roi_pool.register_forward_pre_hook(self._taps["rois"].inputs),
-                              student.roi_heads.box_predictor.register_forward_hook(self._taps["logits"].output)]
-        else:
-            self._handles.append(student.head.classification_head.register_forward_hook(self._taps["logits"].output))
 
     def detach(self) -> None:
         """Remove the hooks from the student (the student is then a plain detector again)."""
@@ -172,16 +170,10 @@ class Distiller(nn.Module):
         return out
 
     def _head_kd(self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any) -> Tensor:
-        t = self.config.temperature
-        if self.family in RCNN_FAMILIES:
-            _features, proposals, image_shapes = self._taps["rois"].value
-            student_logits = self._taps["logits"].value[0]
-            with torch.no_grad():
-                heads = teacher.roi_heads
-                pooled = heads.box_roi_pool(t_feats, proposals, image_shapes)
-                teacher_logits = heads.box_predictor(heads.box_head(pooled))[0]
-            return softmax_kd(student_logits, teacher_logits, t)
-        student_logits = self._taps["logits"].value
-        with torch.no_grad():
-            teacher_logits = teacher.head.classification_head(list(t_feats.values()))
-        return sigmoid_kd(student_logits, teacher_logits, t)
+        taps = {name: tap.value for name, tap in self._taps.items()}
+        student_logits, teacher_logits = self.family.kd_logits(taps, teacher, t_feats)
+        return _SCORE_KD[self.family.kd_scores](student_logits, teacher_logits, self.config.temperature)
+
+
+#: Class-score distillation by a family's ``kd_scores``.
+_SCORE_KD = {"softmax": softmax_kd, "sigmoid": sigmoid_kd}

@@ -21,9 +21,18 @@ from torch import nn
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
+from ..lowering import walk
 from .backends import Backend, backend_for, local_fingerprint
 from .lower import (
-    STAGES, block_ops, conv_out, detector_input, fixed_key, fpn_ops, head_ops, lower, stem_ops,
+    STAGES,
+    block_ops,
+    detector_input,
+    fixed_key,
+    fpn_lateral_op,
+    fpn_shared_ops,
+    head_ops,
+    lower,
+    stem_ops,
 )
 from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
@@ -117,12 +126,11 @@ class Estimator:
         self._backend = backend
         self._backend_checked = backend is not None
         _, _, self._ph, self._pw = detector_input(spec, self.input_size)
-        self._h0 = conv_out(conv_out(self._ph, 7, 2), 3, 2)
-        self._w0 = conv_out(conv_out(self._pw, 7, 2), 3, 2)
         self._ms: dict[OpKey, tuple[float, str]] = {}
         self._blocks: dict[tuple[Any, ...], float] = {}
         self._misses: dict[OpKey, tuple[float, str]] = {}
         self._heads: float | None = None
+        self._fpn: float | None = None
         self._fixed: float | None = None
 
     # -- lookups -----------------------------------------------------------------------------------
@@ -241,7 +249,13 @@ class Estimator:
         return self.ops_ms(arch) + self._fixed
 
     def ops_ms(self, arch: Arch) -> float:
-        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry)."""
+        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry).
+
+        Walks the backbone once (:func:`jdnas_sdk.lowering.walk`) and caches each block's time
+        under its place in the walk, and each FPN lateral conv's under its level and width (the
+        rest of the FPN and the heads are the same for every arch), so a new arch costs a dict
+        lookup per block and level.
+        """
         ph, pw, blocks = self._ph, self._pw, self._blocks
         if self._heads is None:
             self._heads = self._sum(head_ops(self.spec, ph, pw), arch)
@@ -249,24 +263,22 @@ class Estimator:
         total = blocks.get(stem_key)
         if total is None:
             total = blocks[stem_key] = self._sum(stem_ops(arch.stem, ph, pw), arch)
-        h, w, cin, kind, groups = self._h0, self._w0, arch.stem, arch.block, arch.groups
-        for index, stage in enumerate(arch.stages, start=1):
-            out = stage.width
-            for j, mid in enumerate(stage.mids):
-                stride = 2 if j == 0 and index > 1 else 1
-                key = (kind, groups, cin, mid, out, stride, h)
-                ms = blocks.get(key)
-                if ms is None:
-                    ms = blocks[key] = self._sum(block_ops(kind, groups, cin, mid, out, stride, h, w), arch)
-                total += ms
-                if stride == 2:
-                    h, w = conv_out(h, 3, 2), conv_out(w, 3, 2)
-                cin = out
-        fpn_key = ("fpn", arch.widths)
-        ms = blocks.get(fpn_key)
-        if ms is None:
-            ms = blocks[fpn_key] = self._sum(fpn_ops(self.spec, arch.widths, ph, pw), arch)
-        return total + ms + self._heads
+        for block in walk(arch, ph, pw):
+            ms = blocks.get(block)
+            if ms is None:
+                ms = blocks[block] = self._sum(block_ops(*block), arch)
+            total += ms
+        if self._fpn is None:
+            self._fpn = self._sum(fpn_shared_ops(self.spec, ph, pw), arch)
+        total += self._fpn
+        stages = arch.stages
+        for level, k in enumerate(self.spec.returned_layers):  # a lateral conv is all a width changes
+            key = ("fpn", level, stages[k - 1].width)
+            ms = blocks.get(key)
+            if ms is None:
+                ms = blocks[key] = self.op_ms(fpn_lateral_op(self.spec, level, key[2], ph, pw), arch=arch)[0]
+            total += ms
+        return total + self._heads
 
     def estimate(self, arch: Arch) -> LatencyEstimate:
         """The full breakdown for backbone ``arch``."""

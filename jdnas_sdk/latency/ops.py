@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import LatencyTableError
+from ..families import REGISTRY
+from ..layers import conv_out
 
 __all__ = ["OpKey", "OP_FIELDS", "op_macs", "op_bytes", "conv_out"]
 
@@ -36,7 +38,7 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "norm": ("none", "bn", "gn"),
     "act": ("none", "relu"),
-    "family": ("fasterrcnn", "maskrcnn", "keypointrcnn", "retinanet", "fcos"),
+    "family": tuple(REGISTRY),
     "levels": (),  # digits of the returned backbone layers, e.g. "1234"
 }
 _TEXT_PATTERN = re.compile(r"^[a-z0-9_]+$")
@@ -113,11 +115,6 @@ def _check_value(kind: str, name: str, value: Any) -> int | str:
     if name in ("add",) and value not in (0, 1):
         raise LatencyTableError(f"op {kind!r} field add must be 0 or 1, got {value!r}")
     return value
-
-
-def conv_out(size: int, k: int, s: int) -> int:
-    """Output size of a convolution or pooling with padding ``k // 2``."""
-    return (size + 2 * (k // 2) - k) // s + 1
 
 
 def op_macs(key: OpKey) -> int:

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import synthetic_image
+from ..families import family_of
 
 __all__ = ["full_load", "probe_image", "count_detections", "probe"]
 
@@ -27,13 +28,7 @@ __all__ = ["full_load", "probe_image", "count_detections", "probe"]
 def full_load(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` at full detection load (see the module docstring)."""
     loaded = copy.deepcopy(model).eval()
-    heads = getattr(loaded, "roi_heads", None)
-    if heads is not None:
-        heads.score_thresh = 0.0
-        loaded.rpn.nms_thresh = 1.0
-        loaded.rpn.score_thresh = 0.0
-    elif hasattr(loaded, "score_thresh"):
-        loaded.score_thresh = 0.0
+    family_of(loaded).full_load(loaded)
     return loaded
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from itertools import product
 
 from ..arch import DetectorSpec
+from ..lowering import stage_sizes
 from ..space import SearchSpace
 from .lower import block_ops, detector_input, fixed_key, fpn_ops, head_ops, stem_ops
-from .ops import OpKey, conv_out
+from .ops import OpKey
 
 __all__ = ["reachable_ops"]
 
@@ -30,7 +31,7 @@ def reachable_ops(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int,
 
     for stem in space.stem_widths():
         add(stem_ops(stem, ph, pw))
-    h, w = conv_out(conv_out(ph, 7, 2), 3, 2), conv_out(conv_out(pw, 7, 2), 3, 2)
+    sizes = stage_sizes(ph, pw)
     for s in range(1, 5):
         stride = 2 if s > 1 else 1
         outs, mids = space.stage_widths(s), space.mid_widths(s)
@@ -40,9 +41,10 @@ def reachable_ops(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int,
             firsts = ((out, out) for out in outs)
         else:
             firsts = product(space.stem_widths(), outs)
+        h, w = sizes[s - 1]
         for (cin, out), mid in product(list(firsts), mids):
             add(block_ops(base.block, base.groups, cin, mid, out, stride, h, w))
-        h, w = conv_out(h, 3, stride), conv_out(w, 3, stride)
+        h, w = sizes[s]
         if space.depth_range(s)[1] > 1:
             for out, mid in product(outs, mids):
                 add(block_ops(base.block, base.groups, out, mid, out, 1, h, w))

@@ -1,0 +1,63 @@
+"""The FCOS family: one stage, anchor-free (one point per position), GroupNorm towers, P6/P7."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torchvision.models.detection import FCOS
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
+
+from ..layers import Op, conv
+from .base import Family, KDTap, SpecLike, dense_kd_logits, dense_postprocess
+from .retinanet import TOWER, p6p7_ops
+
+__all__ = ["FCOSFamily"]
+
+
+class FCOSFamily(Family):
+    """torchvision's ``FCOS``: its "anchors" are the level strides, so ``anchor_sizes`` does not apply;
+    its towers' GroupNorm(32, C) needs an FPN width that is a multiple of 32."""
+
+    name = "fcos"
+    model_class = FCOS
+    postprocess = (0.2, 0.6, 100)
+    takes_anchor_sizes = False
+    fpn_multiple = 32
+
+    def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
+        return LastLevelP6P7(channels, channels)
+
+    def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
+        return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
+
+    def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
+        return FCOS(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
+                    max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
+                    detections_per_img=spec.detections_per_img)
+
+    def read(self, model: nn.Module) -> dict[str, Any]:
+        return dict(num_classes=int(model.head.classification_head.num_classes), anchor_sizes=None,
+                    **dense_postprocess(model))
+
+    def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
+        return p6p7_ops(channels, top, extra)
+
+    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
+        """Per level: both GroupNorm towers, then class, box (with ReLU) and centerness convs."""
+        c, k, ops = spec.fpn_channels, spec.num_classes, []
+        for i, (h, w) in enumerate(levels):
+            owns = i == 0
+            ops += [conv(c, c, 3, 1, h, w, norm="gn", owns=owns)] * (2 * TOWER)
+            ops += [conv(c, k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                    conv(c, 4, 3, 1, h, w, norm="none", owns=owns),
+                    conv(c, 1, 3, 1, h, w, norm="none", act="none", owns=owns)]
+        return tuple(ops)
+
+    def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
+        return {"logits": (student.head.classification_head, "output")}
+
+    def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_logits(taps, teacher, features)

@@ -1,0 +1,72 @@
+"""The RetinaNet family: one stage, 9 anchors per position, 4-conv towers, P6/P7 extra levels."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+from torchvision.models.detection import RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
+
+from ..layers import Op, conv, relu
+from .base import Family, KDTap, SpecLike, base_anchor_sizes, dense_kd_logits, dense_postprocess
+
+__all__ = ["RetinaNetFamily", "p6p7_ops"]
+
+#: Anchors per position: three sizes (octave thirds) times three aspect ratios.
+_ANCHORS = 9
+#: Convolutions in each of the classification and regression towers (torchvision builds 4).
+TOWER = 4
+
+
+def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
+    """``LastLevelP6P7(C, C)`` on the top FPN output: a stride-2 conv to P6, ReLU, a stride-2 conv to P7."""
+    c, (h6, w6) = channels, extra[0]
+    return (conv(c, c, 3, 2, *top, norm="none", act="none"), relu(c, h6, w6),
+            conv(c, c, 3, 2, h6, w6, norm="none", act="none"))
+
+
+class RetinaNetFamily(Family):
+    """torchvision's ``RetinaNet`` on the spec's FPN (levels P3-P7 by default)."""
+
+    name = "retinanet"
+    model_class = RetinaNet
+    postprocess = (0.05, 0.5, 300)
+
+    def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
+        return LastLevelP6P7(channels, channels)
+
+    def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
+        sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in base_anchor_sizes(spec))
+        return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
+
+    def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
+        return RetinaNet(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
+                         max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
+                         detections_per_img=spec.detections_per_img)
+
+    def read(self, model: nn.Module) -> dict[str, Any]:
+        return dict(num_classes=int(model.head.classification_head.num_classes),
+                    anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
+                    **dense_postprocess(model))
+
+    def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
+        return p6p7_ops(channels, top, extra)
+
+    def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
+        """Per level: both towers' convs, then the class and box convs (weights shared over levels)."""
+        c, k, ops = spec.fpn_channels, spec.num_classes, []
+        for i, (h, w) in enumerate(levels):
+            owns = i == 0
+            ops += [conv(c, c, 3, 1, h, w, norm="none", owns=owns)] * (2 * TOWER)
+            ops += [conv(c, _ANCHORS * k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                    conv(c, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns)]
+        return tuple(ops)
+
+    def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
+        return {"logits": (student.head.classification_head, "output")}
+
+    def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_logits(taps, teacher, features)
