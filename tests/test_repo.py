@@ -42,7 +42,6 @@ ALLOWED_OVERSIZE: set[str] = {
 }
 #: Known import circles (each as a sorted tuple of modules), likewise to be emptied after the merge.
 ALLOWED_CYCLES: set[tuple[str, ...]] = {
-    ("jdnas_sdk.detectors.build", "jdnas_sdk.detectors.inspect"),  # issue 11 item 4, the family-homes branch
 }
 
 

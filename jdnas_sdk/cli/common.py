@@ -12,6 +12,7 @@ from typing import Any
 from ..arch import BACKBONES, FAMILIES
 from ..compress import CompressResult
 from ..errors import JdnasError
+from ..families import get_family
 
 __all__ = [
     "FMT", "anchor_sizes", "check_trainable", "data", "force", "input_side", "input_size", "model",
@@ -124,10 +125,10 @@ def parse_model_name(text: str) -> tuple[str, str]:
     return family, backbone
 
 
-# TODO(family homes): the CLI's two family tests live here until the family API replaces them.
 def anchor_sizes(text: str, family: str, input_size: int) -> tuple[int, ...] | None:
-    """``--anchor-sizes``: auto (halved below 512 px), torchvision (None) or comma-separated integers."""
-    if family == "fcos" or text == "torchvision":
+    """``--anchor-sizes``: auto (halved below 512 px), torchvision (None) or comma-separated integers;
+    None for a family without anchors (its family says so)."""
+    if not get_family(family).takes_anchor_sizes or text == "torchvision":
         return None
     if text == "auto":
         return (16, 32, 64, 128, 256) if input_size <= 512 else None
@@ -138,9 +139,12 @@ def anchor_sizes(text: str, family: str, input_size: int) -> tuple[int, ...] | N
 
 
 def check_trainable(family: str) -> None:
-    """Refuse a family ``jdnas train`` cannot train from this loader's annotations."""
-    if family == "keypointrcnn":
-        raise JdnasError("training keypointrcnn needs keypoint annotations, which this loader does not read yet")
+    """Refuse a family ``jdnas train`` cannot train from this loader's annotations (it reads boxes
+    and masks; the family names the targets it needs)."""
+    unread = [field for field in get_family(family).target_fields if field != "masks"]
+    if unread:
+        raise JdnasError(f"training {family} needs {', '.join(unread)} annotations, which this loader does not read "
+                         "yet; train it elsewhere and pass the trained file with --model")
 
 
 def ratios(text: str, what: str) -> tuple[float, ...]:

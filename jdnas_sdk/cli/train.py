@@ -45,18 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from ..arch import DetectorSpec
     from ..data import load_split
     from ..detectors import build_detector, load_detector, spec_of
+    from ..families import get_family
     from ..train import TrainConfig, checkpoint_path, train_to_file
 
     out = Path(args.out)
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
-    data = load_split(args.data, args.split, with_masks=args.model.startswith("maskrcnn"))
-    if Path(args.model).is_file():
-        model = load_detector(args.model)
+    model = load_detector(args.model) if Path(args.model).is_file() else None
+    family, backbone = (spec_of(model).family, "") if model is not None else common.parse_model_name(args.model)
+    data = load_split(args.data, args.split, with_masks="masks" in get_family(family).target_fields)
+    if model is not None:
         data.check_compatible(spec_of(model))
     else:
-        family, backbone = common.parse_model_name(args.model)
         common.check_trainable(family)
         spec = DetectorSpec(
             family=family, backbone=backbone, num_classes=data.num_classes,
