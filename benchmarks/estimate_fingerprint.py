@@ -55,6 +55,23 @@ def estimates() -> dict[str, Any]:
     return out
 
 
+#: Spec fields added with the detector-level search space, and the defaults they take for a
+#: detector that does not change them: left out of the record when at those values, so that a
+#: spec recorded before them still compares equal.
+_LATER_FIELDS = {"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "mask_head_width": 256,
+                 "head_convs": 4}
+
+
+def _spec_record(spec: DetectorSpec) -> dict[str, Any]:
+    out = spec.to_dict()
+    for name, default in _LATER_FIELDS.items():
+        if out.get(name) == default:
+            del out[name]
+    if out.get("head_width") in (0, spec.fpn_channels):  # 0 or the FPN width: torchvision's towers
+        del out["head_width"]
+    return out
+
+
 def costs() -> list[dict[str, Any]]:
     """detector_cost of every family on several backbones, sampled archs and input sizes."""
     rows = []
@@ -68,12 +85,12 @@ def costs() -> list[dict[str, Any]]:
             for arch in archs:
                 for size in (None, (224, 224), (300, 517)):
                     cost = detector_cost(spec, arch, input_size=size)
-                    rows.append({"spec": spec.to_dict(), "arch": str(arch), "input_size": size,
+                    rows.append({"spec": _spec_record(spec), "arch": str(arch), "input_size": size,
                                  "params": cost.params, "macs": cost.macs})
         rows_spec = benchmark_spec(family) if family != "fcos" else None
         if rows_spec is not None:
             cost = detector_cost(rows_spec, standard_arch("resnet18"), input_size=(256, 256))
-            rows.append({"spec": rows_spec.to_dict(), "arch": str(standard_arch("resnet18")), "input_size": [256, 256],
+            rows.append({"spec": _spec_record(rows_spec), "arch": str(standard_arch("resnet18")), "input_size": [256, 256],
                          "params": cost.params, "macs": cost.macs})
     return rows
 

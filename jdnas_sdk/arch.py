@@ -37,7 +37,9 @@ _TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
 BACKBONES: tuple[str, ...] = tuple(_TORCHVISION_RESNETS)
 
 #: Defaults of the head settings only some families read (see ``Family.head_settings``).
-_HEAD_DEFAULTS: dict[str, int] = {"representation_size": 1024, "num_keypoints": 17}
+_HEAD_DEFAULTS: dict[str, int] = {"representation_size": 1024, "num_keypoints": 17, "rpn_pre_nms_top_n_test": 1000,
+                                  "rpn_post_nms_top_n_test": 1000, "mask_head_width": 256, "head_convs": 4,
+                                  "head_width": 0}
 
 
 def _tuple_of_ints(name: str, value: Any) -> tuple[int, ...]:
@@ -57,6 +59,13 @@ class DetectorSpec:
     ``category_ids`` maps those labels back to the dataset's COCO category ids (empty means the
     identity ``label -> label``). ``anchor_sizes`` gives one base anchor size per pyramid level
     (``None`` keeps torchvision's 32..512); small inputs want smaller anchors.
+
+    Head settings (each read only by the families that list it in ``head_settings``; others keep
+    the default): R-CNN ``rpn_pre_nms_top_n_test`` / ``rpn_post_nms_top_n_test`` (proposals kept
+    at test time, per level before NMS / in all after it) and ``representation_size`` (the
+    ``TwoMLPHead`` width), Mask R-CNN ``mask_head_width`` (its four mask convs), RetinaNet and
+    FCOS ``head_convs`` (convs per head tower, torchvision builds 4) and ``head_width`` (their
+    width; 0 means ``fpn_channels``).
     """
 
     family: str
@@ -71,6 +80,11 @@ class DetectorSpec:
     anchor_sizes: tuple[int, ...] | None = None
     representation_size: int = 1024
     num_keypoints: int = 17
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    mask_head_width: int = 256
+    head_convs: int = 4
+    head_width: int = 0
     score_thresh: float | None = None
     nms_thresh: float | None = None
     detections_per_img: int | None = None
@@ -82,7 +96,8 @@ class DetectorSpec:
         if self.backbone not in BACKBONES:
             raise ArchError(f"unknown backbone {self.backbone!r}; supported: {', '.join(BACKBONES)}")
         for name in ("num_classes", "min_size", "max_size", "fpn_channels", "trainable_layers",
-                     "representation_size", "num_keypoints"):
+                     "representation_size", "num_keypoints", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
+                     "mask_head_width", "head_convs", "head_width"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ArchError(f"{name} must be an integer, got {value!r}")
@@ -113,9 +128,14 @@ class DetectorSpec:
         for name, default in zip(("score_thresh", "nms_thresh", "detections_per_img"), defaults):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, default)
-        for name in ("representation_size", "num_keypoints"):  # settings of heads this family lacks: defaults
+        for name, default in _HEAD_DEFAULTS.items():  # settings of heads this family lacks: defaults
             if name not in family.head_settings:
-                object.__setattr__(self, name, _HEAD_DEFAULTS[name])
+                object.__setattr__(self, name, default)
+        if "head_width" in family.head_settings and self.head_width == 0:
+            object.__setattr__(self, "head_width", self.fpn_channels)
+        small = [n for n in _HEAD_DEFAULTS if getattr(self, n) < 1 and n in family.head_settings]
+        if small:
+            raise ArchError(f"head settings {small} must be positive integers for {self.family}")
         for name in ("score_thresh", "nms_thresh"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0):

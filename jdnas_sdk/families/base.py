@@ -22,7 +22,11 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from ..layers import Op
 
-__all__ = ["Family", "SpecLike", "KDTap", "dense_postprocess", "dense_kd_logits", "base_anchor_sizes"]
+__all__ = ["Family", "SpecLike", "KDTap", "dense_postprocess", "dense_kd_logits", "base_anchor_sizes", "set_towers",
+           "read_towers", "tower_check", "MAX_TOWER"]
+
+#: Most convolutions per one-stage head tower a spec may ask for (torchvision builds 4).
+MAX_TOWER = 8
 
 
 class SpecLike(Protocol):
@@ -54,6 +58,21 @@ class SpecLike(Protocol):
 
     @property
     def num_keypoints(self) -> int: ...
+
+    @property
+    def rpn_pre_nms_top_n_test(self) -> int: ...
+
+    @property
+    def rpn_post_nms_top_n_test(self) -> int: ...
+
+    @property
+    def mask_head_width(self) -> int: ...
+
+    @property
+    def head_convs(self) -> int: ...
+
+    @property
+    def head_width(self) -> int: ...
 
     @property
     def score_thresh(self) -> float | None: ...
@@ -141,6 +160,12 @@ class Family:
         model.score_thresh = 0.0
 
     # -- lowering -----------------------------------------------------------------------------
+    def fixed_settings(self, spec: SpecLike) -> tuple[int, int, int]:
+        """The head settings the latency table's ``fixed`` entry depends on besides the input
+        size: (proposals per level before the RPN's NMS, proposals after it, width of the heads
+        that run inside the fixed entry); 0 where the family has none."""
+        return 0, 0, 0
+
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         """The ops of :meth:`fpn_extra_block` on the top returned level (``top`` = its h, w),
         making the ``extra`` levels' maps."""
@@ -179,3 +204,53 @@ def dense_kd_logits(taps: dict[str, Any], teacher: nn.Module, features: dict[str
 def base_anchor_sizes(spec: SpecLike) -> tuple[int, ...]:
     """One base anchor size per pyramid level: the spec's, or torchvision's 32, 64, ..."""
     return spec.anchor_sizes or tuple(32 * 2**k for k in range(spec.num_levels))
+
+
+def tower_check(spec: SpecLike, name: str, multiple: int) -> str | None:
+    """Why a one-stage family's ``head_convs`` / ``head_width`` are wrong (``None`` when fine)."""
+    width = spec.head_width or spec.fpn_channels
+    if not 1 <= spec.head_convs <= MAX_TOWER:
+        return f"{name} head_convs (convs per head tower) must be in 1..{MAX_TOWER}, got {spec.head_convs}"
+    if width % multiple:
+        return f"{name} head_width must be a multiple of {multiple} (GroupNorm groups), got {width}"
+    return None
+
+
+def _tower_conv(cin: int, width: int, gn: bool) -> list[nn.Module]:
+    conv = nn.Conv2d(cin, width, kernel_size=3, stride=1, padding=1)
+    torch.nn.init.normal_(conv.weight, std=0.01)
+    torch.nn.init.constant_(conv.bias, 0)
+    if gn:  # FCOS: Conv2d, GroupNorm(32), ReLU laid out flat in the tower
+        return [conv, nn.GroupNorm(32, width), nn.ReLU()]
+    return [nn.Sequential(conv, nn.ReLU(inplace=True))]  # RetinaNet: Conv2dNormActivation without a norm
+
+
+def set_towers(head: nn.Module, in_channels: int, convs: int, width: int, *, gn: bool) -> None:
+    """Rebuild both towers of a one-stage ``head`` (``classification_head``, ``regression_head``)
+    with ``convs`` convolutions of ``width`` channels, and their output convs to read ``width``
+    channels (initialised as torchvision does; the output biases, constants, are kept). Leaves a
+    head that already has that shape untouched, so a default student's random draws equal
+    torchvision's."""
+    if read_towers(head) == (convs, width):
+        return
+    for sub in (head.classification_head, head.regression_head):
+        layers: list[nn.Module] = []
+        for i in range(convs):
+            layers += _tower_conv(in_channels if i == 0 else width, width, gn)
+        sub.conv = nn.Sequential(*layers)
+        for name in ("cls_logits", "bbox_reg", "bbox_ctrness"):
+            old = getattr(sub, name, None)
+            if isinstance(old, nn.Conv2d):
+                new = nn.Conv2d(width, old.out_channels, kernel_size=3, stride=1, padding=1)
+                torch.nn.init.normal_(new.weight, std=0.01)
+                with torch.no_grad():
+                    new.bias.copy_(old.bias)
+                setattr(sub, name, new)
+
+
+def read_towers(head: nn.Module) -> tuple[int, int]:
+    """(convolutions per tower, their width) of a one-stage head (the classification tower's)."""
+    convs = [m for m in head.classification_head.conv.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise ValueError("a one-stage head tower without convolutions is not supported")
+    return len(convs), int(convs[0].out_channels)

@@ -11,8 +11,8 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..layers import Op, conv
-from .base import Family, KDTap, SpecLike, dense_kd_logits, dense_postprocess
-from .retinanet import TOWER, p6p7_ops
+from .base import Family, KDTap, SpecLike, dense_kd_logits, dense_postprocess, read_towers, set_towers, tower_check
+from .retinanet import p6p7_ops
 
 __all__ = ["FCOSFamily"]
 
@@ -26,6 +26,10 @@ class FCOSFamily(Family):
     postprocess = (0.2, 0.6, 100)
     takes_anchor_sizes = False
     fpn_multiple = 32
+    head_settings = ("head_convs", "head_width")
+
+    def check(self, spec: SpecLike) -> str | None:
+        return super().check(spec) or tower_check(spec, self.name, self.fpn_multiple)
 
     def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
         return LastLevelP6P7(channels, channels)
@@ -34,26 +38,30 @@ class FCOSFamily(Family):
         return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        return FCOS(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
-                    max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
-                    detections_per_img=spec.detections_per_img)
+        model = FCOS(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
+                     max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
+                     detections_per_img=spec.detections_per_img)
+        set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=True)
+        return model
 
     def read(self, model: nn.Module) -> dict[str, Any]:
         return dict(num_classes=int(model.head.classification_head.num_classes), anchor_sizes=None,
-                    **dense_postprocess(model))
+                    **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
 
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return p6p7_ops(channels, top, extra)
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both GroupNorm towers, then class, box (with ReLU) and centerness convs."""
-        c, k, ops = spec.fpn_channels, spec.num_classes, []
+        c, t, k, ops = spec.fpn_channels, spec.head_width, spec.num_classes, []
         for i, (h, w) in enumerate(levels):
             owns = i == 0
-            ops += [conv(c, c, 3, 1, h, w, norm="gn", owns=owns)] * (2 * TOWER)
-            ops += [conv(c, k, 3, 1, h, w, norm="none", act="none", owns=owns),
-                    conv(c, 4, 3, 1, h, w, norm="none", owns=owns),
-                    conv(c, 1, 3, 1, h, w, norm="none", act="none", owns=owns)]
+            tower = [conv(c, t, 3, 1, h, w, norm="gn", owns=owns)]
+            tower += [conv(t, t, 3, 1, h, w, norm="gn", owns=owns)] * (spec.head_convs - 1)
+            ops += tower * 2
+            ops += [conv(t, k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                    conv(t, 4, 3, 1, h, w, norm="none", owns=owns),
+                    conv(t, 1, 3, 1, h, w, norm="none", act="none", owns=owns)]
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import FasterRCNN, KeypointRCNN, MaskRCNN
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.mask_rcnn import MaskRCNNPredictor
+from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.ops import MultiScaleRoIAlign
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
@@ -35,7 +35,9 @@ _ANCHORS = 3
 
 
 class FasterRCNNFamily(Family):
-    """torchvision's ``FasterRCNN``: RPN + ``TwoMLPHead`` box head of width ``representation_size``."""
+    """torchvision's ``FasterRCNN``: RPN + ``TwoMLPHead`` box head of width ``representation_size``,
+    keeping ``rpn_pre_nms_top_n_test`` proposals per level before the RPN's NMS and
+    ``rpn_post_nms_top_n_test`` after it at test time (the box head's rows)."""
 
     name = "fasterrcnn"
     model_class = FasterRCNN
@@ -43,7 +45,7 @@ class FasterRCNNFamily(Family):
     extra_levels = 1
     postprocess = (0.05, 0.5, 100)
     is_two_stage = True
-    head_settings = ("representation_size",)
+    head_settings = ("representation_size", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test")
     kd_scores = "softmax"
 
     def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
@@ -62,7 +64,8 @@ class FasterRCNNFamily(Family):
             min_size=spec.min_size, max_size=spec.max_size,
             box_score_thresh=spec.score_thresh, box_nms_thresh=spec.nms_thresh,
             box_detections_per_img=spec.detections_per_img,
-            rpn_anchor_generator=anchors,
+            rpn_anchor_generator=anchors, rpn_pre_nms_top_n_test=spec.rpn_pre_nms_top_n_test,
+            rpn_post_nms_top_n_test=spec.rpn_post_nms_top_n_test,
             box_roi_pool=MultiScaleRoIAlign(self._names(spec), output_size=ROI_SIZE, sampling_ratio=2),
             box_head=TwoMLPHead(spec.fpn_channels * ROI_SIZE**2, spec.representation_size),
             box_predictor=FastRCNNPredictor(spec.representation_size, spec.num_classes),
@@ -84,6 +87,8 @@ class FasterRCNNFamily(Family):
         return dict(num_classes=int(predictor.cls_score.out_features),
                     anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
                     representation_size=int(fc6.out_features), score_thresh=heads.score_thresh,
+                    rpn_pre_nms_top_n_test=int(model.rpn._pre_nms_top_n["testing"]),
+                    rpn_post_nms_top_n_test=int(model.rpn._post_nms_top_n["testing"]),
                     nms_thresh=heads.nms_thresh, detections_per_img=heads.detections_per_img)
 
     def anchors_of(self, model: nn.Module) -> AnchorGenerator:
@@ -97,10 +102,13 @@ class FasterRCNNFamily(Family):
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return (maxpool(channels, 1, 2, 0, *top),)
 
+    def fixed_settings(self, spec: SpecLike) -> tuple[int, int, int]:
+        return spec.rpn_pre_nms_top_n_test, spec.rpn_post_nms_top_n_test, 0
+
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """RPN convs on every level (weights shared), then the box head's linears on ``rois`` rows."""
         c, k, r = spec.fpn_channels, spec.num_classes, spec.representation_size
-        rois = PROPOSALS if rois is None else rois
+        rois = spec.rpn_post_nms_top_n_test if rois is None else rois
         ops = []
         for i, (h, w) in enumerate(levels):
             owns = i == 0
@@ -130,25 +138,39 @@ class FasterRCNNFamily(Family):
 
 
 class MaskRCNNFamily(FasterRCNNFamily):
-    """torchvision's ``MaskRCNN``: Faster R-CNN plus a 4-conv mask head (256 wide) on 14 px RoIs."""
+    """torchvision's ``MaskRCNN``: Faster R-CNN plus a 4-conv mask head (``mask_head_width`` wide,
+    torchvision's 256 by default) on 14 px RoIs."""
 
     name = "maskrcnn"
     model_class = MaskRCNN
+    head_settings = FasterRCNNFamily.head_settings + ("mask_head_width",)
     target_fields = ("masks",)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
         kwargs = self._kwargs(spec, anchors)  # the box head first: the order modules draw their random weights
         pool = MultiScaleRoIAlign(self._names(spec), output_size=MASK_ROI_SIZE, sampling_ratio=2)
-        predictor = MaskRCNNPredictor(256, 256, spec.num_classes)
-        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=pool, mask_predictor=predictor, **kwargs)
+        width = spec.mask_head_width
+        head = MaskRCNNHeads(spec.fpn_channels, [width] * 4, 1)
+        predictor = MaskRCNNPredictor(width, width, spec.num_classes)
+        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=pool, mask_head=head, mask_predictor=predictor,
+                        **kwargs)
+
+    def read(self, model: nn.Module) -> dict[str, Any]:
+        convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, nn.Conv2d)]
+        if len(convs) != 4 or len({m.out_channels for m in convs}) != 1:
+            raise ValueError("mask head is not torchvision's 4-conv MaskRCNNHeads of one width")
+        return {**super().read(model), "mask_head_width": int(convs[0].out_channels)}
+
+    def fixed_settings(self, spec: SpecLike) -> tuple[int, int, int]:
+        return spec.rpn_pre_nms_top_n_test, spec.rpn_post_nms_top_n_test, spec.mask_head_width
 
     def roi_head_ops(self, spec: SpecLike, rois: int) -> tuple[Op, ...]:
-        s, cin, ops = MASK_ROI_SIZE, spec.fpn_channels, []
+        s, cin, m, ops = MASK_ROI_SIZE, spec.fpn_channels, spec.mask_head_width, []
         for _ in range(4):
-            ops.append(conv(cin, 256, 3, 1, s, s, n=rois, norm="none", timed=False))
-            cin = 256
-        ops.append(deconv(256, 256, 2, s, s, n=rois))
-        ops.append(conv(256, spec.num_classes, 1, 1, 2 * s, 2 * s, n=rois, norm="none", act="none", timed=False))
+            ops.append(conv(cin, m, 3, 1, s, s, n=rois, norm="none", timed=False))
+            cin = m
+        ops.append(deconv(m, m, 2, s, s, n=rois))
+        ops.append(conv(m, spec.num_classes, 1, 1, 2 * s, 2 * s, n=rois, norm="none", act="none", timed=False))
         return tuple(ops)
 
 
@@ -157,7 +179,7 @@ class KeypointRCNNFamily(FasterRCNNFamily):
 
     name = "keypointrcnn"
     model_class = KeypointRCNN
-    head_settings = ("representation_size", "num_keypoints")
+    head_settings = FasterRCNNFamily.head_settings + ("num_keypoints",)
     target_fields = ("keypoints",)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:

@@ -11,7 +11,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..layers import Op, conv, relu
-from .base import Family, KDTap, SpecLike, base_anchor_sizes, dense_kd_logits, dense_postprocess
+from .base import Family, KDTap, SpecLike, base_anchor_sizes, dense_kd_logits, dense_postprocess, read_towers, set_towers, tower_check
 
 __all__ = ["RetinaNetFamily", "p6p7_ops"]
 
@@ -34,6 +34,10 @@ class RetinaNetFamily(Family):
     name = "retinanet"
     model_class = RetinaNet
     postprocess = (0.05, 0.5, 300)
+    head_settings = ("head_convs", "head_width")
+
+    def check(self, spec: SpecLike) -> str | None:
+        return super().check(spec) or tower_check(spec, self.name, self.fpn_multiple)
 
     def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
         return LastLevelP6P7(channels, channels)
@@ -43,26 +47,31 @@ class RetinaNetFamily(Family):
         return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        return RetinaNet(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
-                         max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
-                         detections_per_img=spec.detections_per_img)
+        model = RetinaNet(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
+                          max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
+                          detections_per_img=spec.detections_per_img)
+        set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=False)
+        return model
 
     def read(self, model: nn.Module) -> dict[str, Any]:
         return dict(num_classes=int(model.head.classification_head.num_classes),
                     anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
-                    **dense_postprocess(model))
+                    **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
 
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return p6p7_ops(channels, top, extra)
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
-        """Per level: both towers' convs, then the class and box convs (weights shared over levels)."""
-        c, k, ops = spec.fpn_channels, spec.num_classes, []
+        """Per level: both towers' convs (``head_convs`` of ``head_width``), then the class and box
+        convs (weights shared over levels)."""
+        c, t, k, ops = spec.fpn_channels, spec.head_width, spec.num_classes, []
         for i, (h, w) in enumerate(levels):
             owns = i == 0
-            ops += [conv(c, c, 3, 1, h, w, norm="none", owns=owns)] * (2 * TOWER)
-            ops += [conv(c, _ANCHORS * k, 3, 1, h, w, norm="none", act="none", owns=owns),
-                    conv(c, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns)]
+            tower = [conv(c, t, 3, 1, h, w, norm="none", owns=owns)]
+            tower += [conv(t, t, 3, 1, h, w, norm="none", owns=owns)] * (spec.head_convs - 1)
+            ops += tower * 2
+            ops += [conv(t, _ANCHORS * k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                    conv(t, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns)]
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:

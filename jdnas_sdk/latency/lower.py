@@ -22,6 +22,7 @@ from functools import lru_cache
 
 from .. import lowering
 from ..arch import Arch, DetectorSpec
+from ..families import get_family
 from ..layers import Op
 from ..lowering import STAGES, detector_input
 from .ops import OpKey
@@ -90,10 +91,12 @@ def head_ops(spec: DetectorSpec, ph: int, pw: int) -> tuple[OpKey, ...]:
 
 
 def fixed_key(spec: DetectorSpec, input_size: tuple[int, int]) -> OpKey:
-    """The entry for what the search cannot change, for this detector head and image size."""
+    """The entry for what no kernel entry holds, for this detector head, its proposal counts and
+    untimed heads' width (:meth:`~jdnas_sdk.families.base.Family.fixed_settings`) and image size."""
     rh, rw, _, _ = detector_input(spec, input_size)
     levels = "".join(str(k) for k in spec.returned_layers)
-    return OpKey("fixed", (spec.family, spec.num_classes, spec.fpn_channels, levels, spec.representation_size,
+    pre, props, head = get_family(spec.family).fixed_settings(spec)
+    return OpKey("fixed", (spec.family, spec.num_classes, spec.fpn_channels, levels, pre, props, head,
                            spec.detections_per_img or 0, input_size[0], input_size[1], rh, rw))
 
 

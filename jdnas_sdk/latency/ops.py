@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any
 
 from ..errors import LatencyTableError
@@ -30,10 +31,17 @@ OP_FIELDS: dict[str, tuple[str, ...]] = {
     "relu": ("c", "h", "w"),
     # fully connected layer over ``rows`` rows (the R-CNN box head runs one row per proposal)
     "linear": ("rows", "fin", "fout", "act"),
-    # what the search cannot change: pre-processing, anchors, proposal selection, RoI pooling,
-    # box decoding, NMS, (mask/keypoint heads): one entry per detector head and input size
-    "fixed": ("family", "classes", "fpn", "levels", "rep", "dets", "h", "w", "rh", "rw"),
+    # what no kernel entry holds: pre-processing, anchors, proposal selection, RoI pooling, box
+    # decoding, NMS, (mask/keypoint heads): one entry per detector head, proposal count (``pre``
+    # per level before the RPN's NMS, ``props`` after it; 0 for one-stage families), width of the
+    # untimed heads (``head``: Mask R-CNN's mask head, else 0) and input size (image h x w, resized rh x rw)
+    "fixed": ("family", "classes", "fpn", "levels", "pre", "props", "head", "dets", "h", "w", "rh", "rw"),
 }
+
+#: The fixed entry's fields before the detector-level space (version-1 tables): ``rep`` (box-head
+#: width, now a timed kernel's business) instead of ``pre``/``props``/``head``, which then were
+#: torchvision's defaults. :meth:`OpKey.parse` reads them into today's key.
+_LEGACY_FIXED = ("family", "classes", "fpn", "levels", "rep", "dets", "h", "w", "rh", "rw")
 
 _TEXT_FIELDS: dict[str, tuple[str, ...]] = {
     "norm": ("none", "bn", "gn"),
@@ -91,10 +99,23 @@ class OpKey:
             if not sep or name in fields:
                 raise LatencyTableError(f"op key {text!r}: bad or repeated field {part!r}")
             fields[name] = raw if name in _TEXT_FIELDS else _parse_int(text, name, raw)
+        if kind == "fixed" and tuple(fields) == _LEGACY_FIXED:
+            return _legacy_fixed(fields)
         key = cls.make(kind, **fields)
         if str(key) != text:
             raise LatencyTableError(f"op key {text!r} is not canonical; write it as {str(key)!r}")
         return key
+
+
+def _legacy_fixed(fields: dict[str, int | str]) -> OpKey:
+    """Today's fixed key for a version-1 one: torchvision's proposal counts (1000 before and after
+    the RPN's NMS) for two-stage families, 0 for one-stage; Mask R-CNN's 256-wide mask head."""
+    if fields["family"] not in REGISTRY:
+        raise LatencyTableError(f"op key fixed(...): unknown family {fields['family']!r}; known: {list(REGISTRY)}")
+    defaults = SimpleNamespace(rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, mask_head_width=256)
+    pre, props, head = REGISTRY[str(fields["family"])].fixed_settings(defaults)
+    rest = {k: v for k, v in fields.items() if k != "rep"}
+    return OpKey.make("fixed", **rest, pre=pre, props=props, head=head)
 
 
 def _parse_int(text: str, name: str, raw: str) -> int:
