@@ -23,8 +23,10 @@ from .errors import (
 from .latency import estimate_latency
 from .morph import available_actions, morph, sample_arch
 from .space import SearchSpace
+from .student import Heads, Student
 
-#: ``build(spec, arch)``: the detector of a spec with an arch backbone (see :func:`build_detector`).
+#: ``build(spec, code)``: the detector of a spec with a student (``ARCH@HEADS`` code, :class:`Student`)
+#: or a backbone (:class:`Arch` or its code) (see :func:`build_detector`).
 build = build_detector
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "DetectorSpec",
     "Arch",
     "Stage",
+    "Heads",
+    "Student",
     "standard_arch",
     "build",
     "build_detector",

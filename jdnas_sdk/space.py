@@ -12,13 +12,25 @@ import random
 from dataclasses import dataclass
 from math import lcm
 
-from .arch import Arch, Stage
+from .arch import Arch, DetectorSpec, Stage
 from .errors import ArchError
+from .families import get_family
+from .student import Heads, Student
 
-__all__ = ["SearchSpace", "DEFAULT_WIDTH_RATIOS"]
+__all__ = ["SearchSpace", "DEFAULT_WIDTH_RATIOS", "DEFAULT_HEAD_GRID"]
 
 #: Width multipliers of the default grid, relative to the base's width at the same place.
 DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0, 1.25, 1.5)
+
+#: The default head grid, per :class:`~jdnas_sdk.student.Heads` setting: ratios of the base's
+#: value (``fpn``, ``size`` = input size, ``box``, ``mask``, ``width``), proposal counts kept at
+#: test time (at most the base's), and convolutions per one-stage head tower.
+DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
+    "fpn": (0.5, 0.75, 1.0), "size": (0.5, 0.75, 1.0), "proposals": (50, 100, 300, 1000),
+    "box": (0.25, 0.5, 1.0), "mask": (0.25, 0.5, 1.0), "convs": (1, 2, 3, 4), "width": (0.5, 0.75, 1.0),
+}
+#: Input sizes snap to torchvision's padding multiple.
+_SIZE_MULTIPLE = 32
 
 
 def _snap(value: float, multiple: int) -> int:
@@ -33,12 +45,19 @@ class SearchSpace:
 
     Block type and groups are the base's; a stem tied to stage 1 (ResNet-18/34: no projection)
     stays tied, otherwise it keeps the base's width.
+
+    With ``spec`` (the base detector's), the space covers the whole detector: each head setting
+    of :class:`~jdnas_sdk.student.Heads` the family has takes a value on ``heads`` (see
+    :data:`DEFAULT_HEAD_GRID`; :meth:`head_values` lists them) and the space holds
+    :class:`~jdnas_sdk.student.Student` s. Without it, only the backbone varies (heads fixed).
     """
 
     base: Arch
     width_ratios: tuple[float, ...] = DEFAULT_WIDTH_RATIOS
     depth: tuple[float, float] = (0.5, 1.5)
     multiple: int = 8
+    spec: DetectorSpec | None = None
+    heads: tuple[tuple[str, tuple[float, ...]], ...] = tuple(DEFAULT_HEAD_GRID.items())
 
     def __post_init__(self) -> None:
         ratios = tuple(float(r) for r in self.width_ratios)
@@ -50,6 +69,13 @@ class SearchSpace:
             raise ArchError(f"depth ratios must satisfy 0 < low <= 1 <= high, got {self.depth!r}")
         if not isinstance(self.multiple, int) or self.multiple < 1:
             raise ArchError(f"multiple must be a positive integer, got {self.multiple!r}")
+        grid = dict(self.heads.items() if isinstance(self.heads, dict) else self.heads)
+        unknown = sorted(set(grid) - set(DEFAULT_HEAD_GRID))
+        if unknown or any(not values or any(v <= 0 for v in values) for values in grid.values()):
+            raise ArchError(f"heads grid: settings {sorted(DEFAULT_HEAD_GRID)} with positive values, got {grid!r}")
+        object.__setattr__(self, "heads", tuple((k, tuple(sorted(set(grid.get(k, v))))) for k, v in DEFAULT_HEAD_GRID.items()))
+        if self.spec is not None and not isinstance(self.spec, DetectorSpec):
+            raise ArchError(f"spec must be a DetectorSpec, got {type(self.spec).__name__}")
 
     @property
     def tied_stem(self) -> bool:
@@ -96,7 +122,89 @@ class SearchSpace:
         return None
 
     def __contains__(self, arch: object) -> bool:
+        if isinstance(arch, Student):
+            return self.why_not_student(arch) is None
         return isinstance(arch, Arch) and self.why_not(arch) is None
+
+    # -- heads ----------------------------------------------------------------------------------
+    def head_values(self) -> dict[str, tuple[int, ...]]:
+        """The values each head setting of the base detector's family may take (``{}`` without a
+        spec). ``size`` lists ``min_size`` values; ``max_size`` scales with it."""
+        if self.spec is None:
+            return {}
+        spec, grid, base = self.spec, dict(self.heads), Heads.of(self.spec)
+        fam = get_family(spec.family)
+        out: dict[str, tuple[int, ...]] = {
+            "fpn": self._head_grid(spec.fpn_channels, grid["fpn"], lcm(self.multiple, fam.fpn_multiple)),
+            "size": self._head_grid(spec.min_size, grid["size"], _SIZE_MULTIPLE),
+        }
+        if base.proposals is not None:
+            out["proposals"] = tuple(sorted({min(int(p), base.proposals) for p in grid["proposals"]}))
+            out["box"] = self._head_grid(spec.representation_size, grid["box"], self.multiple)
+        if base.mask is not None:
+            out["mask"] = self._head_grid(spec.mask_head_width, grid["mask"], self.multiple)
+        if base.convs is not None:
+            out["convs"] = tuple(sorted({int(c) for c in grid["convs"]}))
+            out["width"] = self._head_grid(spec.head_width, grid["width"], lcm(self.multiple, fam.fpn_multiple))
+        return out
+
+    @staticmethod
+    def _head_grid(value: int, ratios: tuple[float, ...], multiple: int) -> tuple[int, ...]:
+        return tuple(sorted({_snap(value * r, multiple) for r in ratios}))
+
+    def make_heads(self, values: dict[str, int]) -> Heads:
+        """The :class:`Heads` of one choice per setting (``size`` = ``min_size``; ``max_size``
+        scales with it; proposals set both test-time counts)."""
+        if self.spec is None:
+            raise ArchError("this search space has no detector spec: its heads are fixed")
+        spec = self.spec
+        size = values["size"]
+        max_size = max(size, _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE))
+        p = values.get("proposals")
+        return Heads(fpn=values["fpn"], min_size=size, max_size=max_size, proposals=p, pre=p, box=values.get("box"),
+                     mask=values.get("mask"), convs=values.get("convs"), width=values.get("width"))
+
+    def heads_of(self, heads: Heads) -> dict[str, int]:
+        """The setting -> value choice ``heads`` makes (the inverse of :meth:`make_heads`)."""
+        return {"fpn": heads.fpn, "size": heads.min_size, "proposals": heads.proposals, "box": heads.box,
+                "mask": heads.mask, "convs": heads.convs, "width": heads.width}
+
+    def why_not_student(self, student: Student) -> str | None:
+        """``None`` when ``student`` is in the space, else what puts it outside."""
+        why = self.why_not(student.arch)
+        if why or student.heads is None:
+            return why
+        values = self.head_values()
+        if not values:
+            return "this search space has no detector spec: its heads are fixed"
+        choice = self.heads_of(student.heads)
+        for name, grid in values.items():
+            if choice[name] not in grid:
+                return f"head setting {name}={choice[name]} is not on the grid {grid}"
+        if student.heads != self.make_heads(choice):
+            return f"heads {student.heads} are not the space's (max_size follows min_size; pre equals proposals)"
+        return None
+
+    def sample_student(self, seed: int | random.Random = 0) -> Student:
+        """A random student: :meth:`sample` 's backbone, and a uniform choice per head setting."""
+        rng = seed if isinstance(seed, random.Random) else random.Random(seed)
+        arch = self.sample(rng)
+        values = self.head_values()
+        if not values:
+            return Student(arch)
+        return Student(arch, self.make_heads({k: rng.choice(v) for k, v in values.items()}))
+
+    def smallest(self) -> Student:
+        """The cheapest corner of the space: every stage at its fewest blocks and narrowest widths,
+        every head setting at its smallest value (the floor :func:`jdnas latency --floor` reports)."""
+        stages = []
+        for s in range(1, 5):
+            lo, _ = self.depth_range(s)
+            stages.append(Stage(width=min(self.stage_widths(s)), mids=(min(self.mid_widths(s)),) * lo))
+        stem = stages[0].width if self.tied_stem else self.base.stem
+        arch = Arch(block=self.base.block, stem=stem, stages=tuple(stages), groups=self.base.groups)
+        values = self.head_values()
+        return Student(arch, self.make_heads({k: min(v) for k, v in values.items()}) if values else None)
 
     def sample(self, seed: int | random.Random = 0) -> Arch:
         """A random arch of the space (uniform per stage depth, stream width and block width)."""

@@ -16,6 +16,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..families import family_of
+from ..student import Student, as_student
 from .resnet import resnet_body
 
 __all__ = ["build_detector", "resnet_fpn_backbone", "anchor_generator", "level_strides", "SPEC_ATTR", "ARCH_ATTR"]
@@ -62,13 +63,15 @@ def anchor_generator(spec: DetectorSpec) -> AnchorGenerator:
     return family_of(spec).anchor_generator(spec, level_strides(spec))
 
 
-def build_detector(spec: DetectorSpec, arch: Arch | None = None) -> nn.Module:
+def build_detector(spec: DetectorSpec, arch: Arch | Student | str | None = None) -> nn.Module:
     """A randomly initialised torchvision detector for ``spec`` with an ``arch`` backbone (train mode, CPU).
 
-    ``arch`` defaults to the standard shape of ``spec.backbone``. Spec and arch travel with the
-    model (``model.jdnas_spec``, ``model.jdnas_arch``) so that saving needs nothing else.
+    ``arch`` is the backbone's :class:`Arch`, or a whole student (a :class:`Student` or its code,
+    ``ARCH@HEADS``, whose head settings replace the spec's; a backbone-only code keeps them), and
+    defaults to the standard shape of ``spec.backbone``. Spec and arch travel with the model
+    (``model.jdnas_spec``, ``model.jdnas_arch``) so that saving needs nothing else.
     """
-    arch = arch or standard_arch(spec.backbone)
+    spec, arch = as_student(spec, arch, standard_arch(spec.backbone))
     model = family_of(spec).build(spec, resnet_fpn_backbone(spec, arch), anchor_generator(spec))
     setattr(model, SPEC_ATTR, spec)
     setattr(model, ARCH_ATTR, arch)

@@ -18,13 +18,14 @@ from .._io import atomic_torch_save
 from .._version import __version__
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, DetectorFileError
+from ..student import Student
 from .build import build_detector
 from .inspect import describe
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_detector", "load_detector", "read_detector_file"]
 
 FORMAT_NAME = "jdnas-detector"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 _META_TYPES = (str, int, float, bool, type(None))
 
@@ -44,6 +45,7 @@ def save_detector(
         "sdk_version": __version__,
         "spec": spec.to_dict(),
         "arch": str(arch),
+        "student": str(Student.of(spec, arch)),
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "metadata": meta,
     }

@@ -11,7 +11,17 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..layers import Op, conv, relu
-from .base import Family, KDTap, SpecLike, base_anchor_sizes, dense_kd_logits, dense_postprocess, read_towers, set_towers, tower_check
+from .base import (
+    Family,
+    KDTap,
+    SpecLike,
+    base_anchor_sizes,
+    dense_kd_logits,
+    dense_postprocess,
+    read_towers,
+    set_towers,
+    tower_check,
+)
 
 __all__ = ["RetinaNetFamily", "p6p7_ops"]
 

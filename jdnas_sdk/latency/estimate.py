@@ -22,6 +22,7 @@ from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..lowering import walk
+from ..student import Heads, Student
 from .backends import Backend, backend_for, local_fingerprint
 from .lower import (
     STAGES,
@@ -34,8 +35,9 @@ from .lower import (
     lower,
     stem_ops,
 )
-from .ops import OP_FIELDS, OpKey, op_macs
+from .ops import OpKey, op_macs
 from .roofline import DeviceModel
+from .neighbours import fit as _fit, neighbours as _neighbours
 from .table import Entry, LatencyTable, table_path
 
 __all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES",
@@ -132,6 +134,16 @@ class Estimator:
         self._heads: float | None = None
         self._fpn: float | None = None
         self._fixed: float | None = None
+        self._bound: dict[Heads, _Bound] = {}
+
+    def _bind(self, heads: Heads) -> _Bound:
+        """The spec, padded size and (lazily) head/FPN/fixed times of a student's head settings."""
+        bound = self._bound.get(heads)
+        if bound is None:
+            spec = heads.apply(self.spec)
+            _, _, ph, pw = detector_input(spec, self.input_size)
+            bound = self._bound[heads] = _Bound(spec, ph, pw)
+        return bound
 
     # -- lookups -----------------------------------------------------------------------------------
     @property
@@ -142,8 +154,9 @@ class Estimator:
             self._backend = None if self.table.modelled else backend_for(self.table.fingerprint)
         return self._backend
 
-    def op_ms(self, key: OpKey, *, arch: Arch | None = None) -> tuple[float, str]:
-        """Time of one op and how it was obtained."""
+    def op_ms(self, key: OpKey, *, arch: Arch | None = None, spec: DetectorSpec | None = None) -> tuple[float, str]:
+        """Time of one op and how it was obtained (``arch`` and ``spec``: the detector a missing
+        fixed entry is measured on; default the base's)."""
         hit = self._ms.get(key)
         if hit is not None:
             return hit
@@ -151,7 +164,7 @@ class Estimator:
         if entry is not None:
             result = (entry.median_ms, "table")
         else:
-            result = self._miss(key, arch)
+            result = self._miss(key, arch, spec)
             self._misses[key] = result
         self._ms[key] = result
         return result
@@ -163,7 +176,7 @@ class Estimator:
             return "model"
         return "measure" if self.backend is not None else "interpolate"
 
-    def _miss(self, key: OpKey, arch: Arch | None) -> tuple[float, str]:
+    def _miss(self, key: OpKey, arch: Arch | None, spec: DetectorSpec | None = None) -> tuple[float, str]:
         policy = self._policy()
         if policy == "error":
             raise LatencyTableError(
@@ -181,7 +194,7 @@ class Estimator:
                     f"cannot measure {key} for {self.table.target!r}: this machine is not the table's device "
                     f"[{self.table.fingerprint.describe()}]; use on_miss='interpolate'"
                 )
-            entry = self._measure(backend, key, arch)
+            entry = self._measure(backend, key, arch, spec or self.spec)
             self.table.put(key, entry)
             if self.save and self.table.path is not None:
                 self.table.save()
@@ -208,12 +221,12 @@ class Estimator:
             self.table.save()
         return entry
 
-    def _measure(self, backend: Backend, key: OpKey, arch: Arch | None) -> Entry:
+    def _measure(self, backend: Backend, key: OpKey, arch: Arch | None, spec: DetectorSpec) -> Entry:
         if key.kind != "fixed":
             return backend.measure_op(key)
-        arch = arch or standard_arch(self.spec.backbone)
-        end_to_end = backend.measure_detector(build_detector(self.spec, arch), self.input_size)
-        return residual_entry(end_to_end, self.ops_ms(arch))
+        arch = arch or standard_arch(spec.backbone)
+        end_to_end = backend.measure_detector(build_detector(spec, arch), self.input_size)
+        return residual_entry(end_to_end, self.ops_ms(Student.of(spec, arch)))
 
     def _interpolate(self, key: OpKey) -> float:
         same, scaled = _neighbours(self.table, key)
@@ -242,24 +255,46 @@ class Estimator:
     def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:
         return sum(self.op_ms(k, arch=arch)[0] for k in ops)
 
-    def total_ms(self, arch: Arch) -> float:
-        """The estimated end-to-end latency of the detector with backbone ``arch`` (the search's fast path)."""
+    def total_ms(self, arch: Arch | Student) -> float:
+        """The estimated end-to-end latency of the detector with backbone ``arch``, or of a whole
+        :class:`~jdnas_sdk.student.Student` (its head settings replace the spec's; the search's fast path)."""
+        if isinstance(arch, Student) and arch.heads is not None:
+            bound = self._bind(arch.heads)
+            if bound.fixed is None:
+                bound.fixed = self.op_ms(fixed_key(bound.spec, self.input_size), arch=arch.arch, spec=bound.spec)[0]
+            return self.ops_ms(arch) + bound.fixed
+        arch = arch.arch if isinstance(arch, Student) else arch
         if self._fixed is None:
             self._fixed = self.op_ms(fixed_key(self.spec, self.input_size), arch=arch)[0]
         return self.ops_ms(arch) + self._fixed
 
-    def ops_ms(self, arch: Arch) -> float:
-        """The sum of the op entries of the detector with backbone ``arch`` (everything but the fixed entry).
+    def ops_ms(self, arch: Arch | Student) -> float:
+        """The sum of the op entries of the detector with backbone ``arch`` (or of a whole
+        student; everything but the fixed entry).
 
         Walks the backbone once (:func:`jdnas_sdk.lowering.walk`) and caches each block's time
-        under its place in the walk, and each FPN lateral conv's under its level and width (the
-        rest of the FPN and the heads are the same for every arch), so a new arch costs a dict
-        lookup per block and level.
+        under its place in the walk, and each FPN lateral conv's under its level, width, FPN width
+        and input size (the rest of the FPN and the heads are the same for every arch of one
+        head setting), so a new arch costs a dict lookup per block and level.
         """
-        ph, pw, blocks = self._ph, self._pw, self._blocks
+        if isinstance(arch, Student):
+            if arch.heads is not None:
+                bound = self._bind(arch.heads)
+                if bound.heads is None:
+                    bound.heads = self._sum(head_ops(bound.spec, bound.ph, bound.pw), arch.arch)
+                    bound.fpn = self._sum(fpn_shared_ops(bound.spec, bound.ph, bound.pw), arch.arch)
+                return self._ops_ms(arch.arch, bound.spec, bound.ph, bound.pw, bound.heads, bound.fpn)
+            arch = arch.arch
+        ph, pw = self._ph, self._pw
         if self._heads is None:
             self._heads = self._sum(head_ops(self.spec, ph, pw), arch)
-        stem_key = ("stem", arch.stem)
+        if self._fpn is None:
+            self._fpn = self._sum(fpn_shared_ops(self.spec, ph, pw), arch)
+        return self._ops_ms(arch, self.spec, ph, pw, self._heads, self._fpn)
+
+    def _ops_ms(self, arch: Arch, spec: DetectorSpec, ph: int, pw: int, heads_ms: float, fpn_ms: float) -> float:
+        blocks = self._blocks
+        stem_key = ("stem", arch.stem, ph, pw)
         total = blocks.get(stem_key)
         if total is None:
             total = blocks[stem_key] = self._sum(stem_ops(arch.stem, ph, pw), arch)
@@ -268,27 +303,28 @@ class Estimator:
             if ms is None:
                 ms = blocks[block] = self._sum(block_ops(*block), arch)
             total += ms
-        if self._fpn is None:
-            self._fpn = self._sum(fpn_shared_ops(self.spec, ph, pw), arch)
-        total += self._fpn
+        total += fpn_ms
         stages = arch.stages
-        for level, k in enumerate(self.spec.returned_layers):  # a lateral conv is all a width changes
-            key = ("fpn", level, stages[k - 1].width)
+        for level, k in enumerate(spec.returned_layers):  # a lateral conv is all a width changes
+            key = ("fpn", level, stages[k - 1].width, spec.fpn_channels, ph, pw)
             ms = blocks.get(key)
             if ms is None:
-                ms = blocks[key] = self.op_ms(fpn_lateral_op(self.spec, level, key[2], ph, pw), arch=arch)[0]
+                ms = blocks[key] = self.op_ms(fpn_lateral_op(spec, level, key[2], ph, pw), arch=arch)[0]
             total += ms
-        return total + self._heads
+        return total + heads_ms
 
-    def estimate(self, arch: Arch) -> LatencyEstimate:
-        """The full breakdown for backbone ``arch``."""
-        lowered = lower(self.spec, arch, self.input_size)
+    def estimate(self, arch: Arch | Student) -> LatencyEstimate:
+        """The full breakdown for backbone ``arch`` (or a whole student)."""
+        spec = self.spec
+        if isinstance(arch, Student):
+            spec, arch = arch.spec(self.spec), arch.arch
+        lowered = lower(spec, arch, self.input_size)
         ops: list[OpLatency] = []
         for stage, stage_ops in lowered.stages:
             for key, count in stage_ops:
                 ms, how = self.op_ms(key, arch=arch)
                 ops.append(OpLatency(stage, key, count, ms, how))
-        ms, how = self.op_ms(lowered.fixed, arch=arch)
+        ms, how = self.op_ms(lowered.fixed, arch=arch, spec=spec)
         ops.append(OpLatency("fixed", lowered.fixed, 1, ms, how))
         by_stage = {s: 0.0 for s in STAGES}
         for op in ops:
@@ -297,6 +333,18 @@ class Estimator:
         return LatencyEstimate(total_ms=sum(by_stage.values()), target=self.table.target, modelled=self.table.modelled,
                                device=self.table.fingerprint.describe(), input_size=self.input_size,
                                by_stage=by_stage, ops=tuple(ops), misses=misses)
+
+
+@dataclass
+class _Bound:
+    """An estimator's state for one head setting: its spec, padded input and cached stage times."""
+
+    spec: DetectorSpec
+    ph: int
+    pw: int
+    heads: float | None = None
+    fpn: float | None = None
+    fixed: float | None = None
 
 
 def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
@@ -321,37 +369,6 @@ def combine_residuals(residuals: list[Entry]) -> Entry:
     return Entry(median_ms=mean, spread_ms=spread, samples=sum(r.samples for r in residuals), source="residual",
                  info={**residuals[0].info, "residuals_ms": [round(r.median_ms, 6) for r in residuals],
                        "detectors": len(residuals)})
-
-
-def _fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var
-    return slope, my - slope * mx
-
-
-_WIDTHS = {"conv": ("cin", "cout"), "linear": ("fin", "fout", "rows"), "maxpool": ("c",), "upsample": ("c",),
-           "relu": ("c",), "fixed": ("h", "w", "rh", "rw")}
-_SIZES = {"conv": ("h", "w", "n"), "linear": (), "maxpool": ("h", "w"), "upsample": ("h", "w", "oh", "ow"),
-          "relu": ("h", "w"), "fixed": ()}
-
-
-def _neighbours(table: LatencyTable, key: OpKey) -> tuple[list[tuple[OpKey, Entry]], list[tuple[OpKey, Entry]]]:
-    """Entries equal to ``key`` but for its widths, and (second) those equal but for widths and sizes."""
-    names = OP_FIELDS[key.kind]
-    free = set(_WIDTHS[key.kind])
-    loose = free | set(_SIZES[key.kind])
-    same, scaled = [], []
-    for other, entry in table.entries.items():
-        if other.kind != key.kind or other == key:
-            continue
-        differing = {n for n, a, b in zip(names, key.values, other.values) if a != b}
-        if differing <= free:
-            same.append((other, entry))
-        elif differing <= loose:
-            scaled.append((other, entry))
-    return same, scaled
 
 
 def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTable = "cpu-ort",

@@ -13,15 +13,59 @@ from itertools import product
 from ..arch import DetectorSpec
 from ..lowering import stage_sizes
 from ..space import SearchSpace
-from .lower import block_ops, detector_input, fixed_key, fpn_ops, head_ops, stem_ops
+from ..student import Heads
+from .lower import block_ops, detector_input, fixed_key, fpn_lateral_op, fpn_ops, fpn_shared_ops, head_ops, stem_ops
 from .ops import OpKey
 
-__all__ = ["reachable_ops"]
+__all__ = ["reachable_ops", "head_specs", "fixed_specs"]
+
+#: Head settings the fixed entry depends on (besides the input size): see ``Family.fixed_settings``.
+_FIXED_SETTINGS = ("fpn", "size", "proposals", "mask")
+
+
+def head_specs(spec: DetectorSpec, space: SearchSpace, only: tuple[str, ...] | None = None) -> list[DetectorSpec]:
+    """``spec`` with every choice of the space's head settings (only those named in ``only``
+    vary; the rest keep ``spec``'s value); just ``spec`` for a backbone-only space."""
+    values = space.head_values()
+    if not values:
+        return [spec]
+    own = {k: v for k, v in space.heads_of(Heads.of(spec)).items() if k in values}
+    names = [k for k in values if only is None or k in only]
+    out = [space.make_heads({**own, **dict(zip(names, choice))}).apply(spec)
+           for choice in product(*(values[k] for k in names))]
+    return list(dict.fromkeys(out))
+
+
+def fixed_specs(spec: DetectorSpec, space: SearchSpace) -> list[DetectorSpec]:
+    """One spec per fixed entry a student of the space can need (FPN width, input size,
+    proposals and mask-head width vary; the box head and towers are timed kernels)."""
+    return head_specs(spec, space, _FIXED_SETTINGS)
 
 
 def reachable_ops(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int, int]) -> list[OpKey]:
-    """Ops of every arch in ``space`` under the detector head ``spec`` at ``input_size``, in the
-    order a detector runs them (the ``fixed`` entry is not an op and is left out)."""
+    """Ops of every student in ``space`` under the detector head ``spec`` at ``input_size``, in the
+    order a detector runs them (the ``fixed`` entry is not an op and is left out). With a head
+    grid (``space.spec``), every head setting's ops at every input size of the grid."""
+    if space.head_values():
+        return _reachable_heads(spec, space, input_size)
+    return _reachable(spec, space, input_size)
+
+
+def _reachable_heads(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int, int]) -> list[OpKey]:
+    seen: dict[OpKey, None] = {}
+    for variant in head_specs(spec, space, ("size",)):
+        seen.update(dict.fromkeys(_reachable(variant, space, input_size, fpn=False)))
+    for variant in head_specs(spec, space):
+        _, _, ph, pw = detector_input(variant, input_size)
+        seen.update(dict.fromkeys(fpn_shared_ops(variant, ph, pw)))
+        for level, k in enumerate(variant.returned_layers):
+            grid = space.stage_widths(k)
+            seen.update(dict.fromkeys(fpn_lateral_op(variant, level, width, ph, pw) for width in grid))
+        seen.update(dict.fromkeys(head_ops(variant, ph, pw)))
+    return list(seen)
+
+
+def _reachable(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int, int], *, fpn: bool = True) -> list[OpKey]:
     _, _, ph, pw = detector_input(spec, input_size)
     base = space.base
     seen: dict[OpKey, None] = {}
@@ -48,6 +92,8 @@ def reachable_ops(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int,
         if space.depth_range(s)[1] > 1:
             for out, mid in product(outs, mids):
                 add(block_ops(base.block, base.groups, out, mid, out, 1, h, w))
+    if not fpn:
+        return list(seen)
     returned = spec.returned_layers
     grids = [space.stage_widths(s) if s in returned else (base.stages[s - 1].width,) for s in range(1, 5)]
     for widths in product(*grids):
