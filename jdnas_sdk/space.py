@@ -9,6 +9,7 @@ the table could not have seen.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import lcm
 
@@ -205,6 +206,26 @@ class SearchSpace:
         arch = Arch(block=self.base.block, stem=stem, stages=tuple(stages), groups=self.base.groups)
         values = self.head_values()
         return Student(arch, self.make_heads({k: min(v) for k, v in values.items()}) if values else None)
+
+    def cheapest(self, latency: Callable[[Student], float]) -> Student:
+        """The student of least ``latency``: :meth:`smallest`, then one setting at a time moved to
+        whichever value of its grid is cheaper, until none is (a measured table is not exactly
+        monotone: a smaller kernel can time slower)."""
+        best = self.smallest()
+        values = self.head_values()
+        if best.heads is None:
+            return best
+        best_ms, improved = latency(best), True
+        while improved:
+            improved = False
+            for name, grid in values.items():
+                for value in grid:
+                    choice = {**{k: v for k, v in self.heads_of(best.heads).items() if k in values}, name: value}
+                    candidate = Student(best.arch, self.make_heads(choice))
+                    ms = latency(candidate)
+                    if ms < best_ms - 1e-9:
+                        best, best_ms, improved = candidate, ms, True
+        return best
 
     def sample(self, seed: int | random.Random = 0) -> Arch:
         """A random arch of the space (uniform per stage depth, stream width and block width)."""

@@ -26,6 +26,9 @@ def add_parser(verbs: Any) -> None:
                          "modelled table, else interpolates")
     la.add_argument("--measure", action="store_true", help="also measure the whole detector here (ONNX Runtime)")
     la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
+    la.add_argument("--floor", action="store_true",
+                    help="name the cheapest student of the default search space around the model (its code) and its "
+                         "latency beside the base's; --json then holds {base: {code, estimated_ms, measured_ms}, floor: {...}}")
     la.set_defaults(func=run)
 
 
@@ -37,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     model = load_detector(args.model)
     spec, arch = describe(model)
+    if args.floor:
+        return _floor(args, model, spec, arch)
     if args.arch:
         arch = Arch.parse(args.arch)
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
@@ -59,6 +64,47 @@ def run(args: argparse.Namespace) -> int:
         print(f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "
               f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%")
         report["measured_ms"] = measured.median_ms
+    if args.json:
+        atomic_write_json(args.json, report)
+    return 0
+
+
+def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
+    """``--floor``: the base and the cheapest student of its default space, estimated (and measured)."""
+    from .._io import atomic_write_json
+    from ..detectors import build_detector
+    from ..latency import Estimator, load_table
+    from ..space import SearchSpace
+    from ..student import Student
+
+    if args.arch:
+        raise JdnasError("--floor searches the space around the model's own backbone: leave out --arch")
+    size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
+    table = load_table(args.target)
+    estimator = Estimator(table, spec, size, on_miss=args.on_miss)
+    base = Student.of(spec, arch)
+    floor = SearchSpace(arch, spec=spec).cheapest(estimator.total_ms)
+    backend = estimator.backend
+    if args.measure and backend is None:
+        raise JdnasError(
+            f"--measure runs the detectors on this machine, but target {table.target!r} is "
+            f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
+        )
+    report: dict[str, dict[str, Any]] = {}
+    for name, student, detector in (("base", base, model), ("floor", floor, None)):
+        estimated = estimator.total_ms(student)
+        measured = None
+        if args.measure:
+            detector = detector if detector is not None else build_detector(spec, student)
+            measured = backend.measure_detector(detector, size).median_ms
+        report[name] = {"code": str(student), "estimated_ms": estimated, "measured_ms": measured}
+        shown = f", measured {measured:.2f} ms" if measured is not None else ""
+        print(f"{name:<5} {student}\n      estimated {estimated:.2f} ms{shown}")
+    ratio = report["floor"]["estimated_ms"] / report["base"]["estimated_ms"]
+    line = f"floor / base: {ratio:.3f}x estimated"
+    if args.measure:
+        line += f", {report['floor']['measured_ms'] / report['base']['measured_ms']:.3f}x measured"
+    print(line)
     if args.json:
         atomic_write_json(args.json, report)
     return 0

@@ -44,6 +44,8 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
+    pr.add_argument("--backbone-only", action="store_true",
+                    help="profile only the backbone's space (heads and input size fixed), as before the detector-level space")
     pr.add_argument("--fixed-students", type=int, default=8,
                     help="with --model: students of the space (the model morphed to random archs) whose timings "
                          "average into the fixed entry, beside the model's own")
@@ -84,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
     sizes = [common.parse_input_size(t) for t in args.input_size]
     model, spec, base = _detector(args, sizes)
     ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
-    space = SearchSpace(base, width_ratios=ratios) if ratios else SearchSpace(base)
+    heads = None if args.backbone_only else spec
+    space = SearchSpace(base, width_ratios=ratios, spec=heads) if ratios else SearchSpace(base, spec=heads)
     if args.dry_run:
         ops = {k for size in sizes for k in reachable_ops(spec, space, size)}
         print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")

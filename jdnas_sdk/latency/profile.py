@@ -24,7 +24,7 @@ from ..space import SearchSpace
 from .backends import Backend, RooflineBackend
 from .estimate import Estimator, combine_residuals, residual_entry
 from .lower import fixed_key
-from .reach import reachable_ops
+from .reach import fixed_specs, reachable_ops
 from .table import LatencyTable
 
 __all__ = ["profile", "open_table"]
@@ -114,22 +114,34 @@ def profile(
     finally:
         bar.close()
         table.save()
-    detectors = [model if model is not None else build_detector(spec, base), *fixed_models]
     for size in input_sizes:
-        key = fixed_key(spec, size)
-        if key in table:
-            continue
-        if isinstance(backend, RooflineBackend):
-            table.put(key, backend.fixed_entry(key))
-            table.save()
-            continue
-        estimator = Estimator(table, spec, size, on_miss="error")
-        residuals = []
-        for index, detector in enumerate(detectors, start=1):
-            if progress:
-                log.info("fixed entry at %dx%d: timing whole detector %d/%d ...", size[0], size[1], index, len(detectors))
-            arch = describe(detector)[1]
-            residuals.append(residual_entry(backend.measure_detector(detector, size), estimator.ops_ms(arch)))
-        table.put(key, combine_residuals(residuals))
-        table.save()
+        for variant in fixed_specs(spec, space):
+            _fixed_entry(table, backend, spec, variant, base, size, model, fixed_models, progress)
     return table
+
+
+def _fixed_entry(table: LatencyTable, backend: Backend, spec: DetectorSpec, variant: DetectorSpec, base: Arch,
+                 size: tuple[int, int], model: nn.Module | None, fixed_models: Sequence[nn.Module], progress: bool) -> None:
+    """Measure the fixed entry of head setting ``variant`` at ``size`` unless the table has it:
+    the base heads' on ``model`` and ``fixed_models``; another head setting's on the base
+    backbone with those heads (random weights: the full-load probe keeps every candidate anyway)."""
+    key = fixed_key(variant, size)
+    if key in table:
+        return
+    if isinstance(backend, RooflineBackend):
+        table.put(key, backend.fixed_entry(key))
+        table.save()
+        return
+    if variant == spec:
+        detectors = [model if model is not None else build_detector(spec, base), *fixed_models]
+    else:
+        detectors = [build_detector(variant, base)]
+    estimator = Estimator(table, variant, size, on_miss="error")
+    residuals = []
+    for index, detector in enumerate(detectors, start=1):
+        if progress:
+            log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(detectors))
+        arch = describe(detector)[1]
+        residuals.append(residual_entry(backend.measure_detector(detector, size), estimator.ops_ms(arch)))
+    table.put(key, combine_residuals(residuals))
+    table.save()

@@ -1,0 +1,251 @@
+"""Head morphism: a student with other head settings takes its parent's weights.
+
+:class:`SetHead` changes one setting of :class:`~jdnas_sdk.student.Heads`; :func:`morph_heads`
+builds the student and fills it through channel maps, as the backbone's morphism does
+(:mod:`jdnas_sdk.morph.inherit`):
+
+- **FPN width**: two channel spaces are cut (or widened) consistently everywhere: the top-down
+  space (written by every lateral conv, read by the 3x3 output convs) and the output space
+  (written by the output convs and the extra levels, read by the RPN conv, the RoI box head's
+  first linear, the mask head and the one-stage towers; heads share weights over levels, so every
+  level keeps the same channels). The RPN conv's own output space follows the FPN width too.
+- **Box head, mask head, tower width**: each layer's output space is ranked by the importance.
+- **Tower depth**: a removed conv is the one closest to the identity among those after the first
+  (they read ReLU outputs, so an identity conv there is exactly removable); an added conv is the
+  identity (Dirac weights, zero bias), appended after the last one: the function is kept.
+- **Proposals, input size**: no weight changes.
+
+Narrowing drops zero-importance channels exactly; widening repeats channels and divides their
+consumers (Net2Net), so it keeps the function where no GroupNorm sees the channels (FCOS towers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from ..detectors import build_detector, describe
+from ..errors import ArchError
+from ..student import Heads
+from .importance import IMPORTANCES, Importance
+from .inherit import IndexMap, _gather, select_channels
+
+__all__ = ["SetHead", "HEAD_KNOBS", "apply_head", "morph_heads"]
+
+#: Head settings a :class:`SetHead` may change (the :class:`Heads` fields; ``size`` is ``min_size``).
+HEAD_KNOBS: tuple[str, ...] = ("fpn", "size", "proposals", "box", "mask", "convs", "width")
+
+
+@dataclass(frozen=True)
+class SetHead:
+    """Set head setting ``knob`` (one of :data:`HEAD_KNOBS`) to ``value``. ``size`` sets
+    ``min_size`` and scales ``max_size`` with it; ``proposals`` sets both test-time counts."""
+
+    knob: str
+    value: int
+
+
+def apply_head(heads: Heads, action: SetHead) -> Heads:
+    """The head settings ``action`` leads to (pure; raises :class:`ArchError` if it does not apply)."""
+    if action.knob not in HEAD_KNOBS:
+        raise ArchError(f"unknown head setting {action.knob!r}; known: {HEAD_KNOBS}")
+    if action.knob == "size":
+        scaled = max(action.value, round(heads.max_size * action.value / heads.min_size))
+        return replace(heads, min_size=action.value, max_size=scaled)
+    if action.knob != "fpn" and getattr(heads, action.knob) is None:
+        raise ArchError(f"head setting {action.knob} does not apply to this detector's family")
+    if action.knob == "proposals":
+        return replace(heads, proposals=action.value, pre=action.value)
+    return replace(heads, **{action.knob: action.value})
+
+
+class _Scored:
+    """A norm-like view of a layer with no norm: per output channel, its weights' L1 norm and
+    bias, so either importance (``bn``: ``|w| + |b|``, ``l1``) scores it; zero only for a
+    channel that outputs exactly zero."""
+
+    def __init__(self, layer: nn.Module) -> None:
+        w = layer.weight.detach()
+        w = w.transpose(0, 1) if isinstance(layer, nn.ConvTranspose2d) else w
+        self.weight = w.abs().flatten(1).sum(1)
+        self.bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(self.weight)
+
+
+def _writer(layer: nn.Module, norm: nn.Module | None = None) -> tuple[nn.Module, object]:
+    return layer, (norm if norm is not None else _Scored(layer))
+
+
+def _convs(seq: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in seq.modules() if isinstance(m, nn.Conv2d)]
+
+
+def morph_heads(model: nn.Module, heads: Heads, *, importance: str | Importance = "bn") -> nn.Module:
+    """The student of ``model`` with head settings ``heads`` (same backbone), its weights inherited
+    (see the module doc). Returned in ``model``'s train/eval mode."""
+    score = IMPORTANCES[importance] if isinstance(importance, str) else importance
+    spec, arch = describe(model)
+    new_spec = heads.apply(spec)
+    student = build_detector(new_spec, arch)
+    maps = _fpn_maps(model, spec.fpn_channels, heads.fpn, score)
+    maps.update(_roi_maps(model, heads, score, maps))
+    source, target = model.state_dict(), student.state_dict()
+    renames = _tower_maps(model, student, heads, score, maps)
+    filled = {}
+    for key, dst in target.items():
+        src_key = renames.get(key, key)
+        if src_key is None or src_key not in source:
+            filled[key] = dst
+            continue
+        out_map, in_map = maps.get(src_key, (None, None))
+        src = source[src_key]
+        if key.endswith("conv5_mask.weight"):  # a transposed conv: (in, out, k, k)
+            filled[key] = _gather(src.transpose(0, 1), dst.transpose(0, 1), out_map, in_map).transpose(0, 1).contiguous()
+        else:
+            filled[key] = _gather(src, dst, out_map, in_map)
+    student.load_state_dict(filled)
+    _identity_convs(student, renames)
+    student.train(model.training)
+    return student
+
+
+def _fpn_maps(model: nn.Module, old: int, new: int, score: Importance) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+    """Maps of every FPN tensor and every first head layer reading the FPN's output space."""
+    fpn = model.backbone.fpn
+    inner = [b[0] for b in fpn.inner_blocks]
+    outer = [b[0] for b in fpn.layer_blocks]
+    extra = [m for m in (getattr(fpn.extra_blocks, "p6", None), getattr(fpn.extra_blocks, "p7", None)) if m is not None]
+    if new == old:
+        return {}
+    top = select_channels(score([_writer(c) for c in inner]), new)
+    out = select_channels(score([_writer(c) for c in outer + extra]), new)
+    maps: dict[str, tuple[IndexMap | None, IndexMap | None]] = {}
+    for i in range(len(inner)):
+        maps[f"backbone.fpn.inner_blocks.{i}.0.weight"] = (top, None)
+        maps[f"backbone.fpn.inner_blocks.{i}.0.bias"] = (top, None)
+        maps[f"backbone.fpn.layer_blocks.{i}.0.weight"] = (out, top)
+        maps[f"backbone.fpn.layer_blocks.{i}.0.bias"] = (out, None)
+    for name in ("p6", "p7"):
+        if hasattr(fpn.extra_blocks, name):
+            maps[f"backbone.fpn.extra_blocks.{name}.weight"] = (out, out)
+            maps[f"backbone.fpn.extra_blocks.{name}.bias"] = (out, None)
+    maps["__fpn_out__"] = (out, None)
+    return maps
+
+
+def _roi_maps(model: nn.Module, heads: Heads, score: Importance,
+              fpn: dict[str, tuple[IndexMap | None, IndexMap | None]]) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+    """Maps of the R-CNN heads: RPN, box head (reading the pooled FPN output) and mask head."""
+    out = fpn.get("__fpn_out__", (None, None))[0]
+    maps: dict[str, tuple[IndexMap | None, IndexMap | None]] = {}
+    rpn = getattr(model, "rpn", None)
+    if rpn is None:
+        return maps
+    conv = _convs(rpn.head.conv)[0]
+    rpn_map = select_channels(score([_writer(conv)]), heads.fpn) if heads.fpn != conv.out_channels else None
+    prefix = "rpn.head.conv.0.0"
+    maps[f"{prefix}.weight"], maps[f"{prefix}.bias"] = (rpn_map, out), (rpn_map, None)
+    for name in ("cls_logits", "bbox_pred"):
+        maps[f"rpn.head.{name}.weight"] = (None, rpn_map)
+    box = model.roi_heads.box_head
+    area = box.fc6.in_features // conv.in_channels
+    fc6_in = [c * area + k if c >= 0 else -1 for c in out for k in range(area)] if out is not None else None
+    fc6 = select_channels(score([_writer(box.fc6)]), heads.box) if heads.box != box.fc6.out_features else None
+    fc7 = select_channels(score([_writer(box.fc7)]), heads.box) if heads.box != box.fc7.out_features else None
+    maps.update({"roi_heads.box_head.fc6.weight": (fc6, fc6_in), "roi_heads.box_head.fc6.bias": (fc6, None),
+                 "roi_heads.box_head.fc7.weight": (fc7, fc6), "roi_heads.box_head.fc7.bias": (fc7, None),
+                 "roi_heads.box_predictor.cls_score.weight": (None, fc7),
+                 "roi_heads.box_predictor.bbox_pred.weight": (None, fc7)})
+    mask_head = getattr(model.roi_heads, "mask_head", None)
+    if mask_head is not None and heads.mask is not None:
+        reads = out
+        for i, layer in enumerate(_convs(mask_head)):
+            own = select_channels(score([_writer(layer)]), heads.mask) if heads.mask != layer.out_channels else None
+            maps[f"roi_heads.mask_head.{i}.0.weight"], maps[f"roi_heads.mask_head.{i}.0.bias"] = (own, reads), (own, None)
+            reads = own
+        up = model.roi_heads.mask_predictor.conv5_mask
+        own = select_channels(score([_writer(up)]), heads.mask) if heads.mask != up.out_channels else None
+        maps["roi_heads.mask_predictor.conv5_mask.weight"] = (own, reads)
+        maps["roi_heads.mask_predictor.conv5_mask.bias"] = (own, None)
+        maps["roi_heads.mask_predictor.mask_fcn_logits.weight"] = (None, own)
+    return maps
+
+
+def _tower_maps(model: nn.Module, student: nn.Module, heads: Heads, score: Importance,
+                maps: dict[str, tuple[IndexMap | None, IndexMap | None]]) -> dict[str, str | None]:
+    """Maps of the one-stage towers (into ``maps``) and, per student tensor, the parent tensor it
+    takes (``None``: an added identity conv, filled by :func:`_identity_convs`)."""
+    renames: dict[str, str | None] = {}
+    if heads.convs is None:
+        return renames
+    out = maps.get("__fpn_out__", (None, None))[0]
+    for side in ("classification_head", "regression_head"):
+        parent = getattr(model.head, side).conv
+        child = getattr(student.head, side).conv
+        p_convs, c_convs = _convs(parent), _convs(child)
+        keep = _kept(p_convs, len(c_convs))
+        p_names = {id(m): n for n, m in parent.named_modules()}
+        c_names = {id(m): n for n, m in child.named_modules()}
+        p_norms = _norms(parent)
+        reads = out
+        for j, conv in enumerate(c_convs):
+            base = f"head.{side}.conv.{c_names[id(conv)]}"
+            origin = keep[j]
+            if origin is None:
+                renames[f"{base}.weight"] = renames[f"{base}.bias"] = None
+                continue  # an identity conv: its output space is the one it reads
+            src = p_convs[origin]
+            norm = p_norms.get(id(src))
+            own = select_channels(score([_writer(src, norm)]), conv.out_channels) if conv.out_channels != src.out_channels else None
+            src_base = f"head.{side}.conv.{p_names[id(src)]}"
+            renames[f"{base}.weight"], renames[f"{base}.bias"] = f"{src_base}.weight", f"{src_base}.bias"
+            maps[f"{src_base}.weight"], maps[f"{src_base}.bias"] = (own, reads), (own, None)
+            c_norm = _norms(child).get(id(conv))
+            if norm is not None and c_norm is not None:
+                n_src, n_dst = p_names[id(norm)], c_names[id(c_norm)]
+                for t in ("weight", "bias"):
+                    renames[f"head.{side}.conv.{n_dst}.{t}"] = f"head.{side}.conv.{n_src}.{t}"
+                    maps[f"head.{side}.conv.{n_src}.{t}"] = (own, None)
+            reads = own
+        for name in ("cls_logits", "bbox_reg", "bbox_ctrness"):
+            if hasattr(getattr(model.head, side), name):
+                maps[f"head.{side}.{name}.weight"] = (None, reads)
+    return renames
+
+
+def _norms(seq: nn.Module) -> dict[int, nn.Module]:
+    """Each conv of a tower -> the GroupNorm right after it (FCOS), by the conv's id."""
+    mods = list(seq.modules())
+    return {id(m): n for m, n in zip(mods, mods[1:]) if isinstance(m, nn.Conv2d) and isinstance(n, nn.GroupNorm)}
+
+
+def _kept(convs: list[nn.Conv2d], depth: int) -> list[int | None]:
+    """Which parent conv each of ``depth`` student convs inherits; ``None``: a new identity conv.
+    Removing drops, one at a time, the conv after the first closest to the identity."""
+    keep: list[int] = list(range(len(convs)))
+    while len(keep) > depth:
+        candidates = keep[1:]
+        keep.remove(min(candidates, key=lambda i: _distance_to_identity(convs[i])))
+    return [*keep, *[None] * (depth - len(keep))]
+
+
+def _distance_to_identity(conv: nn.Conv2d) -> float:
+    w = conv.weight.detach()
+    if w.shape[0] != w.shape[1]:
+        return float("inf")
+    eye = torch.zeros_like(w)
+    nn.init.dirac_(eye)
+    bias = conv.bias.detach().norm() if conv.bias is not None else 0.0
+    return float((w - eye).norm() + bias)
+
+
+@torch.no_grad()
+def _identity_convs(student: nn.Module, renames: dict[str, str | None]) -> None:
+    """Make each added tower conv the identity (Dirac weights, zero bias; its GroupNorm, if any,
+    stays as built: FCOS towers keep the function only approximately)."""
+    for key, src in renames.items():
+        if src is None and key.endswith(".weight"):
+            conv = student.get_submodule(key[: -len(".weight")])
+            nn.init.dirac_(conv.weight)
+            conv.bias.zero_()
