@@ -1,0 +1,143 @@
+"""The detector-level student: codes, build/describe/file round trips, cost, head morphism, estimates."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+import torch
+
+import jdnas_sdk
+from jdnas_sdk import DetectorSpec, Heads, SearchSpace, Student, standard_arch
+from jdnas_sdk.cost import detector_cost
+from jdnas_sdk.errors import ArchError
+from jdnas_sdk.morph.heads import SetHead, apply_head, morph_heads
+
+R18 = "basic:64|64:64x2|128:128x2|256:256x2|512:512x2"
+SMALL = "basic:16|16:16x1|32:32x1|64:64x1|128:128x1"
+
+
+def _spec(family: str, **kw: object) -> DetectorSpec:
+    return DetectorSpec(family=family, backbone="resnet18", num_classes=4, min_size=96, max_size=96,
+                        fpn_channels=64, representation_size=64, **kw)
+
+
+def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
+    for code in (f"{R18}@fpn64,in256x320,p300,b256", f"{R18}@fpn32,in128x128,p600/300,b64,m128",
+                 f"{SMALL}@fpn32,in96x96,c2,w48"):
+        assert str(Student.parse(code)) == code
+    old = Student.parse(R18)
+    assert old.heads is None and str(old) == R18
+    for bad in (f"{R18}@fpn64", f"{R18}@fpn64,in96x96,q3", f"{R18}@fpn0,in96x96"):
+        with pytest.raises(ArchError):
+            Student.parse(bad)
+    with pytest.raises(ArchError, match="does not apply"):
+        Heads.parse("fpn64,in96x96,c2,w32").apply(_spec("fasterrcnn"))
+
+
+@pytest.mark.parametrize("family,heads", [
+    ("fasterrcnn", "fpn32,in64x96,p50,b32"), ("maskrcnn", "fpn32,in96x96,p100,b32,m16"),
+    ("retinanet", "fpn32,in64x64,c1,w16"), ("fcos", "fpn32,in96x96,c2,w64"),
+])
+def test_build_describe_file_and_cost_of_a_student(family: str, heads: str, tmp_path) -> None:
+    code = f"{SMALL}@{heads}"
+    model = jdnas_sdk.build(_spec(family), code)
+    spec, arch = jdnas_sdk.describe(model)
+    assert str(Student.of(spec, arch)) == code
+    path = jdnas_sdk.save_detector(model, tmp_path / "s.pt")
+    loaded = jdnas_sdk.load_detector(path)
+    assert str(Student.of(*jdnas_sdk.describe(loaded))) == code
+    assert torch.load(path, weights_only=True)["student"] == code
+    assert detector_cost(spec, arch).total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_space_holds_students_and_its_smallest_is_cheapest_by_cost() -> None:
+    spec = _spec("fasterrcnn", rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000)
+    space = SearchSpace(standard_arch("resnet18"), spec=spec)
+    rng = random.Random(0)
+    students = [space.sample_student(rng) for _ in range(20)]
+    assert all(s in space for s in students)
+    floor = space.smallest()
+    assert floor in space and str(floor).endswith("@fpn32,in64x64,p50,b16")  # 96 px * 0.5 snaps to 64
+    macs = lambda s: detector_cost(s.spec(spec), s.arch, input_size=(96, 96)).total_macs  # noqa: E731
+    assert all(macs(floor) <= macs(s) for s in students)
+    assert Student(floor.arch, replace(floor.heads, box=24)) not in space
+
+
+def _logits(model: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
+    """The raw head outputs of a detector on ``image`` (class scores of the box head / dense heads)."""
+    model.eval()
+    with torch.no_grad():
+        images, _ = model.transform([image])
+        features = model.backbone(images.tensors)
+        if hasattr(model, "rpn"):
+            objectness, deltas = model.rpn.head(list(features.values()))
+            boxes = torch.tensor([[4.0, 4.0, 60.0, 70.0], [10.0, 20.0, 90.0, 50.0]])
+            pooled = model.roi_heads.box_roi_pool(features, [boxes], images.image_sizes)
+            return [*objectness, *model.roi_heads.box_predictor(model.roi_heads.box_head(pooled))]
+        out = model.head(list(features.values()))
+        return list(out.values())
+
+
+def _same(a: list[torch.Tensor], b: list[torch.Tensor], atol: float = 1e-5) -> bool:
+    return all(torch.allclose(x, y, atol=atol, rtol=1e-4) for x, y in zip(a, b, strict=True))
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_widening_every_head_keeps_the_function(family: str) -> None:
+    torch.manual_seed(0)
+    model = jdnas_sdk.build(_spec(family))
+    heads = Heads.of(jdnas_sdk.describe(model)[0])
+    wide = replace(heads, fpn=96, box=heads.box and 96, width=heads.width and 80, convs=heads.convs and 6)
+    student = morph_heads(model, wide)
+    image = torch.rand(3, 96, 96)
+    assert _same(_logits(model, image), _logits(student, image))
+
+
+def test_zero_importance_channels_and_identity_convs_are_removed_exactly() -> None:
+    torch.manual_seed(1)
+    model = jdnas_sdk.build(_spec("fasterrcnn"))
+    with torch.no_grad():  # box-head channels 32.. of both linears write exactly zero
+        for fc in (model.roi_heads.box_head.fc6, model.roi_heads.box_head.fc7):
+            fc.weight[32:] = 0
+            fc.bias[32:] = 0
+    heads = Heads.of(jdnas_sdk.describe(model)[0])
+    image = torch.rand(3, 96, 96)
+    for importance in ("bn", "l1"):
+        student = morph_heads(model, replace(heads, box=32), importance=importance)
+        assert _same(_logits(model, image), _logits(student, image))
+    retina = jdnas_sdk.build(_spec("retinanet"))
+    with torch.no_grad():  # the third conv of each tower is the identity: removable exactly
+        for side in (retina.head.classification_head, retina.head.regression_head):
+            torch.nn.init.dirac_(side.conv[2][0].weight)
+            side.conv[2][0].bias.zero_()
+    three = morph_heads(retina, apply_head(Heads.of(jdnas_sdk.describe(retina)[0]), SetHead("convs", 3)))
+    assert _same(_logits(retina, image), _logits(three, image))
+
+
+def test_narrowing_by_importance_changes_outputs_within_a_stated_bound() -> None:
+    """Bound: cutting box-head channels whose weights are at most eps = 1e-3 of the rest moves the
+    class logits by at most 10 * eps of their magnitude (the dropped channels' contribution is
+    linear in eps), and the importance picks exactly those channels to drop."""
+    torch.manual_seed(2)
+    model = jdnas_sdk.build(_spec("fasterrcnn"))
+    with torch.no_grad():
+        for fc in (model.roi_heads.box_head.fc6, model.roi_heads.box_head.fc7):
+            fc.weight[::2] *= 1e-3
+            fc.bias[::2] *= 1e-3
+    heads = Heads.of(jdnas_sdk.describe(model)[0])
+    student = morph_heads(model, replace(heads, box=32))
+    image = torch.rand(3, 96, 96)
+    before, after = _logits(model, image)[-2], _logits(student, image)[-2]
+    assert (before - after).abs().max() <= 10 * 1e-3 * before.abs().max()
+    assert torch.equal(student.roi_heads.box_head.fc7.bias, model.roi_heads.box_head.fc7.bias[1::2])
+
+
+def test_proposals_and_input_size_keep_every_weight() -> None:
+    model = jdnas_sdk.build(_spec("fasterrcnn"))
+    heads = Heads.of(jdnas_sdk.describe(model)[0])
+    student = morph_heads(model, apply_head(apply_head(heads, SetHead("proposals", 50)), SetHead("size", 64)))
+    assert student.rpn._post_nms_top_n["testing"] == 50 and student.transform.min_size == (64,)
+    a, b = model.state_dict(), student.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
