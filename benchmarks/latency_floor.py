@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
              "| family | base ms | floor ms | floor / base | goal | floor student |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['family']} | {row['base']['measured_ms']:.2f} | {row['floor']['measured_ms']:.2f} | "
-                     f"{row['ratio']:.3f}x | <= {row['goal']}x {'met' if row['met'] else 'MISSED'} | `{row['floor']['code']}` |")
+                     f"{row['ratio']:.3f}x | <= {row['goal']}x {'met' if row['met'] else 'MISSED'} | `{row['floor']['code'].replace('|', chr(92) + '|')}` |")
     lines += ["", "Command: `PYTHONPATH=$PWD python benchmarks/latency_floor.py`"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

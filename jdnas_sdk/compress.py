@@ -30,6 +30,7 @@ from .latency import Estimator, fixed_key, load_table
 from .report import write_report
 from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
 from .space import SearchSpace
+from .student import Heads, Student
 from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
 from .train import TrainConfig
 
@@ -99,7 +100,7 @@ def smallest_arch(space: SearchSpace) -> Arch:
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
     cost = detector_cost(spec, arch, input_size=size)
     return {"ap": candidate.ap, "ap50": candidate.ap50, "ap75": candidate.ap75, "estimated_ms": candidate.latency_ms,
-            "params": cost.total_params, "macs": cost.total_macs, "arch": str(arch)}
+            "params": cost.total_params, "macs": cost.total_macs, "arch": str(arch), "heads": str(Heads.of(spec))}
 
 
 def _datasets(data: str | Path | None, train_data: Any, val_data: Any) -> tuple[Any, Any]:
@@ -178,7 +179,7 @@ def _target_ms(model: nn.Module, estimator: Estimator, base_arch: Arch, space: S
         target_ms = base_ms * float(latency)
     else:
         raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
-    floor = estimator.total_ms(smallest_arch(space))
+    floor = estimator.total_ms(space.smallest() if space.head_values() else smallest_arch(space))
     if target_ms < floor:
         fixed = estimator.estimate(base_arch).by_stage
         raise SearchError(
@@ -235,7 +236,7 @@ def compress(
     runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel)
     table = load_table(target)
     size = input_size or (spec.min_size, spec.min_size)
-    space = space or SearchSpace(base_arch)
+    space = space or SearchSpace(base_arch, spec=spec)  # the whole detector: backbone and heads
     estimator = Estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     work = Path(workdir)
@@ -252,9 +253,10 @@ def compress(
     if best is None:
         raise SearchError(f"no candidate met {target_ms:.2f} ms within the budget ({len(archive.candidates) - 1} "
                           "candidates); give a larger budget")
-    arch = Arch.parse(best.arch)
+    chosen = Student.parse(best.arch)
+    arch = chosen.arch
     metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
-               "student": _metrics(best, arch, spec, size)}
+               "student": _metrics(best, arch, chosen.spec(spec), size)}
     student = _finish(work, best, method, teacher, teacher_pool, teacher_model, train_data, val_data, final_steps,
                       config, progress, metrics["student"])
     if measure and estimator.backend is not None:
@@ -265,7 +267,7 @@ def compress(
         "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
         "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": best.index,
         "metrics": metrics, "history": history, "wall_s": time.monotonic() - began,
-        "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(arch).by_stage},
+        "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(chosen).by_stage},
     })
     return _result(work, student, arch, base_arch, metrics, history, table)
 

@@ -237,8 +237,9 @@ class Estimator:
                 f"interpolate from; profile this detector on the target (`jdnas profile --target {self.table.target} ...`)"
             )
         if key.kind == "fixed":
-            size = int(key["rh"]) * int(key["rw"])
-            other, entry = min(pool, key=lambda kv: abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size)))
+            size, props = int(key["rh"]) * int(key["rw"]), int(key["props"]) + 1
+            other, entry = min(pool, key=lambda kv: abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size))
+                               + abs(math.log((int(kv[0]["props"]) + 1) / props)))
             return entry.median_ms * size / (int(other["rh"]) * int(other["rw"]))
         macs = max(op_macs(key), 1)
         pool.sort(key=lambda kv: abs(math.log(max(op_macs(kv[0]), 1) / macs)))

@@ -21,7 +21,7 @@ def fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
 
 
 _WIDTHS = {"conv": ("cin", "cout"), "linear": ("fin", "fout", "rows"), "maxpool": ("c",), "upsample": ("c",),
-           "relu": ("c",), "fixed": ("h", "w", "rh", "rw")}
+           "relu": ("c",), "fixed": ("h", "w", "rh", "rw", "fpn", "pre", "props", "head")}
 _SIZES = {"conv": ("h", "w", "n"), "linear": (), "maxpool": ("h", "w"), "upsample": ("h", "w", "oh", "ow"),
           "relu": ("h", "w"), "fixed": ()}
 

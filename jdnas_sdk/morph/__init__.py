@@ -13,6 +13,7 @@ from .actions import (
     snap,
 )
 from .apply import morph, morph_step, morph_to
+from .heads import HEAD_KNOBS, SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance, bn_scale, l1_norm
 from .sample import sample_arch
 
@@ -20,4 +21,5 @@ __all__ = [
     "Action", "AddBlock", "RemoveBlock", "MoveBoundary", "SetBlockWidth", "SetStageWidth",
     "apply_action", "available_actions", "snap", "actions_to", "morph", "morph_step", "morph_to",
     "Importance", "IMPORTANCES", "bn_scale", "l1_norm", "sample_arch",
+    "SetHead", "HEAD_KNOBS", "apply_head", "morph_heads",
 ]

@@ -15,6 +15,8 @@ from ..errors import ArchError
 from .actions import (
     Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, actions_to, apply_action, snap,
 )
+from ..student import Heads, Student
+from .heads import SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance
 from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
 
@@ -50,9 +52,13 @@ def _plan(parent: nn.Module, arch: Arch, action: Action, importance: Importance)
 
 
 @torch.no_grad()
-def morph_step(model: nn.Module, action: Action, *, importance: str | Importance = "bn", multiple: int = 8) -> nn.Module:
-    """One action: a new detector of the changed arch, its weights inherited from ``model``."""
+def morph_step(model: nn.Module, action: Action | SetHead, *, importance: str | Importance = "bn",
+               multiple: int = 8) -> nn.Module:
+    """One action: a new detector of the changed arch (or head setting, :class:`SetHead`), its
+    weights inherited from ``model``."""
     spec, arch = describe(model)
+    if isinstance(action, SetHead):
+        return morph_heads(model, apply_head(Heads.of(spec), action), importance=importance)
     score = IMPORTANCES[importance] if isinstance(importance, str) else importance
     if isinstance(action, SetBlockWidth):
         action = replace(action, mid=snap(action.mid, lcm(multiple, arch.groups)))
@@ -65,7 +71,7 @@ def morph_step(model: nn.Module, action: Action, *, importance: str | Importance
     return student
 
 
-def morph(model: nn.Module, actions: Sequence[Action] | Action, *, importance: str | Importance = "bn",
+def morph(model: nn.Module, actions: Sequence[Action | SetHead] | Action | SetHead, *, importance: str | Importance = "bn",
           multiple: int = 8) -> nn.Module:
     """Apply ``actions`` in order; returns the student (``model`` is left untouched).
 
@@ -87,10 +93,16 @@ def morph(model: nn.Module, actions: Sequence[Action] | Action, *, importance: s
     return current
 
 
-def morph_to(model: nn.Module, arch: Arch, *, importance: str | Importance = "bn", multiple: int = 8) -> nn.Module:
-    """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`."""
+def morph_to(model: nn.Module, arch: Arch | Student, *, importance: str | Importance = "bn",
+             multiple: int = 8) -> nn.Module:
+    """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`;
+    a whole :class:`~jdnas_sdk.student.Student` also takes its head settings (:func:`morph_heads`)."""
+    heads = arch.heads if isinstance(arch, Student) else None
+    arch = arch.arch if isinstance(arch, Student) else arch
     student = morph(model, actions_to(describe(model)[1], arch), importance=importance, multiple=multiple)
     got = describe(student)[1]
     if got != arch:
         raise ArchError(f"morphing reached {got}, not {arch} (widths snap to multiples of {multiple})")
+    if heads is not None and heads != Heads.of(describe(student)[0]):
+        student = morph_heads(student, heads, importance=importance)
     return student

@@ -114,7 +114,8 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
              row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
              row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
              "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
-             f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |", "",
+             f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |",
+             f"| heads | {code_cell(m['base'].get('heads', '-'))} | {code_cell(m['student'].get('heads', '-'))} |", "",
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
              + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
              "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]

@@ -24,12 +24,12 @@ import torch
 
 from .._io import atomic_write_json
 from .._ray import worker_id
-from ..arch import Arch
 from ..detectors import load_detector
 from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
+from ..student import Student
 from ..train import TrainConfig
 
 __all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished",
@@ -110,7 +110,7 @@ def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads:
     try:
         parent = load_detector(job.parent_file)
         if job.morph_to is not None:
-            student = morph_to(parent, Arch.parse(job.morph_to))
+            student = morph_to(parent, Student.parse(job.morph_to))
         else:
             student = morph(parent, list(job.actions)) if job.actions else parent
         teacher = load_detector(job.teacher_file) if job.teacher_file else None

@@ -30,8 +30,19 @@ from ..distill import FINETUNE_DEFAULTS, KDConfig
 from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import Estimator
-from ..morph import Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, apply_action
+from ..morph import (
+    Action,
+    AddBlock,
+    MoveBoundary,
+    RemoveBlock,
+    SetBlockWidth,
+    SetHead,
+    SetStageWidth,
+    apply_action,
+    apply_head,
+)
 from ..space import SearchSpace
+from ..student import Heads, Student
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
@@ -83,9 +94,23 @@ def _grid_step(grid: tuple[int, ...], value: int, step: int) -> int | None:
     return grid[index] if 0 <= index < len(grid) else None
 
 
-def moves(arch: Arch, space: SearchSpace) -> list[Action]:
-    """Single actions from ``arch`` that stay in ``space``, widths moving one grid step."""
-    out: list[Action] = []
+def moves(arch: Arch | Student, space: SearchSpace) -> list[Action | SetHead]:
+    """Single actions from ``arch`` (a backbone, or a whole student) that stay in ``space``, widths
+    moving one grid step; for a student of a space with a head grid, also every head setting one
+    step along its grid (:class:`~jdnas_sdk.morph.SetHead`)."""
+    if isinstance(arch, Student):
+        out: list[Action | SetHead] = list(moves(arch.arch, space))
+        values = space.head_values()
+        if arch.heads is None or not values:
+            return out
+        choice = space.heads_of(arch.heads)
+        for knob, grid in values.items():
+            for step in (-1, 1):
+                new = _grid_step(grid, choice[knob], step)
+                if new is not None:
+                    out.append(SetHead(knob, new))
+        return out
+    out = []
     for s, stage in enumerate(arch.stages, start=1):
         lo, hi = space.depth_range(s)
         if stage.depth < hi:
@@ -112,7 +137,20 @@ def moves(arch: Arch, space: SearchSpace) -> list[Action]:
     return valid
 
 
-def _shrinks(action: Action, arch: Arch) -> bool:
+def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student:
+    """The backbone or student a move leads to (a backbone action on a student changes its backbone)."""
+    if isinstance(arch, Student):
+        if isinstance(action, SetHead):
+            return Student(arch.arch, apply_head(arch.heads, action))
+        return Student(apply_action(arch.arch, action), arch.heads)
+    return apply_action(arch, action)
+
+
+def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:
+    if isinstance(action, SetHead):
+        return isinstance(arch, Student) and arch.heads is not None and action.value < _head_value(arch.heads, action.knob)
+    if isinstance(arch, Student):
+        arch = arch.arch
     if isinstance(action, RemoveBlock):
         return True
     if isinstance(action, SetStageWidth):
@@ -122,8 +160,12 @@ def _shrinks(action: Action, arch: Arch) -> bool:
     return False
 
 
-def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], bound_ms: float,
-            rng: random.Random, *, max_actions: int = 3, tries: int = 200) -> tuple[list[Action], Arch, float, int]:
+def _head_value(heads: Heads, knob: str) -> int:
+    return heads.min_size if knob == "size" else getattr(heads, knob)
+
+
+def propose(parent: Arch | Student, space: SearchSpace, latency: Callable[[Any], float], bound_ms: float,
+            rng: random.Random, *, max_actions: int = 3, tries: int = 200) -> tuple[list[Any], Any, float, int]:
     """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
     still over the bound) whose result the table puts within ``bound_ms``.
 
@@ -142,7 +184,7 @@ def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], 
             if not choices:
                 break
             action = rng.choice(choices)
-            arch = apply_action(arch, action)
+            arch = apply_move(arch, action)
             actions.append(action)
         if actions and arch != parent:
             ms = latency(arch)
@@ -152,12 +194,21 @@ def propose(parent: Arch, space: SearchSpace, latency: Callable[[Arch], float], 
     raise SearchError(f"no proposal from {parent} met the latency bound {bound_ms:.2f} ms in {tries} tries")
 
 
+def as_searched(code: str, space: SearchSpace) -> Arch | Student:
+    """A candidate's code as the search moves it: a whole student where the space has a head grid
+    (a backbone-only code takes the space's base heads), else the backbone."""
+    student = Student.parse(code)
+    if not space.head_values():
+        return student.arch
+    return student if student.heads is not None else Student.of(space.spec, student.arch)
+
+
 def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: Estimator, space: SearchSpace,
                     config: SearchConfig, **extra: Any) -> dict[str, Any]:
     """What a search's archive must have been made with to be resumed (checked by :meth:`Archive.open`)."""
     return {"method": method, "base": str(base_arch), "target_ms": round(target_ms, 6), "table": estimator.table.target,
             "candidates": config.candidates, "finetune_steps": config.finetune_steps, "seed": config.seed,
-            "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__, **extra,
+            "space": [list(space.width_ratios), list(space.depth)] + ([{k: list(v) for k, v in space.head_values().items()}] if space.head_values() else []), "kd": config.kd.__dict__, **extra,
             **({"parallel": config.parallel} if config.parallel != 1 else {})}  # 1: as archives made before rounds
 
 
@@ -191,7 +242,7 @@ class _Round:
         rng = random.Random(config.seed * 1_000_003 + index)
         bound = latency_bound(index, config, self.base_ms, self.target_ms)
         parent = _pick_parent(candidates, bound, rng)
-        actions, arch, ms, rejected = propose(Arch.parse(parent.arch), self.space, self.estimator.total_ms, bound, rng,
+        actions, arch, ms, rejected = propose(as_searched(parent.arch, self.space), self.space, self.estimator.total_ms, bound, rng,
                                               max_actions=config.max_actions, tries=config.proposals)
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:

@@ -26,9 +26,10 @@ from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import Estimator
 from ..space import SearchSpace
+from ..student import Heads, Student
 from .archive import Archive
 from .executor import CandidateJob, Executor
-from .joint import SearchConfig, propose, search_settings
+from .joint import SearchConfig, as_searched, propose, search_settings
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
@@ -48,15 +49,38 @@ def _scaled(space: SearchSpace, ratio_index: int) -> Arch:
     return Arch(block=base.block, stem=stem, stages=tuple(stages), groups=base.groups)
 
 
-def uniform_prune(space: SearchSpace, latency: Callable[[Arch], float], target_ms: float) -> Arch:
-    """The base with every width moved the same number of grid steps down: the least pruning
-    that meets ``target_ms`` (then blocks are removed from the deepest stage if widths are not enough)."""
-    for steps in range(0, max(len(space.stage_widths(s)) for s in range(1, 5))):
-        arch = _scaled(space, steps)
+def _scaled_student(space: SearchSpace, steps: int) -> Arch | Student:
+    """:func:`_scaled` and, where the space has a head grid, every head setting moved the same
+    number of steps down its grid from the base detector's value."""
+    arch = _scaled(space, steps)
+    values = space.head_values()
+    if not values:
+        return arch
+    base = space.heads_of(Heads.of(space.spec))
+    choice = {}
+    for knob, grid in values.items():
+        at = grid.index(base[knob]) if base[knob] in grid else len(grid) - 1
+        choice[knob] = grid[max(0, at - steps)]
+    return Student(arch, space.make_heads(choice))
+
+
+def uniform_prune(space: SearchSpace, latency: Callable[[Any], float], target_ms: float) -> Arch | Student:
+    """The base with every width (and, where the space has a head grid, every head setting: FPN,
+    box/mask head and tower widths, tower depth, proposals, input size) moved the same number of
+    grid steps down: the least pruning that meets ``target_ms`` (then blocks are removed from the
+    deepest stage if that is not enough)."""
+    grids = [len(space.stage_widths(s)) for s in range(1, 5)] + [len(v) for v in space.head_values().values()]
+    for steps in range(0, max(grids)):
+        arch = _scaled_student(space, steps)
         if latency(arch) <= target_ms:
             return arch
-    arch = _scaled(space, 99)
-    while latency(arch) > target_ms:
+    scaled = _scaled_student(space, 99)
+    if isinstance(scaled, Student):
+        heads, arch = scaled.heads, scaled.arch
+        cost = lambda a: latency(Student(a, heads))  # noqa: E731 - the heads stay at their smallest
+    else:
+        heads, arch, cost = None, scaled, latency
+    while cost(arch) > target_ms:
         deepest = max(range(4), key=lambda i: arch.stages[i].depth - space.depth_range(i + 1)[0])
         lo = space.depth_range(deepest + 1)[0]
         if arch.stages[deepest].depth <= lo:
@@ -64,7 +88,7 @@ def uniform_prune(space: SearchSpace, latency: Callable[[Arch], float], target_m
         stages = list(arch.stages)
         stages[deepest] = Stage(stages[deepest].width, stages[deepest].mids[:-1])
         arch = replace(arch, stages=tuple(stages))
-    return arch
+    return arch if heads is None else Student(arch, heads)
 
 
 def pipeline_search(
@@ -128,7 +152,7 @@ def pipeline_search(
                 if teacher_file is not None and not teacher_file.is_file():
                     save_detector(teacher, teacher_file, metadata={"teacher": "pipeline"})
 
-            run_round(archive, [slot(2, Arch.parse(archive.candidates[1].arch), 1, "distil", stage_steps, teacher_file,
+            run_round(archive, [slot(2, as_searched(archive.candidates[1].arch, space), 1, "distil", stage_steps, teacher_file,
                                      False)], runner, desc="distil", prepare=write_teacher, **common)
         _alive(archive, 2)
         steps = max(1, (budget - 2 * stage_steps) // search_count)
@@ -171,7 +195,7 @@ def _random_arch(index: int, space: SearchSpace, estimator: Estimator, target_ms
     """A random architecture for candidate ``index`` (seeded by (seed, index)), shrunk by random
     moves until the table puts it within ``target_ms``."""
     rng = random.Random(config.seed * 1_000_003 + index)
-    arch = space.sample(rng)
+    arch = space.sample_student(rng) if space.head_values() else space.sample(rng)
     if estimator.total_ms(arch) > target_ms:
         _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1, tries=config.proposals)
     return arch
