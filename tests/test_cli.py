@@ -126,3 +126,21 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
         assert step in run.stdout
     assert (work / "student.onnx").is_file() and (work / "compress" / "report.html").is_file()
     assert (work / "compress" / "student.pt").is_file() and (work / "compress" / "search" / "archive.json").is_file()
+
+
+def test_latency_floor_names_the_cheapest_student_of_the_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jdnas_sdk import DetectorSpec, Student, build, describe, save_detector
+
+    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=4, min_size=128, max_size=128,
+                        fpn_channels=32, representation_size=64)
+    model_file, out = tmp_path / "m.pt", tmp_path / "floor.json"
+    save_detector(build(spec), model_file)
+    assert main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"base", "floor"}
+    assert all(set(row) == {"code", "estimated_ms", "measured_ms"} and row["measured_ms"] is None for row in report.values())
+    assert report["floor"]["estimated_ms"] < report["base"]["estimated_ms"]
+    floor = Student.parse(report["floor"]["code"])
+    assert str(Student.of(*describe(build(spec, floor)))) == report["floor"]["code"]
+    assert report["floor"]["code"] in capsys.readouterr().out
+    assert main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--arch", str(floor.arch)]) == 2

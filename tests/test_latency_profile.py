@@ -17,6 +17,7 @@ from jdnas_sdk import Arch, LatencyTableError, build, save_detector
 from jdnas_sdk.latency import Estimator, LatencyTable, OpKey, OrtBackend, TorchBackend, estimate_latency, open_table, profile, reachable_ops
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
 from jdnas_sdk.latency.lower import fixed_key
+from jdnas_sdk.latency.reach import fixed_specs
 from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.space import SearchSpace
 
@@ -160,8 +161,11 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     model_file = tmp_path / "tiny.pt"
     save_detector(build(tiny_spec(), BASE), model_file)
     out = tmp_path / "tiny.json"
+    heads = {"fpn": (0.5, 1.0), "size": (0.75, 1.0), "proposals": (1000,), "box": (1.0,), "mask": (1.0,), "convs": (4,),
+             "width": (1.0,)}  # the detector-level space, on a grid small enough for a test
     args = ["profile", "--target", "tiny", "--model", str(model_file), "--input-size", "96", "--out", str(out),
-            "--width-ratios", "0.5,0.75,1,1.25", "--min-runs", "3", "--min-time", "0"]
+            "--width-ratios", "0.5,0.75,1,1.25", "--min-runs", "3", "--min-time", "0", "--fixed-students", "1",
+            "--heads", *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items())]
     first = _jdnas(*args)
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:
@@ -179,7 +183,10 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     after = LatencyTable.load(out)
     assert fixed_key(tiny_spec(), SIZE) in after
     assert all(after.entries[k] == e for k, e in before.entries.items())  # nothing re-measured
-    assert len(after) == len(reachable_ops(tiny_spec(), SearchSpace(BASE, width_ratios=(0.5, 0.75, 1, 1.25)), SIZE)) + 1
+    space = SearchSpace(BASE, width_ratios=(0.5, 0.75, 1, 1.25), spec=tiny_spec(), heads=heads)
+    fixed = {fixed_key(s, SIZE) for s in fixed_specs(tiny_spec(), space)}
+    assert len(fixed) == 4 and fixed <= set(after.entries)  # FPN width x input size
+    assert len(after) == len(reachable_ops(tiny_spec(), space, SIZE)) + len(fixed)
 
 
 def test_latency_command_estimates_measures_and_reports_misses(profiled: LatencyTable, tmp_path: Path) -> None:

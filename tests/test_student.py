@@ -141,3 +141,19 @@ def test_proposals_and_input_size_keep_every_weight() -> None:
     assert student.rpn._post_nms_top_n["testing"] == 50 and student.transform.min_size == (64,)
     a, b = model.state_dict(), student.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_estimator_times_whole_students_as_its_breakdown_does() -> None:
+    from jdnas_sdk.latency import Estimator, load_table
+
+    spec = _spec("fasterrcnn")
+    space = SearchSpace(standard_arch("resnet18"), spec=spec)
+    estimator = Estimator(load_table("v100-trt"), spec, (96, 96), save=False)
+    base = standard_arch("resnet18")
+    assert estimator.total_ms(Student.of(spec, base)) == pytest.approx(estimator.total_ms(base), rel=1e-12)
+    rng = random.Random(3)
+    for student in [space.sample_student(rng) for _ in range(5)] + [space.smallest()]:
+        fresh = Estimator(load_table("v100-trt"), spec, (96, 96), save=False)
+        assert estimator.total_ms(student) == pytest.approx(fresh.estimate(student).total_ms, rel=1e-9)
+    fewer = Student(base, replace(Heads.of(spec), proposals=50, pre=50))
+    assert estimator.estimate(fewer).by_stage["heads"] < estimator.estimate(base).by_stage["heads"]

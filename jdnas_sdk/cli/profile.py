@@ -44,6 +44,9 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
+    pr.add_argument("--heads", nargs="+", metavar="KNOB=V,V",
+                    help="head grid of the space, e.g. fpn=0.5,1 size=1 proposals=300,1000 (ratios of the base's value; "
+                         "proposals and convs are counts; default: jdnas_sdk.space.DEFAULT_HEAD_GRID)")
     pr.add_argument("--backbone-only", action="store_true",
                     help="profile only the backbone's space (heads and input size fixed), as before the detector-level space")
     pr.add_argument("--fixed-students", type=int, default=8,
@@ -76,6 +79,24 @@ def _detector(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[A
     raise JdnasError("name the detector to profile around: --model FILE, or --family F --backbone B")
 
 
+def _head_grid(items: list[str] | None) -> dict[str, Any]:
+    """``{"heads": {knob: values}}`` from ``--heads KNOB=V,V ...`` (empty: the default grid)."""
+    from ..space import DEFAULT_HEAD_GRID
+
+    if not items:
+        return {}
+    grid: dict[str, tuple[float, ...]] = {}
+    for item in items:
+        knob, sep, values = item.partition("=")
+        if not sep or knob not in DEFAULT_HEAD_GRID:
+            raise JdnasError(f"--heads takes KNOB=V,V with KNOB one of {sorted(DEFAULT_HEAD_GRID)}, got {item!r}")
+        try:
+            grid[knob] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise JdnasError(f"--heads {item!r}: values must be numbers, e.g. fpn=0.5,1") from None
+    return {"heads": grid}
+
+
 def run(args: argparse.Namespace) -> int:
     from ..latency import make_backend, open_table, profile, reachable_ops
     from ..latency.backends import Timing
@@ -87,7 +108,8 @@ def run(args: argparse.Namespace) -> int:
     model, spec, base = _detector(args, sizes)
     ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
     heads = None if args.backbone_only else spec
-    space = SearchSpace(base, width_ratios=ratios, spec=heads) if ratios else SearchSpace(base, spec=heads)
+    grid = _head_grid(args.heads)
+    space = SearchSpace(base, **({"width_ratios": ratios} if ratios else {}), spec=heads, **grid)
     if args.dry_run:
         ops = {k for size in sizes for k in reachable_ops(spec, space, size)}
         print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")
