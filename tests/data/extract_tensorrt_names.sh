@@ -7,11 +7,14 @@
 #   tests/data/extract_tensorrt_names.sh 10.3.0      > tests/data/tensorrt_10.3_names.txt
 #   tests/data/extract_tensorrt_names.sh 11.4.0.106  > tests/data/tensorrt_11.4_names.txt
 #
-# Rules: identifier-shaped strings of the .so (`strings -n 2`, then ^[A-Za-z_][A-Za-z0-9_]*$),
-# C++ mangled symbols (_Z...) dropped; plus every suffix of an identifier that starts after an
-# underscore, because the linker merges a string into the tail of a longer one (`serialize` lives
-# inside `get_fields_to_serialize`); plus the names the package's __init__.py defines at top level
-# (`__version__`, `volume`, `nptype`). One name a line, sorted, unique.
+# Rules: take the strings of the .so (`strings -n 2`), drop C++ mangled symbols (_Z...), keep the
+# identifier-shaped ones and the identifier tail of a qualified name (`nvinfer1::DataType`,
+# `numpy.bool`), and emit every suffix of those that starts with a letter or `_`: the linker
+# merges a string into the tail of a longer one (`serialize` lives in `get_fields_to_serialize`,
+# `Logger` in `ILogger`, `float16` in `bfloat16`). Free text is not used (docstrings mention
+# `BuilderFlag.FP16` in 11.4, which has no such member). Plus the names the package's __init__.py
+# defines at top level (`__version__`, `volume`, `nptype`). One name a line, sorted, unique.
+# Checked: FP16, EXPLICIT_BATCH and OBEY_PRECISION_CONSTRAINTS are in 10.3's list and not 11.4's.
 set -euo pipefail
 version="${1:?usage: $0 TENSORRT_BINDINGS_VERSION}"
 pip="${PIP:-/work/main/.venv/bin/pip}"
@@ -23,8 +26,10 @@ trap 'rm -rf "$tmp"' EXIT
 so="$(find "$tmp/x" -name 'tensorrt*.so' | head -1)"
 init="$(dirname "$so")/__init__.py"
 {
-  strings -n 2 "$so" | grep -E '^[A-Za-z_][A-Za-z0-9_]*$' | grep -v '^_Z' \
-    | awk '{ print; s = $0; while ((i = index(s, "_")) > 0) { s = substr(s, i + 1); if (s ~ /^[A-Za-z]/) print s } }'
+  strings -n 2 "$so" | grep -v '^_Z' | awk '
+    /^[A-Za-z_][A-Za-z0-9_]*$/ { t = $0 }
+    !/^[A-Za-z_][A-Za-z0-9_]*$/ { if (!match($0, /[.:][A-Za-z_][A-Za-z0-9_]*$/)) next; t = substr($0, RSTART + 1) }
+    { for (i = 1; i <= length(t); i++) { s = substr(t, i); if (s ~ /^[A-Za-z_]/) print s } }'
   "$python" - "$init" <<'PY'
 import ast, sys
 tree = ast.parse(open(sys.argv[1], encoding="utf-8").read())
