@@ -26,7 +26,8 @@ from ...errors import LatencyTableError
 
 __all__ = [
     "trt_version", "trt_major", "TargetRequirement", "TARGET_REQUIREMENTS", "target_support", "check_target",
-    "output_bytes", "NMS_TOPK_LIMIT", "network_mode",
+    "output_bytes", "NMS_TOPK_LIMIT", "network_mode", "grow_capacity", "LayerSplit", "split_layers",
+    "layer_names_from_inspector",
 ]
 
 #: Boxes TensorRT's NMS considers per batch item (TopK limit; 2,000 on SM 5.3 and 6.2).
@@ -117,3 +118,58 @@ def output_bytes(shape: tuple[int, ...], itemsize: int, *, alignment: int = 256)
         raise ValueError(f"alignment must be a power of two, got {alignment}")
     size = math.prod(shape) * itemsize
     return max(alignment, -(-size // alignment) * alignment)
+
+
+def grow_capacity(requested: int, capacity: int, *, alignment: int = 256) -> int:
+    """The capacity an output allocator holds after TensorRT asks for ``requested`` bytes: the
+    current one when it suffices (no reallocation inside timed runs), else the request rounded up
+    to ``alignment`` and at least doubled, so a growing output reallocates a few times only."""
+    if requested < 0 or capacity < 0:
+        raise ValueError(f"sizes must be >= 0, got {requested}, {capacity}")
+    if requested <= capacity:
+        return capacity
+    return max(output_bytes((requested,), 1, alignment=alignment), 2 * capacity)
+
+
+@dataclass(frozen=True)
+class LayerSplit:
+    """An engine's layers sorted for an op's entry: the op's own, the input producers' (left
+    out, as ONNX Runtime leaves them out) and reformatting copies (left out: the detector keeps
+    one layout between its layers)."""
+
+    op: tuple[str, ...]
+    producers: tuple[str, ...]
+    reformats: tuple[str, ...]
+
+
+def split_layers(names: list[str], producer_mark: str) -> LayerSplit:
+    """Sort engine layer names (as the profiler and the engine inspector give them; a fused layer
+    is named after its nodes joined by ``" + "``). A layer that fuses a producer with a node of
+    the op cannot be split in two: it raises, since its time is neither the op's nor not."""
+    op, producers, reformats = [], [], []
+    for name in names:
+        if "reformat" in name.lower():
+            reformats.append(name)
+            continue
+        parts = [part.strip() for part in name.split(" + ")]
+        marked = [producer_mark in part for part in parts]
+        if all(marked):
+            producers.append(name)
+        elif any(marked):
+            raise LatencyTableError(
+                f"TensorRT fused an input producer into the op's layer {name!r}: the op's time cannot be separated "
+                "from it; report this layer pattern (the op's ONNX can be saved with jdnas_sdk.latency.kernels.op_onnx)")
+        else:
+            op.append(name)
+    return LayerSplit(tuple(op), tuple(producers), tuple(reformats))
+
+
+def layer_names_from_inspector(info: str) -> list[str]:
+    """Layer names from ``IEngineInspector.get_engine_information(LayerInformationFormat.JSON)``:
+    with ``ProfilingVerbosity.DETAILED`` each layer is an object with a ``Name``; with less
+    detail, a bare string."""
+    import json
+
+    data = json.loads(info)
+    layers = data.get("Layers", []) if isinstance(data, dict) else []
+    return [layer["Name"] if isinstance(layer, dict) else str(layer) for layer in layers]
