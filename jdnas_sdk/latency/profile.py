@@ -27,7 +27,31 @@ from .lower import fixed_key
 from .reach import reachable_ops
 from .table import LatencyTable
 
-__all__ = ["profile", "open_table"]
+__all__ = ["profile", "open_table", "timing_cache_path"]
+
+
+def timing_cache_path(table_path: str | os.PathLike[str]) -> Path:
+    """Where a TensorRT table's timing cache lives: beside the table (``T.json`` ->
+    ``T.trt-timing-cache``), so that a resumed profile reuses the tactics already tuned."""
+    return Path(table_path).with_suffix(".trt-timing-cache")
+
+
+def _prepare_backend(table: LatencyTable, backend: Backend) -> None:
+    """Backend checks that need the table: TensorRT refuses targets its version cannot profile
+    (``v100-trt`` with TensorRT >= 10.5) and shares one timing cache beside the table."""
+    check = getattr(backend, "check_target", None)
+    if check is not None:
+        check(table.target)
+    use_cache = getattr(backend, "use_cache", None)
+    if use_cache is not None and table.path is not None:
+        use_cache(timing_cache_path(table.path))
+
+
+def _save(table: LatencyTable, backend: Backend) -> None:
+    table.save()
+    save_cache = getattr(backend, "save_cache", None)
+    if save_cache is not None:
+        save_cache()
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +113,7 @@ def profile(
     Returns ``table``, saved to its path."""
     if executor not in ("local", "ray"):
         raise LatencyTableError(f"executor must be 'local' or 'ray', got {executor!r}")
+    _prepare_backend(table, backend)
     space = space or SearchSpace(base)
     wanted: dict = {}
     for size in input_sizes:
@@ -109,11 +134,11 @@ def profile(
             table.put(key, backend.measure_op(key))
             bar.update()
             if time.monotonic() - last_save >= save_every_s:
-                table.save()
+                _save(table, backend)
                 last_save = time.monotonic()
     finally:
         bar.close()
-        table.save()
+        _save(table, backend)
     detectors = [model if model is not None else build_detector(spec, base), *fixed_models]
     for size in input_sizes:
         key = fixed_key(spec, size)

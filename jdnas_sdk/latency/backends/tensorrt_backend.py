@@ -59,6 +59,14 @@ def _torch_dtype(trt: Any, dtype: Any) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype=trt.nptype(dtype))).dtype
 
 
+def _reserve(allocator: Any, tensor_name: str, size: int) -> None:
+    """Grow ``allocator``'s memory for ``tensor_name`` to hold ``size`` bytes (see :func:`grow_capacity`)."""
+    have = allocator.memory[tensor_name].numel() if tensor_name in allocator.memory else 0
+    want = grow_capacity(size, have)
+    if want > have:
+        allocator.memory[tensor_name] = torch.empty(want, dtype=torch.uint8, device="cuda")
+
+
 def _make_allocator(trt: Any) -> Any:
     class TorchOutputAllocator(trt.IOutputAllocator):  # type: ignore[misc,name-defined]
         """Output memory for data-dependent shapes: torch CUDA bytes, grown only when TensorRT
@@ -69,14 +77,8 @@ def _make_allocator(trt: Any) -> Any:
             self.memory: dict[str, torch.Tensor] = {}
             self.shapes: dict[str, tuple[int, ...]] = {}
 
-        def reserve(self, tensor_name: str, size: int) -> None:
-            have = self.memory[tensor_name].numel() if tensor_name in self.memory else 0
-            want = grow_capacity(size, have)
-            if want > have:
-                self.memory[tensor_name] = torch.empty(want, dtype=torch.uint8, device="cuda")
-
         def reallocate_output(self, tensor_name: str, memory: int, size: int, alignment: int) -> int:
-            self.reserve(tensor_name, size)
+            _reserve(self, tensor_name, size)
             return self.memory[tensor_name].data_ptr()
 
         def reallocate_output_async(self, tensor_name: str, memory: int, size: int, alignment: int, stream: int) -> int:
@@ -117,7 +119,7 @@ class EngineRunner:
             shape = tuple(int(d) for d in self.context.get_tensor_shape(name))
             if any(d < 0 for d in shape):  # data-dependent: sized by TensorRT's upper bound
                 self.dtypes[name] = _torch_dtype(trt, self.engine.get_tensor_dtype(name))
-                self.allocator.reserve(name, int(self.context.get_max_output_size(name)))
+                _reserve(self.allocator, name, int(self.context.get_max_output_size(name)))
                 self.context.set_output_allocator(name, self.allocator)
             else:
                 self._bind(name, shape)
@@ -186,14 +188,14 @@ class TensorRTBackend:
         self.trt, _ = load_tensorrt()
         self.version = trt_version(self.trt)
         self.gpu = gpu_info(0)
-        self.builder = EngineBuilder(precision=precision, cache_path=cache_path)
+        self.engines = EngineBuilder(precision=precision, cache_path=cache_path)
 
     def use_cache(self, path: str | Path) -> None:
         """Share the timing cache at ``path`` from now on (loaded if it exists)."""
-        self.builder = EngineBuilder(precision=self.precision, cache_path=path)
+        self.engines = EngineBuilder(precision=self.precision, cache_path=path)
 
     def save_cache(self) -> None:
-        self.builder.save_cache()
+        self.engines.save_cache()
 
     def check_target(self, target: str) -> None:
         """Refuse a target this TensorRT cannot profile (``v100-trt`` needs TensorRT < 10.5)."""
@@ -225,7 +227,7 @@ class TensorRTBackend:
         return samples
 
     def measure_op(self, key: OpKey) -> Entry:
-        runner = EngineRunner(self.builder.build(op_onnx(key)))
+        runner = EngineRunner(self.engines.build(op_onnx(key)))
         for name, value in zip(("x", "residual"), op_inputs(key, device="cuda")):
             runner.feed(name, value.to(runner.dtypes[name]))
         split = split_layers(runner.layer_names(), WARM_NAME)
@@ -250,8 +252,8 @@ class TensorRTBackend:
         if getattr(loaded, "roi_heads", None) is not None:
             from .trt_rcnn import rcnn_runner
 
-            run = rcnn_runner(loaded, image_size, self.builder, image.cuda())
+            run = rcnn_runner(loaded, image_size, self.engines, image.cuda())
             return summarise(self._events(run, torch.cuda.current_stream()), detections=detections, **self._info())
-        runner = EngineRunner(self.builder.build(detector_onnx(loaded, image_size)))
+        runner = EngineRunner(self.engines.build(detector_onnx(loaded, image_size)))
         runner.feed("image", image.cuda())
         return summarise(self._events(runner.run, runner.stream), detections=detections, **self._info())

@@ -130,11 +130,11 @@ class EngineBuilder:
 def build_engine(onnx: bytes, *, precision: str = "fp16", workspace_mib: int = 2048, shapes: Shapes | None = None,
                  cache_path: str | os.PathLike[str] | None = None) -> bytes:
     """One serialised engine (a builder of its own; profiling uses one :class:`EngineBuilder`)."""
-    builder = EngineBuilder(precision=precision, cache_path=cache_path, workspace_mib=workspace_mib)
+    engines = EngineBuilder(precision=precision, cache_path=cache_path, workspace_mib=workspace_mib)
     try:
-        return builder.build(onnx, shapes=shapes)
+        return engines.build(onnx, shapes=shapes)
     finally:
-        builder.save_cache()
+        engines.save_cache()
 
 
 def deserialize_engine(data: bytes) -> tuple[Any, Any]:

@@ -41,9 +41,9 @@ def _padded_run(runner: EngineRunner, rows: int) -> Callable[[Tensor], Sequence[
     return run
 
 
-def tensorrt_split_rcnn(model: nn.Module, image_size: tuple[int, int], builder: EngineBuilder) -> SplitRcnn:
+def tensorrt_split_rcnn(model: nn.Module, image_size: tuple[int, int], engines: EngineBuilder) -> SplitRcnn:
     """``model`` (on the GPU, eval) as a :class:`SplitRcnn` whose dense parts are TensorRT engines
-    built by ``builder`` for ``image_size`` inputs."""
+    built by ``engines`` for ``image_size`` inputs."""
     model = model.cuda().eval()
     dense_onnx, head_onnx, dense_shape, top_n = split_onnx(model.cpu(), image_size)
     model = model.cuda()
@@ -51,15 +51,15 @@ def tensorrt_split_rcnn(model: nn.Module, image_size: tuple[int, int], builder: 
     pooled = (pooled, pooled) if isinstance(pooled, int) else tuple(pooled)
     channels = model.backbone.out_channels
     head_shape = (top_n, channels, *pooled)
-    dense = EngineRunner(builder.build(dense_onnx))
-    head = EngineRunner(builder.build(head_onnx, shapes={BOX_FEATURES: ((1, *head_shape[1:]), head_shape, head_shape)}),
+    dense = EngineRunner(engines.build(dense_onnx))
+    head = EngineRunner(engines.build(head_onnx, shapes={BOX_FEATURES: ((1, *head_shape[1:]), head_shape, head_shape)}),
                         input_shapes={BOX_FEATURES: head_shape})
     split = SplitRcnn(model, box_head=_padded_run(head, top_n))
     split.dense = _dense_run(dense, "images", dense_output_names(split.levels))
     return split
 
 
-def rcnn_runner(model: nn.Module, image_size: tuple[int, int], builder: EngineBuilder, image: Tensor) -> Callable[[], object]:
+def rcnn_runner(model: nn.Module, image_size: tuple[int, int], engines: EngineBuilder, image: Tensor) -> Callable[[], object]:
     """A callable running one full inference of ``model`` on ``image`` (on the GPU) for timing."""
-    split = tensorrt_split_rcnn(model, image_size, builder)
+    split = tensorrt_split_rcnn(model, image_size, engines)
     return lambda: split(image)
