@@ -19,8 +19,6 @@ from .conftest import tiny_spec
 
 FAST = Timing(warmup=2, min_runs=5, max_runs=20, min_time_s=0.0)
 NO_TRT = tensorrt_available()
-needs_trt = [pytest.mark.tensorrt, pytest.mark.skipif(NO_TRT is not None, reason=str(NO_TRT))]
-needs_cuda = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.mark.parametrize("family", ["retinanet", "fcos"])

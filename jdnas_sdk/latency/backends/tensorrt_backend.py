@@ -204,7 +204,7 @@ class TensorRTBackend:
     def fingerprint(self) -> Fingerprint:
         gpu = self.gpu
         device = f"{gpu.name} (SM {gpu.sm})" if gpu else torch.cuda.get_device_name(0)
-        variant = tensorrt_cuda_variant() or f"cuda{torch.version.cuda or ''}"
+        variant = tensorrt_cuda_variant() or f"cu{(torch.version.cuda or '').split('.')[0]}"
         return Fingerprint(device=device, backend="tensorrt", backend_version=self.trt.__version__,
                            precision=self.precision, batch=1, threads=1, provider=variant,
                            driver=gpu.driver if gpu else "", optimization="builder-default", machine=platform.machine())

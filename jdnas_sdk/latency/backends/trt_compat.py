@@ -8,8 +8,9 @@ Facts this module encodes (from TensorRT's release notes and API):
   and removed in 10.5: a V100 table needs TensorRT 10.0-10.4. Turing and newer take 10.x or 11.x.
 - TensorRT 11 has only strongly typed networks: ``BuilderFlag.FP16`` (weak typing, the builder
   picks FP16 kernels where it likes) is gone, and so is ``NetworkDefinitionCreationFlag.EXPLICIT_BATCH``
-  (implicit since 10). An FP16 engine on 11.x is built from an FP16 ONNX graph with the
-  ``STRONGLY_TYPED`` network flag; uses of names that exist in one major only sit under
+  (implicit since 10); 11.x networks are always strongly typed (its C++ headers deprecate and
+  ignore ``kSTRONGLY_TYPED``). An FP16 engine on 11.x is built from an FP16 ONNX graph (see
+  :mod:`jdnas_sdk.detectors.onnx_fp16`); uses of names that exist in one major only sit under
   ``if trt_major(trt) ...`` guards, which ``tests/test_tensorrt_api.py`` recognises.
 - TensorRT's NMS layer considers at most 5,000 boxes per batch item (its TopK limit; 2,000 on SM
   5.3/6.2), where ONNX Runtime's NonMaxSuppression considers every box: a TensorRT fixed entry

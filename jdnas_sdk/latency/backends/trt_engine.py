@@ -80,8 +80,9 @@ class EngineBuilder:
 
     def _network(self, onnx: bytes) -> tuple[Any, Any]:
         trt = self.trt
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if self.strongly_typed else 0
-        network = self.builder.create_network(flags)
+        # no creation flags: 10.x builds weakly typed networks (FP16 by the builder flag); 11.x networks
+        # are always strongly typed (its headers deprecate and ignore STRONGLY_TYPED), FP16 from the graph
+        network = self.builder.create_network(0)
         parser = trt.OnnxParser(network, self.trt_logger)
         source = to_fp16(onnx) if self.strongly_typed and self.precision == "fp16" else onnx
         if not parser.parse(source):
