@@ -63,10 +63,15 @@ class TargetRequirement:
     reason: str = ""
 
     def describe(self) -> str:
-        upper = f"< {self.max_version[0]}.{self.max_version[1]}" if self.max_version else "or newer"
-        return (f"{self.target}: {self.gpu} (SM {self.compute_capability[0]}.{self.compute_capability[1]}) needs "
-                f"TensorRT >= {self.min_version[0]}.{self.min_version[1]} {upper}".rstrip()
-                + (f" ({self.reason})" if self.reason else ""))
+        """``"a T4 (SM 7.5) with TensorRT 10.0 or newer"``, the range and its reason where bounded."""
+        low = f"{self.min_version[0]}.{self.min_version[1]}"
+        if self.max_version is None:
+            versions = f"TensorRT {low} or newer"
+        else:
+            versions = f"TensorRT {low} to before {self.max_version[0]}.{self.max_version[1]}"
+        reason = f" ({self.reason})" if self.reason else ""
+        article = "an" if self.gpu[:1] in "AEIOU" else "a"
+        return f"{article} {self.gpu} (SM {self.compute_capability[0]}.{self.compute_capability[1]}) with {versions}{reason}"
 
 
 TARGET_REQUIREMENTS: dict[str, TargetRequirement] = {
@@ -85,7 +90,7 @@ def target_support(target: str, version: tuple[int, int] | str) -> str | None:
         return None
     have = trt_version(version) if isinstance(version, str) else version
     if have < requirement.min_version or (requirement.max_version is not None and have >= requirement.max_version):
-        return f"TensorRT {have[0]}.{have[1]} cannot profile {requirement.describe()}"
+        return f"TensorRT {have[0]}.{have[1]} cannot profile target {target}, which needs {requirement.describe()}"
     return None
 
 
