@@ -93,3 +93,18 @@ def test_split_graphs_avoid_what_tensorrt_rejects(detector: torch.nn.Module, gra
 def test_only_faster_rcnn_is_split() -> None:
     with pytest.raises(UnsupportedModelError, match="not an R-CNN"):
         split_rcnn(build_detector(tiny_spec("retinanet")))
+
+
+def test_export_writes_the_split_graphs_checked_against_pytorch(tmp_path, detector: torch.nn.Module) -> None:
+    from jdnas_sdk.errors import ExportError
+    from jdnas_sdk.deploy import export
+
+    result = export(detector, tmp_path / "d.onnx", split=True, input_size=SIZE)
+    assert result.split is not None
+    assert result.split.dense_path == tmp_path / "d.dense.onnx" and result.split.dense_path.is_file()
+    assert result.split.box_head_path == tmp_path / "d.box_head.onnx" and result.split.box_head_path.is_file()
+    assert result.split.detections[0] == result.split.detections[1] > 0
+    assert result.split.max_abs_diff["boxes"] < 1e-3 and result.split.max_abs_diff["labels"] == 0
+    assert "dense graphs" in result.summary()
+    with pytest.raises(ExportError, match="split export is for R-CNNs"):
+        export(build_detector(tiny_spec("retinanet")), tmp_path / "r.onnx", split=True)

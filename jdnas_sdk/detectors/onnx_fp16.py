@@ -72,7 +72,7 @@ def to_fp16(model: bytes) -> bytes:
     graph = proto.graph
     if any(node.op_type in ("If", "Loop", "Scan") for node in graph.node):
         raise ExportError("to_fp16 rewrites flat graphs only; this one has control flow (If/Loop/Scan): convert its "
-                          "dense part (see jdnas_sdk.export.rcnn_split) instead")
+                          "dense part (see jdnas_sdk.detectors.rcnn_split) instead")
     kept = _kept(graph)
     _rewrite_tensors(graph, kept)
     _cast_io(graph)
