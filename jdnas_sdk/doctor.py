@@ -143,6 +143,6 @@ def format_report(report: DoctorReport) -> str:
         mark = "measure here" if status.measurable else "model only  "
         lines.append(f"  {status.target:<{width}}  {mark}  {status.how}")
     if report.modelled_only:
-        lines += ["", f"{len(report.modelled_only)} target(s) can only be modelled or interpolated here: "
-                      f"{', '.join(report.modelled_only)}."]
+        names = ", ".join(report.modelled_only)
+        lines += ["", f"{len(report.modelled_only)} target(s) can only be modelled or interpolated here: {names}."]
     return "\n".join(lines)

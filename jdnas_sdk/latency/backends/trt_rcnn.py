@@ -45,7 +45,7 @@ def tensorrt_split_rcnn(model: nn.Module, image_size: tuple[int, int], engines: 
     """``model`` (on the GPU, eval) as a :class:`SplitRcnn` whose dense parts are TensorRT engines
     built by ``engines`` for ``image_size`` inputs."""
     model = model.cuda().eval()
-    dense_onnx, head_onnx, dense_shape, top_n = split_onnx(model.cpu(), image_size)
+    dense_onnx, head_onnx, _, top_n = split_onnx(model.cpu(), image_size)
     model = model.cuda()
     pooled = model.roi_heads.box_roi_pool.output_size
     pooled = (pooled, pooled) if isinstance(pooled, int) else tuple(pooled)
