@@ -34,3 +34,16 @@ def test_target_rules_with_a_gpu() -> None:
     other_gpu = _target_status(table, GpuInfo("NVIDIA T4", "535.0", (7, 5)), "10.4.0")
     assert not other_gpu.measurable and "this GPU is NVIDIA T4 (SM 7.5)" in other_gpu.how
     assert _target_status(LatencyTable.load(table_path("t4-trt")), GpuInfo("NVIDIA T4", "535.0", (7, 5)), "11.4.0").measurable
+
+
+def test_jdnas_doctor_prints_one_screen(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from jdnas_sdk.cli import main
+
+    assert main(["doctor"]) == 0
+    text = capsys.readouterr().out
+    assert text.splitlines()[0].startswith("CPU ") and "targets:" in text and "v100-trt" in text
+    assert main(["doctor", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert {t["target"] for t in data["targets"]} >= {"v100-trt", "t4-trt", "a100-trt", "cpu-ort"}

@@ -17,8 +17,16 @@ from jdnas_sdk.detectors.onnx_fp16 import to_fp16
 from jdnas_sdk.errors import ExportError, LatencyTableError
 from jdnas_sdk.latency.backends.torch_backend import cuda_optimization, keep_boxes_fp32, l2_flush_elements
 from jdnas_sdk.latency.backends.trt_compat import (
-    NMS_TOPK_LIMIT, check_target, grow_capacity, layer_names_from_inspector, network_mode, output_bytes, split_layers,
-    target_support, trt_major, trt_version,
+    NMS_TOPK_LIMIT,
+    check_target,
+    grow_capacity,
+    layer_names_from_inspector,
+    network_mode,
+    output_bytes,
+    split_layers,
+    target_support,
+    trt_major,
+    trt_version,
 )
 from jdnas_sdk.latency.gpu import parse_nvidia_smi, tensorrt_cuda_variant
 from jdnas_sdk.latency.kernels import WARM_NAME, op_inputs, op_onnx

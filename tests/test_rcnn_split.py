@@ -96,8 +96,8 @@ def test_only_faster_rcnn_is_split() -> None:
 
 
 def test_export_writes_the_split_graphs_checked_against_pytorch(tmp_path, detector: torch.nn.Module) -> None:
-    from jdnas_sdk.errors import ExportError
     from jdnas_sdk.deploy import export
+    from jdnas_sdk.errors import ExportError
 
     result = export(detector, tmp_path / "d.onnx", split=True, input_size=SIZE)
     assert result.split is not None

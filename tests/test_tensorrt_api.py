@@ -2,7 +2,7 @@
 
 The name lists in tests/data/ were extracted from the releases' bindings wheels by
 tests/data/extract_tensorrt_names.sh (no TensorRT libraries or GPU needed). The rule, over every
-module whose source contains ``import tensorrt``:
+module whose source contains ``import tensorrt`` or calls ``load_tensorrt(``:
 
 - every attribute chain through the tensorrt module, held as ``trt`` (``trt.BuilderFlag.FP16``,
   ``self.trt.LayerInformationFormat.JSON``), and ``getattr``/``hasattr(trt, "NAME")``: each
@@ -154,7 +154,7 @@ def check_source(source: str, names: dict[int, frozenset[str]]) -> list[str]:
 
 def trt_modules() -> list[Path]:
     files = sorted((ROOT / "jdnas_sdk").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
-    return [f for f in files if "import tensorrt" in f.read_text(encoding="utf-8")]
+    return [f for f in files if any(mark in f.read_text(encoding="utf-8") for mark in ("import tensorrt", "load_tensorrt("))]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +174,7 @@ def test_name_lists_are_the_releases(names: dict[int, frozenset[str]]) -> None:
 
 def test_project_uses_only_names_of_both_releases(names: dict[int, frozenset[str]]) -> None:
     modules = trt_modules()
-    assert {"trt_engine.py", "tensorrt_backend.py"} <= {m.name for m in modules}
+    assert {"trt_engine.py", "trt_runner.py", "tensorrt_backend.py"} <= {m.name for m in modules}
     problems = [f"{m.relative_to(ROOT)}: {p}" for m in modules for p in check_source(m.read_text(encoding="utf-8"), names)]
     assert not problems, "\n".join(problems)
 

@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 
 from ...detectors.rcnn_split import BOX_FEATURES, BOX_OUTPUTS, SplitRcnn, dense_output_names, split_onnx
-from .tensorrt_backend import EngineRunner
 from .trt_engine import EngineBuilder
+from .trt_runner import EngineRunner
 
 __all__ = ["rcnn_runner", "tensorrt_split_rcnn"]
 
