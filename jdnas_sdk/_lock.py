@@ -35,6 +35,8 @@ WORKDIR_LOCK = ".jdnas.lock"
 #: A table's lock file is the table's path plus this suffix.
 LOCK_SUFFIX = ".lock"
 _POLL_S = 0.2
+#: Lock files this process holds (resolved path -> nesting depth): a nested lock of one is free.
+_HELD: dict[str, int] = {}
 
 
 def lock_holder(lock_file: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -58,8 +60,8 @@ class RunLock:
 
     ``what`` names the locked thing in messages (``"workdir runs/a"``). ``wait``: ``False``
     refuses at once with :class:`LockError` naming the holder, ``True`` waits as long as it
-    takes, a number waits that many seconds before refusing. The lock is re-entrant within
-    one object only: do not lock the same file twice in one process.
+    takes, a number waits that many seconds before refusing. Within one process the lock nests:
+    locking a file this process already holds succeeds at once (a table save inside a profile run).
     """
 
     def __init__(self, lock_file: str | os.PathLike[str], *, what: str = "", wait: bool | float = False) -> None:
@@ -69,6 +71,7 @@ class RunLock:
         self.what = what or str(self.path)
         self.wait = wait
         self._fd: int | None = None
+        self._nested = False
 
     @property
     def held(self) -> bool:
@@ -76,7 +79,12 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         """Take the lock (waiting as ``wait`` says) and record this process as its holder."""
-        if self._fd is not None:
+        if self._fd is not None or self._nested:
+            return self
+        key = str(self.path.resolve())
+        if key in _HELD:  # this process holds it already (a save inside a locked run): nest
+            _HELD[key] += 1
+            self._nested = True
             return self
         with storage_errors(self.path):
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -104,6 +112,7 @@ class RunLock:
             log.warning("taking over the lock of %s left by %s, which ended without releasing it",
                         self.what, _describe(previous))
         self._fd = fd
+        _HELD[key] = 1
         self._record()
         return self
 
@@ -120,8 +129,14 @@ class RunLock:
 
     def release(self) -> None:
         """Drop the lock (the file stays, emptied: removing it would race with the next holder)."""
+        key = str(self.path.resolve())
+        if self._nested:
+            self._nested = False
+            _HELD[key] -= 1
+            return
         if self._fd is None:
             return
+        _HELD.pop(key, None)
         fd, self._fd = self._fd, None
         try:
             os.ftruncate(fd, 0)

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
-from ..errors import LatencyTableError
+from ..errors import LatencyTableError, UnsupportedModelError
 from ..lowering import walk
 from .backends import Backend, backend_for, local_fingerprint
 from .lower import (
@@ -370,7 +370,9 @@ def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTa
     elif isinstance(model_or_arch, nn.Module):
         spec, arch = describe(model_or_arch)
     else:
-        raise LatencyTableError(f"estimate_latency takes a torchvision detector or an Arch, got {type(model_or_arch).__name__}")
+        raise UnsupportedModelError(
+            f"estimate_latency takes a torchvision detector (nn.Module) or an Arch with spec=, got "
+            f"{type(model_or_arch).__name__} {str(model_or_arch)[:60]!r}; build the detector first (jdnas_sdk.load_detector)")
     if input_size is None:
         input_size = (spec.min_size, spec.min_size)
     elif isinstance(input_size, int):
