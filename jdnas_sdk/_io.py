@@ -136,7 +136,7 @@ def clean_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
 
 def _mkstemp_beside(target: Path, *, directory: bool = False) -> Path:
     prefix, suffix = f".{target.name}.{os.getpid()}.", ".tmp"
-    with storage_errors(target.parent):
+    with storage_errors(target):
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(target)
         if directory:
