@@ -104,3 +104,52 @@ def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
     ann.write_text("[" * 100_000 + "]" * 100_000)
     with pytest.raises(DataError, match="nests too deeply"):
         CocoDetection(images, ann)
+
+
+def test_synth_on_a_disk_that_fills_half_way_leaves_no_half_dataset(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOSPC simulated at the fourth image (the OS call raises it), then a real run replaces the folder whole."""
+    import errno
+
+    from jdnas_sdk.data import make_synthetic_dataset
+    from jdnas_sdk.errors import StorageError
+
+    real_save = Image.Image.save
+    calls = {"n": 0}
+
+    def save(self: Image.Image, *args: Any, **kwargs: Any) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(self, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save)
+    with pytest.raises(StorageError, match="the disk is full"):
+        make_synthetic_dataset(tmp_path / "ds", train=4, val=2, size=64, progress=False)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(Image.Image, "save", real_save)
+    make_synthetic_dataset(tmp_path / "ds", train=2, val=1, size=64, progress=False)
+    assert len(list((tmp_path / "ds" / "images" / "train").iterdir())) == 2
+    (tmp_path / "ds" / "mine.txt").write_text("user file")
+    from jdnas_sdk.errors import DataError as _DataError
+
+    with pytest.raises(_DataError, match="holds other files"):
+        make_synthetic_dataset(tmp_path / "ds", train=2, val=1, size=64, progress=False)
+
+
+def test_synth_onto_a_real_full_disk_is_refused_before_drawing(tmp_path: Path) -> None:
+    import subprocess
+
+    from jdnas_sdk.data import make_synthetic_dataset
+    from jdnas_sdk.errors import StorageError
+
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=128k", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        with pytest.raises(StorageError, match=f"{small}: the disk is nearly full"):
+            make_synthetic_dataset(small / "ds", train=50, val=10, size=96, progress=False)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
