@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._seed import seeded, stable_seed
 from ..arch import Arch, DetectorSpec, Stage
 from ..detectors import build_detector, describe, load_detector, read_detector_file, save_detector
 from ..errors import ArchError, DetectorFileError
@@ -246,16 +247,18 @@ class TeacherPool:
     @classmethod
     @torch.no_grad()
     def from_base(cls, base: nn.Module, *, widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS, depth_delta: int = 1,
-                  multiple: int = 8) -> TeacherPool:
+                  multiple: int = 8, seed: int = 0) -> TeacherPool:
         """A pool whose largest network is ``base`` grown without changing its function: every
         weight of the base sits in the leading slice of the larger one (so the base is exactly
         the pool's base teacher), the added channels' outgoing weights are zero, and every added
-        block starts as the identity (its last norm zeroed)."""
+        block starts as the identity (its last norm zeroed). The added weights are drawn from
+        ``seed``: the same base and seed give the same pool in every run."""
         spec, arch = describe(base)
         if arch.groups > 1 and any(w != 1.0 for w in widths):
             raise ArchError("elastic width is not supported for grouped (ResNeXt) backbones: slicing would regroup "
                             "channels; use widths=(1.0,) (depth-elastic pool)")
-        pool = cls(spec, arch, widths=widths, depth_delta=depth_delta, multiple=multiple)
+        with seeded(stable_seed("pool", seed, arch)):
+            pool = cls(spec, arch, widths=widths, depth_delta=depth_delta, multiple=multiple)
         grown = dict(pool.model.named_parameters()) | dict(pool.model.named_buffers())
         for name, value in list(base.named_parameters()) + list(base.named_buffers()):
             target = grown[name]
