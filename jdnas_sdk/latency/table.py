@@ -288,7 +288,10 @@ def _fingerprint(raw: dict[str, Any], origin: str) -> Fingerprint:
         if not ok:
             kind = "an integer from 1 to 4096" if integer else "a string"
             raise LatencyTableError(f"{origin}: field 'device.{name}' must be {kind}, got {value!r}")
-    return Fingerprint(**raw)
+    try:
+        return Fingerprint(**raw)
+    except TypeError as exc:
+        raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields ({exc})") from exc
 
 
 def _finite_number(value: Any) -> bool:
