@@ -10,6 +10,8 @@ waits for it with ``wait=`` (``True``: forever, a number: that many seconds).
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import json
 import logging
 import os
@@ -21,12 +23,12 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 from ._io import storage_errors
 from .errors import LockError
 
-__all__ = ["RunLock", "workdir_run", "lock_workdir", "lock_table", "lock_holder", "WORKDIR_LOCK", "LOCK_SUFFIX"]
+__all__ = ["RunLock", "workdir_run", "holds_workdir", "lock_output", "lock_workdir", "lock_table", "lock_holder", "WORKDIR_LOCK", "LOCK_SUFFIX"]
 
 log = logging.getLogger(__name__)
 
@@ -189,3 +191,27 @@ def _remove_if_empty(path: Path) -> None:
             path.rmdir()
     except OSError:
         pass
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def holds_workdir(func: _F) -> _F:
+    """Run ``func`` (which takes keyword ``workdir`` and ``wait``) inside :func:`workdir_run`: one
+    run per workdir, and a run that fails to start leaves no folder it created behind."""
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with workdir_run(bound.arguments["workdir"], wait=bound.arguments.get("wait", False)):
+            return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def lock_output(path: str | os.PathLike[str], *, wait: bool | float = False) -> RunLock:
+    """The lock of a file a run writes (``<file>.lock``): two ``jdnas train --out X`` never share checkpoints."""
+    target = Path(path)
+    return RunLock(target.with_name(target.name + LOCK_SUFFIX), what=f"output {target}", wait=wait)
