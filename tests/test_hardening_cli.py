@@ -94,3 +94,22 @@ def test_train_with_the_same_seed_from_scratch_gives_the_same_weights(synth_root
     states = [torch.load(tmp_path / f"{n}.pt", weights_only=True)["state_dict"] for n in "abc"]
     assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])
     assert not all(torch.equal(states[0][k], states[2][k]) for k in states[0])
+
+
+def test_train_into_a_read_only_folder_fails_before_training_in_one_line(
+        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jdnas_sdk.cli import main
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot mount a read-only tmpfs here (the library test simulates EROFS instead)")
+    try:
+        began = time.monotonic()
+        code = main(["train", "--data", str(synth_root), "--model", "fasterrcnn_resnet18", "--out", str(ro / "x.pt"),
+                     "--steps", "50", *TINY])
+        err = capsys.readouterr().err
+        assert code == 2 and "read-only" in err and str(ro) in err and err.count("\n") == 1, err
+        assert time.monotonic() - began < 30  # refused before a training step
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], capture_output=True)

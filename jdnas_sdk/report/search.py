@@ -124,7 +124,8 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
 
     lines = [f"# Compression report: {result['method']} search on `{result['target']}`", "",
              f"Latency table: {label}; device: {result['device']}. Input {result['input_size'][0]}x{result['input_size'][1]}, "
-             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min.", "",
+             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
+             + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else ""), "",
              "| | base | student |", "|---|---|---|",
              row("AP", "ap", "{:.3f}"), row("AP50", "ap50", "{:.3f}"), row("AP75", "ap75", "{:.3f}"),
              row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
