@@ -155,13 +155,16 @@ class LatencyTable:
             "entries": {str(k): e.to_json() for k, e in sorted(self.entries.items(), key=lambda kv: str(kv[0]))},
         }
 
-    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the table atomically to ``path`` (default: where it came from)."""
+    def save(self, path: str | os.PathLike[str] | None = None, *, merge: bool = True) -> Path:
+        """Write the table atomically to ``path`` (default: where it came from), under the table's
+        lock; with ``merge`` the entries another process saved there meanwhile are kept (ours win),
+        ``merge=False`` writes exactly this table (after removing entries on purpose)."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise LatencyTableError("this table has no path yet; pass one to save()")
         with lock_table(target):
-            self.merge_saved(target)
+            if merge:
+                self.merge_saved(target)
             self.updated = _now()
             atomic_write_json(target, self.to_json())
         self.path = target
