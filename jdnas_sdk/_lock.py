@@ -2,7 +2,8 @@
 
 The lock is ``fcntl.flock`` on a small file (``<workdir>/.jdnas.lock``, ``<table>.json.lock``).
 The kernel drops it when its process ends, however it ends, so a lock left by a killed run is
-taken over at once (the holder it recorded is logged as stale). The file records the holder
+taken over at once (the holder it recorded is logged as stale); a run that ends normally removes
+the file. The file records the holder
 (pid, host, command, start time) so a second run can say who holds it: it refuses with that, or
 waits for it with ``wait=`` (``True``: forever, a number: that many seconds).
 """
@@ -50,6 +51,15 @@ def lock_holder(lock_file: str | os.PathLike[str]) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
 def _describe(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process (it recorded no details)"
@@ -88,19 +98,18 @@ class RunLock:
             _HELD[key] += 1
             self._nested = True
             return self
-        with storage_errors(self.path):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
         deadline = None if self.wait is True else time.monotonic() + float(self.wait or 0)
         logged = False
         while True:
+            with storage_errors(self.path):
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
             except BlockingIOError:
+                os.close(fd)
                 holder = lock_holder(self.path)
                 if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
                     raise LockError(
                         f"{self.what} is in use by {_describe(holder)}; wait for that run to finish "
                         f"(or pass wait=True / --wait), or use another folder"
@@ -109,6 +118,10 @@ class RunLock:
                     log.warning("%s is in use by %s; waiting for it", self.what, _describe(holder))
                     logged = True
                 time.sleep(_POLL_S)
+                continue
+            if _same_file(fd, self.path):
+                break
+            os.close(fd)  # its holder removed that file on release: lock the one at the path now
         previous = lock_holder(self.path)
         if previous and previous.get("pid") not in (None, os.getpid()):
             log.warning("taking over the lock of %s left by %s, which ended without releasing it",
@@ -130,7 +143,8 @@ class RunLock:
             log.warning("could not record the holder in %s: %s", self.path, exc)
 
     def release(self) -> None:
-        """Drop the lock (the file stays, emptied: removing it would race with the next holder)."""
+        """Drop the lock and remove its file (a process that was waiting on the removed file sees it
+        is gone and locks the path afresh, so removing it is safe)."""
         key = str(self.path.resolve())
         if self._nested:
             self._nested = False
@@ -141,7 +155,8 @@ class RunLock:
         _HELD.pop(key, None)
         fd, self._fd = self._fd, None
         try:
-            os.ftruncate(fd, 0)
+            if _same_file(fd, self.path):
+                self.path.unlink()
         except OSError:
             pass
         finally:
@@ -185,9 +200,7 @@ def workdir_run(workdir: str | os.PathLike[str], *, wait: bool | float = False) 
 
 def _remove_if_empty(path: Path) -> None:
     try:
-        leftovers = [p for p in path.iterdir() if p.name != WORKDIR_LOCK]
-        if not leftovers:
-            (path / WORKDIR_LOCK).unlink(missing_ok=True)
+        if not any(path.iterdir()):  # its lock file went with the lock; another run's would stay
             path.rmdir()
     except OSError:
         pass

@@ -272,3 +272,27 @@ def test_table_lock_nests_within_one_process(tmp_path: Path) -> None:
     assert len(LatencyTable.load(path)) == 1
     with lock_workdir(tmp_path / "w") as outer, lock_workdir(tmp_path / "w") as inner:
         assert outer.held and not inner.held
+
+
+def test_a_released_lock_leaves_no_file_and_a_waiter_relocks_the_path(tmp_path: Path) -> None:
+    """The holder removes its file on release; a process that waited on the removed file notices
+    and locks the new one, so two runs never hold 'the' lock at once."""
+    lock_file = tmp_path / "x.lock"
+    holder = _python(f"""
+        import time
+        from jdnas_sdk._lock import RunLock
+        with RunLock({str(lock_file)!r}):
+            print("held", flush=True)
+            time.sleep(1.5)
+        """)
+    _wait_for_line(holder, "held")
+    waiter = _python(f"""
+        import json, os, time
+        from jdnas_sdk._lock import RunLock
+        with RunLock({str(lock_file)!r}, wait=60):
+            print("got", json.loads(open({str(lock_file)!r}).read())["pid"] == os.getpid(), flush=True)
+            time.sleep(1.0)
+        """)
+    out, err = waiter.communicate(timeout=120)
+    assert holder.wait(timeout=30) == 0 and "got True" in out, err
+    assert not lock_file.exists()
