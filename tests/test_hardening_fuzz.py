@@ -153,7 +153,6 @@ def test_fuzzed_results_pass_the_report_check_or_raise_a_jdnas_error(doc: Any) -
     except JdnasError:
         return
     from jdnas_sdk.report.search import _lineage, _markdown
-
     from jdnas_sdk.search.archive import validate_candidates
 
     cands = validate_candidates(doc["history"], origin="result.json")

@@ -14,7 +14,15 @@ import pytest
 from jdnas_sdk import build_detector, standard_arch
 from jdnas_sdk.errors import LatencyTableError, UnsupportedModelError
 from jdnas_sdk.latency import (
-    DeviceMismatchWarning, Entry, Fingerprint, LatencyTable, OrtBackend, estimate_latency, fixed_key, load_table, lower,
+    DeviceMismatchWarning,
+    Entry,
+    Fingerprint,
+    LatencyTable,
+    OrtBackend,
+    estimate_latency,
+    fixed_key,
+    load_table,
+    lower,
     op_macs,
 )
 from jdnas_sdk.latency.backends.base import Timing

@@ -13,7 +13,6 @@ is the search's hot path (cached per block, tens of thousands of estimates per s
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +22,7 @@ from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError, UnsupportedModelError
 from ..lowering import walk
-from .backends import Backend, backend_for, local_fingerprint
+from .backends import Backend, backend_for
 from .lower import (
     STAGES,
     block_ops,
@@ -37,8 +36,8 @@ from .lower import (
 )
 from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
-from .local import describe_table, measure_missing_ops, resolve_local
-from .table import Entry, LatencyTable, table_path
+from .local import describe_table, load_table, measure_missing_ops
+from .table import Entry, LatencyTable
 
 __all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES",
            "residual_entry", "combine_residuals"]
@@ -101,27 +100,6 @@ class LatencyEstimate:
             "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
             "table": self.table,
         }
-
-
-def load_table(target: str | LatencyTable) -> LatencyTable:
-    """A table by target name or path (see :func:`jdnas_sdk.latency.table.table_path`).
-
-    A *name* of a measured target whose backend runs here resolves to this machine's table
-    (:func:`jdnas_sdk.latency.local.resolve_local`); a table *file* from another device is used
-    as is and warns (:class:`~jdnas_sdk.latency.table.DeviceMismatchWarning`)."""
-    if isinstance(target, LatencyTable):
-        return target
-    table = LatencyTable.load(table_path(target))
-    if not table.modelled and _is_name(target):
-        table = resolve_local(table)  # a name means the target on *this* machine (see .local)
-    if not table.modelled:
-        table.warn_if_other_device(local_fingerprint(table.fingerprint))
-    return table
-
-
-def _is_name(target: str | os.PathLike[str]) -> bool:
-    text = os.fspath(target)
-    return not (text.endswith(".json") or os.sep in text)
 
 
 class Estimator:

@@ -25,10 +25,10 @@ from ..arch import Arch, DetectorSpec
 from ..errors import LatencyTableError
 from .backends import Backend, backend_for, local_fingerprint
 from .lower import lower
-from .table import Fingerprint, LatencyTable
+from .table import Fingerprint, LatencyTable, table_path
 
 __all__ = ["CACHE_ENV", "cache_dir", "fingerprint_hash", "local_table_path", "resolve_local", "describe_table",
-           "measure_missing_ops"]
+           "measure_missing_ops", "load_table"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,24 @@ def measure_missing_ops(table: LatencyTable, spec: DetectorSpec, arch: Arch, inp
         if table.path is not None:
             table.save()
     return len(todo)
+
+
+def load_table(target: str | LatencyTable) -> LatencyTable:
+    """A table by target name or path (see :func:`jdnas_sdk.latency.table.table_path`).
+
+    A *name* of a measured target whose backend runs here resolves to this machine's table
+    (:func:`jdnas_sdk.latency.local.resolve_local`); a table *file* from another device is used
+    as is and warns (:class:`~jdnas_sdk.latency.table.DeviceMismatchWarning`)."""
+    if isinstance(target, LatencyTable):
+        return target
+    table = LatencyTable.load(table_path(target))
+    if not table.modelled and _is_name(target):
+        table = resolve_local(table)  # a name means the target on *this* machine
+    if not table.modelled:
+        table.warn_if_other_device(local_fingerprint(table.fingerprint))
+    return table
+
+
+def _is_name(target: str | os.PathLike[str]) -> bool:
+    text = os.fspath(target)
+    return not (text.endswith(".json") or os.sep in text)

@@ -106,6 +106,12 @@ def _candidate_problem(c: Candidate) -> str:
         return f"field 'bound_ms' must be a finite number or null, got {c.bound_ms!r}"
     if not isinstance(c.rejected, int) or isinstance(c.rejected, bool) or c.rejected < 0:
         return f"field 'rejected' must be an integer >= 0, got {c.rejected!r}"
+    for name in ("error", "worker"):
+        if getattr(c, name) is not None and not isinstance(getattr(c, name), str):
+            return f"field {name!r} must be a string or null, got {getattr(c, name)!r}"
+    for name in ("started", "ended"):
+        if getattr(c, name) is not None and not _finite(getattr(c, name)):
+            return f"field {name!r} must be a finite number or null, got {getattr(c, name)!r}"
     return ""
 
 
