@@ -26,7 +26,8 @@ def add_parser(verbs: Any) -> None:
                  common.model("detector file whose neighbourhood to profile (its weights time the fixed entry)",
                               required=False),
                  common.seed("seed of those students' architectures"),
-                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)")],
+                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)"),
+                 common.wait("another profile of this table")],
     )
     pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
     pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
@@ -110,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     ray_options = {"workers": args.workers, "num_cpus": args.cpus_per_worker, "num_gpus": args.gpus_per_worker,
                    "address": args.address}
     profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students,
-            progress=not args.quiet, executor=args.executor, ray_options=ray_options)
+            progress=not args.quiet, executor=args.executor, ray_options=ray_options, wait=args.wait)
     print(f"{out}: {len(table)} entries")
     return 0

@@ -11,12 +11,14 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 from tqdm import tqdm
 
+from .._lock import lock_table
 from ..arch import Arch, DetectorSpec
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
@@ -98,6 +100,7 @@ def profile(
     progress: bool = True,
     executor: str = "local",
     ray_options: dict[str, Any] | None = None,
+    wait: bool | float = False,
 ) -> LatencyTable:
     """Measure the ops of ``space`` (default: the grid around ``base``) for each input size, then
     each size's fixed entry at full detection load.
@@ -110,10 +113,22 @@ def profile(
     between them and merged by key (``ray_options``: ``workers``, ``num_cpus``, ``num_gpus``,
     ``address``, ``init`` of :func:`~jdnas_sdk.latency.distributed.measure_ops_on_ray`); workers
     with another fingerprint are refused. The fixed entries are measured here, as before.
-    Returns ``table``, saved to its path."""
+    The table file stays locked for the run: a second profile of it refuses naming this one
+    (or waits for it with ``wait``). Returns ``table``, saved to its path."""
     if executor not in ("local", "ray"):
         raise LatencyTableError(f"executor must be 'local' or 'ray', got {executor!r}")
-    _prepare_backend(table, backend)
+    _prepare_backend(table, backend)  # TensorRT: refuses a target its version cannot profile, loads the timing cache
+    with lock_table(table.path, wait=wait) if table.path is not None else nullcontext():
+        table.merge_saved()  # what a run that held the table before this one added
+        return _profile(table, backend, spec, base=base, input_sizes=input_sizes, space=space, model=model,
+                        fixed_models=fixed_models, save_every_s=save_every_s, progress=progress, executor=executor,
+                        ray_options=ray_options)
+
+
+def _profile(table: LatencyTable, backend: Backend, spec: DetectorSpec, *, base: Arch,
+             input_sizes: list[tuple[int, int]], space: SearchSpace | None, model: nn.Module | None,
+             fixed_models: Sequence[nn.Module], save_every_s: float, progress: bool, executor: str,
+             ray_options: dict[str, Any] | None) -> LatencyTable:
     space = space or SearchSpace(base)
     wanted: dict = {}
     for size in input_sizes:
