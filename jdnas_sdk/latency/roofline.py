@@ -19,7 +19,7 @@ from .ops import OpKey, op_bytes, op_macs
 __all__ = ["DeviceModel", "GPU_MODELS"]
 
 
-def _finite(value: object) -> bool:
+def finite_number(value: object) -> bool:
     """A finite int or float (an int too large for a float is not)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -53,7 +53,7 @@ class DeviceModel:
         for name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency",
                      "launch_us", "postprocess_ms", "fixed_kernels"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not _finite(value):
+            if isinstance(value, bool) or not finite_number(value):
                 raise LatencyTableError(f"device model {self.name!r}: {name} must be a finite number, got {value!r}")
             positive = name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency")
             if value < 0 or (positive and value == 0):

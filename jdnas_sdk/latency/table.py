@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -22,6 +21,7 @@ from .._io import atomic_write_json
 from .._lock import lock_table
 from ..errors import LatencyTableError
 from .ops import OpKey
+from .roofline import DeviceModel, finite_number
 
 __all__ = [
     "SCHEMA_VERSION", "FORMAT_NAME", "SOURCES", "Fingerprint", "Entry", "LatencyTable", "DeviceMismatchWarning",
@@ -247,8 +247,6 @@ class LatencyTable:
         if model is not None and not isinstance(model, dict):
             raise LatencyTableError(f"{origin}: field 'model' must be an object or null")
         if model is not None:
-            from .roofline import DeviceModel
-
             try:
                 DeviceModel.from_dict(model)
             except LatencyTableError as exc:
@@ -297,15 +295,6 @@ def _fingerprint(raw: dict[str, Any], origin: str) -> Fingerprint:
         raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields ({exc})") from exc
 
 
-def _finite_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
 def _entry(raw: Any) -> Entry:
     if not isinstance(raw, dict):
         raise LatencyTableError(f"entry must be an object, got {type(raw).__name__}")
@@ -314,7 +303,7 @@ def _entry(raw: Any) -> Entry:
         raise LatencyTableError(f"entry has unknown fields {sorted(unknown)}")
     median, spread, samples = raw.get("median_ms"), raw.get("spread_ms", 0.0), raw.get("samples", 0)
     for name, value in (("median_ms", median), ("spread_ms", spread)):
-        if not _finite_number(value) or value < 0:
+        if not finite_number(value) or value < 0:
             raise LatencyTableError(f"entry {name} must be a finite number >= 0, got {value!r}")
     if not isinstance(samples, int) or isinstance(samples, bool) or not 0 <= samples < 2**53:
         raise LatencyTableError(f"entry samples must be an integer >= 0, got {samples!r}")
