@@ -9,7 +9,6 @@ set must hold images, and the latency asked for must be reachable by the search 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,7 +18,8 @@ from typing import Any
 from torch import nn
 
 from ._io import atomic_write_json
-from .arch import Arch, Stage
+from ._lock import holds_workdir
+from .arch import Arch
 from .cost import detector_cost
 from .data import CocoDetection, load_split
 from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
@@ -27,6 +27,8 @@ from .distill import finetune
 from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
+from .latency.local import describe_table, measure_missing_ops
+from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch, validate_request
 from .report import write_report
 from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
 from .space import SearchSpace
@@ -76,27 +78,6 @@ class CompressResult:
         return "\n".join(lines)
 
 
-def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
-    """``12`` (candidates) or ``"90s"``, ``"30m"``, ``"2h"`` (wall time) -> (candidates, seconds)."""
-    if isinstance(budget, int) and not isinstance(budget, bool):
-        if budget < 1:
-            raise SearchError(f"a budget of {budget} candidates is too small; give at least 1")
-        return budget, None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", str(budget))
-    if not match:
-        raise SearchError(f"budget must be a number of candidates (12) or a wall time (90s, 30m, 2h), got {budget!r}")
-    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-    return None, seconds
-
-
-def smallest_arch(space: SearchSpace) -> Arch:
-    """The cheapest architecture of the space: fewest blocks, narrowest widths."""
-    base = space.base
-    stages = tuple(Stage(space.stage_widths(s)[0], (space.mid_widths(s)[0],) * space.depth_range(s)[0]) for s in range(1, 5))
-    stem = stages[0].width if space.tied_stem else base.stem
-    return Arch(block=base.block, stem=stem, stages=stages, groups=base.groups)
-
-
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
     cost = detector_cost(spec, arch, input_size=size)
     return {"ap": candidate.ap, "ap50": candidate.ap50, "ap75": candidate.ap75, "estimated_ms": candidate.latency_ms,
@@ -126,15 +107,6 @@ def _check_data(spec: Any, train_data: Any, val_data: Any) -> None:
     val_data.check_compatible(spec)
     if hasattr(train_data, "check_compatible"):  # a CocoDetection; a user's own dataset is taken as it is
         train_data.check_compatible(spec)
-
-
-def _check_options(method: str, teacher: str, final_steps: int) -> None:
-    if method not in ("joint", "pipeline"):
-        raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
-    if teacher not in ("pool", "base", "none"):
-        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
-    if final_steps < 0:
-        raise SearchError(f"final_steps must be >= 0, got {final_steps}")
 
 
 def _runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
@@ -190,6 +162,23 @@ def _target_ms(model: nn.Module, estimator: Estimator, base_arch: Arch, space: S
     return base_ms, target_ms
 
 
+def _before_work(model: nn.Module, target: str, input_size: tuple[int, int] | None, space: SearchSpace | None,
+                 request: Request, workdir: str | Path, progress: bool) -> tuple[Any, tuple[int, int], SearchSpace]:
+    """``(table, input size, space)`` after what compress checks before any work, inside the workdir
+    lock that :func:`holds_workdir` holds for the run (a second run on the workdir refuses naming this
+    one, or waits with ``wait``; a run that fails to start leaves no workdir): the latency floor from
+    what the table holds (nothing measured or written), the workdir's disk (read-only or full: now,
+    not after training); then this machine's missing kernels are measured, counted, with a progress bar."""
+    spec, base_arch = describe(model)
+    table, size = load_table(target), input_size or (spec.min_size, spec.min_size)
+    space = space or SearchSpace(base_arch, spec=spec)  # the whole detector: backbone and heads
+    check_floor(table, spec, base_arch, space, size, request)
+    check_output_space(workdir, model, what="the workdir")
+    measure_missing_ops(table, spec, base_arch, size, progress=progress)
+    return table, size, space
+
+
+@holds_workdir
 def compress(
     model: nn.Module,
     *,
@@ -214,6 +203,7 @@ def compress(
     progress: bool = True,
     parallel: int = 1,
     executor: str | Executor = "local",
+    wait: bool | float = False,
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
@@ -227,16 +217,15 @@ def compress(
     student is then trained ``final_steps`` more steps with its teacher (0: returned as the search
     left it). On a modelled table (``v100-trt``) latencies are estimates only (``result.modelled``).
     ``executor`` trains rounds of ``parallel`` candidates (:func:`_runner`). All lands in ``workdir``;
-    the same call again resumes a killed run.
+    the same call again resumes a killed run (``wait``: :func:`_before_work`).
     """
     began, (train_data, val_data) = time.monotonic(), _datasets(data, train_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
     _check_data(spec, train_data, val_data)
-    _check_options(method, teacher, final_steps)
+    request = validate_request(latency=latency, ms=ms, budget=budget, method=method, teacher=teacher,
+                               finetune_steps=finetune_steps, final_steps=final_steps, pool_steps=pool_steps, seed=seed)
     runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel)
-    table = load_table(target)
-    size = input_size or (spec.min_size, spec.min_size)
-    space = space or SearchSpace(base_arch, spec=spec)  # the whole detector: backbone and heads
+    table, size, space = _before_work(model, target, input_size, space, request, workdir, progress)
     estimator = Estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     work = Path(workdir)
@@ -264,7 +253,7 @@ def compress(
         metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms
     history = [c.to_json() for c in archive.candidates]
     atomic_write_json(work / "result.json", {
-        "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
+        "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(), "table": describe_table(table),
         "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": best.index,
         "metrics": metrics, "history": history, "wall_s": time.monotonic() - began,
         "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(chosen).by_stage},
@@ -339,7 +328,7 @@ def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, step
     if path.is_file():
         return TeacherPool.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    trained = TeacherPool.from_base(thaw(base))
+    trained = TeacherPool.from_base(thaw(base), seed=seed)
     config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
                                             warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
     log.info("[compress] training a teacher pool around the base for %d steps (largest %s)", steps, trained.max_arch)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._io import atomic_write_json
+from ._lock import holds_workdir
+from ._seed import seeded
 from .arch import DetectorSpec
 from .compress import CompressResult, compress
 from .data import load_split, make_synthetic_dataset
@@ -42,6 +44,7 @@ class DemoResult:
                 f"ONNX {self.exported.onnx_path}, report {self.compressed.report} (and report.md)")
 
 
+@holds_workdir  # one demo per workdir; a failed start leaves no folder
 def run_demo(
     workdir: str | Path = "runs/demo",
     *,
@@ -80,7 +83,8 @@ def run_demo(
                             min_size=size, max_size=size, fpn_channels=64, representation_size=256,
                             anchor_sizes=(16, 32, 64, 128, 256), category_ids=train_set.category_ids,
                             class_names=train_set.class_names)
-        model = build_detector(spec)
+        with seeded(seed):  # same seed, same base, in any process
+            model = build_detector(spec)
         config = TrainConfig(steps=steps, optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=seed)
         train_to_file(model, train_set, base, config=config, progress=progress)
     say("[3/5] evaluating the base on the validation split (COCO mAP, pycocotools)")

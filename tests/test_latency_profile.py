@@ -164,8 +164,8 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     heads = {"fpn": (0.5, 1.0), "size": (0.75, 1.0), "proposals": (1000,), "box": (1.0,), "mask": (1.0,), "convs": (4,),
              "width": (1.0,)}  # the detector-level space, on a grid small enough for a test
     args = ["profile", "--target", "tiny", "--model", str(model_file), "--input-size", "96", "--out", str(out),
-            "--width-ratios", "0.5,0.75,1,1.25", "--min-runs", "3", "--min-time", "0", "--fixed-students", "1",
-            "--heads", *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items())]
+            "--width-ratios", "1", "--min-runs", "3", "--min-time", "0", "--fixed-students", "1",  # few kernels: minutes
+            "--heads", *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items())]  # on a large-cache CPU otherwise
     first = _jdnas(*args)
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:
@@ -183,7 +183,7 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     after = LatencyTable.load(out)
     assert fixed_key(tiny_spec(), SIZE) in after
     assert all(after.entries[k] == e for k, e in before.entries.items())  # nothing re-measured
-    space = SearchSpace(BASE, width_ratios=(0.5, 0.75, 1, 1.25), spec=tiny_spec(), heads=heads)
+    space = SearchSpace(BASE, width_ratios=(1,), spec=tiny_spec(), heads=heads)
     fixed = {fixed_key(s, SIZE) for s in fixed_specs(tiny_spec(), space)}
     assert len(fixed) == 4 and fixed <= set(after.entries)  # FPN width x input size
     assert len(after) == len(reachable_ops(tiny_spec(), space, SIZE)) + len(fixed)
