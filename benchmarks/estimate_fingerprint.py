@@ -22,6 +22,7 @@ from typing import Any
 from jdnas_sdk import DetectorSpec, SearchSpace, standard_arch
 from jdnas_sdk.cost import detector_cost
 from jdnas_sdk.latency import Estimator, load_table
+from jdnas_sdk.latency.table import table_path
 
 FILE = Path(__file__).resolve().parents[1] / "tests" / "data" / "estimate_fingerprint.json"
 ANCHORS = (16, 32, 64, 128, 256)
@@ -37,7 +38,7 @@ def estimates() -> dict[str, Any]:
     """Per benchmark family: the base and 30 sampled archs' totals and per-stage breakdowns."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = load_table("cpu-ort")
+        table = load_table(str(table_path("cpu-ort")))  # the shipped file: a name would resolve to this machine's
     out: dict[str, Any] = {}
     for family in ("fasterrcnn", "retinanet"):
         spec = benchmark_spec(family)

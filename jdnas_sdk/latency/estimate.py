@@ -149,8 +149,7 @@ class Estimator:
         return self._backend
 
     def op_ms(self, key: OpKey, *, arch: Arch | None = None, spec: DetectorSpec | None = None) -> tuple[float, str]:
-        """Time of one op and how it was obtained (``arch`` and ``spec``: the detector a missing
-        fixed entry is measured on; default the base's)."""
+        """Time of one op and how it was obtained (``arch``/``spec``: what a missing fixed entry is measured on)."""
         hit = self._ms.get(key)
         if hit is not None:
             return hit
@@ -333,7 +332,6 @@ class Estimator:
 @dataclass
 class _Bound:
     """An estimator's state for one head setting: its spec, padded input and cached stage times."""
-
     spec: DetectorSpec
     ph: int
     pw: int
