@@ -31,7 +31,6 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
 from jdnas_sdk.latency import Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
-from jdnas_sdk.latency.lower import detector_input, head_ops
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
@@ -51,6 +50,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     p.add_argument("--name", default="latency_accuracy", help="results file stem")
     p.add_argument("--skip-throughput", action="store_true", help="only the accuracy part")
+    p.add_argument("--backbone-only", action="store_true",
+                   help="sample backbones only (heads and input size fixed), as before the detector-level space")
     p.add_argument("--reuse-accuracy", action="store_true",
                    help="keep the accuracy rows of the previous results file; redo throughput and the roofline check")
     return p.parse_args(argv)
@@ -68,21 +69,24 @@ def _summary(errors: list[float]) -> dict[str, float]:
     }
 
 
-def accuracy(model_file: Path, table: LatencyTable, backend: OrtBackend, archs: int, seed: int) -> dict:
+def accuracy(model_file: Path, table: LatencyTable, backend: OrtBackend, archs: int, seed: int,
+             heads: bool = True) -> dict:
+    """Estimated vs measured latency of ``archs`` students sampled from the space around the
+    detector in ``model_file``: whole students (backbone, heads and input size varied) unless
+    ``heads`` is False (backbones only)."""
     base_model = load_detector(model_file)
     spec, base = describe(base_model)
     size = (spec.min_size, spec.min_size)
-    space = SearchSpace(base)
+    space = SearchSpace(base, spec=spec if heads else None)
     estimator = Estimator(table, spec, size, on_miss="error")
-    _, _, ph, pw = detector_input(spec, size)
-    constant = sum(estimator.op_ms(k)[0] for k in head_ops(spec, ph, pw))
-    constant += estimator.total_ms(base) - estimator.ops_ms(base)  # the fixed entry
     rows = []
     for index in range(archs):
-        arch = space.sample(seed * 100_003 + index)
+        arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
         student = morph_to(base_model, arch)
         measured = backend.measure_detector(student, size)
         estimated = estimator.total_ms(arch)
+        parts = estimator.estimate(arch).by_stage
+        constant = parts["heads"] + parts["fixed"]  # what no backbone change moves
         # the part the search changes (backbone + FPN): measured minus the constant heads and fixed entry
         variable_est = estimated - constant
         variable_meas = measured.median_ms - constant
@@ -97,7 +101,7 @@ def accuracy(model_file: Path, table: LatencyTable, backend: OrtBackend, archs: 
               f"err {rows[-1]['error_pct']:+5.1f}%  {arch}", file=sys.stderr, flush=True)
     return {
         "detector": str(model_file), "family": spec.family, "base_arch": str(base), "input_size": list(size),
-        "constant_ms": constant, "rows": rows,
+        "constant_ms": constant, "rows": rows, "heads_varied": heads,
         "summary": _summary([r["error_pct"] for r in rows]),
         "variable_summary": _summary([r["variable_error_pct"] for r in rows]),
     }
@@ -121,8 +125,14 @@ def estimator_throughput(table_name: str = "v100-trt") -> dict:
     for arch in archs[:200]:
         estimator.estimate(arch)
     detailed = 200 / (time.perf_counter() - start)
+    students = [SearchSpace(standard_arch("resnet50"), spec=spec).sample_student(i) for i in range(5000)]
+    start = time.perf_counter()
+    for student in students:
+        estimator.total_ms(student)
+    whole = len(students) / (time.perf_counter() - start)
     return {"detector": "fasterrcnn resnet50 FPN-256, 800x1333", "table": table_name, "archs": len(archs),
-            "first_pass_per_s": cold, "repeat_pass_per_s": warm, "detailed_breakdown_per_s": detailed}
+            "first_pass_per_s": cold, "repeat_pass_per_s": warm, "detailed_breakdown_per_s": detailed,
+            "students_first_pass_per_s": whole}
 
 
 def profiling_throughput(model_file: Path, ops: int = 120) -> dict:
@@ -269,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         report.update({k: old[k] for k in ("accuracy", "date", "archs", "seed")})
         report["command"] = old["command"] + "  (throughput and roofline: " + report["command"] + ")"
     else:
-        report["accuracy"] = [accuracy(m, table, backend, args.archs, args.seed) for m in args.models]
+        report["accuracy"] = [accuracy(m, table, backend, args.archs, args.seed, heads=not args.backbone_only)
+                              for m in args.models]
     if not args.skip_throughput:
         report["estimator"] = estimator_throughput()
         report["profiling"] = profiling_throughput(args.models[0])
