@@ -88,3 +88,12 @@ def test_export_command_writes_checks_and_measures(tmp_path: Path) -> None:
     assert "largest differences" in run.stdout and "measured" in run.stdout and "estimated" in run.stdout
     assert (tmp_path / "m.onnx").is_file()
     assert LatencyTable.load(table).get(missing).samples > 1  # the one miss was measured here and saved
+
+
+@pytest.mark.parametrize("family,heads", [("fasterrcnn", "fpn8,in64x64,p50,b16"), ("retinanet", "fpn8,in64x64,c1,w8")])
+def test_a_student_with_other_heads_exports_whole_and_matches_pytorch(family: str, heads: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = full_load(build(tiny_spec(family), f"{ARCH}@{heads}"))
+    result = export(model, tmp_path / "s.onnx", input_size=(96, 128))
+    assert result.detections[0] == result.detections[1] > 0
+    assert result.max_abs_diff["scores"] < 1e-4 and result.max_abs_diff["ranked_scores"] < 1e-4, result.summary()
