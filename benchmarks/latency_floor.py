@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -64,14 +65,17 @@ def main(argv: list[str] | None = None) -> int:
     backend = OrtBackend(threads=1, timing=Timing())
     started = dt.datetime.now(dt.timezone.utc)
     rows = [measure(f, args.rounds, backend) for f in args.families.split(",")]
-    report = {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(),
+    load = os.getloadavg()[0]
+    report = {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(), "load_average_at_end": load,
               "backend": backend.fingerprint().describe(), "rounds": args.rounds, "results": rows}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
     lines = ["# Floor of the detector-level search space, measured end to end", "",
              f"Run {report['date']} on {report['machine'].get('cpu')} ({report['machine'].get('cores')} cores), "
-             f"{report['backend']}; median of {args.rounds} alternating rounds, full detection load, 256x256 image.", "",
+             f"{report['backend']}; median of {args.rounds} alternating rounds, full detection load, 256x256 image; "
+             f"load average {load:.1f} at the end (other jobs share the machine: absolute times vary, the ratio "
+             "is what alternating rounds protect).", "",
              "| family | base ms | floor ms | floor / base | goal | floor student |", "|---|---|---|---|---|---|"]
     for row in rows:
         lines.append(f"| {row['family']} | {row['base']['measured_ms']:.2f} | {row['floor']['measured_ms']:.2f} | "
