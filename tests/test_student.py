@@ -157,3 +157,19 @@ def test_the_estimator_times_whole_students_as_its_breakdown_does() -> None:
         assert estimator.total_ms(student) == pytest.approx(fresh.estimate(student).total_ms, rel=1e-9)
     fewer = Student(base, replace(Heads.of(spec), proposals=50, pre=50))
     assert estimator.estimate(fewer).by_stage["heads"] < estimator.estimate(base).by_stage["heads"]
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_the_profiler_reaches_every_kernel_and_fixed_entry_of_sampled_students(family: str) -> None:
+    from jdnas_sdk.latency.lower import fixed_key, lower
+    from jdnas_sdk.latency.reach import fixed_specs, reachable_ops
+
+    spec = _spec(family)
+    space = SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0), spec=spec)
+    reach = set(reachable_ops(spec, space, (96, 96)))
+    fixed = {fixed_key(s, (96, 96)) for s in fixed_specs(spec, space)}
+    rng = random.Random(4)
+    for student in [space.sample_student(rng) for _ in range(40)] + [space.smallest()]:
+        lowered = lower(student.spec(spec), student.arch, (96, 96))
+        assert {k for _, ops in lowered.stages for k, _ in ops} <= reach
+        assert lowered.fixed in fixed
