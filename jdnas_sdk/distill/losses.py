@@ -110,14 +110,16 @@ class _Tap:
 
 
 class Distiller(nn.Module):
-    """KD from ``teacher`` into ``student`` (same family, classes and input size), for ``train``'s
-    ``extra_losses``. The teacher is frozen (eval mode, no gradients) while it is attached."""
+    """KD from ``teacher`` into ``student`` (same family, classes and FPN levels), for ``train``'s
+    ``extra_losses``. The teacher is frozen (eval mode, no gradients) while it is attached. It runs
+    on the student's resized batch (never through its own transform), so a student with a smaller
+    input size (the detector-level space) learns from the teacher on the very images it sees."""
 
     def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None) -> None:
         super().__init__()
         self.config = config or KDConfig()
         s_spec, t_spec = spec_of(student), spec_of(teacher)
-        for name in ("family", "num_classes", "min_size", "max_size", "returned_layers"):
+        for name in ("family", "num_classes", "returned_layers"):
             if getattr(s_spec, name) != getattr(t_spec, name):
                 raise TrainingError(
                     f"teacher and student differ in {name} ({getattr(t_spec, name)} vs {getattr(s_spec, name)}); "
