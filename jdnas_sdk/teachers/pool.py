@@ -30,6 +30,7 @@ from ..arch import Arch, DetectorSpec, Stage
 from ..detectors import build_detector, describe, load_detector, read_detector_file, save_detector
 from ..errors import ArchError, DetectorFileError
 from ..morph import snap
+from ..train import recalibrate_bn
 
 __all__ = ["TeacherConfig", "TeacherPool", "DEFAULT_TEACHER_WIDTHS", "POOL_KIND", "recalibrate_bn"]
 
@@ -188,9 +189,11 @@ class TeacherPool:
         sub.train(self.model.training)
         return sub
 
-    def sample(self, config: TeacherConfig, *, calibration: Any = None, batches: int = 4, batch_size: int = 4) -> nn.Module:
+    def sample(self, config: TeacherConfig, *, calibration: Any = None, batches: int = 50, batch_size: int = 4) -> nn.Module:
         """The teacher, eval mode, BatchNorm statistics recalibrated on ``batches`` of ``calibration``
-        (a dataset of (image, target) pairs; without one the pool's statistics are sliced)."""
+        (a dataset of (image, target) pairs; without one the pool's statistics are sliced). The
+        default, 50 batches of 4, is 200 images: a sub-network's statistics differ from the
+        largest network's, and a few batches leave them noisy."""
         teacher = self.extract(config)
         if calibration is not None:
             recalibrate_bn(teacher, calibration, batches=batches, batch_size=batch_size)
@@ -259,27 +262,3 @@ class TeacherPool:
                 last.bias.zero_()
         pool.model.train(base.training)
         return pool
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Any, *, batches: int = 4, batch_size: int = 4) -> None:
-    """Re-estimate every BatchNorm's running statistics on a few batches (cumulative average)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    was_training = model.training
-    model.eval()
-    for m in norms:
-        m.train()
-    count = min(len(data), batches * batch_size)
-    for start in range(0, count, batch_size):
-        images = [data[i][0] for i in range(start, min(start + batch_size, count))]
-        image_list, _ = model.transform(images)
-        model.backbone(image_list.tensors)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
