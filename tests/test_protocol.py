@@ -95,3 +95,63 @@ def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_
     again = train_until_converged(build(tiny_spec(), ARCH), train_set, val_set, out, config=config,
                                   converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8), progress=False)
     assert again.curve == result.curve  # done: nothing trained again
+
+
+class _Watched:
+    """Records which image ids a dataset's images were loaded for (a CocoDetection, really read)."""
+
+    @staticmethod
+    def wrap(dataset: object, seen: list[int]) -> object:
+        from jdnas_sdk.data import CocoDetection
+
+        class Watched(CocoDetection):
+            def load_image(self, index: int) -> torch.Tensor:
+                seen.append(self.images[index]["id"])
+                return super().load_image(index)
+
+        watched = object.__new__(Watched)
+        watched.__dict__.update(dataset.__dict__)  # type: ignore[attr-defined]
+        return watched
+
+
+def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_trains_a_fair_control(
+        synth_root: Path, tmp_path: Path) -> None:
+    """The search's evaluations never load a test image: test images are read exactly three times
+    each (base, student, control). The control trained as many steps as the student received.
+    Candidates are recalibrated (adaptive BN) and each removes at most its share of latency."""
+    import jdnas_sdk
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.space import SearchSpace
+
+    from .test_compress import BASE, _slow_table
+
+    train, select, test = load_protocol_splits(synth_root)  # the fixture's val, cut in halves
+    select_seen: list[int] = []
+    test_seen: list[int] = []
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    result = jdnas_sdk.compress(
+        base, target=str(_slow_table(tmp_path / "slow.json")), train_data=train,
+        select_data=_Watched.wrap(select, select_seen), test_data=_Watched.wrap(test, test_seen), latency=0.85,
+        budget=3, workdir=tmp_path / "w", teacher="none", finetune_steps=2, final_steps=3,
+        recipe=Recipe(bn_images=4, max_step_share=0.3), space=SearchSpace(BASE), progress=False)
+    assert sorted(test_seen) == sorted(list(test.image_ids()) * 3)
+    assert set(select_seen) == set(select.image_ids()) and len(select_seen) >= 4 * len(select)  # base + 3 candidates
+    m = result.metrics
+    lineage = [c for c in result.history if c["index"] != 0]
+    chosen = next(c for c in result.history if c["arch"] == str(result.arch) and c["index"] != 0)
+    generations, at = 0, chosen
+    while at["parent"] is not None:
+        generations, at = generations + 1, result.history[at["parent"]]
+    assert m["student"]["steps"] == m["control"]["steps"] == 2 * generations + 3
+    assert read_detector_file(tmp_path / "w" / "control.pt")["metadata"]["control_steps"] == m["student"]["steps"]
+    for name in ("base", "student", "control"):
+        assert 0 <= m[name]["test_ap"] <= 1 and 0 <= m[name]["select_ap"] <= 1
+    assert "claim: student test AP" in result.summary() and "control" in result.summary()
+    for c in lineage:
+        parent = result.history[c["parent"]]
+        assert c["latency_ms"] >= 0.7 * parent["latency_ms"] - 1e-9  # gradual: at most 30% per step
+        meta = read_detector_file(tmp_path / "w" / "search" / c["file"])["metadata"]
+        assert meta["bn_images"] == 4
+    report = (tmp_path / "w" / "report.md").read_text()
+    assert "## Protocol" in report and "| control |" in report

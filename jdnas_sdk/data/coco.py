@@ -200,7 +200,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         part._gt_annotations = [a for a in self._gt_annotations if a["image_id"] in kept]
         return part
 
-    def subset(self, ids: "set[int] | list[int] | tuple[int, ...]") -> CocoDetection:
+    def subset(self, ids: set[int] | list[int] | tuple[int, ...]) -> CocoDetection:
         """The images whose ids are in ``ids`` (file order kept) as a dataset of their own, ground
         truth restricted to them: how one split is cut into two disjoint ones."""
         wanted = set(ids)
