@@ -54,7 +54,7 @@ class DemoResult:
 def run_demo(
     workdir: str | Path = "runs/demo",
     *,
-    steps: int = 1200,
+    steps: int = 900,
     eval_every: int = 150,
     patience: int = 2,
     train_images: int = 600,
@@ -66,7 +66,7 @@ def run_demo(
     latency: float = 0.85,
     candidates: int = 3,
     finetune_steps: int = 20,
-    final_steps: int = 200,
+    final_steps: int = 150,
     teacher: str = "base",
     pool_steps: int = 10,
     say: Callable[[str], None] = log.info,
