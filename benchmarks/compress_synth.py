@@ -54,6 +54,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
         {"kd": KDConfig(feature_weight=0.1, head_weight=0.1, foreground=0.0, normalize=False, ramp=0.0,
                         positives_only=False)}, None),
     "no KD": ({}, "none"),
+    "random teacher mutation instead of the capacity gap": ({"teacher_gap": None}, None),
     "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
 }
 

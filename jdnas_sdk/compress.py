@@ -143,7 +143,7 @@ def _config(budget: int | str, finetune_steps: int, seed: int, parallel: int, re
     candidates, wall_s = parse_budget(budget)
     return SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed,
                         parallel=parallel, train=recipe.train_config(), kd=recipe.kd, bn_images=recipe.bn_images,
-                        max_step_share=recipe.max_step_share)
+                        max_step_share=recipe.max_step_share, teacher_gap=recipe.teacher_gap)
 
 
 def _teachers(teacher: str, method: str, pool: TeacherPool | str | Path | None, base: nn.Module, train_data: Any,

@@ -48,18 +48,23 @@ class Recipe:
     ``benchmarks/train_base.py``); give yours. ``bn_images``: adaptive BatchNorm before a candidate
     is scored, on that many *training* images (EagleEye, Li et al. 2020; training images because
     ``select`` must only score). ``max_step_share``: gradual morphism, the most a candidate may cut
-    from its parent's latency (None: unbounded). ``kd``: the distillation terms
+    from its parent's latency (None: unbounded). ``teacher_gap``: with a teacher pool, each
+    candidate's teacher is the pool's closest to that many times its compute (capacity gap; None:
+    the parent's teacher mutated at random, as before). ``kd``: the distillation terms
     (:class:`~jdnas_sdk.distill.KDConfig`: normalised features, positive-only scores, a ramp)."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
     bn_images: int = 200
     max_step_share: float | None = None
+    teacher_gap: float | None = 2.0
     kd: KDConfig = field(default_factory=KDConfig)
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0 or self.bn_images < 0:
             raise SearchError(f"recipe: base_lr must be > 0 and bn_images >= 0, got {self.base_lr}, {self.bn_images}")
+        if self.teacher_gap is not None and self.teacher_gap <= 0:
+            raise SearchError(f"recipe: teacher_gap must be > 0 or None, got {self.teacher_gap}")
         if self.max_step_share is not None and not 0 < self.max_step_share < 1:
             raise SearchError(f"recipe: max_step_share must be in (0, 1) or None, got {self.max_step_share}")
 
@@ -69,7 +74,7 @@ class Recipe:
 
     def to_json(self) -> dict[str, Any]:
         return {"lr_rewind": self.lr_rewind, "base_lr": self.base_lr, "bn_images": self.bn_images,
-                "max_step_share": self.max_step_share, "kd": dict(self.kd.__dict__)}
+                "max_step_share": self.max_step_share, "teacher_gap": self.teacher_gap, "kd": dict(self.kd.__dict__)}
 
 
 def protocol_splits(data: str | Path | None, train_data: Any, select_data: Any, test_data: Any,

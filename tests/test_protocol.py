@@ -155,3 +155,20 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
         assert meta["bn_images"] == 4
     report = (tmp_path / "w" / "report.md").read_text()
     assert "## Protocol" in report and "| control |" in report
+
+
+def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
+    import random
+
+    from jdnas_sdk.cost import detector_cost
+    from jdnas_sdk.search.teachers import gap_teacher
+    from jdnas_sdk.teachers import TeacherPool
+
+    from .test_compress import BASE
+
+    pool = TeacherPool.from_base(build(tiny_spec(), BASE))
+    small, large = Arch.parse("basic:16|16:16x1|16:16x1|32:32x1|32:32x1"), BASE
+    macs = lambda arch: sum(v for k, v in detector_cost(pool.spec, arch).macs.items() if k != "heads")  # noqa: E731
+    chosen = {name: gap_teacher(pool, arch, 2.0, random.Random(0)) for name, arch in (("small", small), ("large", large))}
+    assert macs(pool.arch_of(chosen["small"])) < macs(pool.arch_of(chosen["large"]))
+    assert chosen["large"] == pool.largest() or macs(pool.arch_of(chosen["large"])) >= macs(large)

@@ -37,7 +37,7 @@ from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
-from .teachers import TeacherFiles
+from .teachers import TeacherFiles, gap_teacher
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
 
@@ -63,6 +63,7 @@ class SearchConfig:
     parallel: int = 1
     bn_images: int = 0
     max_step_share: float | None = None
+    teacher_gap: float | None = None
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
@@ -168,6 +169,7 @@ def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: E
             "space": [list(space.width_ratios), list(space.depth)], "kd": config.kd.__dict__, **extra,
             **({"bn_images": config.bn_images} if config.bn_images else {}),
             **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
+            **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
             **({"parallel": config.parallel} if config.parallel != 1 else {})}  # 1: as archives made before rounds
 
 
@@ -210,7 +212,9 @@ class _Round:
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:
             current = TeacherConfig.parse(parent.teacher) if parent.teacher else self.pool.largest()
-            if rng.random() < config.teacher_mutation:
+            if config.teacher_gap is not None:
+                current = gap_teacher(self.pool, arch, config.teacher_gap, rng)
+            elif rng.random() < config.teacher_mutation:
                 current = self.pool.mutate(current, rng)
             teacher_code = str(current)
             teacher_file = str(self.teachers.path(teacher_code))
