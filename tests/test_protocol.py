@@ -172,3 +172,24 @@ def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
     chosen = {name: gap_teacher(pool, arch, 2.0, random.Random(0)) for name, arch in (("small", small), ("large", large))}
     assert macs(pool.arch_of(chosen["small"])) < macs(pool.arch_of(chosen["large"]))
     assert chosen["large"] == pool.largest() or macs(pool.arch_of(chosen["large"])) >= macs(large)
+
+
+def test_reordering_by_importance_keeps_the_function_and_leads_with_the_important_channels(train_set: object) -> None:
+    from jdnas_sdk.detectors import thaw
+    from jdnas_sdk.teachers import reorder_by_importance
+
+    torch.manual_seed(0)
+    model = thaw(build(tiny_spec(), Arch.parse("basic:16|16:16x2|32:32x1|64:64x1|128:128x1"))).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 2.0)
+                m.running_mean.uniform_(-0.5, 0.5)
+    batch = model.transform([train_set[0][0]])[0].tensors  # type: ignore[index]
+    before = model.backbone(batch)
+    assert reorder_by_importance(model) == 5
+    after = model.backbone(batch)
+    assert all(torch.allclose(before[k], after[k], rtol=1e-4, atol=1e-4) for k in before)  # float reordering only
+    bn1 = model.backbone.body.layer1[0].bn1
+    score = bn1.weight.abs() + bn1.bias.abs()
+    assert torch.equal(score, score.sort(descending=True).values)
