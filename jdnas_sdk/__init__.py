@@ -15,8 +15,10 @@ from .errors import (
     ExportError,
     JdnasError,
     LatencyTableError,
+    LockError,
     NonFiniteLossError,
     SearchError,
+    StorageError,
     TrainingError,
     UnsupportedModelError,
 )
@@ -61,4 +63,6 @@ __all__ = [
     "LatencyTableError",
     "SearchError",
     "ExportError",
+    "StorageError",
+    "LockError",
 ]

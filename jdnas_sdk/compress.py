@@ -9,7 +9,6 @@ set must hold images, and the latency asked for must be reachable by the search 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -19,13 +18,16 @@ from typing import Any
 from torch import nn
 
 from ._io import atomic_write_json
-from .arch import Arch, Stage
+from ._lock import holds_workdir
+from .arch import Arch
 from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
 from .distill import finetune
 from .errors import DataError, SearchError
 from .latency import Estimator, fixed_key, load_table
+from .latency.local import describe_table, measure_missing_ops
+from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch, validate_request
 from .protocol import Recipe, claim, lineage_steps, protocol_splits, score, train_control
 from .report import write_report
 from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
@@ -82,27 +84,6 @@ class CompressResult:
         return "\n".join(lines)
 
 
-def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
-    """``12`` (candidates) or ``"90s"``, ``"30m"``, ``"2h"`` (wall time) -> (candidates, seconds)."""
-    if isinstance(budget, int) and not isinstance(budget, bool):
-        if budget < 1:
-            raise SearchError(f"a budget of {budget} candidates is too small; give at least 1")
-        return budget, None
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh])\s*", str(budget))
-    if not match:
-        raise SearchError(f"budget must be a number of candidates (12) or a wall time (90s, 30m, 2h), got {budget!r}")
-    seconds = float(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
-    return None, seconds
-
-
-def smallest_arch(space: SearchSpace) -> Arch:
-    """The cheapest architecture of the space: fewest blocks, narrowest widths."""
-    base = space.base
-    stages = tuple(Stage(space.stage_widths(s)[0], (space.mid_widths(s)[0],) * space.depth_range(s)[0]) for s in range(1, 5))
-    stem = stages[0].width if space.tied_stem else base.stem
-    return Arch(block=base.block, stem=stem, stages=stages, groups=base.groups)
-
-
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
     cost = detector_cost(spec, arch, input_size=size)
     return {"ap": candidate.ap, "ap50": candidate.ap50, "ap75": candidate.ap75, "estimated_ms": candidate.latency_ms,
@@ -117,15 +98,6 @@ def _check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) ->
             raise DataError(f"the {name} set is empty: {why}")
         if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
             split.check_compatible(spec)
-
-
-def _check_options(method: str, teacher: str, final_steps: int) -> None:
-    if method not in ("joint", "pipeline"):
-        raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
-    if teacher not in ("pool", "base", "none"):
-        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
-    if final_steps < 0:
-        raise SearchError(f"final_steps must be >= 0, got {final_steps}")
 
 
 def _runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
@@ -182,6 +154,23 @@ def _target_ms(model: nn.Module, estimator: Estimator, base_arch: Arch, space: S
     return base_ms, target_ms
 
 
+def _before_work(model: nn.Module, target: str, input_size: tuple[int, int] | None, space: SearchSpace | None,
+                 request: Request, workdir: str | Path, progress: bool) -> tuple[Any, tuple[int, int], SearchSpace]:
+    """``(table, input size, space)`` after what compress checks before any work, inside the workdir
+    lock that :func:`holds_workdir` holds for the run (a second run on the workdir refuses naming this
+    one, or waits with ``wait``; a run that fails to start leaves no workdir): the latency floor from
+    what the table holds (nothing measured or written), the workdir's disk (read-only or full: now,
+    not after training); then this machine's missing kernels are measured, counted, with a progress bar."""
+    spec, base_arch = describe(model)
+    table, size = load_table(target), input_size or (spec.min_size, spec.min_size)
+    space = space or SearchSpace(base_arch)
+    check_floor(table, spec, base_arch, space, size, request)
+    check_output_space(workdir, model, what="the workdir")
+    measure_missing_ops(table, spec, base_arch, size, progress=progress)
+    return table, size, space
+
+
+@holds_workdir
 def compress(
     model: nn.Module,
     *,
@@ -211,32 +200,32 @@ def compress(
     progress: bool = True,
     parallel: int = 1,
     executor: str | Executor = "local",
+    wait: bool | float = False,
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
-    ``data`` is a dataset folder whose ``train`` split trains, ``select`` split decides every
-    choice (ranking candidates) and ``test`` split gives the final numbers only (a folder with only
-    ``val`` has it cut into select and test halves by image id, logged); or give datasets in memory
-    as ``train_data``, ``select_data`` and ``test_data`` (``val_data``: the deprecated name of
-    ``select_data``; without ``test_data`` it is cut in halves the same way). ``latency`` is the
-    wanted fraction of the base's estimated latency, or ``ms`` an absolute bound. ``budget`` is a
-    number of candidates or a wall time (``"2h"``). ``method`` is ``"joint"`` (the paper's joint
-    search) or ``"pipeline"`` (prune, then distil, then search). ``teacher``: ``"pool"`` (``pool``
-    or, without one, a pool trained here for ``pool_steps``), ``"base"`` (the base as the only
-    teacher) or ``"none"``. The chosen student is then trained ``final_steps`` more steps with its
-    teacher (0: returned as the search left it). ``recipe``: how candidates and the final student
-    train (:class:`~jdnas_sdk.protocol.Recipe`). ``control`` / ``arch_control``: the controls of
-    :mod:`jdnas_sdk.protocol` (the claim is made against the best of base and ``control``). On a
-    modelled table (``v100-trt``) latencies are estimates only (``result.modelled``). ``executor``
-    trains rounds of ``parallel`` candidates. All lands in ``workdir``; a rerun resumes.
+    ``data``: a dataset folder whose ``train`` split trains, ``select`` split decides every choice
+    and ``test`` split gives the final numbers only (a folder with only ``val`` has it cut into
+    select/test halves by image id); or ``train_data``, ``select_data``, ``test_data`` in memory
+    (``val_data``: the deprecated name of ``select_data``, cut in halves without ``test_data``).
+    ``latency``: a fraction of the base's estimated latency, or ``ms`` a bound. ``budget``:
+    candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
+    ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"`` or ``"none"``. The
+    chosen student then trains ``final_steps`` more steps with its teacher. ``recipe``: how
+    candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`); ``control`` /
+    ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against the
+    best of base and ``control``). On a modelled table (``v100-trt``) latencies are estimates only.
+    ``executor`` trains rounds of ``parallel`` candidates. All lands in ``workdir``; a rerun
+    resumes (``wait``: :func:`_before_work`).
     """
     began, recipe = time.monotonic(), recipe or Recipe()
     train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
     _check_data(spec, train_data, select_data, test_data)
-    _check_options(method, teacher, final_steps)
+    request = validate_request(latency=latency, ms=ms, budget=budget, method=method, teacher=teacher,
+                               finetune_steps=finetune_steps, final_steps=final_steps, pool_steps=pool_steps, seed=seed)
     runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel, recipe)
-    table, size, space = load_table(target), input_size or (spec.min_size, spec.min_size), space or SearchSpace(base_arch)
+    table, size, space = _before_work(model, target, input_size, space, request, workdir, progress)
     estimator = Estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
@@ -270,6 +259,7 @@ def _write_result(work: Path, table: Any, estimator: Estimator, method: str, tar
     """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim)."""
     atomic_write_json(work / "result.json", {
         "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
+        "table": describe_table(table),
         "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": chosen,
         "metrics": metrics, "history": history, "wall_s": time.monotonic() - began, "recipe": recipe.to_json(),
         "splits": dict(zip(("train", "select", "test"), map(len, splits))), "claim": claim(metrics),
@@ -371,7 +361,7 @@ def teacher_pool(base: nn.Module, data: CocoDetection, *, path: str | Path, step
     if path.is_file():
         return TeacherPool.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    trained = TeacherPool.from_base(thaw(base))
+    trained = TeacherPool.from_base(thaw(base), seed=seed)
     config = ShrinkConfig(train=TrainConfig(steps=steps, batch_size=4, optimizer="adamw", lr=2e-4, weight_decay=0.05,
                                             warmup_steps=min(10, steps // 5), seed=seed, checkpoint_every=10))
     log.info("[compress] training a teacher pool around the base for %d steps (largest %s)", steps, trained.max_arch)

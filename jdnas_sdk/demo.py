@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json
+from ._lock import holds_workdir
+from ._seed import seeded
 from .arch import DetectorSpec
 from .compress import CompressResult, compress
 from .converge import ConvergeConfig, train_until_converged
@@ -51,6 +53,7 @@ class DemoResult:
                 f"ONNX {self.exported.onnx_path}, report {self.compressed.report} (and report.md)")
 
 
+@holds_workdir  # one demo per workdir; a failed start leaves no folder
 def run_demo(
     workdir: str | Path = "runs/demo",
     *,
@@ -115,7 +118,8 @@ def _base(out: Path, train_set: Any, select_set: Any, size: int, seed: int, step
     verb = "reusing" if out.is_file() else "training"
     say(f"[2/5] {verb} a small Faster R-CNN (ResNet-18 FPN) from scratch (AdamW 1e-3) until its select AP stops "
         f"improving (evaluated every {eval_every} steps, patience {patience}, at most {steps} steps)")
-    model = build_detector(spec)
+    with seeded(seed):  # same seed, same base, in any process
+        model = build_detector(spec)
     config = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=seed)
     converge = ConvergeConfig(eval_every=eval_every, patience=patience, max_steps=max(steps, eval_every))
     result = train_until_converged(model, train_set, select_set, out, config=config, converge=converge,

@@ -17,6 +17,8 @@ __all__ = [
     "LatencyTableError",
     "SearchError",
     "ExportError",
+    "StorageError",
+    "LockError",
 ]
 
 
@@ -58,3 +60,11 @@ class SearchError(JdnasError, RuntimeError):
 
 class ExportError(JdnasError, RuntimeError):
     """A model could not be exported or the export failed its checks."""
+
+
+class StorageError(JdnasError, OSError):
+    """A folder cannot be written: the disk is full, the file system is read-only or access is denied."""
+
+
+class LockError(JdnasError, RuntimeError):
+    """A workdir or table is in use by another run (the message names the holder)."""

@@ -26,7 +26,7 @@ def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("data", "train", "eval", "info", "profile", "latency", "teachers", "compress", "export", "report", "demo",
+    for verb in ("data", "train", "eval", "info", "doctor", "profile", "latency", "teachers", "compress", "export", "report", "demo",
                  "jdnas data synth --out"):
         assert verb in text
     train_help = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--out", "o"])

@@ -161,7 +161,7 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     save_detector(build(tiny_spec(), BASE), model_file)
     out = tmp_path / "tiny.json"
     args = ["profile", "--target", "tiny", "--model", str(model_file), "--input-size", "96", "--out", str(out),
-            "--width-ratios", "0.5,0.75,1,1.25", "--min-runs", "3", "--min-time", "0"]
+            "--width-ratios", "1", "--min-runs", "3", "--min-time", "0"]  # 47 kernels: minutes on a large-cache CPU otherwise
     first = _jdnas(*args)
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:
@@ -179,7 +179,7 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     after = LatencyTable.load(out)
     assert fixed_key(tiny_spec(), SIZE) in after
     assert all(after.entries[k] == e for k, e in before.entries.items())  # nothing re-measured
-    assert len(after) == len(reachable_ops(tiny_spec(), SearchSpace(BASE, width_ratios=(0.5, 0.75, 1, 1.25)), SIZE)) + 1
+    assert len(after) == len(reachable_ops(tiny_spec(), SearchSpace(BASE, width_ratios=(1,)), SIZE)) + 1
 
 
 def test_latency_command_estimates_measures_and_reports_misses(profiled: LatencyTable, tmp_path: Path) -> None:

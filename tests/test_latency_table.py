@@ -81,7 +81,7 @@ def test_a_failed_save_leaves_the_previous_file_whole(tmp_path: Path) -> None:
     table.put(OpKey.parse("relu(c=8,h=4,w=4)"), Entry(float("nan")))
     with pytest.raises(ValueError):
         table.save()
-    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]  # no temporary, no lock file left
 
 
 def test_a_table_from_another_device_warns_naming_both(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 from .._version import __version__
 from ..errors import JdnasError
-from . import common, compress, data, demo, eval, export, info, latency, profile, report, teachers, train
+from . import common, compress, data, demo, doctor, eval, export, info, latency, profile, report, teachers, train
 
 __all__ = ["VERBS", "build_parser", "configure_logging", "main"]
 
 #: the verb modules, in the order ``jdnas --help`` lists them
-VERBS = (data, train, eval, info, profile, latency, teachers, export, compress, report, demo)
+VERBS = (data, train, eval, info, doctor, profile, latency, teachers, export, compress, report, demo)
 
 _EPILOG = """\
 a typical session:
@@ -26,6 +26,7 @@ a typical session:
   jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --steps 300
   jdnas eval  --model base.pt --data data/shapes
   jdnas info  --model base.pt
+  jdnas doctor                      # what this machine can measure (GPU, CUDA, TensorRT, targets)
   jdnas latency --model base.pt --target cpu-ort --measure
   jdnas profile --target cpu-ort --model base.pt --input-size 256
 or all of it at once, on a fresh machine:  jdnas demo

@@ -17,7 +17,7 @@ from ..families import get_family
 __all__ = [
     "FMT", "anchor_sizes", "check_trainable", "data", "force", "input_side", "input_size", "model",
     "parse_input_size", "parse_model_name", "phases", "print_result", "ratios", "ray_cluster", "seed", "target",
-    "verbosity",
+    "verbosity", "wait",
 ]
 
 #: the help formatter of every verb: defaults shown after each option's help
@@ -32,6 +32,13 @@ def seed(help: str = "random seed") -> argparse.ArgumentParser:
     """``--seed N`` (default 0)."""
     p = _parent()
     p.add_argument("--seed", type=int, default=0, help=help)
+    return p
+
+
+def wait(what: str = "another run on this workdir") -> argparse.ArgumentParser:
+    """``--wait``: wait for the run holding the lock instead of refusing."""
+    p = _parent()
+    p.add_argument("--wait", action="store_true", help=f"wait for {what} to finish instead of refusing")
     return p
 
 

@@ -23,7 +23,7 @@ def add_parser(verbs: Any) -> None:
                              "the final numbers (a folder with only val has it cut in halves by image id)"),
                  common.target(),
                  common.seed("random seed (same seed and --parallel, same search)"),
-                 common.ray_cluster("candidates are trained")],
+                 common.ray_cluster("candidates are trained"), common.wait()],
     )
     co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
     co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
@@ -87,6 +87,6 @@ def run(args: argparse.Namespace) -> int:
                       latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
                       method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
                       final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed,
-                      progress=not args.quiet, parallel=args.parallel, executor=executor)
+                      progress=not args.quiet, parallel=args.parallel, executor=executor, wait=args.wait)
     common.print_result(result)
     return 0

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..detectors import describe, load_detector
     from ..errors import ExportError
     from ..latency import Estimator, load_table
+    from ..latency.local import measure_missing_ops
 
     model = load_detector(args.model)
     size = common.parse_input_size(args.input_size) if args.input_size else None
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         estimator = Estimator(table, spec, result.input_size)
         if estimator.backend is None:
             raise JdnasError(f"--measure runs on this machine, which is not {table.target!r} [{table.fingerprint.describe()}]")
+        measure_missing_ops(table, spec, arch, result.input_size, progress=not args.quiet)  # counted, with a bar
         measured = estimator.backend.measure_detector(model, result.input_size)
         estimated = estimator.total_ms(arch)
         print(f"{table.target}: measured {measured.median_ms:.2f} ms (full detection load), estimated "

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from ..arch import Arch
     from ..detectors import build_detector, describe, load_detector
     from ..latency import Estimator, load_table
+    from ..latency.local import measure_missing_ops
 
     model = load_detector(args.model)
     spec, arch = describe(model)
@@ -41,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         arch = Arch.parse(args.arch)
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
     table = load_table(args.target)
+    if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
+        measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
     estimate = estimator.estimate(arch)
     print(estimate)

@@ -26,7 +26,8 @@ def add_parser(verbs: Any) -> None:
                  common.model("detector file whose neighbourhood to profile (its weights time the fixed entry)",
                               required=False),
                  common.seed("seed of those students' architectures"),
-                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)")],
+                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)"),
+                 common.wait("another profile of this table")],
     )
     pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
     pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
@@ -37,6 +38,9 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--width-ratios", help="width grid of the search space, e.g. 0.5,0.75,1 (default: 0.25..1.5)")
     pr.add_argument("--backend", choices=("ort", "torch", "tensorrt", "roofline"), default="ort",
                     help="what runs the ops; roofline MODELS them for --device v100-trt|t4-trt|a100-trt (a modelled table)")
+    pr.add_argument("--trt-profiler", choices=("auto", "native", "python"), default="auto",
+                    help="tensorrt backend: the native profiler (cmake-built jdnas_trt_profiler), TensorRT's Python API, "
+                         "or the native one where it is built (auto)")
     pr.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives repeatable numbers)")
     pr.add_argument("--device", default="cpu", help="torch backend: cpu or cuda; roofline backend: the device model")
     pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
@@ -90,7 +94,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")
         return 0
     timing = Timing(min_runs=args.min_runs, min_time_s=args.min_time)
-    backend = make_backend(args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing)
+    native = {"auto": None, "native": True, "python": False}[args.trt_profiler]
+    backend = make_backend(args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing,
+                           native=native)
     out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
     table = open_table(out, args.target, backend)
     print(f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries already there)")
@@ -105,6 +111,6 @@ def run(args: argparse.Namespace) -> int:
     ray_options = {"workers": args.workers, "num_cpus": args.cpus_per_worker, "num_gpus": args.gpus_per_worker,
                    "address": args.address}
     profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students,
-            progress=not args.quiet, executor=args.executor, ray_options=ray_options)
+            progress=not args.quiet, executor=args.executor, ray_options=ray_options, wait=args.wait)
     print(f"{out}: {len(table)} entries")
     return 0

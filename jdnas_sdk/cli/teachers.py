@@ -54,6 +54,7 @@ def add_parser(verbs: Any) -> None:
 
 def _base(args: argparse.Namespace, data: Any) -> Any:
     """The detector the pool grows from: ``--base FILE`` or a fresh ``--family/--backbone``."""
+    from .._seed import seeded
     from ..arch import DetectorSpec
     from ..detectors import build_detector, load_detector, spec_of, thaw
 
@@ -68,12 +69,15 @@ def _base(args: argparse.Namespace, data: Any) -> Any:
                             min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
                             anchor_sizes=common.anchor_sizes("auto", args.family, args.input_size),
                             category_ids=data.category_ids, class_names=data.class_names)
-        return build_detector(spec)
+        with seeded(args.seed):  # same --seed, same pool, in any process
+            return build_detector(spec)
     raise JdnasError("name the pool's base: --base FILE (a trained detector, recommended), or --family F --backbone B")
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from .._lock import lock_output
     from ..data import load_split
+    from ..preflight import check_output_space
     from ..teachers import ShrinkConfig, TeacherPool, train_pool_to_file
     from ..train import TrainConfig, checkpoint_path
 
@@ -83,22 +87,25 @@ def run_train(args: argparse.Namespace) -> int:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     data = load_split(args.data, args.split)
     base = _base(args, data)
-    pool = TeacherPool.from_base(base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta)
+    pool = TeacherPool.from_base(base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta,
+                                 seed=args.seed)
     config = ShrinkConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
                                             weight_decay=0.05, warmup_steps=min(10, args.steps // 5), seed=args.seed,
                                             checkpoint_every=args.checkpoint_every),
                           phases=common.phases(args.phases), inplace_kd=args.inplace_kd)
     print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
           f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
-    result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)},
-                                progress=not args.quiet)
+    check_output_space(out.parent, pool.model, what="the pool and its checkpoints")  # before a training step
+    with lock_output(out):
+        result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)},
+                                    progress=not args.quiet)
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
     print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
     return 0
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from .._io import atomic_write_json
+    from .._io import atomic_write_json, atomic_write_text
     from ..data import load_split
     from ..report import pool_report
     from ..teachers import TeacherPool
@@ -109,7 +116,7 @@ def run_report(args: argparse.Namespace) -> int:
     text = report.to_markdown()
     print(text)
     if args.md:
-        Path(args.md).write_text(text, encoding="utf-8")
+        atomic_write_text(args.md, text)
     if args.json:
         atomic_write_json(args.json, report.to_dict())
     return 0

@@ -48,10 +48,13 @@ def add_parser(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .._lock import lock_output
+    from .._seed import seeded
     from ..arch import DetectorSpec
     from ..data import load_split
     from ..detectors import build_detector, load_detector, spec_of
     from ..families import get_family
+    from ..preflight import check_output_space
     from ..train import TrainConfig, checkpoint_path, train_to_file
 
     out = Path(args.out)
@@ -72,14 +75,17 @@ def run(args: argparse.Namespace) -> int:
             anchor_sizes=common.anchor_sizes(args.anchor_sizes, family, args.input_size),
             category_ids=data.category_ids, class_names=data.class_names,
         )
-        model = build_detector(spec)
+        with seeded(args.seed):  # same --seed, same initial weights, in any process
+            model = build_detector(spec)
     config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_steps=args.warmup, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, num_workers=args.workers)
-    if args.until_converged:
-        return _until_converged(args, model, data, config, out)
-    result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)},
-                           progress=not args.quiet)
+    check_output_space(out.parent, model, what="the detector and its checkpoints")  # before a training step
+    with lock_output(out):  # two runs never share one --out and its checkpoints
+        if args.until_converged:
+            return _until_converged(args, model, data, config, out)
+        result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)},
+                               progress=not args.quiet)
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
     print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
     return 0

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
 from ..arch import DetectorSpec
 from ..errors import DataError
+from .checks import INT64_MAX, MAX_SIDE, check_segmentation, contained_path, read_rgb
 
 __all__ = ["Category", "DataStats", "CocoDetection", "find_split", "load_split"]
 
@@ -58,7 +58,17 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _is_id(value: Any) -> bool:
+    """An integer id that fits the int64 tensors training puts it in."""
+    return _is_int(value) and -INT64_MAX - 1 <= value <= INT64_MAX
 
 
 class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
@@ -105,14 +115,15 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         if not isinstance(anns, list):
             raise DataError(f"{self.annotation_file}: 'annotations' must be a list, got {type(anns).__name__}")
         sizes = {img["id"]: (img["width"], img["height"]) for img in self.images}
+        self._file_of = {img["id"]: img["file_name"] for img in self.images}
         for index, ann in enumerate(anns):
             where = f"{self.annotation_file}: annotations[{index}]"
             if not isinstance(ann, dict):
                 raise DataError(f"{where} must be an object, got {type(ann).__name__}")
             image_id, category_id, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
-            if image_id not in sizes:
+            if not _is_id(image_id) or image_id not in sizes:
                 raise DataError(f"{where} refers to image_id {image_id!r}, which is not in 'images'")
-            if category_id not in self._label_of:
+            if not _is_id(category_id) or category_id not in self._label_of:
                 raise DataError(f"{where} refers to category_id {category_id!r}, which is not in 'categories'")
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
                 raise DataError(f"{where}: 'bbox' must be [x, y, width, height] of finite numbers, got {bbox!r}")
@@ -138,6 +149,9 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
                 "iscrowd": int(crowd),
             }
             if "segmentation" in ann:
+                if self.with_masks:  # pycocotools decodes bad RLE into garbage or crashes: refuse it here
+                    check_segmentation(ann["segmentation"], height, width,
+                                       where=f"{where} (image {self._file_of[image_id]!r})")
                 clean["segmentation"] = ann["segmentation"]
             self._gt_annotations.append(clean)
             self._anns[image_id].append(clean)
@@ -145,6 +159,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             self.stats.crowd += int(crowd)
 
     def _check_files(self) -> None:
+        for index, img in enumerate(self.images):  # a name from the JSON never reads outside the images folder
+            contained_path(self.images_dir, img["file_name"], where=f"{self.annotation_file}: images[{index}]")
         missing = [img["file_name"] for img in self.images if not (self.images_dir / img["file_name"]).is_file()]
         if missing:
             raise DataError(
@@ -218,19 +234,14 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
 
     def load_image(self, index: int) -> torch.Tensor:
         info = self.images[index]
-        path = self.images_dir / info["file_name"]
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DataError(f"cannot read image {path}: {exc}") from exc
-        if rgb.size != (info["width"], info["height"]):
+        path = contained_path(self.images_dir, info["file_name"], where=str(self.annotation_file))
+        array = read_rgb(path)
+        if array.shape[:2] != (info["height"], info["width"]):
             raise DataError(
-                f"image {path} is {rgb.size[0]}x{rgb.size[1]} but {self.annotation_file} says "
+                f"image {path} is {array.shape[1]}x{array.shape[0]} but {self.annotation_file} says "
                 f"{info['width']}x{info['height']}; fix the JSON's width/height"
             )
-        array = np.asarray(rgb, dtype=np.uint8).copy()
-        return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
+        return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
     def target(self, index: int) -> dict[str, torch.Tensor]:
         info = self.images[index]
@@ -258,13 +269,18 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
                     f"{self.annotation_file}: annotation on image {info['file_name']} has no 'segmentation'; "
                     "mask training needs one per object (or use a box-only family)"
                 )
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
-            elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, height, width)
-            else:
-                rle = seg
-            masks.append(torch.from_numpy(mask_utils.decode(rle).astype(np.uint8)))
+            where = f"{self.annotation_file}: annotation on image {info['file_name']!r}"
+            check_segmentation(seg, height, width, where=where)
+            try:
+                if isinstance(seg, list):
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+                elif isinstance(seg, dict) and isinstance(seg.get("counts"), list):
+                    rle = mask_utils.frPyObjects(seg, height, width)
+                else:
+                    rle = seg
+                masks.append(torch.from_numpy(mask_utils.decode(rle).astype(np.uint8)))
+            except Exception as exc:  # pycocotools raises bare Exception for what it cannot read
+                raise DataError(f"{where}: invalid segmentation ({exc})") from exc
         if not masks:
             return torch.zeros((0, height, width), dtype=torch.uint8)
         return torch.stack(masks)
@@ -289,6 +305,10 @@ def _read_json(path: Path) -> dict[str, Any]:
             raw = json.load(handle)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); is the file truncated?") from exc
+    except RecursionError as exc:
+        raise DataError(f"{path} nests too deeply to be a COCO instances file; it is corrupt") from exc
+    except OSError as exc:
+        raise DataError(f"cannot read annotation file {path}: {exc.strerror or exc}") from exc
     if not isinstance(raw, dict) or not all(k in raw for k in ("images", "annotations", "categories")):
         keys = sorted(raw)[:6] if isinstance(raw, dict) else type(raw).__name__
         raise DataError(
@@ -303,7 +323,7 @@ def _parse_categories(raw: dict[str, Any], path: Path) -> tuple[Category, ...]:
     if not isinstance(cats, list) or not cats:
         raise DataError(f"{path}: 'categories' must be a non-empty list")
     for cat in cats:
-        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+        if not isinstance(cat, dict) or not _is_id(cat.get("id")):
             raise DataError(f"{path}: categories entry {cat!r} needs an integer 'id'")
     ids = [cat["id"] for cat in cats]
     if len(set(ids)) != len(ids):
@@ -323,13 +343,13 @@ def _parse_images(raw: dict[str, Any], path: Path) -> list[dict[str, Any]]:
         where = f"{path}: images[{index}]"
         if not isinstance(img, dict):
             raise DataError(f"{where} must be an object, got {type(img).__name__}")
-        if not _is_int(img.get("id")) or img["id"] in seen:
-            raise DataError(f"{where} needs a unique integer 'id', got {img.get('id')!r}")
+        if not _is_id(img.get("id")) or img["id"] in seen:
+            raise DataError(f"{where} needs a unique integer 'id' within int64 range, got {img.get('id')!r}")
         if not isinstance(img.get("file_name"), str) or not img["file_name"]:
             raise DataError(f"{where} needs a 'file_name' string")
         for key in ("width", "height"):
-            if not _is_int(img.get(key)) or img[key] < 1:
-                raise DataError(f"{where} needs a positive integer '{key}', got {img.get(key)!r}")
+            if not _is_int(img.get(key)) or not 1 <= img[key] <= MAX_SIDE:
+                raise DataError(f"{where} needs a positive integer '{key}' (at most {MAX_SIDE}), got {img.get(key)!r}")
         seen.add(img["id"])
         out.append({k: img[k] for k in ("id", "file_name", "width", "height")})
     return out

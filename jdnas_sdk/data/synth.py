@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from pycocotools import mask as mask_utils
 from tqdm.auto import tqdm
 
-from .._io import atomic_write_json
+from .._io import atomic_dir, atomic_write_json, check_writable
 from ..errors import DataError
 
 __all__ = ["SHAPES", "SynthConfig", "make_synthetic_dataset", "synthetic_image"]
@@ -217,6 +217,16 @@ def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig
     return atomic_write_json(root / "annotations" / f"instances_{split}.json", data, indent=None)
 
 
+def _check_target(root: Path, cfg: SynthConfig, count: int) -> None:
+    """Before any image is drawn: ``root`` holds nothing but an earlier synthetic dataset (it is
+    replaced whole), and its disk is writable with room for the images (checked roughly)."""
+    if root.exists() and (not root.is_dir() or any(p.name not in ("images", "annotations") for p in root.iterdir())):
+        raise DataError(f"{root} exists and holds other files; pass a new or empty folder (a synthetic dataset "
+                        "replaces its folder whole)")
+    per_image = cfg.size * cfg.size * 3 * (0.25 if cfg.image_format == "jpg" else 1.0) + 4096
+    check_writable(root.parent, need_bytes=int(per_image * count), what="the dataset")
+
+
 def make_synthetic_dataset(
     out: str | os.PathLike[str],
     *,
@@ -237,6 +247,8 @@ def make_synthetic_dataset(
     stream, so the splits are disjoint. Layout: ``images/<split>/*.jpg`` and
     ``annotations/instances_<split>.json``; read it back with :func:`jdnas_sdk.data.load_split`.
     The same arguments always give the same files.
+    The dataset is written into a temporary folder renamed to ``out`` at the end (an earlier
+    dataset there is replaced whole), so a full disk or a kill never leaves half a dataset.
     """
     counts = {"train": train, "val": val, "select": select, "test": test}
     if any(n < 0 for n in counts.values()) or not sum(counts.values()):
@@ -245,9 +257,11 @@ def make_synthetic_dataset(
     if config is not None and config.size != size and size != 256:
         raise DataError(f"size={size} conflicts with config.size={config.size}; give one of them")
     root = Path(out)
-    for split, count in counts.items():
-        if count:
-            _write_split(root, split, count, seed, cfg, progress)
+    _check_target(root, cfg, sum(counts.values()))
+    with atomic_dir(root) as tmp:  # a full disk or a kill leaves no half dataset behind
+        for split, count in counts.items():
+            if count:
+                _write_split(tmp, split, count, seed, cfg, progress)
     log.info("wrote synthetic dataset to %s (%s, %d px)", root,
              ", ".join(f"{n} {k}" for k, n in counts.items() if n), cfg.size)
     return root

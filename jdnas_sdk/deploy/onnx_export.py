@@ -22,6 +22,7 @@ from ..detectors import detector_onnx, spec_of
 from ..errors import ExportError
 from ..latency.backends import OrtBackend, tensorrt_available
 from ..latency.probe import probe_image
+from .rcnn_export import RcnnSplitExport, build_rcnn_engines, export_rcnn_split
 
 __all__ = ["ExportResult", "export", "onnx_parity"]
 
@@ -37,14 +38,21 @@ class ExportResult:
     input_size: tuple[int, int]
     max_abs_diff: dict[str, float]
     detections: tuple[int, int]
+    split: RcnnSplitExport | None = None
 
     def summary(self) -> str:
         d = self.max_abs_diff
         diffs = (f"boxes {d.get('boxes', 0):.2e} px, scores {d.get('scores', 0):.2e}, "
                  f"{100 * d.get('matched', 1):.1f}% of detections paired") if d else "not checked"
         engine = f"; TensorRT engine {self.engine_path}" if self.engine_path else ""
+        split = ""
+        if self.split is not None:
+            s = self.split
+            split = (f"; for TensorRT, dense graphs {s.dense_path} and {s.box_head_path} (anchors, proposals, RoI align "
+                     f"and NMS in torch), split vs PyTorch: {s.detections[0]} vs {s.detections[1]} detections, "
+                     f"boxes {s.max_abs_diff.get('boxes', 0):.2e} px")
         return (f"ONNX {self.onnx_path} ({self.input_size[0]}x{self.input_size[1]}); ONNX Runtime vs PyTorch: "
-                f"{self.detections[0]} vs {self.detections[1]} detections, largest differences {diffs}{engine}")
+                f"{self.detections[0]} vs {self.detections[1]} detections, largest differences {diffs}{split}{engine}")
 
 
 def onnx_parity(model: nn.Module, onnx_model: bytes | str | os.PathLike[str], image: torch.Tensor) -> tuple[dict[str, float], tuple[int, int]]:
@@ -86,16 +94,24 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str | os.PathLike[str] | None = None,
-           precision: str = "fp16", input_size: tuple[int, int] | None = None, check: bool = True) -> ExportResult:
+           precision: str = "fp16", input_size: tuple[int, int] | None = None, check: bool = True,
+           split: bool | None = None) -> ExportResult:
     """Write ``model`` as ONNX to ``onnx_path`` (and a TensorRT engine to ``engine``).
 
     ``input_size`` is the image (height, width) the graph is traced for, by default the
     detector's ``min_size`` square. ``check`` runs ``onnx.checker`` and the parity comparison.
+    ``split`` (default: for a Faster R-CNN when an engine is asked for) also writes its dense
+    graphs for TensorRT (:mod:`.rcnn_export`; TensorRT cannot parse the whole R-CNN graph) and
+    builds the engines from them (``engine``'s ``.dense`` and ``.box_head`` files).
     Asking for an engine where TensorRT cannot run raises :class:`ExportError` with the reason,
-    after the ONNX file is written.
+    after the ONNX files are written.
     """
     if precision not in ("fp16", "fp32"):
         raise ExportError(f"precision must be fp16 or fp32, got {precision!r}")
+    rcnn = getattr(model, "roi_heads", None) is not None
+    split = (rcnn and engine is not None) if split is None else split
+    if split and not rcnn:
+        raise ExportError(f"split export is for R-CNNs; {type(model).__name__} exports whole (TensorRT parses it)")
     spec = spec_of(model)
     size = input_size or (spec.min_size, spec.min_size)
     model = model.eval()
@@ -108,6 +124,7 @@ def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str |
         except onnx.checker.ValidationError as exc:
             raise ExportError(f"the exported graph fails onnx.checker: {exc}") from exc
         diffs, counts = onnx_parity(model, data, probe_image(*size))
+    parts = export_rcnn_split(model, onnx_path, input_size=size, check=check) if split else None
     engine_path = None
     if engine is not None:
         reason = tensorrt_available()
@@ -115,8 +132,11 @@ def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str |
             raise ExportError(f"wrote {onnx_path}, but no TensorRT engine: {reason}")
         from ..latency.backends.tensorrt_backend import build_engine
 
-        engine_path = Path(engine)
-        with atomic_path(engine_path) as tmp:
-            tmp.write_bytes(build_engine(data, precision=precision))
+        if parts is not None:
+            engine_path = build_rcnn_engines(parts, engine, precision=precision)[0]
+        else:
+            engine_path = Path(engine)
+            with atomic_path(engine_path) as tmp:
+                tmp.write_bytes(build_engine(data, precision=precision))
     return ExportResult(onnx_path=Path(onnx_path), engine_path=engine_path, input_size=size, max_abs_diff=diffs,
-                        detections=counts)
+                        detections=counts, split=parts)

@@ -96,9 +96,8 @@ def load_detector(path: str | os.PathLike[str]) -> nn.Module:
         arch = Arch.parse(payload["arch"]) if payload.get("arch") is not None else standard_arch(spec.backbone)
     except ArchError as exc:
         raise DetectorFileError(f"{path} has an invalid architecture code: {exc}") from exc
-    model = build_detector(spec, arch)
     state = payload["state_dict"]
-    wanted = model.state_dict()
+    wanted = _meta_state(spec, arch, path)  # shapes only: nothing allocated until they fit the file's tensors
     missing = sorted(set(wanted) - set(state))
     unexpected = sorted(set(state) - set(wanted))
     shapes = sorted(
@@ -110,9 +109,21 @@ def load_detector(path: str | os.PathLike[str]) -> nn.Module:
             f"{path}: weights do not fit its {spec.family}/{spec.backbone} spec (missing "
             f"{missing[:3]}, unexpected {unexpected[:3]}, wrong shape or type {shapes[:3]})"
         )
+    model = build_detector(spec, arch)  # as large as the file's own tensors: they fit
     model.load_state_dict(state, strict=True)
     model.eval()
     return model
+
+
+def _meta_state(spec: DetectorSpec, arch: Arch, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The state_dict shapes of ``(spec, arch)``, built on the meta device (no memory): a damaged
+    file with absurd sizes (a billion classes, a million-channel FPN) is refused here rather than
+    allocating hundreds of GB."""
+    try:
+        with torch.device("meta"):
+            return build_detector(spec, arch).state_dict()
+    except (ArchError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
+        raise DetectorFileError(f"{path}: its spec and architecture do not describe a buildable detector ({_first_line(exc)})") from exc
 
 
 def _first_line(exc: BaseException) -> str:

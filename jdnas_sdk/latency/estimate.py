@@ -20,9 +20,9 @@ from torch import nn
 
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
-from ..errors import LatencyTableError
+from ..errors import LatencyTableError, UnsupportedModelError
 from ..lowering import walk
-from .backends import Backend, backend_for, local_fingerprint
+from .backends import Backend, backend_for
 from .lower import (
     STAGES,
     block_ops,
@@ -36,7 +36,8 @@ from .lower import (
 )
 from .ops import OP_FIELDS, OpKey, op_macs
 from .roofline import DeviceModel
-from .table import Entry, LatencyTable, table_path
+from .local import describe_table, load_table, measure_missing_ops
+from .table import Entry, LatencyTable
 
 __all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES",
            "residual_entry", "combine_residuals"]
@@ -74,6 +75,7 @@ class LatencyEstimate:
     by_stage: dict[str, float]
     ops: tuple[OpLatency, ...]
     misses: tuple[OpLatency, ...] = field(default=())
+    table: str = ""  # which table answered (see jdnas_sdk.latency.local.describe_table)
 
     def __str__(self) -> str:
         label = "MODELLED (roofline, not measured)" if self.modelled else "measured table"
@@ -86,6 +88,8 @@ class LatencyEstimate:
             for miss in self.misses:
                 counts[miss.how] = counts.get(miss.how, 0) + 1
             lines.append("  misses: " + ", ".join(f"{n} {how}" for how, n in counts.items()))
+        if self.table:
+            lines.append(f"  table: {self.table}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -94,18 +98,8 @@ class LatencyEstimate:
             "input_size": list(self.input_size), "by_stage": self.by_stage,
             "ops": [{"stage": o.stage, "op": str(o.key), "count": o.count, "ms": o.ms, "how": o.how} for o in self.ops],
             "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
+            "table": self.table,
         }
-
-
-def load_table(target: str | LatencyTable) -> LatencyTable:
-    """A table by target name or path (see :func:`jdnas_sdk.latency.table.table_path`); a measured
-    table from another device warns (:class:`~jdnas_sdk.latency.table.DeviceMismatchWarning`)."""
-    if isinstance(target, LatencyTable):
-        return target
-    table = LatencyTable.load(table_path(target))
-    if not table.modelled:
-        table.warn_if_other_device(local_fingerprint(table.fingerprint))
-    return table
 
 
 class Estimator:
@@ -296,7 +290,7 @@ class Estimator:
         misses = tuple(o for o in ops if o.how != "table")
         return LatencyEstimate(total_ms=sum(by_stage.values()), target=self.table.target, modelled=self.table.modelled,
                                device=self.table.fingerprint.describe(), input_size=self.input_size,
-                               by_stage=by_stage, ops=tuple(ops), misses=misses)
+                               by_stage=by_stage, ops=tuple(ops), misses=misses, table=describe_table(self.table))
 
 
 def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
@@ -356,12 +350,15 @@ def _neighbours(table: LatencyTable, key: OpKey) -> tuple[list[tuple[OpKey, Entr
 
 def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTable = "cpu-ort",
                      input_size: tuple[int, int] | int | None = None, spec: DetectorSpec | None = None,
-                     on_miss: str = "auto", save: bool = True) -> LatencyEstimate:
+                     on_miss: str = "auto", save: bool = True, progress: bool = True,
+                     backend: Backend | None = None) -> LatencyEstimate:
     """Estimated latency of a detector on ``target``, with the breakdown and every miss.
 
     ``model_or_arch`` is a supported torchvision detector, or an :class:`Arch` together with
     ``spec``. ``input_size`` is the image's (height, width) (an int means square), by default a
-    ``spec.min_size`` square. See :class:`Estimator` for ``on_miss``.
+    ``spec.min_size`` square. See :class:`Estimator` for ``on_miss``. On this machine's own table
+    the missing kernels are measured first with a progress bar (``progress``) and cached, by
+    ``backend`` (default: the table's backend with its standard timing).
     """
     if isinstance(model_or_arch, Arch):
         if spec is None:
@@ -370,9 +367,17 @@ def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTa
     elif isinstance(model_or_arch, nn.Module):
         spec, arch = describe(model_or_arch)
     else:
-        raise LatencyTableError(f"estimate_latency takes a torchvision detector or an Arch, got {type(model_or_arch).__name__}")
+        raise UnsupportedModelError(
+            f"estimate_latency takes a torchvision detector (nn.Module) or an Arch with spec=, got "
+            f"{type(model_or_arch).__name__} {str(model_or_arch)[:60]!r}; build the detector first (jdnas_sdk.load_detector)")
     if input_size is None:
         input_size = (spec.min_size, spec.min_size)
     elif isinstance(input_size, int):
         input_size = (input_size, input_size)
-    return Estimator(load_table(target), spec, input_size, on_miss=on_miss, save=save).estimate(arch)
+    table = load_table(target)
+    if backend is not None and backend.fingerprint() != table.fingerprint:
+        raise LatencyTableError(f"backend {backend.name!r} measures on [{backend.fingerprint().describe()}], not on the "
+                                f"device of table {table.target!r} [{table.fingerprint.describe()}]")
+    if save and on_miss in ("auto", "measure"):  # measure what this machine's table lacks, with a progress bar
+        measure_missing_ops(table, spec, arch, input_size, backend=backend, progress=progress)
+    return Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend).estimate(arch)

@@ -11,12 +11,14 @@ import logging
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 from tqdm import tqdm
 
+from .._lock import lock_table
 from ..arch import Arch, DetectorSpec
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
@@ -27,7 +29,31 @@ from .lower import fixed_key
 from .reach import reachable_ops
 from .table import LatencyTable
 
-__all__ = ["profile", "open_table"]
+__all__ = ["profile", "open_table", "timing_cache_path"]
+
+
+def timing_cache_path(table_path: str | os.PathLike[str]) -> Path:
+    """Where a TensorRT table's timing cache lives: beside the table (``T.json`` ->
+    ``T.trt-timing-cache``), so that a resumed profile reuses the tactics already tuned."""
+    return Path(table_path).with_suffix(".trt-timing-cache")
+
+
+def _prepare_backend(table: LatencyTable, backend: Backend) -> None:
+    """Backend checks that need the table: TensorRT refuses targets its version cannot profile
+    (``v100-trt`` with TensorRT >= 10.5) and shares one timing cache beside the table."""
+    check = getattr(backend, "check_target", None)
+    if check is not None:
+        check(table.target)
+    use_cache = getattr(backend, "use_cache", None)
+    if use_cache is not None and table.path is not None:
+        use_cache(timing_cache_path(table.path))
+
+
+def _save(table: LatencyTable, backend: Backend) -> None:
+    table.save()
+    save_cache = getattr(backend, "save_cache", None)
+    if save_cache is not None:
+        save_cache()
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +100,7 @@ def profile(
     progress: bool = True,
     executor: str = "local",
     ray_options: dict[str, Any] | None = None,
+    wait: bool | float = False,
 ) -> LatencyTable:
     """Measure the ops of ``space`` (default: the grid around ``base``) for each input size, then
     each size's fixed entry at full detection load.
@@ -86,9 +113,22 @@ def profile(
     between them and merged by key (``ray_options``: ``workers``, ``num_cpus``, ``num_gpus``,
     ``address``, ``init`` of :func:`~jdnas_sdk.latency.distributed.measure_ops_on_ray`); workers
     with another fingerprint are refused. The fixed entries are measured here, as before.
-    Returns ``table``, saved to its path."""
+    The table file stays locked for the run: a second profile of it refuses naming this one
+    (or waits for it with ``wait``). Returns ``table``, saved to its path."""
     if executor not in ("local", "ray"):
         raise LatencyTableError(f"executor must be 'local' or 'ray', got {executor!r}")
+    _prepare_backend(table, backend)  # TensorRT: refuses a target its version cannot profile, loads the timing cache
+    with lock_table(table.path, wait=wait) if table.path is not None else nullcontext():
+        table.merge_saved()  # what a run that held the table before this one added
+        return _profile(table, backend, spec, base=base, input_sizes=input_sizes, space=space, model=model,
+                        fixed_models=fixed_models, save_every_s=save_every_s, progress=progress, executor=executor,
+                        ray_options=ray_options)
+
+
+def _profile(table: LatencyTable, backend: Backend, spec: DetectorSpec, *, base: Arch,
+             input_sizes: list[tuple[int, int]], space: SearchSpace | None, model: nn.Module | None,
+             fixed_models: Sequence[nn.Module], save_every_s: float, progress: bool, executor: str,
+             ray_options: dict[str, Any] | None) -> LatencyTable:
     space = space or SearchSpace(base)
     wanted: dict = {}
     for size in input_sizes:
@@ -109,11 +149,11 @@ def profile(
             table.put(key, backend.measure_op(key))
             bar.update()
             if time.monotonic() - last_save >= save_every_s:
-                table.save()
+                _save(table, backend)
                 last_save = time.monotonic()
     finally:
         bar.close()
-        table.save()
+        _save(table, backend)
     detectors = [model if model is not None else build_detector(spec, base), *fixed_models]
     for size in input_sizes:
         key = fixed_key(spec, size)

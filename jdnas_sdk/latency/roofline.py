@@ -9,6 +9,7 @@ and everything that uses one says so.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -16,6 +17,16 @@ from ..errors import LatencyTableError
 from .ops import OpKey, op_bytes, op_macs
 
 __all__ = ["DeviceModel", "GPU_MODELS"]
+
+
+def finite_number(value: object) -> bool:
+    """A finite int or float (an int too large for a float is not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -36,9 +47,17 @@ class DeviceModel:
     reference: str = ""
 
     def __post_init__(self) -> None:
-        for name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency"):
-            if not getattr(self, name) > 0:
-                raise LatencyTableError(f"device model {self.name!r}: {name} must be positive")
+        for name in ("name", "precision", "reference"):
+            if not isinstance(getattr(self, name), str):
+                raise LatencyTableError(f"device model field {name} must be a string, got {getattr(self, name)!r}")
+        for name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency",
+                     "launch_us", "postprocess_ms", "fixed_kernels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not finite_number(value):
+                raise LatencyTableError(f"device model {self.name!r}: {name} must be a finite number, got {value!r}")
+            positive = name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency")
+            if value < 0 or (positive and value == 0):
+                raise LatencyTableError(f"device model {self.name!r}: {name} must be {'positive' if positive else '>= 0'}, got {value!r}")
         if self.precision not in ("fp32", "fp16"):
             raise LatencyTableError(f"device model {self.name!r}: precision must be fp32 or fp16")
 

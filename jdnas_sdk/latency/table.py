@@ -9,7 +9,7 @@ complete table behind.
 from __future__ import annotations
 
 import json
-import math
+import logging
 import os
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -18,13 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from .._io import atomic_write_json
+from .._lock import lock_table
 from ..errors import LatencyTableError
 from .ops import OpKey
+from .roofline import DeviceModel, finite_number
 
 __all__ = [
     "SCHEMA_VERSION", "FORMAT_NAME", "SOURCES", "Fingerprint", "Entry", "LatencyTable", "DeviceMismatchWarning",
     "tables_dirs", "table_path",
 ]
+
+logger = logging.getLogger(__name__)
 
 FORMAT_NAME = "jdnas-latency-table"
 SCHEMA_VERSION = 1
@@ -151,15 +155,38 @@ class LatencyTable:
             "entries": {str(k): e.to_json() for k, e in sorted(self.entries.items(), key=lambda kv: str(kv[0]))},
         }
 
-    def save(self, path: str | os.PathLike[str] | None = None) -> Path:
-        """Write the table atomically to ``path`` (default: where it came from)."""
+    def save(self, path: str | os.PathLike[str] | None = None, *, merge: bool = True) -> Path:
+        """Write the table atomically to ``path`` (default: where it came from), under the table's
+        lock; with ``merge`` the entries another process saved there meanwhile are kept (ours win),
+        ``merge=False`` writes exactly this table (after removing entries on purpose)."""
         target = Path(path) if path is not None else self.path
         if target is None:
             raise LatencyTableError("this table has no path yet; pass one to save()")
-        self.updated = _now()
-        atomic_write_json(target, self.to_json())
+        with lock_table(target):
+            if merge:
+                self.merge_saved(target)
+            self.updated = _now()
+            atomic_write_json(target, self.to_json())
         self.path = target
         return target
+
+    def merge_saved(self, path: str | os.PathLike[str] | None = None) -> None:
+        """Add the entries another process saved to ``path`` (default: this table's file) since this
+        table was read (ours win), so two processes measuring into one table never lose each other's entries."""
+        path = Path(path) if path is not None else self.path
+        if path is None:
+            return
+        if not path.is_file():
+            return
+        try:
+            other = LatencyTable.load(path)
+        except LatencyTableError as exc:
+            logger.warning("overwriting %s, which no longer reads as a table: %s", path, exc)
+            return
+        if (other.target, other.source, other.fingerprint) != (self.target, self.source, self.fingerprint):
+            return
+        for key, entry in other.entries.items():
+            self.entries.setdefault(key, entry)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> LatencyTable:
@@ -168,7 +195,11 @@ class LatencyTable:
         if not path.is_file():
             raise LatencyTableError(f"latency table {path} does not exist")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except RecursionError as exc:
+            raise LatencyTableError(f"latency table {path} nests too deeply to be a table; it is corrupt: restore it or re-run `jdnas profile`") from exc
+        except OSError as exc:
+            raise LatencyTableError(f"latency table {path} cannot be read ({exc.strerror or exc})") from exc
         except UnicodeDecodeError as exc:
             raise LatencyTableError(f"latency table {path} is not UTF-8 text ({exc.reason}); it is corrupt: restore it or re-run `jdnas profile`") from exc
         except json.JSONDecodeError as exc:
@@ -185,7 +216,7 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
             raise LatencyTableError(f"{origin} is not a jdnas latency table (no \"format\": \"{FORMAT_NAME}\")")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise LatencyTableError(
                 f"{origin} has schema_version {version!r}; this jdnas_sdk reads version {SCHEMA_VERSION} only: "
                 "upgrade jdnas_sdk or re-profile the target with this version"
@@ -196,22 +227,30 @@ class LatencyTable:
                 problems.append(f"field {name!r} must be a {kind.__name__}, got {type(data.get(name)).__name__}")
         if problems:
             raise LatencyTableError(f"{origin} is not a valid latency table: " + "; ".join(problems))
-        try:
-            device = Fingerprint(**data["device"])
-        except TypeError as exc:
-            raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields ({exc})") from exc
+        for name in ("created", "updated", "notes"):
+            if not isinstance(data.get(name, ""), str):
+                raise LatencyTableError(f"{origin}: field {name!r} must be a string, got {type(data[name]).__name__}")
+        device = _fingerprint(data["device"], origin)
         entries: dict[OpKey, Entry] = {}
         for text, raw in data["entries"].items():
             try:
-                entries[OpKey.parse(text)] = _entry(raw)
+                key = OpKey.parse(text)
+                if key.kind == "fixed" and min(int(key[x]) for x in ("h", "w", "rh", "rw")) < 1:
+                    raise LatencyTableError("a fixed entry's sizes h, w, rh, rw must be >= 1")
+                entries[key] = _entry(raw)
             except LatencyTableError as exc:
-                problems.append(str(exc))
+                problems.append(f"entries[{text!r}]: {exc}")
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
             raise LatencyTableError(f"{origin} has {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}: {shown}")
         model = data.get("model")
         if model is not None and not isinstance(model, dict):
             raise LatencyTableError(f"{origin}: field 'model' must be an object or null")
+        if model is not None:
+            try:
+                DeviceModel.from_dict(model)
+            except LatencyTableError as exc:
+                raise LatencyTableError(f"{origin}: field 'model': {exc}") from exc
         if data["source"] == "modelled" and model is None:
             raise LatencyTableError(f"{origin}: a modelled table must carry its device model in field 'model'")
         try:
@@ -237,6 +276,25 @@ class LatencyTable:
         return True
 
 
+def _fingerprint(raw: dict[str, Any], origin: str) -> Fingerprint:
+    known = {f.name: f for f in fields(Fingerprint)}
+    unknown = sorted(set(raw) - set(known))
+    if unknown or not isinstance(raw.get("device"), str) or not isinstance(raw.get("backend"), str):
+        raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields: it needs string 'device' "
+                                f"and 'backend' and only the fields {sorted(known)} (unknown: {unknown})")
+    for name, value in raw.items():
+        integer = name in ("batch", "threads")
+        ok = (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096) if integer \
+            else isinstance(value, str)
+        if not ok:
+            kind = "an integer from 1 to 4096" if integer else "a string"
+            raise LatencyTableError(f"{origin}: field 'device.{name}' must be {kind}, got {value!r}")
+    try:
+        return Fingerprint(**raw)
+    except TypeError as exc:
+        raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields ({exc})") from exc
+
+
 def _entry(raw: Any) -> Entry:
     if not isinstance(raw, dict):
         raise LatencyTableError(f"entry must be an object, got {type(raw).__name__}")
@@ -245,9 +303,9 @@ def _entry(raw: Any) -> Entry:
         raise LatencyTableError(f"entry has unknown fields {sorted(unknown)}")
     median, spread, samples = raw.get("median_ms"), raw.get("spread_ms", 0.0), raw.get("samples", 0)
     for name, value in (("median_ms", median), ("spread_ms", spread)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if not finite_number(value) or value < 0:
             raise LatencyTableError(f"entry {name} must be a finite number >= 0, got {value!r}")
-    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 0:
+    if not isinstance(samples, int) or isinstance(samples, bool) or not 0 <= samples < 2**53:
         raise LatencyTableError(f"entry samples must be an integer >= 0, got {samples!r}")
     source = raw.get("source", "measured")
     if source not in ENTRY_SOURCES:

@@ -9,6 +9,7 @@ from math import lcm
 import torch
 from torch import nn
 
+from .._seed import seeded, stable_seed
 from ..arch import Arch
 from ..detectors import build_detector, describe
 from ..errors import ArchError
@@ -59,7 +60,8 @@ def morph_step(model: nn.Module, action: Action, *, importance: str | Importance
     elif isinstance(action, SetStageWidth):
         action = replace(action, width=snap(action.width, multiple))
     new_arch = apply_action(arch, action)
-    student = build_detector(spec, new_arch)
+    with seeded(stable_seed("morph", arch, action)):  # what is not inherited starts the same in every run
+        student = build_detector(spec, new_arch)
     transfer(model, student, _plan(model, arch, action, score), arch, new_arch, spec.returned_layers)
     student.train(model.training)
     return student

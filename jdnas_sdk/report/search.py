@@ -8,18 +8,21 @@ the latency breakdown, and the table's source and device, as Markdown and HTML (
 from __future__ import annotations
 
 import html
+import io
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import SearchError
-from ..search.archive import Candidate, pareto_front
+from ..search.archive import Candidate, pareto_front, validate_candidates
 from .markdown import code_cell
 
-__all__ = ["write_report"]
+__all__ = ["write_report", "check_result"]
 
 
 def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
@@ -42,7 +45,7 @@ def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
     ax.set_ylabel("COCO AP (%)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(work / "pareto.png", dpi=110)
+    _save_figure(fig, work / "pareto.png")
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     idx = [c.index for c in cands]
@@ -56,7 +59,7 @@ def _plots(result: dict[str, Any], work: Path) -> tuple[str, str]:
     ax2.set_ylabel("AP (%)")
     ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
-    fig.savefig(work / "trajectory.png", dpi=110)
+    _save_figure(fig, work / "trajectory.png")
     plt.close(fig)
     return "pareto.png", "trajectory.png"
 
@@ -83,7 +86,7 @@ def _timeline(cands: list[Candidate], work: Path) -> list[str]:
     ax.set_yticks(range(len(workers)), workers, fontsize=7)
     ax.set_xlabel("seconds since the first candidate started (red: failed)")
     fig.tight_layout()
-    fig.savefig(work / "timeline.png", dpi=110)
+    _save_figure(fig, work / "timeline.png")
     plt.close(fig)
     lines = ["", "## Timeline: who trained what", "", "![timeline](timeline.png)", "",
              "| worker | candidates | busy (s) | failed |", "|---|---|---|---|"]
@@ -92,6 +95,20 @@ def _timeline(cands: list[Candidate], work: Path) -> list[str]:
         lines.append(f"| {worker} | {', '.join(str(c.index) for c in mine)} | {sum(c.wall_s for c in mine):.1f} | "
                      f"{sum(1 for c in mine if c.error)} |")
     return lines
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    """A plot written atomically (a killed report never leaves half a PNG)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence[str] = ()) -> str:
@@ -107,7 +124,8 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
 
     lines = [f"# Compression report: {result['method']} search on `{result['target']}`", "",
              f"Latency table: {label}; device: {result['device']}. Input {result['input_size'][0]}x{result['input_size'][1]}, "
-             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min.", "",
+             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
+             + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else ""), "",
              "| | base | student |", "|---|---|---|",
              row("AP", "ap", "{:.3f}"), row("AP50", "ap50", "{:.3f}"), row("AP75", "ap75", "{:.3f}"),
              row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
@@ -204,12 +222,35 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
     if not source.is_file():
         raise SearchError(f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first")
     try:
-        result = json.loads(source.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SearchError(f"{source} is corrupt ({exc.msg}); rerun compress with the same workdir to rewrite it") from exc
-    plots = _plots(result, work)
-    markdown = _markdown(result, plots, _timeline([Candidate.from_json(c) for c in result["history"]], work))
-    (work / "report.md").write_text(markdown, encoding="utf-8")
-    out = work / "report.html"
-    out.write_text(_html(markdown), encoding="utf-8")
-    return out
+        result = json.loads(source.read_bytes().decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise SearchError(f"{source} is corrupt ({exc}); rerun compress with the same workdir to rewrite it") from exc
+    check_result(result, origin=str(source))
+    try:
+        plots = _plots(result, work)
+        markdown = _markdown(result, plots, _timeline([Candidate.from_json(c) for c in result["history"]], work))
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+        raise SearchError(f"{source} is damaged (field {exc}); rerun compress with the same workdir to rewrite it") from exc
+    atomic_write_text(work / "report.md", markdown)
+    return atomic_write_text(work / "report.html", _html(markdown))
+
+
+def check_result(result: Any, *, origin: str) -> None:
+    """Check what the report reads from a ``result.json`` it did not write itself: the history is a
+    valid archive (lineages end), ``chosen`` is one of its candidates, the numbers are finite."""
+    if not isinstance(result, dict):
+        raise SearchError(f"{origin} must hold a JSON object, got {type(result).__name__}")
+    history = validate_candidates(result.get("history"), origin=f"{origin}: field 'history'")
+    if not history:
+        raise SearchError(f"{origin}: field 'history' holds no candidate")
+    chosen = result.get("chosen")
+    if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(history):
+        raise SearchError(f"{origin}: field 'chosen' must be a candidate index from 0 to {len(history) - 1}, got {chosen!r}")
+    for name in ("target_ms", "wall_s"):
+        value = result.get(name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
+            raise SearchError(f"{origin}: field {name!r} must be a finite number, got {value!r}")
+    for name in ("metrics", "breakdown"):
+        part = result.get(name)
+        if not isinstance(part, dict) or not all(isinstance(part.get(w), dict) for w in ("base", "student")):
+            raise SearchError(f"{origin}: field {name!r} must hold 'base' and 'student' objects")

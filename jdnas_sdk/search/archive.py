@@ -9,6 +9,7 @@ the candidates in progress (whose fine-tuning checkpoints and result files let t
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 from .._io import atomic_write_json
 from ..errors import SearchError
 
-__all__ = ["Candidate", "Archive", "pareto_front"]
+__all__ = ["Candidate", "Archive", "pareto_front", "validate_candidates", "contained_file"]
 
 ARCHIVE_FORMAT = "jdnas-search-archive"
 
@@ -61,10 +62,89 @@ class Candidate:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:
+        if not isinstance(data, dict):
+            raise SearchError(f"a candidate in the archive must be an object, got {type(data).__name__}")
         try:
-            return cls(**{**data, "actions": tuple(data["actions"])})
+            candidate = cls(**{**data, "actions": tuple(data["actions"])})
         except (TypeError, KeyError) as exc:
-            raise SearchError(f"a candidate in the archive is malformed ({exc}): {data!r}") from exc
+            raise SearchError(f"a candidate in the archive is malformed ({exc}): {str(data)[:300]}") from exc
+        problem = _candidate_problem(candidate)
+        if problem:
+            raise SearchError(f"candidate {str(data.get('index'))[:20]} in the archive is malformed: {problem}")
+        return candidate
+
+
+_NUMBERS = ("latency_ms", "ap", "ap50", "ap75", "wall_s")
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
+
+
+def _candidate_problem(c: Candidate) -> str:
+    """What is wrong with one candidate's field types (lineage is checked across the archive)."""
+    if not isinstance(c.index, int) or isinstance(c.index, bool) or c.index < 0:
+        return f"field 'index' must be an integer >= 0, got {c.index!r}"
+    if c.parent is not None and (not isinstance(c.parent, int) or isinstance(c.parent, bool)):
+        return f"field 'parent' must be an integer or null, got {c.parent!r}"
+    for name in ("arch", "file"):
+        if not isinstance(getattr(c, name), str):
+            return f"field {name!r} must be a string, got {getattr(c, name)!r}"
+    if c.teacher is not None and not isinstance(c.teacher, str):
+        return f"field 'teacher' must be a string or null, got {c.teacher!r}"
+    if not all(isinstance(a, str) for a in c.actions):
+        return "field 'actions' must be a list of strings"
+    for name in _NUMBERS:
+        if not _finite(getattr(c, name)):
+            return f"field {name!r} must be a finite number, got {getattr(c, name)!r}"
+    if c.bound_ms is not None and not _finite(c.bound_ms):
+        return f"field 'bound_ms' must be a finite number or null, got {c.bound_ms!r}"
+    if not isinstance(c.rejected, int) or isinstance(c.rejected, bool) or c.rejected < 0:
+        return f"field 'rejected' must be an integer >= 0, got {c.rejected!r}"
+    for name in ("error", "worker"):
+        if getattr(c, name) is not None and not isinstance(getattr(c, name), str):
+            return f"field {name!r} must be a string or null, got {getattr(c, name)!r}"
+    for name in ("started", "ended"):
+        if getattr(c, name) is not None and not _finite(getattr(c, name)):
+            return f"field {name!r} must be a finite number or null, got {getattr(c, name)!r}"
+    return ""
+
+
+def validate_candidates(raw: Any, *, origin: str) -> list[Candidate]:
+    """Candidates from JSON, checked as a whole: each one well-typed, ``index`` its position, and
+    every ``parent`` an earlier candidate (so a lineage ends: no cycle, no dangling parent).
+    Every problem is a :class:`SearchError` naming ``origin`` and the field."""
+    if not isinstance(raw, list):
+        raise SearchError(f"{origin}: the candidates must be a list, got {type(raw).__name__}")
+    out: list[Candidate] = []
+    for position, item in enumerate(raw):
+        try:
+            candidate = Candidate.from_json(item)
+        except SearchError as exc:
+            raise SearchError(f"{origin}: {exc}") from exc
+        if candidate.index != position:
+            raise SearchError(f"{origin}: candidate at position {position} has index {candidate.index}; the archive is damaged")
+        if candidate.parent is not None and not 0 <= candidate.parent < position:
+            raise SearchError(f"{origin}: candidate {position} has parent {candidate.parent}, which is not an earlier "
+                              "candidate (a lineage must lead back to the base); the archive is damaged")
+        out.append(candidate)
+    return out
+
+
+def contained_file(workdir: str | os.PathLike[str], name: Any, *, origin: str) -> Path:
+    """``workdir / name`` for a detector file named in an archive, refused unless it stays inside ``workdir``."""
+    if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute():
+        raise SearchError(f"{origin}: field 'file' must be a relative file name inside {workdir}, got {str(name)[:100]!r}")
+    base = Path(workdir).resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base):
+        raise SearchError(f"{origin}: field 'file' {name!r} points outside the workdir {workdir}")
+    return path
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
@@ -110,8 +190,8 @@ class Archive:
         if not path.exists():
             return cls(path=path, settings=settings)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(path.read_bytes().decode("utf-8"))
+        except (OSError, ValueError, RecursionError) as exc:
             raise SearchError(f"the search archive {path} is unreadable ({exc}); restore it or use a new workdir") from exc
         if not isinstance(data, dict) or data.get("format") != ARCHIVE_FORMAT:
             raise SearchError(f"{path} is not a jdnas search archive")
@@ -120,4 +200,7 @@ class Archive:
                 f"{path} belongs to a search with other settings; use another workdir, or the same options "
                 "to resume it"
             )
-        return cls(path=path, settings=settings, candidates=[Candidate.from_json(c) for c in data.get("candidates", [])])
+        candidates = validate_candidates(data.get("candidates", []), origin=str(path))
+        for candidate in candidates:
+            contained_file(path.parent, candidate.file, origin=f"{path}: candidate {candidate.index}")
+        return cls(path=path, settings=settings, candidates=candidates)

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from .._seed import seeded, stable_seed
 from ..arch import Arch, DetectorSpec, Stage
 from ..detectors import build_detector, describe, load_detector, read_detector_file, save_detector
 from ..errors import ArchError, DetectorFileError
@@ -39,6 +40,11 @@ __all__ = ["TeacherConfig", "TeacherPool", "DEFAULT_TEACHER_WIDTHS", "POOL_KIND"
 DEFAULT_TEACHER_WIDTHS: tuple[float, ...] = (0.75, 1.0, 1.25)
 POOL_KIND = "jdnas-teacher-pool"
 
+
+#: The widest teacher a pool may hold, as a ratio of the base's widths.
+MAX_WIDTH_RATIO = 4.0
+#: The most blocks a pool may add to (or remove from) each stage of the base.
+MAX_DEPTH_DELTA = 8
 
 @dataclass(frozen=True, order=True)
 class TeacherConfig:
@@ -84,10 +90,12 @@ class TeacherPool:
                  depth_delta: int = 1, multiple: int = 8, model: nn.Module | None = None) -> None:
         self.spec, self.base_arch = spec, base_arch
         self.widths = tuple(sorted({float(w) for w in widths}))
-        if not self.widths or min(self.widths) <= 0:
-            raise ArchError(f"teacher widths must be positive ratios, got {widths!r}")
-        if not isinstance(depth_delta, int) or depth_delta < 0:
-            raise ArchError(f"depth_delta must be a non-negative integer, got {depth_delta!r}")
+        if not self.widths or not all(0 < w <= MAX_WIDTH_RATIO for w in self.widths):  # nan and inf fail too
+            raise ArchError(f"teacher widths must be ratios in (0, {MAX_WIDTH_RATIO:g}], got {widths!r}")
+        if not isinstance(depth_delta, int) or isinstance(depth_delta, bool) or not 0 <= depth_delta <= MAX_DEPTH_DELTA:
+            raise ArchError(f"depth_delta must be an integer from 0 to {MAX_DEPTH_DELTA}, got {depth_delta!r}")
+        if not isinstance(multiple, int) or isinstance(multiple, bool) or not 1 <= multiple <= 256:
+            raise ArchError(f"multiple must be an integer from 1 to 256, got {multiple!r}")
         self.depth_delta, self.multiple = depth_delta, multiple
         self.max_arch = self.arch_of(self.largest())
         if model is None:
@@ -227,23 +235,32 @@ class TeacherPool:
             base = Arch.parse(str(meta["base_arch"]))
             widths = tuple(float(w) for w in str(meta["teacher_widths"]).split(","))
             delta, multiple = int(meta["depth_delta"]), int(meta["multiple"])
-        except (KeyError, ValueError, ArchError) as exc:
-            raise DetectorFileError(f"{path}: the teacher-pool metadata is damaged ({exc})") from exc
+            if not all(0 < w <= MAX_WIDTH_RATIO for w in widths) or not 0 <= delta <= MAX_DEPTH_DELTA or not 1 <= multiple <= 256:
+                raise ValueError(f"teacher_widths {meta['teacher_widths']!r}, depth_delta {delta}, multiple {multiple} "
+                                 "are out of range (zero, nan or inf)")
+        except (KeyError, ValueError, TypeError, OverflowError, ArchError) as exc:
+            raise DetectorFileError(f"{path}: the teacher-pool metadata is damaged ({exc}); retrain the pool "
+                                    "with `jdnas teachers train`") from exc
         model = load_detector(path)
         spec, _ = describe(model)
-        return cls(spec, base, widths=widths, depth_delta=delta, multiple=multiple, model=model)
+        try:
+            return cls(spec, base, widths=widths, depth_delta=delta, multiple=multiple, model=model)
+        except ArchError as exc:
+            raise DetectorFileError(f"{path}: the teacher-pool metadata does not fit its network ({exc})") from exc
 
     @classmethod
     @torch.no_grad()
     def from_base(cls, base: nn.Module, *, widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS, depth_delta: int = 1,
-                  multiple: int = 8, reorder: bool = True) -> TeacherPool:
+                  multiple: int = 8, seed: int = 0, reorder: bool = True) -> TeacherPool:
         """A pool whose largest network is ``base`` grown without changing its function: every
         weight of the base sits in the leading slice of the larger one (so the base is exactly
         the pool's base teacher), the added channels' outgoing weights are zero, and every added
-        block starts as the identity (its last norm zeroed). With ``reorder`` (default), each
-        block's inner channels are first sorted by importance (:func:`reorder_by_importance`, a
-        function-preserving permutation), so the leading slices a narrower teacher keeps hold the
-        channels that matter most (as OFA re-organises weights before elastic width)."""
+        block starts as the identity (its last norm zeroed). The added weights are drawn from
+        ``seed``: the same base and seed give the same pool in every run. With ``reorder``
+        (default), each block's inner channels are first sorted by importance
+        (:func:`reorder_by_importance`, a function-preserving permutation), so the leading slices a
+        narrower teacher keeps hold the channels that matter most (as OFA re-organises weights
+        before elastic width)."""
         if reorder:
             base = copy.deepcopy(base)
             reorder_by_importance(base)
@@ -251,7 +268,8 @@ class TeacherPool:
         if arch.groups > 1 and any(w != 1.0 for w in widths):
             raise ArchError("elastic width is not supported for grouped (ResNeXt) backbones: slicing would regroup "
                             "channels; use widths=(1.0,) (depth-elastic pool)")
-        pool = cls(spec, arch, widths=widths, depth_delta=depth_delta, multiple=multiple)
+        with seeded(stable_seed("pool", seed, arch)):
+            pool = cls(spec, arch, widths=widths, depth_delta=depth_delta, multiple=multiple)
         grown = dict(pool.model.named_parameters()) | dict(pool.model.named_buffers())
         for name, value in list(base.named_parameters()) + list(base.named_buffers()):
             target = grown[name]

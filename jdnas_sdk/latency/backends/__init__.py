@@ -12,6 +12,7 @@ from .base import Backend, Timing
 from .ort import OrtBackend
 from .roofline_backend import RooflineBackend
 from .tensorrt_backend import tensorrt_available
+from .tensorrt_native import find_profiler
 from .torch_backend import TorchBackend
 
 __all__ = ["Backend", "Timing", "OrtBackend", "TorchBackend", "RooflineBackend", "make_backend", "backend_for", "local_fingerprint", "BACKENDS", "tensorrt_available"]
@@ -20,9 +21,11 @@ BACKENDS: tuple[str, ...] = ("ort", "torch", "tensorrt", "roofline")
 
 
 def make_backend(name: str, *, threads: int = 1, device: str = "cpu", precision: str | None = None,
-                 timing: Timing | None = None) -> Backend:
+                 timing: Timing | None = None, native: bool | None = None) -> Backend:
     """A backend by name; TensorRT raises with the reason where it cannot run. For ``roofline``,
-    ``device`` names the device model (a key of :data:`~jdnas_sdk.latency.roofline.GPU_MODELS`)."""
+    ``device`` names the device model (a key of :data:`~jdnas_sdk.latency.roofline.GPU_MODELS`).
+    For ``tensorrt``, ``native`` picks the native profiler binary (default: where it is built, see
+    :mod:`.tensorrt_native`) or TensorRT's Python API."""
     if name == "ort":
         if precision not in (None, "fp32"):
             raise LatencyTableError("the ort backend measures fp32 only")
@@ -30,6 +33,14 @@ def make_backend(name: str, *, threads: int = 1, device: str = "cpu", precision:
     if name == "torch":
         return TorchBackend(device=device, threads=threads, precision=precision or "fp32", timing=timing)
     if name == "tensorrt":
+        binary = find_profiler() if native is not False else None
+        if native and binary is None:
+            raise LatencyTableError("the native TensorRT profiler is not built: cmake -S . -B build -DTensorRT_ROOT=... "
+                                    "&& cmake --build build (or set $JDNAS_TRT_PROFILER)")
+        if binary is not None:
+            from .tensorrt_native import NativeTensorRTBackend
+
+            return NativeTensorRTBackend(binary, precision=precision or "fp16", timing=timing)
         reason = tensorrt_available()
         if reason:
             raise LatencyTableError(f"the tensorrt backend cannot run here: {reason}")

@@ -6,7 +6,11 @@ the detector does not need between its convolutions) excluded, as is the ReLU th
 inputs. Conditions match the op's life inside a detector: before every run the CPU caches are
 flushed (inside a detector an op's weights were last touched one inference ago), and the inputs
 are written by that ReLU just before the op reads them (inside a detector, by the previous op).
-Without the flush, weight-heavy ops (stage 4, at 1/32 resolution) measured 10-15% fast.
+Without the flush, weight-heavy ops (stage 4, at 1/32 resolution) measured 10-15% fast. The flush
+writes twice the last-level cache, capped at ``MAX_FLUSH_MIB``: what evicts an op's data inside a
+detector is one inference's traffic (tens of MB for the detectors this SDK targets), not a whole
+server socket's L3 (480 MB reported on one Xeon VM here, where the uncapped flush cost 0.35 s per
+timed run and a single kernel took 20 s to measure).
 
 The whole detector is timed by wall clock around ``session.run``, which is what a user sees,
 over several sessions (one session's memory layout can make it a few percent faster or slower
@@ -62,7 +66,7 @@ class OrtBackend:
         self.threads, self.optimization, self.sessions, self.isolate = threads, optimization, sessions, isolate
         self.timing = timing or Timing()
         self._flush_mib = flush_mib
-        size = (flush_mib if flush_mib is not None else 2 * _last_level_cache_mib()) * 2**20 // 4
+        size = (flush_mib if flush_mib is not None else _default_flush_mib()) * 2**20 // 4
         self._flush = np.zeros(max(size, 1), dtype=np.float32)
 
     def __getstate__(self) -> dict[str, object]:
@@ -71,11 +75,11 @@ class OrtBackend:
 
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
-        mib = self._flush_mib if self._flush_mib is not None else 2 * _last_level_cache_mib()
+        mib = self._flush_mib if self._flush_mib is not None else _default_flush_mib()
         self._flush = np.zeros(max(mib * 2**20 // 4, 1), dtype=np.float32)
 
     def flush(self) -> None:
-        """Evict the CPU caches (by writing a buffer twice the last-level cache)."""
+        """Evict the CPU caches (by writing a buffer twice the last-level cache, at most ``MAX_FLUSH_MIB``)."""
         self._flush += 1.0
 
     def fingerprint(self) -> Fingerprint:
@@ -151,6 +155,14 @@ def _runs_needed(session: ort.InferenceSession, feeds: dict[str, object], timing
         session.run(None, feeds)
     per_run = max((time.perf_counter() - start) / max(timing.warmup, 1), 1e-6)
     return max(timing.min_runs, min(timing.max_runs, int(timing.min_time_s / per_run) + 1))
+
+
+#: The largest cache flush (MiB): about one inference's memory traffic for the detectors in scope.
+MAX_FLUSH_MIB = 128
+
+
+def _default_flush_mib() -> int:
+    return min(2 * _last_level_cache_mib(), MAX_FLUSH_MIB)
 
 
 def _last_level_cache_mib() -> int:

@@ -1,0 +1,29 @@
+"""``jdnas doctor``: what this machine can measure (CPU, GPU, CUDA, TensorRT, ONNX Runtime) and,
+per shipped target, whether it can be profiled here or only modelled, in one screen."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from typing import Any
+
+from . import common
+
+__all__ = ["add_parser", "run"]
+
+
+def add_parser(verbs: Any) -> None:
+    """Add ``doctor``."""
+    doctor = verbs.add_parser("doctor", help="what this machine can measure, before profiling new hardware",
+                              parents=[common.verbosity(top=False)])
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
+    doctor.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..doctor import doctor, format_report
+
+    report = doctor()
+    print(json.dumps(dataclasses.asdict(report), indent=1, default=str) if args.json else format_report(report))
+    return 0

@@ -1,0 +1,112 @@
+"""Checks on what a dataset's files say, before anything is trained on them.
+
+Image files: a decompression bomb is refused (PIL's limit), 16-bit and 32-bit greyscale are
+scaled to [0, 1] instead of clipped to white. Segmentations: polygons and RLE masks are checked
+against their image before pycocotools sees them (it decodes invalid RLE into garbage or
+crashes). Paths: a name read from a file resolves inside its folder or is refused.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ..errors import DataError
+
+__all__ = ["contained_path", "read_rgb", "check_segmentation", "INT64_MAX", "MAX_SIDE"]
+
+INT64_MAX = 2**63 - 1
+#: The largest image side a dataset may declare (larger is corrupt or hostile).
+MAX_SIDE = 65_535
+
+
+def contained_path(root: str | os.PathLike[str], name: Any, *, where: str) -> Path:
+    """``root / name`` if it resolves inside ``root`` (symbolic links followed); otherwise a
+    :class:`DataError` naming ``where``: a file the user did not write never reads outside its folder."""
+    if not isinstance(name, str) or not name or "\0" in name:
+        raise DataError(f"{where}: a file name must be a non-empty string without NUL, got {name!r}")
+    base = Path(root).resolve()
+    path = (base / name).resolve()
+    if Path(name).is_absolute() or not path.is_relative_to(base):
+        raise DataError(f"{where}: file name {name!r} points outside {root}; names must stay inside that folder")
+    return path
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """An image file as HxWx3 float32 in [0, 1]; every failure is a :class:`DataError` naming the file."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                img.load()
+                return _to_rgb(img)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(f"image {path} is too large to decode safely ({exc}); it is corrupt or a decompression bomb") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        grey = np.asarray(img, dtype=np.float64) / 65535.0  # 16-bit greyscale: scale, never clip to white
+    elif img.mode == "F":
+        grey = np.asarray(img, dtype=np.float64)
+        grey = np.nan_to_num(grey, nan=0.0, posinf=1.0, neginf=0.0)
+    else:
+        return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    grey = np.clip(grey, 0.0, 1.0).astype(np.float32)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def check_segmentation(seg: Any, height: int, width: int, *, where: str) -> None:
+    """Refuse a segmentation pycocotools would decode into garbage: polygons are lists of at least
+    three finite (x, y) points; an RLE has this image's ``size`` and counts that cover it exactly."""
+    if isinstance(seg, list):
+        if not seg:
+            raise DataError(f"{where}: 'segmentation' polygon list is empty")
+        for polygon in seg:
+            ok = isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)
+            if not ok:
+                raise DataError(f"{where}: a 'segmentation' polygon must be a list of >= 3 finite x, y pairs")
+        return
+    if not isinstance(seg, dict) or set(seg) != {"size", "counts"}:
+        raise DataError(f"{where}: 'segmentation' must be polygons or an RLE {{'size', 'counts'}}, got {type(seg).__name__}")
+    if seg["size"] != [height, width]:
+        raise DataError(f"{where}: RLE 'size' {seg['size']!r} is not the image's [height, width] [{height}, {width}]")
+    counts = seg["counts"]
+    if isinstance(counts, str):
+        counts = _rle_counts(counts, where)
+    elif not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)):
+        raise DataError(f"{where}: RLE 'counts' must be a string or a list of integers")
+    if any(c < 0 for c in counts) or sum(counts) != height * width:
+        raise DataError(f"{where}: invalid RLE: its counts cover {sum(counts)} pixels, the image has "
+                        f"{height * width} (or a count is negative)")
+
+
+def _rle_counts(text: str, where: str) -> list[int]:
+    """Decode COCO's compressed RLE string (pycocotools' rleFrString) in Python, checking it."""
+    counts: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text) or not 48 <= ord(text[pos]) < 48 + 64 or shift > 60:
+                raise DataError(f"{where}: invalid RLE: 'counts' is not a COCO compressed RLE string")
+            char = ord(text[pos]) - 48
+            value |= (char & 0x1F) << shift
+            more = bool(char & 0x20)
+            pos += 1
+            shift += 5
+            if not more and char & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        counts.append(value)
+    return counts
