@@ -136,7 +136,7 @@ def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
 
 def _summary(rows: list[dict[str, Any]]) -> list[str]:
     """Mean and spread over seeds per (family, method), and whether the promise held in every seed."""
-    out = ["", "| family | method | seeds | student test AP | base | control | joint - rival | measured ratio | held |",
+    out = ["", "| family | method | seeds | student test AP | base | control | student - rival | measured ratio | held |",
            "|---|---|---|---|---|---|---|---|---|"]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:

@@ -6,7 +6,7 @@ what an earlier run left in the work folder, so a killed demo resumes.
 
 The settings give the student a fair chance to keep the base's accuracy in about a quarter of an
 hour on two CPU cores: a converged base (so neither it nor the control is still climbing), a
-modest latency target (0.85x), a short search ranked after adaptive BatchNorm, and a long final
+modest latency target (0.92x: at 192 px the backbone-only space cannot go below about 0.89x, heads and post-processing being 87% of the time), a short search ranked after adaptive BatchNorm, and a long final
 training at the base's peak learning rate (LR rewinding) with the base as the teacher.
 """
 
@@ -66,7 +66,7 @@ def run_demo(
     size: int = 192,
     seed: int = 0,
     target: str = "cpu-ort",
-    latency: float = 0.85,
+    latency: float = 0.92,
     candidates: int = 3,
     finetune_steps: int = 20,
     final_steps: int = 150,

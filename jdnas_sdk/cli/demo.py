@@ -29,7 +29,7 @@ def add_parser(verbs: Any) -> None:
                       help="synthetic select images (every choice: early stopping, ranking candidates)")
     demo.add_argument("--test-images", type=int, default=100, help="synthetic test images (the final numbers only)")
     demo.add_argument("--size", type=int, default=192, help="image side in pixels")
-    demo.add_argument("--latency", type=float, default=0.85, help="wanted fraction of the base's latency")
+    demo.add_argument("--latency", type=float, default=0.92, help="wanted fraction of the base's latency")
     demo.add_argument("--candidates", type=int, default=3, help="students the search evaluates")
     demo.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per student")
     demo.add_argument("--final-steps", type=int, default=150,
