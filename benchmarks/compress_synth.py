@@ -1,39 +1,62 @@
-"""Joint search vs the naive pipeline on the benchmark detectors, for cpu-ort, at the same budget.
+"""Joint search vs the naive pipeline on the benchmark detectors, for cpu-ort, under the honest protocol.
 
-For each base detector of ``benchmarks/train_base.py``: one teacher pool is trained (its wall time
-recorded on its own), then ``compress(method="joint")`` and ``compress(method="pipeline")`` run
-with that pool, the same candidates, fine-tuning steps and latency target (``--latency`` times the
-base's estimated latency). A target the search space cannot reach is recorded with the reason and,
-with ``--fallback``, tried again at that ratio. Latencies are measured after all training, in a
-quiet phase: base and every student exported to ONNX and timed end to end in a fresh worker
-process. Results, with the machine, go to ``benchmarks/results/compress_synth.{json,md}``.
-Killed? Run the same command again: the pool and every compress run resume from their workdirs.
+Protocol (issue 13): the dataset's ``train`` split trains, ``select`` decides every choice (ranking
+candidates), ``test`` gives the final numbers only (a folder with only ``val`` has it cut into
+select/test halves by image id). Each (detector, method, seed) runs ``compress`` with the same
+candidates, fine-tuning steps, final steps and latency target, and reports base, student and the
+extra-steps control (the base trained as many more steps as the student received, same
+schedule, no teacher), each with test and select AP; ``--arch-control`` adds the student's
+architecture cut from the base and trained the same steps. One teacher pool per detector is
+trained once and reused by every run (its wall time reported on its own). Latencies are measured
+end to end in ONNX Runtime after all training, one model at a time.
 
-    python benchmarks/compress_synth.py                                  # the recorded run (about 1 h)
-    python benchmarks/compress_synth.py --candidates 3 --finetune-steps 5 --pool-steps 5 --val 20   # smoke run
+``--ablation`` runs the joint method once per recipe variant (full recipe, then each part switched
+off) on the first detector: which part moved test AP by how much.
+
+Resumable: each finished row is a JSON file under ``WORKDIR/rows/``; a rerun skips them (and each
+compress resumes from its workdir). Partial results are written after every row to
+``benchmarks/results/compress_synth.{json,md}`` (``--ablation``: ``compress_ablation.*``).
+
+    python benchmarks/compress_synth.py --seeds 0 1                       # the recorded run (hours on 2 cores)
+    python benchmarks/compress_synth.py --candidates 2 --finetune-steps 2 --final-steps 2 --pool-steps 2 \\
+        --select-images 8 --test-images 8 --seeds 0 --results /tmp/smoke    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
+import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
-from jdnas_sdk.compress import compress, teacher_pool
-from jdnas_sdk.data import load_split
-from jdnas_sdk.errors import SearchError
+from jdnas_sdk.compress import Recipe, compress, teacher_pool
+from jdnas_sdk.data import load_protocol_splits
+from jdnas_sdk.detectors import spec_of
+from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
+#: Recipe variants of ``--ablation``: name -> (recipe edits, teacher override)
+ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
+    "full recipe": ({}, None),
+    "no LR rewinding (a fifth of the rate)": ({"lr_rewind": False}, None),
+    "no adaptive BN": ({"bn_images": 0}, None),
+    "old KD (raw features, all rows, no ramp, 0.1 each)": (
+        {"kd": KDConfig(feature_weight=0.1, head_weight=0.1, foreground=0.0, normalize=False, ramp=0.0,
+                        positives_only=False)}, None),
+    "no KD": ({}, "none"),
+    "random teacher mutation instead of the capacity gap": ({"teacher_gap": None}, None),
+    "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
+}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,123 +68,173 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--target", default="cpu-ort")
     p.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
-    p.add_argument("--fallback", type=float, default=0.75,
-                   help="ratio tried when --latency is below what the space reaches (0: none)")
+    p.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--candidates", type=int, default=8)
     p.add_argument("--finetune-steps", type=int, default=30)
-    p.add_argument("--final-steps", type=int, default=120, help="more training for the chosen student")
+    p.add_argument("--final-steps", type=int, default=400, help="more training for the chosen student")
     p.add_argument("--pool-steps", type=int, default=40)
-    p.add_argument("--val", type=int, default=150, help="validation images (the first N)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--teacher", choices=("pool", "base", "none"), default="pool")
+    p.add_argument("--select-images", type=int, default=0, help="first N select images rank candidates (0: all)")
+    p.add_argument("--test-images", type=int, default=0, help="first N test images give the final numbers (0: all)")
+    p.add_argument("--arch-control", action="store_true", help="also the student's arch trained from the base, no lineage")
+    p.add_argument("--ablation", action="store_true", help="recipe ablation on the first detector (joint method)")
+    p.add_argument("--base-lr", type=float, default=1e-3, help="the bases' peak learning rate (LR rewinding)")
     return p.parse_args(argv)
 
 
-def run_one(model: torch.nn.Module, model_file: Path, method: str, ratio: float, pool: Any, args: argparse.Namespace,
-            train_set: Any, val_set: Any) -> dict[str, Any]:
-    work = args.workdir / f"{model_file.stem}_{method}_{ratio:g}"
-    row: dict[str, Any] = {"detector": model_file.stem, "method": method, "latency": ratio}
+def _rival(row: dict[str, Any]) -> float:
+    return max(row["base"]["test_ap"], row.get("control", {}).get("test_ap", -1.0))
+
+
+def run_one(model_file: Path, method: str, seed: int, variant: str | None, pool: Any, args: argparse.Namespace,
+            splits: tuple[Any, Any, Any]) -> dict[str, Any]:
+    """One compress run as a results row (``error`` when it was refused or failed)."""
+    model = load_detector(model_file)
+    edits, teacher = ABLATION[variant] if variant else ({}, None)
+    recipe = replace(Recipe(base_lr=args.base_lr), **edits)
+    teacher = teacher or args.teacher
+    tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
+    row: dict[str, Any] = {"family": spec_of(model).family, "detector": model_file.stem, "method": method, "seed": seed,
+                           "target_ratio": args.latency, "teacher": teacher, **({"ablation": variant} if variant else {})}
     t0 = time.monotonic()
     try:
-        result = compress(model, target=args.target, train_data=train_set, val_data=val_set, latency=ratio,
-                          budget=args.candidates, workdir=work, method=method, pool=pool,
-                          finetune_steps=args.finetune_steps, final_steps=args.final_steps, seed=args.seed,
-                          measure=False)
+        result = compress(model, target=args.target, train_data=splits[0], select_data=splits[1], test_data=splits[2],
+                          latency=args.latency, budget=args.candidates, workdir=args.workdir / tag, method=method,
+                          pool=pool if teacher == "pool" else None, teacher=teacher, finetune_steps=args.finetune_steps,
+                          final_steps=args.final_steps, seed=seed, recipe=recipe, arch_control=args.arch_control,
+                          measure=False, progress=False)
     except JdnasError as exc:
         row.update(error=str(exc), wall_s=time.monotonic() - t0)
         return row
-    row.update(metrics=result.metrics, student_file=str(result.student_file), report=str(result.report),
-               wall_s=time.monotonic() - t0, candidates=len(result.history) - 1,
-               search_s=sum(c.get("wall_s") or 0.0 for c in result.history))  # across resumes too
+    keys = ("test_ap", "select_ap", "ap50", "estimated_ms")
+    for name in ("base", "student", "control", "arch_control"):
+        if name in result.metrics:
+            row[name] = {k: result.metrics[name][k] for k in keys if k in result.metrics[name]}
+    row.update(steps=result.metrics["student"]["steps"], wall_s=time.monotonic() - t0, student_file=str(result.student_file),
+               arch=str(result.arch), candidates=len(result.history) - 1, recipe=recipe.to_json(),
+               chosen_teacher=result.metrics["student"].get("final_teacher"),
+               search_s=sum(c.get("wall_s") or 0.0 for c in result.history))
     return row
 
 
-def measure(rows: list[dict[str, Any]], models: dict[str, Path], sizes: dict[str, tuple[int, int]]) -> None:
-    """End-to-end ms of every base and student, after all training, one at a time."""
-    backend = OrtBackend()
-    base_ms: dict[str, float] = {}
+def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
+    """End-to-end ms of every base and student, after all training, one at a time (kept in the rows)."""
+    backend, base_ms = OrtBackend(), {}
     for row in rows:
-        if "metrics" not in row:
+        if "student" not in row or "measured_ms" in row["student"]:
             continue
         name = row["detector"]
-        size = sizes[name]
+        base = load_detector(models[name])
+        size = (base.transform.min_size[0],) * 2
         if name not in base_ms:
-            base_ms[name] = backend.measure_detector(load_detector(models[name]), size).median_ms
-        row["metrics"]["base"]["measured_ms"] = base_ms[name]
-        row["metrics"]["student"]["measured_ms"] = backend.measure_detector(load_detector(row["student_file"]), size).median_ms
-        row["measured_ratio"] = row["metrics"]["student"]["measured_ms"] / base_ms[name]
-        print(f"[measure] {name} {row['method']}: base {base_ms[name]:.1f} ms, student "
-              f"{row['metrics']['student']['measured_ms']:.1f} ms", file=sys.stderr)
+            base_ms[name] = backend.measure_detector(base, size).median_ms
+        row["base"]["measured_ms"] = base_ms[name]
+        row["student"]["measured_ms"] = backend.measure_detector(load_detector(row["student_file"]), size).median_ms
+        row["measured_ratio"] = row["student"]["measured_ms"] / base_ms[name]
+
+
+def _summary(rows: list[dict[str, Any]]) -> list[str]:
+    """Mean and spread over seeds per (family, method), and whether the promise held in every seed."""
+    out = ["", "| family | method | seeds | student test AP | base | control | student - rival | measured ratio | held |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if "student" in row and "ablation" not in row:
+            groups.setdefault((row["family"], row["method"]), []).append(row)
+
+    def ms(values: list[float]) -> str:
+        mean = 100 * statistics.fmean(values)
+        return f"{mean:.1f} ± {100 * statistics.pstdev(values):.1f}" if len(values) > 1 else f"{mean:.1f}"
+
+    for (family, method), group in groups.items():
+        gap = [r["student"]["test_ap"] - _rival(r) for r in group]
+        ratio = [r.get("measured_ratio") for r in group]
+        held = all(g >= 0 for g in gap) and all(x is not None and x <= 0.55 for x in ratio)
+        out.append(f"| {family} | {method} | {len(group)} | {ms([r['student']['test_ap'] for r in group])} | "
+                   f"{ms([r['base']['test_ap'] for r in group])} | "
+                   f"{ms([r['control']['test_ap'] for r in group if 'control' in r] or [float('nan')])} | {ms(gap)} | "
+                   + ", ".join("n/a" if x is None else f"{x:.2f}" for x in ratio) + f" | {'yes' if held else 'no'} |")
+    return out
 
 
 def markdown(report: dict[str, Any]) -> str:
-    lines = ["# Joint search vs pipeline (compress_synth)", "",
+    title = "Recipe ablation" if report["ablation"] else "Joint search vs pipeline"
+    lines = [f"# {title} (compress_synth, honest protocol)", "",
              f"Run {report['date']} on {report['machine']['cpu']} ({report['machine'].get('cores', '?')} cores); "
-             f"`{report['command']}`. Target {report['target']}; {report['candidates']} candidates x "
-             f"{report['finetune_steps']} fine-tuning steps per method (the pipeline spends the same steps: a third "
-             f"pruned fine-tune, a third distillation, a third search), then {report['final_steps']} more steps for "
-             "the chosen student with its teacher (student AP is after them, search AP before); one teacher pool per detector trained "
-             f"{report['pool_steps']} steps and shared by both methods; {report['val_images']} validation images. "
-             "Latency ratio = student / base; estimated by the cpu-ort table, measured end to end in ONNX Runtime "
-             "(1 thread) after all training. Search time: the candidates' fine-tuning and evaluation, summed over resumes.", "",
-             "| detector | method | asked | base AP | student AP (search AP) | AP50 b / s | base ms est / meas | student ms est / meas | "
-             "measured ratio | search (min) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    pools = [f"{name} " + ("(reused from an earlier run)" if pool["wall_s"] is None else f"{pool['wall_s'] / 60:.1f} min") for name, pool in report["pools"].items()]
-    lines.insert(3, f"Teacher pools trained in: {', '.join(pools)} (not counted in the rows' wall time).")
-    lines.insert(4, "")
-    for row in report["rows"]:
-        head = f"| {row['detector']} | {row['method']} | {row['latency']:g}x |"
-        if "error" in row:
-            lines.append(f"{head} failed in {row['wall_s']:.1f} s: {row['error']} | | | | | | |")
+             f"`{report['command']}`. Target {report['target']} at {report['latency']}x the base's estimated latency; "
+             f"{report['candidates']} candidates x {report['finetune_steps']} steps, then {report['final_steps']} final "
+             f"steps; splits: {report['splits']}. AP is COCO AP on the **test** split (choices saw only select); the "
+             "control is the base trained as many more steps as the student received. Status: "
+             f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.", "",
+             f"Teacher pools (trained once, reused by every row): {report['pools']}", "",
+             "| family | method | seed | variant | base test/select | student test/select | control test/select | "
+             "steps | measured ms base / student (ratio) | wall (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        head = f"| {r['family']} | {r['method']} | {r['seed']} | {r.get('ablation', '')} |"
+        if "error" in r:
+            lines.append(f"{head} failed: {r['error'][:200]} | | | | | {r['wall_s'] / 60:.1f} |")
             continue
-        b, s = row["metrics"]["base"], row["metrics"]["student"]
-        lines.append(f"{head} {100 * b['ap']:.1f} | {100 * s['ap']:.1f} ({100 * s.get('search_ap', s['ap']):.1f}) | {100 * b['ap50']:.1f} / {100 * s['ap50']:.1f} | "
-                     f"{b['estimated_ms']:.1f} / {b.get('measured_ms', float('nan')):.1f} | "
-                     f"{s['estimated_ms']:.1f} / {s.get('measured_ms', float('nan')):.1f} | "
-                     f"{row.get('measured_ratio', float('nan')):.2f} | {row['search_s'] / 60:.1f} |")
-    return "\n".join(lines) + "\n"
+        cell = lambda m: f"{100 * m['test_ap']:.1f} / {100 * m['select_ap']:.1f}" if m else "n/a"  # noqa: E731
+        timing = (f"{r['base']['measured_ms']:.1f} / {r['student']['measured_ms']:.1f} ({r['measured_ratio']:.2f})"
+                  if "measured_ms" in r["student"] else "not yet")
+        lines.append(f"{head} {cell(r['base'])} | {cell(r['student'])} | {cell(r.get('control'))} | {r['steps']} | "
+                     f"{timing} | {r['wall_s'] / 60:.1f} |")
+    return "\n".join(lines + _summary(report["results"])) + "\n"
+
+
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], pools: dict[str, Any], splits: Any, argv: Any,
+           complete: bool) -> None:
+    name = "compress_ablation" if args.ablation else "compress_synth"
+    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
+              "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "target": args.target, "latency": args.latency, "candidates": args.candidates,
+              "finetune_steps": args.finetune_steps, "final_steps": args.final_steps, "pool_steps": args.pool_steps,
+              "splits": {k: len(v) for k, v in zip(("train", "select", "test"), splits)}, "ablation": args.ablation,
+              "complete": complete, "pools": pools, "results": rows}
+    args.results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results / f"{name}.json", report)
+    (args.results / f"{name}.md").write_text(markdown(report), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    train_set = load_split(args.data, "train")
-    val_set = load_split(args.data, "val").head(args.val)
-    rows: list[dict[str, Any]] = []
-    pools: dict[str, dict[str, Any]] = {}
+    train, select, test = load_protocol_splits(args.data)
+    splits = (train, select.head(args.select_images) if args.select_images else select,
+              test.head(args.test_images) if args.test_images else test)
+    (rows_dir := args.workdir / "rows").mkdir(parents=True, exist_ok=True)
     models = {f.stem: f for f in args.models}
-    sizes: dict[str, tuple[int, int]] = {}
-    for model_file in args.models:
-        model = load_detector(model_file)
-        sizes[model_file.stem] = (model.transform.min_size[0],) * 2
-        t0, pool_file = time.monotonic(), args.workdir / f"{model_file.stem}_pool.pt"
-        reused = pool_file.is_file()
-        pool = teacher_pool(model, train_set, path=pool_file, steps=args.pool_steps, seed=args.seed)
-        pools[model_file.stem] = {"wall_s": None if reused else time.monotonic() - t0, "largest": str(pool.max_arch)}
-        ratios = [args.latency]
-        for method in METHODS:
-            for ratio in ratios:
-                row = run_one(model, model_file, method, ratio, pool, args, train_set, val_set)
-                rows.append(row)
-                print(row.get("error") or {k: v for k, v in row.items() if k != "metrics"}, file=sys.stderr)
-                if "error" in row and "below anything" in row["error"] and args.fallback and args.fallback not in ratios:
-                    ratios.append(args.fallback)  # this loop runs it next
-    measure(rows, models, sizes)
-    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-              "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "target": args.target, "latency": args.latency, "fallback": args.fallback, "candidates": args.candidates,
-              "finetune_steps": args.finetune_steps, "final_steps": args.final_steps, "pool_steps": args.pool_steps,
-              "val_images": len(val_set),
-              "pools": pools, "rows": rows}
-    args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / "compress_synth.json", report)
-    text = markdown(report)
-    (args.results / "compress_synth.md").write_text(text, encoding="utf-8")
-    print(text)
+    plan = [(f, "joint", s, v) for f in args.models[:1] for s in args.seeds for v in ABLATION] if args.ablation else \
+        [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
+    rows: list[dict[str, Any]] = []
+    pools: dict[str, Any] = {}
+    for model_file, method, seed, variant in plan:
+        key = rows_dir / (f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json")
+        if key.is_file():
+            rows.append(json.loads(key.read_text()))
+            continue
+        pool = None
+        if args.teacher == "pool":
+            t0, pool_file = time.monotonic(), args.workdir / f"{model_file.stem}_pool.pt"
+            reused = pool_file.is_file()
+            pool = teacher_pool(load_detector(model_file), train, path=pool_file, steps=args.pool_steps, seed=0)
+            pools.setdefault(model_file.stem, {"wall_s": None if reused else time.monotonic() - t0,
+                                               "largest": str(pool.max_arch)})
+        row = run_one(model_file, method, seed, variant, pool, args, splits)
+        atomic_write_json(key, row)
+        rows.append(row)
+        print({k: v for k, v in row.items() if k in ("detector", "method", "seed", "ablation", "error", "wall_s")},
+              file=sys.stderr)
+        _write(args, rows, pools, splits, argv, complete=False)
+    measure(rows, models)
+    for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
+        key = rows_dir / (f"{row['detector']}_{row['method']}_s{row['seed']}"
+                          + (f"_{list(ABLATION).index(row['ablation'])}" if "ablation" in row else "") + ".json")
+        atomic_write_json(key, row)
+    _write(args, rows, pools, splits, argv, complete=True)
+    print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except SearchError as exc:
-        sys.exit(f"compress_synth: {exc}")
+    sys.exit(main())

@@ -21,14 +21,14 @@ from ._io import atomic_write_json
 from ._lock import holds_workdir
 from .arch import Arch
 from .cost import detector_cost
-from .data import CocoDetection, load_split
+from .data import CocoDetection
 from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
 from .distill import finetune
 from .errors import DataError, SearchError
-from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .latency.local import describe_table, measure_missing_ops
 from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch, validate_request
+from .protocol import Recipe, claim, lineage_steps, protocol_splits, score, train_control
 from .report import write_report
 from .search import Executor, SearchConfig, joint_search, make_executor, pipeline_search
 from .space import SearchSpace
@@ -36,14 +36,15 @@ from .student import Heads, Student
 from .teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
 from .train import TrainConfig
 
-__all__ = ["CompressResult", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
+__all__ = ["CompressResult", "Recipe", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class CompressResult:
-    """The student (trained, eval mode), its arch, base-vs-student metrics, the search history
+    """The student (trained, eval mode), its arch, the metrics of base, student and controls (each
+    with ``test_ap``, the final number, and ``select_ap``, what choices saw), the search history
     (every candidate) and where the report and files are. ``modelled`` is true when the target's
     table is MODELLED (roofline, e.g. ``v100-trt``): every latency in ``metrics`` is then an
     estimate from published peaks, nothing was measured on the target."""
@@ -65,13 +66,19 @@ class CompressResult:
         return "MODELLED" if self.modelled else "measured"
 
     def summary(self) -> str:
-        """Base vs student, one line each, then where the files are (and MODELLED when it is)."""
+        """Base, student and controls, one line each (test AP, select AP), the claim, then where the
+        files are (and MODELLED when it is)."""
         lines = []
-        for name in ("base", "student"):
-            row = self.metrics[name]
+        for name in ("base", "student", "control", "arch_control"):
+            row = self.metrics.get(name)
+            if row is None:
+                continue
             measured = f", measured {row['measured_ms']:.2f} ms" if "measured_ms" in row else ""
-            lines.append(f"{name:8s} AP {100 * row['ap']:5.1f}  AP50 {100 * row['ap50']:5.1f}  estimated "
-                         f"{row['estimated_ms']:.2f} ms{measured}  {row['arch']}")
+            when = f"estimated {row['estimated_ms']:.2f} ms{measured}" if "estimated_ms" in row else \
+                f"{row.get('steps', 0)} more steps, no teacher"
+            lines.append(f"{name:12s} test AP {100 * row['test_ap']:5.1f}  select AP {100 * row['select_ap']:5.1f}  "
+                         f"AP50 {100 * row['ap50']:5.1f}  {when}  {row.get('arch', '')}".rstrip())
+        lines.append(claim(self.metrics))
         if self.modelled:
             lines.append(f"latency: MODELLED ({self.target} is a roofline table: estimates, not measurements)")
         lines.append(f"student: {self.student_file}; report: {self.report}")
@@ -84,29 +91,14 @@ def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> di
             "params": cost.total_params, "macs": cost.total_macs, "arch": str(arch), "heads": str(Heads.of(spec))}
 
 
-def _datasets(data: str | Path | None, train_data: Any, val_data: Any) -> tuple[Any, Any]:
-    """``(train, val)`` from a dataset folder (its ``train`` and ``val`` splits) or from the datasets given."""
-    if data is not None:
-        if train_data is not None or val_data is not None:
-            raise DataError("give data=FOLDER (its train and val splits are used) or train_data=/val_data= "
-                            "(datasets in memory), not both")
-        return load_split(data, "train"), load_split(data, "val")
-    if train_data is None or val_data is None:
-        missing = " and ".join(n for n, v in (("train_data", train_data), ("val_data", val_data)) if v is None)
-        raise DataError(f"compress needs data: pass data='FOLDER' (a dataset folder with train and val splits, "
-                        f"e.g. made by `jdnas data synth --out FOLDER`), or both train_data= and val_data= "
-                        f"(missing: {missing})")
-    return train_data, val_data
-
-
-def _check_data(spec: Any, train_data: Any, val_data: Any) -> None:
-    if len(val_data) == 0:
-        raise DataError("the validation set is empty: compress needs images to measure accuracy on")
-    if len(train_data) == 0:
-        raise DataError("the training set is empty: students are fine-tuned on it")
-    val_data.check_compatible(spec)
-    if hasattr(train_data, "check_compatible"):  # a CocoDetection; a user's own dataset is taken as it is
-        train_data.check_compatible(spec)
+def _check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> None:
+    for name, split, why in (("select", select_data, "choices of the search are made on it"),
+                             ("test", test_data, "the final numbers are measured on it"),
+                             ("training", train_data, "students are fine-tuned on it")):
+        if len(split) == 0:
+            raise DataError(f"the {name} set is empty: {why}")
+        if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
+            split.check_compatible(spec)
 
 
 def _runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
@@ -119,11 +111,12 @@ def _runner(executor: str | Executor, parallel: int, progress: bool) -> Executor
     return make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
 
-def _config(budget: int | str, finetune_steps: int, seed: int, parallel: int) -> SearchConfig:
+def _config(budget: int | str, finetune_steps: int, seed: int, parallel: int, recipe: Recipe) -> SearchConfig:
     """The search's settings (a bad budget or round size is a SearchError before any work)."""
     candidates, wall_s = parse_budget(budget)
     return SearchConfig(candidates=candidates or 10_000, wall_s=wall_s, finetune_steps=finetune_steps, seed=seed,
-                        parallel=parallel)
+                        parallel=parallel, train=recipe.train_config(), kd=recipe.kd, bn_images=recipe.bn_images,
+                        max_step_share=recipe.max_step_share, teacher_gap=recipe.teacher_gap)
 
 
 def _teachers(teacher: str, method: str, pool: TeacherPool | str | Path | None, base: nn.Module, train_data: Any,
@@ -185,6 +178,8 @@ def compress(
     target: str = "cpu-ort",
     data: str | Path | None = None,
     train_data: CocoDetection | None = None,
+    select_data: CocoDetection | None = None,
+    test_data: CocoDetection | None = None,
     val_data: CocoDetection | None = None,
     latency: float | None = 0.5,
     ms: float | None = None,
@@ -196,6 +191,9 @@ def compress(
     finetune_steps: int = 50,
     final_steps: int = 200,
     pool_steps: int = 100,
+    recipe: Recipe | None = None,
+    control: bool = True,
+    arch_control: bool = False,
     input_size: tuple[int, int] | None = None,
     space: SearchSpace | None = None,
     seed: int = 0,
@@ -207,58 +205,99 @@ def compress(
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
-    ``data`` is a dataset folder (either layout :func:`~jdnas_sdk.data.load_split` reads) whose
-    ``train`` split fine-tunes and ``val`` split measures accuracy; or give datasets in memory as
-    ``train_data`` and ``val_data``. ``latency`` is the wanted fraction of the base's estimated
-    latency, or ``ms`` an absolute bound. ``budget`` is a number of candidates or a wall time
-    (``"2h"``). ``method`` is ``"joint"`` (the paper's joint search) or ``"pipeline"`` (prune,
-    then distil, then search). ``teacher``: ``"pool"`` (``pool`` or, without one, a pool trained
-    here for ``pool_steps``), ``"base"`` (the base as the only teacher) or ``"none"``. The chosen
-    student is then trained ``final_steps`` more steps with its teacher (0: returned as the search
-    left it). On a modelled table (``v100-trt``) latencies are estimates only (``result.modelled``).
-    ``executor`` trains rounds of ``parallel`` candidates (:func:`_runner`). All lands in ``workdir``;
-    the same call again resumes a killed run (``wait``: :func:`_before_work`).
+    ``data``: a dataset folder whose ``train`` split trains, ``select`` split decides every choice
+    and ``test`` split gives the final numbers only (a folder with only ``val`` has it cut into
+    select/test halves by image id); or ``train_data``, ``select_data``, ``test_data`` in memory
+    (``val_data``: the deprecated name of ``select_data``, cut in halves without ``test_data``).
+    ``latency``: a fraction of the base's estimated latency, or ``ms`` a bound. ``budget``:
+    candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
+    ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"`` or ``"none"``. The
+    chosen student then trains ``final_steps`` more steps with its teacher. ``recipe``: how
+    candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`); ``control`` /
+    ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against the
+    best of base and ``control``). On a modelled table (``v100-trt``) latencies are estimates only.
+    ``executor`` trains rounds of ``parallel`` candidates. All lands in ``workdir``; a rerun
+    resumes (``wait``: :func:`_before_work`).
     """
-    began, (train_data, val_data) = time.monotonic(), _datasets(data, train_data, val_data)
+    began, recipe = time.monotonic(), recipe or Recipe()
+    train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
-    _check_data(spec, train_data, val_data)
+    _check_data(spec, train_data, select_data, test_data)
     request = validate_request(latency=latency, ms=ms, budget=budget, method=method, teacher=teacher,
                                finetune_steps=finetune_steps, final_steps=final_steps, pool_steps=pool_steps, seed=seed)
-    runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel)
+    runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel, recipe)
     table, size, space = _before_work(model, target, input_size, space, request, workdir, progress)
     estimator = Estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
-    work = Path(workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
     teacher_pool, teacher_model = _teachers(teacher, method, pool, base, train_data, work, pool_steps, seed, progress)
     log.info("[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s", spec.family,
              base_arch, table.target, " (MODELLED table)" if table.modelled else "", base_ms, target_ms, method, budget)
-    common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=val_data,
+    common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=select_data,
                   workdir=work / "search", space=space, config=config, executor=runner, progress=progress)
+    archive, best = _search(method, base, teacher, teacher_pool, teacher_model, target_ms, common)
+    chosen = Student.parse(best.arch)
+    arch = chosen.arch
+    metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
+               "student": _metrics(best, arch, chosen.spec(spec), size)}
+    student = _finish(work, best, method, teacher, teacher_pool, teacher_model, train_data, final_steps, config, progress,
+                      metrics["student"])
+    steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
+    metrics["student"].update(score(student, select_data, test_data), steps=steps)
+    metrics["base"].update(score(model, select_data, test_data))
+    _controls(work, metrics, chosen, steps, config, train_data, select_data, test_data, control, arch_control, progress)
+    if measure and estimator.backend is not None:
+        metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms
+        metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms
+    history = [c.to_json() for c in archive.candidates]
+    _write_result(work, table, estimator, method, target_ms, size, best.index, metrics, history, began, recipe,
+                  (train_data, select_data, test_data), base_arch, chosen)
+    return _result(work, student, arch, base_arch, metrics, history, table)
+
+
+def _write_result(work: Path, table: Any, estimator: Estimator, method: str, target_ms: float, size: tuple[int, int],
+                  chosen: int, metrics: dict[str, dict[str, Any]], history: list[dict[str, Any]], began: float,
+                  recipe: Recipe, splits: tuple[Any, Any, Any], base_arch: Arch, student: Student) -> None:
+    """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim)."""
+    atomic_write_json(work / "result.json", {
+        "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(),
+        "table": describe_table(table),
+        "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": chosen,
+        "metrics": metrics, "history": history, "wall_s": time.monotonic() - began, "recipe": recipe.to_json(),
+        "splits": dict(zip(("train", "select", "test"), map(len, splits))), "claim": claim(metrics),
+        "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(student).by_stage},
+    })
+    log.info("[compress] %s", claim(metrics))
+
+
+def _search(method: str, base: nn.Module, teacher: str, teacher_pool: TeacherPool | None,
+            teacher_model: nn.Module | None, target_ms: float, common: dict[str, Any]) -> tuple[Any, Any]:
+    """The search's archive and its best candidate within ``target_ms`` (a SearchError when none is)."""
     archive = (joint_search(base, pool=teacher_pool, base_teacher=teacher == "base", **common) if method == "joint"
                else pipeline_search(base, teacher=teacher_model, **common))
     best = archive.best(target_ms)
     if best is None:
         raise SearchError(f"no candidate met {target_ms:.2f} ms within the budget ({len(archive.candidates) - 1} "
                           "candidates); give a larger budget")
-    chosen = Student.parse(best.arch)
-    arch = chosen.arch
-    metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
-               "student": _metrics(best, arch, chosen.spec(spec), size)}
-    student = _finish(work, best, method, teacher, teacher_pool, teacher_model, train_data, val_data, final_steps,
-                      config, progress, metrics["student"])
-    if measure and estimator.backend is not None:
-        metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms
-        metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms
-    history = [c.to_json() for c in archive.candidates]
-    atomic_write_json(work / "result.json", {
-        "target": table.target, "modelled": table.modelled, "device": table.fingerprint.describe(), "table": describe_table(table),
-        "method": method, "target_ms": target_ms, "input_size": list(size), "chosen": best.index,
-        "metrics": metrics, "history": history, "wall_s": time.monotonic() - began,
-        "breakdown": {"base": estimator.estimate(base_arch).by_stage, "student": estimator.estimate(chosen).by_stage},
-    })
-    return _result(work, student, arch, base_arch, metrics, history, table)
+    return archive, best
+
+
+def _controls(work: Path, metrics: dict[str, dict[str, Any]], arch: Student, steps: int, config: SearchConfig,
+              train_data: Any, select_data: Any, test_data: Any, control: bool, arch_control: bool,
+              progress: bool) -> None:
+    """The controls' rows in ``metrics``: the base trained ``steps`` more steps on the final
+    schedule (``control``), and the student's arch cut from the base and trained so (``arch_control``)."""
+    schedule = replace(config.train, seed=config.seed * 7919 + 999_983)  # the final training's schedule and seed
+    base_file = work / "search" / "candidates" / "000.pt"
+    for name, wanted, cut in (("control", control, None), ("arch_control", arch_control, arch)):
+        if not wanted:
+            continue
+        log.info("[compress] %s: the base%s trained %d more steps, no teacher", name,
+                 f" cut to {cut}" if cut is not None else "", steps)
+        model = train_control(work / f"{name}.pt", load_detector(base_file), train_data, steps, schedule, arch=cut,
+                              progress=progress)
+        metrics[name] = {**score(model, select_data, test_data), "steps": steps, "arch": str(cut or "(the base's)")}
 
 
 def _result(work: Path, student: nn.Module, arch: Arch, base_arch: Arch, metrics: dict[str, dict[str, Any]],
@@ -272,9 +311,10 @@ def _result(work: Path, student: nn.Module, arch: Arch, base_arch: Arch, metrics
 
 
 def _finish(work: Path, best: Any, method: str, teacher: str, teacher_pool: TeacherPool | None,
-            teacher_model: nn.Module | None, train_data: Any, val_data: Any, final_steps: int, config: SearchConfig,
+            teacher_model: nn.Module | None, train_data: Any, final_steps: int, config: SearchConfig,
             progress: bool, row: dict[str, Any]) -> nn.Module:
-    """The chosen student, trained ``final_steps`` more steps (its row of metrics updated), in eval mode."""
+    """The chosen student, trained ``final_steps`` more steps (its row notes the search's AP and the
+    final teacher), in eval mode."""
     if not final_steps:
         student = load_detector(work / "search" / best.file)
         student.eval()
@@ -286,11 +326,7 @@ def _finish(work: Path, best: Any, method: str, teacher: str, teacher_pool: Teac
         code = best.teacher
         teacher_of = lambda: _teacher_of(best, teacher_pool, teacher_model, train_data)  # noqa: E731
     student = _final(work, best, teacher_of, code, train_data, final_steps, config, progress)
-    found = evaluate(student, val_data, progress=False)
-    row.update(search_ap=best.ap, ap=found.ap, ap50=found.ap50, ap75=found.ap75, final_steps=final_steps,
-               final_teacher=code)
-    log.info("[compress] final training: AP %.1f after the search -> %.1f after %d more steps", 100 * best.ap,
-             100 * found.ap, final_steps)
+    row.update(search_ap=best.ap, final_steps=final_steps, final_teacher=code)
     student.eval()
     return student
 

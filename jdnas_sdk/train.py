@@ -30,7 +30,7 @@ from .detectors import save_detector, spec_of
 from .errors import NonFiniteLossError, TrainingError
 
 __all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate",
-           "make_optimizer", "augment", "step_seed", "checkpoint_identity"]
+           "make_optimizer", "augment", "step_seed", "checkpoint_identity", "recalibrate_bn"]
 
 log = logging.getLogger(__name__)
 
@@ -287,3 +287,35 @@ def train_to_file(
     })
     ckpt.unlink(missing_ok=True)
     return result
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: Any, *, batches: int = 50, batch_size: int = 4, images: int | None = None) -> int:
+    """Re-estimate every BatchNorm's running statistics from scratch (cumulative average) on the
+    first ``images`` images of ``data`` (default ``batches * batch_size``), weights untouched; the
+    number of images used. Adaptive BatchNorm (EagleEye, Li et al. 2020): a morphed or sampled
+    network's statistics no longer match its weights, and recalibrating them is what makes a short
+    evaluation rank it fairly. Only the backbone (with the FPN) runs: the heads of torchvision's
+    detectors have no BatchNorm."""
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    count = min(len(data), images if images is not None else batches * batch_size)
+    if not norms or count < 1:
+        return 0
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+    was_training = model.training
+    model.eval()
+    for m in norms:
+        m.train()
+    try:
+        for start in range(0, count, batch_size):
+            batch = [data[i][0] for i in range(start, min(start + batch_size, count))]
+            image_list, _ = model.transform(batch)
+            model.backbone(image_list.tensors)
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return count

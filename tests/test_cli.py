@@ -117,13 +117,15 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     work = tmp_path / "demo"
     run = subprocess.run(
         [sys.executable, "-m", "jdnas_sdk.cli", "demo", "--workdir", str(work), "--size", "96", "--train-images", "8",
-         "--val-images", "4", "--steps", "2", "--candidates", "1", "--finetune-steps", "1", "--final-steps", "1", "--pool-steps", "2",
+         "--select-images", "3", "--test-images", "3", "--steps", "2", "--eval-every", "2", "--candidates", "1",
+         "--finetune-steps", "1", "--final-steps", "1",
          "--latency", "0.95", "--target", str(table)],
         capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "files:"):
+    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "files:", "select AP by step: 2:", "claim: student test AP"):
         assert step in run.stdout
+    assert "control " in run.stdout and (work / "base.pt.curve.json").is_file()
     assert (work / "student.onnx").is_file() and (work / "compress" / "report.html").is_file()
     assert (work / "compress" / "student.pt").is_file() and (work / "compress" / "search" / "archive.json").is_file()
 

@@ -82,9 +82,9 @@ def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Pa
 
 def test_data_is_asked_for_before_any_work(train_set: object, val_set: object, synth_root: Path, tmp_path: Path) -> None:
     base = build(tiny_spec(), BASE)
-    with pytest.raises(DataError, match="compress needs data: pass data='FOLDER'.*missing: train_data and val_data"):
+    with pytest.raises(DataError, match="compress needs data: pass data='FOLDER'.*missing: train_data, select_data, test_data"):
         jdnas_sdk.compress(base, target="v100-trt", workdir=tmp_path)
-    with pytest.raises(DataError, match="missing: val_data"):
+    with pytest.raises(DataError, match="missing: select_data, test_data"):
         jdnas_sdk.compress(base, target="v100-trt", train_data=train_set, workdir=tmp_path)
     with pytest.raises(DataError, match="not both"):
         jdnas_sdk.compress(base, target="v100-trt", data=synth_root, val_data=val_set, workdir=tmp_path)

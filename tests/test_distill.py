@@ -51,8 +51,8 @@ def test_kd_gradients_reach_the_student_and_never_the_teacher(family: str, train
     torch.manual_seed(0)
     student = build(tiny_spec(family), STUDENT).train()
     teacher = build(tiny_spec(family, fpn_channels=96 if family == "fcos" else 32), TEACHER)
-    distiller = Distiller(student, teacher, KDConfig(foreground=1.0))
-    assert len(distiller.adapters) == 1  # FPN widths differ: a 1x1 adapter
+    distiller = Distiller(student, teacher, KDConfig(foreground=1.0, positives_only=False))
+    assert len(distiller.adapters) == 1  # one 1x1 adapter (identity-initialised) into the teacher's width
     images, targets = _batch(train_set)
     losses = student(images, targets)
     kd = distiller(student, images, targets, losses)
@@ -85,22 +85,84 @@ def test_finetune_with_a_teacher_resumes_exactly_adapters_included(train_set: Co
     spec, teacher_spec = tiny_spec("retinanet"), tiny_spec("retinanet", fpn_channels=32)
     teacher = build(teacher_spec, TEACHER)
     config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, checkpoint_every=2, warmup_steps=0, schedule="constant")
+    kd = KDConfig(ramp=0)  # the "killed" run below is a shorter one: a ramp (like a cosine) depends on the length
     torch.manual_seed(0)
     whole = build(spec, STUDENT)
     start = {k: v.clone() for k, v in whole.state_dict().items()}
     torch.manual_seed(1)  # the adapter's initialisation
-    finetune(whole, data=train_set, steps=4, teacher=teacher, config=config, progress=False)
+    finetune(whole, data=train_set, steps=4, teacher=teacher, kd=kd, config=config, progress=False)
     resumed = build(spec, STUDENT)
     resumed.load_state_dict(start)
     ckpt = tmp_path / "ft.ckpt"
     torch.manual_seed(1)
-    finetune(resumed, data=train_set, steps=2, teacher=teacher, config=config, checkpoint=ckpt, progress=False)
+    finetune(resumed, data=train_set, steps=2, teacher=teacher, kd=kd, config=config, checkpoint=ckpt, progress=False)
     assert "aux" in torch.load(ckpt, weights_only=True)
     again = build(spec, STUDENT)
     again.load_state_dict(start)
     torch.manual_seed(2)  # whatever the adapter starts as, the checkpoint's replaces it
-    result = finetune(again, data=train_set, steps=4, teacher=teacher, config=config, checkpoint=ckpt, progress=False)
+    result = finetune(again, data=train_set, steps=4, teacher=teacher, kd=kd, config=config, checkpoint=ckpt, progress=False)
     assert result.resumed_from == 2
     for key, value in whole.state_dict().items():
         assert torch.allclose(value, again.state_dict()[key], atol=1e-5), key
     assert not any(h for h in again.backbone._forward_hooks.values())  # hooks removed afterwards
+
+
+def test_normalized_feature_kd_is_zero_for_identical_features_and_ignores_channel_affine_shifts() -> None:
+    from jdnas_sdk.distill import normalized_feature_kd
+
+    gen = torch.Generator().manual_seed(4)
+    feats = [torch.randn(2, 6, 5, 5, generator=gen), torch.randn(2, 6, 3, 3, generator=gen)]
+    assert normalized_feature_kd(feats, feats).item() == 0
+    scale, shift = torch.rand(1, 6, 1, 1, generator=gen) * 5 + 0.1, torch.randn(1, 6, 1, 1, generator=gen) * 3
+    assert normalized_feature_kd([f * scale + shift for f in feats], feats).item() < 1e-6
+    other = [torch.randn(f.shape, generator=gen) for f in feats]
+    assert normalized_feature_kd(other, feats).item() > 0.5  # unrelated features: about 1
+
+
+def test_identity_adapter_starts_as_the_identity() -> None:
+    from jdnas_sdk.distill import identity_adapter
+
+    x = torch.randn(1, 8, 4, 4)
+    assert torch.equal(identity_adapter(8, 8)(x), x)
+    wider = identity_adapter(8, 12)(x)
+    assert torch.equal(wider[:, :8], x) and not wider[:, 8:].any()
+
+
+def test_positive_rows_are_the_boxes_overlapping_ground_truth() -> None:
+    from jdnas_sdk.distill import positive_rows
+
+    boxes = [torch.tensor([[0.0, 0, 10, 10], [0, 0, 9, 10], [50, 50, 60, 60]]), torch.tensor([[0.0, 0, 10, 10]])]
+    targets = [{"boxes": torch.tensor([[0.0, 0, 10, 10]])}, {"boxes": torch.zeros(0, 4)}]
+    assert positive_rows(boxes, targets, 0.5).tolist() == [True, True, False, False]
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_positive_only_score_kd_ignores_background(family: str, train_set: CocoDetection) -> None:
+    """Images without objects: every proposal/anchor is background, so positive-only score KD is
+    zero however the teacher differs; distilling every row, it is not."""
+    spec = tiny_spec(family, frozen_bn=True)
+    torch.manual_seed(0)
+    student, teacher = build(spec, STUDENT).train(), build(spec, STUDENT)  # two different random detectors
+    predictor = teacher.roi_heads.box_predictor.cls_score if family == "fasterrcnn" else teacher.head.classification_head.cls_logits
+    with torch.no_grad():
+        predictor.bias.add_(torch.linspace(-2, 2, predictor.bias.numel()))  # class scores far from the student's
+    images, _ = _batch(train_set)
+    empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)} for _ in images]
+    for positives_only, zero in ((True, True), (False, False)):
+        distiller = Distiller(student, teacher, KDConfig(positives_only=positives_only, feature_weight=0))
+        kd = distiller(student, images, empty, student(images, empty))["kd_head"]
+        assert (kd.item() == 0) if zero else (kd.item() > 1e-3), (positives_only, kd.item())
+        distiller.detach()
+
+
+def test_kd_weight_ramps_in_over_the_first_part_of_training(train_set: CocoDetection) -> None:
+    spec = tiny_spec(frozen_bn=True)
+    torch.manual_seed(0)
+    student, teacher = build(spec, STUDENT).train(), build(spec, STUDENT)
+    distiller = Distiller(student, teacher, KDConfig(ramp=0.5), steps=8)
+    factors = []
+    for _ in range(6):
+        factors.append(distiller.ramp_factor())
+        distiller.calls += 1
+    assert factors == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert Distiller(student, teacher, KDConfig(ramp=0.5)).ramp_factor() == 1.0  # no length given: no ramp

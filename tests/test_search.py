@@ -170,8 +170,9 @@ def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection,
         compress(base, target="tpu-v9", **common)
     with pytest.raises(SearchError, match="below anything the search space reaches"):
         compress(base, target=str(slow_table), latency=0.05, **common)
-    with pytest.raises(DataError, match="validation set is empty"):
-        compress(base, target="v100-trt", train_data=train_set, val_data=val_set.head(0), workdir=tmp_path)
+    with pytest.raises(DataError, match="select set is empty"):
+        compress(base, target="v100-trt", train_data=train_set, select_data=val_set.head(0), test_data=val_set,
+                 workdir=tmp_path)
     with pytest.raises(UnsupportedModelError):
         compress(torch.nn.Conv2d(3, 3, 1), target="v100-trt", **common)
     with pytest.raises(DataError, match="predicts 8 classes, the dataset .* has 7"):

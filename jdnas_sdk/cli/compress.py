@@ -19,7 +19,9 @@ def add_parser(verbs: Any) -> None:
                     "pipeline baseline. Killed? Run the same command again: finished candidates are kept.",
         epilog="example:\n  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
         parents=[common.verbosity(top=False), common.model("trained detector file"),
-                 common.data("dataset folder (train split to fine-tune, --val-split to evaluate)"), common.target(),
+                 common.data("dataset folder: train split to fine-tune, select split for every choice, test split for "
+                             "the final numbers (a folder with only val has it cut in halves by image id)"),
+                 common.target(),
                  common.seed("random seed (same seed and --parallel, same search)"),
                  common.ray_cluster("candidates are trained"), common.wait()],
     )
@@ -34,8 +36,19 @@ def add_parser(verbs: Any) -> None:
     co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
     co.add_argument("--final-steps", type=int, default=200,
                     help="more training steps for the chosen student, with its teacher (0: none)")
-    co.add_argument("--val-split", default="val", help="split that measures accuracy")
-    co.add_argument("--val-images", type=int, default=0, help="use only the first N validation images (0: all)")
+    co.add_argument("--select-images", "--val-images", type=int, default=0, dest="select_images",
+                    help="use only the first N select images to rank candidates (0: all; --val-images: the old name)")
+    co.add_argument("--no-control", action="store_true",
+                    help="skip the extra-steps control (the base trained as many more steps as the student received)")
+    co.add_argument("--arch-control", action="store_true",
+                    help="also train the student's architecture cut from the base, same steps, no lineage or teacher")
+    co.add_argument("--base-lr", type=float, default=1e-3,
+                    help="the base's peak learning rate: candidates and the final student train at it (LR rewinding)")
+    co.add_argument("--no-lr-rewind", action="store_true", help="train candidates at a fifth of --base-lr instead")
+    co.add_argument("--bn-images", type=int, default=200,
+                    help="adaptive BatchNorm: recalibrate each candidate on N training images before scoring (0: off)")
+    co.add_argument("--max-step-share", type=float, default=None,
+                    help="gradual morphism: each candidate removes at most this share of its parent's latency")
     co.add_argument("--parallel", type=int, default=1, help="candidates per round, trained at once by --executor ray")
     co.add_argument("--cpus-per-candidate", type=float, default=1.0, help="with --executor ray: Ray CPUs per candidate")
     co.add_argument("--gpus-per-candidate", type=float, default=0.0, help="with --executor ray: Ray GPUs per candidate")
@@ -57,17 +70,20 @@ def _executor(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compress import compress
-    from ..data import load_split
+    from ..compress import Recipe, compress
+    from ..data import load_protocol_splits
     from ..detectors import load_detector
 
     executor = _executor(args)
     model = load_detector(args.model)
-    train_set, val_set = load_split(args.data, "train"), load_split(args.data, args.val_split)
-    if args.val_images:
-        val_set = val_set.head(args.val_images)
+    train_set, select_set, test_set = load_protocol_splits(args.data)
+    if args.select_images:
+        select_set = select_set.head(args.select_images)
     budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
-    result = compress(model, target=args.target, train_data=train_set, val_data=val_set,
+    recipe = Recipe(lr_rewind=not args.no_lr_rewind, base_lr=args.base_lr, bn_images=args.bn_images,
+                    max_step_share=args.max_step_share)
+    result = compress(model, target=args.target, train_data=train_set, select_data=select_set, test_data=test_set,
+                      recipe=recipe, control=not args.no_control, arch_control=args.arch_control,
                       latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
                       method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
                       final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed,

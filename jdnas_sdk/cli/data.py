@@ -21,7 +21,11 @@ def add_parser(verbs: Any) -> None:
     )
     synth.add_argument("--out", required=True, help="folder to write (images/, annotations/)")
     synth.add_argument("--train", type=int, default=600, help="number of training images")
-    synth.add_argument("--val", type=int, default=100, help="number of validation images")
+    synth.add_argument("--select", type=int, default=100,
+                       help="images of the select split (every choice of a search: ranking, early stopping)")
+    synth.add_argument("--test", type=int, default=100, help="images of the test split (the final numbers only)")
+    synth.add_argument("--val", type=int, default=0,
+                       help="images of a val split (the single held-out split of the layout before select/test)")
     synth.add_argument("--size", type=int, default=256, help="image side in pixels")
     synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image file format")
     synth.set_defaults(func=run_synth)
@@ -31,7 +35,10 @@ def run_synth(args: argparse.Namespace) -> int:
     from ..data import SynthConfig, make_synthetic_dataset
 
     cfg = SynthConfig(size=args.size, image_format=args.format)
-    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, size=args.size, seed=args.seed, config=cfg,
+    root = make_synthetic_dataset(args.out, train=args.train, val=args.val, select=args.select,
+                                  test=args.test, size=args.size, seed=args.seed, config=cfg,
                                   progress=not args.quiet)
-    print(f"dataset written to {root} (train: {args.train} images, val: {args.val} images, {args.size} px)")
+    counts = {"train": args.train, "select": args.select, "test": args.test, "val": args.val}
+    held = ", ".join(f"{k}: {n} images" for k, n in counts.items() if n)
+    print(f"dataset written to {root} ({held}, {args.size} px)")
     return 0

@@ -25,7 +25,13 @@ def add_parser(verbs: Any) -> None:
     )
     tr.add_argument("--out", required=True, help="detector file to write")
     tr.add_argument("--split", default="train", help="split to train on")
-    tr.add_argument("--steps", type=int, default=300, help="optimisation steps")
+    tr.add_argument("--steps", type=int, default=300, help="optimisation steps (with --until-converged: the most)")
+    tr.add_argument("--until-converged", action="store_true",
+                    help="train until the AP on the select split (or, in a folder without one, on half of val) stops "
+                         "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata")
+    tr.add_argument("--eval-every", type=int, default=100, help="with --until-converged: steps between evaluations")
+    tr.add_argument("--patience", type=int, default=3,
+                    help="with --until-converged: evaluations without improvement before stopping")
     tr.add_argument("--batch-size", type=int, default=4, help="images per step")
     tr.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
                     help="sgd (momentum 0.9), or adamw: faster from scratch on small data (use --lr 1e-3 --weight-decay 0.05)")
@@ -76,8 +82,27 @@ def run(args: argparse.Namespace) -> int:
                          checkpoint_every=args.checkpoint_every, num_workers=args.workers)
     check_output_space(out.parent, model, what="the detector and its checkpoints")  # before a training step
     with lock_output(out):  # two runs never share one --out and its checkpoints
+        if args.until_converged:
+            return _until_converged(args, model, data, config, out)
         result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)},
                                progress=not args.quiet)
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
     print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
+    return 0
+
+
+def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: Any, out: Path) -> int:
+    from ..converge import ConvergeConfig, curve_path, train_until_converged
+    from ..data import load_protocol_splits
+    from ..detectors import spec_of
+    from ..families import get_family
+
+    masks = "masks" in get_family(spec_of(model).family).target_fields
+    select = load_protocol_splits(args.data, with_masks=masks)[1]
+    converge = ConvergeConfig(eval_every=args.eval_every, patience=args.patience, max_steps=max(args.steps, args.eval_every))
+    result = train_until_converged(model, data, select, out, config=config, converge=converge,
+                                   metadata={"data": str(args.data)}, progress=not args.quiet)
+    how = "converged" if result.converged else "stopped at --steps"
+    print(f"{how} after {result.steps} steps: best select AP {100 * result.best_ap:.1f} at step {result.best_step}; "
+          f"saved {out} (curve: {curve_path(out)})")
     return 0

@@ -2,6 +2,7 @@
 
 from .coco import Category, CocoDetection, DataStats, find_split, load_split
 from .loader import ResumableSampler, collate, hflip
+from .splits import PROTOCOL_SPLITS, check_disjoint, load_protocol_splits, split_val
 from .synth import SHAPES, SynthConfig, make_synthetic_dataset, synthetic_image
 
 __all__ = [
@@ -10,6 +11,10 @@ __all__ = [
     "DataStats",
     "find_split",
     "load_split",
+    "PROTOCOL_SPLITS",
+    "check_disjoint",
+    "load_protocol_splits",
+    "split_val",
     "collate",
     "ResumableSampler",
     "hflip",

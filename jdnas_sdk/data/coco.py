@@ -216,6 +216,19 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         part._gt_annotations = [a for a in self._gt_annotations if a["image_id"] in kept]
         return part
 
+    def subset(self, ids: set[int] | list[int] | tuple[int, ...]) -> CocoDetection:
+        """The images whose ids are in ``ids`` (file order kept) as a dataset of their own, ground
+        truth restricted to them: how one split is cut into two disjoint ones."""
+        wanted = set(ids)
+        part = copy.copy(self)
+        part.images = [img for img in self.images if img["id"] in wanted]
+        part._gt_annotations = [a for a in self._gt_annotations if a["image_id"] in wanted]
+        return part
+
+    def image_ids(self) -> tuple[int, ...]:
+        """The ids of this dataset's images, in order."""
+        return tuple(img["id"] for img in self.images)
+
     def __len__(self) -> int:
         return len(self.images)
 

@@ -232,28 +232,36 @@ def make_synthetic_dataset(
     *,
     train: int = 200,
     val: int = 50,
+    select: int = 0,
+    test: int = 0,
     size: int = 256,
     seed: int = 0,
     config: SynthConfig | None = None,
     progress: bool = True,
 ) -> Path:
-    """Write a COCO-format dataset with ``train`` and ``val`` splits under ``out``; returns ``out``.
+    """Write a COCO-format dataset under ``out`` with the splits whose count is not 0; returns ``out``.
 
-    Layout: ``images/{train,val}/*.jpg`` and ``annotations/instances_{train,val}.json``; read it
-    back with :func:`jdnas_sdk.data.load_split`. The same arguments always give the same files.
+    ``select`` and ``test`` are the protocol's choice and report splits
+    (:mod:`jdnas_sdk.data.splits`); ``val`` is the single held-out split of folders made before it
+    (give ``val=0`` with ``select``/``test``). Each split's images are drawn from its own random
+    stream, so the splits are disjoint. Layout: ``images/<split>/*.jpg`` and
+    ``annotations/instances_<split>.json``; read it back with :func:`jdnas_sdk.data.load_split`.
+    The same arguments always give the same files.
     The dataset is written into a temporary folder renamed to ``out`` at the end (an earlier
     dataset there is replaced whole), so a full disk or a kill never leaves half a dataset.
     """
-    if train < 0 or val < 0 or train + val == 0:
-        raise DataError(f"need train >= 0, val >= 0 and at least one image, got train={train}, val={val}")
+    counts = {"train": train, "val": val, "select": select, "test": test}
+    if any(n < 0 for n in counts.values()) or not sum(counts.values()):
+        raise DataError(f"need every split count >= 0 and at least one image, got {counts}")
     cfg = config or SynthConfig(size=size)
     if config is not None and config.size != size and size != 256:
         raise DataError(f"size={size} conflicts with config.size={config.size}; give one of them")
     root = Path(out)
-    _check_target(root, cfg, train + val)
+    _check_target(root, cfg, sum(counts.values()))
     with atomic_dir(root) as tmp:  # a full disk or a kill leaves no half dataset behind
-        for split, count in (("train", train), ("val", val)):
+        for split, count in counts.items():
             if count:
                 _write_split(tmp, split, count, seed, cfg, progress)
-    log.info("wrote synthetic dataset to %s (%d train, %d val, %d px)", root, train, val, cfg.size)
+    log.info("wrote synthetic dataset to %s (%s, %d px)", root,
+             ", ".join(f"{n} {k}" for k, n in counts.items() if n), cfg.size)
     return root

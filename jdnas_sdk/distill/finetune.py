@@ -40,7 +40,7 @@ def finetune(student: nn.Module, *, data: Any, steps: int, teacher: nn.Module | 
         raise TrainingError(f"steps must be >= 1, got {steps}")
     base = config or FINETUNE_DEFAULTS
     cfg = replace(base, steps=steps, warmup_steps=min(base.warmup_steps, max(steps // 5, 0)))
-    distiller = Distiller(student, teacher, kd) if teacher is not None else None
+    distiller = Distiller(student, teacher, kd, steps=cfg.steps) if teacher is not None else None
     if out is not None and checkpoint is not None:
         raise TrainingError("give checkpoint or out, not both: with out the checkpoint sits beside it")
     try:

@@ -20,23 +20,40 @@ from ..detectors.inspect import spec_of
 from ..errors import TrainingError
 from ..families import family_of
 
-__all__ = ["KDConfig", "Distiller", "feature_kd", "sigmoid_kd", "softmax_kd", "foreground_masks"]
+__all__ = ["KDConfig", "Distiller", "feature_kd", "normalized_feature_kd", "channel_normalize", "sigmoid_kd",
+           "softmax_kd", "foreground_masks", "positive_rows", "identity_adapter"]
 
 
 @dataclass(frozen=True)
 class KDConfig:
-    """Weights of the distillation terms. ``foreground`` > 0 adds that much extra weight to FPN
-    positions inside ground-truth boxes (0: every position counts the same); ``temperature``
-    softens class scores before they are compared.
+    """Weights and form of the distillation terms.
 
-    The default weights, 0.1 each, are measured (``benchmarks/kd_probe.py``): on a half-width
-    student fine-tuned 60 and 200 steps they scored 2.2 and 0.6 AP above weights of 1.0.
+    ``normalize`` (default): PKD-style feature imitation, student and teacher features each
+    normalised to zero mean and unit variance per channel (per image, over positions) before the
+    squared error, so the student copies the teacher's pattern, not its scale; through a 1x1
+    adapter initialised as the identity (it starts as "copy your own features"). False: the
+    earlier relative squared error, with an adapter only where the FPN widths differ.
+    ``foreground`` > 0 adds that much extra weight to positions inside ground-truth boxes.
+    ``ramp``: the fraction of training over which the KD weights rise linearly from 0 to their
+    value (a morphed student first recovers on its own labels, then imitates).
+    ``positives_only`` (default): class scores are distilled on positive proposals (R-CNN) or
+    anchors (one-stage) only, those whose box overlaps a ground-truth box by IoU >= ``positive_iou``;
+    background positions, the vast majority, carry little the labels do not already say.
+    ``temperature`` softens class scores before they are compared.
+
+    The defaults follow PKD (Cao et al. 2022) and FGD (Yang et al. 2022) rather than a measurement
+    here: the earlier defaults (0.1 each, raw features) were measured to tie or hurt at 60-200 steps
+    (``benchmarks/results/kd_probe_*.md``); ``benchmarks/compress_synth.py --ablation`` measures these.
     """
 
-    feature_weight: float = 0.1
-    head_weight: float = 0.1
+    feature_weight: float = 1.0
+    head_weight: float = 0.5
     temperature: float = 2.0
-    foreground: float = 0.0
+    foreground: float = 1.0
+    normalize: bool = True
+    ramp: float = 0.3
+    positives_only: bool = True
+    positive_iou: float = 0.5
 
     def __post_init__(self) -> None:
         for name in ("feature_weight", "head_weight", "foreground"):
@@ -44,6 +61,64 @@ class KDConfig:
                 raise TrainingError(f"KD {name} must be >= 0, got {getattr(self, name)}")
         if self.temperature <= 0:
             raise TrainingError(f"KD temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.ramp <= 1 or not 0 < self.positive_iou <= 1:
+            raise TrainingError(f"KD ramp must be in [0, 1] and positive_iou in (0, 1], got {self.ramp}, {self.positive_iou}")
+
+
+def channel_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """``x`` (N x C x H x W) at zero mean and unit variance per image and channel, over positions."""
+    mean = x.mean(dim=(2, 3), keepdim=True)
+    std = x.var(dim=(2, 3), keepdim=True, unbiased=False).add(eps).sqrt()
+    return (x - mean) / std
+
+
+def normalized_feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
+                          foreground: float = 0.0) -> Tensor:
+    """PKD's feature imitation: the squared error of per-channel normalised features (see
+    :func:`channel_normalize`), averaged over channels and positions, then levels; zero for
+    identical features and unchanged by a per-channel scale (> 0) and shift of either side.
+    ``masks`` (N x H x W, 1 inside boxes) add ``foreground`` extra weight where they are set."""
+    terms = []
+    for index, (s, t) in enumerate(zip(student, teacher)):
+        if s.shape != t.shape:
+            raise TrainingError(f"FPN level {index}: student {tuple(s.shape)} vs teacher {tuple(t.shape)} features")
+        error = (channel_normalize(s) - channel_normalize(t)).pow(2).mean(dim=1) / 2
+        if masks is not None and foreground > 0:
+            weight = 1.0 + foreground * masks[index]
+            terms.append((error * weight).sum() / weight.sum())
+        else:
+            terms.append(error.mean())
+    return torch.stack(terms).mean()
+
+
+def identity_adapter(cin: int, cout: int) -> nn.Conv2d:
+    """A 1x1 convolution from ``cin`` to ``cout`` channels that starts as the identity on the first
+    ``min(cin, cout)`` channels (zeros elsewhere, no bias)."""
+    conv = nn.Conv2d(cin, cout, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for c in range(min(cin, cout)):
+            conv.weight[c, c, 0, 0] = 1.0
+    return conv
+
+
+def _iou_max(boxes: Tensor, gt: Tensor) -> Tensor:
+    """For each of ``boxes`` (R x 4, xyxy), its largest IoU with ``gt`` (G x 4); 0 without gt."""
+    if not len(gt) or not len(boxes):
+        return boxes.new_zeros(len(boxes))
+    lt = torch.max(boxes[:, None, :2], gt[None, :, :2])
+    rb = torch.min(boxes[:, None, 2:], gt[None, :, 2:])
+    inter = (rb - lt).clamp_min(0).prod(dim=2)
+    area = lambda b: (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)  # noqa: E731
+    union = area(boxes)[:, None] + area(gt)[None, :] - inter
+    return (inter / union.clamp_min(1e-9)).max(dim=1).values
+
+
+def positive_rows(boxes: list[Tensor], targets: list[dict[str, Tensor]], iou: float) -> Tensor:
+    """Which rows of a class-score tensor are positives: ``boxes`` per image (the proposals or
+    anchors the scores belong to, in the scores' row order), positive when their IoU with a
+    ground-truth box of ``targets`` is at least ``iou``. One flat bool tensor, images in order."""
+    return torch.cat([_iou_max(b.detach(), t["boxes"].to(b.dtype)) >= iou for b, t in zip(boxes, targets)])
 
 
 def feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
@@ -113,11 +188,15 @@ class Distiller(nn.Module):
     """KD from ``teacher`` into ``student`` (same family, classes and FPN levels), for ``train``'s
     ``extra_losses``. The teacher is frozen (eval mode, no gradients) while it is attached. It runs
     on the student's resized batch (never through its own transform), so a student with a smaller
-    input size (the detector-level space) learns from the teacher on the very images it sees."""
+    input size (the detector-level space) learns from the teacher on the very images it sees.
+    ``steps``: the length of the training it serves, for ``config.ramp`` (None: no ramp). Its
+    call count is a buffer, so a resumed training continues the ramp where it was."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None) -> None:
+    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None, *,
+                 steps: int | None = None) -> None:
         super().__init__()
         self.config = config or KDConfig()
+        self.steps = steps
         s_spec, t_spec = spec_of(student), spec_of(teacher)
         for name in ("family", "num_classes", "returned_layers"):
             if getattr(s_spec, name) != getattr(t_spec, name):
@@ -127,8 +206,11 @@ class Distiller(nn.Module):
                 )
         self.family = family_of(s_spec)
         self.adapters = nn.ModuleList()
-        if s_spec.fpn_channels != t_spec.fpn_channels:
+        if self.config.normalize:
+            self.adapters.append(identity_adapter(s_spec.fpn_channels, t_spec.fpn_channels))
+        elif s_spec.fpn_channels != t_spec.fpn_channels:
             self.adapters.append(nn.Conv2d(s_spec.fpn_channels, t_spec.fpn_channels, 1))
+        self.register_buffer("calls", torch.zeros((), dtype=torch.long))
         self.teacher = [teacher.eval()]  # a list: not a submodule (not trained, not saved with us)
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -147,11 +229,20 @@ class Distiller(nn.Module):
             handle.remove()
         self._handles = []
 
+    def ramp_factor(self) -> float:
+        """The share of the KD weights in force at this call: rising linearly over the first
+        ``config.ramp`` of ``steps`` calls (1 without a ramp)."""
+        if not self.steps or not self.config.ramp:
+            return 1.0
+        return min(1.0, (int(self.calls) + 1) / max(1.0, self.config.ramp * self.steps))
+
     def forward(self, model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]],
                 losses: dict[str, Tensor]) -> dict[str, Tensor]:
         image_list, resized = self._taps["transform"].value
         s_feats = self._taps["features"].value
         teacher = self.teacher[0]
+        factor = self.ramp_factor()
+        self.calls += 1
         with torch.no_grad():
             t_feats = teacher.backbone(image_list.tensors)
         keys = list(s_feats)
@@ -165,15 +256,24 @@ class Distiller(nn.Module):
             if cfg.foreground > 0 and resized is not None:
                 masks = foreground_masks(resized, [tuple(x.shape[-2:]) for x in student_levels],
                                          tuple(image_list.tensors.shape[-2:]))
-            out["kd_feature"] = cfg.feature_weight * feature_kd(student_levels, [t_feats[k] for k in keys],
-                                                               masks=masks, foreground=cfg.foreground)
+            loss = normalized_feature_kd if cfg.normalize else feature_kd
+            out["kd_feature"] = factor * cfg.feature_weight * loss(student_levels, [t_feats[k] for k in keys],
+                                                                   masks=masks, foreground=cfg.foreground)
         if cfg.head_weight > 0:
-            out["kd_head"] = cfg.head_weight * self._head_kd(teacher, t_feats, image_list)
+            out["kd_head"] = factor * cfg.head_weight * self._head_kd(teacher, t_feats, image_list, resized)
         return out
 
-    def _head_kd(self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any) -> Tensor:
+    def _head_kd(self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any,
+                 targets: list[dict[str, Tensor]] | None) -> Tensor:
         taps = {name: tap.value for name, tap in self._taps.items()}
         student_logits, teacher_logits = self.family.kd_logits(taps, teacher, t_feats)
+        if self.config.positives_only and targets is not None:
+            classes = student_logits.shape[-1]
+            student_logits, teacher_logits = student_logits.reshape(-1, classes), teacher_logits.reshape(-1, classes)
+            keep = positive_rows(self.family.kd_boxes(taps), targets, self.config.positive_iou)
+            if not bool(keep.any()):
+                return student_logits.sum() * 0.0  # no positive here: nothing to distil, gradients stay defined
+            student_logits, teacher_logits = student_logits[keep], teacher_logits[keep]
         return _SCORE_KD[self.family.kd_scores](student_logits, teacher_logits, self.config.temperature)
 
 

@@ -188,6 +188,12 @@ class Family:
         ``taps`` and the teacher (run here without gradients) on its FPN ``features``."""
         raise NotImplementedError
 
+    def kd_boxes(self, taps: dict[str, Any]) -> list[Tensor]:
+        """Per image, the boxes (proposals or anchors) the class logits of :meth:`kd_logits` belong
+        to, in the logits' row order: what tells positive rows from background. One-stage
+        families read the anchors their ``kd_taps`` record."""
+        return list(taps["anchors"])
+
 
 def dense_postprocess(model: nn.Module) -> dict[str, Any]:
     """Post-processing settings of a one-stage torchvision detector (RetinaNet, FCOS)."""

@@ -65,7 +65,7 @@ class FCOSFamily(Family):
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
-        return {"logits": (student.head.classification_head, "output")}
+        return {"logits": (student.head.classification_head, "output"), "anchors": (student.anchor_generator, "output")}
 
     def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return dense_kd_logits(taps, teacher, features)

@@ -136,6 +136,10 @@ class FasterRCNNFamily(Family):
             teacher_logits = heads.box_predictor(heads.box_head(pooled))[0]
         return taps["logits"][0], teacher_logits
 
+    def kd_boxes(self, taps: dict[str, Any]) -> list[Tensor]:
+        """The sampled proposals the box head scored, per image."""
+        return list(taps["rois"][1])
+
 
 class MaskRCNNFamily(FasterRCNNFamily):
     """torchvision's ``MaskRCNN``: Faster R-CNN plus a 4-conv mask head (``mask_head_width`` wide,

@@ -134,6 +134,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
              "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
              f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |",
              f"| heads | {code_cell(m['base'].get('heads', '-'))} | {code_cell(m['student'].get('heads', '-'))} |", "",
+             *_protocol_lines(result),
              f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
              + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
              "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
@@ -147,6 +148,25 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
         lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {ap} | "
                      f"{c.teacher or ''} | {'; '.join(c.actions)} |")
     return "\n".join([*lines, *timeline]) + "\n"
+
+
+def _protocol_lines(result: dict[str, Any]) -> list[str]:
+    """Test and select AP of base, student and controls, and the claim (results made before the
+    protocol have none: nothing)."""
+    m = result["metrics"]
+    if "test_ap" not in m["student"]:
+        return []
+    splits = result.get("splits", {})
+    lines = ["## Protocol: held-out test images, controls", "",
+             f"Choices were made on {splits.get('select', '?')} select images; the AP above and below is on "
+             f"{splits.get('test', '?')} test images no choice saw ({splits.get('train', '?')} training images). The "
+             "control is the base trained as many more steps as the student received, same schedule, no teacher.", "",
+             "| | test AP | select AP | steps |", "|---|---|---|---|"]
+    for name in ("base", "student", "control", "arch_control"):
+        if name in m:
+            row = m[name]
+            lines.append(f"| {name} | {100 * row['test_ap']:.1f} | {100 * row['select_ap']:.1f} | {row.get('steps', '')} |")
+    return [*lines, "", f"**{result['claim']}**" if result.get("claim") else "", ""]
 
 
 def _final_line(student: dict[str, Any]) -> str:

@@ -24,13 +24,13 @@ import torch
 
 from .._io import atomic_write_json
 from .._ray import worker_id
-from ..detectors import load_detector
+from ..detectors import load_detector, read_detector_file, save_detector
 from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
 from ..student import Student
-from ..train import TrainConfig
+from ..train import TrainConfig, recalibrate_bn
 
 __all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished",
            "run_candidate", "worker_id"]
@@ -43,7 +43,8 @@ class CandidateJob:
 
     The student is the parent at ``parent_file`` morphed by ``actions`` (or to ``morph_to``, an
     arch code, or left as it is when both are empty), fine-tuned ``steps`` steps with the teacher
-    at ``teacher_file`` (none: no distillation), saved at ``out_file``, evaluated."""
+    at ``teacher_file`` (none: no distillation), its BatchNorm statistics recalibrated on the first
+    ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated."""
 
     index: int
     parent_file: str
@@ -55,6 +56,7 @@ class CandidateJob:
     morph_to: str | None = None
     teacher_file: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    bn_images: int = 0
 
     @property
     def result_file(self) -> Path:
@@ -65,7 +67,8 @@ class CandidateJob:
         """What makes the job this job: a result on disk is reused only when its key is equal."""
         return {"index": self.index, "parent": Path(self.parent_file).name, "actions": [str(a) for a in self.actions],
                 "morph_to": self.morph_to, "teacher": Path(self.teacher_file).name if self.teacher_file else None,
-                "steps": self.steps, "seed": self.train.seed}
+                "steps": self.steps, "seed": self.train.seed,
+                **({"bn_images": self.bn_images} if self.bn_images else {})}  # 0: as keys made before it
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,9 @@ def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads:
 
     ``threads`` sets torch's intra-op threads for the job (None: as they are). Torch's random
     state is seeded from the job (weights a morphism creates are drawn from it), so the student does
-    not depend on what the process ran before. A TrainingError
+    not depend on what the process ran before. With ``job.bn_images``, BatchNorm is recalibrated on
+    that many *training* images before the student is scored: the validation (select) images only
+    ever score, so no choice is tuned on statistics of the images that rank it. A TrainingError
     (NaN loss, ...) or ArchError (a morphism that does not apply) makes a failed outcome."""
     if threads is not None:
         torch.set_num_threads(threads)
@@ -116,6 +121,10 @@ def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads:
         teacher = load_detector(job.teacher_file) if job.teacher_file else None
         finetune(student, data=train_data, steps=job.steps, teacher=teacher, kd=job.kd, config=job.train,
                  out=job.out_file, metadata=job.metadata, progress=progress)
+        if job.bn_images:  # score (and hand down) the student with statistics that match its weights
+            recalibrate_bn(student, train_data, images=job.bn_images)
+            save_detector(student, job.out_file, metadata={**read_detector_file(job.out_file)["metadata"],
+                                                           "bn_images": job.bn_images})
         metrics = evaluate(student, val_data, progress=False)
         outcome = CandidateOutcome(job.index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(),
                                    started=started, ended=time.time())

@@ -48,7 +48,7 @@ from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
-from .teachers import TeacherFiles
+from .teachers import TeacherFiles, gap_teacher
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
 
@@ -72,6 +72,9 @@ class SearchConfig:
     kd: KDConfig = field(default_factory=KDConfig)
     train: TrainConfig = FINETUNE_DEFAULTS
     parallel: int = 1
+    bn_images: int = 0
+    max_step_share: float | None = None
+    teacher_gap: float | None = None
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
@@ -79,6 +82,9 @@ class SearchConfig:
                               f"{self.finetune_steps}, {self.max_actions} and {self.parallel}")
         if not 0 < self.tighten <= 1:
             raise SearchError(f"tighten must be in (0, 1], got {self.tighten}")
+        if self.bn_images < 0 or (self.max_step_share is not None and not 0 < self.max_step_share < 1):
+            raise SearchError(f"bn_images must be >= 0 and max_step_share in (0, 1) or None, got {self.bn_images}, "
+                              f"{self.max_step_share}")
 
 
 def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_ms: float) -> float:
@@ -165,9 +171,11 @@ def _head_value(heads: Heads, knob: str) -> int:
 
 
 def propose(parent: Arch | Student, space: SearchSpace, latency: Callable[[Any], float], bound_ms: float,
-            rng: random.Random, *, max_actions: int = 3, tries: int = 200) -> tuple[list[Any], Any, float, int]:
+            rng: random.Random, *, max_actions: int = 3, tries: int = 200,
+            min_ms: float = 0.0) -> tuple[list[Any], Any, float, int]:
     """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
-    still over the bound) whose result the table puts within ``bound_ms``.
+    still over the bound) whose result the table puts within ``bound_ms`` and, for gradual
+    morphism, at or above ``min_ms``.
 
     Returns (actions, arch, estimated latency, rejected proposals). Over the bound, shrinking moves
     are drawn more often. Raises :class:`SearchError` when ``tries`` proposals all miss the bound.
@@ -188,10 +196,11 @@ def propose(parent: Arch | Student, space: SearchSpace, latency: Callable[[Any],
             actions.append(action)
         if actions and arch != parent:
             ms = latency(arch)
-            if ms <= bound_ms:
+            if min_ms <= ms <= bound_ms:
                 return actions, arch, ms, rejected
         rejected += 1
-    raise SearchError(f"no proposal from {parent} met the latency bound {bound_ms:.2f} ms in {tries} tries")
+    window = f"{min_ms:.2f}..{bound_ms:.2f} ms window" if min_ms else f"latency bound {bound_ms:.2f} ms"
+    raise SearchError(f"no proposal from {parent} met the {window} in {tries} tries")
 
 
 def as_searched(code: str, space: SearchSpace) -> Arch | Student:
@@ -209,6 +218,9 @@ def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: E
     return {"method": method, "base": str(base_arch), "target_ms": round(target_ms, 6), "table": estimator.table.target,
             "candidates": config.candidates, "finetune_steps": config.finetune_steps, "seed": config.seed,
             "space": [list(space.width_ratios), list(space.depth)] + ([{k: list(v) for k, v in space.head_values().items()}] if space.head_values() else []), "kd": config.kd.__dict__, **extra,
+            **({"bn_images": config.bn_images} if config.bn_images else {}),
+            **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
+            **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
             **({"parallel": config.parallel} if config.parallel != 1 else {})}  # 1: as archives made before rounds
 
 
@@ -242,12 +254,18 @@ class _Round:
         rng = random.Random(config.seed * 1_000_003 + index)
         bound = latency_bound(index, config, self.base_ms, self.target_ms)
         parent = _pick_parent(candidates, bound, rng)
+        floor = 0.0
+        if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
+            floor = parent.latency_ms * (1 - config.max_step_share)
+            bound = max(bound, parent.latency_ms * (1 - config.max_step_share / 2))
         actions, arch, ms, rejected = propose(as_searched(parent.arch, self.space), self.space, self.estimator.total_ms, bound, rng,
-                                              max_actions=config.max_actions, tries=config.proposals)
+                                              max_actions=config.max_actions, tries=config.proposals, min_ms=floor)
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:
             current = TeacherConfig.parse(parent.teacher) if parent.teacher else self.pool.largest()
-            if rng.random() < config.teacher_mutation:
+            if config.teacher_gap is not None:
+                current = gap_teacher(self.pool, arch, config.teacher_gap, rng)
+            elif rng.random() < config.teacher_mutation:
                 current = self.pool.mutate(current, rng)
             teacher_code = str(current)
             teacher_file = str(self.teachers.path(teacher_code))
@@ -257,7 +275,7 @@ class _Round:
         job = CandidateJob(index=index, parent_file=str(self.work / parent.file), out_file=str(out),
                            steps=config.finetune_steps, train=replace(config.train, seed=config.seed * 7919 + index),
                            kd=config.kd, actions=tuple(actions), teacher_file=teacher_file,
-                           metadata={"candidate": index, "parent": parent.index})
+                           metadata={"candidate": index, "parent": parent.index}, bn_images=config.bn_images)
         return Slot(index=index, arch=str(arch), parent=parent.index, actions=tuple(str(a) for a in actions),
                     teacher=teacher_code, latency_ms=ms, file=relative(out, self.work), bound_ms=bound,
                     rejected=rejected, job=job)

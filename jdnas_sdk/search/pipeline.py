@@ -177,7 +177,7 @@ def _slot(work: Path, archive: Archive, config: SearchConfig, index: int, arch: 
                        steps=steps, train=replace(config.train, seed=config.seed * 7919 + index), kd=config.kd,
                        morph_to=str(arch) if morph else None,
                        teacher_file=None if teacher_file is None else str(teacher_file),
-                       metadata={"candidate": index, "stage": what})
+                       metadata={"candidate": index, "stage": what}, bn_images=config.bn_images)
     return Slot(index=index, arch=str(arch), parent=parent, actions=(what,),
                 teacher="teacher" if teacher_file is not None else None, latency_ms=latency_ms,
                 file=relative(out, work), bound_ms=target_ms, job=job)

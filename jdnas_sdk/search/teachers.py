@@ -9,15 +9,19 @@ so the workdir holds the teachers of one round at most.
 from __future__ import annotations
 
 import hashlib
+import math
+import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from ..arch import Arch
+from ..cost import detector_cost
 from ..detectors import save_detector
 from ..teachers import TeacherConfig, TeacherPool
 from .rounds import Slot
 
-__all__ = ["TeacherFiles"]
+__all__ = ["TeacherFiles", "gap_teacher"]
 
 
 class TeacherFiles:
@@ -48,3 +52,18 @@ class TeacherFiles:
             for file in self.folder.glob("*.pt"):
                 if file not in wanted:
                     file.unlink(missing_ok=True)
+
+
+def gap_teacher(pool: TeacherPool, student: Arch, gap: float, rng: random.Random, *, samples: int = 16) -> TeacherConfig:
+    """Dynamic distillation by the capacity gap: of the pool's largest teacher, the base's own
+    configuration and ``samples`` random ones, the teacher whose backbone and FPN compute (MACs;
+    the heads are the same in every teacher) is closest to ``gap`` times the student's (on a log
+    scale). A teacher far larger than its student teaches it
+    less than a moderately larger one (Mirzadeh et al. 2020, "teacher assistant"), and what a student
+    can absorb changes as the search shrinks it, so each candidate gets its own."""
+    def macs(arch: Arch) -> float:
+        return float(sum(v for part, v in detector_cost(pool.spec, arch).macs.items() if part != "heads"))
+
+    want = gap * macs(student)
+    options = [pool.largest(), pool.base_config(), *(pool.random(rng) for _ in range(samples))]
+    return min(options, key=lambda c: abs(math.log(macs(pool.arch_of(c)) / want)))

@@ -15,6 +15,7 @@ Pools are saved as detector files of the largest network (so they load with
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 from collections.abc import Iterable, Iterator
@@ -31,8 +32,9 @@ from ..arch import Arch, DetectorSpec, Stage
 from ..detectors import build_detector, describe, load_detector, read_detector_file, save_detector
 from ..errors import ArchError, DetectorFileError
 from ..morph import snap
+from ..train import recalibrate_bn
 
-__all__ = ["TeacherConfig", "TeacherPool", "DEFAULT_TEACHER_WIDTHS", "POOL_KIND", "recalibrate_bn"]
+__all__ = ["TeacherConfig", "TeacherPool", "DEFAULT_TEACHER_WIDTHS", "POOL_KIND", "recalibrate_bn", "reorder_by_importance"]
 
 #: Width ratios (relative to the base) a teacher's stages may take by default.
 DEFAULT_TEACHER_WIDTHS: tuple[float, ...] = (0.75, 1.0, 1.25)
@@ -196,9 +198,11 @@ class TeacherPool:
         sub.train(self.model.training)
         return sub
 
-    def sample(self, config: TeacherConfig, *, calibration: Any = None, batches: int = 4, batch_size: int = 4) -> nn.Module:
+    def sample(self, config: TeacherConfig, *, calibration: Any = None, batches: int = 50, batch_size: int = 4) -> nn.Module:
         """The teacher, eval mode, BatchNorm statistics recalibrated on ``batches`` of ``calibration``
-        (a dataset of (image, target) pairs; without one the pool's statistics are sliced)."""
+        (a dataset of (image, target) pairs; without one the pool's statistics are sliced). The
+        default, 50 batches of 4, is 200 images: a sub-network's statistics differ from the
+        largest network's, and a few batches leave them noisy."""
         teacher = self.extract(config)
         if calibration is not None:
             recalibrate_bn(teacher, calibration, batches=batches, batch_size=batch_size)
@@ -247,12 +251,19 @@ class TeacherPool:
     @classmethod
     @torch.no_grad()
     def from_base(cls, base: nn.Module, *, widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS, depth_delta: int = 1,
-                  multiple: int = 8, seed: int = 0) -> TeacherPool:
+                  multiple: int = 8, seed: int = 0, reorder: bool = True) -> TeacherPool:
         """A pool whose largest network is ``base`` grown without changing its function: every
         weight of the base sits in the leading slice of the larger one (so the base is exactly
         the pool's base teacher), the added channels' outgoing weights are zero, and every added
         block starts as the identity (its last norm zeroed). The added weights are drawn from
-        ``seed``: the same base and seed give the same pool in every run."""
+        ``seed``: the same base and seed give the same pool in every run. With ``reorder``
+        (default), each block's inner channels are first sorted by importance
+        (:func:`reorder_by_importance`, a function-preserving permutation), so the leading slices a
+        narrower teacher keeps hold the channels that matter most (as OFA re-organises weights
+        before elastic width)."""
+        if reorder:
+            base = copy.deepcopy(base)
+            reorder_by_importance(base)
         spec, arch = describe(base)
         if arch.groups > 1 and any(w != 1.0 for w in widths):
             raise ArchError("elastic width is not supported for grouped (ResNeXt) backbones: slicing would regroup "
@@ -279,24 +290,26 @@ class TeacherPool:
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Any, *, batches: int = 4, batch_size: int = 4) -> None:
-    """Re-estimate every BatchNorm's running statistics on a few batches (cumulative average)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    if not norms:
-        return
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None
-    was_training = model.training
-    model.eval()
-    for m in norms:
-        m.train()
-    count = min(len(data), batches * batch_size)
-    for start in range(0, count, batch_size):
-        images = [data[i][0] for i in range(start, min(start + batch_size, count))]
-        image_list, _ = model.transform(images)
-        model.backbone(image_list.tensors)
-    for m, momentum in zip(norms, momenta):
-        m.momentum = momentum
-    model.train(was_training)
+def reorder_by_importance(model: nn.Module) -> int:
+    """Sort the inner channels of every residual block of ``model``'s backbone by importance
+    (``|gamma| + |beta|`` of the norm that writes them, largest first), permuting the writer's
+    filters and norm and the reader's input channels alike: the network computes exactly what it
+    did. Returns the number of blocks reordered. The residual stream is left as it is (every block,
+    downsample and FPN lateral of a stage shares it)."""
+    count = 0
+    for block in model.backbone.body.modules():
+        pairs = [("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")] if hasattr(block, "conv3") else \
+            [("conv1", "bn1", "conv2")] if hasattr(block, "conv2") and hasattr(block, "bn1") else []
+        for writer, norm_name, reader in pairs:
+            conv, norm, nxt = getattr(block, writer), getattr(block, norm_name), getattr(block, reader)
+            if nxt.groups != 1:
+                continue  # a grouped reader would regroup the channels
+            order = torch.argsort(norm.weight.abs() + norm.bias.abs(), descending=True)
+            conv.weight.copy_(conv.weight[order])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                value = getattr(norm, name, None)
+                if value is not None:
+                    value.copy_(value[order])
+            nxt.weight.copy_(nxt.weight[:, order])
+        count += bool(pairs)
+    return count

@@ -1,0 +1,124 @@
+"""Train a base until its ``select`` AP stops improving, and record the curve.
+
+A base that is still climbing makes any student look good or bad by accident: the student's
+extra training steps would be compared with a base that never got them. :func:`train_until_converged`
+trains in chunks of ``eval_every`` steps at a constant rate after the warm-up (so the rate does
+not depend on when training stops), evaluates on ``select`` after each chunk, keeps the best
+weights, and stops after ``patience`` evaluations without an improvement of at least
+``min_delta`` AP (or at ``max_steps``). The detector file holds the best weights; its metadata (``curve``:
+the curve as a JSON string) and a JSON beside it (``OUT.curve.json``) hold the curve. Killed, the same call resumes: the
+training from its checkpoint, the curve from its JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._io import atomic_torch_save, atomic_write_json
+from .detectors import load_detector, save_detector
+from .errors import TrainingError
+from .evaluate import evaluate
+from .train import TrainConfig, checkpoint_path, train
+
+__all__ = ["ConvergeConfig", "ConvergeResult", "train_until_converged", "curve_path"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ConvergeConfig:
+    """When to evaluate and when to stop: every ``eval_every`` steps on ``select``; stop after
+    ``patience`` evaluations without ``min_delta`` (AP, 0-1) over the best so far, or at ``max_steps``."""
+
+    eval_every: int = 100
+    patience: int = 3
+    min_delta: float = 0.002
+    max_steps: int = 3000
+
+    def __post_init__(self) -> None:
+        if self.eval_every < 1 or self.patience < 1 or self.max_steps < self.eval_every or self.min_delta < 0:
+            raise TrainingError(f"need eval_every >= 1, patience >= 1, max_steps >= eval_every and min_delta >= 0, got "
+                                f"{self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}")
+
+
+@dataclass
+class ConvergeResult:
+    """The curve (``[{"step", "select_ap"}]``), the step of the best select AP (whose weights are
+    kept) and of the last improvement by ``min_delta`` (patience counts from it), whether training
+    stopped by patience (``converged``) rather than at ``max_steps``, and the steps trained."""
+
+    curve: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_ap: float = -1.0
+    improved_step: int = 0
+    converged: bool = False
+    steps: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def curve_path(out: str | os.PathLike[str]) -> Path:
+    """The JSON beside the detector file ``out`` that holds its training curve."""
+    path = Path(out)
+    return path.with_name(path.name + ".curve.json")
+
+
+def _stalled(result: ConvergeResult, patience: int) -> bool:
+    after = [p for p in result.curve if p["step"] > result.improved_step]
+    return len(after) >= patience
+
+
+def train_until_converged(model: nn.Module, train_data: Any, select_data: Any, out: str | os.PathLike[str], *,
+                          config: TrainConfig | None = None, converge: ConvergeConfig | None = None,
+                          metadata: dict[str, Any] | None = None, progress: bool = True) -> ConvergeResult:
+    """Train ``model`` on ``train_data`` until its AP on ``select_data`` stops improving; save the
+    best weights as the detector file ``out`` (``model`` holds them on return). ``config`` gives the
+    optimiser, rate and warm-up (its ``steps`` and ``schedule`` are replaced: constant after the
+    warm-up, in chunks); ``converge`` when to stop."""
+    config, converge = config or TrainConfig(), converge or ConvergeConfig()
+    config = replace(config, schedule="constant", checkpoint_every=converge.eval_every)
+    out, curve_file = Path(out), curve_path(out)
+    best_file = out.with_name(out.name + ".best")
+    result = ConvergeResult()
+    if curve_file.is_file():
+        result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
+    ckpt = checkpoint_path(out)
+    if out.is_file() and curve_file.is_file() and not ckpt.exists():  # done before: the file holds the best weights
+        model.load_state_dict(load_detector(out).state_dict())
+        return result
+    while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge.patience):
+        steps = result.steps + converge.eval_every
+        train(model, train_data, config=replace(config, steps=steps), checkpoint=ckpt, progress=progress)
+        ap = evaluate(model, select_data, progress=False).ap
+        result.curve.append({"step": steps, "select_ap": ap})
+        result.steps = steps
+        if ap > result.best_ap + converge.min_delta or result.best_ap < 0:
+            result.improved_step = steps  # patience counts from the last improvement by min_delta
+        if ap > result.best_ap:
+            result.best_ap, result.best_step = ap, steps
+            atomic_torch_save(best_file, model.state_dict())
+        log.info("[converge] step %d: select AP %.1f (best %.1f at step %d)", steps, 100 * ap, 100 * result.best_ap,
+                 result.best_step)
+        atomic_write_json(curve_file, result.to_json())
+    result.converged = _stalled(result, converge.patience)
+    if best_file.is_file():
+        model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
+    save_detector(model, out, metadata={"steps": result.best_step, "trained_steps": result.steps,
+                                        "best_select_ap": result.best_ap,
+                                        "converged": result.converged, "curve": json.dumps(result.curve), **(metadata or {})})
+    atomic_write_json(curve_file, result.to_json())
+    ckpt.unlink(missing_ok=True)
+    best_file.unlink(missing_ok=True)
+    log.info("[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
+             "converged" if result.converged else "stopped at max_steps", result.steps, 100 * result.best_ap,
+             result.best_step, curve_file)
+    return result

@@ -1,0 +1,94 @@
+"""The evaluation protocol's three disjoint splits: ``train``, ``select`` and ``test``.
+
+``train`` trains (the base, candidates, the final student, BatchNorm recalibration); ``select`` is
+the only split any choice may look at (ranking candidates, early stopping, choosing a teacher);
+``test`` is read once, for the final numbers. A search that ranks on the images it reports on
+flatters its winner; keeping ``test`` out of every choice is what makes the result honest.
+
+A folder made before the protocol has ``train`` and ``val`` only. :func:`load_protocol_splits`
+then cuts ``val`` in two by image id (sorted ids, alternating: even positions ``select``, odd
+positions ``test``), deterministically, and logs that it did; the two halves are disjoint and
+about the same size and difficulty.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+from .coco import CocoDetection, find_split, load_split
+
+__all__ = ["PROTOCOL_SPLITS", "ProtocolSplits", "split_val", "load_protocol_splits", "check_disjoint", "image_keys"]
+
+log = logging.getLogger(__name__)
+
+#: The splits of the protocol, in the order they are used.
+PROTOCOL_SPLITS: tuple[str, ...] = ("train", "select", "test")
+
+ProtocolSplits = tuple[CocoDetection, CocoDetection, CocoDetection]
+
+
+def split_val(val: CocoDetection) -> tuple[CocoDetection, CocoDetection]:
+    """``(select, test)``: ``val`` cut in two disjoint halves by image id (sorted ids; even
+    positions go to ``select``, odd ones to ``test``). The same ``val`` always gives the same halves."""
+    ids = sorted(val.image_ids())
+    if len(ids) < 2:
+        raise DataError(f"{val.annotation_file} holds {len(ids)} image(s): cutting it into select and test halves "
+                        "needs at least 2; add images or give select and test splits")
+    return val.subset(ids[0::2]), val.subset(ids[1::2])
+
+
+def _has(root: str | os.PathLike[str], split: str) -> bool:
+    try:
+        find_split(root, split)
+    except DataError:
+        return False
+    return True
+
+
+def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> ProtocolSplits:
+    """``(train, select, test)`` of the dataset folder ``root``.
+
+    A folder with ``select`` and ``test`` splits gives them as they are; a folder with only ``val``
+    (made before the protocol) gives ``val`` cut in two halves by :func:`split_val`, and says so in
+    the log. ``kwargs`` go to every :class:`CocoDetection` (e.g. ``with_masks=True``)."""
+    base = Path(root)
+    train = load_split(base, "train", **kwargs)
+    if _has(base, "select") and _has(base, "test"):
+        select, test = load_split(base, "select", **kwargs), load_split(base, "test", **kwargs)
+    elif _has(base, "val"):
+        val = load_split(base, "val", **kwargs)
+        select, test = split_val(val)
+        log.info("%s has no select/test splits: its val split (%d images) is cut in two by image id, %d select "
+                 "(choices) and %d test (final numbers); `jdnas data synth --select N --test N` writes all three",
+                 base, len(val), len(select), len(test))
+    else:
+        raise DataError(f"{base} has neither select and test splits nor a val split to cut into them; make a dataset "
+                        f"with `jdnas data synth --out {base} --select 100 --test 100`")
+    check_disjoint(train=train, select=select, test=test)
+    return train, select, test
+
+
+def image_keys(dataset: Any) -> set[tuple[str, Any]]:
+    """What identifies each image of ``dataset`` across splits: its file (folder and name) for a
+    :class:`CocoDetection`; ``("index", i)`` for other datasets (which cannot be compared)."""
+    if isinstance(dataset, CocoDetection):
+        folder = str(dataset.images_dir.resolve())
+        return {(folder, img["file_name"]) for img in dataset.images}
+    return {("index", i) for i in range(len(dataset))}
+
+
+def check_disjoint(**splits: Any) -> None:
+    """Raise a DataError naming the first two of ``splits`` (name -> dataset) that share an image.
+    Only :class:`CocoDetection` s are compared; other datasets are taken as the caller gave them."""
+    named = [(name, image_keys(data)) for name, data in splits.items() if isinstance(data, CocoDetection)]
+    for i, (a, keys_a) in enumerate(named):
+        for b, keys_b in named[i + 1:]:
+            shared = keys_a & keys_b
+            if shared:
+                example = sorted(shared)[0][1]
+                raise DataError(f"the {a} and {b} splits share {len(shared)} image(s) (e.g. {example}); they must be "
+                                "disjoint: choices are made on select, the final numbers read on test only")

@@ -1,0 +1,156 @@
+"""How compress is measured, and the recipe it trains by.
+
+The protocol: the search and every choice in it see ``select`` only; ``test`` gives the final
+numbers of the base, the student and its controls, once. The student is compared with the best
+of the base and the *extra-steps control*: the base trained as many more steps as the student
+received (the candidates of its lineage plus its final training), on the same schedule, without
+distillation; otherwise a student that merely trained longer than its base looks like progress.
+The *same-architecture control* (the student's architecture cut from the base by importance and
+trained the same steps, without the search's lineage or a teacher) tells what the search and the
+distillation added beyond the architecture.
+
+The recipe (:class:`Recipe`) holds the choices that decide how much accuracy a student keeps,
+each an option with a default from the literature: learning-rate rewinding, adaptive BatchNorm,
+gradual morphism and the distillation losses.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .arch import Arch
+from .data import CocoDetection, check_disjoint, load_protocol_splits, split_val
+from .detectors import load_detector, read_detector_file
+from .distill import FINETUNE_DEFAULTS, KDConfig, finetune
+from .errors import DataError, SearchError
+from .evaluate import evaluate
+from .morph import morph_to
+from .student import Student
+from .train import TrainConfig
+
+__all__ = ["Recipe", "protocol_splits", "lineage_steps", "train_control", "score", "claim"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How candidates and the final student train.
+
+    ``lr_rewind`` (default): candidates and the final student train at ``base_lr``, the peak rate
+    the base was trained at, with a linear warm-up and a cosine decay (Renda et al. 2020: rewinding
+    the rate recovers pruned networks far better than fine-tuning at a small rate); False: a fifth of
+    it, as before. ``base_lr`` is AdamW's 1e-3, the rate of this SDK's base recipe (``jdnas demo``,
+    ``benchmarks/train_base.py``); give yours. ``bn_images``: adaptive BatchNorm before a candidate
+    is scored, on that many *training* images (EagleEye, Li et al. 2020; training images because
+    ``select`` must only score). ``max_step_share``: gradual morphism, the most a candidate may cut
+    from its parent's latency (None: unbounded). ``teacher_gap``: with a teacher pool, each
+    candidate's teacher is the pool's closest to that many times its compute (capacity gap; None:
+    the parent's teacher mutated at random, as before). ``kd``: the distillation terms
+    (:class:`~jdnas_sdk.distill.KDConfig`: normalised features, positive-only scores, a ramp)."""
+
+    lr_rewind: bool = True
+    base_lr: float = 1e-3
+    bn_images: int = 200
+    max_step_share: float | None = None
+    teacher_gap: float | None = 2.0
+    kd: KDConfig = field(default_factory=KDConfig)
+
+    def __post_init__(self) -> None:
+        if self.base_lr <= 0 or self.bn_images < 0:
+            raise SearchError(f"recipe: base_lr must be > 0 and bn_images >= 0, got {self.base_lr}, {self.bn_images}")
+        if self.teacher_gap is not None and self.teacher_gap <= 0:
+            raise SearchError(f"recipe: teacher_gap must be > 0 or None, got {self.teacher_gap}")
+        if self.max_step_share is not None and not 0 < self.max_step_share < 1:
+            raise SearchError(f"recipe: max_step_share must be in (0, 1) or None, got {self.max_step_share}")
+
+    def train_config(self) -> TrainConfig:
+        """The schedule of candidates, the final student and the extra-steps control."""
+        return replace(FINETUNE_DEFAULTS, lr=self.base_lr if self.lr_rewind else self.base_lr / 5)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"lr_rewind": self.lr_rewind, "base_lr": self.base_lr, "bn_images": self.bn_images,
+                "max_step_share": self.max_step_share, "teacher_gap": self.teacher_gap, "kd": dict(self.kd.__dict__)}
+
+
+def protocol_splits(data: str | Path | None, train_data: Any, select_data: Any, test_data: Any,
+                    val_data: Any) -> tuple[Any, Any, Any]:
+    """``(train, select, test)`` from a dataset folder or the datasets given (see :func:`~jdnas_sdk.compress.compress`);
+    a DataError naming what is missing, or splits that share an image, before any work."""
+    given = {"train_data": train_data, "select_data": select_data, "test_data": test_data, "val_data": val_data}
+    if data is not None:
+        if any(v is not None for v in given.values()):
+            raise DataError("give data=FOLDER (its train, select and test splits are used) or datasets in memory "
+                            "(train_data=, select_data=, test_data=), not both")
+        return load_protocol_splits(data)
+    if val_data is not None:
+        if select_data is not None:
+            raise DataError("val_data= is the old name of select_data=; give one of them")
+        log.warning("val_data= is deprecated: it is select_data=, the images every choice of the search is made on")
+        if test_data is None:
+            if not isinstance(val_data, CocoDetection):
+                raise DataError("val_data without test_data: give test_data= (images for the final numbers only)")
+            select_data, test_data = split_val(val_data)
+            log.info("no test_data: val_data (%d images) is cut in two by image id, %d select and %d test images",
+                     len(val_data), len(select_data), len(test_data))
+        else:
+            select_data = val_data
+    missing = [n for n, v in (("train_data", train_data), ("select_data", select_data), ("test_data", test_data))
+               if v is None]
+    if missing:
+        raise DataError(f"compress needs data: pass data='FOLDER' (a dataset folder with train, select and test splits, "
+                        f"e.g. made by `jdnas data synth --out FOLDER`), or train_data=, select_data= and test_data= "
+                        f"(missing: {', '.join(missing)})")
+    check_disjoint(train=train_data, select=select_data, test=test_data)
+    return train_data, select_data, test_data
+
+
+def lineage_steps(search_dir: Path, candidates: list[Any], index: int) -> int:
+    """Training steps the candidate ``index`` received through its lineage (every ancestor's
+    fine-tuning, read from the files' metadata; the base counts 0)."""
+    total, at = 0, index
+    while at is not None and candidates[at].parent is not None:
+        meta = read_detector_file(search_dir / candidates[at].file)["metadata"]
+        total += int(meta.get("steps", 0))
+        at = candidates[at].parent
+    return total
+
+
+def train_control(out: Path, start: nn.Module, data: Any, steps: int, config: TrainConfig, *,
+                  arch: Arch | Student | None = None, progress: bool = True) -> nn.Module:
+    """A control: ``start`` (cut to ``arch``, a backbone or a whole student, by importance when given) trained ``steps`` steps on
+    ``config``'s schedule without a teacher, saved at ``out``; loaded when done, resumed when killed."""
+    wanted = {"control_steps": steps, "control_arch": str(arch) if arch is not None else ""}
+    if out.is_file():
+        if wanted.items() <= read_detector_file(out)["metadata"].items():
+            return load_detector(out).eval()
+        out.unlink()
+    model = morph_to(start, arch) if arch is not None else start
+    if steps:
+        finetune(model, data=data, steps=steps, config=config, out=out, metadata=wanted, progress=progress)
+    return model.eval()
+
+
+def score(model: nn.Module, select: Any, test: Any) -> dict[str, float]:
+    """``select_ap`` and ``test_ap`` (with AP50/AP75 on test as ``ap``/``ap50``/``ap75``: the final numbers)."""
+    on_test = evaluate(model, test, progress=False)
+    return {"select_ap": evaluate(model, select, progress=False).ap, "test_ap": on_test.ap, "ap": on_test.ap,
+            "ap50": on_test.ap50, "ap75": on_test.ap75}
+
+
+def claim(metrics: dict[str, dict[str, Any]]) -> str:
+    """The one line a result stands on: the student's test AP against the best of the base and the
+    extra-steps control, and its latency against the base's (measured when it was)."""
+    student, rivals = metrics["student"], {k: metrics[k] for k in ("base", "control") if k in metrics}
+    best_name, best = max(rivals.items(), key=lambda kv: kv[1]["test_ap"])
+    gap = 100 * (student["test_ap"] - best["test_ap"])
+    kind = "measured" if "measured_ms" in student and "measured_ms" in metrics["base"] else "estimated"
+    ratio = student[f"{kind}_ms"] / metrics["base"][f"{kind}_ms"]
+    verdict = "at least as accurate as" if gap >= 0 else "LESS accurate than"
+    return (f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} the best of base and control "
+            f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency")

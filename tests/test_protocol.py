@@ -1,0 +1,195 @@
+"""The evaluation protocol: disjoint train/select/test splits, adaptive BatchNorm, a converged base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from jdnas_sdk import Arch, DataError, build
+from jdnas_sdk.data import check_disjoint, load_protocol_splits, load_split, make_synthetic_dataset, split_val
+from jdnas_sdk.detectors import read_detector_file
+from jdnas_sdk.train import TrainConfig, recalibrate_bn
+
+from .conftest import tiny_spec
+
+ARCH = Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")
+
+
+def test_synth_writes_three_disjoint_splits_and_they_load(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(tmp_path / "d", train=4, val=0, select=3, test=3, size=64, seed=1, progress=False)
+    train, select, test = load_protocol_splits(root)
+    assert (len(train), len(select), len(test)) == (4, 3, 3)
+    assert not (root / "annotations" / "instances_val.json").exists()
+    pixels = [{bytes(d[i][0].flatten()[:300].numpy().tobytes()) for i in range(len(d))} for d in (train, select, test)]
+    assert not (pixels[0] & pixels[1] or pixels[0] & pixels[2] or pixels[1] & pixels[2])  # other images, not renames
+
+
+def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(synth_root: Path,
+                                                                               caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO"):
+        _, select, test = load_protocol_splits(synth_root)
+    assert "cut in two by image id" in caplog.text
+    val = load_split(synth_root, "val")
+    assert sorted(select.image_ids() + test.image_ids()) == sorted(val.image_ids())
+    assert not set(select.image_ids()) & set(test.image_ids()) and abs(len(select) - len(test)) <= 1
+    assert select.image_ids() == split_val(val)[0].image_ids()  # deterministic
+    kept = set(test.image_ids())
+    assert {a["image_id"] for a in test.coco_ground_truth()["annotations"]} <= kept  # ground truth follows
+
+
+def test_overlapping_splits_and_folders_without_held_out_images_are_refused(synth_root: Path, tmp_path: Path) -> None:
+    train = load_split(synth_root, "train")
+    with pytest.raises(DataError, match="train and select splits share 12"):
+        check_disjoint(train=train, select=train)
+    make_synthetic_dataset(tmp_path / "t", train=2, val=0, size=64, progress=False)
+    with pytest.raises(DataError, match="--select 100 --test 100"):
+        load_protocol_splits(tmp_path / "t")
+
+
+def test_recalibrating_bn_fixes_deliberately_wrong_statistics(train_set: object) -> None:
+    torch.manual_seed(0)
+    model = build(tiny_spec(), ARCH)
+    images = [train_set[i][0] for i in range(4)]  # type: ignore[index]
+    batch = model.transform(images)[0].tensors
+
+    def error() -> float:
+        """How far eval-mode features (running statistics) are from batch-statistics features."""
+        model.eval()
+        with torch.no_grad():
+            running = model.backbone(batch)["0"]
+            model.train()
+            live = model.backbone(batch)["0"]
+        return float((running - live).pow(2).mean() / live.pow(2).mean())
+
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    with torch.no_grad():
+        for m in norms:
+            m.running_mean.add_(3.0)
+            m.running_var.mul_(50.0)
+    before, stats = error(), norms[0].running_mean.clone()
+    assert recalibrate_bn(model, train_set, images=4) == 4
+    assert not torch.equal(stats, norms[0].running_mean)
+    after = error()
+    assert after < 0.05 * before and after < 0.01, (before, after)
+
+
+def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_curve(train_set: object,
+                                                                                   val_set: object, tmp_path: Path) -> None:
+    from jdnas_sdk.converge import ConvergeConfig, curve_path, train_until_converged
+
+    torch.manual_seed(0)
+    model = build(tiny_spec(), ARCH)
+    out = tmp_path / "base.pt"
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1)
+    result = train_until_converged(model, train_set, val_set, out, config=config,
+                                   converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8), progress=False)
+    steps = [p["step"] for p in result.curve]
+    assert steps == list(range(2, result.steps + 1, 2)) and result.steps <= 8
+    assert result.converged == (result.steps < 8 or result.curve[-1]["select_ap"] <= result.best_ap)
+    assert result.best_ap == max(p["select_ap"] for p in result.curve)
+    saved = json.loads(curve_path(out).read_text())
+    assert saved["curve"] == result.curve and json.loads(read_detector_file(out)["metadata"]["curve"]) == result.curve
+    again = train_until_converged(build(tiny_spec(), ARCH), train_set, val_set, out, config=config,
+                                  converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8), progress=False)
+    assert again.curve == result.curve  # done: nothing trained again
+
+
+class _Watched:
+    """Records which image ids a dataset's images were loaded for (a CocoDetection, really read)."""
+
+    @staticmethod
+    def wrap(dataset: object, seen: list[int]) -> object:
+        from jdnas_sdk.data import CocoDetection
+
+        class Watched(CocoDetection):
+            def load_image(self, index: int) -> torch.Tensor:
+                seen.append(self.images[index]["id"])
+                return super().load_image(index)
+
+        watched = object.__new__(Watched)
+        watched.__dict__.update(dataset.__dict__)  # type: ignore[attr-defined]
+        return watched
+
+
+def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_trains_a_fair_control(
+        synth_root: Path, tmp_path: Path) -> None:
+    """The search's evaluations never load a test image: test images are read exactly three times
+    each (base, student, control). The control trained as many steps as the student received.
+    Candidates are recalibrated (adaptive BN) and each removes at most its share of latency."""
+    import jdnas_sdk
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.space import SearchSpace
+
+    from .test_compress import BASE, _slow_table
+
+    train, select, test = load_protocol_splits(synth_root)  # the fixture's val, cut in halves
+    select_seen: list[int] = []
+    test_seen: list[int] = []
+    torch.manual_seed(0)
+    base = build(tiny_spec(), BASE)
+    result = jdnas_sdk.compress(
+        base, target=str(_slow_table(tmp_path / "slow.json")), train_data=train,
+        select_data=_Watched.wrap(select, select_seen), test_data=_Watched.wrap(test, test_seen), latency=0.85,
+        budget=3, workdir=tmp_path / "w", teacher="none", finetune_steps=2, final_steps=3,
+        recipe=Recipe(bn_images=4, max_step_share=0.3), space=SearchSpace(BASE), progress=False)
+    assert sorted(test_seen) == sorted(list(test.image_ids()) * 3)
+    assert set(select_seen) == set(select.image_ids()) and len(select_seen) >= 4 * len(select)  # base + 3 candidates
+    m = result.metrics
+    lineage = [c for c in result.history if c["index"] != 0]
+    chosen = next(c for c in result.history if c["arch"] == str(result.arch) and c["index"] != 0)
+    generations, at = 0, chosen
+    while at["parent"] is not None:
+        generations, at = generations + 1, result.history[at["parent"]]
+    assert m["student"]["steps"] == m["control"]["steps"] == 2 * generations + 3
+    assert read_detector_file(tmp_path / "w" / "control.pt")["metadata"]["control_steps"] == m["student"]["steps"]
+    for name in ("base", "student", "control"):
+        assert 0 <= m[name]["test_ap"] <= 1 and 0 <= m[name]["select_ap"] <= 1
+    assert "claim: student test AP" in result.summary() and "control" in result.summary()
+    for c in lineage:
+        parent = result.history[c["parent"]]
+        assert c["latency_ms"] >= 0.7 * parent["latency_ms"] - 1e-9  # gradual: at most 30% per step
+        meta = read_detector_file(tmp_path / "w" / "search" / c["file"])["metadata"]
+        assert meta["bn_images"] == 4
+    report = (tmp_path / "w" / "report.md").read_text()
+    assert "## Protocol" in report and "| control |" in report
+
+
+def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
+    import random
+
+    from jdnas_sdk.cost import detector_cost
+    from jdnas_sdk.search.teachers import gap_teacher
+    from jdnas_sdk.teachers import TeacherPool
+
+    from .test_compress import BASE
+
+    pool = TeacherPool.from_base(build(tiny_spec(), BASE))
+    small, large = Arch.parse("basic:16|16:16x1|16:16x1|32:32x1|32:32x1"), BASE
+    macs = lambda arch: sum(v for k, v in detector_cost(pool.spec, arch).macs.items() if k != "heads")  # noqa: E731
+    chosen = {name: gap_teacher(pool, arch, 2.0, random.Random(0)) for name, arch in (("small", small), ("large", large))}
+    assert macs(pool.arch_of(chosen["small"])) < macs(pool.arch_of(chosen["large"]))
+    assert chosen["large"] == pool.largest() or macs(pool.arch_of(chosen["large"])) >= macs(large)
+
+
+def test_reordering_by_importance_keeps_the_function_and_leads_with_the_important_channels(train_set: object) -> None:
+    from jdnas_sdk.detectors import thaw
+    from jdnas_sdk.teachers import reorder_by_importance
+
+    torch.manual_seed(0)
+    model = thaw(build(tiny_spec(), Arch.parse("basic:16|16:16x2|32:32x1|64:64x1|128:128x1"))).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.1, 2.0)
+                m.running_mean.uniform_(-0.5, 0.5)
+    batch = model.transform([train_set[0][0]])[0].tensors  # type: ignore[index]
+    before = model.backbone(batch)
+    assert reorder_by_importance(model) == 5
+    after = model.backbone(batch)
+    assert all(torch.allclose(before[k], after[k], rtol=1e-4, atol=1e-4) for k in before)  # float reordering only
+    bn1 = model.backbone.body.layer1[0].bn1
+    score = bn1.weight.abs() + bn1.bias.abs()
+    assert torch.equal(score, score.sort(descending=True).values)
