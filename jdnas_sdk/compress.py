@@ -85,6 +85,12 @@ class CompressResult:
         return "\n".join(lines)
 
 
+def _metrics_of(base: Any, best: Any, base_arch: Arch, chosen: Student, spec: Any,
+                size: tuple[int, int]) -> dict[str, dict[str, Any]]:
+    """The base's and the chosen student's rows (the student's cost with its own head settings)."""
+    return {"base": _metrics(base, base_arch, spec, size), "student": _metrics(best, chosen.arch, chosen.spec(spec), size)}
+
+
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
     cost = detector_cost(spec, arch, input_size=size)
     return {"ap": candidate.ap, "ap50": candidate.ap50, "ap75": candidate.ap75, "estimated_ms": candidate.latency_ms,
@@ -237,10 +243,8 @@ def compress(
     common = dict(estimator=estimator, target_ms=target_ms, train_data=train_data, val_data=select_data,
                   workdir=work / "search", space=space, config=config, executor=runner, progress=progress)
     archive, best = _search(method, base, teacher, teacher_pool, teacher_model, target_ms, common)
-    chosen = Student.parse(best.arch)
-    arch = chosen.arch
-    metrics = {"base": _metrics(archive.candidates[0], base_arch, spec, size),
-               "student": _metrics(best, arch, chosen.spec(spec), size)}
+    arch = (chosen := Student.parse(best.arch)).arch  # the backbone; ``chosen`` is the whole student
+    metrics = _metrics_of(archive.candidates[0], best, base_arch, chosen, spec, size)
     student = _finish(work, best, method, teacher, teacher_pool, teacher_model, train_data, final_steps, config, progress,
                       metrics["student"])
     steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
