@@ -4,10 +4,12 @@ improving, compression for a target (choices on select), the base, the student a
 extra-steps control measured on test, the student's ONNX export and the report. Every step reuses
 what an earlier run left in the work folder, so a killed demo resumes.
 
-The settings give the student a fair chance to keep the base's accuracy in about a quarter of an
-hour on two CPU cores: a converged base (so neither it nor the control is still climbing), a
-modest latency target (0.92x: at 192 px the backbone-only space cannot go below about 0.89x, heads and post-processing being 87% of the time), a short search ranked after adaptive BatchNorm, and a long final
-training at the base's peak learning rate (LR rewinding) with the base as the teacher.
+The settings fit about a quarter of an hour on two CPU cores: a base trained at most 300 steps,
+stopped early once its select AP stops improving (on 2 cores it is usually still climbing at 300:
+the control beside the student shows how much of any difference is just more training), a 0.8x
+latency target in the whole-detector space (backbone, FPN, proposals, box head, input size), a
+short search ranked after adaptive BatchNorm, and a final training at the base's peak learning
+rate (LR rewinding) with the base as the teacher.
 """
 
 from __future__ import annotations
@@ -57,8 +59,8 @@ class DemoResult:
 def run_demo(
     workdir: str | Path = "runs/demo",
     *,
-    steps: int = 900,
-    eval_every: int = 150,
+    steps: int = 300,
+    eval_every: int = 100,
     patience: int = 2,
     train_images: int = 600,
     select_images: int = 100,
@@ -66,10 +68,10 @@ def run_demo(
     size: int = 192,
     seed: int = 0,
     target: str = "cpu-ort",
-    latency: float = 0.92,
+    latency: float = 0.8,
     candidates: int = 3,
     finetune_steps: int = 20,
-    final_steps: int = 150,
+    final_steps: int = 100,
     teacher: str = "base",
     pool_steps: int = 10,
     say: Callable[[str], None] = log.info,

@@ -20,19 +20,19 @@ def add_parser(verbs: Any) -> None:
         parents=[common.verbosity(top=False), common.seed(), common.target(help="latency table to compress for")],
     )
     demo.add_argument("--workdir", default="runs/demo", help="where everything is written")
-    demo.add_argument("--steps", type=int, default=900,
+    demo.add_argument("--steps", type=int, default=300,
                       help="the most training steps of the base (it stops once its select AP stops improving)")
-    demo.add_argument("--eval-every", type=int, default=150, help="base steps between evaluations on the select split")
+    demo.add_argument("--eval-every", type=int, default=100, help="base steps between evaluations on the select split")
     demo.add_argument("--patience", type=int, default=2, help="evaluations without improvement before the base stops")
     demo.add_argument("--train-images", type=int, default=600, help="synthetic training images")
     demo.add_argument("--select-images", type=int, default=100,
                       help="synthetic select images (every choice: early stopping, ranking candidates)")
     demo.add_argument("--test-images", type=int, default=100, help="synthetic test images (the final numbers only)")
     demo.add_argument("--size", type=int, default=192, help="image side in pixels")
-    demo.add_argument("--latency", type=float, default=0.92, help="wanted fraction of the base's latency")
+    demo.add_argument("--latency", type=float, default=0.8, help="wanted fraction of the base's latency")
     demo.add_argument("--candidates", type=int, default=3, help="students the search evaluates")
     demo.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per student")
-    demo.add_argument("--final-steps", type=int, default=150,
+    demo.add_argument("--final-steps", type=int, default=100,
                       help="more training steps for the chosen student (the control gets as many more in all)")
     demo.add_argument("--teacher", choices=("base", "pool", "none"), default="base", help="where the teacher comes from")
     demo.add_argument("--pool-steps", type=int, default=10, help="with --teacher pool: steps of the teacher pool")

@@ -18,6 +18,7 @@ from typing import Any
 from ..arch import Arch
 from ..cost import detector_cost
 from ..detectors import save_detector
+from ..student import Student
 from ..teachers import TeacherConfig, TeacherPool
 from .rounds import Slot
 
@@ -54,16 +55,18 @@ class TeacherFiles:
                     file.unlink(missing_ok=True)
 
 
-def gap_teacher(pool: TeacherPool, student: Arch, gap: float, rng: random.Random, *, samples: int = 16) -> TeacherConfig:
+def gap_teacher(pool: TeacherPool, student: Arch | Student, gap: float, rng: random.Random, *,
+                samples: int = 16) -> TeacherConfig:
     """Dynamic distillation by the capacity gap: of the pool's largest teacher, the base's own
     configuration and ``samples`` random ones, the teacher whose backbone and FPN compute (MACs;
     the heads are the same in every teacher) is closest to ``gap`` times the student's (on a log
     scale). A teacher far larger than its student teaches it
     less than a moderately larger one (Mirzadeh et al. 2020, "teacher assistant"), and what a student
-    can absorb changes as the search shrinks it, so each candidate gets its own."""
-    def macs(arch: Arch) -> float:
-        return float(sum(v for part, v in detector_cost(pool.spec, arch).macs.items() if part != "heads"))
+    can absorb changes as the search shrinks it, so each candidate gets its own. A whole student
+    (detector-level space) counts with its own FPN width and input size."""
+    def macs(arch: Arch, spec: Any = pool.spec) -> float:
+        return float(sum(v for part, v in detector_cost(spec, arch).macs.items() if part != "heads"))
 
-    want = gap * macs(student)
+    want = gap * (macs(student.arch, student.spec(pool.spec)) if isinstance(student, Student) else macs(student))
     options = [pool.largest(), pool.base_config(), *(pool.random(rng) for _ in range(samples))]
     return min(options, key=lambda c: abs(math.log(macs(pool.arch_of(c)) / want)))
