@@ -85,6 +85,19 @@ class CompressResult:
         return "\n".join(lines)
 
 
+def _search_estimator(table: Any, spec: Any, size: tuple[int, int]) -> Estimator:
+    """The search's estimator. On a table this machine measures (``cpu-ort`` here), a proposal's
+    missing kernels are interpolated from the measured ones of the same kind rather than measured
+    one by one: proposals touch hundreds of new kernels (every width and input size they try), which
+    would cost minutes per candidate; the base's kernels are measured before the search and the
+    chosen student is measured end to end after it. Elsewhere the table's own rule (modelled or
+    interpolated) applies."""
+    estimator = Estimator(table, spec, size)
+    if estimator.backend is None:
+        return estimator
+    return Estimator(table, spec, size, on_miss="interpolate", backend=estimator.backend)
+
+
 def _metrics_of(base: Any, best: Any, base_arch: Arch, chosen: Student, spec: Any,
                 size: tuple[int, int]) -> dict[str, dict[str, Any]]:
     """The base's and the chosen student's rows (the student's cost with its own head settings)."""
@@ -233,7 +246,7 @@ def compress(
                                finetune_steps=finetune_steps, final_steps=final_steps, pool_steps=pool_steps, seed=seed)
     runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel, recipe)
     table, size, space = _before_work(model, target, input_size, space, request, workdir, progress)
-    estimator = Estimator(table, spec, size)
+    estimator = _search_estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
