@@ -255,7 +255,7 @@ def test_jdnas_profile_with_executor_ray_measures_on_a_running_cluster(tmp_path:
     args = [sys.executable, "-m", "jdnas_sdk.cli", "profile", "--target", "v100-mine", "--backend", "roofline",
             "--device", "v100-trt", "--family", "fasterrcnn", "--backbone", "resnet18", "--num-classes", "9",
             "--fpn-channels", "16", "--representation-size", "32", "--input-size", "96", "--width-ratios", "0.5,1",
-            "--out", str(out), "--executor", "ray", "--address", ray.get_runtime_context().gcs_address,
+            "--backbone-only", "--out", str(out), "--executor", "ray", "--address", ray.get_runtime_context().gcs_address,
             "--workers", "2"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
