@@ -8,16 +8,15 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelP6P7
 
 from ..layers import Op, conv
-from .base import Family, KDTap, SpecLike, dense_kd_logits, dense_postprocess, read_towers, set_towers, tower_check
-from .retinanet import p6p7_ops
+from .base import KDTap, SpecLike, dense_kd_logits, dense_postprocess, read_towers, set_towers
+from .retinanet import OneStageFamily
 
 __all__ = ["FCOSFamily"]
 
 
-class FCOSFamily(Family):
+class FCOSFamily(OneStageFamily):
     """torchvision's ``FCOS``: its "anchors" are the level strides, so ``anchor_sizes`` does not apply;
     its towers' GroupNorm(32, C) needs an FPN width that is a multiple of 32."""
 
@@ -26,13 +25,6 @@ class FCOSFamily(Family):
     postprocess = (0.2, 0.6, 100)
     takes_anchor_sizes = False
     fpn_multiple = 32
-    head_settings = ("head_convs", "head_width")
-
-    def check(self, spec: SpecLike) -> str | None:
-        return super().check(spec) or tower_check(spec, self.name, self.fpn_multiple)
-
-    def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
-        return LastLevelP6P7(channels, channels)
 
     def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
         return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
@@ -47,9 +39,6 @@ class FCOSFamily(Family):
     def read(self, model: nn.Module) -> dict[str, Any]:
         return dict(num_classes=int(model.head.classification_head.num_classes), anchor_sizes=None,
                     **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
-
-    def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
-        return p6p7_ops(channels, top, extra)
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both GroupNorm towers, then class, box (with ReLU) and centerness convs."""

@@ -23,7 +23,7 @@ from .base import (
     tower_check,
 )
 
-__all__ = ["RetinaNetFamily", "p6p7_ops"]
+__all__ = ["OneStageFamily", "RetinaNetFamily", "p6p7_ops"]
 
 #: Anchors per position: three sizes (octave thirds) times three aspect ratios.
 _ANCHORS = 9
@@ -38,12 +38,10 @@ def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int
             conv(c, c, 3, 2, h6, w6, norm="none", act="none"))
 
 
-class RetinaNetFamily(Family):
-    """torchvision's ``RetinaNet`` on the spec's FPN (levels P3-P7 by default)."""
+class OneStageFamily(Family):
+    """What torchvision's one-stage detectors (RetinaNet, FCOS) share: P6/P7 from the top FPN
+    output, and head towers whose depth and width the search may change."""
 
-    name = "retinanet"
-    model_class = RetinaNet
-    postprocess = (0.05, 0.5, 300)
     head_settings = ("head_convs", "head_width")
 
     def check(self, spec: SpecLike) -> str | None:
@@ -51,6 +49,17 @@ class RetinaNetFamily(Family):
 
     def fpn_extra_block(self, channels: int) -> ExtraFPNBlock:
         return LastLevelP6P7(channels, channels)
+
+    def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
+        return p6p7_ops(channels, top, extra)
+
+
+class RetinaNetFamily(OneStageFamily):
+    """torchvision's ``RetinaNet`` on the spec's FPN (levels P3-P7 by default)."""
+
+    name = "retinanet"
+    model_class = RetinaNet
+    postprocess = (0.05, 0.5, 300)
 
     def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
         sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in base_anchor_sizes(spec))
@@ -67,9 +76,6 @@ class RetinaNetFamily(Family):
         return dict(num_classes=int(model.head.classification_head.num_classes),
                     anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
                     **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
-
-    def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
-        return p6p7_ops(channels, top, extra)
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both towers' convs (``head_convs`` of ``head_width``), then the class and box
