@@ -51,8 +51,13 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "no LR rewinding (a fifth of the rate)": ({"lr_rewind": False}, None),
     "no adaptive BN": ({"bn_images": 0}, None),
     "old KD (raw features, all rows, no ramp, 0.1 each)": (
-        {"kd": KDConfig(feature_weight=0.1, head_weight=0.1, foreground=0.0, normalize=False, ramp=0.0,
-                        positives_only=False)}, None),
+        {
+            "kd": KDConfig(
+                feature_weight=0.1, head_weight=0.1, foreground=0.0, normalize=False, ramp=0.0, positives_only=False
+            )
+        },
+        None,
+    ),
     "no KD": ({}, "none"),
     "random teacher mutation instead of the capacity gap": ({"teacher_gap": None}, None),
     "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
@@ -61,8 +66,12 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", type=Path,
-                   default=[Path("runs/bench/base_retinanet_resnet18.pt"), Path("runs/bench/base_fasterrcnn_resnet18.pt")])
+    p.add_argument(
+        "--models",
+        nargs="+",
+        type=Path,
+        default=[Path("runs/bench/base_retinanet_resnet18.pt"), Path("runs/bench/base_fasterrcnn_resnet18.pt")],
+    )
     p.add_argument("--data", type=Path, default=Path("runs/bench/shapes_2000_500_256_s0"))
     p.add_argument("--workdir", type=Path, default=Path("runs/compress_synth"))
     p.add_argument("--results", type=Path, default=HERE / "results")
@@ -77,7 +86,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--teacher", choices=("pool", "base", "none"), default="pool")
     p.add_argument("--select-images", type=int, default=0, help="first N select images rank candidates (0: all)")
     p.add_argument("--test-images", type=int, default=0, help="first N test images give the final numbers (0: all)")
-    p.add_argument("--arch-control", action="store_true", help="also the student's arch trained from the base, no lineage")
+    p.add_argument(
+        "--arch-control", action="store_true", help="also the student's arch trained from the base, no lineage"
+    )
     p.add_argument("--ablation", action="store_true", help="recipe ablation on the first detector (joint method)")
     p.add_argument("--base-lr", type=float, default=1e-3, help="the bases' peak learning rate (LR rewinding)")
     return p.parse_args(argv)
@@ -87,23 +98,52 @@ def _rival(row: dict[str, Any]) -> float:
     return max(row["base"]["test_ap"], row.get("control", {}).get("test_ap", -1.0))
 
 
-def run_one(model_file: Path, method: str, seed: int, variant: str | None, pool: Any, args: argparse.Namespace,
-            splits: tuple[Any, Any, Any]) -> dict[str, Any]:
+def run_one(
+    model_file: Path,
+    method: str,
+    seed: int,
+    variant: str | None,
+    pool: Any,
+    args: argparse.Namespace,
+    splits: tuple[Any, Any, Any],
+) -> dict[str, Any]:
     """One compress run as a results row (``error`` when it was refused or failed)."""
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
     recipe = replace(Recipe(base_lr=args.base_lr), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
-    row: dict[str, Any] = {"family": spec_of(model).family, "detector": model_file.stem, "method": method, "seed": seed,
-                           "target_ratio": args.latency, "teacher": teacher, **({"ablation": variant} if variant else {})}
+    row: dict[str, Any] = {
+        "family": spec_of(model).family,
+        "detector": model_file.stem,
+        "method": method,
+        "seed": seed,
+        "target_ratio": args.latency,
+        "teacher": teacher,
+        **({"ablation": variant} if variant else {}),
+    }
     t0 = time.monotonic()
     try:
-        result = compress(model, target=args.target, train_data=splits[0], select_data=splits[1], test_data=splits[2],
-                          latency=args.latency, budget=args.candidates, workdir=args.workdir / tag, method=method,
-                          pool=pool if teacher == "pool" else None, teacher=teacher, finetune_steps=args.finetune_steps,
-                          final_steps=args.final_steps, seed=seed, recipe=recipe, arch_control=args.arch_control,
-                          measure=False, progress=False)
+        result = compress(
+            model,
+            target=args.target,
+            train_data=splits[0],
+            select_data=splits[1],
+            test_data=splits[2],
+            latency=args.latency,
+            budget=args.candidates,
+            workdir=args.workdir / tag,
+            method=method,
+            pool=pool if teacher == "pool" else None,
+            teacher=teacher,
+            finetune_steps=args.finetune_steps,
+            final_steps=args.final_steps,
+            seed=seed,
+            recipe=recipe,
+            arch_control=args.arch_control,
+            measure=False,
+            progress=False,
+        )
     except JdnasError as exc:
         row.update(error=str(exc), wall_s=time.monotonic() - t0)
         return row
@@ -111,10 +151,16 @@ def run_one(model_file: Path, method: str, seed: int, variant: str | None, pool:
     for name in ("base", "student", "control", "arch_control"):
         if name in result.metrics:
             row[name] = {k: result.metrics[name][k] for k in keys if k in result.metrics[name]}
-    row.update(steps=result.metrics["student"]["steps"], wall_s=time.monotonic() - t0, student_file=str(result.student_file),
-               arch=str(result.arch), candidates=len(result.history) - 1, recipe=recipe.to_json(),
-               chosen_teacher=result.metrics["student"].get("final_teacher"),
-               search_s=sum(c.get("wall_s") or 0.0 for c in result.history))
+    row.update(
+        steps=result.metrics["student"]["steps"],
+        wall_s=time.monotonic() - t0,
+        student_file=str(result.student_file),
+        arch=str(result.arch),
+        candidates=len(result.history) - 1,
+        recipe=recipe.to_json(),
+        chosen_teacher=result.metrics["student"].get("final_teacher"),
+        search_s=sum(c.get("wall_s") or 0.0 for c in result.history),
+    )
     return row
 
 
@@ -136,8 +182,11 @@ def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
 
 def _summary(rows: list[dict[str, Any]]) -> list[str]:
     """Mean and spread over seeds per (family, method), and whether the promise held in every seed."""
-    out = ["", "| family | method | seeds | student test AP | base | control | student - rival | measured ratio | held |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        "",
+        "| family | method | seeds | student test AP | base | control | student - rival | measured ratio | held |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for row in rows:
         if "student" in row and "ablation" not in row:
@@ -151,47 +200,72 @@ def _summary(rows: list[dict[str, Any]]) -> list[str]:
         gap = [r["student"]["test_ap"] - _rival(r) for r in group]
         ratio = [r.get("measured_ratio") for r in group]
         held = all(g >= 0 for g in gap) and all(x is not None and x <= 0.55 for x in ratio)
-        out.append(f"| {family} | {method} | {len(group)} | {ms([r['student']['test_ap'] for r in group])} | "
-                   f"{ms([r['base']['test_ap'] for r in group])} | "
-                   f"{ms([r['control']['test_ap'] for r in group if 'control' in r] or [float('nan')])} | {ms(gap)} | "
-                   + ", ".join("n/a" if x is None else f"{x:.2f}" for x in ratio) + f" | {'yes' if held else 'no'} |")
+        out.append(
+            f"| {family} | {method} | {len(group)} | {ms([r['student']['test_ap'] for r in group])} | "
+            f"{ms([r['base']['test_ap'] for r in group])} | "
+            f"{ms([r['control']['test_ap'] for r in group if 'control' in r] or [float('nan')])} | {ms(gap)} | "
+            + ", ".join("n/a" if x is None else f"{x:.2f}" for x in ratio)
+            + f" | {'yes' if held else 'no'} |"
+        )
     return out
 
 
 def markdown(report: dict[str, Any]) -> str:
     title = "Recipe ablation" if report["ablation"] else "Joint search vs pipeline"
-    lines = [f"# {title} (compress_synth, honest protocol)", "",
-             f"Run {report['date']} on {report['machine']['cpu']} ({report['machine'].get('cores', '?')} cores); "
-             f"`{report['command']}`. Target {report['target']} at {report['latency']}x the base's estimated latency; "
-             f"{report['candidates']} candidates x {report['finetune_steps']} steps, then {report['final_steps']} final "
-             f"steps; splits: {report['splits']}. AP is COCO AP on the **test** split (choices saw only select); the "
-             "control is the base trained as many more steps as the student received. Status: "
-             f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.", "",
-             f"Teacher pools (trained once, reused by every row): {report['pools']}", "",
-             "| family | method | seed | variant | base test/select | student test/select | control test/select | "
-             "steps | measured ms base / student (ratio) | wall (min) |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# {title} (compress_synth, honest protocol)",
+        "",
+        f"Run {report['date']} on {report['machine']['cpu']} ({report['machine'].get('cores', '?')} cores); "
+        f"`{report['command']}`. Target {report['target']} at {report['latency']}x the base's estimated latency; "
+        f"{report['candidates']} candidates x {report['finetune_steps']} steps, then {report['final_steps']} final "
+        f"steps; splits: {report['splits']}. AP is COCO AP on the **test** split (choices saw only select); the "
+        "control is the base trained as many more steps as the student received. Status: "
+        f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.",
+        "",
+        f"Teacher pools (trained once, reused by every row): {report['pools']}",
+        "",
+        "| family | method | seed | variant | base test/select | student test/select | control test/select | "
+        "steps | measured ms base / student (ratio) | wall (min) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         head = f"| {r['family']} | {r['method']} | {r['seed']} | {r.get('ablation', '')} |"
         if "error" in r:
             lines.append(f"{head} failed: {r['error'][:200]} | | | | | {r['wall_s'] / 60:.1f} |")
             continue
         cell = lambda m: f"{100 * m['test_ap']:.1f} / {100 * m['select_ap']:.1f}" if m else "n/a"  # noqa: E731
-        timing = (f"{r['base']['measured_ms']:.1f} / {r['student']['measured_ms']:.1f} ({r['measured_ratio']:.2f})"
-                  if "measured_ms" in r["student"] else "not yet")
-        lines.append(f"{head} {cell(r['base'])} | {cell(r['student'])} | {cell(r.get('control'))} | {r['steps']} | "
-                     f"{timing} | {r['wall_s'] / 60:.1f} |")
+        timing = (
+            f"{r['base']['measured_ms']:.1f} / {r['student']['measured_ms']:.1f} ({r['measured_ratio']:.2f})"
+            if "measured_ms" in r["student"]
+            else "not yet"
+        )
+        lines.append(
+            f"{head} {cell(r['base'])} | {cell(r['student'])} | {cell(r.get('control'))} | {r['steps']} | "
+            f"{timing} | {r['wall_s'] / 60:.1f} |"
+        )
     return "\n".join(lines + _summary(report["results"])) + "\n"
 
 
-def _write(args: argparse.Namespace, rows: list[dict[str, Any]], pools: dict[str, Any], splits: Any, argv: Any,
-           complete: bool) -> None:
+def _write(
+    args: argparse.Namespace, rows: list[dict[str, Any]], pools: dict[str, Any], splits: Any, argv: Any, complete: bool
+) -> None:
     name = "compress_ablation" if args.ablation else "compress_synth"
-    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-              "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "target": args.target, "latency": args.latency, "candidates": args.candidates,
-              "finetune_steps": args.finetune_steps, "final_steps": args.final_steps, "pool_steps": args.pool_steps,
-              "splits": {k: len(v) for k, v in zip(("train", "select", "test"), splits)}, "ablation": args.ablation,
-              "complete": complete, "pools": pools, "results": rows}
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "target": args.target,
+        "latency": args.latency,
+        "candidates": args.candidates,
+        "finetune_steps": args.finetune_steps,
+        "final_steps": args.final_steps,
+        "pool_steps": args.pool_steps,
+        "splits": {k: len(v) for k, v in zip(("train", "select", "test"), splits)},
+        "ablation": args.ablation,
+        "complete": complete,
+        "pools": pools,
+        "results": rows,
+    }
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / f"{name}.json", report)
     (args.results / f"{name}.md").write_text(markdown(report), encoding="utf-8")
@@ -200,16 +274,24 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], pools: dict[str
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     train, select, test = load_protocol_splits(args.data)
-    splits = (train, select.head(args.select_images) if args.select_images else select,
-              test.head(args.test_images) if args.test_images else test)
+    splits = (
+        train,
+        select.head(args.select_images) if args.select_images else select,
+        test.head(args.test_images) if args.test_images else test,
+    )
     (rows_dir := args.workdir / "rows").mkdir(parents=True, exist_ok=True)
     models = {f.stem: f for f in args.models}
-    plan = [(f, "joint", s, v) for f in args.models[:1] for s in args.seeds for v in ABLATION] if args.ablation else \
-        [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
+    plan = (
+        [(f, "joint", s, v) for f in args.models[:1] for s in args.seeds for v in ABLATION]
+        if args.ablation
+        else [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
+    )
     rows: list[dict[str, Any]] = []
     pools: dict[str, Any] = {}
     for model_file, method, seed, variant in plan:
-        key = rows_dir / (f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json")
+        key = rows_dir / (
+            f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json"
+        )
         if key.is_file():
             rows.append(json.loads(key.read_text()))
             continue
@@ -218,18 +300,24 @@ def main(argv: list[str] | None = None) -> int:
             t0, pool_file = time.monotonic(), args.workdir / f"{model_file.stem}_pool.pt"
             reused = pool_file.is_file()
             pool = teacher_pool(load_detector(model_file), train, path=pool_file, steps=args.pool_steps, seed=0)
-            pools.setdefault(model_file.stem, {"wall_s": None if reused else time.monotonic() - t0,
-                                               "largest": str(pool.max_arch)})
+            pools.setdefault(
+                model_file.stem, {"wall_s": None if reused else time.monotonic() - t0, "largest": str(pool.max_arch)}
+            )
         row = run_one(model_file, method, seed, variant, pool, args, splits)
         atomic_write_json(key, row)
         rows.append(row)
-        print({k: v for k, v in row.items() if k in ("detector", "method", "seed", "ablation", "error", "wall_s")},
-              file=sys.stderr)
+        print(
+            {k: v for k, v in row.items() if k in ("detector", "method", "seed", "ablation", "error", "wall_s")},
+            file=sys.stderr,
+        )
         _write(args, rows, pools, splits, argv, complete=False)
     measure(rows, models)
     for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
-        key = rows_dir / (f"{row['detector']}_{row['method']}_s{row['seed']}"
-                          + (f"_{list(ABLATION).index(row['ablation'])}" if "ablation" in row else "") + ".json")
+        key = rows_dir / (
+            f"{row['detector']}_{row['method']}_s{row['seed']}"
+            + (f"_{list(ABLATION).index(row['ablation'])}" if "ablation" in row else "")
+            + ".json"
+        )
         atomic_write_json(key, row)
     _write(args, rows, pools, splits, argv, complete=True)
     print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())

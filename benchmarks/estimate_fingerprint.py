@@ -30,8 +30,16 @@ ANCHORS = (16, 32, 64, 128, 256)
 
 def benchmark_spec(family: str) -> DetectorSpec:
     """The benchmark detector's spec (benchmarks/train_base.py defaults on the 9-class shapes)."""
-    return DetectorSpec(family=family, backbone="resnet18", num_classes=9, min_size=256, max_size=256,
-                        fpn_channels=64, representation_size=256, anchor_sizes=ANCHORS)
+    return DetectorSpec(
+        family=family,
+        backbone="resnet18",
+        num_classes=9,
+        min_size=256,
+        max_size=256,
+        fpn_channels=64,
+        representation_size=256,
+        anchor_sizes=ANCHORS,
+    )
 
 
 def estimates() -> dict[str, Any]:
@@ -50,8 +58,15 @@ def estimates() -> dict[str, Any]:
         for arch in archs:
             fresh = Estimator(table, spec, (256, 256), on_miss="interpolate", save=False)
             full = fresh.estimate(arch)
-            rows.append({"arch": str(arch), "total_ms": estimator.total_ms(arch), "first_total_ms": fresh.total_ms(arch),
-                         "estimate_ms": full.total_ms, "by_stage": full.by_stage})
+            rows.append(
+                {
+                    "arch": str(arch),
+                    "total_ms": estimator.total_ms(arch),
+                    "first_total_ms": fresh.total_ms(arch),
+                    "estimate_ms": full.total_ms,
+                    "by_stage": full.by_stage,
+                }
+            )
         out[family] = rows
     return out
 
@@ -59,8 +74,12 @@ def estimates() -> dict[str, Any]:
 #: Spec fields added with the detector-level search space, and the defaults they take for a
 #: detector that does not change them: left out of the record when at those values, so that a
 #: spec recorded before them still compares equal.
-_LATER_FIELDS = {"rpn_pre_nms_top_n_test": 1000, "rpn_post_nms_top_n_test": 1000, "mask_head_width": 256,
-                 "head_convs": 4}
+_LATER_FIELDS = {
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_test": 1000,
+    "mask_head_width": 256,
+    "head_convs": 4,
+}
 
 
 def _spec_record(spec: DetectorSpec) -> dict[str, Any]:
@@ -79,20 +98,41 @@ def costs() -> list[dict[str, Any]]:
     families = ("fasterrcnn", "maskrcnn", "keypointrcnn", "retinanet", "fcos")
     for i, family in enumerate(families):
         for backbone in ("resnet18", "resnet50", "resnext50_32x4d"):
-            spec = DetectorSpec(family=family, backbone=backbone, num_classes=5 + i, min_size=320, max_size=512,
-                                fpn_channels=96 if family != "fcos" else 64, representation_size=384)
+            spec = DetectorSpec(
+                family=family,
+                backbone=backbone,
+                num_classes=5 + i,
+                min_size=320,
+                max_size=512,
+                fpn_channels=96 if family != "fcos" else 64,
+                representation_size=384,
+            )
             base = standard_arch(backbone)
             archs = [base, SearchSpace(base).sample(i)]
             for arch in archs:
                 for size in (None, (224, 224), (300, 517)):
                     cost = detector_cost(spec, arch, input_size=size)
-                    rows.append({"spec": _spec_record(spec), "arch": str(arch), "input_size": size,
-                                 "params": cost.params, "macs": cost.macs})
+                    rows.append(
+                        {
+                            "spec": _spec_record(spec),
+                            "arch": str(arch),
+                            "input_size": size,
+                            "params": cost.params,
+                            "macs": cost.macs,
+                        }
+                    )
         rows_spec = benchmark_spec(family) if family != "fcos" else None
         if rows_spec is not None:
             cost = detector_cost(rows_spec, standard_arch("resnet18"), input_size=(256, 256))
-            rows.append({"spec": _spec_record(rows_spec), "arch": str(standard_arch("resnet18")), "input_size": [256, 256],
-                         "params": cost.params, "macs": cost.macs})
+            rows.append(
+                {
+                    "spec": _spec_record(rows_spec),
+                    "arch": str(standard_arch("resnet18")),
+                    "input_size": [256, 256],
+                    "params": cost.params,
+                    "macs": cost.macs,
+                }
+            )
     return rows
 
 

@@ -23,8 +23,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archs", type=int, default=4000, help="new archs per round")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--students", action="store_true",
-                   help="whole students of the detector-level space (heads and input size varied), not backbones")
+    p.add_argument(
+        "--students",
+        action="store_true",
+        help="whole students of the detector-level space (heads and input size varied), not backbones",
+    )
     args = p.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -42,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         for arch in archs:
             estimator.total_ms(arch)
         rates.append(len(archs) / (time.perf_counter() - start))
-    print(f"{rates[0]:.0f} estimates/s on the first {args.archs} new archs (most blocks and FPN widths new), "
-          f"best round {max(rates):.0f}/s ({args.repeats} x {args.archs}; R50-FPN Faster R-CNN 800x1333"
-          f"{'; whole students' if args.students else ''})")
+    print(
+        f"{rates[0]:.0f} estimates/s on the first {args.archs} new archs (most blocks and FPN widths new), "
+        f"best round {max(rates):.0f}/s ({args.repeats} x {args.archs}; R50-FPN Faster R-CNN 800x1333"
+        f"{'; whole students' if args.students else ''})"
+    )
     return 0
 
 

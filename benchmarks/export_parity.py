@@ -55,8 +55,14 @@ def main(argv: list[str] | None = None) -> int:
         for text in args.sizes:
             size = tuple(int(v) for v in text.lower().split("x"))
             graph = detector_onnx(model, size)
-            row: dict[str, Any] = {"model": str(path), "size": list(size), "boxes_px": 0.0, "scores": 0.0, "matched": 1.0,
-                                   "counts": []}
+            row: dict[str, Any] = {
+                "model": str(path),
+                "size": list(size),
+                "boxes_px": 0.0,
+                "scores": 0.0,
+                "matched": 1.0,
+                "counts": [],
+            }
             for i in picks:
                 image = F.interpolate(val[i][0][None], size=size, mode="bilinear", align_corners=False)[0]
                 diff, counts = onnx_parity(model, graph, image)
@@ -66,20 +72,31 @@ def main(argv: list[str] | None = None) -> int:
                 row["counts"].append(list(counts))
             rows.append(row)
             print(row, file=sys.stderr)
-    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-              "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:] if argv is None else argv),
-              "images": picks, "rows": rows}
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "images": picks,
+        "rows": rows,
+    }
     args.results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results / "export_parity.json", report)
-    lines = ["# ONNX export parity (ONNX Runtime vs PyTorch)", "",
-             f"Run {report['date']} on {report['machine']['cpu']}; `{report['command']}`; validation images {picks} "
-             "resized to each size. Differences are the largest over every paired detection of every image.", "",
-             "| detector | traced size | detections (ORT = PyTorch) | paired | boxes (px) | scores |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# ONNX export parity (ONNX Runtime vs PyTorch)",
+        "",
+        f"Run {report['date']} on {report['machine']['cpu']}; `{report['command']}`; validation images {picks} "
+        "resized to each size. Differences are the largest over every paired detection of every image.",
+        "",
+        "| detector | traced size | detections (ORT = PyTorch) | paired | boxes (px) | scores |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
         same = all(a == b for a, b in row["counts"])
         counts = ", ".join(str(a) for a, _ in row["counts"]) + ("" if same else " (counts differ)")
-        lines.append(f"| {row['model']} | {row['size'][0]}x{row['size'][1]} | {counts} | {100 * row['matched']:.0f}% | "
-                     f"{row['boxes_px']:.1e} | {row['scores']:.1e} |")
+        lines.append(
+            f"| {row['model']} | {row['size'][0]}x{row['size'][1]} | {counts} | {100 * row['matched']:.0f}% | "
+            f"{row['boxes_px']:.1e} | {row['scores']:.1e} |"
+        )
     text = "\n".join(lines) + "\n"
     (args.results / "export_parity.md").write_text(text, encoding="utf-8")
     print(text)

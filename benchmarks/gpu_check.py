@@ -44,14 +44,17 @@ from jdnas_sdk.space import SearchSpace
 
 HERE = Path(__file__).resolve().parent
 BASE = Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")
-OPS = ["conv(n=1,cin=64,cout=64,k=3,s=1,g=1,h=200,w=336,norm=bn,act=relu,add=1)",
-       "conv(n=1,cin=256,cout=256,k=3,s=1,g=1,h=50,w=84,norm=bn,act=relu,add=0)",
-       "conv(n=1,cin=512,cout=512,k=3,s=1,g=1,h=25,w=42,norm=bn,act=relu,add=1)"]
+OPS = [
+    "conv(n=1,cin=64,cout=64,k=3,s=1,g=1,h=200,w=336,norm=bn,act=relu,add=1)",
+    "conv(n=1,cin=256,cout=256,k=3,s=1,g=1,h=50,w=84,norm=bn,act=relu,add=0)",
+    "conv(n=1,cin=512,cout=512,k=3,s=1,g=1,h=25,w=42,norm=bn,act=relu,add=1)",
+]
 
 
 def tiny_spec(family: str, **kw: Any) -> DetectorSpec:
-    defaults: dict[str, Any] = dict(backbone="resnet18", num_classes=9, min_size=256, max_size=256, fpn_channels=64,
-                                    representation_size=128)
+    defaults: dict[str, Any] = dict(
+        backbone="resnet18", num_classes=9, min_size=256, max_size=256, fpn_channels=64, representation_size=128
+    )
     defaults.update(kw)
     return DetectorSpec(family=family, **defaults)
 
@@ -90,8 +93,13 @@ def check_fp16_detector() -> dict[str, Any]:
             handle.remove()
     counts = (len(fp32["boxes"]), len(fp16["boxes"]))
     paired = _paired(fp16, fp32)
-    return {"detections_fp32": counts[0], "detections_fp16": counts[1], "paired": paired,
-            "fp16_boxes_dtype": str(fp16["boxes"].dtype), "ok": counts[0] == counts[1] and paired > 0.9}
+    return {
+        "detections_fp32": counts[0],
+        "detections_fp16": counts[1],
+        "paired": paired,
+        "fp16_boxes_dtype": str(fp16["boxes"].dtype),
+        "ok": counts[0] == counts[1] and paired > 0.9,
+    }
 
 
 def check_profile(backend_name: str, precision: str, timing: Timing, out: Path) -> dict[str, Any]:
@@ -100,14 +108,29 @@ def check_profile(backend_name: str, precision: str, timing: Timing, out: Path) 
     path = out / f"gpu_check_{backend_name}_{precision}.json"
     path.unlink(missing_ok=True)
     table = open_table(path, f"gpu-check-{backend_name}", backend)
-    profile(table, backend, spec, base=BASE, input_sizes=[(256, 256)], space=SearchSpace(BASE, width_ratios=(1.0,)),
-            progress=False)
+    profile(
+        table,
+        backend,
+        spec,
+        base=BASE,
+        input_sizes=[(256, 256)],
+        space=SearchSpace(BASE, width_ratios=(1.0,)),
+        progress=False,
+    )
     table = LatencyTable.load(path)
     fixed = table.get(fixed_key(spec, (256, 256)))
     assert fixed is not None
     e2e, ops = fixed.info["end_to_end_ms"], fixed.info["ops_ms"]
-    return {"table": str(path), "ops": len(table) - 1, "end_to_end_ms": e2e, "ops_ms": ops, "residual_ms": fixed.median_ms,
-            "ops_share": ops / e2e, "fingerprint": table.fingerprint.describe(), "ok": fixed.median_ms >= 0}
+    return {
+        "table": str(path),
+        "ops": len(table) - 1,
+        "end_to_end_ms": e2e,
+        "ops_ms": ops,
+        "residual_ms": fixed.median_ms,
+        "ops_share": ops / e2e,
+        "fingerprint": table.fingerprint.describe(),
+        "ok": fixed.median_ms >= 0,
+    }
 
 
 def check_tensorrt_parity() -> dict[str, Any]:
@@ -127,14 +150,20 @@ def check_tensorrt_parity() -> dict[str, Any]:
     runner.feed("image", image.cuda())
     runner.run()
     got = {name: runner.output(name).cpu() for name in runner.outputs}
-    result["retinanet"] = {"ort_detections": int(want["boxes"].shape[0]), "trt_detections": int(got["boxes"].shape[0]),
-                           "paired": _paired({k: torch.as_tensor(v) for k, v in want.items()}, got)}
+    result["retinanet"] = {
+        "ort_detections": int(want["boxes"].shape[0]),
+        "trt_detections": int(got["boxes"].shape[0]),
+        "paired": _paired({k: torch.as_tensor(v) for k, v in want.items()}, got),
+    }
     rcnn = full_load(build_detector(tiny_spec("fasterrcnn"))).eval()
     with torch.no_grad():
         torch_out = rcnn([image])[0]
     split = tensorrt_split_rcnn(rcnn, (256, 256), EngineBuilder(precision="fp32"))(image.cuda())
-    result["fasterrcnn_split"] = {"torch_detections": len(torch_out["boxes"]), "trt_detections": len(split["boxes"]),
-                                  "paired": _paired({k: v.cpu() for k, v in split.items()}, torch_out)}
+    result["fasterrcnn_split"] = {
+        "torch_detections": len(torch_out["boxes"]),
+        "trt_detections": len(split["boxes"]),
+        "paired": _paired({k: v.cpu() for k, v in split.items()}, torch_out),
+    }
     result["ok"] = all(r["paired"] > 0.9 for r in result.values() if isinstance(r, dict))
     return result
 
@@ -144,8 +173,12 @@ def run_step(name: str, step: Callable[[], dict[str, Any]], report: dict[str, An
     try:
         report["steps"][name] = {**step(), "seconds": round(time.monotonic() - start, 1)}
     except Exception as exc:  # a failed step is a result: record it and go on
-        report["steps"][name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()[-3000:],
-                                 "seconds": round(time.monotonic() - start, 1)}
+        report["steps"][name] = {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "trace": traceback.format_exc()[-3000:],
+            "seconds": round(time.monotonic() - start, 1),
+        }
     print(f"{name}: {report['steps'][name]}", file=sys.stderr, flush=True)
 
 
@@ -154,13 +187,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=HERE / "results")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
-        print(f"gpu_check: no CUDA device here (torch {torch.__version__}, built with CUDA {torch.version.cuda or 'none'}); "
-              "nothing was run. Run it on a machine with an NVIDIA GPU.", file=sys.stderr)
+        print(
+            f"gpu_check: no CUDA device here (torch {torch.__version__}, built with CUDA "
+            f"{torch.version.cuda or 'none'}); "
+            "nothing was run. Run it on a machine with an NVIDIA GPU.",
+            file=sys.stderr,
+        )
         return 2
     timing = Timing(warmup=5, min_runs=20, max_runs=200, min_time_s=0.2)
     args.results.mkdir(parents=True, exist_ok=True)
-    report: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-                              "doctor": format_report(doctor()), "steps": {}}
+    report: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "doctor": format_report(doctor()),
+        "steps": {},
+    }
     run_step("ops_fp32_fp16", lambda: check_ops(timing), report)
     run_step("fp16_detector", check_fp16_detector, report)
     run_step("profile_torch_fp16", lambda: check_profile("torch", "fp16", timing, args.results), report)
@@ -170,8 +211,18 @@ def main(argv: list[str] | None = None) -> int:
     else:
         report["steps"]["tensorrt"] = {"ok": None, "skipped": str(tensorrt_available())}
     atomic_write_json(args.results / "gpu_check.json", report)
-    lines = ["# GPU check", "", f"Run {report['date']} on {report['machine'].get('cuda_device')}.", "", "```",
-             report["doctor"], "```", "", "| step | ok | seconds | result |", "|---|---|---|---|"]
+    lines = [
+        "# GPU check",
+        "",
+        f"Run {report['date']} on {report['machine'].get('cuda_device')}.",
+        "",
+        "```",
+        report["doctor"],
+        "```",
+        "",
+        "| step | ok | seconds | result |",
+        "|---|---|---|---|",
+    ]
     for name, step in report["steps"].items():
         shown = {k: v for k, v in step.items() if k not in ("ok", "seconds", "trace")}
         lines.append(f"| {name} | {step.get('ok')} | {step.get('seconds', '')} | {shown} |")

@@ -59,25 +59,48 @@ def main(argv: list[str] | None = None) -> int:
     for name, model in runs.items():
         torch.manual_seed(args.seed)
         started = time.monotonic()
-        finetune(model, data=train_set, steps=args.steps, config=replace(FINETUNE_DEFAULTS, steps=args.steps, seed=args.seed))
+        finetune(
+            model, data=train_set, steps=args.steps, config=replace(FINETUNE_DEFAULTS, steps=args.steps, seed=args.seed)
+        )
         metrics = evaluate(model, val_set, progress=False)
-        rows[name] = {"code": str(Student.of(*describe(model))), "ap": metrics.ap, "ap50": metrics.ap50,
-                      "wall_s": time.monotonic() - started}
+        rows[name] = {
+            "code": str(Student.of(*describe(model))),
+            "ap": metrics.ap,
+            "ap50": metrics.ap50,
+            "wall_s": time.monotonic() - started,
+        }
     base_ap = evaluate(base, val_set, progress=False).ap
     gap = 100 * (rows["student"]["ap"] - rows["control"]["ap"])
-    report = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(),
-              "base": str(args.base), "base_ap": base_ap, "steps": args.steps, "runs": rows, "ap_gap_points": gap,
-              "within_1_point": abs(gap) <= 1.0 or gap > 0}
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "base": str(args.base),
+        "base_ap": base_ap,
+        "steps": args.steps,
+        "runs": rows,
+        "ap_gap_points": gap,
+        "within_1_point": abs(gap) <= 1.0 or gap > 0,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["# Lighter R-CNN heads, fine-tuned", "", f"Run {report['date']} on {report['machine'].get('cpu')}; "
-             f"base AP {100 * base_ap:.1f}; {args.steps} fine-tuning steps each.", "",
-             "| run | student code | AP | AP50 | wall s |", "|---|---|---|---|---|"]
+    lines = [
+        "# Lighter R-CNN heads, fine-tuned",
+        "",
+        f"Run {report['date']} on {report['machine'].get('cpu')}; "
+        f"base AP {100 * base_ap:.1f}; {args.steps} fine-tuning steps each.",
+        "",
+        "| run | student code | AP | AP50 | wall s |",
+        "|---|---|---|---|---|",
+    ]
     for name, row in rows.items():
         code = row["code"].replace("|", "\\|")
         lines.append(f"| {name} | `{code}` | {100 * row['ap']:.1f} | {100 * row['ap50']:.1f} | {row['wall_s']:.0f} |")
-    lines += ["", f"Student - control: {gap:+.1f} AP points (bar: within 1 point).", "",
-              "Command: `PYTHONPATH=$PWD python benchmarks/head_finetune.py --threads 1`"]
+    lines += [
+        "",
+        f"Student - control: {gap:+.1f} AP points (bar: within 1 point).",
+        "",
+        "Command: `PYTHONPATH=$PWD python benchmarks/head_finetune.py --threads 1`",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

@@ -70,21 +70,40 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         finetune(student, data=train_set, steps=args.steps, teacher=base if kd else None, kd=kd, config=cfg)
         m = evaluate(student, val, progress=False)
-        row = {"kd": name, "config": kd.__dict__ if kd else None, "ap": m.ap, "ap50": m.ap50,
-               "wall_s": time.perf_counter() - t0}
+        row = {
+            "kd": name,
+            "config": kd.__dict__ if kd else None,
+            "ap": m.ap,
+            "ap50": m.ap50,
+            "wall_s": time.perf_counter() - t0,
+        }
         atomic_write_json(cache, row)
         rows.append(row)
         print(row, file=sys.stderr)
-    report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-              "command": shlex.join(["python", "benchmarks/kd_probe.py", *(sys.argv[1:] if argv is None else argv)]),
-              "student": str(student_arch), "teacher": str(args.base), "steps": args.steps, "seed": args.seed,
-              "val_images": len(val), "rows": rows}
+    report = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "command": shlex.join(["python", "benchmarks/kd_probe.py", *(sys.argv[1:] if argv is None else argv)]),
+        "student": str(student_arch),
+        "teacher": str(args.base),
+        "steps": args.steps,
+        "seed": args.seed,
+        "val_images": len(val),
+        "rows": rows,
+    }
     args.results.mkdir(parents=True, exist_ok=True)
     stem = f"kd_probe_{args.steps}"
     atomic_write_json(args.results / f"{stem}.json", report)
-    lines = ["# KD probe", "", f"Run {report['date']} on {report['machine']['cpu']}; `{report['command']}`. Student "
-             f"`{student_arch}` inherited from the base, {args.steps} AdamW steps (seed {args.seed}), teacher: the base "
-             f"itself; {len(val)} validation images.", "", "| KD terms | AP | AP50 |", "|---|---|---|"]
+    lines = [
+        "# KD probe",
+        "",
+        f"Run {report['date']} on {report['machine']['cpu']}; `{report['command']}`. Student "
+        f"`{student_arch}` inherited from the base, {args.steps} AdamW steps (seed {args.seed}), teacher: the base "
+        f"itself; {len(val)} validation images.",
+        "",
+        "| KD terms | AP | AP50 |",
+        "|---|---|---|",
+    ]
     lines += [f"| {r['kd']} | {100 * r['ap']:.1f} | {100 * r['ap50']:.1f} |" for r in rows]
     (args.results / f"{stem}.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))

@@ -41,19 +41,29 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", type=Path,
-                   default=[Path("runs/bench/base_fasterrcnn_resnet18.pt"), Path("runs/bench/base_retinanet_resnet18.pt")],
-                   help="trained detector files whose search spaces to sample")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        type=Path,
+        default=[Path("runs/bench/base_fasterrcnn_resnet18.pt"), Path("runs/bench/base_retinanet_resnet18.pt")],
+        help="trained detector files whose search spaces to sample",
+    )
     p.add_argument("--target", default="cpu-ort", help="measured table to check (must be this machine's)")
     p.add_argument("--archs", type=int, default=100, help="architectures sampled per detector")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     p.add_argument("--name", default="latency_accuracy", help="results file stem")
     p.add_argument("--skip-throughput", action="store_true", help="only the accuracy part")
-    p.add_argument("--backbone-only", action="store_true",
-                   help="sample backbones only (heads and input size fixed), as before the detector-level space")
-    p.add_argument("--reuse-accuracy", action="store_true",
-                   help="keep the accuracy rows of the previous results file; redo throughput and the roofline check")
+    p.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="sample backbones only (heads and input size fixed), as before the detector-level space",
+    )
+    p.add_argument(
+        "--reuse-accuracy",
+        action="store_true",
+        help="keep the accuracy rows of the previous results file; redo throughput and the roofline check",
+    )
     return p.parse_args(argv)
 
 
@@ -69,8 +79,9 @@ def _summary(errors: list[float]) -> dict[str, float]:
     }
 
 
-def accuracy(model_file: Path, table: LatencyTable, backend: OrtBackend, archs: int, seed: int,
-             heads: bool = True) -> dict:
+def accuracy(
+    model_file: Path, table: LatencyTable, backend: OrtBackend, archs: int, seed: int, heads: bool = True
+) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
     ``heads`` is False (backbones only)."""
@@ -90,18 +101,33 @@ def accuracy(model_file: Path, table: LatencyTable, backend: OrtBackend, archs: 
         # the part the search changes (backbone + FPN): measured minus the constant heads and fixed entry
         variable_est = estimated - constant
         variable_meas = measured.median_ms - constant
-        rows.append({
-            "arch": str(arch), "estimated_ms": estimated, "measured_ms": measured.median_ms,
-            "measured_iqr_ms": measured.spread_ms, "detections": measured.info.get("detections"),
-            "error_pct": 100 * (estimated - measured.median_ms) / measured.median_ms,
-            "variable_estimated_ms": variable_est, "variable_measured_ms": variable_meas,
-            "variable_error_pct": 100 * (variable_est - variable_meas) / variable_meas,
-        })
-        print(f"{spec.family} {index + 1}/{archs}: est {estimated:7.2f} ms  meas {measured.median_ms:7.2f} ms  "
-              f"err {rows[-1]['error_pct']:+5.1f}%  {arch}", file=sys.stderr, flush=True)
+        rows.append(
+            {
+                "arch": str(arch),
+                "estimated_ms": estimated,
+                "measured_ms": measured.median_ms,
+                "measured_iqr_ms": measured.spread_ms,
+                "detections": measured.info.get("detections"),
+                "error_pct": 100 * (estimated - measured.median_ms) / measured.median_ms,
+                "variable_estimated_ms": variable_est,
+                "variable_measured_ms": variable_meas,
+                "variable_error_pct": 100 * (variable_est - variable_meas) / variable_meas,
+            }
+        )
+        print(
+            f"{spec.family} {index + 1}/{archs}: est {estimated:7.2f} ms  meas {measured.median_ms:7.2f} ms  "
+            f"err {rows[-1]['error_pct']:+5.1f}%  {arch}",
+            file=sys.stderr,
+            flush=True,
+        )
     return {
-        "detector": str(model_file), "family": spec.family, "base_arch": str(base), "input_size": list(size),
-        "constant_ms": constant, "rows": rows, "heads_varied": heads,
+        "detector": str(model_file),
+        "family": spec.family,
+        "base_arch": str(base),
+        "input_size": list(size),
+        "constant_ms": constant,
+        "rows": rows,
+        "heads_varied": heads,
         "summary": _summary([r["error_pct"] for r in rows]),
         "variable_summary": _summary([r["variable_error_pct"] for r in rows]),
     }
@@ -130,9 +156,15 @@ def estimator_throughput(table_name: str = "v100-trt") -> dict:
     for student in students:
         estimator.total_ms(student)
     whole = len(students) / (time.perf_counter() - start)
-    return {"detector": "fasterrcnn resnet50 FPN-256, 800x1333", "table": table_name, "archs": len(archs),
-            "first_pass_per_s": cold, "repeat_pass_per_s": warm, "detailed_breakdown_per_s": detailed,
-            "students_first_pass_per_s": whole}
+    return {
+        "detector": "fasterrcnn resnet50 FPN-256, 800x1333",
+        "table": table_name,
+        "archs": len(archs),
+        "first_pass_per_s": cold,
+        "repeat_pass_per_s": warm,
+        "detailed_breakdown_per_s": detailed,
+        "students_first_pass_per_s": whole,
+    }
 
 
 def profiling_throughput(model_file: Path, ops: int = 120) -> dict:
@@ -146,8 +178,13 @@ def profiling_throughput(model_file: Path, ops: int = 120) -> dict:
         for key in keys[:: max(1, len(keys) // ops)][:ops]:
             table.put(key, backend.measure_op(key))
         wall = time.perf_counter() - start
-    return {"ops": len(table), "wall_s": wall, "entries_per_min": 60 * len(table) / wall,
-            "space_ops": len(keys), "full_space_estimate_min": len(keys) / (60 * len(table) / wall)}
+    return {
+        "ops": len(table),
+        "wall_s": wall,
+        "entries_per_min": 60 * len(table) / wall,
+        "space_ops": len(keys),
+        "full_space_estimate_min": len(keys) / (60 * len(table) / wall),
+    }
 
 
 def _stream_bandwidth_gbs() -> float:
@@ -175,20 +212,38 @@ def roofline_error(table: LatencyTable) -> dict:
         return [100 * (model.op_ms(k) - ms) / ms for k, ms in entries]
 
     peak = mhz * 1e6 * flops_per_cycle / 1e12
-    assumed = DeviceModel("this CPU (modelled)", "fp32", peak, bandwidth, compute_efficiency=0.3, memory_efficiency=0.7, launch_us=5.0)
+    assumed = DeviceModel(
+        "this CPU (modelled)", "fp32", peak, bandwidth, compute_efficiency=0.3, memory_efficiency=0.7, launch_us=5.0
+    )
     fitted, best = assumed, float("inf")
     for ce in np.linspace(0.05, 2.0, 79):  # above 1: the assumed peak itself is too low
         for launch in (0.0, 2.0, 5.0, 10.0, 20.0):
-            candidate = DeviceModel("this CPU (fitted)", "fp32", peak, bandwidth, compute_efficiency=float(ce), memory_efficiency=0.7, launch_us=launch)
+            candidate = DeviceModel(
+                "this CPU (fitted)",
+                "fp32",
+                peak,
+                bandwidth,
+                compute_efficiency=float(ce),
+                memory_efficiency=0.7,
+                launch_us=launch,
+            )
             mape = statistics.fmean(abs(e) for e in errors(candidate))
             if mape < best:
                 fitted, best = candidate, mape
-    out = {"cpu_mhz": mhz, "assumed_flops_per_cycle": flops_per_cycle, "peak_tflops": peak,
-           "measured_copy_bandwidth_gbs": bandwidth, "ops_compared": len(entries)}
+    out = {
+        "cpu_mhz": mhz,
+        "assumed_flops_per_cycle": flops_per_cycle,
+        "peak_tflops": peak,
+        "measured_copy_bandwidth_gbs": bandwidth,
+        "ops_compared": len(entries),
+    }
     for name, model in (("assumed_efficiencies", assumed), ("fitted_efficiencies", fitted)):
         errs = errors(model)
-        out[name] = {"model": model.to_dict(), **_summary(errs),
-                     "median_ratio": statistics.median(model.op_ms(k) / ms for k, ms in entries)}
+        out[name] = {
+            "model": model.to_dict(),
+            **_summary(errs),
+            "median_ratio": statistics.median(model.op_ms(k) / ms for k, ms in entries),
+        }
     return out
 
 
@@ -217,43 +272,73 @@ def _plot(results: list[dict], path: Path) -> None:
 
 
 def _markdown(report: dict) -> str:
-    lines = [f"# Latency table accuracy ({report['target']})", "",
-             f"Run {report['date']} on {report['machine']['cpu']} ({report['machine']['cores']} cores); "
-             f"`{report['command']}`.", "",
-             "Students sampled uniformly from each base's search space, weights inherited from the trained base, "
-             "whole detector exported to ONNX and timed in ONNX Runtime (1 thread, full detection load).", "",
-             "| detector | archs | within ±5% | within ±10% | MAPE | mean error | max abs error | backbone+FPN MAPE |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Latency table accuracy ({report['target']})",
+        "",
+        f"Run {report['date']} on {report['machine']['cpu']} ({report['machine']['cores']} cores); "
+        f"`{report['command']}`.",
+        "",
+        "Students sampled uniformly from each base's search space, weights inherited from the trained base, "
+        "whole detector exported to ONNX and timed in ONNX Runtime (1 thread, full detection load).",
+        "",
+        "| detector | archs | within ±5% | within ±10% | MAPE | mean error | max abs error | backbone+FPN MAPE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["accuracy"]:
         s, v = r["summary"], r["variable_summary"]
-        lines.append(f"| {r['family']} `{r['base_arch'].replace('|', chr(92) + '|')}` @ {r['input_size'][0]} | {s['n']} | {100 * s['within_5pct']:.0f}% | "
-                     f"{100 * s['within_10pct']:.0f}% | {s['mape_pct']:.2f}% | {s['mean_error_pct']:+.2f}% | "
-                     f"{s['max_abs_error_pct']:.1f}% | {v['mape_pct']:.2f}% |")
-    lines += ["", "Backbone+FPN MAPE: the error on the part the search changes (measured minus the constant heads "
-              "and fixed entry), a harsher view than the end-to-end figure.", "",
-              f"![estimated vs measured]({report['name']}.png)", ""]
+        lines.append(
+            f"| {r['family']} `{r['base_arch'].replace('|', chr(92) + '|')}` @ {r['input_size'][0]} | {s['n']} "
+            f"| {100 * s['within_5pct']:.0f}% | "
+            f"{100 * s['within_10pct']:.0f}% | {s['mape_pct']:.2f}% | {s['mean_error_pct']:+.2f}% | "
+            f"{s['max_abs_error_pct']:.1f}% | {v['mape_pct']:.2f}% |"
+        )
+    lines += [
+        "",
+        "Backbone+FPN MAPE: the error on the part the search changes (measured minus the constant heads "
+        "and fixed entry), a harsher view than the end-to-end figure.",
+        "",
+        f"![estimated vs measured]({report['name']}.png)",
+        "",
+    ]
     if "estimator" in report:
         e = report["estimator"]
-        lines += ["## Throughput", "",
-                  f"- Estimator, {e['detector']}, {e['archs']} sampled archs ({e['table']} table): "
-                  f"{e['first_pass_per_s']:,.0f} estimates/s on first sight, {e['repeat_pass_per_s']:,.0f}/s once its "
-                  f"blocks are cached, {e['detailed_breakdown_per_s']:,.0f}/s with the full breakdown."]
+        lines += [
+            "## Throughput",
+            "",
+            f"- Estimator, {e['detector']}, {e['archs']} sampled archs ({e['table']} table): "
+            f"{e['first_pass_per_s']:,.0f} estimates/s on first sight, {e['repeat_pass_per_s']:,.0f}/s once its "
+            f"blocks are cached, {e['detailed_breakdown_per_s']:,.0f}/s with the full breakdown.",
+        ]
         p = report["profiling"]
-        lines += [f"- Profiler (ort, 1 thread, defaults): {p['entries_per_min']:.0f} entries/min over {p['ops']} ops "
-                  f"spread through a {p['space_ops']}-op space (about {p['full_space_estimate_min']:.1f} min for all of it).", ""]
+        lines += [
+            f"- Profiler (ort, 1 thread, defaults): {p['entries_per_min']:.0f} entries/min over {p['ops']} ops "
+            f"spread through a {p['space_ops']}-op space (about {p['full_space_estimate_min']:.1f} min for all of it).",
+            "",
+        ]
         m = report["roofline"]
-        lines += ["## The roofline model against this CPU's measured table", "",
-                  f"Peak {m['peak_tflops'] * 1e3:.0f} GFLOP/s (cpu MHz {m['cpu_mhz']:.0f} x {m['assumed_flops_per_cycle']} "
-                  f"FLOPs/cycle, assumed), copy bandwidth {m['measured_copy_bandwidth_gbs']:.1f} GB/s (measured), "
-                  f"{m['ops_compared']} conv/linear entries.", "",
-                  "| efficiencies | compute | launch µs | within ±10% | within ±5% | MAPE | median model/measured |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            "## The roofline model against this CPU's measured table",
+            "",
+            f"Peak {m['peak_tflops'] * 1e3:.0f} GFLOP/s (cpu MHz {m['cpu_mhz']:.0f} x {m['assumed_flops_per_cycle']} "
+            f"FLOPs/cycle, assumed), copy bandwidth {m['measured_copy_bandwidth_gbs']:.1f} GB/s (measured), "
+            f"{m['ops_compared']} conv/linear entries.",
+            "",
+            "| efficiencies | compute | launch µs | within ±10% | within ±5% | MAPE | median model/measured |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name in ("assumed_efficiencies", "fitted_efficiencies"):
             r = m[name]
-            lines.append(f"| {name.split('_')[0]} | {r['model']['compute_efficiency']:.2f} | {r['model']['launch_us']:.0f} | "
-                         f"{100 * r['within_10pct']:.0f}% | {100 * r['within_5pct']:.0f}% | {r['mape_pct']:.1f}% | {r['median_ratio']:.2f} |")
-        lines += ["", "The GPU tables (v100/t4/a100-trt) use the same model with assumed factors: expect errors of "
-                  "this order or worse until they are replaced by `jdnas profile` on the device.", ""]
+            lines.append(
+                f"| {name.split('_')[0]} | {r['model']['compute_efficiency']:.2f} | {r['model']['launch_us']:.0f} | "
+                f"{100 * r['within_10pct']:.0f}% | {100 * r['within_5pct']:.0f}% | {r['mape_pct']:.1f}% | "
+                f"{r['median_ratio']:.2f} |"
+            )
+        lines += [
+            "",
+            "The GPU tables (v100/t4/a100-trt) use the same model with assumed factors: expect errors of "
+            "this order or worse until they are replaced by `jdnas profile` on the device.",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -261,26 +346,36 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     missing = [m for m in args.models if not m.is_file()]
     if missing:
-        print(f"missing detector files {', '.join(map(str, missing))}: run `python benchmarks/train_base.py --threads 1` "
-              "first (or pass --models FILE...)", file=sys.stderr)
+        print(
+            f"missing detector files {', '.join(map(str, missing))}: run `python benchmarks/train_base.py --threads 1` "
+            "first (or pass --models FILE...)",
+            file=sys.stderr,
+        )
         return 2
     table = load_table(args.target)
     backend = OrtBackend(threads=table.fingerprint.threads, timing=Timing())
     if table.fingerprint != backend.fingerprint():
         print(f"table {args.target} was not measured on this machine: {table.fingerprint.describe()}", file=sys.stderr)
         return 2
-    report: dict = {"name": args.name, "target": args.target, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                    "machine": machine_info(), "table_device": table.fingerprint.describe(),
-                    "command": "python benchmarks/latency_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "archs": args.archs, "seed": args.seed}
+    report: dict = {
+        "name": args.name,
+        "target": args.target,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "table_device": table.fingerprint.describe(),
+        "command": "python benchmarks/latency_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "archs": args.archs,
+        "seed": args.seed,
+    }
     previous = args.results / f"{args.name}.json"
     if args.reuse_accuracy and previous.is_file():
         old = json.loads(previous.read_text())
         report.update({k: old[k] for k in ("accuracy", "date", "archs", "seed")})
         report["command"] = old["command"] + "  (throughput and roofline: " + report["command"] + ")"
     else:
-        report["accuracy"] = [accuracy(m, table, backend, args.archs, args.seed, heads=not args.backbone_only)
-                              for m in args.models]
+        report["accuracy"] = [
+            accuracy(m, table, backend, args.archs, args.seed, heads=not args.backbone_only) for m in args.models
+        ]
     if not args.skip_throughput:
         report["estimator"] = estimator_throughput()
         report["profiling"] = profiling_throughput(args.models[0])

@@ -34,8 +34,16 @@ GOALS = {"fasterrcnn": 0.30, "retinanet": 0.25}
 
 
 def benchmark_spec(family: str) -> DetectorSpec:
-    return DetectorSpec(family=family, backbone="resnet18", num_classes=9, min_size=256, max_size=256,
-                        fpn_channels=64, representation_size=256, anchor_sizes=ANCHORS)
+    return DetectorSpec(
+        family=family,
+        backbone="resnet18",
+        num_classes=9,
+        min_size=256,
+        max_size=256,
+        fpn_channels=64,
+        representation_size=256,
+        anchor_sizes=ANCHORS,
+    )
 
 
 def measure(family: str, rounds: int, backend: OrtBackend) -> dict[str, Any]:
@@ -51,9 +59,14 @@ def measure(family: str, rounds: int, backend: OrtBackend) -> dict[str, Any]:
             times[name].append(entry.median_ms)
             print(f"{family} round {r + 1}/{rounds} {name}: {entry.median_ms:.2f} ms", file=sys.stderr, flush=True)
     base_ms, floor_ms = statistics.median(times["base"]), statistics.median(times["floor"])
-    return {"family": family, "base": {"code": str(base), "measured_ms": base_ms, "runs_ms": times["base"]},
-            "floor": {"code": str(floor), "measured_ms": floor_ms, "runs_ms": times["floor"]},
-            "ratio": floor_ms / base_ms, "goal": GOALS[family], "met": floor_ms / base_ms <= GOALS[family]}
+    return {
+        "family": family,
+        "base": {"code": str(base), "measured_ms": base_ms, "runs_ms": times["base"]},
+        "floor": {"code": str(floor), "measured_ms": floor_ms, "runs_ms": times["floor"]},
+        "ratio": floor_ms / base_ms,
+        "goal": GOALS[family],
+        "met": floor_ms / base_ms <= GOALS[family],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,20 +79,34 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.timezone.utc)
     rows = [measure(f, args.rounds, backend) for f in args.families.split(",")]
     load = os.getloadavg()[0]
-    report = {"date": started.strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine_info(), "load_average_at_end": load,
-              "backend": backend.fingerprint().describe(), "rounds": args.rounds, "results": rows}
+    report = {
+        "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": machine_info(),
+        "load_average_at_end": load,
+        "backend": backend.fingerprint().describe(),
+        "rounds": args.rounds,
+        "results": rows,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=1) + "\n")
-    lines = ["# Floor of the detector-level search space, measured end to end", "",
-             f"Run {report['date']} on {report['machine'].get('cpu')} ({report['machine'].get('cores')} cores), "
-             f"{report['backend']}; median of {args.rounds} alternating rounds, full detection load, 256x256 image; "
-             f"load average {load:.1f} at the end (other jobs share the machine: absolute times vary, the ratio "
-             "is what alternating rounds protect).", "",
-             "| family | base ms | floor ms | floor / base | goal | floor student |", "|---|---|---|---|---|---|"]
+    lines = [
+        "# Floor of the detector-level search space, measured end to end",
+        "",
+        f"Run {report['date']} on {report['machine'].get('cpu')} ({report['machine'].get('cores')} cores), "
+        f"{report['backend']}; median of {args.rounds} alternating rounds, full detection load, 256x256 image; "
+        f"load average {load:.1f} at the end (other jobs share the machine: absolute times vary, the ratio "
+        "is what alternating rounds protect).",
+        "",
+        "| family | base ms | floor ms | floor / base | goal | floor student |",
+        "|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        lines.append(f"| {row['family']} | {row['base']['measured_ms']:.2f} | {row['floor']['measured_ms']:.2f} | "
-                     f"{row['ratio']:.3f}x | <= {row['goal']}x {'met' if row['met'] else 'MISSED'} | `{row['floor']['code'].replace('|', chr(92) + '|')}` |")
+        lines.append(
+            f"| {row['family']} | {row['base']['measured_ms']:.2f} | {row['floor']['measured_ms']:.2f} | "
+            f"{row['ratio']:.3f}x | <= {row['goal']}x {'met' if row['met'] else 'MISSED'} | "
+            f"`{row['floor']['code'].replace('|', chr(92) + '|')}` |"
+        )
     lines += ["", "Command: `PYTHONPATH=$PWD python benchmarks/latency_floor.py`"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

@@ -28,13 +28,25 @@ def main(argv: list[str]) -> None:
     torch.set_num_threads(1)
     train_set, val_set = load_split(data, "train"), load_split(data, "val")
     anchors = {} if family == "fcos" else {"anchor_sizes": (16, 32, 64, 128, 256)}
-    spec = j.DetectorSpec(family=family, backbone="resnet18", num_classes=train_set.num_classes, min_size=256,
-                          max_size=256, fpn_channels=64, representation_size=256,
-                          category_ids=train_set.category_ids, **anchors)
+    spec = j.DetectorSpec(
+        family=family,
+        backbone="resnet18",
+        num_classes=train_set.num_classes,
+        min_size=256,
+        max_size=256,
+        fpn_channels=64,
+        representation_size=256,
+        category_ids=train_set.category_ids,
+        **anchors,
+    )
     model = j.build_detector(spec)
     began = time.time()
-    result = train(model, train_set, config=TrainConfig(steps=steps, batch_size=4, lr=lr, optimizer=optimizer,
-                                                        weight_decay=weight_decay), progress=False)
+    result = train(
+        model,
+        train_set,
+        config=TrainConfig(steps=steps, batch_size=4, lr=lr, optimizer=optimizer, weight_decay=weight_decay),
+        progress=False,
+    )
     print(family, steps, lr, optimizer, "s/step", (time.time() - began) / steps, "final loss", result.final_loss)
     print(evaluate(model, val_set, progress=False).summary())
 

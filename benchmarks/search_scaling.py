@@ -65,34 +65,72 @@ def _table(workdir: Path) -> Path:
     it only shapes the proposals, the same for every run."""
     path = workdir / "slow.json"
     if not path.is_file():
-        slow = DeviceModel("a slow modelled device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
-                           postprocess_ms=0.5, fixed_kernels=0)
+        slow = DeviceModel(
+            "a slow modelled device",
+            "fp32",
+            peak_tflops=0.002,
+            bandwidth_gbs=2.0,
+            launch_us=0.0,
+            postprocess_ms=0.5,
+            fixed_kernels=0,
+        )
         open_table(path, "slow", RooflineBackend(slow)).save()
     return path
 
 
-def _search(args: argparse.Namespace, name: str, executor: Any, data: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _search(
+    args: argparse.Namespace, name: str, executor: Any, data: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     work = args.workdir / name
     shutil.rmtree(work, ignore_errors=True)  # a measurement, not a resume
-    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=9, min_size=args.size, max_size=args.size,
-                        fpn_channels=32, representation_size=64, anchor_sizes=(16, 32, 64, 128, 256))
+    spec = DetectorSpec(
+        family="fasterrcnn",
+        backbone="resnet18",
+        num_classes=9,
+        min_size=args.size,
+        max_size=args.size,
+        fpn_channels=32,
+        representation_size=64,
+        anchor_sizes=(16, 32, 64, 128, 256),
+    )
     torch.manual_seed(args.seed)
     base = build(spec, BASE)
     estimator = Estimator(load_table(str(_table(args.workdir))), spec, (args.size, args.size))
-    config = SearchConfig(candidates=args.candidates, finetune_steps=args.finetune_steps, parallel=args.parallel,
-                          seed=args.seed, train=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-4, warmup_steps=0))
+    config = SearchConfig(
+        candidates=args.candidates,
+        finetune_steps=args.finetune_steps,
+        parallel=args.parallel,
+        seed=args.seed,
+        train=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-4, warmup_steps=0),
+    )
     t0 = time.perf_counter()
-    archive = joint_search(base, estimator=estimator, target_ms=args.latency * estimator.total_ms(BASE),
-                           train_data=load_split(data, "train"), val_data=load_split(data, "val"), workdir=work,
-                           space=SearchSpace(BASE), base_teacher=True, config=config, executor=executor, progress=False,
-                           log=lambda m: print(f"  {name}: {m}", flush=True))
+    archive = joint_search(
+        base,
+        estimator=estimator,
+        target_ms=args.latency * estimator.total_ms(BASE),
+        train_data=load_split(data, "train"),
+        val_data=load_split(data, "val"),
+        workdir=work,
+        space=SearchSpace(BASE),
+        base_teacher=True,
+        config=config,
+        executor=executor,
+        progress=False,
+        log=lambda m: print(f"  {name}: {m}", flush=True),
+    )
     wall = time.perf_counter() - t0
     trained = archive.candidates[1:]
-    run = {"wall_s": wall, "candidates": len(trained), "train_s": sum(c.wall_s for c in trained),
-           "search_s": max(c.ended for c in trained) - min(c.started for c in trained),
-           "workers": sorted({c.worker for c in trained})}
-    rows = [{k: v for k, v in c.to_json().items() if k not in ("wall_s", "worker", "started", "ended")}
-            for c in archive.candidates]
+    run = {
+        "wall_s": wall,
+        "candidates": len(trained),
+        "train_s": sum(c.wall_s for c in trained),
+        "search_s": max(c.ended for c in trained) - min(c.started for c in trained),
+        "workers": sorted({c.worker for c in trained}),
+    }
+    rows = [
+        {k: v for k, v in c.to_json().items() if k not in ("wall_s", "worker", "started", "ended")}
+        for c in archive.candidates
+    ]
     return run, rows
 
 
@@ -125,20 +163,31 @@ def _warm(workers: int) -> float:
 
 def markdown(report: dict[str, Any]) -> str:
     r, m = report["runs"], report["machine"]
-    lines = [f"# Search scaling on Ray ({report['date']})", "",
-             f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB; torch {m.get('torch')}, "
-             f"Ray {report['ray']}. Settings: {json.dumps(report['settings'])}.", "",
-             "| run | workers | search wall (s) | candidates' training (s) | s per candidate |", "|---|---|---|---|---|"]
+    lines = [
+        f"# Search scaling on Ray ({report['date']})",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m.get('memory_gib')} GiB; torch {m.get('torch')}, "
+        f"Ray {report['ray']}. Settings: {json.dumps(report['settings'])}.",
+        "",
+        "| run | workers | search wall (s) | candidates' training (s) | s per candidate |",
+        "|---|---|---|---|---|",
+    ]
     for name, run in r.items():
-        lines.append(f"| {name} | {len(run['workers'])} | {run['wall_s']:.1f} | {run['train_s']:.1f} | "
-                     f"{run['wall_s'] / run['candidates']:.2f} |")
-    lines += ["", f"- Speed-up of 2 workers over 1 (ray-1 / ray-2 wall): **{report['speedup']:.2f}x**; over the "
-                  f"in-process search: {report['speedup_vs_local']:.2f}x.",
-              f"- Ray's overhead per candidate ((ray-1 - local) / candidates): **{report['overhead_per_candidate_s']:.2f} s**; "
-              f"Ray's start {report['ray_start']['ray_init_s']:.1f} s and warming 2 workers before each Ray run "
-              f"({report['ray_start']['warmup_ray-1_s']:.1f} s, {report['ray_start']['warmup_ray-2_s']:.1f} s) are "
-              "not counted above.",
-              f"- Same archive candidate by candidate in all three runs: **{report['identical']}**."]
+        lines.append(
+            f"| {name} | {len(run['workers'])} | {run['wall_s']:.1f} | {run['train_s']:.1f} | "
+            f"{run['wall_s'] / run['candidates']:.2f} |"
+        )
+    lines += [
+        "",
+        f"- Speed-up of 2 workers over 1 (ray-1 / ray-2 wall): **{report['speedup']:.2f}x**; over the "
+        f"in-process search: {report['speedup_vs_local']:.2f}x.",
+        f"- Ray's overhead per candidate ((ray-1 - local) / candidates): "
+        f"**{report['overhead_per_candidate_s']:.2f} s**; "
+        f"Ray's start {report['ray_start']['ray_init_s']:.1f} s and warming 2 workers before each Ray run "
+        f"({report['ray_start']['warmup_ray-1_s']:.1f} s, {report['ray_start']['warmup_ray-2_s']:.1f} s) are "
+        "not counted above.",
+        f"- Same archive candidate by candidate in all three runs: **{report['identical']}**.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -147,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     data = args.workdir / f"shapes_{args.images}_{args.size}"
     if not (data / "annotations").is_dir():
-        make_synthetic_dataset(data, train=args.images, val=max(4, args.images // 4), size=args.size, seed=args.seed,
-                               progress=False)
+        make_synthetic_dataset(
+            data, train=args.images, val=max(4, args.images // 4), size=args.size, seed=args.seed, progress=False
+        )
     import ray
 
     runs, archives = {}, {}
@@ -162,10 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     n = runs["local"]["candidates"]
     report = {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-        "ray": ray.__version__, "command": " ".join(sys.argv),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "ray": ray.__version__,
+        "command": " ".join(sys.argv),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "runs": runs, "ray_start": ray_start,
+        "runs": runs,
+        "ray_start": ray_start,
         "speedup": runs["ray-1"]["wall_s"] / runs["ray-2"]["wall_s"],
         "speedup_vs_local": runs["local"]["wall_s"] / runs["ray-2"]["wall_s"],
         "overhead_per_candidate_s": (runs["ray-1"]["wall_s"] - runs["local"]["wall_s"]) / n,

@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if not args.base.is_file() or not args.data.is_dir():
-        print(f"need {args.base} and {args.data}: run `python benchmarks/train_base.py --threads 1` first", file=sys.stderr)
+        print(
+            f"need {args.base} and {args.data}: run `python benchmarks/train_base.py --threads 1` first",
+            file=sys.stderr,
+        )
         return 2
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
@@ -93,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     base = thaw(load_detector(args.base))
     _, base_arch = describe(base)
     began = time.perf_counter()
-    report: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "machine": machine_info(),
-                    "command": "python benchmarks/teacher_pool.py " + " ".join(sys.argv[1:] if argv is None else argv),
-                    "base": str(args.base), "base_arch": str(base_arch), "val_images": len(val)}
+    report: dict = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "command": "python benchmarks/teacher_pool.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "base": str(args.base),
+        "base_arch": str(base_arch),
+        "val_images": len(val),
+    }
     report["base_map"] = _cached(work / "base_map.json", lambda: _map(base, val))
 
     pool_file = work / "pool.pt"
@@ -103,16 +111,32 @@ def main(argv: list[str] | None = None) -> int:
         pool = TeacherPool.load(pool_file)
     else:
         pool = TeacherPool.from_base(base, widths=(0.75, 1.0, 1.25), depth_delta=1)
-        config = ShrinkConfig(train=TrainConfig(steps=args.pool_steps, batch_size=4, optimizer="adamw", lr=2e-4,
-                                                weight_decay=0.05, warmup_steps=10, checkpoint_every=10))
+        config = ShrinkConfig(
+            train=TrainConfig(
+                steps=args.pool_steps,
+                batch_size=4,
+                optimizer="adamw",
+                lr=2e-4,
+                weight_decay=0.05,
+                warmup_steps=10,
+                checkpoint_every=10,
+            )
+        )
         train_pool_to_file(pool, train_set, pool_file, config=config)  # metadata: steps, train_wall_s
-    report["pool"] = {"max_arch": str(pool.max_arch), "widths": list(pool.widths), "depth_delta": pool.depth_delta,
-                      "steps": args.pool_steps}
+    report["pool"] = {
+        "max_arch": str(pool.max_arch),
+        "widths": list(pool.widths),
+        "depth_delta": pool.depth_delta,
+        "steps": args.pool_steps,
+    }
 
     teacher_config = pool.largest()
     teacher = pool.sample(teacher_config, calibration=train_set)
-    report["teacher"] = {"config": str(teacher_config), "arch": str(pool.arch_of(teacher_config)),
-                         **_cached(work / "teacher_map.json", lambda: _map(teacher, val))}
+    report["teacher"] = {
+        "config": str(teacher_config),
+        "arch": str(pool.arch_of(teacher_config)),
+        **_cached(work / "teacher_map.json", lambda: _map(teacher, val)),
+    }
 
     student_arch = half_arch(base_arch, args.student_width)
     report["student_arch"] = str(student_arch)
@@ -124,10 +148,19 @@ def main(argv: list[str] | None = None) -> int:
 
             def run(with_kd: bool = with_kd, seed: int = seed, name: str = name) -> dict:
                 student = morph_to(base, student_arch)
-                cfg = TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10, batch_size=4, seed=seed)
+                cfg = TrainConfig(
+                    optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10, batch_size=4, seed=seed
+                )
                 t0 = time.perf_counter()
-                finetune(student, data=train_set, steps=args.kd_steps, teacher=teacher if with_kd else None,
-                         kd=KDConfig(feature_weight=args.kd_weight, head_weight=args.kd_weight), config=cfg, checkpoint=work / f"{name}.ckpt")
+                finetune(
+                    student,
+                    data=train_set,
+                    steps=args.kd_steps,
+                    teacher=teacher if with_kd else None,
+                    kd=KDConfig(feature_weight=args.kd_weight, head_weight=args.kd_weight),
+                    config=cfg,
+                    checkpoint=work / f"{name}.ckpt",
+                )
                 (work / f"{name}.ckpt").unlink(missing_ok=True)
                 return {"seed": seed, "kd": with_kd, "wall_s": time.perf_counter() - t0, **_map(student, val)}
 
@@ -138,7 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     for config in (TeacherConfig(pool.base_arch.depths, (0.75,) * 4), pool.smallest()):  # type: ignore[arg-type]
         arch = pool.arch_of(config)
         name = f"lone_{str(config).replace(',', '_')}"
-        sampled = _cached(work / f"sampled_{name}.json", lambda config=config: _map(pool.sample(config, calibration=train_set), val))
+        sampled = _cached(
+            work / f"sampled_{name}.json", lambda config=config: _map(pool.sample(config, calibration=train_set), val)
+        )
 
         def lone(arch: Arch = arch, name: str = name) -> dict:
             model = morph_to(base, arch)
@@ -147,8 +182,14 @@ def main(argv: list[str] | None = None) -> int:
             (work / f"{name}.ckpt").unlink(missing_ok=True)
             return _map(model, val)
 
-        lone_rows.append({"config": str(config), "arch": str(arch), "sampled_from_pool": sampled,
-                          "trained_alone": _cached(work / f"{name}.json", lone)})
+        lone_rows.append(
+            {
+                "config": str(config),
+                "arch": str(arch),
+                "sampled_from_pool": sampled,
+                "trained_alone": _cached(work / f"{name}.json", lone),
+            }
+        )
     report["pool_vs_alone"] = lone_rows
     report["wall_s_this_run"] = time.perf_counter() - began
     args.results.mkdir(parents=True, exist_ok=True)
@@ -160,23 +201,37 @@ def main(argv: list[str] | None = None) -> int:
 
 def markdown(r: dict, args: argparse.Namespace) -> str:
     pct = lambda m: f"{100 * m['ap']:.1f} / {100 * m['ap50']:.1f}"  # noqa: E731
-    lines = ["# Teacher pool and distillation", "",
-             f"Run {r['date']} on {r['machine']['cpu']} ({r['machine']['cores']} cores); `{r['command']}`.", "",
-             f"Base `{r['base_arch']}` (Faster R-CNN, {r['base']}): AP / AP50 {pct(r['base_map'])} on the first "
-             f"{r['val_images']} validation images. Pool: largest `{r['pool']['max_arch']}`, widths {r['pool']['widths']}, "
-             f"depth ±{r['pool']['depth_delta']}, {r['pool']['steps']} steps of progressive shrinking.", "",
-             f"Teacher used for KD: `{r['teacher']['config']}` ({pct(r['teacher'])}).", "",
-             f"## (a) Student `{r['student_arch']}`, {args.kd_steps} fine-tuning steps", "",
-             f"Right after morphism (no fine-tuning): {pct(r['student_before'])}.", "",
-             "| seed | with KD: AP / AP50 | without KD: AP / AP50 |", "|---|---|---|"]
+    lines = [
+        "# Teacher pool and distillation",
+        "",
+        f"Run {r['date']} on {r['machine']['cpu']} ({r['machine']['cores']} cores); `{r['command']}`.",
+        "",
+        f"Base `{r['base_arch']}` (Faster R-CNN, {r['base']}): AP / AP50 {pct(r['base_map'])} on the first "
+        f"{r['val_images']} validation images. Pool: largest `{r['pool']['max_arch']}`, widths {r['pool']['widths']}, "
+        f"depth ±{r['pool']['depth_delta']}, {r['pool']['steps']} steps of progressive shrinking.",
+        "",
+        f"Teacher used for KD: `{r['teacher']['config']}` ({pct(r['teacher'])}).",
+        "",
+        f"## (a) Student `{r['student_arch']}`, {args.kd_steps} fine-tuning steps",
+        "",
+        f"Right after morphism (no fine-tuning): {pct(r['student_before'])}.",
+        "",
+        "| seed | with KD: AP / AP50 | without KD: AP / AP50 |",
+        "|---|---|---|",
+    ]
     by_seed: dict = {}
     for row in r["kd_vs_nokd"]:
         by_seed.setdefault(row["seed"], {})[row["kd"]] = row
     for seed, rows in sorted(by_seed.items()):
         lines.append(f"| {seed} | {pct(rows[True])} | {pct(rows[False])} |")
-    lines += ["", f"## (b) Sub-teachers sampled from the pool vs the same architecture trained alone "
-              f"({r['pool']['steps']} steps from the base's weights)", "",
-              "| teacher | sampled from the pool: AP / AP50 | trained alone: AP / AP50 |", "|---|---|---|"]
+    lines += [
+        "",
+        f"## (b) Sub-teachers sampled from the pool vs the same architecture trained alone "
+        f"({r['pool']['steps']} steps from the base's weights)",
+        "",
+        "| teacher | sampled from the pool: AP / AP50 | trained alone: AP / AP50 |",
+        "|---|---|---|",
+    ]
     for row in r["pool_vs_alone"]:
         lines.append(f"| `{row['config']}` | {pct(row['sampled_from_pool'])} | {pct(row['trained_alone'])} |")
     return "\n".join(lines) + "\n"

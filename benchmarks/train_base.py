@@ -33,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workdir", type=Path, default=Path("runs/bench"), help="dataset and detector files (not committed)")
+    p.add_argument(
+        "--workdir", type=Path, default=Path("runs/bench"), help="dataset and detector files (not committed)"
+    )
     p.add_argument("--results", type=Path, default=HERE / "results", help="where the JSON and Markdown results go")
     p.add_argument("--families", default="fasterrcnn,retinanet", help="comma-separated detector families")
     p.add_argument("--backbone", default="resnet18", help="torchvision ResNet backbone")
@@ -64,14 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     for family in args.families.split(","):
         out = args.workdir / f"base_{family}_{args.backbone}.pt"
         spec = DetectorSpec(
-            family=family, backbone=args.backbone, num_classes=train_set.num_classes,
-            min_size=args.size, max_size=args.size, fpn_channels=args.fpn_channels,
+            family=family,
+            backbone=args.backbone,
+            num_classes=train_set.num_classes,
+            min_size=args.size,
+            max_size=args.size,
+            fpn_channels=args.fpn_channels,
             representation_size=args.representation_size,
             anchor_sizes=(16, 32, 64, 128, 256) if get_family(family).takes_anchor_sizes else None,
-            category_ids=train_set.category_ids, class_names=train_set.class_names,
+            category_ids=train_set.category_ids,
+            class_names=train_set.class_names,
         )
-        config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                             weight_decay=args.weight_decay, seed=args.seed)
+        config = TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            weight_decay=args.weight_decay,
+            seed=args.seed,
+        )
         if out.is_file():
             model = load_detector(out)
             meta = read_detector_file(out)["metadata"]
@@ -85,13 +98,23 @@ def main(argv: list[str] | None = None) -> int:
             steps = args.steps
         metrics = evaluate(model, val_set)
         params = sum(p.numel() for p in model.parameters())
-        rows.append({
-            "family": family, "backbone": args.backbone, "fpn_channels": args.fpn_channels,
-            "parameters": params, "steps": steps, "batch_size": args.batch_size,
-            "optimizer": args.optimizer, "lr": args.lr, "weight_decay": args.weight_decay,
-            "train_wall_s": wall, "s_per_step": None if wall is None else wall / steps,
-            "metrics": metrics.to_dict(), "detector_file": str(out),
-        })
+        rows.append(
+            {
+                "family": family,
+                "backbone": args.backbone,
+                "fpn_channels": args.fpn_channels,
+                "parameters": params,
+                "steps": steps,
+                "batch_size": args.batch_size,
+                "optimizer": args.optimizer,
+                "lr": args.lr,
+                "weight_decay": args.weight_decay,
+                "train_wall_s": wall,
+                "s_per_step": None if wall is None else wall / steps,
+                "metrics": metrics.to_dict(),
+                "detector_file": str(out),
+            }
+        )
         print(f"{family}: {metrics.summary()}", file=sys.stderr)
     results_file = args.results / "train_base.json"
     if results_file.is_file():  # keep the rows of families measured by earlier runs
@@ -112,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         "# train_base: base detectors trained from scratch on synthetic shapes",
         "",
-        f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch {report['machine']['torch']}",
+        f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
+        f"{report['machine']['torch']}",
         f"- dataset: {args.train} train / {args.val} val images, {args.size} px, seed {args.seed}",
         f"- command: `{report['command'].strip()}`",
         "",
@@ -121,10 +145,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for r in rows:
         m = r["metrics"]
-        cells = [f"{100 * m[k]:.1f}" if m[k] is not None else "n/a" for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")]
+        cells = [
+            f"{100 * m[k]:.1f}" if m[k] is not None else "n/a"
+            for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
+        ]
         sps = f"{r['s_per_step']:.2f}" if r["s_per_step"] is not None else "n/a (resumed)"
-        lines.append(f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | "
-                     f"{r['optimizer']} {r['lr']:g} | {sps} | " + " | ".join(cells) + " |")
+        lines.append(
+            f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | "
+            f"{r['optimizer']} {r['lr']:g} | {sps} | " + " | ".join(cells) + " |"
+        )
     (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(rows, indent=1))
     return 0

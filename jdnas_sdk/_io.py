@@ -24,8 +24,17 @@ from typing import IO, Any
 from .errors import StorageError
 
 __all__ = [
-    "atomic_path", "atomic_write_json", "atomic_write_text", "atomic_write_bytes", "atomic_torch_save",
-    "atomic_dir", "storage_errors", "storage_error", "check_writable", "clean_stale_temporaries", "fsync_dir",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "atomic_write_bytes",
+    "atomic_torch_save",
+    "atomic_dir",
+    "storage_errors",
+    "storage_error",
+    "check_writable",
+    "clean_stale_temporaries",
+    "fsync_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,8 +61,11 @@ def storage_error(exc: OSError, where: str | os.PathLike[str]) -> StorageError |
             reason = _DISK_ERRORS[errno.ENOSPC]
         else:
             return None
-    fix = "free some space or write elsewhere" if "full" in reason or "quota" in reason else \
-        "choose a writable folder (or fix its permissions)"
+    fix = (
+        "free some space or write elsewhere"
+        if "full" in reason or "quota" in reason
+        else "choose a writable folder (or fix its permissions)"
+    )
     err = StorageError(f"cannot write {where}: {reason} ({exc.strerror or exc}); {fix}")
     err.errno = exc.errno
     return err
@@ -77,7 +89,9 @@ def storage_errors(where: str | os.PathLike[str]) -> Iterator[None]:
     except RuntimeError as exc:
         if "unexpected pos" not in str(exc) and "No space left" not in str(exc):
             raise
-        raise StorageError(f"cannot write {where}: the disk is full ({exc}); free some space or write elsewhere") from exc
+        raise StorageError(
+            f"cannot write {where}: the disk is full ({exc}); free some space or write elsewhere"
+        ) from exc
 
 
 def fsync_dir(folder: str | os.PathLike[str]) -> None:
@@ -115,7 +129,7 @@ def clean_stale_temporaries(target: str | os.PathLike[str]) -> list[Path]:
         return removed
     now = time.time()
     for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        middle = tmp.name[len(path.name) + 2: -len(".tmp")]
+        middle = tmp.name[len(path.name) + 2 : -len(".tmp")]
         pid_text = middle.split(".", 1)[0]
         try:
             if pid_text.isdigit() and "." in middle:
@@ -208,9 +222,7 @@ def _write_with(path: str | os.PathLike[str], writer: Callable[[IO[Any]], None],
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int | None = 1) -> Path:
     """Write ``data`` as JSON to ``path`` atomically (no NaN: they are not JSON)."""
-    return _write_with(
-        path, lambda h: json.dump(data, h, indent=indent, allow_nan=False), "w"
-    )
+    return _write_with(path, lambda h: json.dump(data, h, indent=indent, allow_nan=False), "w")
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:

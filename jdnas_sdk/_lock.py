@@ -29,7 +29,17 @@ from typing import Any, TypeVar
 from ._io import storage_errors
 from .errors import LockError
 
-__all__ = ["RunLock", "workdir_run", "holds_workdir", "lock_output", "lock_workdir", "lock_table", "lock_holder", "WORKDIR_LOCK", "LOCK_SUFFIX"]
+__all__ = [
+    "RunLock",
+    "workdir_run",
+    "holds_workdir",
+    "lock_output",
+    "lock_workdir",
+    "lock_table",
+    "lock_holder",
+    "WORKDIR_LOCK",
+    "LOCK_SUFFIX",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +73,10 @@ def _same_file(fd: int, path: Path) -> bool:
 def _describe(holder: dict[str, Any] | None) -> str:
     if not holder:
         return "another process (it recorded no details)"
-    return (f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
-            f"({holder.get('command') or 'unknown command'})")
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
+        f"({holder.get('command') or 'unknown command'})"
+    )
 
 
 class RunLock:
@@ -124,8 +136,11 @@ class RunLock:
             os.close(fd)  # its holder removed that file on release: lock the one at the path now
         previous = lock_holder(self.path)
         if previous and previous.get("pid") not in (None, os.getpid()):
-            log.warning("taking over the lock of %s left by %s, which ended without releasing it",
-                        self.what, _describe(previous))
+            log.warning(
+                "taking over the lock of %s left by %s, which ended without releasing it",
+                self.what,
+                _describe(previous),
+            )
         self._fd = fd
         _HELD[key] = 1
         self._record()
@@ -133,8 +148,12 @@ class RunLock:
 
     def _record(self) -> None:
         assert self._fd is not None
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "command": " ".join(sys.argv)[:500],
-                  "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:500],
+            "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
         data = json.dumps(holder).encode()
         try:
             os.ftruncate(self._fd, 0)
@@ -166,8 +185,9 @@ class RunLock:
     def __enter__(self) -> RunLock:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 

@@ -37,9 +37,15 @@ _TORCHVISION_RESNETS: dict[str, tuple[str, tuple[int, ...], int, int]] = {
 BACKBONES: tuple[str, ...] = tuple(_TORCHVISION_RESNETS)
 
 #: Defaults of the head settings only some families read (see ``Family.head_settings``).
-_HEAD_DEFAULTS: dict[str, int] = {"representation_size": 1024, "num_keypoints": 17, "rpn_pre_nms_top_n_test": 1000,
-                                  "rpn_post_nms_top_n_test": 1000, "mask_head_width": 256, "head_convs": 4,
-                                  "head_width": 0}
+_HEAD_DEFAULTS: dict[str, int] = {
+    "representation_size": 1024,
+    "num_keypoints": 17,
+    "rpn_pre_nms_top_n_test": 1000,
+    "rpn_post_nms_top_n_test": 1000,
+    "mask_head_width": 256,
+    "head_convs": 4,
+    "head_width": 0,
+}
 
 
 def _tuple_of_ints(name: str, value: Any) -> tuple[int, ...]:
@@ -95,9 +101,20 @@ class DetectorSpec:
         family = get_family(self.family)
         if self.backbone not in BACKBONES:
             raise ArchError(f"unknown backbone {self.backbone!r}; supported: {', '.join(BACKBONES)}")
-        for name in ("num_classes", "min_size", "max_size", "fpn_channels", "trainable_layers",
-                     "representation_size", "num_keypoints", "rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test",
-                     "mask_head_width", "head_convs", "head_width"):
+        for name in (
+            "num_classes",
+            "min_size",
+            "max_size",
+            "fpn_channels",
+            "trainable_layers",
+            "representation_size",
+            "num_keypoints",
+            "rpn_pre_nms_top_n_test",
+            "rpn_post_nms_top_n_test",
+            "mask_head_width",
+            "head_convs",
+            "head_width",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ArchError(f"{name} must be an integer, got {value!r}")
@@ -227,7 +244,9 @@ class Arch:
         if not isinstance(self.groups, int) or isinstance(self.groups, bool) or self.groups < 1:
             raise ArchError(f"groups must be a positive integer, got {self.groups!r}")
         if self.groups > 1 and self.block != "bottleneck":
-            raise ArchError(f"groups > 1 (ResNeXt) needs bottleneck blocks, got {self.block!r} with groups={self.groups}")
+            raise ArchError(
+                f"groups > 1 (ResNeXt) needs bottleneck blocks, got {self.block!r} with groups={self.groups}"
+            )
         _check_width("stem width", self.stem)
         stages = tuple(self.stages)
         if len(stages) != 4 or not all(isinstance(s, Stage) for s in stages):
@@ -287,7 +306,9 @@ class Arch:
         for index, text in enumerate(stage_codes, start=1):
             width, sep, runs = text.partition(":")
             if not sep or not runs:
-                raise ArchError(f"arch code {code!r}: stage {index} must be WIDTH:MIDxCOUNT[,MIDxCOUNT...], got {text!r}")
+                raise ArchError(
+                    f"arch code {code!r}: stage {index} must be WIDTH:MIDxCOUNT[,MIDxCOUNT...], got {text!r}"
+                )
             mids: list[int] = []
             for run in runs.split(","):
                 mid, sep, count = run.partition("x")

@@ -45,8 +45,10 @@ class ConvergeConfig:
 
     def __post_init__(self) -> None:
         if self.eval_every < 1 or self.patience < 1 or self.max_steps < self.eval_every or self.min_delta < 0:
-            raise TrainingError(f"need eval_every >= 1, patience >= 1, max_steps >= eval_every and min_delta >= 0, got "
-                                f"{self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}")
+            raise TrainingError(
+                f"need eval_every >= 1, patience >= 1, max_steps >= eval_every and min_delta >= 0, got "
+                f"{self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}"
+            )
 
 
 @dataclass
@@ -77,9 +79,17 @@ def _stalled(result: ConvergeResult, patience: int) -> bool:
     return len(after) >= patience
 
 
-def train_until_converged(model: nn.Module, train_data: Any, select_data: Any, out: str | os.PathLike[str], *,
-                          config: TrainConfig | None = None, converge: ConvergeConfig | None = None,
-                          metadata: dict[str, Any] | None = None, progress: bool = True) -> ConvergeResult:
+def train_until_converged(
+    model: nn.Module,
+    train_data: Any,
+    select_data: Any,
+    out: str | os.PathLike[str],
+    *,
+    config: TrainConfig | None = None,
+    converge: ConvergeConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> ConvergeResult:
     """Train ``model`` on ``train_data`` until its AP on ``select_data`` stops improving; save the
     best weights as the detector file ``out`` (``model`` holds them on return). ``config`` gives the
     optimiser, rate and warm-up (its ``steps`` and ``schedule`` are replaced: constant after the
@@ -106,19 +116,38 @@ def train_until_converged(model: nn.Module, train_data: Any, select_data: Any, o
         if ap > result.best_ap:
             result.best_ap, result.best_step = ap, steps
             atomic_torch_save(best_file, model.state_dict())
-        log.info("[converge] step %d: select AP %.1f (best %.1f at step %d)", steps, 100 * ap, 100 * result.best_ap,
-                 result.best_step)
+        log.info(
+            "[converge] step %d: select AP %.1f (best %.1f at step %d)",
+            steps,
+            100 * ap,
+            100 * result.best_ap,
+            result.best_step,
+        )
         atomic_write_json(curve_file, result.to_json())
     result.converged = _stalled(result, converge.patience)
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
-    save_detector(model, out, metadata={"steps": result.best_step, "trained_steps": result.steps,
-                                        "best_select_ap": result.best_ap,
-                                        "converged": result.converged, "curve": json.dumps(result.curve), **(metadata or {})})
+    save_detector(
+        model,
+        out,
+        metadata={
+            "steps": result.best_step,
+            "trained_steps": result.steps,
+            "best_select_ap": result.best_ap,
+            "converged": result.converged,
+            "curve": json.dumps(result.curve),
+            **(metadata or {}),
+        },
+    )
     atomic_write_json(curve_file, result.to_json())
     ckpt.unlink(missing_ok=True)
     best_file.unlink(missing_ok=True)
-    log.info("[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
-             "converged" if result.converged else "stopped at max_steps", result.steps, 100 * result.best_ap,
-             result.best_step, curve_file)
+    log.info(
+        "[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
+        "converged" if result.converged else "stopped at max_steps",
+        result.steps,
+        100 * result.best_ap,
+        result.best_step,
+        curve_file,
+    )
     return result

@@ -19,7 +19,9 @@ __all__ = ["Cost", "detector_cost"]
 
 #: Cost parts, and the lowering stages each one sums.
 _PARTS: dict[str, tuple[str, ...]] = {
-    "backbone": ("stem", "layer1", "layer2", "layer3", "layer4"), "fpn": ("fpn",), "heads": ("heads",),
+    "backbone": ("stem", "layer1", "layer2", "layer3", "layer4"),
+    "fpn": ("fpn",),
+    "heads": ("heads",),
 }
 
 
@@ -48,8 +50,9 @@ class Cost:
         return 2 * self.total_macs
 
 
-def detector_cost(spec: DetectorSpec, arch: Arch, *, input_size: tuple[int, int] | None = None,
-                  rois: int | None = None) -> Cost:
+def detector_cost(
+    spec: DetectorSpec, arch: Arch, *, input_size: tuple[int, int] | None = None, rois: int | None = None
+) -> Cost:
     """Parameters and MACs of the detector ``(spec, arch)`` on a ``(height, width)`` input
     (default: a square ``spec.max_size`` image), the image taken as the backbone sees it, with
     ``rois`` regions of interest per image for RoI heads (default: as many as the family keeps)."""

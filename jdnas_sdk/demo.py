@@ -51,8 +51,10 @@ class DemoResult:
 
     def files(self) -> str:
         """One line naming every file the demo wrote."""
-        return (f"files: dataset {self.data_dir}/, base {self.base_file}, student {self.compressed.student_file}, "
-                f"ONNX {self.exported.onnx_path}, report {self.compressed.report} (and report.md)")
+        return (
+            f"files: dataset {self.data_dir}/, base {self.base_file}, student {self.compressed.student_file}, "
+            f"ONNX {self.exported.onnx_path}, report {self.compressed.report} (and report.md)"
+        )
 
 
 @holds_workdir  # one demo per workdir; a failed start leaves no folder
@@ -84,48 +86,105 @@ def run_demo(
     work = Path(workdir)
     data_dir = work / "data"
     if not (data_dir / "annotations" / "instances_test.json").is_file():
-        say(f"[1/5] making a synthetic COCO dataset in {data_dir}: {train_images} train, {select_images} select "
-            f"(choices), {test_images} test (final numbers) images")
-        make_synthetic_dataset(data_dir, train=train_images, val=0, select=select_images, test=test_images, size=size,
-                               seed=seed, progress=progress)
+        say(
+            f"[1/5] making a synthetic COCO dataset in {data_dir}: {train_images} train, {select_images} select "
+            f"(choices), {test_images} test (final numbers) images"
+        )
+        make_synthetic_dataset(
+            data_dir,
+            train=train_images,
+            val=0,
+            select=select_images,
+            test=test_images,
+            size=size,
+            seed=seed,
+            progress=progress,
+        )
     else:
         say(f"[1/5] reusing the synthetic dataset in {data_dir}")
     train_set, select_set, test_set = load_protocol_splits(data_dir)
-    model, curve = _base(work / "base.pt", train_set, select_set, size, seed, steps, eval_every, patience, say, progress)
+    model, curve = _base(
+        work / "base.pt", train_set, select_set, size, seed, steps, eval_every, patience, say, progress
+    )
     say("[3/5] evaluating the base on the test split (COCO mAP, pycocotools)")
     metrics = evaluate(model, test_set, progress=progress)
     atomic_write_json(work / "base_metrics.json", {**metrics.to_dict(), "select_curve": curve})
     say(f"      base: {metrics.summary()}")
-    say(f"[4/5] compressing for {target}: joint search, {candidates} candidates x {finetune_steps} fine-tuning steps "
+    say(
+        f"[4/5] compressing for {target}: joint search, {candidates} candidates x {finetune_steps} fine-tuning steps "
         f"ranked on select, teacher: {teacher}, latency {latency}x the base, then {final_steps} more steps for the "
-        "chosen student at the base's peak rate; the control: the base trained as many more steps")
-    result = compress(model, target=target, train_data=train_set, select_data=select_set, test_data=test_set,
-                      latency=latency, budget=candidates, workdir=work / "compress", finetune_steps=finetune_steps,
-                      final_steps=final_steps, teacher=teacher, pool_steps=pool_steps, seed=seed, progress=progress)
+        "chosen student at the base's peak rate; the control: the base trained as many more steps"
+    )
+    result = compress(
+        model,
+        target=target,
+        train_data=train_set,
+        select_data=select_set,
+        test_data=test_set,
+        latency=latency,
+        budget=candidates,
+        workdir=work / "compress",
+        finetune_steps=finetune_steps,
+        final_steps=final_steps,
+        teacher=teacher,
+        pool_steps=pool_steps,
+        seed=seed,
+        progress=progress,
+    )
     say(result.summary())
     say("[5/5] exporting the student to ONNX (pre- and post-processing included)")
     exported = export(result.student, work / "student.onnx")
     say(f"      {exported.summary()}")
-    return DemoResult(data_dir=data_dir, base_file=work / "base.pt", base_metrics=metrics, compressed=result,
-                      exported=exported, wall_s=time.perf_counter() - began)
+    return DemoResult(
+        data_dir=data_dir,
+        base_file=work / "base.pt",
+        base_metrics=metrics,
+        compressed=result,
+        exported=exported,
+        wall_s=time.perf_counter() - began,
+    )
 
 
-def _base(out: Path, train_set: Any, select_set: Any, size: int, seed: int, steps: int, eval_every: int,
-          patience: int, say: Callable[[str], None], progress: bool) -> tuple[Any, list[dict[str, float]]]:
+def _base(
+    out: Path,
+    train_set: Any,
+    select_set: Any,
+    size: int,
+    seed: int,
+    steps: int,
+    eval_every: int,
+    patience: int,
+    say: Callable[[str], None],
+    progress: bool,
+) -> tuple[Any, list[dict[str, float]]]:
     """The base detector trained until its select AP stops improving (reused when done), and its curve."""
-    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=train_set.num_classes,
-                        min_size=size, max_size=size, fpn_channels=64, representation_size=256,
-                        anchor_sizes=(16, 32, 64, 128, 256), category_ids=train_set.category_ids,
-                        class_names=train_set.class_names)
+    spec = DetectorSpec(
+        family="fasterrcnn",
+        backbone="resnet18",
+        num_classes=train_set.num_classes,
+        min_size=size,
+        max_size=size,
+        fpn_channels=64,
+        representation_size=256,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        category_ids=train_set.category_ids,
+        class_names=train_set.class_names,
+    )
     verb = "reusing" if out.is_file() else "training"
-    say(f"[2/5] {verb} a small Faster R-CNN (ResNet-18 FPN) from scratch (AdamW 1e-3) until its select AP stops "
-        f"improving (evaluated every {eval_every} steps, patience {patience}, at most {steps} steps)")
+    say(
+        f"[2/5] {verb} a small Faster R-CNN (ResNet-18 FPN) from scratch (AdamW 1e-3) until its select AP stops "
+        f"improving (evaluated every {eval_every} steps, patience {patience}, at most {steps} steps)"
+    )
     with seeded(seed):  # same seed, same base, in any process
         model = build_detector(spec)
     config = TrainConfig(optimizer="adamw", lr=1e-3, weight_decay=0.05, seed=seed)
     converge = ConvergeConfig(eval_every=eval_every, patience=patience, max_steps=max(steps, eval_every))
-    result = train_until_converged(model, train_set, select_set, out, config=config, converge=converge,
-                                   progress=progress)
-    say("      select AP by step: " + ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in result.curve)
-        + (" (converged)" if result.converged else " (stopped at the step limit)"))
+    result = train_until_converged(
+        model, train_set, select_set, out, config=config, converge=converge, progress=progress
+    )
+    say(
+        "      select AP by step: "
+        + ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in result.curve)
+        + (" (converged)" if result.converged else " (stopped at the step limit)")
+    )
     return model, result.curve

@@ -86,14 +86,27 @@ def _target_status(table: LatencyTable, gpu: GpuInfo | None, tensorrt: str | Non
             missing.append(f"TensorRT {tensorrt} here is outside that range")
         kind = "modelled (roofline)" if table.modelled else "measured elsewhere"
         if missing:
-            return TargetStatus(table.target, table.source, device, False, f"{kind}; measuring it needs {needs}; {', '.join(missing)}")
+            return TargetStatus(
+                table.target, table.source, device, False, f"{kind}; measuring it needs {needs}; {', '.join(missing)}"
+            )
         return TargetStatus(table.target, table.source, device, True, f"{kind}; this machine can profile it ({needs})")
     if table.modelled:
         return TargetStatus(table.target, table.source, device, False, "modelled (roofline): no device to measure")
     if backend_for(table.fingerprint) is not None:
-        return TargetStatus(table.target, table.source, device, True, "measured on this machine's device and software: misses are measured here")
-    return TargetStatus(table.target, table.source, device, False,
-                        f"measured on [{table.fingerprint.describe()}], not this machine: misses are interpolated")
+        return TargetStatus(
+            table.target,
+            table.source,
+            device,
+            True,
+            "measured on this machine's device and software: misses are measured here",
+        )
+    return TargetStatus(
+        table.target,
+        table.source,
+        device,
+        False,
+        f"measured on [{table.fingerprint.describe()}], not this machine: misses are interpolated",
+    )
 
 
 def _targets(gpu: GpuInfo | None, tensorrt: str | None) -> tuple[TargetStatus, ...]:
@@ -114,30 +127,55 @@ def _targets(gpu: GpuInfo | None, tensorrt: str | None) -> tuple[TargetStatus, .
 def doctor() -> DoctorReport:
     """Inspect this machine (quick: no model is built or timed)."""
     gpu = gpu_info(0)
-    gpu_reason = "" if gpu else ("torch was built without CUDA" if torch.version.cuda is None
-                                 else f"torch (CUDA {torch.version.cuda}) sees no CUDA device")
+    gpu_reason = (
+        ""
+        if gpu
+        else (
+            "torch was built without CUDA"
+            if torch.version.cuda is None
+            else f"torch (CUDA {torch.version.cuda}) sees no CUDA device"
+        )
+    )
     tensorrt, tensorrt_reason = _tensorrt()
     return DoctorReport(
-        cpu=cpu_model(), cores=os.cpu_count() or 1, torch=torch.__version__, torch_cuda=torch.version.cuda,
-        gpu=gpu, gpu_reason=gpu_reason, tensorrt=tensorrt, tensorrt_reason=tensorrt_reason,
-        tensorrt_variant=tensorrt_cuda_variant(), native_profiler=profiler_status(), ort_version=ort.__version__,
-        ort_providers=tuple(ort.get_available_providers()), targets=_targets(gpu, tensorrt),
+        cpu=cpu_model(),
+        cores=os.cpu_count() or 1,
+        torch=torch.__version__,
+        torch_cuda=torch.version.cuda,
+        gpu=gpu,
+        gpu_reason=gpu_reason,
+        tensorrt=tensorrt,
+        tensorrt_reason=tensorrt_reason,
+        tensorrt_variant=tensorrt_cuda_variant(),
+        native_profiler=profiler_status(),
+        ort_version=ort.__version__,
+        ort_providers=tuple(ort.get_available_providers()),
+        targets=_targets(gpu, tensorrt),
     )
 
 
 def format_report(report: DoctorReport) -> str:
     """The report as one screen of text."""
-    lines = [f"CPU          {report.cpu}, {report.cores} cores",
-             f"torch        {report.torch} (built with CUDA {report.torch_cuda or 'none'})",
-             f"GPU          {report.gpu.describe() if report.gpu else 'none: ' + report.gpu_reason}"]
+    lines = [
+        f"CPU          {report.cpu}, {report.cores} cores",
+        f"torch        {report.torch} (built with CUDA {report.torch_cuda or 'none'})",
+        f"GPU          {report.gpu.describe() if report.gpu else 'none: ' + report.gpu_reason}",
+    ]
     if report.tensorrt:
         major_minor = trt_version(report.tensorrt)
-        lines.append(f"TensorRT     {report.tensorrt} (wheels for {report.tensorrt_variant or 'unknown CUDA'}), "
-                     f"major {major_minor[0]}: {'strongly typed networks only' if major_minor[0] >= 11 else 'FP16 by builder flag'}")
+        lines.append(
+            f"TensorRT     {report.tensorrt} (wheels for {report.tensorrt_variant or 'unknown CUDA'}), "
+            f"major {major_minor[0]}: "
+            f"{'strongly typed networks only' if major_minor[0] >= 11 else 'FP16 by builder flag'}"
+        )
     else:
         lines.append(f"TensorRT     none: {report.tensorrt_reason}")
-    lines += [f"native       {report.native_profiler}",
-              f"ONNX Runtime {report.ort_version}, providers: {', '.join(report.ort_providers)}", "", "targets:"]
+    lines += [
+        f"native       {report.native_profiler}",
+        f"ONNX Runtime {report.ort_version}, providers: {', '.join(report.ort_providers)}",
+        "",
+        "targets:",
+    ]
     width = max((len(t.target) for t in report.targets), default=8)
     for status in report.targets:
         mark = "measure here" if status.measurable else "model only  "

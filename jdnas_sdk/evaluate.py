@@ -82,10 +82,14 @@ def coco_map(dataset: CocoDetection, detections: Sequence[Detection], *, wall_s:
                 continue
             if not 1 <= label <= len(categories):
                 raise DataError(f"detection label {label} outside the dataset's 1..{len(categories)}")
-            results.append({
-                "image_id": image_id, "category_id": categories[label - 1],
-                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": float(score),
-            })
+            results.append(
+                {
+                    "image_id": image_id,
+                    "category_id": categories[label - 1],
+                    "bbox": [x1, y1, x2 - x1, y2 - y1],
+                    "score": float(score),
+                }
+            )
     gt = _coco_api(dataset.coco_ground_truth())
     if not results or not gt.getAnnIds():
         nan_or_zero = 0.0 if gt.getAnnIds() else math.nan

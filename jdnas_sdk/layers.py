@@ -36,8 +36,22 @@ def conv_out(size: int, k: int, s: int) -> int:
     return (size + 2 * (k // 2) - k) // s + 1
 
 
-def conv(cin: int, cout: int, k: int, s: int, h: int, w: int, *, g: int = 1, norm: str = "bn", act: str = "relu",
-         add: int = 0, n: int = 1, owns: bool = True, timed: bool = True) -> Op:
+def conv(
+    cin: int,
+    cout: int,
+    k: int,
+    s: int,
+    h: int,
+    w: int,
+    *,
+    g: int = 1,
+    norm: str = "bn",
+    act: str = "relu",
+    add: int = 0,
+    n: int = 1,
+    owns: bool = True,
+    timed: bool = True,
+) -> Op:
     """A ``k x k`` stride-``s`` convolution on ``n`` maps of ``cin x h x w`` (padding ``k // 2``).
 
     ``norm``: ``bn`` (folded BatchNorm: weight and bias, no conv bias, as torchvision's ResNet),

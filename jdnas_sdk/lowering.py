@@ -20,8 +20,20 @@ from .families import get_family
 from .layers import Op, conv, conv_out, maxpool, upsample
 
 __all__ = [
-    "STAGES", "SIZE_DIVISIBLE", "Block", "detector_input", "stem", "block", "stage_sizes", "walk", "levels",
-    "fpn", "fpn_lateral", "fpn_shared", "heads", "lower_ops",
+    "STAGES",
+    "SIZE_DIVISIBLE",
+    "Block",
+    "detector_input",
+    "stem",
+    "block",
+    "stage_sizes",
+    "walk",
+    "levels",
+    "fpn",
+    "fpn_lateral",
+    "fpn_shared",
+    "heads",
+    "lower_ops",
 ]
 
 #: Stage names of a breakdown, in the order the detector runs them.
@@ -114,8 +126,16 @@ def fpn_lateral(spec: DetectorSpec, level: int, width: int, h: int, w: int) -> O
     """The lateral 1x1 conv of returned ``level`` (0: the finest) reading a ``width``-channel stage
     output; all but the top one fuse the top-down add. The only FPN op a backbone width changes."""
     top = len(spec.returned_layers) - 1
-    return conv(width, spec.fpn_channels, 1, 1, *levels(spec, h, w)[level], norm="none", act="none",
-                add=0 if level == top else 1)
+    return conv(
+        width,
+        spec.fpn_channels,
+        1,
+        1,
+        *levels(spec, h, w)[level],
+        norm="none",
+        act="none",
+        add=0 if level == top else 1,
+    )
 
 
 @lru_cache(maxsize=4096)
@@ -127,7 +147,7 @@ def fpn_shared(spec: DetectorSpec, h: int, w: int) -> tuple[Op, ...]:
     top = len(spec.returned_layers) - 1
     ops = [upsample(c, *sizes[i + 1], *sizes[i]) for i in range(top - 1, -1, -1)]
     ops += [conv(c, c, 3, 1, hi, wi, norm="none", act="none") for hi, wi in sizes[: top + 1]]
-    ops += get_family(spec.family).fpn_extra_ops(c, sizes[top], sizes[top + 1:])
+    ops += get_family(spec.family).fpn_extra_ops(c, sizes[top], sizes[top + 1 :])
     return tuple(ops)
 
 
@@ -150,7 +170,9 @@ def heads(spec: DetectorSpec, h: int, w: int, rois: int | None = None) -> tuple[
     return get_family(spec.family).head_ops(spec, levels(spec, h, w), rois=rois)
 
 
-def lower_ops(spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int | None = None) -> list[tuple[str, tuple[Op, ...]]]:
+def lower_ops(
+    spec: DetectorSpec, arch: Arch, h: int, w: int, *, rois: int | None = None
+) -> list[tuple[str, tuple[Op, ...]]]:
     """Every op of detector ``(spec, arch)`` on an ``h x w`` image, per stage (the names of
     :data:`STAGES` but ``fixed``), untimed ops included."""
     out = [("stem", stem(arch.stem, h, w))]

@@ -25,8 +25,15 @@ from .errors import LatencyTableError, SearchError
 from .latency import Estimator, LatencyTable
 from .space import SearchSpace
 
-__all__ = ["Request", "parse_budget", "validate_request", "smallest_arch", "check_floor", "checkpoint_bytes",
-           "check_output_space"]
+__all__ = [
+    "Request",
+    "parse_budget",
+    "validate_request",
+    "smallest_arch",
+    "check_floor",
+    "checkpoint_bytes",
+    "check_output_space",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,42 +77,63 @@ def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
     return None, seconds
 
 
-def validate_request(*, latency: float | None, ms: float | None, budget: int | str, method: str = "joint",
-                     teacher: str = "pool", finetune_steps: int = 50, final_steps: int = 200, pool_steps: int = 100,
-                     seed: int = 0) -> Request:
+def validate_request(
+    *,
+    latency: float | None,
+    ms: float | None,
+    budget: int | str,
+    method: str = "joint",
+    teacher: str = "pool",
+    finetune_steps: int = 50,
+    final_steps: int = 200,
+    pool_steps: int = 100,
+    seed: int = 0,
+) -> Request:
     """Check every argument of a compression before any work; a :class:`SearchError` names the bad
     one and its fix. ``latency`` (a ratio of the base) is used when ``ms`` is ``None``."""
     if ms is not None:
         if not _finite_positive(ms):
             raise SearchError(f"ms must be a finite number of milliseconds > 0, got {ms!r}")
     elif latency is None or not _finite_positive(latency):
-        raise SearchError(f"latency must be a finite ratio of the base's latency > 0 (0.5: twice as fast), got {latency!r}; "
-                          "or give ms=MILLISECONDS")
+        raise SearchError(
+            f"latency must be a finite ratio of the base's latency > 0 (0.5: twice as fast), got {latency!r}; "
+            "or give ms=MILLISECONDS"
+        )
     if method not in ("joint", "pipeline"):
         raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
     if teacher not in ("pool", "base", "none"):
         raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
-    for name, value, least in (("finetune_steps", finetune_steps, 1), ("final_steps", final_steps, 0),
-                               ("pool_steps", pool_steps, 1)):
+    for name, value, least in (
+        ("finetune_steps", finetune_steps, 1),
+        ("final_steps", final_steps, 0),
+        ("pool_steps", pool_steps, 1),
+    ):
         if not isinstance(value, int) or isinstance(value, bool) or not least <= value <= 10**8:
             raise SearchError(f"{name} must be an integer from {least} to 10^8, got {value!r}")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise SearchError(f"seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
     candidates, wall_s = parse_budget(budget)
-    return Request(candidates=candidates, wall_s=wall_s, ratio=None if ms is not None else float(latency),  # type: ignore[arg-type]
-                   ms=None if ms is None else float(ms))
+    return Request(
+        candidates=candidates,
+        wall_s=wall_s,
+        ratio=None if ms is not None else float(latency),  # type: ignore[arg-type]
+        ms=None if ms is None else float(ms),
+    )
 
 
 def smallest_arch(space: SearchSpace) -> Arch:
     """The cheapest architecture of the space: fewest blocks, narrowest widths."""
     base = space.base
-    stages = tuple(Stage(space.stage_widths(s)[0], (space.mid_widths(s)[0],) * space.depth_range(s)[0]) for s in range(1, 5))
+    stages = tuple(
+        Stage(space.stage_widths(s)[0], (space.mid_widths(s)[0],) * space.depth_range(s)[0]) for s in range(1, 5)
+    )
     stem = stages[0].width if space.tied_stem else base.stem
     return Arch(block=base.block, stem=stem, stages=stages, groups=base.groups)
 
 
-def check_floor(table: LatencyTable, spec: DetectorSpec, base: Arch, space: SearchSpace, size: tuple[int, int],
-                request: Request) -> float | None:
+def check_floor(
+    table: LatencyTable, spec: DetectorSpec, base: Arch, space: SearchSpace, size: tuple[int, int], request: Request
+) -> float | None:
     """Refuse (:class:`SearchError`) a latency below the fastest student of ``space``, estimated
     from what ``table`` holds (interpolated or modelled misses: nothing is measured, the table is
     not written). Returns the target in ms, or ``None`` where the table holds too little to
@@ -141,8 +169,13 @@ def checkpoint_bytes(model: nn.Module, *, copies: int = 3) -> int:
     return 2 * (copies * params + buffers) + 2**20
 
 
-def check_output_space(folder: str | os.PathLike[str], model: nn.Module | None = None, *, what: str = "output",
-                       need_bytes: int | None = None) -> Path:
+def check_output_space(
+    folder: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    *,
+    what: str = "output",
+    need_bytes: int | None = None,
+) -> Path:
     """Before training: ``folder`` is writable (a probe file, not mode bits) and its disk has room
     for a checkpoint of ``model`` (or ``need_bytes``); otherwise one :class:`~jdnas_sdk.errors.StorageError`
     line saying disk full or read-only, and where."""

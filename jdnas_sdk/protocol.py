@@ -74,19 +74,28 @@ class Recipe:
         return replace(FINETUNE_DEFAULTS, lr=self.base_lr if self.lr_rewind else self.base_lr / 5)
 
     def to_json(self) -> dict[str, Any]:
-        return {"lr_rewind": self.lr_rewind, "base_lr": self.base_lr, "bn_images": self.bn_images,
-                "max_step_share": self.max_step_share, "teacher_gap": self.teacher_gap, "kd": dict(self.kd.__dict__)}
+        return {
+            "lr_rewind": self.lr_rewind,
+            "base_lr": self.base_lr,
+            "bn_images": self.bn_images,
+            "max_step_share": self.max_step_share,
+            "teacher_gap": self.teacher_gap,
+            "kd": dict(self.kd.__dict__),
+        }
 
 
-def protocol_splits(data: str | Path | None, train_data: Any, select_data: Any, test_data: Any,
-                    val_data: Any) -> tuple[Any, Any, Any]:
+def protocol_splits(
+    data: str | Path | None, train_data: Any, select_data: Any, test_data: Any, val_data: Any
+) -> tuple[Any, Any, Any]:
     """``(train, select, test)`` from a dataset folder or the datasets given (see :func:`~jdnas_sdk.compress.compress`);
     a DataError naming what is missing, or splits that share an image, before any work."""
     given = {"train_data": train_data, "select_data": select_data, "test_data": test_data, "val_data": val_data}
     if data is not None:
         if any(v is not None for v in given.values()):
-            raise DataError("give data=FOLDER (its train, select and test splits are used) or datasets in memory "
-                            "(train_data=, select_data=, test_data=), not both")
+            raise DataError(
+                "give data=FOLDER (its train, select and test splits are used) or datasets in memory "
+                "(train_data=, select_data=, test_data=), not both"
+            )
         return load_protocol_splits(data)
     if val_data is not None:
         if select_data is not None:
@@ -96,16 +105,23 @@ def protocol_splits(data: str | Path | None, train_data: Any, select_data: Any, 
             if not isinstance(val_data, CocoDetection):
                 raise DataError("val_data without test_data: give test_data= (images for the final numbers only)")
             select_data, test_data = split_val(val_data)
-            log.info("no test_data: val_data (%d images) is cut in two by image id, %d select and %d test images",
-                     len(val_data), len(select_data), len(test_data))
+            log.info(
+                "no test_data: val_data (%d images) is cut in two by image id, %d select and %d test images",
+                len(val_data),
+                len(select_data),
+                len(test_data),
+            )
         else:
             select_data = val_data
-    missing = [n for n, v in (("train_data", train_data), ("select_data", select_data), ("test_data", test_data))
-               if v is None]
+    missing = [
+        n for n, v in (("train_data", train_data), ("select_data", select_data), ("test_data", test_data)) if v is None
+    ]
     if missing:
-        raise DataError(f"compress needs data: pass data='FOLDER' (a dataset folder with train, select and test splits, "
-                        f"e.g. made by `jdnas data synth --out FOLDER`), or train_data=, select_data= and test_data= "
-                        f"(missing: {', '.join(missing)})")
+        raise DataError(
+            f"compress needs data: pass data='FOLDER' (a dataset folder with train, select and test splits, "
+            f"e.g. made by `jdnas data synth --out FOLDER`), or train_data=, select_data= and test_data= "
+            f"(missing: {', '.join(missing)})"
+        )
     check_disjoint(train=train_data, select=select_data, test=test_data)
     return train_data, select_data, test_data
 
@@ -121,9 +137,18 @@ def lineage_steps(search_dir: Path, candidates: list[Any], index: int) -> int:
     return total
 
 
-def train_control(out: Path, start: nn.Module, data: Any, steps: int, config: TrainConfig, *,
-                  arch: Arch | Student | None = None, progress: bool = True) -> nn.Module:
-    """A control: ``start`` (cut to ``arch``, a backbone or a whole student, by importance when given) trained ``steps`` steps on
+def train_control(
+    out: Path,
+    start: nn.Module,
+    data: Any,
+    steps: int,
+    config: TrainConfig,
+    *,
+    arch: Arch | Student | None = None,
+    progress: bool = True,
+) -> nn.Module:
+    """A control: ``start`` (cut to ``arch``, a backbone or a whole student, by importance when given) trained
+    ``steps`` steps on
     ``config``'s schedule without a teacher, saved at ``out``; loaded when done, resumed when killed."""
     wanted = {"control_steps": steps, "control_arch": str(arch) if arch is not None else ""}
     if out.is_file():
@@ -139,8 +164,13 @@ def train_control(out: Path, start: nn.Module, data: Any, steps: int, config: Tr
 def score(model: nn.Module, select: Any, test: Any) -> dict[str, float]:
     """``select_ap`` and ``test_ap`` (with AP50/AP75 on test as ``ap``/``ap50``/``ap75``: the final numbers)."""
     on_test = evaluate(model, test, progress=False)
-    return {"select_ap": evaluate(model, select, progress=False).ap, "test_ap": on_test.ap, "ap": on_test.ap,
-            "ap50": on_test.ap50, "ap75": on_test.ap75}
+    return {
+        "select_ap": evaluate(model, select, progress=False).ap,
+        "test_ap": on_test.ap,
+        "ap": on_test.ap,
+        "ap50": on_test.ap50,
+        "ap75": on_test.ap75,
+    }
 
 
 def claim(metrics: dict[str, dict[str, Any]]) -> str:
@@ -152,5 +182,7 @@ def claim(metrics: dict[str, dict[str, Any]]) -> str:
     kind = "measured" if "measured_ms" in student and "measured_ms" in metrics["base"] else "estimated"
     ratio = student[f"{kind}_ms"] / metrics["base"][f"{kind}_ms"]
     verdict = "at least as accurate as" if gap >= 0 else "LESS accurate than"
-    return (f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} the best of base and control "
-            f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency")
+    return (
+        f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} the best of base and control "
+        f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency"
+    )

@@ -27,8 +27,13 @@ DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875,
 #: value (``fpn``, ``size`` = input size, ``box``, ``mask``, ``width``), proposal counts kept at
 #: test time (at most the base's), and convolutions per one-stage head tower.
 DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
-    "fpn": (0.5, 0.75, 1.0), "size": (0.5, 0.75, 1.0), "proposals": (50, 100, 300, 1000),
-    "box": (0.25, 0.5, 1.0), "mask": (0.25, 0.5, 1.0), "convs": (1, 2, 3, 4), "width": (0.5, 0.75, 1.0),
+    "fpn": (0.5, 0.75, 1.0),
+    "size": (0.5, 0.75, 1.0),
+    "proposals": (50, 100, 300, 1000),
+    "box": (0.25, 0.5, 1.0),
+    "mask": (0.25, 0.5, 1.0),
+    "convs": (1, 2, 3, 4),
+    "width": (0.5, 0.75, 1.0),
 }
 #: Input sizes snap to torchvision's padding multiple.
 _SIZE_MULTIPLE = 32
@@ -74,7 +79,9 @@ class SearchSpace:
         unknown = sorted(set(grid) - set(DEFAULT_HEAD_GRID))
         if unknown or any(not values or any(v <= 0 for v in values) for values in grid.values()):
             raise ArchError(f"heads grid: settings {sorted(DEFAULT_HEAD_GRID)} with positive values, got {grid!r}")
-        object.__setattr__(self, "heads", tuple((k, tuple(sorted(set(grid.get(k, v))))) for k, v in DEFAULT_HEAD_GRID.items()))
+        object.__setattr__(
+            self, "heads", tuple((k, tuple(sorted(set(grid.get(k, v))))) for k, v in DEFAULT_HEAD_GRID.items())
+        )
         if self.spec is not None and not isinstance(self.spec, DetectorSpec):
             raise ArchError(f"spec must be a DetectorSpec, got {type(self.spec).__name__}")
 
@@ -162,13 +169,29 @@ class SearchSpace:
         size = values["size"]
         max_size = max(size, _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE))
         p = values.get("proposals")
-        return Heads(fpn=values["fpn"], min_size=size, max_size=max_size, proposals=p, pre=p, box=values.get("box"),
-                     mask=values.get("mask"), convs=values.get("convs"), width=values.get("width"))
+        return Heads(
+            fpn=values["fpn"],
+            min_size=size,
+            max_size=max_size,
+            proposals=p,
+            pre=p,
+            box=values.get("box"),
+            mask=values.get("mask"),
+            convs=values.get("convs"),
+            width=values.get("width"),
+        )
 
     def heads_of(self, heads: Heads) -> dict[str, int]:
         """The setting -> value choice ``heads`` makes (the inverse of :meth:`make_heads`)."""
-        return {"fpn": heads.fpn, "size": heads.min_size, "proposals": heads.proposals, "box": heads.box,
-                "mask": heads.mask, "convs": heads.convs, "width": heads.width}
+        return {
+            "fpn": heads.fpn,
+            "size": heads.min_size,
+            "proposals": heads.proposals,
+            "box": heads.box,
+            "mask": heads.mask,
+            "convs": heads.convs,
+            "width": heads.width,
+        }
 
     def why_not_student(self, student: Student) -> str | None:
         """``None`` when ``student`` is in the space, else what puts it outside."""

@@ -29,8 +29,20 @@ from .data.loader import ResumableSampler, collate, hflip
 from .detectors import save_detector, spec_of
 from .errors import NonFiniteLossError, TrainingError
 
-__all__ = ["TrainConfig", "TrainResult", "ExtraLosses", "train", "train_to_file", "checkpoint_path", "learning_rate",
-           "make_optimizer", "augment", "step_seed", "checkpoint_identity", "recalibrate_bn"]
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "ExtraLosses",
+    "train",
+    "train_to_file",
+    "checkpoint_path",
+    "learning_rate",
+    "make_optimizer",
+    "augment",
+    "step_seed",
+    "checkpoint_identity",
+    "recalibrate_bn",
+]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +51,9 @@ CHECKPOINT_FORMAT = "jdnas-train-checkpoint"
 #: ``extra_losses(model, images, targets, losses) -> {name: loss}``, added to the detector's losses.
 #: When it is an ``nn.Module`` (a distiller with adapters), its parameters are trained with the
 #: model's and its state is kept in the checkpoints.
-ExtraLosses = Callable[[nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]], dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+ExtraLosses = Callable[
+    [nn.Module, list[torch.Tensor], list[dict[str, torch.Tensor]], dict[str, torch.Tensor]], dict[str, torch.Tensor]
+]
 
 
 @dataclass(frozen=True)
@@ -122,8 +136,9 @@ def step_seed(config: TrainConfig, step: int) -> int:
     return config.seed * 1_000_003 + step
 
 
-def augment(images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], config: TrainConfig,
-            step: int) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+def augment(
+    images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]], config: TrainConfig, step: int
+) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
     """The batch of ``step`` with ``config``'s augmentation (random horizontal flips, seeded by step)."""
     if not config.hflip:
         return images, targets
@@ -140,8 +155,9 @@ def checkpoint_identity(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
-def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                     aux: nn.Module | None = None) -> tuple[int, list[tuple[int, float]]]:
+def _load_checkpoint(
+    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, aux: nn.Module | None = None
+) -> tuple[int, list[tuple[int, float]]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
@@ -160,25 +176,37 @@ def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimi
     model.load_state_dict(state["model"])
     if aux is not None:
         if "aux" not in state:
-            raise TrainingError(f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over")
+            raise TrainingError(
+                f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over"
+            )
         aux.load_state_dict(state["aux"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]
 
 
-def _save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
-                     step: int, history: Sequence[tuple[int, float]], aux: nn.Module | None = None) -> None:
-    atomic_torch_save(path, {
-        **({"aux": aux.state_dict()} if aux is not None else {}),
-        "format": CHECKPOINT_FORMAT,
-        "version": 1,
-        "step": step,
-        "spec": spec_of(model).to_dict(),
-        "config": checkpoint_identity(config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "history": [list(item) for item in history],
-    })
+def _save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    step: int,
+    history: Sequence[tuple[int, float]],
+    aux: nn.Module | None = None,
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            **({"aux": aux.state_dict()} if aux is not None else {}),
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "step": step,
+            "spec": spec_of(model).to_dict(),
+            "config": checkpoint_identity(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": [list(item) for item in history],
+        },
+    )
 
 
 def train(
@@ -212,8 +240,9 @@ def train(
         start, history = _load_checkpoint(ckpt, model, optimizer, config, aux)
         log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)
     sampler = ResumableSampler(data, seed=config.seed, start=start * config.batch_size)
-    loader = DataLoader(data, batch_size=config.batch_size, sampler=sampler, collate_fn=collate,
-                        num_workers=config.num_workers)
+    loader = DataLoader(
+        data, batch_size=config.batch_size, sampler=sampler, collate_fn=collate, num_workers=config.num_workers
+    )
     model.train()
     began = time.perf_counter()
     smoothed = history[-1][1] if history else float("nan")
@@ -232,7 +261,11 @@ def train(
             total = sum(losses.values())
             if not torch.isfinite(total):
                 parts = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
-                kept = f"the checkpoint {ckpt} is kept" if ckpt is not None and ckpt.exists() else "no checkpoint was written"
+                kept = (
+                    f"the checkpoint {ckpt} is kept"
+                    if ckpt is not None and ckpt.exists()
+                    else "no checkpoint was written"
+                )
                 raise NonFiniteLossError(
                     f"loss became {total.item()} at step {step} ({parts}); {kept}. "
                     f"Lower the learning rate (now {lr:.4g}) or check the data for bad boxes."
@@ -281,16 +314,25 @@ def train_to_file(
     config = config or TrainConfig()
     ckpt = checkpoint_path(out)
     result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
-    save_detector(model, out, metadata={
-        "steps": config.steps, "final_loss": result.final_loss, "train_wall_s": result.wall_s,
-        "resumed_from": result.resumed_from, **(metadata or {}),
-    })
+    save_detector(
+        model,
+        out,
+        metadata={
+            "steps": config.steps,
+            "final_loss": result.final_loss,
+            "train_wall_s": result.wall_s,
+            "resumed_from": result.resumed_from,
+            **(metadata or {}),
+        },
+    )
     ckpt.unlink(missing_ok=True)
     return result
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Any, *, batches: int = 50, batch_size: int = 4, images: int | None = None) -> int:
+def recalibrate_bn(
+    model: nn.Module, data: Any, *, batches: int = 50, batch_size: int = 4, images: int | None = None
+) -> int:
     """Re-estimate every BatchNorm's running statistics from scratch (cumulative average) on the
     first ``images`` images of ``data`` (default ``batches * batch_size``), weights untouched; the
     number of images used. Adaptive BatchNorm (EagleEye, Li et al. 2020): a morphed or sampled

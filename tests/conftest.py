@@ -36,14 +36,20 @@ def assert_loss_falls(model: torch.nn.Module, data: CocoDetection, *, steps: int
     from jdnas_sdk.train import TrainConfig, train
 
     subset = torch.utils.data.Subset(data, [0, 1])
-    result = train(model, subset, config=TrainConfig(steps=steps, batch_size=2, lr=0.02, warmup_steps=2, hflip=False),
-                   progress=False)
+    result = train(
+        model,
+        subset,
+        config=TrainConfig(steps=steps, batch_size=2, lr=0.02, warmup_steps=2, hflip=False),
+        progress=False,
+    )
     first = sum(v for _, v in result.history[:3]) / 3
     last = sum(v for _, v in result.history[-3:]) / 3
     assert last < 0.6 * first, (first, last)
 
 
-def tiny_spec(family: str = "fasterrcnn", *, num_classes: int = 9, backbone: str = "resnet18", **kw: object) -> DetectorSpec:
+def tiny_spec(
+    family: str = "fasterrcnn", *, num_classes: int = 9, backbone: str = "resnet18", **kw: object
+) -> DetectorSpec:
     """A small detector: ResNet-18 body, 16-channel FPN, 96 px input."""
     defaults: dict[str, object] = dict(min_size=96, max_size=96, fpn_channels=16, representation_size=32)
     if family == "fcos":

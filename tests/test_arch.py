@@ -7,8 +7,16 @@ from jdnas_sdk.arch import BACKBONES, FAMILIES
 
 
 def test_spec_round_trips_through_dict() -> None:
-    spec = DetectorSpec(family="retinanet", backbone="resnet34", num_classes=5, min_size=256, max_size=320,
-                        anchor_sizes=(16, 32, 64, 128, 256), category_ids=(3, 7, 9, 11), class_names=("a", "b", "c", "d"))
+    spec = DetectorSpec(
+        family="retinanet",
+        backbone="resnet34",
+        num_classes=5,
+        min_size=256,
+        max_size=320,
+        anchor_sizes=(16, 32, 64, 128, 256),
+        category_ids=(3, 7, 9, 11),
+        class_names=("a", "b", "c", "d"),
+    )
     assert DetectorSpec.from_dict(spec.to_dict()) == spec
     assert spec.returned_layers == (2, 3, 4) and spec.num_levels == 5
     assert spec.category_id(2) == 7

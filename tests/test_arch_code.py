@@ -25,8 +25,10 @@ def archs(draw: st.DrawFn) -> Arch:
     block = draw(st.sampled_from(["basic", "bottleneck"]))
     groups = draw(st.sampled_from([1, 2, 4, 32])) if block == "bottleneck" else 1
     stages = tuple(
-        Stage(width=draw(st.integers(1, 4096)),
-              mids=tuple(groups * draw(st.integers(1, 64)) for _ in range(draw(st.integers(1, 8)))))
+        Stage(
+            width=draw(st.integers(1, 4096)),
+            mids=tuple(groups * draw(st.integers(1, 64)) for _ in range(draw(st.integers(1, 8)))),
+        )
         for _ in range(4)
     )
     return Arch(block=block, stem=draw(st.integers(1, 512)), stages=stages, groups=groups)

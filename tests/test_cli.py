@@ -17,8 +17,13 @@ TINY = ["--input-size", "96", "--fpn-channels", "16", "--representation-size", "
 
 
 def _jdnas(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "jdnas_sdk.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "jdnas_sdk.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,8 +31,21 @@ def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for verb in ("data", "train", "eval", "info", "doctor", "profile", "latency", "teachers", "compress", "export", "report", "demo",
-                 "jdnas data synth --out"):
+    for verb in (
+        "data",
+        "train",
+        "eval",
+        "info",
+        "doctor",
+        "profile",
+        "latency",
+        "teachers",
+        "compress",
+        "export",
+        "report",
+        "demo",
+        "jdnas data synth --out",
+    ):
         assert verb in text
     train_help = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--out", "o"])
     assert train_help.steps > 0 and train_help.lr > 0
@@ -37,8 +55,25 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     data = tmp_path / "data"
     assert main(["data", "synth", "--out", str(data), "--train", "4", "--val", "3", "--size", "96", "--seed", "1"]) == 0
     out = tmp_path / "det.pt"
-    assert main(["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "2",
-                 "--batch-size", "2", *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(data),
+                "--model",
+                "fasterrcnn_resnet18",
+                "--out",
+                str(out),
+                "--steps",
+                "2",
+                "--batch-size",
+                "2",
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert out.is_file() and not Path(str(out) + ".ckpt").exists()
     model = load_detector(out)
     assert model.jdnas_spec.category_ids == tuple(range(1, 9)) and model.jdnas_spec.min_size == 96
@@ -52,7 +87,10 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     assert main(["train", "--data", str(data), "--model", str(out), "--out", str(tuned), "--steps", "1"]) == 0
     assert load_detector(tuned).jdnas_spec == model.jdnas_spec
     # an existing output is not silently replaced
-    assert main(["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "2", *TINY]) == 2
+    assert (
+        main(["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "2", *TINY])
+        == 2
+    )
     assert "--force" in capsys.readouterr().err
 
 
@@ -60,14 +98,36 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     ("args", "needle"),
     [
         (["eval", "--model", "{tmp}/none.pt", "--data", "{tmp}"], "no such file"),
-        (["train", "--data", "{tmp}/nowhere", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt"], "jdnas data synth"),
+        (
+            ["train", "--data", "{tmp}/nowhere", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt"],
+            "jdnas data synth",
+        ),
         (["train", "--data", "{data}", "--model", "yolo_v8", "--out", "{tmp}/x.pt"], "families: fasterrcnn"),
-        (["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--batch-size", "0"], "batch_size=0"),
-        (["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--anchor-sizes", "big"], "--anchor-sizes"),
+        (
+            ["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--batch-size", "0"],
+            "batch_size=0",
+        ),
+        (
+            [
+                "train",
+                "--data",
+                "{data}",
+                "--model",
+                "fasterrcnn_resnet18",
+                "--out",
+                "{tmp}/x.pt",
+                "--anchor-sizes",
+                "big",
+            ],
+            "--anchor-sizes",
+        ),
         (["eval", "--model", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
         (["data", "synth", "--out", "{tmp}/s", "--size", "4"], "image size"),
         (["profile", "--target", "x", "--input-size", "256"], "--model FILE, or --family F --backbone B"),
-        (["profile", "--target", "x", "--family", "fasterrcnn", "--backbone", "resnet18", "--input-size", "huge"], "--input-size"),
+        (
+            ["profile", "--target", "x", "--family", "fasterrcnn", "--backbone", "resnet18", "--input-size", "huge"],
+            "--input-size",
+        ),
         (["latency", "--model", "{tmp}/garbage.pt"], "corrupt, truncated"),
         (["report", "{tmp}"], "no result.json"),
         (["teachers", "report", "--pool", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
@@ -75,8 +135,9 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
         (["compress", "--model", "{tmp}/garbage.pt", "--data", "{data}"], "corrupt, truncated"),
     ],
 )
-def test_bad_input_gives_a_clear_error(tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str],
-                                       args: list[str], needle: str) -> None:
+def test_bad_input_gives_a_clear_error(
+    tmp_path: Path, synth_root: Path, capsys: pytest.CaptureFixture[str], args: list[str], needle: str
+) -> None:
     (tmp_path / "garbage.pt").write_bytes(b"garbage")
     filled = [a.format(tmp=tmp_path, data=synth_root) for a in args]
     assert main(filled) == 2
@@ -87,8 +148,22 @@ def test_bad_input_gives_a_clear_error(tmp_path: Path, synth_root: Path, capsys:
 def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth_root: Path) -> None:
     out = tmp_path / "base.pt"
     ckpt = Path(str(out) + ".ckpt")
-    args = ["train", "--data", str(synth_root), "--model", "fasterrcnn_resnet18", "--out", str(out), "--steps", "12",
-            "--batch-size", "1", "--checkpoint-every", "2", *TINY]
+    args = [
+        "train",
+        "--data",
+        str(synth_root),
+        "--model",
+        "fasterrcnn_resnet18",
+        "--out",
+        str(out),
+        "--steps",
+        "12",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "2",
+        *TINY,
+    ]
     first = _jdnas(*args)
     deadline = time.monotonic() + 240
     while not ckpt.exists() and first.poll() is None and time.monotonic() < deadline:
@@ -110,39 +185,97 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     from jdnas_sdk.latency import DeviceModel, open_table
     from jdnas_sdk.latency.backends import RooflineBackend
 
-    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
-                       postprocess_ms=0.5, fixed_kernels=0)
+    slow = DeviceModel(
+        "a slow test device",
+        "fp32",
+        peak_tflops=0.002,
+        bandwidth_gbs=2.0,
+        launch_us=0.0,
+        postprocess_ms=0.5,
+        fixed_kernels=0,
+    )
     table = tmp_path / "slow.json"
     open_table(table, "slow", RooflineBackend(slow)).save()
     work = tmp_path / "demo"
     run = subprocess.run(
-        [sys.executable, "-m", "jdnas_sdk.cli", "demo", "--workdir", str(work), "--size", "96", "--train-images", "8",
-         "--select-images", "3", "--test-images", "3", "--steps", "2", "--eval-every", "2", "--candidates", "1",
-         "--finetune-steps", "1", "--final-steps", "1",
-         "--latency", "0.95", "--target", str(table)],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"},
+        [
+            sys.executable,
+            "-m",
+            "jdnas_sdk.cli",
+            "demo",
+            "--workdir",
+            str(work),
+            "--size",
+            "96",
+            "--train-images",
+            "8",
+            "--select-images",
+            "3",
+            "--test-images",
+            "3",
+            "--steps",
+            "2",
+            "--eval-every",
+            "2",
+            "--candidates",
+            "1",
+            "--finetune-steps",
+            "1",
+            "--final-steps",
+            "1",
+            "--latency",
+            "0.95",
+            "--target",
+            str(table),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
-    for step in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "files:", "select AP by step: 2:", "claim: student test AP"):
+    for step in (
+        "[1/5]",
+        "[2/5]",
+        "[3/5]",
+        "[4/5]",
+        "[5/5]",
+        "files:",
+        "select AP by step: 2:",
+        "claim: student test AP",
+    ):
         assert step in run.stdout
     assert "control " in run.stdout and (work / "base.pt.curve.json").is_file()
     assert (work / "student.onnx").is_file() and (work / "compress" / "report.html").is_file()
     assert (work / "compress" / "student.pt").is_file() and (work / "compress" / "search" / "archive.json").is_file()
 
 
-def test_latency_floor_names_the_cheapest_student_of_the_space(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_latency_floor_names_the_cheapest_student_of_the_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from jdnas_sdk import DetectorSpec, Student, build, describe, save_detector
 
-    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=4, min_size=128, max_size=128,
-                        fpn_channels=32, representation_size=64)
+    spec = DetectorSpec(
+        family="fasterrcnn",
+        backbone="resnet18",
+        num_classes=4,
+        min_size=128,
+        max_size=128,
+        fpn_channels=32,
+        representation_size=64,
+    )
     model_file, out = tmp_path / "m.pt", tmp_path / "floor.json"
     save_detector(build(spec), model_file)
     assert main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert set(report) == {"base", "floor"}
-    assert all(set(row) == {"code", "estimated_ms", "measured_ms"} and row["measured_ms"] is None for row in report.values())
+    assert all(
+        set(row) == {"code", "estimated_ms", "measured_ms"} and row["measured_ms"] is None for row in report.values()
+    )
     assert report["floor"]["estimated_ms"] < report["base"]["estimated_ms"]
     floor = Student.parse(report["floor"]["code"])
     assert str(Student.of(*describe(build(spec, floor)))) == report["floor"]["code"]
     assert report["floor"]["code"] in capsys.readouterr().out
-    assert main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--arch", str(floor.arch)]) == 2
+    assert (
+        main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--arch", str(floor.arch)]) == 2
+    )

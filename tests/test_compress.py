@@ -33,8 +33,15 @@ def _readme_example() -> str:
 
 def _slow_table(path: Path) -> Path:
     """A modelled device slow enough that a 96 px toy detector's backbone dominates its latency."""
-    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
-                       postprocess_ms=0.5, fixed_kernels=0)
+    slow = DeviceModel(
+        "a slow test device",
+        "fp32",
+        peak_tflops=0.002,
+        bandwidth_gbs=2.0,
+        launch_us=0.0,
+        postprocess_ms=0.5,
+        fixed_kernels=0,
+    )
     open_table(path, "slow", RooflineBackend(slow)).save()
     return path
 
@@ -56,7 +63,7 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.
     torch.manual_seed(0)
     save_detector(build(tiny_spec(), BASE), "base.pt")
     table = _slow_table(tmp_path / "slow.json")
-    code = _readme_example().replace('target="cpu-ort"', f'target={str(table)!r}')
+    code = _readme_example().replace('target="cpu-ort"', f"target={str(table)!r}")
     code = re.sub(r"(jdnas_sdk\.compress\(.*?)\)", lambda m: m.group(1) + TINY + ")", code, count=1, flags=re.S)
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own text
@@ -72,17 +79,31 @@ def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Pa
     On a V100 a toy detector is nearly all fixed cost (pre/post-processing), hence latency=0.99."""
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
-    result = jdnas_sdk.compress(base, target="v100-trt", data=synth_root, latency=0.99, budget=1, workdir=tmp_path,
-                                teacher="none", finetune_steps=1, final_steps=0, space=SearchSpace(BASE),
-                                progress=False)
+    result = jdnas_sdk.compress(
+        base,
+        target="v100-trt",
+        data=synth_root,
+        latency=0.99,
+        budget=1,
+        workdir=tmp_path,
+        teacher="none",
+        finetune_steps=1,
+        final_steps=0,
+        space=SearchSpace(BASE),
+        progress=False,
+    )
     assert result.modelled and result.latency_source == "MODELLED" and result.target == "v100-trt"
     assert "measured_ms" not in result.metrics["base"] and "MODELLED" in result.summary()
     assert "**MODELLED**" in (tmp_path / "report.md").read_text()
 
 
-def test_data_is_asked_for_before_any_work(train_set: object, val_set: object, synth_root: Path, tmp_path: Path) -> None:
+def test_data_is_asked_for_before_any_work(
+    train_set: object, val_set: object, synth_root: Path, tmp_path: Path
+) -> None:
     base = build(tiny_spec(), BASE)
-    with pytest.raises(DataError, match="compress needs data: pass data='FOLDER'.*missing: train_data, select_data, test_data"):
+    with pytest.raises(
+        DataError, match="compress needs data: pass data='FOLDER'.*missing: train_data, select_data, test_data"
+    ):
         jdnas_sdk.compress(base, target="v100-trt", workdir=tmp_path)
     with pytest.raises(DataError, match="missing: select_data, test_data"):
         jdnas_sdk.compress(base, target="v100-trt", train_data=train_set, workdir=tmp_path)

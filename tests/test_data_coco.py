@@ -14,20 +14,32 @@ from jdnas_sdk import DataError
 from jdnas_sdk.data import CocoDetection, find_split, hflip, load_split
 
 
-def _dataset(tmp_path: Path, *, images: list[dict[str, Any]] | None = None, annotations: list[dict[str, Any]] | None = None,
-             categories: list[dict[str, Any]] | None = None, write: bool = True) -> tuple[Path, Path]:
+def _dataset(
+    tmp_path: Path,
+    *,
+    images: list[dict[str, Any]] | None = None,
+    annotations: list[dict[str, Any]] | None = None,
+    categories: list[dict[str, Any]] | None = None,
+    write: bool = True,
+) -> tuple[Path, Path]:
     img_dir = tmp_path / "imgs"
     img_dir.mkdir(exist_ok=True)
-    images = images if images is not None else [
-        {"id": 10, "file_name": "a.png", "width": 40, "height": 30},
-        {"id": 11, "file_name": "b.png", "width": 40, "height": 30},
-    ]
+    images = (
+        images
+        if images is not None
+        else [
+            {"id": 10, "file_name": "a.png", "width": 40, "height": 30},
+            {"id": 11, "file_name": "b.png", "width": 40, "height": 30},
+        ]
+    )
     if write:
         for img in images:
             Image.fromarray(np.zeros((img["height"], img["width"], 3), dtype=np.uint8)).save(img_dir / img["file_name"])
     data = {
         "images": images,
-        "annotations": annotations if annotations is not None else [
+        "annotations": annotations
+        if annotations is not None
+        else [
             {"id": 1, "image_id": 10, "category_id": 7, "bbox": [5, 5, 10, 10], "iscrowd": 0, "area": 100},
             {"id": 2, "image_id": 10, "category_id": 3, "bbox": [30, 20, 20, 20], "iscrowd": 0},  # runs off the image
             {"id": 3, "image_id": 10, "category_id": 3, "bbox": [1, 1, 0, 5], "iscrowd": 0},  # zero width
@@ -66,8 +78,16 @@ def test_reads_coco_into_torchvision_targets(tmp_path: Path, caplog: pytest.LogC
         ('{"images": []}', "not a COCO instances file"),
         ('{"images": {}, "annotations": [], "categories": [{"id": 1}]}', "'images' must be a list"),
         ('{"images": [], "annotations": [], "categories": []}', "'categories' must be a non-empty list"),
-        ('{"images": [{"id": "x", "file_name": "a.png", "width": 1, "height": 1}], "annotations": [], "categories": [{"id": 1}]}', r"images\[0\] needs a unique integer 'id'"),
-        ('{"images": [{"id": 1, "file_name": "a.png", "width": 0, "height": 1}], "annotations": [], "categories": [{"id": 1}]}', "positive integer 'width'"),
+        (
+            '{"images": [{"id": "x", "file_name": "a.png", "width": 1, "height": 1}], '
+            '"annotations": [], "categories": [{"id": 1}]}',
+            r"images\[0\] needs a unique integer 'id'",
+        ),
+        (
+            '{"images": [{"id": 1, "file_name": "a.png", "width": 0, "height": 1}], '
+            '"annotations": [], "categories": [{"id": 1}]}',
+            "positive integer 'width'",
+        ),
         ('{"images": [], "annotations": [], "categories": [{"id": 1}, {"id": 1}]}', "category ids must be unique"),
     ],
 )
@@ -149,7 +169,9 @@ def test_hflip_mirrors_boxes_and_masks() -> None:
     image[:, :, 0] = 1
     masks = torch.zeros(1, 4, 10, dtype=torch.uint8)
     masks[0, :, :2] = 1
-    flipped, target = hflip(image, {"boxes": torch.tensor([[0.0, 0.0, 2.0, 4.0]]), "masks": masks, "labels": torch.tensor([1])})
+    flipped, target = hflip(
+        image, {"boxes": torch.tensor([[0.0, 0.0, 2.0, 4.0]]), "masks": masks, "labels": torch.tensor([1])}
+    )
     assert flipped[0, 0, -1] == 1
     assert target["boxes"].tolist() == [[8.0, 0.0, 10.0, 4.0]]
     assert target["masks"][0, 0, -2:].tolist() == [1, 1]

@@ -119,7 +119,9 @@ def test_user_built_torchvision_detectors_round_trip(index: int, backbone: str) 
     body = getattr(tv_resnet, backbone)(weights=None, norm_layer=FrozenBatchNorm2d if frozen else nn.BatchNorm2d)
     family = ["fasterrcnn", "retinanet", "fcos", "maskrcnn", "keypointrcnn"][index % 5]
     if family in ("retinanet", "fcos"):
-        fpn = _resnet_fpn_extractor(body, 2 if frozen else 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256))
+        fpn = _resnet_fpn_extractor(
+            body, 2 if frozen else 5, returned_layers=[2, 3, 4], extra_blocks=LastLevelP6P7(256, 256)
+        )
         cls = tvd.RetinaNet if family == "retinanet" else tvd.FCOS
         reference = cls(fpn, num_classes=4, min_size=64, max_size=64)
     else:
@@ -128,7 +130,12 @@ def test_user_built_torchvision_detectors_round_trip(index: int, backbone: str) 
         reference = cls(fpn, num_classes=4 if family != "keypointrcnn" else 2, min_size=64, max_size=64)
     reference.eval()
     spec, arch = describe(reference)
-    assert (spec.family, spec.backbone, spec.frozen_bn, spec.trainable_layers) == (family, backbone, frozen, 2 if frozen else 5)
+    assert (spec.family, spec.backbone, spec.frozen_bn, spec.trainable_layers) == (
+        family,
+        backbone,
+        frozen,
+        2 if frozen else 5,
+    )
     rebuilt = build_detector(spec, arch)
     rebuilt.load_state_dict(reference.state_dict())
     rebuilt.eval()

@@ -26,7 +26,9 @@ def test_losses_are_zero_for_identical_inputs_and_positive_otherwise() -> None:
     assert feature_kd(other, feats).item() > 0
     masks = [torch.zeros(2, 6, 6), torch.zeros(2, 3, 3)]
     masks[0][:, :2, :2] = 1
-    assert feature_kd(other, feats, masks=masks, foreground=4.0).item() != pytest.approx(feature_kd(other, feats).item())
+    assert feature_kd(other, feats, masks=masks, foreground=4.0).item() != pytest.approx(
+        feature_kd(other, feats).item()
+    )
     logits = torch.randn(5, 40, 9, generator=gen)
     assert sigmoid_kd(logits, logits, 2.0).abs().item() < 1e-6
     assert sigmoid_kd(logits + 1.0, logits, 2.0).item() > 0
@@ -84,7 +86,9 @@ def test_a_mismatched_teacher_is_refused(train_set: CocoDetection) -> None:
 def test_finetune_with_a_teacher_resumes_exactly_adapters_included(train_set: CocoDetection, tmp_path: Path) -> None:
     spec, teacher_spec = tiny_spec("retinanet"), tiny_spec("retinanet", fpn_channels=32)
     teacher = build(teacher_spec, TEACHER)
-    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, checkpoint_every=2, warmup_steps=0, schedule="constant")
+    config = TrainConfig(
+        batch_size=2, optimizer="adamw", lr=1e-3, checkpoint_every=2, warmup_steps=0, schedule="constant"
+    )
     kd = KDConfig(ramp=0)  # the "killed" run below is a shorter one: a ramp (like a cosine) depends on the length
     torch.manual_seed(0)
     whole = build(spec, STUDENT)
@@ -100,7 +104,9 @@ def test_finetune_with_a_teacher_resumes_exactly_adapters_included(train_set: Co
     again = build(spec, STUDENT)
     again.load_state_dict(start)
     torch.manual_seed(2)  # whatever the adapter starts as, the checkpoint's replaces it
-    result = finetune(again, data=train_set, steps=4, teacher=teacher, kd=kd, config=config, checkpoint=ckpt, progress=False)
+    result = finetune(
+        again, data=train_set, steps=4, teacher=teacher, kd=kd, config=config, checkpoint=ckpt, progress=False
+    )
     assert result.resumed_from == 2
     for key, value in whole.state_dict().items():
         assert torch.allclose(value, again.state_dict()[key], atol=1e-5), key
@@ -143,7 +149,11 @@ def test_positive_only_score_kd_ignores_background(family: str, train_set: CocoD
     spec = tiny_spec(family, frozen_bn=True)
     torch.manual_seed(0)
     student, teacher = build(spec, STUDENT).train(), build(spec, STUDENT)  # two different random detectors
-    predictor = teacher.roi_heads.box_predictor.cls_score if family == "fasterrcnn" else teacher.head.classification_head.cls_logits
+    predictor = (
+        teacher.roi_heads.box_predictor.cls_score
+        if family == "fasterrcnn"
+        else teacher.head.classification_head.cls_logits
+    )
     with torch.no_grad():
         predictor.bias.add_(torch.linspace(-2, 2, predictor.bias.numel()))  # class scores far from the student's
     images, _ = _batch(train_set)

@@ -14,7 +14,9 @@ from jdnas_sdk.latency.table import LatencyTable, table_path
 V100 = GpuInfo("Tesla V100-SXM2-16GB", "535.104.05", (7, 0), 1530, 877, 1530, 877)
 
 
-@pytest.mark.skipif(torch.cuda.is_available() or tensorrt_available() is None, reason="this machine has a GPU or TensorRT")
+@pytest.mark.skipif(
+    torch.cuda.is_available() or tensorrt_available() is None, reason="this machine has a GPU or TensorRT"
+)
 def test_here_it_says_no_gpu_no_tensorrt_and_what_is_modelled_only() -> None:
     report = doctor()
     text = format_report(report)
@@ -33,7 +35,9 @@ def test_target_rules_with_a_gpu() -> None:
     assert not too_new.measurable and "TensorRT 10.5.0 here is outside that range" in too_new.how
     other_gpu = _target_status(table, GpuInfo("NVIDIA T4", "535.0", (7, 5)), "10.4.0")
     assert not other_gpu.measurable and "this GPU is NVIDIA T4 (SM 7.5)" in other_gpu.how
-    assert _target_status(LatencyTable.load(table_path("t4-trt")), GpuInfo("NVIDIA T4", "535.0", (7, 5)), "11.4.0").measurable
+    assert _target_status(
+        LatencyTable.load(table_path("t4-trt")), GpuInfo("NVIDIA T4", "535.0", (7, 5)), "11.4.0"
+    ).measurable
 
 
 def test_jdnas_doctor_prints_one_screen(capsys: pytest.CaptureFixture[str]) -> None:

@@ -18,7 +18,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script() -> Any:
-    spec = importlib.util.spec_from_file_location("estimate_fingerprint", ROOT / "benchmarks" / "estimate_fingerprint.py")
+    spec = importlib.util.spec_from_file_location(
+        "estimate_fingerprint", ROOT / "benchmarks" / "estimate_fingerprint.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -25,12 +25,16 @@ def _ground_truth_as_predictions(ds: CocoDetection) -> list[dict[str, torch.Tens
 
 
 def _empty(ds: CocoDetection) -> list[dict[str, torch.Tensor]]:
-    return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}] * len(ds)
+    return [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64), "scores": torch.zeros(0)}] * len(
+        ds
+    )
 
 
 def test_ground_truth_scores_one_and_nothing_scores_zero(val_set: CocoDetection) -> None:
     perfect = coco_map(val_set, _ground_truth_as_predictions(val_set))
-    assert perfect.ap == pytest.approx(1.0) and perfect.ap50 == pytest.approx(1.0) and perfect.ap75 == pytest.approx(1.0)
+    assert (
+        perfect.ap == pytest.approx(1.0) and perfect.ap50 == pytest.approx(1.0) and perfect.ap75 == pytest.approx(1.0)
+    )
     assert coco_map(val_set, _empty(val_set)).ap == 0.0
 
 
@@ -54,8 +58,11 @@ def _crowd_dataset(tmp_path: Path) -> CocoDetection:
         {"id": 3, "image_id": 2, "category_id": 40, "bbox": [0, 0, 60, 60], "iscrowd": 1},
     ]  # image 3 has no annotations
     ann = tmp_path / "gt.json"
-    ann.write_text(json.dumps({"images": images, "annotations": anns,
-                               "categories": [{"id": 12, "name": "a"}, {"id": 40, "name": "b"}]}))
+    ann.write_text(
+        json.dumps(
+            {"images": images, "annotations": anns, "categories": [{"id": 12, "name": "a"}, {"id": 40, "name": "b"}]}
+        )
+    )
     return CocoDetection(tmp_path, ann)
 
 
@@ -63,11 +70,19 @@ def test_crowd_and_unannotated_images_and_category_ids(tmp_path: Path) -> None:
     ds = _crowd_dataset(tmp_path)
     preds = _ground_truth_as_predictions(ds)
     # a detection inside the crowd region is ignored, not a false positive
-    preds[1] = {"boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0]]), "labels": torch.tensor([2]), "scores": torch.tensor([0.9])}
+    preds[1] = {
+        "boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([0.9]),
+    }
     assert coco_map(ds, preds).ap == pytest.approx(1.0)
     # the same detection on the unannotated image is a false positive with a higher score
     preds[1] = _empty(ds)[0]
-    preds[2] = {"boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0]]), "labels": torch.tensor([2]), "scores": torch.tensor([2.0])}
+    preds[2] = {
+        "boxes": torch.tensor([[5.0, 5.0, 20.0, 20.0]]),
+        "labels": torch.tensor([2]),
+        "scores": torch.tensor([2.0]),
+    }
     assert coco_map(ds, preds).ap < 1.0
     # swapped labels map to the wrong COCO categories
     swapped = _ground_truth_as_predictions(ds)
@@ -92,6 +107,8 @@ def test_evaluate_runs_a_real_model_and_checks_classes(val_set: CocoDetection) -
     assert json.dumps(result.to_dict())
     with pytest.raises(DataError, match="predicts 2 classes"):
         evaluate(build_detector(tiny_spec("fcos", num_classes=3)), val_set, progress=False)
-    wrong_ids = tiny_spec("fcos", num_classes=val_set.num_classes, category_ids=tuple(range(101, 101 + val_set.num_classes - 1)))
+    wrong_ids = tiny_spec(
+        "fcos", num_classes=val_set.num_classes, category_ids=tuple(range(101, 101 + val_set.num_classes - 1))
+    )
     with pytest.raises(DataError, match="category ids"):
         evaluate(build_detector(wrong_ids), val_set, progress=False)

@@ -60,7 +60,9 @@ def test_an_engine_without_tensorrt_is_refused_after_the_onnx_is_written(tmp_pat
 @pytest.mark.tensorrt
 @pytest.mark.skipif(tensorrt_available() is not None, reason=str(tensorrt_available()))
 def test_tensorrt_engine_is_built_from_the_onnx(tmp_path: Path) -> None:
-    result = export(build(tiny_spec("retinanet"), ARCH), tmp_path / "d.onnx", engine=tmp_path / "d.plan", precision="fp16")
+    result = export(
+        build(tiny_spec("retinanet"), ARCH), tmp_path / "d.onnx", engine=tmp_path / "d.plan", precision="fp16"
+    )
     assert result.engine_path is not None and result.engine_path.stat().st_size > 0
 
 
@@ -81,9 +83,24 @@ def test_export_command_writes_checks_and_measures(tmp_path: Path) -> None:
             local.put(key, Entry(0.001, samples=1))
     local.put(fixed_key(spec, (96, 96)), Entry(1.0, samples=1, source="residual"))
     local.save()
-    run = subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "export", "--model", str(model_file), "--onnx",
-                          str(tmp_path / "m.onnx"), "--measure", "--target", str(table)],
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jdnas_sdk.cli",
+            "export",
+            "--model",
+            str(model_file),
+            "--onnx",
+            str(tmp_path / "m.onnx"),
+            "--measure",
+            "--target",
+            str(table),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr
     assert "largest differences" in run.stdout and "measured" in run.stdout and "estimated" in run.stdout
     assert (tmp_path / "m.onnx").is_file()

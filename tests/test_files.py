@@ -108,7 +108,9 @@ def test_newer_format_and_bad_fields(saved: tuple[torch.nn.Module, Path], tmp_pa
     with pytest.raises(DetectorFileError, match="upgrade jdnas-sdk"):
         load_detector(_rewrite(path, tmp_path / "new.pt", format_version=FORMAT_VERSION + 1))
     with pytest.raises(DetectorFileError, match="invalid detector spec"):
-        load_detector(_rewrite(path, tmp_path / "spec.pt", spec={"family": "yolo", "backbone": "resnet18", "num_classes": 3}))
+        load_detector(
+            _rewrite(path, tmp_path / "spec.pt", spec={"family": "yolo", "backbone": "resnet18", "num_classes": 3})
+        )
     payload = torch.load(path, weights_only=True)
     state = dict(payload["state_dict"])
     state.pop(next(iter(state)))
@@ -130,4 +132,3 @@ def test_save_is_atomic_and_rejects_bad_metadata(saved: tuple[torch.nn.Module, P
         save_detector(model, path, metadata={"bad": object()})
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["keep.pt"]
-

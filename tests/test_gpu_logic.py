@@ -94,14 +94,20 @@ def test_output_sizing() -> None:
 
 
 def test_layer_split_leaves_out_producers_and_reformats() -> None:
-    names = [f"/{WARM_NAME}_0/Conv", "/op/conv/Conv + /op/Add + /op/Relu",
-             "Reformatting CopyNode for Input Tensor 0 to /op/conv/Conv", f"/{WARM_NAME}_1/Conv"]
+    names = [
+        f"/{WARM_NAME}_0/Conv",
+        "/op/conv/Conv + /op/Add + /op/Relu",
+        "Reformatting CopyNode for Input Tensor 0 to /op/conv/Conv",
+        f"/{WARM_NAME}_1/Conv",
+    ]
     split = split_layers(names, WARM_NAME)
     assert split.op == ("/op/conv/Conv + /op/Add + /op/Relu",)
     assert len(split.producers) == 2 and len(split.reformats) == 1
     with pytest.raises(LatencyTableError, match="fused an input producer"):
         split_layers([f"/{WARM_NAME}_0/Conv + /op/conv/Conv"], WARM_NAME)
-    detailed = json.dumps({"Layers": [{"Name": "a + b", "LayerType": "CaskConvolution"}, {"Name": "c"}], "Bindings": []})
+    detailed = json.dumps(
+        {"Layers": [{"Name": "a + b", "LayerType": "CaskConvolution"}, {"Name": "c"}], "Bindings": []}
+    )
     assert layer_names_from_inspector(detailed) == ["a + b", "c"]
     assert layer_names_from_inspector(json.dumps({"Layers": ["x", "y"]})) == ["x", "y"]
 
@@ -109,7 +115,12 @@ def test_layer_split_leaves_out_producers_and_reformats() -> None:
 def test_nvidia_smi_parsing_and_cuda_variant() -> None:
     info = parse_nvidia_smi("NVIDIA H100 80GB HBM3, 550.54.15, 9.0, 1980, 2619, 1980, 2619")
     assert info.compute_capability == (9, 0) and info.driver == "550.54.15" and info.sm == "9.0"
-    assert info.clocks() == {"sm_clock_mhz": 1980, "mem_clock_mhz": 2619, "max_sm_clock_mhz": 1980, "max_mem_clock_mhz": 2619}
+    assert info.clocks() == {
+        "sm_clock_mhz": 1980,
+        "mem_clock_mhz": 2619,
+        "max_sm_clock_mhz": 1980,
+        "max_mem_clock_mhz": 2619,
+    }
     assert "SM 9.0" in info.describe() and "550.54.15" in info.describe()
     partial = parse_nvidia_smi("Tesla V100-SXM2-16GB, 535.104.05, 7.0, [N/A], 877, 1530, 877")
     assert partial.sm_clock_mhz is None and "sm_clock_mhz" not in partial.clocks()
@@ -119,8 +130,14 @@ def test_nvidia_smi_parsing_and_cuda_variant() -> None:
     assert tensorrt_cuda_variant(["numpy"]) == "" and tensorrt_cuda_variant(["tensorrt-cu12", "tensorrt-cu13"]) == ""
 
 
-@pytest.mark.parametrize("text", ["conv(n=1,cin=16,cout=32,k=3,s=2,g=1,h=16,w=16,norm=bn,act=relu,add=1)",
-                                  "upsample(c=8,h=4,w=4,oh=8,ow=8)", "linear(rows=4,fin=16,fout=8,act=relu)"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "conv(n=1,cin=16,cout=32,k=3,s=2,g=1,h=16,w=16,norm=bn,act=relu,add=1)",
+        "upsample(c=8,h=4,w=4,oh=8,ow=8)",
+        "linear(rows=4,fin=16,fout=8,act=relu)",
+    ],
+)
 def test_fp16_graph_computes_in_fp16_with_fp32_io(text: str) -> None:
     key = OpKey.parse(text)
     fp32 = op_onnx(key)

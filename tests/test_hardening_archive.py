@@ -19,20 +19,49 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _candidate(index: int, parent: int | None, **changes: Any) -> dict[str, Any]:
-    out = {"index": index, "arch": "basic:16|16:16x1", "parent": parent, "actions": ["a"] if parent is not None else [],
-           "teacher": None, "latency_ms": 10.0 - index, "ap": 0.1 + 0.01 * index, "ap50": 0.2, "ap75": 0.1,
-           "file": f"cand_{index}.pt", "bound_ms": None, "wall_s": 1.0, "rejected": 0}
+    out = {
+        "index": index,
+        "arch": "basic:16|16:16x1",
+        "parent": parent,
+        "actions": ["a"] if parent is not None else [],
+        "teacher": None,
+        "latency_ms": 10.0 - index,
+        "ap": 0.1 + 0.01 * index,
+        "ap50": 0.2,
+        "ap75": 0.1,
+        "file": f"cand_{index}.pt",
+        "bound_ms": None,
+        "wall_s": 1.0,
+        "rejected": 0,
+    }
     out.update(changes)
     return out
 
 
 def _result(history: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
-    metrics = {"ap": 0.1, "ap50": 0.2, "ap75": 0.1, "estimated_ms": 9.0, "measured_ms": None, "params": 10, "macs": 20,
-               "arch": "basic:16|16:16x1"}
-    out = {"history": history, "chosen": len(history) - 1, "target": "cpu-ort", "target_ms": 8.0, "method": "joint",
-           "modelled": False, "device": "cpu", "input_size": [64, 64], "wall_s": 60.0,
-           "metrics": {"base": metrics, "student": dict(metrics)},
-           "breakdown": {"base": {"stem": 1.0}, "student": {"stem": 0.5}}}
+    metrics = {
+        "ap": 0.1,
+        "ap50": 0.2,
+        "ap75": 0.1,
+        "estimated_ms": 9.0,
+        "measured_ms": None,
+        "params": 10,
+        "macs": 20,
+        "arch": "basic:16|16:16x1",
+    }
+    out = {
+        "history": history,
+        "chosen": len(history) - 1,
+        "target": "cpu-ort",
+        "target_ms": 8.0,
+        "method": "joint",
+        "modelled": False,
+        "device": "cpu",
+        "input_size": [64, 64],
+        "wall_s": 60.0,
+        "metrics": {"base": metrics, "student": dict(metrics)},
+        "breakdown": {"base": {"stem": 1.0}, "student": {"stem": 0.5}},
+    }
     out.update(changes)
     return out
 
@@ -40,11 +69,20 @@ def _result(history: list[dict[str, Any]], **changes: Any) -> dict[str, Any]:
 def _report(work: Path, content: Any) -> subprocess.CompletedProcess[str]:
     """``jdnas report`` run as a user runs it, on a result.json holding ``content`` (JSON, text or bytes)."""
     work.mkdir(exist_ok=True)
-    data = content if isinstance(content, bytes) else (content if isinstance(content, str) else json.dumps(content)).encode()
+    data = (
+        content
+        if isinstance(content, bytes)
+        else (content if isinstance(content, str) else json.dumps(content)).encode()
+    )
     (work / "result.json").write_bytes(data)
     env = {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "report", str(work)], capture_output=True,
-                          text=True, timeout=120, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "jdnas_sdk.cli", "report", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
 
 
 def test_a_valid_result_gives_a_report_written_atomically(tmp_path: Path) -> None:
@@ -53,23 +91,31 @@ def test_a_valid_result_gives_a_report_written_atomically(tmp_path: Path) -> Non
     (work / "result.json").write_text(json.dumps(_result([_candidate(0, None), _candidate(1, 0), _candidate(2, 1)])))
     out = write_report(work)
     assert out == work / "report.html" and "lineage 2 &lt;- 1 &lt;- 0" in out.read_text()
-    assert sorted(p.name for p in work.iterdir()) == ["pareto.png", "report.html", "report.md", "result.json",
-                                                     "trajectory.png"]
+    assert sorted(p.name for p in work.iterdir()) == [
+        "pareto.png",
+        "report.html",
+        "report.md",
+        "result.json",
+        "trajectory.png",
+    ]
 
 
-@pytest.mark.parametrize("result, field", [
-    (_result([_candidate(0, 1), _candidate(1, 0)]), "parent 1, which is not an earlier candidate"),  # a cycle
-    (_result([_candidate(0, None)], chosen=5), "field 'chosen'"),
-    (_result([_candidate(0, None)], chosen="0"), "field 'chosen'"),
-    (_result([_candidate(0, None, ap="high")]), "field 'ap'"),
-    (_result([_candidate(0, None, latency_ms=10**400)]), "field 'latency_ms'"),
-    (_result([_candidate(0, None, actions=[1, 2])]), "field 'actions'"),
-    (_result([_candidate(1, None)]), "has index 1"),
-    (_result([_candidate(0, None)], target_ms="fast"), "field 'target_ms'"),
-    (_result([_candidate(0, None)], metrics=[]), "field 'metrics'"),
-    (b"\x89PNG\x00\xff\xfe garbage", "corrupt"),
-    ("[" * 50_000 + "]" * 50_000, "corrupt"),
-])
+@pytest.mark.parametrize(
+    "result, field",
+    [
+        (_result([_candidate(0, 1), _candidate(1, 0)]), "parent 1, which is not an earlier candidate"),  # a cycle
+        (_result([_candidate(0, None)], chosen=5), "field 'chosen'"),
+        (_result([_candidate(0, None)], chosen="0"), "field 'chosen'"),
+        (_result([_candidate(0, None, ap="high")]), "field 'ap'"),
+        (_result([_candidate(0, None, latency_ms=10**400)]), "field 'latency_ms'"),
+        (_result([_candidate(0, None, actions=[1, 2])]), "field 'actions'"),
+        (_result([_candidate(1, None)]), "has index 1"),
+        (_result([_candidate(0, None)], target_ms="fast"), "field 'target_ms'"),
+        (_result([_candidate(0, None)], metrics=[]), "field 'metrics'"),
+        (b"\x89PNG\x00\xff\xfe garbage", "corrupt"),
+        ("[" * 50_000 + "]" * 50_000, "corrupt"),
+    ],
+)
 def test_a_damaged_result_is_a_search_error_naming_file_and_field(tmp_path: Path, result: Any, field: str) -> None:
     work = tmp_path / "w"
     work.mkdir()
@@ -91,8 +137,16 @@ def test_an_archive_naming_a_file_outside_the_workdir_is_refused(tmp_path: Path)
     path = tmp_path / "archive.json"
     settings = {"a": 1}
     for bad in ("../../etc/passwd", "/etc/passwd", 7):
-        path.write_text(json.dumps({"format": "jdnas-search-archive", "version": 1, "settings": settings,
-                                    "candidates": [_candidate(0, None, file=bad)]}))
+        path.write_text(
+            json.dumps(
+                {
+                    "format": "jdnas-search-archive",
+                    "version": 1,
+                    "settings": settings,
+                    "candidates": [_candidate(0, None, file=bad)],
+                }
+            )
+        )
         with pytest.raises(SearchError, match="field 'file'"):
             Archive.open(path, settings)
 

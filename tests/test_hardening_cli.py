@@ -24,8 +24,13 @@ TINY = ["--input-size", "96", "--fpn-channels", "16", "--representation-size", "
 
 def _jdnas(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "jdnas_sdk.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "jdnas_sdk.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +41,27 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _compress(model_file: Path, data: Path, work: Path, *extra: str) -> subprocess.Popen[str]:
-    return _jdnas("compress", "--model", str(model_file), "--data", str(data), "--target", "t4-trt", "--budget", "2",
-                  "--workdir", str(work), "--pool-steps", "200", *extra)
+    return _jdnas(
+        "compress",
+        "--model",
+        str(model_file),
+        "--data",
+        str(data),
+        "--target",
+        "t4-trt",
+        "--budget",
+        "2",
+        "--workdir",
+        str(work),
+        "--pool-steps",
+        "200",
+        *extra,
+    )
 
 
 def test_two_compress_runs_on_one_workdir_the_second_refuses_naming_the_first(
-        model_file: Path, synth_root: Path, tmp_path: Path) -> None:
+    model_file: Path, synth_root: Path, tmp_path: Path
+) -> None:
     work = tmp_path / "w"
     first = _compress(model_file, synth_root, work, "--latency", "0.98")  # reachable: it trains a pool
     try:
@@ -67,13 +87,19 @@ def test_two_compress_runs_on_one_workdir_the_second_refuses_naming_the_first(
         first.wait(timeout=30)
 
 
-@pytest.mark.parametrize("bad, problem", [
-    (["--ms", "nan"], "ms must be a finite"), (["--ms", "inf"], "ms must be a finite"),
-    (["--latency", "inf"], "latency must be a finite"), (["--budget", "0s"], "out of range"),
-    (["--ms", "0.01"], "below anything the search space reaches"),
-])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        (["--ms", "nan"], "ms must be a finite"),
+        (["--ms", "inf"], "ms must be a finite"),
+        (["--latency", "inf"], "latency must be a finite"),
+        (["--budget", "0s"], "out of range"),
+        (["--ms", "0.01"], "below anything the search space reaches"),
+    ],
+)
 def test_an_impossible_request_fails_in_seconds_and_leaves_no_workdir(
-        model_file: Path, synth_root: Path, tmp_path: Path, bad: list[str], problem: str) -> None:
+    model_file: Path, synth_root: Path, tmp_path: Path, bad: list[str], problem: str
+) -> None:
     work = tmp_path / "new"
     began = time.monotonic()
     run = _compress(model_file, synth_root, work, *bad)
@@ -86,8 +112,24 @@ def test_an_impossible_request_fails_in_seconds_and_leaves_no_workdir(
 def test_train_with_the_same_seed_from_scratch_gives_the_same_weights(synth_root: Path, tmp_path: Path) -> None:
     runs = []
     for name, seed in (("a", "0"), ("b", "0"), ("c", "1")):
-        runs.append(_jdnas("train", "--data", str(synth_root), "--model", "fasterrcnn_resnet18", "--out",
-                           str(tmp_path / f"{name}.pt"), "--steps", "1", "--batch-size", "1", "--seed", seed, *TINY))
+        runs.append(
+            _jdnas(
+                "train",
+                "--data",
+                str(synth_root),
+                "--model",
+                "fasterrcnn_resnet18",
+                "--out",
+                str(tmp_path / f"{name}.pt"),
+                "--steps",
+                "1",
+                "--batch-size",
+                "1",
+                "--seed",
+                seed,
+                *TINY,
+            )
+        )
     for run in runs:
         _, err = run.communicate(timeout=300)
         assert run.returncode == 0, err
@@ -97,7 +139,8 @@ def test_train_with_the_same_seed_from_scratch_gives_the_same_weights(synth_root
 
 
 def test_train_into_a_read_only_folder_fails_before_training_in_one_line(
-        synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from jdnas_sdk.cli import main
 
     ro = tmp_path / "ro"
@@ -106,8 +149,20 @@ def test_train_into_a_read_only_folder_fails_before_training_in_one_line(
         pytest.skip("cannot mount a read-only tmpfs here (the library test simulates EROFS instead)")
     try:
         began = time.monotonic()
-        code = main(["train", "--data", str(synth_root), "--model", "fasterrcnn_resnet18", "--out", str(ro / "x.pt"),
-                     "--steps", "50", *TINY])
+        code = main(
+            [
+                "train",
+                "--data",
+                str(synth_root),
+                "--model",
+                "fasterrcnn_resnet18",
+                "--out",
+                str(ro / "x.pt"),
+                "--steps",
+                "50",
+                *TINY,
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 2 and "read-only" in err and str(ro) in err and err.count("\n") == 1, err
         assert time.monotonic() - began < 30  # refused before a training step

@@ -20,8 +20,16 @@ def _dataset(tmp_path: Path, *, image: Image.Image | None = None, **changes: Any
     (image or Image.new("RGB", (64, 48), (10, 20, 30))).save(images / "a.png")
     data: dict[str, Any] = {
         "images": [{"id": 1, "file_name": "a.png", "width": 64, "height": 48}],
-        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [4, 4, 20, 20], "iscrowd": 0,
-                         "segmentation": [[4, 4, 24, 4, 24, 24, 4, 24]]}],
+        "annotations": [
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [4, 4, 20, 20],
+                "iscrowd": 0,
+                "segmentation": [[4, 4, 24, 4, 24, 24, 4, 24]],
+            }
+        ],
         "categories": [{"id": 1, "name": "box"}],
     }
     for key, value in changes.items():
@@ -48,8 +56,9 @@ def test_a_file_name_outside_the_images_folder_is_refused(tmp_path: Path) -> Non
 
 def test_a_decompression_bomb_is_a_data_error_naming_the_file(tmp_path: Path) -> None:
     bomb = Image.new("1", (12_000, 12_000))  # 144 Mpixel (over PIL's limit) in a few kB of PNG
-    images, ann = _dataset(tmp_path, image=bomb, images__width=12_000, images__height=12_000,
-                           annotations__bbox=[4, 4, 20, 20])
+    images, ann = _dataset(
+        tmp_path, image=bomb, images__width=12_000, images__height=12_000, annotations__bbox=[4, 4, 20, 20]
+    )
     data = CocoDetection(images, ann)
     with pytest.raises(DataError, match=r"a\.png is too large to decode safely"):
         data[0]
@@ -73,13 +82,16 @@ def test_ids_beyond_int64_are_refused_at_load(tmp_path: Path) -> None:
         CocoDetection(images, ann)
 
 
-@pytest.mark.parametrize("segmentation", [
-    {"size": [48, 64], "counts": [1, 2]},            # covers 3 pixels of 3,072: pycocotools reads garbage
-    {"size": [48, 64], "counts": "zz"},              # not a compressed RLE string
-    {"size": [10, 10], "counts": [100]},             # another image's size
-    [[1, 2, 3]],                                      # a polygon of one and a half points
-    [["a", 1, 2, 3, 4, 5]],
-])
+@pytest.mark.parametrize(
+    "segmentation",
+    [
+        {"size": [48, 64], "counts": [1, 2]},  # covers 3 pixels of 3,072: pycocotools reads garbage
+        {"size": [48, 64], "counts": "zz"},  # not a compressed RLE string
+        {"size": [10, 10], "counts": [100]},  # another image's size
+        [[1, 2, 3]],  # a polygon of one and a half points
+        [["a", 1, 2, 3, 4, 5]],
+    ],
+)
 def test_an_invalid_mask_is_a_data_error_at_load_naming_the_image(tmp_path: Path, segmentation: Any) -> None:
     images, ann = _dataset(tmp_path, annotations__segmentation=segmentation)
     with pytest.raises(DataError, match=r"image 'a\.png'") as info:
@@ -106,8 +118,9 @@ def test_deeply_nested_json_is_a_data_error(tmp_path: Path) -> None:
         CocoDetection(images, ann)
 
 
-def test_synth_on_a_disk_that_fills_half_way_leaves_no_half_dataset(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_synth_on_a_disk_that_fills_half_way_leaves_no_half_dataset(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """ENOSPC simulated at the fourth image (the OS call raises it), then a real run replaces the folder whole."""
     import errno
 

@@ -31,12 +31,17 @@ def detector_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("changes", [
-    {"num_classes": 10**9},                     # a 1e9-class box predictor: hundreds of GB
-    {"representation_size": 10**6, "num_classes": 10**4},
-    {"fpn_channels": 2**20},
-])
-def test_absurd_sizes_are_refused_without_allocating_them(detector_file: Path, tmp_path: Path, changes: dict[str, int]) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"num_classes": 10**9},  # a 1e9-class box predictor: hundreds of GB
+        {"representation_size": 10**6, "num_classes": 10**4},
+        {"fpn_channels": 2**20},
+    ],
+)
+def test_absurd_sizes_are_refused_without_allocating_them(
+    detector_file: Path, tmp_path: Path, changes: dict[str, int]
+) -> None:
     bad = _edited(detector_file, tmp_path / "bad.pt", "spec", **changes)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with pytest.raises(DetectorFileError, match=str(bad)):
@@ -53,12 +58,22 @@ def pool_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.parametrize("changes", [
-    {"teacher_widths": "0,1.25"}, {"teacher_widths": "nan,1"}, {"teacher_widths": "1,inf"},
-    {"depth_delta": "inf"}, {"depth_delta": -1}, {"multiple": 0}, {"multiple": 1e308}, {"teacher_widths": 7},
-])
-def test_pool_metadata_with_zero_nan_or_inf_is_a_detector_file_error(pool_file: Path, tmp_path: Path,
-                                                                     changes: dict[str, Any]) -> None:
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"teacher_widths": "0,1.25"},
+        {"teacher_widths": "nan,1"},
+        {"teacher_widths": "1,inf"},
+        {"depth_delta": "inf"},
+        {"depth_delta": -1},
+        {"multiple": 0},
+        {"multiple": 1e308},
+        {"teacher_widths": 7},
+    ],
+)
+def test_pool_metadata_with_zero_nan_or_inf_is_a_detector_file_error(
+    pool_file: Path, tmp_path: Path, changes: dict[str, Any]
+) -> None:
     bad = _edited(pool_file, tmp_path / "pool.pt", "metadata", **changes)
     with pytest.raises(DetectorFileError, match="teacher-pool metadata") as info:
         TeacherPool.load(bad)

@@ -21,37 +21,115 @@ from jdnas_sdk.report.search import check_result
 from jdnas_sdk.search.archive import Archive
 
 #: Modest by default (seconds); JDNAS_FUZZ_EXAMPLES=2000 for a deeper run.
-SETTINGS = settings(max_examples=int(os.environ.get("JDNAS_FUZZ_EXAMPLES", "60")), deadline=None, suppress_health_check=list(HealthCheck))
+SETTINGS = settings(
+    max_examples=int(os.environ.get("JDNAS_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 
-SCALARS = (st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
-           | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12))
-JSON = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                    max_leaves=6)
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=12)
+)
+JSON = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 TABLE = {
-    "format": "jdnas-latency-table", "schema_version": 1, "target": "t", "source": "measured", "unit": "ms",
-    "device": {"device": "cpu", "backend": "onnxruntime", "backend_version": "1", "precision": "fp32", "batch": 1,
-               "threads": 1, "provider": "", "driver": "", "optimization": "", "machine": ""},
-    "model": None, "created": "", "updated": "", "notes": "",
-    "entries": {"relu(c=8,h=4,w=4)": {"median_ms": 0.1, "spread_ms": 0.0, "samples": 3, "source": "measured"},
-                "fixed(family=fasterrcnn,classes=9,fpn=16,levels=1234,rep=32,dets=0,h=64,w=64,rh=64,rw=64)":
-                    {"median_ms": 1.0, "source": "residual", "info": {"end_to_end_ms": 2.0}}},
+    "format": "jdnas-latency-table",
+    "schema_version": 1,
+    "target": "t",
+    "source": "measured",
+    "unit": "ms",
+    "device": {
+        "device": "cpu",
+        "backend": "onnxruntime",
+        "backend_version": "1",
+        "precision": "fp32",
+        "batch": 1,
+        "threads": 1,
+        "provider": "",
+        "driver": "",
+        "optimization": "",
+        "machine": "",
+    },
+    "model": None,
+    "created": "",
+    "updated": "",
+    "notes": "",
+    "entries": {
+        "relu(c=8,h=4,w=4)": {"median_ms": 0.1, "spread_ms": 0.0, "samples": 3, "source": "measured"},
+        "fixed(family=fasterrcnn,classes=9,fpn=16,levels=1234,rep=32,dets=0,h=64,w=64,rh=64,rw=64)": {
+            "median_ms": 1.0,
+            "source": "residual",
+            "info": {"end_to_end_ms": 2.0},
+        },
+    },
 }
 COCO = {
     "images": [{"id": 1, "file_name": "a.png", "width": 32, "height": 32}],
-    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [2, 2, 10, 10], "iscrowd": 0, "area": 100,
-                     "segmentation": {"size": [32, 32], "counts": [66, 10, 22, 10, 916]}}],
+    "annotations": [
+        {
+            "id": 1,
+            "image_id": 1,
+            "category_id": 1,
+            "bbox": [2, 2, 10, 10],
+            "iscrowd": 0,
+            "area": 100,
+            "segmentation": {"size": [32, 32], "counts": [66, 10, 22, 10, 916]},
+        }
+    ],
     "categories": [{"id": 1, "name": "box"}],
 }
-CANDIDATE = {"index": 0, "arch": "basic:16|16:16x1", "parent": None, "actions": [], "teacher": None, "latency_ms": 9.0,
-             "ap": 0.1, "ap50": 0.2, "ap75": 0.1, "file": "cand_0.pt", "bound_ms": None, "wall_s": 1.0, "rejected": 0}
-ARCHIVE = {"format": "jdnas-search-archive", "version": 1, "settings": {"a": 1},
-           "candidates": [CANDIDATE, {**CANDIDATE, "index": 1, "parent": 0, "actions": ["x"], "file": "cand_1.pt"}]}
-METRICS = {"ap": 0.1, "ap50": 0.2, "ap75": 0.1, "estimated_ms": 9.0, "measured_ms": None, "params": 1, "macs": 2,
-           "arch": "basic:16|16:16x1"}
-RESULT = {"history": ARCHIVE["candidates"], "chosen": 1, "target": "cpu-ort", "target_ms": 8.0, "method": "joint",
-          "modelled": False, "device": "cpu", "input_size": [64, 64], "wall_s": 1.0,
-          "metrics": {"base": METRICS, "student": METRICS}, "breakdown": {"base": {"stem": 1.0}, "student": {"stem": 1.0}}}
+CANDIDATE = {
+    "index": 0,
+    "arch": "basic:16|16:16x1",
+    "parent": None,
+    "actions": [],
+    "teacher": None,
+    "latency_ms": 9.0,
+    "ap": 0.1,
+    "ap50": 0.2,
+    "ap75": 0.1,
+    "file": "cand_0.pt",
+    "bound_ms": None,
+    "wall_s": 1.0,
+    "rejected": 0,
+}
+ARCHIVE = {
+    "format": "jdnas-search-archive",
+    "version": 1,
+    "settings": {"a": 1},
+    "candidates": [CANDIDATE, {**CANDIDATE, "index": 1, "parent": 0, "actions": ["x"], "file": "cand_1.pt"}],
+}
+METRICS = {
+    "ap": 0.1,
+    "ap50": 0.2,
+    "ap75": 0.1,
+    "estimated_ms": 9.0,
+    "measured_ms": None,
+    "params": 1,
+    "macs": 2,
+    "arch": "basic:16|16:16x1",
+}
+RESULT = {
+    "history": ARCHIVE["candidates"],
+    "chosen": 1,
+    "target": "cpu-ort",
+    "target_ms": 8.0,
+    "method": "joint",
+    "modelled": False,
+    "device": "cpu",
+    "input_size": [64, 64],
+    "wall_s": 1.0,
+    "metrics": {"base": METRICS, "student": METRICS},
+    "breakdown": {"base": {"stem": 1.0}, "student": {"stem": 1.0}},
+}
 
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -97,8 +175,9 @@ GARBAGE = st.none() | st.none() | st.none() | st.binary(max_size=64)
 
 @SETTINGS
 @given(doc=mutated(TABLE), garbage=GARBAGE)
-def test_fuzzed_tables_load_or_raise_a_jdnas_error(tmp_path_factory: pytest.TempPathFactory, doc: Any,
-                                                   garbage: bytes | None) -> None:
+def test_fuzzed_tables_load_or_raise_a_jdnas_error(
+    tmp_path_factory: pytest.TempPathFactory, doc: Any, garbage: bytes | None
+) -> None:
     path = tmp_path_factory.mktemp("t") / "t.json"
     _write(path, doc, garbage)
     try:
@@ -118,8 +197,9 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @SETTINGS
 @given(doc=mutated(COCO), garbage=GARBAGE, masks=st.booleans())
-def test_fuzzed_coco_files_load_or_raise_a_jdnas_error(images: Path, tmp_path_factory: pytest.TempPathFactory, doc: Any,
-                                                       garbage: bytes | None, masks: bool) -> None:
+def test_fuzzed_coco_files_load_or_raise_a_jdnas_error(
+    images: Path, tmp_path_factory: pytest.TempPathFactory, doc: Any, garbage: bytes | None, masks: bool
+) -> None:
     path = tmp_path_factory.mktemp("c") / "instances.json"
     _write(path, doc, garbage)
     try:
@@ -133,8 +213,9 @@ def test_fuzzed_coco_files_load_or_raise_a_jdnas_error(images: Path, tmp_path_fa
 
 @SETTINGS
 @given(doc=mutated(ARCHIVE), garbage=GARBAGE)
-def test_fuzzed_archives_open_or_raise_a_jdnas_error(tmp_path_factory: pytest.TempPathFactory, doc: Any,
-                                                     garbage: bytes | None) -> None:
+def test_fuzzed_archives_open_or_raise_a_jdnas_error(
+    tmp_path_factory: pytest.TempPathFactory, doc: Any, garbage: bytes | None
+) -> None:
     path = tmp_path_factory.mktemp("a") / "archive.json"
     _write(path, doc, garbage)
     try:

@@ -27,8 +27,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _python(code: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
 
 
 def _wait_for_line(proc: subprocess.Popen[str], text: str) -> None:
@@ -41,8 +46,9 @@ def _mount_tmpfs(where: Path, *, size: str, read_only: bool) -> bool:
     where.mkdir(parents=True, exist_ok=True)
     options = f"size={size}" + (",ro" if read_only else "")
     try:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
-                              capture_output=True, timeout=20)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
@@ -157,8 +163,9 @@ def test_profile_refuses_a_table_another_run_is_writing(tmp_path: Path) -> None:
         _wait_for_line(holder, "held")
         table = open_table(path, "t", OrtBackend())
         with pytest.raises(LockError, match=f"latency table {path} is in use by pid {holder.pid}"):
-            profile(table, OrtBackend(), tiny_spec(), base=standard_arch("resnet18"), input_sizes=[(64, 64)],
-                    progress=False)
+            profile(
+                table, OrtBackend(), tiny_spec(), base=standard_arch("resnet18"), input_sizes=[(64, 64)], progress=False
+            )
         assert not path.exists()  # refused before measuring anything
     finally:
         holder.kill()

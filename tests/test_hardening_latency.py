@@ -53,7 +53,8 @@ def foreign_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_cpu_ort_on_a_new_machine_measures_a_handful_of_kernels_and_caches_them(
-        foreign_reference: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    foreign_reference: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     table = load_table("cpu-ort")
     assert table.fingerprint == OrtBackend().fingerprint() and len(table) == 0
     assert table.path is not None and cache_dir() in table.path.parents and not table.path.exists()
@@ -99,8 +100,9 @@ def test_estimate_latency_of_a_string_is_unsupported_model() -> None:
 
 def _table_file(tmp_path: Path, edit: Any) -> Path:
     path = tmp_path / "t.json"
-    LatencyTable(target="t", source="measured", fingerprint=Fingerprint(device="cpu", backend="onnxruntime",
-                                                                        backend_version="1")).save(path)
+    LatencyTable(
+        target="t", source="measured", fingerprint=Fingerprint(device="cpu", backend="onnxruntime", backend_version="1")
+    ).save(path)
     data = json.loads(path.read_text())
     data["entries"]["relu(c=8,h=4,w=4)"] = {"median_ms": 0.1}
     edit(data)
@@ -108,21 +110,48 @@ def _table_file(tmp_path: Path, edit: Any) -> Path:
     return path
 
 
-@pytest.mark.parametrize("edit, field", [
-    (lambda d: d.update(schema_version=True), "schema_version True"),
-    (lambda d: d["device"].update(threads="1"), "device.threads"),
-    (lambda d: d["device"].update(batch=10**30), "device.batch"),
-    (lambda d: d["device"].update(device=None), "field 'device'"),
-    (lambda d: d.update(notes=["x"]), "field 'notes'"),
-    (lambda d: d["entries"]["relu(c=8,h=4,w=4)"].update(median_ms=10**400), "relu(c=8,h=4,w=4)"),
-    (lambda d: d["entries"]["relu(c=8,h=4,w=4)"].update(samples=2**70), "samples"),
-    (lambda d: d.update(source="modelled", model={"name": "m", "precision": "fp16", "peak_tflops": 1, "bandwidth_gbs": 1,
-                                                  "postprocess_ms": -4_000_000}), "postprocess_ms"),
-    (lambda d: d.update(source="modelled", model={"name": "m", "precision": "fp16", "peak_tflops": "fast",
-                                                  "bandwidth_gbs": 1}), "peak_tflops"),
-    (lambda d: d["entries"].update({"fixed(family=fasterrcnn,classes=9,fpn=16,levels=1234,rep=32,dets=0,h=64,w=64,rh=0,rw=64)":
-                                    {"median_ms": 1.0, "source": "residual"}}), "sizes h, w, rh, rw"),
-])
+@pytest.mark.parametrize(
+    "edit, field",
+    [
+        (lambda d: d.update(schema_version=True), "schema_version True"),
+        (lambda d: d["device"].update(threads="1"), "device.threads"),
+        (lambda d: d["device"].update(batch=10**30), "device.batch"),
+        (lambda d: d["device"].update(device=None), "field 'device'"),
+        (lambda d: d.update(notes=["x"]), "field 'notes'"),
+        (lambda d: d["entries"]["relu(c=8,h=4,w=4)"].update(median_ms=10**400), "relu(c=8,h=4,w=4)"),
+        (lambda d: d["entries"]["relu(c=8,h=4,w=4)"].update(samples=2**70), "samples"),
+        (
+            lambda d: d.update(
+                source="modelled",
+                model={
+                    "name": "m",
+                    "precision": "fp16",
+                    "peak_tflops": 1,
+                    "bandwidth_gbs": 1,
+                    "postprocess_ms": -4_000_000,
+                },
+            ),
+            "postprocess_ms",
+        ),
+        (
+            lambda d: d.update(
+                source="modelled", model={"name": "m", "precision": "fp16", "peak_tflops": "fast", "bandwidth_gbs": 1}
+            ),
+            "peak_tflops",
+        ),
+        (
+            lambda d: d["entries"].update(
+                {
+                    "fixed(family=fasterrcnn,classes=9,fpn=16,levels=1234,rep=32,dets=0,h=64,w=64,rh=0,rw=64)": {
+                        "median_ms": 1.0,
+                        "source": "residual",
+                    }
+                }
+            ),
+            "sizes h, w, rh, rw",
+        ),
+    ],
+)
 def test_a_damaged_table_names_file_and_field(tmp_path: Path, edit: Any, field: str) -> None:
     path = _table_file(tmp_path, edit)
     with pytest.raises(LatencyTableError, match=None) as info:

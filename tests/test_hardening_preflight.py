@@ -21,14 +21,27 @@ from .conftest import tiny_spec
 SIZE = (96, 96)
 
 
-@pytest.mark.parametrize("kwargs, problem", [
-    (dict(ms=math.nan), "ms must be a finite"), (dict(ms=math.inf), "ms must be a finite"), (dict(ms=0.0), "ms must"),
-    (dict(latency=math.inf), "latency must be a finite"), (dict(latency=math.nan), "latency must"),
-    (dict(latency=0), "latency must"), (dict(latency=True), "latency must"),
-    (dict(budget="0s"), "out of range"), (dict(budget=0), "out of range"), (dict(budget="nans"), "budget must"),
-    (dict(budget=True), "budget must"), (dict(method="greedy"), "method must"), (dict(teacher="big"), "teacher must"),
-    (dict(final_steps=-1), "final_steps"), (dict(finetune_steps=0), "finetune_steps"), (dict(seed=-3), "seed"),
-])
+@pytest.mark.parametrize(
+    "kwargs, problem",
+    [
+        (dict(ms=math.nan), "ms must be a finite"),
+        (dict(ms=math.inf), "ms must be a finite"),
+        (dict(ms=0.0), "ms must"),
+        (dict(latency=math.inf), "latency must be a finite"),
+        (dict(latency=math.nan), "latency must"),
+        (dict(latency=0), "latency must"),
+        (dict(latency=True), "latency must"),
+        (dict(budget="0s"), "out of range"),
+        (dict(budget=0), "out of range"),
+        (dict(budget="nans"), "budget must"),
+        (dict(budget=True), "budget must"),
+        (dict(method="greedy"), "method must"),
+        (dict(teacher="big"), "teacher must"),
+        (dict(final_steps=-1), "final_steps"),
+        (dict(finetune_steps=0), "finetune_steps"),
+        (dict(seed=-3), "seed"),
+    ],
+)
 def test_impossible_arguments_are_refused_before_any_work(kwargs: dict[str, object], problem: str) -> None:
     args: dict[str, object] = dict(latency=0.5, ms=None, budget=4)
     args.update(kwargs)
@@ -82,7 +95,10 @@ def test_an_empty_table_of_this_machine_defers_the_floor_without_measuring(tmp_p
     spec, base = tiny_spec(), standard_arch("resnet18")
     table, path = _measurable_table(tmp_path, full=False)
     before = path.read_bytes()
-    assert check_floor(table, spec, base, SearchSpace(base), SIZE, validate_request(latency=0.5, ms=None, budget=3)) is None
+    assert (
+        check_floor(table, spec, base, SearchSpace(base), SIZE, validate_request(latency=0.5, ms=None, budget=3))
+        is None
+    )
     assert path.read_bytes() == before and len(table) == 0
 
 

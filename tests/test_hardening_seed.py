@@ -39,8 +39,13 @@ print(digest(base), digest(pool.model), digest(student))
 
 def _digests(seed: int, noise: int) -> list[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests")), str(seed), str(noise)],
-                         capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(tests=str(ROOT / "tests")), str(seed), str(noise)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 0, run.stderr
     return run.stdout.split()
 

@@ -27,16 +27,19 @@ def test_key_text_round_trips_and_is_canonical() -> None:
     assert op_bytes(key) == 4 * (64 * 64 * 64 + 64 * 64 * 9 + 64 + 2 * 64 * 64 * 64)
 
 
-@pytest.mark.parametrize("text, problem", [
-    ("conv(cin=64)", "needs fields"),
-    ("gemm(rows=1)", "not an op key"),
-    (CONV.replace("n=1,cin=64", "cin=64,n=1"), "not canonical"),
-    (CONV.replace("act=relu", "act=gelu"), "act must be one of"),
-    (CONV.replace("k=3", "k=-3"), "non-negative integer"),
-    (CONV.replace("add=1", "add=2"), "add must be 0 or 1"),
-    (CONV + " ", "not an op key"),
-    (CONV.replace("s=1", "s=1,s=1"), "repeated"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("conv(cin=64)", "needs fields"),
+        ("gemm(rows=1)", "not an op key"),
+        (CONV.replace("n=1,cin=64", "cin=64,n=1"), "not canonical"),
+        (CONV.replace("act=relu", "act=gelu"), "act must be one of"),
+        (CONV.replace("k=3", "k=-3"), "non-negative integer"),
+        (CONV.replace("add=1", "add=2"), "add must be 0 or 1"),
+        (CONV + " ", "not an op key"),
+        (CONV.replace("s=1", "s=1,s=1"), "repeated"),
+    ],
+)
 def test_bad_keys_are_refused_with_the_reason(text: str, problem: str) -> None:
     with pytest.raises(LatencyTableError, match=problem):
         OpKey.parse(text)
@@ -63,12 +66,17 @@ def _layers_run(model: nn.Module, size: tuple[int, int]) -> tuple[Counter, Count
     return convs, linears
 
 
-@pytest.mark.parametrize("family, arch_code, size", [
-    ("fasterrcnn", "basic:24|24:16x1,24x1|40:32x2|64:48x1|96:64x1", (96, 96)),
-    ("retinanet", "bottleneck:16|48:16x1|64:24x2|96:32x1|128:48x1", (80, 112)),
-    ("fcos", "bottleneck/g8:16|32:16x2|64:32x1|96:48x1|128:64x1", (96, 64)),
-])
-def test_lowering_lists_exactly_the_convolutions_and_linears_the_detector_runs(family: str, arch_code: str, size: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    "family, arch_code, size",
+    [
+        ("fasterrcnn", "basic:24|24:16x1,24x1|40:32x2|64:48x1|96:64x1", (96, 96)),
+        ("retinanet", "bottleneck:16|48:16x1|64:24x2|96:32x1|128:48x1", (80, 112)),
+        ("fcos", "bottleneck/g8:16|32:16x2|64:32x1|96:48x1|128:64x1", (96, 64)),
+    ],
+)
+def test_lowering_lists_exactly_the_convolutions_and_linears_the_detector_runs(
+    family: str, arch_code: str, size: tuple[int, int]
+) -> None:
     spec = tiny_spec(family)
     arch = Arch.parse(arch_code)
     convs, linears = _layers_run(build(spec, arch), size)

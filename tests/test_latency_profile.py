@@ -14,7 +14,17 @@ import pytest
 import torch
 
 from jdnas_sdk import Arch, LatencyTableError, build, save_detector
-from jdnas_sdk.latency import Estimator, LatencyTable, OpKey, OrtBackend, TorchBackend, estimate_latency, open_table, profile, reachable_ops
+from jdnas_sdk.latency import (
+    Estimator,
+    LatencyTable,
+    OpKey,
+    OrtBackend,
+    TorchBackend,
+    estimate_latency,
+    open_table,
+    profile,
+    reachable_ops,
+)
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
 from jdnas_sdk.latency.lower import fixed_key
 from jdnas_sdk.latency.reach import fixed_specs
@@ -41,7 +51,11 @@ def test_profile_measures_every_reachable_op_and_the_fixed_residual(profiled: La
     spec = tiny_spec()
     reachable = reachable_ops(spec, SPACE, SIZE)
     assert set(reachable) | {fixed_key(spec, SIZE)} == set(profiled.entries)
-    assert all(e.median_ms > 0 and e.samples >= 3 and e.source == "measured" for k, e in profiled.entries.items() if k.kind != "fixed")
+    assert all(
+        e.median_ms > 0 and e.samples >= 3 and e.source == "measured"
+        for k, e in profiled.entries.items()
+        if k.kind != "fixed"
+    )
     fixed = profiled.get(fixed_key(spec, SIZE))
     assert fixed is not None and fixed.source == "residual"
     assert fixed.info["detections"] == spec.detections_per_img  # full load: NMS saw real candidates
@@ -76,7 +90,9 @@ def _without(table: LatencyTable, key: OpKey) -> LatencyTable:
     return copy_
 
 
-def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(profiled: LatencyTable, tmp_path: Path) -> None:
+def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(
+    profiled: LatencyTable, tmp_path: Path
+) -> None:
     spec = tiny_spec()
     key = next(k for k in profiled.entries if k.kind == "conv" and k["cin"] == 16 and k["cout"] == 16 and k["add"] == 1)
     truth = profiled.entries[key].median_ms
@@ -114,8 +130,15 @@ def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTa
 
 def test_a_modelled_table_models_its_misses_and_says_so(tmp_path: Path) -> None:
     backend = RooflineBackend(GPU_MODELS["v100-trt"])
-    table = profile(open_table(tmp_path / "v100.json", "v100-trt", backend), backend, tiny_spec(), base=BASE,
-                    input_sizes=[SIZE], space=SPACE, progress=False)
+    table = profile(
+        open_table(tmp_path / "v100.json", "v100-trt", backend),
+        backend,
+        tiny_spec(),
+        base=BASE,
+        input_sizes=[SIZE],
+        space=SPACE,
+        progress=False,
+    )
     loaded = LatencyTable.load(tmp_path / "v100.json")
     assert loaded.modelled and loaded.model == GPU_MODELS["v100-trt"].to_dict()
     assert {e.source for e in loaded.entries.values()} == {"modelled"}
@@ -156,19 +179,49 @@ def test_tensorrt_builds_one_engine_per_op_and_times_the_detector() -> None:
 
 
 def _jdnas(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "jdnas_sdk.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return subprocess.Popen(
+        [sys.executable, "-m", "jdnas_sdk.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
 
 
 def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> None:
     model_file = tmp_path / "tiny.pt"
     save_detector(build(tiny_spec(), BASE), model_file)
     out = tmp_path / "tiny.json"
-    heads = {"fpn": (0.5, 1.0), "size": (0.75, 1.0), "proposals": (1000,), "box": (1.0,), "mask": (1.0,), "convs": (4,),
-             "width": (1.0,)}  # the detector-level space, on a grid small enough for a test
-    args = ["profile", "--target", "tiny", "--model", str(model_file), "--input-size", "96", "--out", str(out),
-            "--width-ratios", "1", "--min-runs", "3", "--min-time", "0", "--fixed-students", "1",  # few kernels: minutes
-            "--heads", *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items())]  # on a large-cache CPU otherwise
+    heads = {
+        "fpn": (0.5, 1.0),
+        "size": (0.75, 1.0),
+        "proposals": (1000,),
+        "box": (1.0,),
+        "mask": (1.0,),
+        "convs": (4,),
+        "width": (1.0,),
+    }  # the detector-level space, on a grid small enough for a test
+    args = [
+        "profile",
+        "--target",
+        "tiny",
+        "--model",
+        str(model_file),
+        "--input-size",
+        "96",
+        "--out",
+        str(out),
+        "--width-ratios",
+        "1",
+        "--min-runs",
+        "3",
+        "--min-time",
+        "0",
+        "--fixed-students",
+        "1",  # few kernels: minutes
+        "--heads",
+        *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items()),
+    ]  # on a large-cache CPU otherwise
     first = _jdnas(*args)
     deadline = time.monotonic() + 120
     while first.poll() is None and time.monotonic() < deadline:
@@ -195,12 +248,43 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
 def test_latency_command_estimates_measures_and_reports_misses(profiled: LatencyTable, tmp_path: Path) -> None:
     model_file = tmp_path / "tiny.pt"
     save_detector(build(tiny_spec(), BASE), model_file)
-    run = subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(model_file), "--target",
-                          str(profiled.path), "--measure", "--json", str(tmp_path / "e.json")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jdnas_sdk.cli",
+            "latency",
+            "--model",
+            str(model_file),
+            "--target",
+            str(profiled.path),
+            "--measure",
+            "--json",
+            str(tmp_path / "e.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr
     assert "estimated latency on tiny" in run.stdout and "measured on this machine" in run.stdout
-    run = subprocess.run([sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(model_file), "--target",
-                          str(profiled.path), "--arch", "basic:40|40:40x1|64:64x1|128:128x1|256:256x1", "--on-miss", "error"],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jdnas_sdk.cli",
+            "latency",
+            "--model",
+            str(model_file),
+            "--target",
+            str(profiled.path),
+            "--arch",
+            "basic:40|40:40x1|64:64x1|128:128x1|256:256x1",
+            "--on-miss",
+            "error",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 2 and "has no entry for conv(" in run.stderr and "jdnas profile" in run.stderr

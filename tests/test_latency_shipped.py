@@ -19,8 +19,16 @@ TABLES = Path(__file__).resolve().parents[1] / "latency_tables"
 
 def _benchmark_spec(family: str) -> DetectorSpec:
     # benchmarks/train_base.py's detectors: ResNet-18, FPN 64, box head 256, 9 classes, 256 px
-    return DetectorSpec(family=family, backbone="resnet18", num_classes=9, min_size=256, max_size=256, fpn_channels=64,
-                        representation_size=256, anchor_sizes=(16, 32, 64, 128, 256))
+    return DetectorSpec(
+        family=family,
+        backbone="resnet18",
+        num_classes=9,
+        min_size=256,
+        max_size=256,
+        fpn_channels=64,
+        representation_size=256,
+        anchor_sizes=(16, 32, 64, 128, 256),
+    )
 
 
 @pytest.mark.parametrize("target", ["cpu-ort", *GPU_MODELS])

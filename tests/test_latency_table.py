@@ -42,18 +42,21 @@ def _rewrite(path: Path, edit: object) -> None:
     path.write_text(json.dumps(data))
 
 
-@pytest.mark.parametrize("edit, problem", [
-    (lambda d: d.update(schema_version=2), "schema_version 2"),
-    (lambda d: d.pop("format"), "not a jdnas latency table"),
-    (lambda d: d.update(entries=[]), "'entries' must be a dict"),
-    (lambda d: d["device"].update(gpu="x"), "unknown or missing fields"),
-    (lambda d: d.update(source="guessed"), "source must be one of"),
-    (lambda d: d["entries"].update({"conv(cin=1)": {"median_ms": 1}}), "needs fields"),
-    (lambda d: d["entries"][str(KEY)].update(median_ms=-1), "finite number >= 0"),
-    (lambda d: d["entries"][str(KEY)].update(samples=1.5), "samples must be an integer"),
-    (lambda d: d["entries"][str(KEY)].update(p99=3), "unknown fields"),
-    (lambda d: d.update(source="modelled"), "must carry its device model"),
-])
+@pytest.mark.parametrize(
+    "edit, problem",
+    [
+        (lambda d: d.update(schema_version=2), "schema_version 2"),
+        (lambda d: d.pop("format"), "not a jdnas latency table"),
+        (lambda d: d.update(entries=[]), "'entries' must be a dict"),
+        (lambda d: d["device"].update(gpu="x"), "unknown or missing fields"),
+        (lambda d: d.update(source="guessed"), "source must be one of"),
+        (lambda d: d["entries"].update({"conv(cin=1)": {"median_ms": 1}}), "needs fields"),
+        (lambda d: d["entries"][str(KEY)].update(median_ms=-1), "finite number >= 0"),
+        (lambda d: d["entries"][str(KEY)].update(samples=1.5), "samples must be an integer"),
+        (lambda d: d["entries"][str(KEY)].update(p99=3), "unknown fields"),
+        (lambda d: d.update(source="modelled"), "must carry its device model"),
+    ],
+)
 def test_invalid_tables_are_refused_with_the_problem_named(tmp_path: Path, edit: object, problem: str) -> None:
     path = tmp_path / "t.json"
     _table(path)
@@ -68,7 +71,9 @@ def test_corrupt_or_truncated_files_are_reported(tmp_path: Path, damage: str) ->
     path = tmp_path / "t.json"
     _table(path)
     raw = path.read_bytes()
-    path.write_bytes({"truncate": raw[: len(raw) // 2], "garbage": b"{]", "empty": b"", "binary": b"\xff\xfe\x00"}[damage])
+    path.write_bytes(
+        {"truncate": raw[: len(raw) // 2], "garbage": b"{]", "empty": b"", "binary": b"\xff\xfe\x00"}[damage]
+    )
     with pytest.raises(LatencyTableError, match="corrupt") as info:
         LatencyTable.load(path)
     assert str(path) in str(info.value)

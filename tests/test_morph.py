@@ -122,7 +122,9 @@ def test_pruning_zero_importance_channels_keeps_the_function(backbone: str) -> N
     _assert_same_function(student, parent)
 
 
-@pytest.mark.parametrize(("family", "backbone"), [("fasterrcnn", "resnet18"), ("fcos", "resnet50"), ("maskrcnn", "resnext50_32x4d")])
+@pytest.mark.parametrize(
+    ("family", "backbone"), [("fasterrcnn", "resnet18"), ("fcos", "resnet50"), ("maskrcnn", "resnext50_32x4d")]
+)
 def test_other_actions_give_consistent_shapes_and_predicted_params(family: str, backbone: str) -> None:
     parent = _randomised(family, backbone)
     spec, arch = describe(parent)

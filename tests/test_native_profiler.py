@@ -21,8 +21,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is not installed")
 def test_cmake_configure_succeeds_without_tensorrt_and_says_why(tmp_path: Path) -> None:
-    run = subprocess.run(["cmake", "-S", str(ROOT), "-B", str(tmp_path / "build"), "-DTensorRT_ROOT=" + str(tmp_path / "none")],
-                         capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        ["cmake", "-S", str(ROOT), "-B", str(tmp_path / "build"), "-DTensorRT_ROOT=" + str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "native TensorRT profiler SKIPPED: TensorRT was not found" in run.stdout
     assert "-DTensorRT_ROOT=" in run.stdout and "TensorRT's Python API instead" in run.stdout
@@ -30,15 +34,30 @@ def test_cmake_configure_succeeds_without_tensorrt_and_says_why(tmp_path: Path) 
 
 
 def _report(layers: list[str], runs: list[dict[str, float]]) -> dict:
-    return {"tensorrt": "10.3.0", "device": "NVIDIA T4", "sm": "7.5", "precision": "fp16", "runs": len(runs),
-            "engine": {"Layers": [{"Name": n} for n in layers], "Bindings": ["x", "y"]},
-            "wall_ms": [0.5] * len(runs), "layer_ms": runs, "clocks": {"sm_clock_mhz": 1590}}
+    return {
+        "tensorrt": "10.3.0",
+        "device": "NVIDIA T4",
+        "sm": "7.5",
+        "precision": "fp16",
+        "runs": len(runs),
+        "engine": {"Layers": [{"Name": n} for n in layers], "Bindings": ["x", "y"]},
+        "wall_ms": [0.5] * len(runs),
+        "layer_ms": runs,
+        "clocks": {"sm_clock_mhz": 1590},
+    }
 
 
 def test_report_maps_to_the_ops_layers_only() -> None:
-    producer, op, reformat = f"/{WARM_NAME}_0/Conv", "/op/conv/Conv + /op/Relu", "Reformatting CopyNode for Input Tensor 0"
-    runs = [{producer: 0.1, op: 0.3, reformat: 0.05}, {producer: 0.1, op: 0.5, reformat: 0.05},
-            {producer: 0.1, op: 0.4, reformat: 0.05}]
+    producer, op, reformat = (
+        f"/{WARM_NAME}_0/Conv",
+        "/op/conv/Conv + /op/Relu",
+        "Reformatting CopyNode for Input Tensor 0",
+    )
+    runs = [
+        {producer: 0.1, op: 0.3, reformat: 0.05},
+        {producer: 0.1, op: 0.5, reformat: 0.05},
+        {producer: 0.1, op: 0.4, reformat: 0.05},
+    ]
     entry = entry_from_report(json.loads(json.dumps(_report([producer, reformat, op], runs))))
     assert entry.median_ms == pytest.approx(0.4) and entry.samples == 3
     assert entry.info["wall_median_ms"] == 0.5 and entry.info["clocks"] == {"sm_clock_mhz": 1590}
@@ -58,8 +77,10 @@ def test_status_says_how_to_build_it() -> None:
 
 
 @pytest.mark.tensorrt
-@pytest.mark.skipif(find_profiler() is None or not torch.cuda.is_available(),
-                    reason="the native profiler is not built here, or there is no CUDA device")
+@pytest.mark.skipif(
+    find_profiler() is None or not torch.cuda.is_available(),
+    reason="the native profiler is not built here, or there is no CUDA device",
+)
 def test_native_profiler_measures_an_op(tmp_path: Path) -> None:
     from jdnas_sdk.latency.backends.tensorrt_native import NativeTensorRTBackend
 

@@ -27,8 +27,9 @@ def test_synth_writes_three_disjoint_splits_and_they_load(tmp_path: Path) -> Non
     assert not (pixels[0] & pixels[1] or pixels[0] & pixels[2] or pixels[1] & pixels[2])  # other images, not renames
 
 
-def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(synth_root: Path,
-                                                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(
+    synth_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level("INFO"):
         _, select, test = load_protocol_splits(synth_root)
     assert "cut in two by image id" in caplog.text
@@ -76,24 +77,39 @@ def test_recalibrating_bn_fixes_deliberately_wrong_statistics(train_set: object)
     assert after < 0.05 * before and after < 0.01, (before, after)
 
 
-def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_curve(train_set: object,
-                                                                                   val_set: object, tmp_path: Path) -> None:
+def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_curve(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
     from jdnas_sdk.converge import ConvergeConfig, curve_path, train_until_converged
 
     torch.manual_seed(0)
     model = build(tiny_spec(), ARCH)
     out = tmp_path / "base.pt"
     config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1)
-    result = train_until_converged(model, train_set, val_set, out, config=config,
-                                   converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8), progress=False)
+    result = train_until_converged(
+        model,
+        train_set,
+        val_set,
+        out,
+        config=config,
+        converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8),
+        progress=False,
+    )
     steps = [p["step"] for p in result.curve]
     assert steps == list(range(2, result.steps + 1, 2)) and result.steps <= 8
     assert result.converged == (result.steps < 8 or result.curve[-1]["select_ap"] <= result.best_ap)
     assert result.best_ap == max(p["select_ap"] for p in result.curve)
     saved = json.loads(curve_path(out).read_text())
     assert saved["curve"] == result.curve and json.loads(read_detector_file(out)["metadata"]["curve"]) == result.curve
-    again = train_until_converged(build(tiny_spec(), ARCH), train_set, val_set, out, config=config,
-                                  converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8), progress=False)
+    again = train_until_converged(
+        build(tiny_spec(), ARCH),
+        train_set,
+        val_set,
+        out,
+        config=config,
+        converge=ConvergeConfig(eval_every=2, patience=1, max_steps=8),
+        progress=False,
+    )
     assert again.curve == result.curve  # done: nothing trained again
 
 
@@ -115,7 +131,8 @@ class _Watched:
 
 
 def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_trains_a_fair_control(
-        synth_root: Path, tmp_path: Path) -> None:
+    synth_root: Path, tmp_path: Path
+) -> None:
     """The search's evaluations never load a test image: test images are read exactly three times
     each (base, student, control). The control trained as many steps as the student received.
     Candidates are recalibrated (adaptive BN) and each removes at most its share of latency."""
@@ -131,10 +148,21 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
     result = jdnas_sdk.compress(
-        base, target=str(_slow_table(tmp_path / "slow.json")), train_data=train,
-        select_data=_Watched.wrap(select, select_seen), test_data=_Watched.wrap(test, test_seen), latency=0.85,
-        budget=3, workdir=tmp_path / "w", teacher="none", finetune_steps=2, final_steps=3,
-        recipe=Recipe(bn_images=4, max_step_share=0.3), space=SearchSpace(BASE), progress=False)
+        base,
+        target=str(_slow_table(tmp_path / "slow.json")),
+        train_data=train,
+        select_data=_Watched.wrap(select, select_seen),
+        test_data=_Watched.wrap(test, test_seen),
+        latency=0.85,
+        budget=3,
+        workdir=tmp_path / "w",
+        teacher="none",
+        finetune_steps=2,
+        final_steps=3,
+        recipe=Recipe(bn_images=4, max_step_share=0.3),
+        space=SearchSpace(BASE),
+        progress=False,
+    )
     assert sorted(test_seen) == sorted(list(test.image_ids()) * 3)
     assert set(select_seen) == set(select.image_ids()) and len(select_seen) >= 4 * len(select)  # base + 3 candidates
     m = result.metrics
@@ -169,7 +197,9 @@ def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
     pool = TeacherPool.from_base(build(tiny_spec(), BASE))
     small, large = Arch.parse("basic:16|16:16x1|16:16x1|32:32x1|32:32x1"), BASE
     macs = lambda arch: sum(v for k, v in detector_cost(pool.spec, arch).macs.items() if k != "heads")  # noqa: E731
-    chosen = {name: gap_teacher(pool, arch, 2.0, random.Random(0)) for name, arch in (("small", small), ("large", large))}
+    chosen = {
+        name: gap_teacher(pool, arch, 2.0, random.Random(0)) for name, arch in (("small", small), ("large", large))
+    }
     assert macs(pool.arch_of(chosen["small"])) < macs(pool.arch_of(chosen["large"]))
     assert chosen["large"] == pool.largest() or macs(pool.arch_of(chosen["large"])) >= macs(large)
 

@@ -56,8 +56,15 @@ ROUNDS = SearchConfig(candidates=3, finetune_steps=2, parallel=2, train=FAST.tra
 @pytest.fixture(scope="module")
 def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The modelled slow device of tests/test_search.py (the tiny backbone dominates)."""
-    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
-                       postprocess_ms=0.5, fixed_kernels=0)
+    slow = DeviceModel(
+        "a slow test device",
+        "fp32",
+        peak_tflops=0.002,
+        bandwidth_gbs=2.0,
+        launch_us=0.0,
+        postprocess_ms=0.5,
+        fixed_kernels=0,
+    )
     path = tmp_path_factory.mktemp("tables") / "slow.json"
     open_table(path, "slow", RooflineBackend(slow)).save()
     return path
@@ -66,23 +73,47 @@ def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", autouse=True)
 def cluster() -> Any:
     """One local Ray instance for the module; workers import this checkout and use one thread."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}})
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}},
+    )
     yield ray
     ray.shutdown()
 
 
-def _search(tmp: Path, table: Path, train: Any, val: CocoDetection, executor: Any, *, pool: bool = True,
-            config: SearchConfig = ROUNDS, ran: dict[int, Any] | None = None) -> list[dict[str, Any]]:
+def _search(
+    tmp: Path,
+    table: Path,
+    train: Any,
+    val: CocoDetection,
+    executor: Any,
+    *,
+    pool: bool = True,
+    config: SearchConfig = ROUNDS,
+    ran: dict[int, Any] | None = None,
+) -> list[dict[str, Any]]:
     """The archive's rows without who and when, each with the student's weights; ``ran`` gets the candidates."""
     ran = {} if ran is None else ran
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
     estimator = Estimator(load_table(str(table)), tiny_spec(), (96, 96))
-    archive = joint_search(base, estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE), train_data=train,
-                           val_data=val, workdir=tmp, space=SPACE, config=config, executor=executor,
-                           pool=TeacherPool.from_base(base, widths=(0.75, 1.0), depth_delta=1) if pool else None,
-                           base_teacher=not pool, progress=False, log=lambda _: None)
+    archive = joint_search(
+        base,
+        estimator=estimator,
+        target_ms=0.85 * estimator.total_ms(BASE),
+        train_data=train,
+        val_data=val,
+        workdir=tmp,
+        space=SPACE,
+        config=config,
+        executor=executor,
+        pool=TeacherPool.from_base(base, widths=(0.75, 1.0), depth_delta=1) if pool else None,
+        base_teacher=not pool,
+        progress=False,
+        log=lambda _: None,
+    )
     rows = []
     for c in archive.candidates:
         row = {k: v for k, v in c.to_json().items() if k not in ("wall_s", "worker", "started", "ended")}
@@ -101,7 +132,8 @@ def _same(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> None:
 
 
 def test_the_archive_is_the_same_in_process_and_on_ray_with_1_or_2_workers(
-        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     local = _search(tmp_path / "local", slow_table, train_set, val_set, LocalExecutor(threads=1))
     ran: dict[int, Any] = {}
     two = _search(tmp_path / "two", slow_table, train_set, val_set, RayExecutor(num_cpus=1, threads=1), ran=ran)
@@ -116,14 +148,25 @@ def test_the_archive_is_the_same_in_process_and_on_ray_with_1_or_2_workers(
     assert not list((tmp_path / "two" / "teachers").glob("*.pt"))  # removed once the search ended
 
 
-def test_each_candidate_records_the_worker_that_trained_it(train_set: CocoDetection, val_set: CocoDetection,
-                                                           tmp_path: Path, slow_table: Path) -> None:
+def test_each_candidate_records_the_worker_that_trained_it(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     estimator = Estimator(load_table(str(slow_table)), tiny_spec(), (96, 96))
     torch.manual_seed(0)
-    archive = pipeline_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=0.85 * estimator.total_ms(BASE),
-                              train_data=train_set, val_data=val_set, workdir=tmp_path, space=SPACE, teacher=None,
-                              config=SearchConfig(candidates=3, finetune_steps=2, parallel=2, train=FAST.train),
-                              executor=RayExecutor(num_cpus=1), progress=False, log=lambda _: None)
+    archive = pipeline_search(
+        build(tiny_spec(), BASE),
+        estimator=estimator,
+        target_ms=0.85 * estimator.total_ms(BASE),
+        train_data=train_set,
+        val_data=val_set,
+        workdir=tmp_path,
+        space=SPACE,
+        teacher=None,
+        config=SearchConfig(candidates=3, finetune_steps=2, parallel=2, train=FAST.train),
+        executor=RayExecutor(num_cpus=1),
+        progress=False,
+        log=lambda _: None,
+    )
     assert [c.actions[0] for c in archive.candidates] == ["base", "prune+finetune", "distil", "search"]
     trained = archive.candidates[1:]
     assert all(c.worker and c.worker.split(":")[1] != str(os.getpid()) for c in trained)  # Ray workers, not here
@@ -149,16 +192,25 @@ class KillFirstWorker(torch.utils.data.Dataset):
 
 
 def test_a_worker_killed_mid_candidate_is_retried_and_recorded_once(
-        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     config = SearchConfig(candidates=2, finetune_steps=2, parallel=2, train=FAST.train)
     marker = tmp_path / "killed"
-    drilled = _search(tmp_path / "kill", slow_table, KillFirstWorker(train_set, marker), val_set,
-                      RayExecutor(num_cpus=1, max_retries=2), pool=False, config=config)
+    drilled = _search(
+        tmp_path / "kill",
+        slow_table,
+        KillFirstWorker(train_set, marker),
+        val_set,
+        RayExecutor(num_cpus=1, max_retries=2),
+        pool=False,
+        config=config,
+    )
     assert marker.is_file(), "no worker was killed"
     archive = (tmp_path / "kill" / "archive.json").read_text()
-    assert f":{marker.read_text()}\"" not in archive  # the candidate was recorded by the retry, not the dead worker
-    clean = _search(tmp_path / "clean", slow_table, train_set, val_set, LocalExecutor(threads=1), pool=False,
-                    config=config)
+    assert f':{marker.read_text()}"' not in archive  # the candidate was recorded by the retry, not the dead worker
+    clean = _search(
+        tmp_path / "clean", slow_table, train_set, val_set, LocalExecutor(threads=1), pool=False, config=config
+    )
     _same(clean, drilled)  # each candidate once, as if nothing happened
 
 
@@ -172,31 +224,65 @@ def test_workers_that_cannot_see_the_data_are_refused_before_any_work(tmp_path: 
 
 def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it(tmp_path: Path) -> None:
     """Python (make_executor) and ``jdnas compress --executor ray`` in a process where Ray cannot be imported."""
-    code = ("import sys; sys.modules['ray'] = None\n"
-            "from jdnas_sdk.search import make_executor\n"
-            "try:\n    make_executor('ray')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
-            "from jdnas_sdk.cli import main\n"
-            "sys.exit(main(['compress', '--model', 'nowhere.pt', '--data', 'nowhere', '--workdir', sys.argv[1],"
-            " '--executor', 'ray', '--parallel', '2']))")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "work")], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "from jdnas_sdk.search import make_executor\n"
+        "try:\n    make_executor('ray')\nexcept Exception as exc:\n    print(type(exc).__name__, exc)\n"
+        "from jdnas_sdk.cli import main\n"
+        "sys.exit(main(['compress', '--model', 'nowhere.pt', '--data', 'nowhere', '--workdir', sys.argv[1],"
+        " '--executor', 'ray', '--parallel', '2']))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "work")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.stdout.startswith("SearchError") and 'pip install -e ".[ray]"' in done.stdout
     assert done.returncode != 0 and 'pip install -e ".[ray]"' in done.stderr  # before the model is even read
     assert not (tmp_path / "work").exists()
 
 
-def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(synth_root: Path, tmp_path: Path,
-                                                                         slow_table: Path) -> None:
+def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(
+    synth_root: Path, tmp_path: Path, slow_table: Path
+) -> None:
     """``jdnas compress --executor ray --parallel 2`` (with the local Ray it started) killed by SIGKILL
     mid-search: the same command again keeps every candidate recorded before (files not rewritten),
     redoes only the ones in flight, and finishes."""
     torch.manual_seed(0)
     base_file, work = tmp_path / "base.pt", tmp_path / "work"
     save_detector(build(tiny_spec(), BASE), base_file)
-    args = [sys.executable, "-m", "jdnas_sdk.cli", "compress", "--model", str(base_file), "--data", str(synth_root),
-            "--target", str(slow_table), "--latency", "0.85", "--budget", "3", "--finetune-steps", "4",
-            "--teacher", "base", "--val-images", "3", "--final-steps", "0", "--workdir", str(work),
-            "--executor", "ray", "--parallel", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "jdnas_sdk.cli",
+        "compress",
+        "--model",
+        str(base_file),
+        "--data",
+        str(synth_root),
+        "--target",
+        str(slow_table),
+        "--latency",
+        "0.85",
+        "--budget",
+        "3",
+        "--finetune-steps",
+        "4",
+        "--teacher",
+        "base",
+        "--val-images",
+        "3",
+        "--final-steps",
+        "0",
+        "--workdir",
+        str(work),
+        "--executor",
+        "ray",
+        "--parallel",
+        "2",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     archive = work / "search" / "archive.json"
 
@@ -252,22 +338,71 @@ def test_workers_of_another_device_are_refused_before_measuring(tmp_path: Path) 
 def test_jdnas_profile_with_executor_ray_measures_on_a_running_cluster(tmp_path: Path) -> None:
     """``jdnas profile --executor ray --address ADDR``: a second process joins this module's Ray."""
     out = tmp_path / "mine.json"
-    args = [sys.executable, "-m", "jdnas_sdk.cli", "profile", "--target", "v100-mine", "--backend", "roofline",
-            "--device", "v100-trt", "--family", "fasterrcnn", "--backbone", "resnet18", "--num-classes", "9",
-            "--fpn-channels", "16", "--representation-size", "32", "--input-size", "96", "--width-ratios", "0.5,1",
-            "--backbone-only", "--out", str(out), "--executor", "ray", "--address", ray.get_runtime_context().gcs_address,
-            "--workers", "2"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    args = [
+        sys.executable,
+        "-m",
+        "jdnas_sdk.cli",
+        "profile",
+        "--target",
+        "v100-mine",
+        "--backend",
+        "roofline",
+        "--device",
+        "v100-trt",
+        "--family",
+        "fasterrcnn",
+        "--backbone",
+        "resnet18",
+        "--num-classes",
+        "9",
+        "--fpn-channels",
+        "16",
+        "--representation-size",
+        "32",
+        "--input-size",
+        "96",
+        "--width-ratios",
+        "0.5,1",
+        "--backbone-only",
+        "--out",
+        str(out),
+        "--executor",
+        "ray",
+        "--address",
+        ray.get_runtime_context().gcs_address,
+        "--workers",
+        "2",
+    ]
+    done = subprocess.run(
+        args,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     table = LatencyTable.load(out)
     ops = [e for k, e in table.entries.items() if k.kind != "fixed"]
     assert len(ops) > 20 and len({e.info["worker"] for e in ops}) == 2
     assert "ops measured by 2 Ray workers" in table.notes and table.modelled
-    spec = DetectorSpec(family="fasterrcnn", backbone="resnet18", num_classes=9, min_size=96, max_size=96,
-                        fpn_channels=16, representation_size=32, anchor_sizes=(16, 32, 64, 128, 256))
+    spec = DetectorSpec(
+        family="fasterrcnn",
+        backbone="resnet18",
+        num_classes=9,
+        min_size=96,
+        max_size=96,
+        fpn_channels=16,
+        representation_size=32,
+        anchor_sizes=(16, 32, 64, 128, 256),
+    )
     backend = RooflineBackend(GPU_MODELS["v100-trt"])  # modelled: the same numbers in any process
-    here = profile(open_table(tmp_path / "here.json", "v100-mine", backend), backend, spec, base=standard_arch("resnet18"),
-                   input_sizes=[(96, 96)], space=SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0)),
-                   progress=False)
+    here = profile(
+        open_table(tmp_path / "here.json", "v100-mine", backend),
+        backend,
+        spec,
+        base=standard_arch("resnet18"),
+        input_sizes=[(96, 96)],
+        space=SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0)),
+        progress=False,
+    )
     assert here.entries == table.entries  # split between two workers, merged by key: the same table

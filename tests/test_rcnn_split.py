@@ -63,8 +63,11 @@ def test_split_onnx_in_onnx_runtime_gives_pytorchs_detections(detector: torch.nn
     dense, head = _session(dense_onnx), _session(head_onnx)
     # the box head's proposal dimension is dynamic (an optimisation profile's range in TensorRT)
     assert head.get_inputs()[0].name == BOX_FEATURES and isinstance(head.get_inputs()[0].shape[0], str)
-    split = SplitRcnn(detector, dense=lambda x: [torch.from_numpy(a) for a in dense.run(None, {"images": x.numpy()})],
-                      box_head=lambda x: [torch.from_numpy(a) for a in head.run(None, {BOX_FEATURES: x.numpy()})])
+    split = SplitRcnn(
+        detector,
+        dense=lambda x: [torch.from_numpy(a) for a in dense.run(None, {"images": x.numpy()})],
+        box_head=lambda x: [torch.from_numpy(a) for a in head.run(None, {BOX_FEATURES: x.numpy()})],
+    )
     image = probe_image(*SIZE)
     with torch.no_grad():
         want = detector([image])[0]

@@ -15,13 +15,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, LatencyTableError, SearchError, UnsupportedModelError, build, load_detector, save_detector
+from jdnas_sdk import (
+    Arch,
+    DataError,
+    LatencyTableError,
+    SearchError,
+    UnsupportedModelError,
+    build,
+    load_detector,
+    save_detector,
+)
 from jdnas_sdk.compress import compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection, load_split
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.morph import apply_action
-from jdnas_sdk.search import Archive, Candidate, SearchConfig, joint_search, latency_bound, moves, pareto_front, pipeline_search, propose
+from jdnas_sdk.search import (
+    Archive,
+    Candidate,
+    SearchConfig,
+    joint_search,
+    latency_bound,
+    moves,
+    pareto_front,
+    pipeline_search,
+    propose,
+)
 from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.teachers import TeacherPool
 from jdnas_sdk.train import TrainConfig
@@ -30,14 +49,23 @@ from .conftest import tiny_spec
 
 BASE = Arch.parse("basic:16|16:16x2|32:32x2|64:64x2|128:128x2")
 SPACE = SearchSpace(BASE, width_ratios=(0.5, 0.75, 1.0))
-FAST = SearchConfig(candidates=2, finetune_steps=2, train=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-4, warmup_steps=0))
+FAST = SearchConfig(
+    candidates=2, finetune_steps=2, train=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-4, warmup_steps=0)
+)
 
 
 @pytest.fixture(scope="module")
 def slow_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A modelled device slow enough that the tiny backbone dominates (misses are modelled on demand)."""
-    slow = DeviceModel("a slow test device", "fp32", peak_tflops=0.002, bandwidth_gbs=2.0, launch_us=0.0,
-                       postprocess_ms=0.5, fixed_kernels=0)
+    slow = DeviceModel(
+        "a slow test device",
+        "fp32",
+        peak_tflops=0.002,
+        bandwidth_gbs=2.0,
+        launch_us=0.0,
+        postprocess_ms=0.5,
+        fixed_kernels=0,
+    )
     path = tmp_path_factory.mktemp("tables") / "slow.json"
     open_table(path, "slow", RooflineBackend(slow)).save()
     return path
@@ -84,15 +112,25 @@ def test_proposals_stay_in_the_space_and_under_the_bound(slow_table: Path) -> No
         propose(BASE, SPACE, estimator.total_ms, floor * 0.5, rng, tries=20)
 
 
-def test_joint_search_is_reproducible_resumable_and_keeps_its_bounds(train_set: CocoDetection, val_set: CocoDetection,
-                                                                     tmp_path: Path, slow_table: Path) -> None:
+def test_joint_search_is_reproducible_resumable_and_keeps_its_bounds(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
     pool = TeacherPool.from_base(base, widths=(0.75, 1.0), depth_delta=1)
     estimator = _estimator(slow_table)
     target = 0.85 * estimator.total_ms(BASE)
-    kwargs = dict(estimator=estimator, target_ms=target, train_data=train_set, val_data=val_set, space=SPACE, pool=pool,
-                  config=FAST, progress=False, log=lambda _: None)
+    kwargs = dict(
+        estimator=estimator,
+        target_ms=target,
+        train_data=train_set,
+        val_data=val_set,
+        space=SPACE,
+        pool=pool,
+        config=FAST,
+        progress=False,
+        log=lambda _: None,
+    )
     first = joint_search(base, workdir=tmp_path / "a", **kwargs)
     assert len(first.candidates) == 3 and first.candidates[0].arch == str(BASE)
     for c in first.candidates[1:]:
@@ -100,7 +138,9 @@ def test_joint_search_is_reproducible_resumable_and_keeps_its_bounds(train_set: 
         assert Arch.parse(c.arch) in SPACE
     assert first.candidates[-1].latency_ms <= target  # the bound reached the target by the end
     second = joint_search(base, workdir=tmp_path / "b", **kwargs)
-    assert [(c.arch, c.teacher, c.actions) for c in second.candidates] == [(c.arch, c.teacher, c.actions) for c in first.candidates]
+    assert [(c.arch, c.teacher, c.actions) for c in second.candidates] == [
+        (c.arch, c.teacher, c.actions) for c in first.candidates
+    ]
     # a kill before the last candidate was recorded: the same call redoes only that one
     data = json.loads((tmp_path / "b" / "archive.json").read_text())
     data["candidates"] = data["candidates"][:2]
@@ -109,28 +149,53 @@ def test_joint_search_is_reproducible_resumable_and_keeps_its_bounds(train_set: 
     assert [c.arch for c in resumed.candidates] == [c.arch for c in first.candidates]
 
 
-def test_pipeline_prunes_distils_then_searches(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
-                                              slow_table: Path) -> None:
+def test_pipeline_prunes_distils_then_searches(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
     estimator = _estimator(slow_table)
     target = 0.85 * estimator.total_ms(BASE)
     config = SearchConfig(candidates=3, finetune_steps=2, train=FAST.train)
-    archive = pipeline_search(base, estimator=estimator, target_ms=target, train_data=train_set, val_data=val_set,
-                              workdir=tmp_path, space=SPACE, teacher=base, config=config, progress=False, log=lambda _: None)
+    archive = pipeline_search(
+        base,
+        estimator=estimator,
+        target_ms=target,
+        train_data=train_set,
+        val_data=val_set,
+        workdir=tmp_path,
+        space=SPACE,
+        teacher=base,
+        config=config,
+        progress=False,
+        log=lambda _: None,
+    )
     assert [c.actions[0] for c in archive.candidates] == ["base", "prune+finetune", "distil", "search"]
     assert all(c.latency_ms <= target for c in archive.candidates[1:])
     assert all((tmp_path / c.file).is_file() for c in archive.candidates)
     assert not list((tmp_path / "candidates").glob("*.ckpt"))  # each removed once its stage's file was written
 
 
-def test_compress_returns_a_trained_student_and_a_report(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
-                                                         slow_table: Path) -> None:
+def test_compress_returns_a_trained_student_and_a_report(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
-    result = compress(base, target=str(slow_table), train_data=train_set, val_data=val_set, latency=0.85, budget=2,
-                      workdir=tmp_path, teacher="base", finetune_steps=2, final_steps=3, space=SPACE, measure=False,
-                      progress=False)
+    result = compress(
+        base,
+        target=str(slow_table),
+        train_data=train_set,
+        val_data=val_set,
+        latency=0.85,
+        budget=2,
+        workdir=tmp_path,
+        teacher="base",
+        finetune_steps=2,
+        final_steps=3,
+        space=SPACE,
+        measure=False,
+        progress=False,
+    )
     assert result.metrics["student"]["estimated_ms"] <= 0.85 * result.metrics["base"]["estimated_ms"]
     student = result.metrics["student"]
     assert student["final_steps"] == 3 and student["final_teacher"] == "base" and (tmp_path / "final.pt").is_file()
@@ -161,9 +226,14 @@ def _without_one_class(root: Path, out: Path) -> CocoDetection:
     return load_split(out, "train")
 
 
-def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path,
-                                                       slow_table: Path, synth_root: Path,
-                                                       tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_impossible_requests_fail_fast_with_the_reason(
+    train_set: CocoDetection,
+    val_set: CocoDetection,
+    tmp_path: Path,
+    slow_table: Path,
+    synth_root: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
     base = build(tiny_spec(), BASE)
     common = dict(train_data=train_set, val_data=val_set, workdir=tmp_path, space=SPACE)
     with pytest.raises(LatencyTableError, match="no latency table for target 'tpu-v9'"):
@@ -171,13 +241,24 @@ def test_impossible_requests_fail_fast_with_the_reason(train_set: CocoDetection,
     with pytest.raises(SearchError, match="below anything the search space reaches"):
         compress(base, target=str(slow_table), latency=0.05, **common)
     with pytest.raises(DataError, match="select set is empty"):
-        compress(base, target="v100-trt", train_data=train_set, select_data=val_set.head(0), test_data=val_set,
-                 workdir=tmp_path)
+        compress(
+            base,
+            target="v100-trt",
+            train_data=train_set,
+            select_data=val_set.head(0),
+            test_data=val_set,
+            workdir=tmp_path,
+        )
     with pytest.raises(UnsupportedModelError):
         compress(torch.nn.Conv2d(3, 3, 1), target="v100-trt", **common)
     with pytest.raises(DataError, match="predicts 8 classes, the dataset .* has 7"):
-        compress(base, target="v100-trt", train_data=_without_one_class(synth_root, tmp_path_factory.mktemp("d") / "other"), val_data=val_set,
-                 workdir=tmp_path / "w")
+        compress(
+            base,
+            target="v100-trt",
+            train_data=_without_one_class(synth_root, tmp_path_factory.mktemp("d") / "other"),
+            val_data=val_set,
+            workdir=tmp_path / "w",
+        )
     with pytest.raises(SearchError, match="wall time"):
         parse_budget("soon")
     assert parse_budget("2h") == (None, 7200.0) and parse_budget(5) == (5, None)
@@ -192,9 +273,32 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
     save_detector(build(tiny_spec(), BASE), base_file)
     work = tmp_path / "work"
     archive = work / "search" / "archive.json"
-    args = [sys.executable, "-m", "jdnas_sdk.cli", "compress", "--model", str(base_file), "--data", str(synth_root),
-            "--target", str(slow_table), "--latency", "0.85", "--budget", "4", "--finetune-steps", "4",
-            "--teacher", "base", "--val-images", "3", "--final-steps", "2", "--workdir", str(work)]
+    args = [
+        sys.executable,
+        "-m",
+        "jdnas_sdk.cli",
+        "compress",
+        "--model",
+        str(base_file),
+        "--data",
+        str(synth_root),
+        "--target",
+        str(slow_table),
+        "--latency",
+        "0.85",
+        "--budget",
+        "4",
+        "--finetune-steps",
+        "4",
+        "--teacher",
+        "base",
+        "--val-images",
+        "3",
+        "--final-steps",
+        "2",
+        "--workdir",
+        str(work),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 300
@@ -224,20 +328,45 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
 
 
 def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search_goes_on(
-        train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path) -> None:
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
     torch.manual_seed(0)
     estimator = _estimator(slow_table)
     target = 0.85 * estimator.total_ms(BASE)
-    config = SearchConfig(candidates=3, finetune_steps=3, parallel=2,
-                          train=TrainConfig(batch_size=2, optimizer="sgd", lr=1e12, warmup_steps=0))
-    archive = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
-                           val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
-                           progress=False, log=lambda _: None)
+    config = SearchConfig(
+        candidates=3,
+        finetune_steps=3,
+        parallel=2,
+        train=TrainConfig(batch_size=2, optimizer="sgd", lr=1e12, warmup_steps=0),
+    )
+    archive = joint_search(
+        build(tiny_spec(), BASE),
+        estimator=estimator,
+        target_ms=target,
+        train_data=train_set,
+        val_data=val_set,
+        workdir=tmp_path,
+        space=SPACE,
+        base_teacher=True,
+        config=config,
+        progress=False,
+        log=lambda _: None,
+    )
     failed = archive.candidates[1:]
     assert len(failed) == 3 and all(c.error and c.error.startswith("NonFiniteLossError: loss became") for c in failed)
     assert all(c.parent == 0 for c in failed)  # a failed candidate is never a parent
     assert archive.best(1e9).index == 0 and [c.index for c in archive.front()] == [0]  # nor chosen
-    again = joint_search(build(tiny_spec(), BASE), estimator=estimator, target_ms=target, train_data=train_set,
-                         val_data=val_set, workdir=tmp_path, space=SPACE, base_teacher=True, config=config,
-                         progress=False, log=lambda _: None)
+    again = joint_search(
+        build(tiny_spec(), BASE),
+        estimator=estimator,
+        target_ms=target,
+        train_data=train_set,
+        val_data=val_set,
+        workdir=tmp_path,
+        space=SPACE,
+        base_teacher=True,
+        config=config,
+        progress=False,
+        log=lambda _: None,
+    )
     assert again.candidates == archive.candidates  # resumed: nothing redone, nothing added

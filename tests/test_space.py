@@ -35,13 +35,16 @@ def test_samples_are_in_the_space_and_reproducible(backbone: str) -> None:
         assert all(a.stem == a.stages[0].width for a in archs)
 
 
-@pytest.mark.parametrize("code, problem", [
-    ("basic:64|64:64x2|128:128x2|256:256x2|520:512x2", "stage 4 width 520 is not on the grid"),
-    ("basic:64|64:64x2|128:128x9|256:256x2|512:512x2", "stage 2 has 9 blocks, outside 1..3"),
-    ("basic:64|64:64x2|128:136x2|256:256x2|512:512x2", r"stage 2 mid widths \[136\]"),
-    ("basic:32|64:64x2|128:128x2|256:256x2|512:512x2", "stem"),
-    ("bottleneck:64|64:64x2|128:128x2|256:256x2|512:512x2", "block bottleneck"),
-])
+@pytest.mark.parametrize(
+    "code, problem",
+    [
+        ("basic:64|64:64x2|128:128x2|256:256x2|520:512x2", "stage 4 width 520 is not on the grid"),
+        ("basic:64|64:64x2|128:128x9|256:256x2|512:512x2", "stage 2 has 9 blocks, outside 1..3"),
+        ("basic:64|64:64x2|128:136x2|256:256x2|512:512x2", r"stage 2 mid widths \[136\]"),
+        ("basic:32|64:64x2|128:128x2|256:256x2|512:512x2", "stem"),
+        ("bottleneck:64|64:64x2|128:128x2|256:256x2|512:512x2", "block bottleneck"),
+    ],
+)
 def test_why_not_names_what_puts_an_arch_outside(code: str, problem: str) -> None:
     space = SearchSpace(standard_arch("resnet18"))
     arch = Arch.parse(code)

@@ -19,13 +19,24 @@ SMALL = "basic:16|16:16x1|32:32x1|64:64x1|128:128x1"
 
 
 def _spec(family: str, **kw: object) -> DetectorSpec:
-    return DetectorSpec(family=family, backbone="resnet18", num_classes=4, min_size=96, max_size=96,
-                        fpn_channels=64, representation_size=64, **kw)
+    return DetectorSpec(
+        family=family,
+        backbone="resnet18",
+        num_classes=4,
+        min_size=96,
+        max_size=96,
+        fpn_channels=64,
+        representation_size=64,
+        **kw,
+    )
 
 
 def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
-    for code in (f"{R18}@fpn64,in256x320,p300,b256", f"{R18}@fpn32,in128x128,p600/300,b64,m128",
-                 f"{SMALL}@fpn32,in96x96,c2,w48"):
+    for code in (
+        f"{R18}@fpn64,in256x320,p300,b256",
+        f"{R18}@fpn32,in128x128,p600/300,b64,m128",
+        f"{SMALL}@fpn32,in96x96,c2,w48",
+    ):
         assert str(Student.parse(code)) == code
     old = Student.parse(R18)
     assert old.heads is None and str(old) == R18
@@ -36,10 +47,15 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
         Heads.parse("fpn64,in96x96,c2,w32").apply(_spec("fasterrcnn"))
 
 
-@pytest.mark.parametrize("family,heads", [
-    ("fasterrcnn", "fpn32,in64x96,p50,b32"), ("maskrcnn", "fpn32,in96x96,p100,b32,m16"),
-    ("retinanet", "fpn32,in64x64,c1,w16"), ("fcos", "fpn32,in96x96,c2,w64"),
-])
+@pytest.mark.parametrize(
+    "family,heads",
+    [
+        ("fasterrcnn", "fpn32,in64x96,p50,b32"),
+        ("maskrcnn", "fpn32,in96x96,p100,b32,m16"),
+        ("retinanet", "fpn32,in64x64,c1,w16"),
+        ("fcos", "fpn32,in96x96,c2,w64"),
+    ],
+)
 def test_build_describe_file_and_cost_of_a_student(family: str, heads: str, tmp_path) -> None:
     code = f"{SMALL}@{heads}"
     model = jdnas_sdk.build(_spec(family), code)

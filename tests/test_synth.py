@@ -40,15 +40,19 @@ def test_dataset_is_rich_enough_to_be_a_benchmark(tmp_path: Path) -> None:
     boxes: dict[int, list[list[float]]] = {}
     for a in anns:
         boxes.setdefault(a["image_id"], []).append(a["bbox"])
+
     def overlaps(a: list[float], b: list[float]) -> bool:
         return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-    assert any(overlaps(a, b) for bs in boxes.values() for i, a in enumerate(bs) for b in bs[i + 1:])
+
+    assert any(overlaps(a, b) for bs in boxes.values() for i, a in enumerate(bs) for b in bs[i + 1 :])
     ds = load_split(tmp_path, "train")
     assert ds.stats.dropped_degenerate == 0 and ds.stats.clipped == 0
 
 
 def test_png_format_and_bad_options(tmp_path: Path) -> None:
-    make_synthetic_dataset(tmp_path, train=1, val=1, size=48, seed=0, config=SynthConfig(size=48, image_format="png"), progress=False)
+    make_synthetic_dataset(
+        tmp_path, train=1, val=1, size=48, seed=0, config=SynthConfig(size=48, image_format="png"), progress=False
+    )
     assert (tmp_path / "images" / "val" / "000000.png").is_file()
     with pytest.raises(DataError, match="image size"):
         SynthConfig(size=8)

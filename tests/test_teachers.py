@@ -101,13 +101,16 @@ def test_gradients_of_a_teacher_land_in_its_slices(pool: TeacherPool) -> None:
 def test_progressive_shrinking_trains_every_phase(train_set: CocoDetection, tmp_path: Path) -> None:
     torch.manual_seed(0)
     pool = TeacherPool.from_base(build(tiny_spec(), BASE), widths=(0.5, 1.0), depth_delta=1)
-    config = ShrinkConfig(train=TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=0),
-                          phases=(0.25, 0.25, 0.5))
+    config = ShrinkConfig(
+        train=TrainConfig(steps=4, batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=0), phases=(0.25, 0.25, 0.5)
+    )
     assert [phase_of(config, s) for s in range(4)] == [0, 1, 2, 2]
     before = {k: v.clone() for k, v in pool.model.state_dict().items()}
     result = train_pool(pool, train_set, config=config, checkpoint=tmp_path / "pool.ckpt", progress=False)
     assert len(result.history) == 4 and all(torch.isfinite(torch.tensor(v)) for _, v in result.history)
-    changed = [k for k, v in pool.model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])]
+    changed = [
+        k for k, v in pool.model.state_dict().items() if v.dtype.is_floating_point and not torch.equal(v, before[k])
+    ]
     assert "backbone.body.layer4.2.conv2.weight" in changed  # the added block trains too
     pool.save(tmp_path / "pool.pt")
     loaded = TeacherPool.load(tmp_path / "pool.pt")
@@ -117,8 +120,9 @@ def test_progressive_shrinking_trains_every_phase(train_set: CocoDetection, tmp_
         TeacherPool.load(tmp_path / "plain.pt")
 
 
-def test_pool_report_lists_accuracy_and_modelled_latency(pool: TeacherPool, train_set: CocoDetection,
-                                                         val_set: CocoDetection) -> None:
+def test_pool_report_lists_accuracy_and_modelled_latency(
+    pool: TeacherPool, train_set: CocoDetection, val_set: CocoDetection
+) -> None:
     report = pool_report(pool, val_data=val_set, calibration=train_set, target="v100-trt", count=3)
     assert [r.config for r in report.rows] == [str(pool.largest()), str(pool.base_config()), str(pool.smallest())]
     assert all(r.latency_ms > 0 and 0 <= r.ap <= 1 for r in report.rows)
@@ -136,8 +140,27 @@ def test_kill_9_during_teacher_training_then_the_same_command_resumes(synth_root
     save_detector(build(tiny_spec(), BASE), base_file)
     out = tmp_path / "pool.pt"
     ckpt = Path(str(out) + ".ckpt")
-    args = [sys.executable, "-m", "jdnas_sdk.cli", "teachers", "train", "--data", str(synth_root), "--base", str(base_file),
-            "--out", str(out), "--steps", "8", "--batch-size", "1", "--checkpoint-every", "2", "--widths", "0.5,1"]
+    args = [
+        sys.executable,
+        "-m",
+        "jdnas_sdk.cli",
+        "teachers",
+        "train",
+        "--data",
+        str(synth_root),
+        "--base",
+        str(base_file),
+        "--out",
+        str(out),
+        "--steps",
+        "8",
+        "--batch-size",
+        "1",
+        "--checkpoint-every",
+        "2",
+        "--widths",
+        "0.5,1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     deadline = time.monotonic() + 240

@@ -29,15 +29,52 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 RELEASES = {10: "tensorrt_10.3_names.txt", 11: "tensorrt_11.4_names.txt"}
-TRT_OBJECTS = frozenset({"builder", "network", "parser", "config", "timing_cache", "opt_profile", "runtime", "engine",
-                         "context", "inspector", "trt_logger", "tensor"})
-PLAIN_RESULTS = frozenset({"build_serialized_network", "get_tensor_name", "get_tensor_shape", "get_tensor_mode",
-                           "get_tensor_dtype", "get_max_output_size", "get_engine_information", "get_layer_information",
-                           "get_error", "serialize", "parse", "set_timing_cache", "init_libnvinfer_plugins",
-                           "execute_async_v3", "set_input_shape", "set_tensor_address", "set_output_allocator",
-                           "nptype"})
-_OPS = {ast.GtE: operator.ge, ast.Gt: operator.gt, ast.LtE: operator.le, ast.Lt: operator.lt, ast.Eq: operator.eq,
-        ast.NotEq: operator.ne}
+TRT_OBJECTS = frozenset(
+    {
+        "builder",
+        "network",
+        "parser",
+        "config",
+        "timing_cache",
+        "opt_profile",
+        "runtime",
+        "engine",
+        "context",
+        "inspector",
+        "trt_logger",
+        "tensor",
+    }
+)
+PLAIN_RESULTS = frozenset(
+    {
+        "build_serialized_network",
+        "get_tensor_name",
+        "get_tensor_shape",
+        "get_tensor_mode",
+        "get_tensor_dtype",
+        "get_max_output_size",
+        "get_engine_information",
+        "get_layer_information",
+        "get_error",
+        "serialize",
+        "parse",
+        "set_timing_cache",
+        "init_libnvinfer_plugins",
+        "execute_async_v3",
+        "set_input_shape",
+        "set_tensor_address",
+        "set_output_allocator",
+        "nptype",
+    }
+)
+_OPS = {
+    ast.GtE: operator.ge,
+    ast.Gt: operator.gt,
+    ast.LtE: operator.le,
+    ast.Lt: operator.lt,
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+}
 
 
 def load_names() -> dict[int, frozenset[str]]:
@@ -59,9 +96,15 @@ def _guard(test: ast.AST) -> set[int] | None:
     if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
         found = [g for g in map(_guard, test.values) if g is not None]
         return set.intersection(*found) if found else None
-    if (isinstance(test, ast.Compare) and len(test.ops) == 1 and isinstance(test.left, ast.Call)
-            and isinstance(test.left.func, ast.Name) and test.left.func.id == "trt_major"
-            and isinstance(test.comparators[0], ast.Constant) and type(test.ops[0]) in _OPS):
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.left, ast.Call)
+        and isinstance(test.left.func, ast.Name)
+        and test.left.func.id == "trt_major"
+        and isinstance(test.comparators[0], ast.Constant)
+        and type(test.ops[0]) in _OPS
+    ):
         return {m for m in RELEASES if _OPS[type(test.ops[0])](m, test.comparators[0].value)}
     return None
 
@@ -97,7 +140,7 @@ class Checker(ast.NodeVisitor):
         chain = _chain(node)
         if chain is not None and "trt" in chain[:-1]:
             if node is not getattr(self, "_inner", None):
-                for name in chain[chain.index("trt") + 1:]:
+                for name in chain[chain.index("trt") + 1 :]:
                     self._use(node, name)
             self._skip_chain(node)
             return
@@ -113,9 +156,14 @@ class Checker(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         func = node.func
-        if (isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and len(node.args) >= 2
-                and _chain(node.args[0]) is not None and _chain(node.args[0])[-1] == "trt"
-                and isinstance(node.args[1], ast.Constant)):
+        if (
+            isinstance(func, ast.Name)
+            and func.id in ("getattr", "hasattr")
+            and len(node.args) >= 2
+            and _chain(node.args[0]) is not None
+            and _chain(node.args[0])[-1] == "trt"
+            and isinstance(node.args[1], ast.Constant)
+        ):
             self._use(node, node.args[1].value)
         self.generic_visit(node)
 
@@ -135,8 +183,10 @@ class Checker(ast.NodeVisitor):
                 for target in node.targets:
                     name = (_chain(target) or ["?"])[-1]
                     if name not in TRT_OBJECTS:
-                        self.problems.append(f"line {node.lineno}: {name} = ...{chain[-1]}(...): name TensorRT "
-                                             f"objects one of {sorted(TRT_OBJECTS)}, or add {chain[-1]} to PLAIN_RESULTS")
+                        self.problems.append(
+                            f"line {node.lineno}: {name} = ...{chain[-1]}(...): name TensorRT "
+                            f"objects one of {sorted(TRT_OBJECTS)}, or add {chain[-1]} to PLAIN_RESULTS"
+                        )
         self.generic_visit(node)
 
 
@@ -148,13 +198,17 @@ def check_source(source: str, names: dict[int, frozenset[str]]) -> list[str]:
     for line, name, majors in checker.uses:
         missing = [m for m in sorted(majors) if name not in names[m]]
         if missing:
-            problems.append(f"line {line}: {name!r} is not in TensorRT {', '.join(RELEASES[m].split('_')[1] for m in missing)}")
+            problems.append(
+                f"line {line}: {name!r} is not in TensorRT {', '.join(RELEASES[m].split('_')[1] for m in missing)}"
+            )
     return problems
 
 
 def trt_modules() -> list[Path]:
     files = sorted((ROOT / "jdnas_sdk").rglob("*.py")) + sorted((ROOT / "benchmarks").glob("*.py"))
-    return [f for f in files if any(mark in f.read_text(encoding="utf-8") for mark in ("import tensorrt", "load_tensorrt("))]
+    return [
+        f for f in files if any(mark in f.read_text(encoding="utf-8") for mark in ("import tensorrt", "load_tensorrt("))
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -163,9 +217,24 @@ def names() -> dict[int, frozenset[str]]:
 
 
 def test_name_lists_are_the_releases(names: dict[int, frozenset[str]]) -> None:
-    common = {"Builder", "OnnxParser", "Runtime", "IOutputAllocator", "get_max_output_size", "init_libnvinfer_plugins",
-              "EngineInspector", "LayerInformationFormat", "ProfilingVerbosity", "DETAILED", "create_timing_cache",
-              "execute_async_v3", "set_tensor_address", "STRONGLY_TYPED", "IProfiler", "report_layer_time"}
+    common = {
+        "Builder",
+        "OnnxParser",
+        "Runtime",
+        "IOutputAllocator",
+        "get_max_output_size",
+        "init_libnvinfer_plugins",
+        "EngineInspector",
+        "LayerInformationFormat",
+        "ProfilingVerbosity",
+        "DETAILED",
+        "create_timing_cache",
+        "execute_async_v3",
+        "set_tensor_address",
+        "STRONGLY_TYPED",
+        "IProfiler",
+        "report_layer_time",
+    }
     for major in RELEASES:
         assert common <= names[major], (major, common - names[major])
     assert {"FP16", "EXPLICIT_BATCH", "OBEY_PRECISION_CONSTRAINTS"} <= names[10]
@@ -175,7 +244,9 @@ def test_name_lists_are_the_releases(names: dict[int, frozenset[str]]) -> None:
 def test_project_uses_only_names_of_both_releases(names: dict[int, frozenset[str]]) -> None:
     modules = trt_modules()
     assert {"trt_engine.py", "trt_runner.py", "tensorrt_backend.py"} <= {m.name for m in modules}
-    problems = [f"{m.relative_to(ROOT)}: {p}" for m in modules for p in check_source(m.read_text(encoding="utf-8"), names)]
+    problems = [
+        f"{m.relative_to(ROOT)}: {p}" for m in modules for p in check_source(m.read_text(encoding="utf-8"), names)
+    ]
     assert not problems, "\n".join(problems)
 
 

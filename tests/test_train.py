@@ -47,7 +47,9 @@ def test_resume_continues_exactly_where_it_stopped(train_set: CocoDetection, tmp
     ckpt = tmp_path / "run.ckpt"
     interrupted = build_detector(tiny_spec())
     interrupted.load_state_dict(init)
-    first = train(interrupted, train_set, config=TrainConfig(**{**cfg.__dict__, "steps": 2}), checkpoint=ckpt, progress=False)
+    first = train(
+        interrupted, train_set, config=TrainConfig(**{**cfg.__dict__, "steps": 2}), checkpoint=ckpt, progress=False
+    )
     assert first.resumed_from == 0 and ckpt.is_file()
     resumed = build_detector(tiny_spec())  # fresh weights: everything must come from the checkpoint
     second = train(resumed, train_set, config=cfg, checkpoint=ckpt, progress=False)
@@ -58,12 +60,30 @@ def test_resume_continues_exactly_where_it_stopped(train_set: CocoDetection, tmp
 
 def test_checkpoint_of_another_run_is_refused(train_set: CocoDetection, tmp_path: Path) -> None:
     ckpt = tmp_path / "run.ckpt"
-    train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=1, batch_size=1), checkpoint=ckpt, progress=False)
+    train(
+        build_detector(tiny_spec()),
+        train_set,
+        config=TrainConfig(steps=1, batch_size=1),
+        checkpoint=ckpt,
+        progress=False,
+    )
     with pytest.raises(TrainingError, match="different run"):
-        train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=2, batch_size=1, lr=0.5), checkpoint=ckpt, progress=False)
+        train(
+            build_detector(tiny_spec()),
+            train_set,
+            config=TrainConfig(steps=2, batch_size=1, lr=0.5),
+            checkpoint=ckpt,
+            progress=False,
+        )
     ckpt.write_bytes(b"garbage")
     with pytest.raises(TrainingError, match="cannot be read"):
-        train(build_detector(tiny_spec()), train_set, config=TrainConfig(steps=2, batch_size=1), checkpoint=ckpt, progress=False)
+        train(
+            build_detector(tiny_spec()),
+            train_set,
+            config=TrainConfig(steps=2, batch_size=1),
+            checkpoint=ckpt,
+            progress=False,
+        )
 
 
 def test_non_finite_loss_is_reported_and_checkpoint_kept(train_set: CocoDetection, tmp_path: Path) -> None:
@@ -76,7 +96,14 @@ def test_non_finite_loss_is_reported_and_checkpoint_kept(train_set: CocoDetectio
         return {"poison": torch.tensor(float("nan"))}
 
     with pytest.raises(NonFiniteLossError, match=r"step 1 .*poison=nan.*is kept.*Lower the learning rate"):
-        train(model, train_set, config=TrainConfig(steps=3, batch_size=1), checkpoint=ckpt, extra_losses=poison, progress=False)
+        train(
+            model,
+            train_set,
+            config=TrainConfig(steps=3, batch_size=1),
+            checkpoint=ckpt,
+            extra_losses=poison,
+            progress=False,
+        )
     assert ckpt.read_bytes() == saved
 
 
@@ -84,7 +111,9 @@ def test_extra_losses_are_optimised(train_set: CocoDetection) -> None:
     model = build_detector(tiny_spec())
     seen: list[str] = []
 
-    def extra(model: torch.nn.Module, images: list[torch.Tensor], targets: object, losses: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def extra(
+        model: torch.nn.Module, images: list[torch.Tensor], targets: object, losses: dict[str, torch.Tensor]
+    ) -> dict[str, torch.Tensor]:
         seen.append(",".join(sorted(losses)))
         return {"l2": 1e-3 * sum((p**2).sum() for p in model.roi_heads.box_predictor.parameters())}
 

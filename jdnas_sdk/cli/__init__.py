@@ -36,8 +36,11 @@ or all of it at once, on a fresh machine:  jdnas demo
 def build_parser() -> argparse.ArgumentParser:
     """The ``jdnas`` parser: the top-level flags, then each verb module's own parser."""
     parser = argparse.ArgumentParser(
-        prog="jdnas", description="Make object detectors faster on a target without losing accuracy.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, parents=[common.verbosity(top=True)],
+        prog="jdnas",
+        description="Make object detectors faster on a target without losing accuracy.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common.verbosity(top=True)],
     )
     parser.add_argument("--version", action="version", version=f"jdnas_sdk {__version__}")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)

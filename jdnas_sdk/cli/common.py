@@ -15,9 +15,24 @@ from ..errors import JdnasError
 from ..families import get_family
 
 __all__ = [
-    "FMT", "anchor_sizes", "check_trainable", "data", "force", "input_side", "input_size", "model",
-    "parse_input_size", "parse_model_name", "phases", "print_result", "ratios", "ray_cluster", "seed", "target",
-    "verbosity", "wait",
+    "FMT",
+    "anchor_sizes",
+    "check_trainable",
+    "data",
+    "force",
+    "input_side",
+    "input_size",
+    "model",
+    "parse_input_size",
+    "parse_model_name",
+    "phases",
+    "print_result",
+    "ratios",
+    "ray_cluster",
+    "seed",
+    "target",
+    "verbosity",
+    "wait",
 ]
 
 #: the help formatter of every verb: defaults shown after each option's help
@@ -90,10 +105,17 @@ def input_size(help: str = "SIZE or HEIGHTxWIDTH (default: the detector's min_si
 def ray_cluster(what: str) -> argparse.ArgumentParser:
     """``--executor local|ray`` and ``--address ADDR`` (the Ray cluster; default: a local Ray for the run)."""
     p = _parent()
-    p.add_argument("--executor", choices=("local", "ray"), default="local",
-                   help=f"where {what} run: in this process, or as Ray tasks (pip install -e '.[ray]')")
-    p.add_argument("--address", help="with --executor ray: the cluster (auto, HOST:6379 or ray://HOST:10001; "
-                                     "default: start a local Ray for this run)")
+    p.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help=f"where {what} run: in this process, or as Ray tasks (pip install -e '.[ray]')",
+    )
+    p.add_argument(
+        "--address",
+        help="with --executor ray: the cluster (auto, HOST:6379 or ray://HOST:10001; "
+        "default: start a local Ray for this run)",
+    )
     return p
 
 
@@ -150,8 +172,10 @@ def check_trainable(family: str) -> None:
     and masks; the family names the targets it needs)."""
     unread = [field for field in get_family(family).target_fields if field != "masks"]
     if unread:
-        raise JdnasError(f"training {family} needs {', '.join(unread)} annotations, which this loader does not read "
-                         "yet; train it elsewhere and pass the trained file with --model")
+        raise JdnasError(
+            f"training {family} needs {', '.join(unread)} annotations, which this loader does not read "
+            "yet; train it elsewhere and pass the trained file with --model"
+        )
 
 
 def ratios(text: str, what: str) -> tuple[float, ...]:

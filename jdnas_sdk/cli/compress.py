@@ -14,46 +14,89 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``compress``."""
     co = verbs.add_parser(
-        "compress", formatter_class=common.FMT, help="search a faster student of a detector for a target",
+        "compress",
+        formatter_class=common.FMT,
+        help="search a faster student of a detector for a target",
         description="The joint search (student morphism + dynamic distillation from a teacher pool), or the naive "
-                    "pipeline baseline. Killed? Run the same command again: finished candidates are kept.",
-        epilog="example:\n  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
-        parents=[common.verbosity(top=False), common.model("trained detector file"),
-                 common.data("dataset folder: train split to fine-tune, select split for every choice, test split for "
-                             "the final numbers (a folder with only val has it cut in halves by image id)"),
-                 common.target(),
-                 common.seed("random seed (same seed and --parallel, same search)"),
-                 common.ray_cluster("candidates are trained"), common.wait()],
+        "pipeline baseline. Killed? Run the same command again: finished candidates are kept.",
+        epilog="example:\n"
+        "  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.8 --budget 8",
+        parents=[
+            common.verbosity(top=False),
+            common.model("trained detector file"),
+            common.data(
+                "dataset folder: train split to fine-tune, select split for every choice, test split for "
+                "the final numbers (a folder with only val has it cut in halves by image id)"
+            ),
+            common.target(),
+            common.seed("random seed (same seed and --parallel, same search)"),
+            common.ray_cluster("candidates are trained"),
+            common.wait(),
+        ],
     )
     co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
     co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
     co.add_argument("--budget", default="12", help="candidates (12) or wall time (90s, 30m, 2h)")
     co.add_argument("--workdir", default="runs/compress", help="where candidates, archive, student and report go")
-    co.add_argument("--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline")
+    co.add_argument(
+        "--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline"
+    )
     co.add_argument("--teacher", choices=("pool", "base", "none"), default="pool", help="where teachers come from")
     co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
     co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
     co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
-    co.add_argument("--final-steps", type=int, default=200,
-                    help="more training steps for the chosen student, with its teacher (0: none)")
-    co.add_argument("--select-images", "--val-images", type=int, default=0, dest="select_images",
-                    help="use only the first N select images to rank candidates (0: all; --val-images: the old name)")
-    co.add_argument("--no-control", action="store_true",
-                    help="skip the extra-steps control (the base trained as many more steps as the student received)")
-    co.add_argument("--arch-control", action="store_true",
-                    help="also train the student's architecture cut from the base, same steps, no lineage or teacher")
-    co.add_argument("--base-lr", type=float, default=1e-3,
-                    help="the base's peak learning rate: candidates and the final student train at it (LR rewinding)")
+    co.add_argument(
+        "--final-steps",
+        type=int,
+        default=200,
+        help="more training steps for the chosen student, with its teacher (0: none)",
+    )
+    co.add_argument(
+        "--select-images",
+        "--val-images",
+        type=int,
+        default=0,
+        dest="select_images",
+        help="use only the first N select images to rank candidates (0: all; --val-images: the old name)",
+    )
+    co.add_argument(
+        "--no-control",
+        action="store_true",
+        help="skip the extra-steps control (the base trained as many more steps as the student received)",
+    )
+    co.add_argument(
+        "--arch-control",
+        action="store_true",
+        help="also train the student's architecture cut from the base, same steps, no lineage or teacher",
+    )
+    co.add_argument(
+        "--base-lr",
+        type=float,
+        default=1e-3,
+        help="the base's peak learning rate: candidates and the final student train at it (LR rewinding)",
+    )
     co.add_argument("--no-lr-rewind", action="store_true", help="train candidates at a fifth of --base-lr instead")
-    co.add_argument("--bn-images", type=int, default=200,
-                    help="adaptive BatchNorm: recalibrate each candidate on N training images before scoring (0: off)")
-    co.add_argument("--max-step-share", type=float, default=None,
-                    help="gradual morphism: each candidate removes at most this share of its parent's latency")
+    co.add_argument(
+        "--bn-images",
+        type=int,
+        default=200,
+        help="adaptive BatchNorm: recalibrate each candidate on N training images before scoring (0: off)",
+    )
+    co.add_argument(
+        "--max-step-share",
+        type=float,
+        default=None,
+        help="gradual morphism: each candidate removes at most this share of its parent's latency",
+    )
     co.add_argument("--parallel", type=int, default=1, help="candidates per round, trained at once by --executor ray")
     co.add_argument("--cpus-per-candidate", type=float, default=1.0, help="with --executor ray: Ray CPUs per candidate")
     co.add_argument("--gpus-per-candidate", type=float, default=0.0, help="with --executor ray: Ray GPUs per candidate")
-    co.add_argument("--threads-per-candidate", type=int, default=1, help="with --executor ray: torch threads per candidate")
-    co.add_argument("--retries", type=int, default=3, help="with --executor ray: retries of a candidate whose worker died")
+    co.add_argument(
+        "--threads-per-candidate", type=int, default=1, help="with --executor ray: torch threads per candidate"
+    )
+    co.add_argument(
+        "--retries", type=int, default=3, help="with --executor ray: retries of a candidate whose worker died"
+    )
     co.set_defaults(func=run)
 
 
@@ -65,8 +108,13 @@ def _executor(args: argparse.Namespace) -> Any:
         return "local"
     from ..search import RayExecutor
 
-    return RayExecutor(address=args.address, num_cpus=args.cpus_per_candidate, num_gpus=args.gpus_per_candidate,
-                       threads=args.threads_per_candidate, max_retries=args.retries)
+    return RayExecutor(
+        address=args.address,
+        num_cpus=args.cpus_per_candidate,
+        num_gpus=args.gpus_per_candidate,
+        threads=args.threads_per_candidate,
+        max_retries=args.retries,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,13 +128,36 @@ def run(args: argparse.Namespace) -> int:
     if args.select_images:
         select_set = select_set.head(args.select_images)
     budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
-    recipe = Recipe(lr_rewind=not args.no_lr_rewind, base_lr=args.base_lr, bn_images=args.bn_images,
-                    max_step_share=args.max_step_share)
-    result = compress(model, target=args.target, train_data=train_set, select_data=select_set, test_data=test_set,
-                      recipe=recipe, control=not args.no_control, arch_control=args.arch_control,
-                      latency=None if args.ms else args.latency, ms=args.ms, budget=budget, workdir=args.workdir,
-                      method=args.method, pool=args.pool, teacher=args.teacher, finetune_steps=args.finetune_steps,
-                      final_steps=args.final_steps, pool_steps=args.pool_steps, seed=args.seed,
-                      progress=not args.quiet, parallel=args.parallel, executor=executor, wait=args.wait)
+    recipe = Recipe(
+        lr_rewind=not args.no_lr_rewind,
+        base_lr=args.base_lr,
+        bn_images=args.bn_images,
+        max_step_share=args.max_step_share,
+    )
+    result = compress(
+        model,
+        target=args.target,
+        train_data=train_set,
+        select_data=select_set,
+        test_data=test_set,
+        recipe=recipe,
+        control=not args.no_control,
+        arch_control=args.arch_control,
+        latency=None if args.ms else args.latency,
+        ms=args.ms,
+        budget=budget,
+        workdir=args.workdir,
+        method=args.method,
+        pool=args.pool,
+        teacher=args.teacher,
+        finetune_steps=args.finetune_steps,
+        final_steps=args.final_steps,
+        pool_steps=args.pool_steps,
+        seed=args.seed,
+        progress=not args.quiet,
+        parallel=args.parallel,
+        executor=executor,
+        wait=args.wait,
+    )
     common.print_result(result)
     return 0

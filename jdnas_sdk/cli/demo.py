@@ -13,28 +13,45 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``demo``."""
     demo = verbs.add_parser(
-        "demo", formatter_class=common.FMT, help="the whole job on a synthetic dataset, on this machine",
-        description="Make a synthetic dataset (train, select, test), train a small detector until it converges, compress "
-                    "it for this machine's CPU (cpu-ort), show base, student and the extra-steps control on the test "
-                    "images, export the student to ONNX and write the report. Reuses what a previous run left in WORKDIR.",
+        "demo",
+        formatter_class=common.FMT,
+        help="the whole job on a synthetic dataset, on this machine",
+        description="Make a synthetic dataset (train, select, test), train a small detector until it converges, "
+        "compress "
+        "it for this machine's CPU (cpu-ort), show base, student and the extra-steps control on the test "
+        "images, export the student to ONNX and write the report. Reuses what a previous run left in WORKDIR.",
         parents=[common.verbosity(top=False), common.seed(), common.target(help="latency table to compress for")],
     )
     demo.add_argument("--workdir", default="runs/demo", help="where everything is written")
-    demo.add_argument("--steps", type=int, default=300,
-                      help="the most training steps of the base (it stops once its select AP stops improving)")
+    demo.add_argument(
+        "--steps",
+        type=int,
+        default=300,
+        help="the most training steps of the base (it stops once its select AP stops improving)",
+    )
     demo.add_argument("--eval-every", type=int, default=100, help="base steps between evaluations on the select split")
     demo.add_argument("--patience", type=int, default=2, help="evaluations without improvement before the base stops")
     demo.add_argument("--train-images", type=int, default=600, help="synthetic training images")
-    demo.add_argument("--select-images", type=int, default=100,
-                      help="synthetic select images (every choice: early stopping, ranking candidates)")
+    demo.add_argument(
+        "--select-images",
+        type=int,
+        default=100,
+        help="synthetic select images (every choice: early stopping, ranking candidates)",
+    )
     demo.add_argument("--test-images", type=int, default=100, help="synthetic test images (the final numbers only)")
     demo.add_argument("--size", type=int, default=192, help="image side in pixels")
     demo.add_argument("--latency", type=float, default=0.8, help="wanted fraction of the base's latency")
     demo.add_argument("--candidates", type=int, default=3, help="students the search evaluates")
     demo.add_argument("--finetune-steps", type=int, default=20, help="fine-tuning steps per student")
-    demo.add_argument("--final-steps", type=int, default=100,
-                      help="more training steps for the chosen student (the control gets as many more in all)")
-    demo.add_argument("--teacher", choices=("base", "pool", "none"), default="base", help="where the teacher comes from")
+    demo.add_argument(
+        "--final-steps",
+        type=int,
+        default=100,
+        help="more training steps for the chosen student (the control gets as many more in all)",
+    )
+    demo.add_argument(
+        "--teacher", choices=("base", "pool", "none"), default="base", help="where the teacher comes from"
+    )
     demo.add_argument("--pool-steps", type=int, default=10, help="with --teacher pool: steps of the teacher pool")
     demo.set_defaults(func=run)
 
@@ -42,12 +59,26 @@ def add_parser(verbs: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..demo import run_demo
 
-    result = run_demo(args.workdir, steps=args.steps, eval_every=args.eval_every, patience=args.patience,
-                      train_images=args.train_images, select_images=args.select_images, test_images=args.test_images,
-                      size=args.size, seed=args.seed, target=args.target, latency=args.latency,
-                      candidates=args.candidates, finetune_steps=args.finetune_steps, final_steps=args.final_steps,
-                      teacher=args.teacher, pool_steps=args.pool_steps, say=lambda line: print(line, flush=True),
-                      progress=not args.quiet)
+    result = run_demo(
+        args.workdir,
+        steps=args.steps,
+        eval_every=args.eval_every,
+        patience=args.patience,
+        train_images=args.train_images,
+        select_images=args.select_images,
+        test_images=args.test_images,
+        size=args.size,
+        seed=args.seed,
+        target=args.target,
+        latency=args.latency,
+        candidates=args.candidates,
+        finetune_steps=args.finetune_steps,
+        final_steps=args.final_steps,
+        teacher=args.teacher,
+        pool_steps=args.pool_steps,
+        say=lambda line: print(line, flush=True),
+        progress=not args.quiet,
+    )
     print(f"\n{result.files()}")
     print(f"done in {result.wall_s:.0f} s")
     return 0

@@ -15,8 +15,11 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``doctor``."""
-    doctor = verbs.add_parser("doctor", help="what this machine can measure, before profiling new hardware",
-                              parents=[common.verbosity(top=False)])
+    doctor = verbs.add_parser(
+        "doctor",
+        help="what this machine can measure, before profiling new hardware",
+        parents=[common.verbosity(top=False)],
+    )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON instead of text")
     doctor.set_defaults(func=run)
 

@@ -12,8 +12,12 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``eval``."""
-    ev = verbs.add_parser("eval", formatter_class=common.FMT, help="COCO mAP of a detector file on a dataset",
-                          parents=[common.verbosity(top=False), common.model(), common.data()])
+    ev = verbs.add_parser(
+        "eval",
+        formatter_class=common.FMT,
+        help="COCO mAP of a detector file on a dataset",
+        parents=[common.verbosity(top=False), common.model(), common.data()],
+    )
     ev.add_argument("--split", default="val", help="split to evaluate on")
     ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     ev.add_argument("--json", help="also write the metrics to this JSON file")

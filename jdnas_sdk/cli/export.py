@@ -14,13 +14,18 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``export``."""
     ex = verbs.add_parser(
-        "export", formatter_class=common.FMT, help="write a detector as ONNX (and a TensorRT engine)",
+        "export",
+        formatter_class=common.FMT,
+        help="write a detector as ONNX (and a TensorRT engine)",
         description="Export the whole detector (pre-processing and NMS included) to ONNX, check it with "
-                    "onnx.checker and against PyTorch in ONNX Runtime, and build a TensorRT engine where TensorRT is "
-                    "installed.",
-        parents=[common.verbosity(top=False), common.model(),
-                 common.input_size("SIZE or HEIGHTxWIDTH the graph is traced for (default: min_size square)"),
-                 common.target(help="with --measure: the table to compare with")],
+        "onnx.checker and against PyTorch in ONNX Runtime, and build a TensorRT engine where TensorRT is "
+        "installed.",
+        parents=[
+            common.verbosity(top=False),
+            common.model(),
+            common.input_size("SIZE or HEIGHTxWIDTH the graph is traced for (default: min_size square)"),
+            common.target(help="with --measure: the table to compare with"),
+        ],
     )
     ex.add_argument("--onnx", required=True, help="ONNX file to write")
     ex.add_argument("--engine", help="TensorRT engine file to write (needs TensorRT and a GPU)")
@@ -48,10 +53,14 @@ def run(args: argparse.Namespace) -> int:
         spec, arch = describe(model)
         estimator = Estimator(table, spec, result.input_size)
         if estimator.backend is None:
-            raise JdnasError(f"--measure runs on this machine, which is not {table.target!r} [{table.fingerprint.describe()}]")
+            raise JdnasError(
+                f"--measure runs on this machine, which is not {table.target!r} [{table.fingerprint.describe()}]"
+            )
         measure_missing_ops(table, spec, arch, result.input_size, progress=not args.quiet)  # counted, with a bar
         measured = estimator.backend.measure_detector(model, result.input_size)
         estimated = estimator.total_ms(arch)
-        print(f"{table.target}: measured {measured.median_ms:.2f} ms (full detection load), estimated "
-              f"{estimated:.2f} ms ({100 * (estimated - measured.median_ms) / measured.median_ms:+.1f}%)")
+        print(
+            f"{table.target}: measured {measured.median_ms:.2f} ms (full detection load), estimated "
+            f"{estimated:.2f} ms ({100 * (estimated - measured.median_ms) / measured.median_ms:+.1f}%)"
+        )
     return 0

@@ -13,8 +13,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``info``."""
-    info = verbs.add_parser("info", help="show what a detector file holds",
-                            parents=[common.verbosity(top=False), common.model()])
+    info = verbs.add_parser(
+        "info", help="show what a detector file holds", parents=[common.verbosity(top=False), common.model()]
+    )
     info.set_defaults(func=run)
 
 
@@ -22,8 +23,20 @@ def run(args: argparse.Namespace) -> int:
     from ..detectors import read_detector_file
 
     payload = read_detector_file(args.model)
-    params = sum(v.numel() for k, v in payload["state_dict"].items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
-    print(json.dumps({"spec": payload["spec"], "metadata": payload["metadata"], "parameters": params,
-                      "sdk_version": payload["sdk_version"]}, indent=1))
+    params = sum(
+        v.numel()
+        for k, v in payload["state_dict"].items()
+        if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+    )
+    print(
+        json.dumps(
+            {
+                "spec": payload["spec"],
+                "metadata": payload["metadata"],
+                "parameters": params,
+                "sdk_version": payload["sdk_version"],
+            },
+            indent=1,
+        )
+    )
     return 0

@@ -14,21 +14,34 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``latency``."""
     la = verbs.add_parser(
-        "latency", formatter_class=common.FMT, help="estimate a detector's latency on a target",
+        "latency",
+        formatter_class=common.FMT,
+        help="estimate a detector's latency on a target",
         description="Estimate a detector's latency from a target's table: total, breakdown by stage, misses. "
-                    "With --measure, also run it on this machine (the target must be this machine).",
-        parents=[common.verbosity(top=False), common.model(), common.target(help="target name or table file"),
-                 common.input_size()],
+        "With --measure, also run it on this machine (the target must be this machine).",
+        parents=[
+            common.verbosity(top=False),
+            common.model(),
+            common.target(help="target name or table file"),
+            common.input_size(),
+        ],
     )
     la.add_argument("--arch", help="estimate this backbone code instead of the file's (same heads)")
-    la.add_argument("--on-miss", choices=("auto", "measure", "interpolate", "model", "error"), default="auto",
-                    help="ops the table lacks: auto measures them on the table's own device, models them on a "
-                         "modelled table, else interpolates")
+    la.add_argument(
+        "--on-miss",
+        choices=("auto", "measure", "interpolate", "model", "error"),
+        default="auto",
+        help="ops the table lacks: auto measures them on the table's own device, models them on a "
+        "modelled table, else interpolates",
+    )
     la.add_argument("--measure", action="store_true", help="also measure the whole detector here (ONNX Runtime)")
     la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
-    la.add_argument("--floor", action="store_true",
-                    help="name the cheapest student of the default search space around the model (its code) and its "
-                         "latency beside the base's; --json then holds {base: {code, estimated_ms, measured_ms}, floor: {...}}")
+    la.add_argument(
+        "--floor",
+        action="store_true",
+        help="name the cheapest student of the default search space around the model (its code) and its "
+        "latency beside the base's; --json then holds {base: {code, estimated_ms, measured_ms}, floor: {...}}",
+    )
     la.set_defaults(func=run)
 
 
@@ -64,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
             model = build_detector(spec, arch)
         measured = backend.measure_detector(model, size)
         error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
-        print(f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "
-              f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%")
+        print(
+            f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "
+            f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%"
+        )
         report["measured_ms"] = measured.median_ms
     if args.json:
         atomic_write_json(args.json, report)

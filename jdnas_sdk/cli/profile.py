@@ -16,18 +16,24 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``profile``."""
     pr = verbs.add_parser(
-        "profile", formatter_class=common.FMT, help="measure a target's per-op latency table",
+        "profile",
+        formatter_class=common.FMT,
+        help="measure a target's per-op latency table",
         description="Measure every op the search space around a detector can reach, on this machine, into a "
-                    "latency table. Killed? Run the same command again: done entries are kept.",
+        "latency table. Killed? Run the same command again: done entries are kept.",
         epilog="examples:\n  jdnas profile --target cpu-ort --model base.pt --input-size 256\n"
-               "  jdnas profile --target my-gpu-trt --backend tensorrt --precision fp16 --family fasterrcnn "
-               "--backbone resnet50 --input-size 800x1344",
-        parents=[common.verbosity(top=False), common.target(None, "target name (the table is TARGET.json)"),
-                 common.model("detector file whose neighbourhood to profile (its weights time the fixed entry)",
-                              required=False),
-                 common.seed("seed of those students' architectures"),
-                 common.ray_cluster("the ops are measured (Ray: split between workers of this device type)"),
-                 common.wait("another profile of this table")],
+        "  jdnas profile --target my-gpu-trt --backend tensorrt --precision fp16 --family fasterrcnn "
+        "--backbone resnet50 --input-size 800x1344",
+        parents=[
+            common.verbosity(top=False),
+            common.target(None, "target name (the table is TARGET.json)"),
+            common.model(
+                "detector file whose neighbourhood to profile (its weights time the fixed entry)", required=False
+            ),
+            common.seed("seed of those students' architectures"),
+            common.ray_cluster("the ops are measured (Ray: split between workers of this device type)"),
+            common.wait("another profile of this table"),
+        ],
     )
     pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
     pr.add_argument("--backbone", choices=BACKBONES, help="... and its standard backbone")
@@ -36,11 +42,19 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--representation-size", type=int, default=1024, help="with --family: R-CNN box-head width")
     pr.add_argument("--input-size", nargs="+", default=["256"], help="image size(s): SIZE or HEIGHTxWIDTH")
     pr.add_argument("--width-ratios", help="width grid of the search space, e.g. 0.5,0.75,1 (default: 0.25..1.5)")
-    pr.add_argument("--backend", choices=("ort", "torch", "tensorrt", "roofline"), default="ort",
-                    help="what runs the ops; roofline MODELS them for --device v100-trt|t4-trt|a100-trt (a modelled table)")
-    pr.add_argument("--trt-profiler", choices=("auto", "native", "python"), default="auto",
-                    help="tensorrt backend: the native profiler (cmake-built jdnas_trt_profiler), TensorRT's Python API, "
-                         "or the native one where it is built (auto)")
+    pr.add_argument(
+        "--backend",
+        choices=("ort", "torch", "tensorrt", "roofline"),
+        default="ort",
+        help="what runs the ops; roofline MODELS them for --device v100-trt|t4-trt|a100-trt (a modelled table)",
+    )
+    pr.add_argument(
+        "--trt-profiler",
+        choices=("auto", "native", "python"),
+        default="auto",
+        help="tensorrt backend: the native profiler (cmake-built jdnas_trt_profiler), TensorRT's Python API, "
+        "or the native one where it is built (auto)",
+    )
     pr.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives repeatable numbers)")
     pr.add_argument("--device", default="cpu", help="torch backend: cpu or cuda; roofline backend: the device model")
     pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
@@ -48,15 +62,28 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
-    pr.add_argument("--heads", nargs="+", metavar="KNOB=V,V",
-                    help="head grid of the space, e.g. fpn=0.5,1 size=1 proposals=300,1000 (ratios of the base's value; "
-                         "proposals and convs are counts; default: jdnas_sdk.space.DEFAULT_HEAD_GRID)")
-    pr.add_argument("--backbone-only", action="store_true",
-                    help="profile only the backbone's space (heads and input size fixed), as before the detector-level space")
-    pr.add_argument("--fixed-students", type=int, default=8,
-                    help="with --model: students of the space (the model morphed to random archs) whose timings "
-                         "average into the fixed entry, beside the model's own")
-    pr.add_argument("--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)")
+    pr.add_argument(
+        "--heads",
+        nargs="+",
+        metavar="KNOB=V,V",
+        help="head grid of the space, e.g. fpn=0.5,1 size=1 proposals=300,1000 (ratios of the base's value; "
+        "proposals and convs are counts; default: jdnas_sdk.space.DEFAULT_HEAD_GRID)",
+    )
+    pr.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="profile only the backbone's space (heads and input size fixed), as before the detector-level space",
+    )
+    pr.add_argument(
+        "--fixed-students",
+        type=int,
+        default=8,
+        help="with --model: students of the space (the model morphed to random archs) whose timings "
+        "average into the fixed entry, beside the model's own",
+    )
+    pr.add_argument(
+        "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
+    )
     pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
     pr.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --executor ray: Ray GPUs per worker")
     pr.set_defaults(func=run)
@@ -75,10 +102,16 @@ def _detector(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[A
         return model, spec, base
     if args.family and args.backbone:
         largest = max(max(s) for s in sizes)
-        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=args.num_classes,
-                            min_size=min(min(s) for s in sizes), max_size=largest,
-                            fpn_channels=args.fpn_channels, representation_size=args.representation_size,
-                            anchor_sizes=common.anchor_sizes("auto", args.family, largest))
+        spec = DetectorSpec(
+            family=args.family,
+            backbone=args.backbone,
+            num_classes=args.num_classes,
+            min_size=min(min(s) for s in sizes),
+            max_size=largest,
+            fpn_channels=args.fpn_channels,
+            representation_size=args.representation_size,
+            anchor_sizes=common.anchor_sizes("auto", args.family, largest),
+        )
         return None, spec, standard_arch(args.backbone)
     raise JdnasError("name the detector to profile around: --model FILE, or --family F --backbone B")
 
@@ -120,11 +153,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     timing = Timing(min_runs=args.min_runs, min_time_s=args.min_time)
     native = {"auto": None, "native": True, "python": False}[args.trt_profiler]
-    backend = make_backend(args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing,
-                           native=native)
+    backend = make_backend(
+        args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing, native=native
+    )
     out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
     table = open_table(out, args.target, backend)
-    print(f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries already there)")
+    print(
+        f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries "
+        f"already there)"
+    )
     students = []
     if model is not None and args.fixed_students:
         import random
@@ -133,9 +170,25 @@ def run(args: argparse.Namespace) -> int:
 
         rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
         students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
-    ray_options = {"workers": args.workers, "num_cpus": args.cpus_per_worker, "num_gpus": args.gpus_per_worker,
-                   "address": args.address}
-    profile(table, backend, spec, base=base, input_sizes=sizes, space=space, model=model, fixed_models=students,
-            progress=not args.quiet, executor=args.executor, ray_options=ray_options, wait=args.wait)
+    ray_options = {
+        "workers": args.workers,
+        "num_cpus": args.cpus_per_worker,
+        "num_gpus": args.gpus_per_worker,
+        "address": args.address,
+    }
+    profile(
+        table,
+        backend,
+        spec,
+        base=base,
+        input_sizes=sizes,
+        space=space,
+        model=model,
+        fixed_models=students,
+        progress=not args.quiet,
+        executor=args.executor,
+        ray_options=ray_options,
+        wait=args.wait,
+    )
     print(f"{out}: {len(table)} entries")
     return 0

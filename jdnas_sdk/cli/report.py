@@ -12,8 +12,9 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``report``."""
-    rp = verbs.add_parser("report", help="write the HTML/Markdown report of a compress workdir",
-                          parents=[common.verbosity(top=False)])
+    rp = verbs.add_parser(
+        "report", help="write the HTML/Markdown report of a compress workdir", parents=[common.verbosity(top=False)]
+    )
     rp.add_argument("workdir", help="the --workdir of a compress run")
     rp.set_defaults(func=run)
 

@@ -18,11 +18,18 @@ def add_parser(verbs: Any) -> None:
     te = verbs.add_parser("teachers", help="the elastic teacher pool: train it, report on it")
     te_verbs = te.add_subparsers(dest="teachers_verb", metavar="ACTION", required=True)
     tt = te_verbs.add_parser(
-        "train", formatter_class=common.FMT, help="train an elastic teacher pool by progressive shrinking",
+        "train",
+        formatter_class=common.FMT,
+        help="train an elastic teacher pool by progressive shrinking",
         description="Grow a trained detector into an elastic pool (deeper, wider; function-preserving) and train "
-                    "every teacher in it at once. Killed? Run the same command again: it resumes from OUT.ckpt.",
-        parents=[common.verbosity(top=False), common.data(), common.input_side("with --family: image side"),
-                 common.seed(), common.force()],
+        "every teacher in it at once. Killed? Run the same command again: it resumes from OUT.ckpt.",
+        parents=[
+            common.verbosity(top=False),
+            common.data(),
+            common.input_side("with --family: image side"),
+            common.seed(),
+            common.force(),
+        ],
     )
     tt.add_argument("--base", help="trained detector file the pool grows from (recommended)")
     tt.add_argument("--family", choices=sorted(FAMILIES), help="or: a family to build from scratch ...")
@@ -40,9 +47,15 @@ def add_parser(verbs: Any) -> None:
     tt.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
     tt.set_defaults(func=run_train)
     tr = te_verbs.add_parser(
-        "report", formatter_class=common.FMT, help="mAP and estimated latency of sampled teachers",
-        parents=[common.verbosity(top=False), common.data("dataset folder (train split recalibrates BatchNorm)"),
-                 common.target(help="latency table"), common.seed("seed of the random teachers")],
+        "report",
+        formatter_class=common.FMT,
+        help="mAP and estimated latency of sampled teachers",
+        parents=[
+            common.verbosity(top=False),
+            common.data("dataset folder (train split recalibrates BatchNorm)"),
+            common.target(help="latency table"),
+            common.seed("seed of the random teachers"),
+        ],
     )
     tr.add_argument("--pool", required=True, help="pool file")
     tr.add_argument("--split", default="val", help="split to evaluate on")
@@ -65,10 +78,17 @@ def _base(args: argparse.Namespace, data: Any) -> Any:
         data.check_compatible(spec_of(base))
         return base
     if args.family and args.backbone:
-        spec = DetectorSpec(family=args.family, backbone=args.backbone, num_classes=data.num_classes,
-                            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
-                            anchor_sizes=common.anchor_sizes("auto", args.family, args.input_size),
-                            category_ids=data.category_ids, class_names=data.class_names)
+        spec = DetectorSpec(
+            family=args.family,
+            backbone=args.backbone,
+            num_classes=data.num_classes,
+            min_size=args.input_size,
+            max_size=args.input_size,
+            fpn_channels=args.fpn_channels,
+            anchor_sizes=common.anchor_sizes("auto", args.family, args.input_size),
+            category_ids=data.category_ids,
+            class_names=data.class_names,
+        )
         with seeded(args.seed):  # same --seed, same pool, in any process
             return build_detector(spec)
     raise JdnasError("name the pool's base: --base FILE (a trained detector, recommended), or --family F --backbone B")
@@ -87,18 +107,32 @@ def run_train(args: argparse.Namespace) -> int:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     data = load_split(args.data, args.split)
     base = _base(args, data)
-    pool = TeacherPool.from_base(base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta,
-                                 seed=args.seed)
-    config = ShrinkConfig(train=TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer="adamw", lr=args.lr,
-                                            weight_decay=0.05, warmup_steps=min(10, args.steps // 5), seed=args.seed,
-                                            checkpoint_every=args.checkpoint_every),
-                          phases=common.phases(args.phases), inplace_kd=args.inplace_kd)
-    print(f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
-          f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})")
+    pool = TeacherPool.from_base(
+        base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta, seed=args.seed
+    )
+    config = ShrinkConfig(
+        train=TrainConfig(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            optimizer="adamw",
+            lr=args.lr,
+            weight_decay=0.05,
+            warmup_steps=min(10, args.steps // 5),
+            seed=args.seed,
+            checkpoint_every=args.checkpoint_every,
+        ),
+        phases=common.phases(args.phases),
+        inplace_kd=args.inplace_kd,
+    )
+    print(
+        f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
+        f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})"
+    )
     check_output_space(out.parent, pool.model, what="the pool and its checkpoints")  # before a training step
     with lock_output(out):
-        result = train_pool_to_file(pool, data, out, config=config, metadata={"data": str(args.data)},
-                                    progress=not args.quiet)
+        result = train_pool_to_file(
+            pool, data, out, config=config, metadata={"data": str(args.data)}, progress=not args.quiet
+        )
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from the start"
     print(f"trained the pool {args.steps} steps ({how}) in {result.wall_s:.0f} s; saved {out}")
     return 0
@@ -111,8 +145,15 @@ def run_report(args: argparse.Namespace) -> int:
     from ..teachers import TeacherPool
 
     pool = TeacherPool.load(args.pool)
-    report = pool_report(pool, val_data=load_split(args.data, args.split), calibration=load_split(args.data, "train"),
-                         target=args.target, count=args.count, seed=args.seed, progress=not args.quiet)
+    report = pool_report(
+        pool,
+        val_data=load_split(args.data, args.split),
+        calibration=load_split(args.data, "train"),
+        target=args.target,
+        count=args.count,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     text = report.to_markdown()
     print(text)
     if args.md:

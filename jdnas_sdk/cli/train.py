@@ -15,33 +15,54 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``train``."""
     tr = verbs.add_parser(
-        "train", formatter_class=common.FMT, help="train a detector on a COCO-format dataset",
+        "train",
+        formatter_class=common.FMT,
+        help="train a detector on a COCO-format dataset",
         description="Train a detector. Killed? Run the same command again: it resumes from OUT.ckpt.",
-        parents=[common.verbosity(top=False),
-                 common.data("dataset folder (images/<split>/ + annotations/instances_<split>.json, or COCO's layout)"),
-                 common.model("FAMILY_BACKBONE (e.g. fasterrcnn_resnet18, retinanet_resnet50) or a detector file to "
-                              "fine-tune"),
-                 common.input_side(), common.seed(), common.force()],
+        parents=[
+            common.verbosity(top=False),
+            common.data("dataset folder (images/<split>/ + annotations/instances_<split>.json, or COCO's layout)"),
+            common.model(
+                "FAMILY_BACKBONE (e.g. fasterrcnn_resnet18, retinanet_resnet50) or a detector file to fine-tune"
+            ),
+            common.input_side(),
+            common.seed(),
+            common.force(),
+        ],
     )
     tr.add_argument("--out", required=True, help="detector file to write")
     tr.add_argument("--split", default="train", help="split to train on")
     tr.add_argument("--steps", type=int, default=300, help="optimisation steps (with --until-converged: the most)")
-    tr.add_argument("--until-converged", action="store_true",
-                    help="train until the AP on the select split (or, in a folder without one, on half of val) stops "
-                         "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata")
+    tr.add_argument(
+        "--until-converged",
+        action="store_true",
+        help="train until the AP on the select split (or, in a folder without one, on half of val) stops "
+        "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata",
+    )
     tr.add_argument("--eval-every", type=int, default=100, help="with --until-converged: steps between evaluations")
-    tr.add_argument("--patience", type=int, default=3,
-                    help="with --until-converged: evaluations without improvement before stopping")
+    tr.add_argument(
+        "--patience",
+        type=int,
+        default=3,
+        help="with --until-converged: evaluations without improvement before stopping",
+    )
     tr.add_argument("--batch-size", type=int, default=4, help="images per step")
-    tr.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd",
-                    help="sgd (momentum 0.9), or adamw: faster from scratch on small data (use --lr 1e-3 --weight-decay 0.05)")
+    tr.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        default="sgd",
+        help="sgd (momentum 0.9), or adamw: faster from scratch on small data (use --lr 1e-3 --weight-decay 0.05)",
+    )
     tr.add_argument("--lr", type=float, default=0.02, help="peak learning rate after warm-up; cosine decay follows")
     tr.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     tr.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
     tr.add_argument("--fpn-channels", type=int, default=256, help="FPN width (torchvision: 256)")
     tr.add_argument("--representation-size", type=int, default=1024, help="R-CNN box-head width (torchvision: 1024)")
-    tr.add_argument("--anchor-sizes", default="auto",
-                    help="base anchor size per level: auto (halved below 512 px), torchvision, or e.g. 16,32,64,128,256")
+    tr.add_argument(
+        "--anchor-sizes",
+        default="auto",
+        help="base anchor size per level: auto (halved below 512 px), torchvision, or e.g. 16,32,64,128,256",
+    )
     tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
     tr.set_defaults(func=run)
@@ -69,25 +90,42 @@ def run(args: argparse.Namespace) -> int:
     else:
         common.check_trainable(family)
         spec = DetectorSpec(
-            family=family, backbone=backbone, num_classes=data.num_classes,
-            min_size=args.input_size, max_size=args.input_size, fpn_channels=args.fpn_channels,
+            family=family,
+            backbone=backbone,
+            num_classes=data.num_classes,
+            min_size=args.input_size,
+            max_size=args.input_size,
+            fpn_channels=args.fpn_channels,
             representation_size=args.representation_size,
             anchor_sizes=common.anchor_sizes(args.anchor_sizes, family, args.input_size),
-            category_ids=data.category_ids, class_names=data.class_names,
+            category_ids=data.category_ids,
+            class_names=data.class_names,
         )
         with seeded(args.seed):  # same --seed, same initial weights, in any process
             model = build_detector(spec)
-    config = TrainConfig(steps=args.steps, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                         weight_decay=args.weight_decay, warmup_steps=args.warmup, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, num_workers=args.workers)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        num_workers=args.workers,
+    )
     check_output_space(out.parent, model, what="the detector and its checkpoints")  # before a training step
     with lock_output(out):  # two runs never share one --out and its checkpoints
         if args.until_converged:
             return _until_converged(args, model, data, config, out)
-        result = train_to_file(model, data, out, config=config, metadata={"data": str(args.data)},
-                               progress=not args.quiet)
+        result = train_to_file(
+            model, data, out, config=config, metadata={"data": str(args.data)}, progress=not args.quiet
+        )
     how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
-    print(f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; saved {out}")
+    print(
+        f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; "
+        f"saved {out}"
+    )
     return 0
 
 
@@ -99,10 +137,22 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
 
     masks = "masks" in get_family(spec_of(model).family).target_fields
     select = load_protocol_splits(args.data, with_masks=masks)[1]
-    converge = ConvergeConfig(eval_every=args.eval_every, patience=args.patience, max_steps=max(args.steps, args.eval_every))
-    result = train_until_converged(model, data, select, out, config=config, converge=converge,
-                                   metadata={"data": str(args.data)}, progress=not args.quiet)
+    converge = ConvergeConfig(
+        eval_every=args.eval_every, patience=args.patience, max_steps=max(args.steps, args.eval_every)
+    )
+    result = train_until_converged(
+        model,
+        data,
+        select,
+        out,
+        config=config,
+        converge=converge,
+        metadata={"data": str(args.data)},
+        progress=not args.quiet,
+    )
     how = "converged" if result.converged else "stopped at --steps"
-    print(f"{how} after {result.steps} steps: best select AP {100 * result.best_ap:.1f} at step {result.best_step}; "
-          f"saved {out} (curve: {curve_path(out)})")
+    print(
+        f"{how} after {result.steps} steps: best select AP {100 * result.best_ap:.1f} at step {result.best_step}; "
+        f"saved {out} (curve: {curve_path(out)})"
+    )
     return 0

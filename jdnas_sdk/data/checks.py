@@ -47,7 +47,9 @@ def read_rgb(path: Path) -> np.ndarray:
                 img.load()
                 return _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(f"image {path} is too large to decode safely ({exc}); it is corrupt or a decompression bomb") from exc
+        raise DataError(
+            f"image {path} is too large to decode safely ({exc}); it is corrupt or a decompression bomb"
+        ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
 
@@ -71,13 +73,19 @@ def check_segmentation(seg: Any, height: int, width: int, *, where: str) -> None
         if not seg:
             raise DataError(f"{where}: 'segmentation' polygon list is empty")
         for polygon in seg:
-            ok = isinstance(polygon, list) and len(polygon) >= 6 and len(polygon) % 2 == 0 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)
+            ok = (
+                isinstance(polygon, list)
+                and len(polygon) >= 6
+                and len(polygon) % 2 == 0
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in polygon)
+            )
             if not ok:
                 raise DataError(f"{where}: a 'segmentation' polygon must be a list of >= 3 finite x, y pairs")
         return
     if not isinstance(seg, dict) or set(seg) != {"size", "counts"}:
-        raise DataError(f"{where}: 'segmentation' must be polygons or an RLE {{'size', 'counts'}}, got {type(seg).__name__}")
+        raise DataError(
+            f"{where}: 'segmentation' must be polygons or an RLE {{'size', 'counts'}}, got {type(seg).__name__}"
+        )
     if seg["size"] != [height, width]:
         raise DataError(f"{where}: RLE 'size' {seg['size']!r} is not the image's [height, width] [{height}, {width}]")
     counts = seg["counts"]
@@ -86,8 +94,10 @@ def check_segmentation(seg: Any, height: int, width: int, *, where: str) -> None
     elif not (isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in counts)):
         raise DataError(f"{where}: RLE 'counts' must be a string or a list of integers")
     if any(c < 0 for c in counts) or sum(counts) != height * width:
-        raise DataError(f"{where}: invalid RLE: its counts cover {sum(counts)} pixels, the image has "
-                        f"{height * width} (or a count is negative)")
+        raise DataError(
+            f"{where}: invalid RLE: its counts cover {sum(counts)} pixels, the image has "
+            f"{height * width} (or a count is negative)"
+        )
 
 
 def _rle_counts(text: str, where: str) -> list[int]:

@@ -106,7 +106,10 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         if self.stats.clipped or self.stats.dropped_degenerate:
             log.warning(
                 "%s: clipped %d boxes to their image and dropped %d degenerate boxes (side < %g px)",
-                self.annotation_file, self.stats.clipped, self.stats.dropped_degenerate, self.min_box_size,
+                self.annotation_file,
+                self.stats.clipped,
+                self.stats.dropped_degenerate,
+                self.min_box_size,
             )
 
     # -- parsing ---------------------------------------------------------------------------
@@ -150,8 +153,9 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             }
             if "segmentation" in ann:
                 if self.with_masks:  # pycocotools decodes bad RLE into garbage or crashes: refuse it here
-                    check_segmentation(ann["segmentation"], height, width,
-                                       where=f"{where} (image {self._file_of[image_id]!r})")
+                    check_segmentation(
+                        ann["segmentation"], height, width, where=f"{where} (image {self._file_of[image_id]!r})"
+                    )
                 clean["segmentation"] = ann["segmentation"]
             self._gt_annotations.append(clean)
             self._anns[image_id].append(clean)

@@ -36,8 +36,10 @@ def split_val(val: CocoDetection) -> tuple[CocoDetection, CocoDetection]:
     positions go to ``select``, odd ones to ``test``). The same ``val`` always gives the same halves."""
     ids = sorted(val.image_ids())
     if len(ids) < 2:
-        raise DataError(f"{val.annotation_file} holds {len(ids)} image(s): cutting it into select and test halves "
-                        "needs at least 2; add images or give select and test splits")
+        raise DataError(
+            f"{val.annotation_file} holds {len(ids)} image(s): cutting it into select and test halves "
+            "needs at least 2; add images or give select and test splits"
+        )
     return val.subset(ids[0::2]), val.subset(ids[1::2])
 
 
@@ -62,12 +64,19 @@ def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> Protoco
     elif _has(base, "val"):
         val = load_split(base, "val", **kwargs)
         select, test = split_val(val)
-        log.info("%s has no select/test splits: its val split (%d images) is cut in two by image id, %d select "
-                 "(choices) and %d test (final numbers); `jdnas data synth --select N --test N` writes all three",
-                 base, len(val), len(select), len(test))
+        log.info(
+            "%s has no select/test splits: its val split (%d images) is cut in two by image id, %d select "
+            "(choices) and %d test (final numbers); `jdnas data synth --select N --test N` writes all three",
+            base,
+            len(val),
+            len(select),
+            len(test),
+        )
     else:
-        raise DataError(f"{base} has neither select and test splits nor a val split to cut into them; make a dataset "
-                        f"with `jdnas data synth --out {base} --select 100 --test 100`")
+        raise DataError(
+            f"{base} has neither select and test splits nor a val split to cut into them; make a dataset "
+            f"with `jdnas data synth --out {base} --select 100 --test 100`"
+        )
     check_disjoint(train=train, select=select, test=test)
     return train, select, test
 
@@ -86,9 +95,11 @@ def check_disjoint(**splits: Any) -> None:
     Only :class:`CocoDetection` s are compared; other datasets are taken as the caller gave them."""
     named = [(name, image_keys(data)) for name, data in splits.items() if isinstance(data, CocoDetection)]
     for i, (a, keys_a) in enumerate(named):
-        for b, keys_b in named[i + 1:]:
+        for b, keys_b in named[i + 1 :]:
             shared = keys_a & keys_b
             if shared:
                 example = sorted(shared)[0][1]
-                raise DataError(f"the {a} and {b} splits share {len(shared)} image(s) (e.g. {example}); they must be "
-                                "disjoint: choices are made on select, the final numbers read on test only")
+                raise DataError(
+                    f"the {a} and {b} splits share {len(shared)} image(s) (e.g. {example}); they must be "
+                    "disjoint: choices are made on select, the final numbers read on test only"
+                )

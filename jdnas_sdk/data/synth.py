@@ -68,9 +68,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     ys, xs = np.mgrid[0:size, 0:size] / size
     field = base + xs[..., None] * tilt[0] + ys[..., None] * tilt[1]
     coarse = rng.uniform(-0.25, 0.25, (8, 8, 3)).astype(np.float32)
-    blotch = np.asarray(
-        Image.fromarray(((coarse + 0.25) * 510).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32
-    ) / 510.0 - 0.25
+    blotch = (
+        np.asarray(
+            Image.fromarray(((coarse + 0.25) * 510).astype(np.uint8)).resize((size, size), Image.Resampling.BICUBIC),
+            dtype=np.float32,
+        )
+        / 510.0
+        - 0.25
+    )
     return np.clip(field + blotch, 0, 1)
 
 
@@ -86,8 +91,13 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray, min_co
 
 def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[tuple[float, float]]:
     def ring(n: int, radius: float, offset: float = 0.0) -> list[tuple[float, float]]:
-        return [(cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
-                 cy + radius * math.sin(angle + offset + 2 * math.pi * k / n)) for k in range(n)]
+        return [
+            (
+                cx + radius * math.cos(angle + offset + 2 * math.pi * k / n),
+                cy + radius * math.sin(angle + offset + 2 * math.pi * k / n),
+            )
+            for k in range(n)
+        ]
 
     if shape == "square":
         return ring(4, r, math.pi / 4)
@@ -102,7 +112,20 @@ def _polygon(shape: str, cx: float, cy: float, r: float, angle: float) -> list[t
         return [p for pair in zip(outer, inner) for p in pair]
     if shape == "cross":
         a, b = r, 0.33 * r
-        pts = [(b, a), (b, b), (a, b), (a, -b), (b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a)]
+        pts = [
+            (b, a),
+            (b, b),
+            (a, b),
+            (a, -b),
+            (b, -b),
+            (b, -a),
+            (-b, -a),
+            (-b, -b),
+            (-a, -b),
+            (-a, b),
+            (-b, b),
+            (-b, a),
+        ]
         c, s = math.cos(angle), math.sin(angle)
         return [(cx + x * c - y * s, cy + x * s + y * c) for x, y in pts]
     raise AssertionError(shape)
@@ -221,8 +244,10 @@ def _check_target(root: Path, cfg: SynthConfig, count: int) -> None:
     """Before any image is drawn: ``root`` holds nothing but an earlier synthetic dataset (it is
     replaced whole), and its disk is writable with room for the images (checked roughly)."""
     if root.exists() and (not root.is_dir() or any(p.name not in ("images", "annotations") for p in root.iterdir())):
-        raise DataError(f"{root} exists and holds other files; pass a new or empty folder (a synthetic dataset "
-                        "replaces its folder whole)")
+        raise DataError(
+            f"{root} exists and holds other files; pass a new or empty folder (a synthetic dataset "
+            "replaces its folder whole)"
+        )
     per_image = cfg.size * cfg.size * 3 * (0.25 if cfg.image_format == "jpg" else 1.0) + 4096
     check_writable(root.parent, need_bytes=int(per_image * count), what="the dataset")
 
@@ -262,6 +287,10 @@ def make_synthetic_dataset(
         for split, count in counts.items():
             if count:
                 _write_split(tmp, split, count, seed, cfg, progress)
-    log.info("wrote synthetic dataset to %s (%s, %d px)", root,
-             ", ".join(f"{n} {k}" for k, n in counts.items() if n), cfg.size)
+    log.info(
+        "wrote synthetic dataset to %s (%s, %d px)",
+        root,
+        ", ".join(f"{n} {k}" for k, n in counts.items() if n),
+        cfg.size,
+    )
     return root

@@ -42,20 +42,32 @@ class ExportResult:
 
     def summary(self) -> str:
         d = self.max_abs_diff
-        diffs = (f"boxes {d.get('boxes', 0):.2e} px, scores {d.get('scores', 0):.2e}, "
-                 f"{100 * d.get('matched', 1):.1f}% of detections paired") if d else "not checked"
+        diffs = (
+            (
+                f"boxes {d.get('boxes', 0):.2e} px, scores {d.get('scores', 0):.2e}, "
+                f"{100 * d.get('matched', 1):.1f}% of detections paired"
+            )
+            if d
+            else "not checked"
+        )
         engine = f"; TensorRT engine {self.engine_path}" if self.engine_path else ""
         split = ""
         if self.split is not None:
             s = self.split
-            split = (f"; for TensorRT, dense graphs {s.dense_path} and {s.box_head_path} (anchors, proposals, RoI align "
-                     f"and NMS in torch), split vs PyTorch: {s.detections[0]} vs {s.detections[1]} detections, "
-                     f"boxes {s.max_abs_diff.get('boxes', 0):.2e} px")
-        return (f"ONNX {self.onnx_path} ({self.input_size[0]}x{self.input_size[1]}); ONNX Runtime vs PyTorch: "
-                f"{self.detections[0]} vs {self.detections[1]} detections, largest differences {diffs}{split}{engine}")
+            split = (
+                f"; for TensorRT, dense graphs {s.dense_path} and {s.box_head_path} (anchors, proposals, RoI align "
+                f"and NMS in torch), split vs PyTorch: {s.detections[0]} vs {s.detections[1]} detections, "
+                f"boxes {s.max_abs_diff.get('boxes', 0):.2e} px"
+            )
+        return (
+            f"ONNX {self.onnx_path} ({self.input_size[0]}x{self.input_size[1]}); ONNX Runtime vs PyTorch: "
+            f"{self.detections[0]} vs {self.detections[1]} detections, largest differences {diffs}{split}{engine}"
+        )
 
 
-def onnx_parity(model: nn.Module, onnx_model: bytes | str | os.PathLike[str], image: torch.Tensor) -> tuple[dict[str, float], tuple[int, int]]:
+def onnx_parity(
+    model: nn.Module, onnx_model: bytes | str | os.PathLike[str], image: torch.Tensor
+) -> tuple[dict[str, float], tuple[int, int]]:
     """ONNX Runtime's outputs against PyTorch's on ``image``.
 
     Detections are paired by label and box overlap (IoU > 0.99), since two detections with equal
@@ -81,7 +93,12 @@ def onnx_parity(model: nn.Module, onnx_model: bytes | str | os.PathLike[str], im
     score_diff = np.abs(got["scores"][paired] - want["scores"][best[paired]]).max() if paired.any() else np.inf
     matched = min(paired.mean(), (iou.max(axis=0) > 0.99).mean())
     ranked = float(np.abs(np.sort(got["scores"]) - np.sort(want["scores"])).max()) if counts[0] == counts[1] else np.inf
-    return {"boxes": float(box_diff), "scores": float(score_diff), "ranked_scores": ranked, "matched": float(matched)}, counts
+    return {
+        "boxes": float(box_diff),
+        "scores": float(score_diff),
+        "ranked_scores": ranked,
+        "matched": float(matched),
+    }, counts
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -93,9 +110,16 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str | os.PathLike[str] | None = None,
-           precision: str = "fp16", input_size: tuple[int, int] | None = None, check: bool = True,
-           split: bool | None = None) -> ExportResult:
+def export(
+    model: nn.Module,
+    onnx_path: str | os.PathLike[str],
+    *,
+    engine: str | os.PathLike[str] | None = None,
+    precision: str = "fp16",
+    input_size: tuple[int, int] | None = None,
+    check: bool = True,
+    split: bool | None = None,
+) -> ExportResult:
     """Write ``model`` as ONNX to ``onnx_path`` (and a TensorRT engine to ``engine``).
 
     ``input_size`` is the image (height, width) the graph is traced for, by default the
@@ -138,5 +162,11 @@ def export(model: nn.Module, onnx_path: str | os.PathLike[str], *, engine: str |
             engine_path = Path(engine)
             with atomic_path(engine_path) as tmp:
                 tmp.write_bytes(build_engine(data, precision=precision))
-    return ExportResult(onnx_path=Path(onnx_path), engine_path=engine_path, input_size=size, max_abs_diff=diffs,
-                        detections=counts, split=parts)
+    return ExportResult(
+        onnx_path=Path(onnx_path),
+        engine_path=engine_path,
+        input_size=size,
+        max_abs_diff=diffs,
+        detections=counts,
+        split=parts,
+    )

@@ -50,25 +50,33 @@ def _write(path: Path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
-def _parity(model: nn.Module, dense: bytes, head: bytes, image: torch.Tensor) -> tuple[dict[str, float], tuple[int, int]]:
+def _parity(
+    model: nn.Module, dense: bytes, head: bytes, image: torch.Tensor
+) -> tuple[dict[str, float], tuple[int, int]]:
     options = ["CPUExecutionProvider"]
     dense_session = ort.InferenceSession(dense, providers=options)
     head_session = ort.InferenceSession(head, providers=options)
-    split = SplitRcnn(model, dense=lambda x: [torch.from_numpy(a) for a in dense_session.run(None, {"images": x.numpy()})],
-                      box_head=lambda x: [torch.from_numpy(a) for a in head_session.run(None, {BOX_FEATURES: x.numpy()})])
+    split = SplitRcnn(
+        model,
+        dense=lambda x: [torch.from_numpy(a) for a in dense_session.run(None, {"images": x.numpy()})],
+        box_head=lambda x: [torch.from_numpy(a) for a in head_session.run(None, {BOX_FEATURES: x.numpy()})],
+    )
     got = split(image)
     with torch.no_grad():
         want = model([image])[0]
     counts = (int(got["boxes"].shape[0]), int(want["boxes"].shape[0]))
     if counts[0] != counts[1] or not counts[0]:
         return {"boxes": float("inf") if counts[0] != counts[1] else 0.0, "scores": 0.0}, counts
-    return {"boxes": float((got["boxes"] - want["boxes"]).abs().max()),
-            "scores": float((got["scores"] - want["scores"]).abs().max()),
-            "labels": float((got["labels"] != want["labels"]).float().mean())}, counts
+    return {
+        "boxes": float((got["boxes"] - want["boxes"]).abs().max()),
+        "scores": float((got["scores"] - want["scores"]).abs().max()),
+        "labels": float((got["labels"] != want["labels"]).float().mean()),
+    }, counts
 
 
-def export_rcnn_split(model: nn.Module, onnx_path: str | os.PathLike[str], *, input_size: tuple[int, int],
-                      check: bool = True) -> RcnnSplitExport:
+def export_rcnn_split(
+    model: nn.Module, onnx_path: str | os.PathLike[str], *, input_size: tuple[int, int], check: bool = True
+) -> RcnnSplitExport:
     """Write the dense graphs beside ``onnx_path`` (see :func:`split_paths`), checked by
     ``onnx.checker`` and, with ``check``, against PyTorch through ONNX Runtime."""
     model = model.eval()
@@ -97,6 +105,8 @@ def build_rcnn_engines(split: RcnnSplitExport, engine: str | os.PathLike[str], *
     head_input = onnx.load(str(split.box_head_path)).graph.input[0].type.tensor_type.shape.dim
     shape = (rows, *(int(d.dim_value) for d in head_input[1:]))
     _write(dense_engine, engines.build(split.dense_path.read_bytes()))
-    _write(head_engine, engines.build(split.box_head_path.read_bytes(),
-                                       shapes={BOX_FEATURES: ((1, *shape[1:]), shape, shape)}))
+    _write(
+        head_engine,
+        engines.build(split.box_head_path.read_bytes(), shapes={BOX_FEATURES: ((1, *shape[1:]), shape, shape)}),
+    )
     return dense_engine, head_engine

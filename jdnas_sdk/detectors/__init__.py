@@ -6,5 +6,13 @@ from .inspect import describe, spec_of
 from .onnx import detector_onnx
 from .thaw import thaw
 
-__all__ = ["build_detector", "thaw", "describe", "spec_of", "save_detector", "load_detector", "read_detector_file",
-           "detector_onnx"]
+__all__ = [
+    "build_detector",
+    "thaw",
+    "describe",
+    "spec_of",
+    "save_detector",
+    "load_detector",
+    "read_detector_file",
+    "detector_onnx",
+]

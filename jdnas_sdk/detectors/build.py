@@ -76,4 +76,3 @@ def build_detector(spec: DetectorSpec, arch: Arch | Student | str | None = None)
     setattr(model, SPEC_ATTR, spec)
     setattr(model, ARCH_ATTR, arch)
     return model
-

@@ -30,9 +30,7 @@ FORMAT_VERSION = 2
 _META_TYPES = (str, int, float, bool, type(None))
 
 
-def save_detector(
-    model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None
-) -> Path:
+def save_detector(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (any supported torchvision detector) to ``path`` atomically."""
     spec, arch = describe(model)
     meta = dict(metadata or {})
@@ -57,20 +55,29 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
         hint = "it is a directory" if file.is_dir() else "no such file"
-        raise DetectorFileError(f"cannot read detector file {file}: {hint}; pass the .pt written by `jdnas train` or save_detector()")
+        raise DetectorFileError(
+            f"cannot read detector file {file}: {hint}; pass the .pt written by `jdnas train` or save_detector()"
+        )
     if not zipfile.is_zipfile(file):
-        raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)")
+        raise DetectorFileError(
+            f"{file} is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)"
+        )
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise DetectorFileError(
             f"{file} holds pickled objects other than tensors and plain data, so it was not loaded "
-            f"(loading it could run code). Re-save the detector with jdnas_sdk.save_detector(). Detail: {_first_line(exc)}"
+            f"(loading it could run code). Re-save the detector with jdnas_sdk.save_detector(). Detail: "
+            f"{_first_line(exc)}"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({_first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        what = "a bare state_dict" if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values()) else type(payload).__name__
+        what = (
+            "a bare state_dict"
+            if isinstance(payload, dict) and all(isinstance(v, torch.Tensor) for v in payload.values())
+            else type(payload).__name__
+        )
         raise DetectorFileError(
             f"{file} is not a jdnas detector file (found {what}); build the model in Python, load its "
             "weights, and save it with jdnas_sdk.save_detector()"
@@ -103,7 +110,8 @@ def load_detector(path: str | os.PathLike[str]) -> nn.Module:
     missing = sorted(set(wanted) - set(state))
     unexpected = sorted(set(state) - set(wanted))
     shapes = sorted(
-        k for k, v in state.items()
+        k
+        for k, v in state.items()
         if k in wanted and (not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(wanted[k].shape))
     )
     if missing or unexpected or shapes:
@@ -125,7 +133,9 @@ def _meta_state(spec: DetectorSpec, arch: Arch, path: str | os.PathLike[str]) ->
         with torch.device("meta"):
             return build_detector(spec, arch).state_dict()
     except (ArchError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
-        raise DetectorFileError(f"{path}: its spec and architecture do not describe a buildable detector ({_first_line(exc)})") from exc
+        raise DetectorFileError(
+            f"{path}: its spec and architecture do not describe a buildable detector ({_first_line(exc)})"
+        ) from exc
 
 
 def _first_line(exc: BaseException) -> str:

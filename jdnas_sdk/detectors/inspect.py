@@ -22,8 +22,7 @@ from .resnet import read_arch
 __all__ = ["describe", "spec_of", "nearest_backbone"]
 
 _SUPPORTED = (
-    f"supported: torchvision {', '.join(FAMILIES.values())} over a ResNet-FPN backbone "
-    f"({', '.join(BACKBONES)})"
+    f"supported: torchvision {', '.join(FAMILIES.values())} over a ResNet-FPN backbone ({', '.join(BACKBONES)})"
 )
 
 
@@ -60,6 +59,7 @@ def nearest_backbone(arch: Arch) -> str:
     Closest: same block type and groups first, then the smallest difference in depth, stage widths
     and mean mid widths (in units of 64 channels).
     """
+
     def distance(name: str) -> tuple[int, float]:
         ref = standard_arch(name)
         gap = abs(sum(ref.depths) - sum(arch.depths))
@@ -93,7 +93,7 @@ def describe(model: nn.Module) -> tuple[DetectorSpec, Arch]:
     body = backbone.body
     arch = _read_body(body)
     name = nearest_backbone(arch)
-    returned = tuple(sorted(int(layer[len("layer"):]) for layer in body.return_layers))
+    returned = tuple(sorted(int(layer[len("layer") :]) for layer in body.return_layers))
     trainable = _trainable_layers(body)
     uses_frozen = any(isinstance(m, FrozenBatchNorm2d) for m in body.modules())
     try:
@@ -137,7 +137,8 @@ def _check_rebuild(model: nn.Module, spec: DetectorSpec, arch: Arch, family: Fam
     rebuilt_model = build_detector(spec, arch)
     ours, theirs = family.anchors_of(rebuilt_model), family.anchors_of(model)
     if (tuple(map(tuple, ours.sizes)), tuple(map(tuple, ours.aspect_ratios))) != (
-        tuple(map(tuple, theirs.sizes)), tuple(map(tuple, theirs.aspect_ratios))
+        tuple(map(tuple, theirs.sizes)),
+        tuple(map(tuple, theirs.aspect_ratios)),
     ):
         raise _unsupported(
             f"anchor generator (sizes {theirs.sizes}, aspect ratios {theirs.aspect_ratios}) is not "

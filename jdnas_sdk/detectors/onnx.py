@@ -31,8 +31,9 @@ def output_names(model: nn.Module, image: torch.Tensor) -> list[str]:
         return list(model([image])[0].keys())
 
 
-def detector_onnx(model: nn.Module, image_size: tuple[int, int], path: str | os.PathLike[str] | None = None,
-                  *, dynamic: bool = False) -> bytes:
+def detector_onnx(
+    model: nn.Module, image_size: tuple[int, int], path: str | os.PathLike[str] | None = None, *, dynamic: bool = False
+) -> bytes:
     """Export ``model`` (eval mode is set on a temporary basis) for ``image_size`` = (H, W).
 
     Returns the ONNX bytes and writes them to ``path`` when given. ``dynamic`` makes height and
@@ -48,9 +49,17 @@ def detector_onnx(model: nn.Module, image_size: tuple[int, int], path: str | os.
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(model, ([image],), buffer, input_names=["image"], output_names=names,
-                              opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False,
-                              dynamic_axes=axes)
+            torch.onnx.export(
+                model,
+                ([image],),
+                buffer,
+                input_names=["image"],
+                output_names=names,
+                opset_version=ONNX_OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+                dynamic_axes=axes,
+            )
     except Exception as exc:  # the exporter raises many types; name the model and the cause
         raise ExportError(f"ONNX export of {type(model).__name__} failed: {type(exc).__name__}: {exc}") from exc
     finally:

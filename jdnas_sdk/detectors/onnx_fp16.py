@@ -24,19 +24,27 @@ FLOAT32_INPUTS: dict[str, tuple[int, ...]] = {"Resize": (1, 2), "RoiAlign": (), 
 
 
 def _kept(graph: onnx.GraphProto) -> set[str]:
-    return {node.input[i] for node in graph.node for i in FLOAT32_INPUTS.get(node.op_type, ())
-            if i < len(node.input) and node.input[i]}
+    return {
+        node.input[i]
+        for node in graph.node
+        for i in FLOAT32_INPUTS.get(node.op_type, ())
+        if i < len(node.input) and node.input[i]
+    }
 
 
 def _rewrite_tensors(graph: onnx.GraphProto, kept: set[str]) -> None:
     for index, init in enumerate(graph.initializer):
         if init.data_type == TensorProto.FLOAT and init.name not in kept:
-            graph.initializer[index].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"), init.name))
+            graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(init).astype("float16"), init.name)
+            )
     for node in graph.node:
         if node.op_type == "Constant" and node.output[0] not in kept:
             for attr in node.attribute:
                 if attr.name == "value" and attr.t.data_type == TensorProto.FLOAT:
-                    attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float16"), attr.t.name))
+                    attr.t.CopyFrom(
+                        numpy_helper.from_array(numpy_helper.to_array(attr.t).astype("float16"), attr.t.name)
+                    )
         if node.op_type == "Cast":
             for attr in node.attribute:
                 if attr.name == "to" and attr.i == TensorProto.FLOAT and node.output[0] not in kept:
@@ -71,8 +79,10 @@ def to_fp16(model: bytes) -> bytes:
     proto = onnx.load_from_string(model)
     graph = proto.graph
     if any(node.op_type in ("If", "Loop", "Scan") for node in graph.node):
-        raise ExportError("to_fp16 rewrites flat graphs only; this one has control flow (If/Loop/Scan): convert its "
-                          "dense part (see jdnas_sdk.detectors.rcnn_split) instead")
+        raise ExportError(
+            "to_fp16 rewrites flat graphs only; this one has control flow (If/Loop/Scan): convert its "
+            "dense part (see jdnas_sdk.detectors.rcnn_split) instead"
+        )
     kept = _kept(graph)
     _rewrite_tensors(graph, kept)
     _cast_io(graph)

@@ -32,8 +32,18 @@ from torchvision.models.detection.rpn import concat_box_prediction_layers
 from ..errors import UnsupportedModelError
 from .onnx import ONNX_OPSET
 
-__all__ = ["RcnnDense", "RcnnBoxHead", "split_rcnn", "SplitRcnn", "split_onnx", "BOX_FEATURES", "PROPOSALS_DIM",
-           "BOX_OUTPUTS", "dense_output_names", "fpn_levels"]
+__all__ = [
+    "RcnnDense",
+    "RcnnBoxHead",
+    "split_rcnn",
+    "SplitRcnn",
+    "split_onnx",
+    "BOX_FEATURES",
+    "PROPOSALS_DIM",
+    "BOX_OUTPUTS",
+    "dense_output_names",
+    "fpn_levels",
+]
 
 #: Name of the box head's input (RoI-aligned features) and its dynamic proposal dimension.
 BOX_FEATURES = "box_features"
@@ -85,9 +95,13 @@ def split_rcnn(model: nn.Module) -> tuple[RcnnDense, RcnnBoxHead]:
     """The two dense parts of a Faster R-CNN (shared weights, eval mode)."""
     heads = getattr(model, "roi_heads", None)
     if heads is None or not hasattr(model, "rpn"):
-        raise UnsupportedModelError(f"{type(model).__name__} is not an R-CNN; export it whole (jdnas_sdk.detectors.detector_onnx)")
+        raise UnsupportedModelError(
+            f"{type(model).__name__} is not an R-CNN; export it whole (jdnas_sdk.detectors.detector_onnx)"
+        )
     if getattr(heads, "mask_head", None) is not None or getattr(heads, "keypoint_head", None) is not None:
-        raise UnsupportedModelError("only Faster R-CNN is split for TensorRT; Mask and Keypoint R-CNN heads are not split yet")
+        raise UnsupportedModelError(
+            "only Faster R-CNN is split for TensorRT; Mask and Keypoint R-CNN heads are not split yet"
+        )
     model.eval()
     return RcnnDense(model).eval(), RcnnBoxHead(model).eval()
 
@@ -111,10 +125,12 @@ class SplitRcnn:
         outputs = list(self.dense(images.tensors))
         n = self.levels
         if len(outputs) != 3 * n:
-            raise UnsupportedModelError(f"the dense part returned {len(outputs)} tensors, expected {3 * n} "
-                                        f"({n} feature levels, objectness and deltas per level)")
+            raise UnsupportedModelError(
+                f"the dense part returned {len(outputs)} tensors, expected {3 * n} "
+                f"({n} feature levels, objectness and deltas per level)"
+            )
         features = OrderedDict((str(i), t) for i, t in enumerate(outputs[:n]))
-        objectness, deltas = outputs[n: 2 * n], outputs[2 * n:]
+        objectness, deltas = outputs[n : 2 * n], outputs[2 * n :]
         rpn = model.rpn
         anchors = rpn.anchor_generator(images, list(features.values()))
         per_level = [int(o[0].shape[0] * o[0].shape[1] * o[0].shape[2]) for o in objectness]
@@ -133,8 +149,17 @@ def _export(module: nn.Module, example: Tensor, name: str, outputs: list[str], a
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, (example,), buffer, input_names=[name], output_names=outputs,
-                          opset_version=ONNX_OPSET, do_constant_folding=True, dynamo=False, dynamic_axes=axes)
+        torch.onnx.export(
+            module,
+            (example,),
+            buffer,
+            input_names=[name],
+            output_names=outputs,
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+            dynamic_axes=axes,
+        )
     return buffer.getvalue()
 
 

@@ -14,6 +14,17 @@ from .losses import (
     softmax_kd,
 )
 
-__all__ = ["KDConfig", "Distiller", "feature_kd", "sigmoid_kd", "softmax_kd", "foreground_masks", "finetune",
-           "normalized_feature_kd", "channel_normalize", "positive_rows", "identity_adapter",
-           "FINETUNE_DEFAULTS"]
+__all__ = [
+    "KDConfig",
+    "Distiller",
+    "feature_kd",
+    "sigmoid_kd",
+    "softmax_kd",
+    "foreground_masks",
+    "finetune",
+    "normalized_feature_kd",
+    "channel_normalize",
+    "positive_rows",
+    "identity_adapter",
+    "FINETUNE_DEFAULTS",
+]

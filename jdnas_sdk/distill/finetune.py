@@ -22,10 +22,19 @@ __all__ = ["finetune", "FINETUNE_DEFAULTS"]
 FINETUNE_DEFAULTS = TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10)
 
 
-def finetune(student: nn.Module, *, data: Any, steps: int, teacher: nn.Module | None = None,
-             kd: KDConfig | None = None, config: TrainConfig | None = None,
-             checkpoint: str | os.PathLike[str] | None = None, out: str | os.PathLike[str] | None = None,
-             metadata: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+def finetune(
+    student: nn.Module,
+    *,
+    data: Any,
+    steps: int,
+    teacher: nn.Module | None = None,
+    kd: KDConfig | None = None,
+    config: TrainConfig | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Fine-tune ``student`` in place for ``steps`` steps on ``data``; with ``teacher``, add the KD
     terms of ``kd`` (feature imitation on every FPN level and class-score distillation).
 
@@ -45,8 +54,9 @@ def finetune(student: nn.Module, *, data: Any, steps: int, teacher: nn.Module | 
         raise TrainingError("give checkpoint or out, not both: with out the checkpoint sits beside it")
     try:
         if out is not None:
-            return train_to_file(student, data, out, config=cfg, metadata=metadata, extra_losses=distiller,
-                                 progress=progress)
+            return train_to_file(
+                student, data, out, config=cfg, metadata=metadata, extra_losses=distiller, progress=progress
+            )
         return train(student, data, config=cfg, checkpoint=checkpoint, extra_losses=distiller, progress=progress)
     finally:
         if distiller is not None:

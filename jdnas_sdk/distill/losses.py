@@ -20,8 +20,18 @@ from ..detectors.inspect import spec_of
 from ..errors import TrainingError
 from ..families import family_of
 
-__all__ = ["KDConfig", "Distiller", "feature_kd", "normalized_feature_kd", "channel_normalize", "sigmoid_kd",
-           "softmax_kd", "foreground_masks", "positive_rows", "identity_adapter"]
+__all__ = [
+    "KDConfig",
+    "Distiller",
+    "feature_kd",
+    "normalized_feature_kd",
+    "channel_normalize",
+    "sigmoid_kd",
+    "softmax_kd",
+    "foreground_masks",
+    "positive_rows",
+    "identity_adapter",
+]
 
 
 @dataclass(frozen=True)
@@ -62,7 +72,9 @@ class KDConfig:
         if self.temperature <= 0:
             raise TrainingError(f"KD temperature must be > 0, got {self.temperature}")
         if not 0 <= self.ramp <= 1 or not 0 < self.positive_iou <= 1:
-            raise TrainingError(f"KD ramp must be in [0, 1] and positive_iou in (0, 1], got {self.ramp}, {self.positive_iou}")
+            raise TrainingError(
+                f"KD ramp must be in [0, 1] and positive_iou in (0, 1], got {self.ramp}, {self.positive_iou}"
+            )
 
 
 def channel_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
@@ -72,8 +84,9 @@ def channel_normalize(x: Tensor, eps: float = 1e-6) -> Tensor:
     return (x - mean) / std
 
 
-def normalized_feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
-                          foreground: float = 0.0) -> Tensor:
+def normalized_feature_kd(
+    student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None, foreground: float = 0.0
+) -> Tensor:
     """PKD's feature imitation: the squared error of per-channel normalised features (see
     :func:`channel_normalize`), averaged over channels and positions, then levels; zero for
     identical features and unchanged by a per-channel scale (> 0) and shift of either side.
@@ -121,8 +134,9 @@ def positive_rows(boxes: list[Tensor], targets: list[dict[str, Tensor]], iou: fl
     return torch.cat([_iou_max(b.detach(), t["boxes"].to(b.dtype)) >= iou for b, t in zip(boxes, targets)])
 
 
-def feature_kd(student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None,
-               foreground: float = 0.0) -> Tensor:
+def feature_kd(
+    student: list[Tensor], teacher: list[Tensor], *, masks: list[Tensor] | None = None, foreground: float = 0.0
+) -> Tensor:
     """Squared difference per level relative to the teacher's mean square, averaged over levels;
     zero for identical features. Relative, so the loss is about 1 for unrelated features whatever
     the scale of the FPN's activations (which the KD weights would otherwise have to undo).
@@ -154,11 +168,20 @@ def sigmoid_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
 
 def softmax_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     """KL(teacher || student) of softened class distributions, times T² (R-CNN box head)."""
-    return F.kl_div(F.log_softmax(student / temperature, dim=-1), F.log_softmax(teacher / temperature, dim=-1),
-                    log_target=True, reduction="batchmean") * temperature**2
+    return (
+        F.kl_div(
+            F.log_softmax(student / temperature, dim=-1),
+            F.log_softmax(teacher / temperature, dim=-1),
+            log_target=True,
+            reduction="batchmean",
+        )
+        * temperature**2
+    )
 
 
-def foreground_masks(targets: list[dict[str, Tensor]], shapes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[Tensor]:
+def foreground_masks(
+    targets: list[dict[str, Tensor]], shapes: list[tuple[int, int]], image_size: tuple[int, int]
+) -> list[Tensor]:
     """Per FPN level, an N x H x W mask set inside the (transformed) ground-truth boxes."""
     out = []
     for h, w in shapes:
@@ -166,7 +189,11 @@ def foreground_masks(targets: list[dict[str, Tensor]], shapes: list[tuple[int, i
         sy, sx = h / image_size[0], w / image_size[1]
         for i, target in enumerate(targets):
             for x0, y0, x1, y1 in target["boxes"].tolist():
-                mask[i, int(y0 * sy): max(int(y1 * sy), int(y0 * sy) + 1), int(x0 * sx): max(int(x1 * sx), int(x0 * sx) + 1)] = 1
+                mask[
+                    i,
+                    int(y0 * sy) : max(int(y1 * sy), int(y0 * sy) + 1),
+                    int(x0 * sx) : max(int(x1 * sx), int(x0 * sx) + 1),
+                ] = 1
         out.append(mask)
     return out
 
@@ -192,8 +219,9 @@ class Distiller(nn.Module):
     ``steps``: the length of the training it serves, for ``config.ramp`` (None: no ramp). Its
     call count is a buffer, so a resumed training continues the ramp where it was."""
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None, *,
-                 steps: int | None = None) -> None:
+    def __init__(
+        self, student: nn.Module, teacher: nn.Module, config: KDConfig | None = None, *, steps: int | None = None
+    ) -> None:
         super().__init__()
         self.config = config or KDConfig()
         self.steps = steps
@@ -214,11 +242,15 @@ class Distiller(nn.Module):
         self.teacher = [teacher.eval()]  # a list: not a submodule (not trained, not saved with us)
         for p in teacher.parameters():
             p.requires_grad_(False)
-        points = {"transform": (student.transform, "output"), "features": (student.backbone, "output"),
-                  **self.family.kd_taps(student)}  # the family names where its class scores are read
+        points = {
+            "transform": (student.transform, "output"),
+            "features": (student.backbone, "output"),
+            **self.family.kd_taps(student),
+        }  # the family names where its class scores are read
         self._taps = {name: _Tap() for name in points}
         self._handles = [
-            module.register_forward_pre_hook(self._taps[name].inputs) if what == "inputs"
+            module.register_forward_pre_hook(self._taps[name].inputs)
+            if what == "inputs"
             else module.register_forward_hook(self._taps[name].output)
             for name, (module, what) in points.items()
         ]
@@ -236,8 +268,9 @@ class Distiller(nn.Module):
             return 1.0
         return min(1.0, (int(self.calls) + 1) / max(1.0, self.config.ramp * self.steps))
 
-    def forward(self, model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]],
-                losses: dict[str, Tensor]) -> dict[str, Tensor]:
+    def forward(
+        self, model: nn.Module, images: list[Tensor], targets: list[dict[str, Tensor]], losses: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         image_list, resized = self._taps["transform"].value
         s_feats = self._taps["features"].value
         teacher = self.teacher[0]
@@ -254,17 +287,22 @@ class Distiller(nn.Module):
         if cfg.feature_weight > 0:
             masks = None
             if cfg.foreground > 0 and resized is not None:
-                masks = foreground_masks(resized, [tuple(x.shape[-2:]) for x in student_levels],
-                                         tuple(image_list.tensors.shape[-2:]))
+                masks = foreground_masks(
+                    resized, [tuple(x.shape[-2:]) for x in student_levels], tuple(image_list.tensors.shape[-2:])
+                )
             loss = normalized_feature_kd if cfg.normalize else feature_kd
-            out["kd_feature"] = factor * cfg.feature_weight * loss(student_levels, [t_feats[k] for k in keys],
-                                                                   masks=masks, foreground=cfg.foreground)
+            out["kd_feature"] = (
+                factor
+                * cfg.feature_weight
+                * loss(student_levels, [t_feats[k] for k in keys], masks=masks, foreground=cfg.foreground)
+            )
         if cfg.head_weight > 0:
             out["kd_head"] = factor * cfg.head_weight * self._head_kd(teacher, t_feats, image_list, resized)
         return out
 
-    def _head_kd(self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any,
-                 targets: list[dict[str, Tensor]] | None) -> Tensor:
+    def _head_kd(
+        self, teacher: nn.Module, t_feats: dict[str, Tensor], image_list: Any, targets: list[dict[str, Tensor]] | None
+    ) -> Tensor:
         taps = {name: tap.value for name, tap in self._taps.items()}
         student_logits, teacher_logits = self.family.kd_logits(taps, teacher, t_feats)
         if self.config.positives_only and targets is not None:

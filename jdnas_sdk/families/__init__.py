@@ -19,9 +19,16 @@ from .retinanet import RetinaNetFamily
 __all__ = ["Family", "SpecLike", "KDTap", "REGISTRY", "get_family", "family_of"]
 
 #: Every family the SDK builds, by name, in the order they are listed to users.
-REGISTRY: dict[str, Family] = {f.name: f for f in (
-    FasterRCNNFamily(), MaskRCNNFamily(), KeypointRCNNFamily(), RetinaNetFamily(), FCOSFamily(),
-)}
+REGISTRY: dict[str, Family] = {
+    f.name: f
+    for f in (
+        FasterRCNNFamily(),
+        MaskRCNNFamily(),
+        KeypointRCNNFamily(),
+        RetinaNetFamily(),
+        FCOSFamily(),
+    )
+}
 
 #: Families ordered for matching a model's class: subclasses (Mask, Keypoint R-CNN) before their bases.
 _BY_CLASS: tuple[Family, ...] = tuple(sorted(REGISTRY.values(), key=lambda f: -len(f.model_class.__mro__)))

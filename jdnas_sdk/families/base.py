@@ -22,8 +22,18 @@ from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 
 from ..layers import Op
 
-__all__ = ["Family", "SpecLike", "KDTap", "dense_postprocess", "dense_kd_logits", "base_anchor_sizes", "set_towers",
-           "read_towers", "tower_check", "MAX_TOWER"]
+__all__ = [
+    "Family",
+    "SpecLike",
+    "KDTap",
+    "dense_postprocess",
+    "dense_kd_logits",
+    "base_anchor_sizes",
+    "set_towers",
+    "read_towers",
+    "tower_check",
+    "MAX_TOWER",
+]
 
 #: Most convolutions per one-stage head tower a spec may ask for (torchvision builds 4).
 MAX_TOWER = 8
@@ -125,8 +135,10 @@ class Family:
     def check(self, spec: SpecLike) -> str | None:
         """Why ``spec`` does not fit this family (a message naming the fix), or ``None``."""
         if spec.fpn_channels % self.fpn_multiple:
-            return (f"{self.name} heads use GroupNorm({self.fpn_multiple}, C): fpn_channels must be a multiple "
-                    f"of {self.fpn_multiple}, got {spec.fpn_channels}")
+            return (
+                f"{self.name} heads use GroupNorm({self.fpn_multiple}, C): fpn_channels must be a multiple "
+                f"of {self.fpn_multiple}, got {spec.fpn_channels}"
+            )
         if spec.anchor_sizes is not None and not self.takes_anchor_sizes:
             return f"anchor_sizes does not apply to {self.name} (its anchors are the level strides); leave it None"
         return None
@@ -197,7 +209,9 @@ class Family:
 
 def dense_postprocess(model: nn.Module) -> dict[str, Any]:
     """Post-processing settings of a one-stage torchvision detector (RetinaNet, FCOS)."""
-    return dict(score_thresh=model.score_thresh, nms_thresh=model.nms_thresh, detections_per_img=model.detections_per_img)
+    return dict(
+        score_thresh=model.score_thresh, nms_thresh=model.nms_thresh, detections_per_img=model.detections_per_img
+    )
 
 
 def dense_kd_logits(taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

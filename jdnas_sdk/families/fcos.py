@@ -30,15 +30,26 @@ class FCOSFamily(OneStageFamily):
         return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        model = FCOS(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
-                     max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
-                     detections_per_img=spec.detections_per_img)
+        model = FCOS(
+            backbone,
+            spec.num_classes,
+            anchor_generator=anchors,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            score_thresh=spec.score_thresh,
+            nms_thresh=spec.nms_thresh,
+            detections_per_img=spec.detections_per_img,
+        )
         set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=True)
         return model
 
     def read(self, model: nn.Module) -> dict[str, Any]:
-        return dict(num_classes=int(model.head.classification_head.num_classes), anchor_sizes=None,
-                    **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
+        return dict(
+            num_classes=int(model.head.classification_head.num_classes),
+            anchor_sizes=None,
+            **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
+            **dense_postprocess(model),
+        )
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both GroupNorm towers, then class, box (with ReLU) and centerness convs."""
@@ -48,9 +59,11 @@ class FCOSFamily(OneStageFamily):
             tower = [conv(c, t, 3, 1, h, w, norm="gn", owns=owns)]
             tower += [conv(t, t, 3, 1, h, w, norm="gn", owns=owns)] * (spec.head_convs - 1)
             ops += tower * 2
-            ops += [conv(t, k, 3, 1, h, w, norm="none", act="none", owns=owns),
-                    conv(t, 4, 3, 1, h, w, norm="none", owns=owns),
-                    conv(t, 1, 3, 1, h, w, norm="none", act="none", owns=owns)]
+            ops += [
+                conv(t, k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                conv(t, 4, 3, 1, h, w, norm="none", owns=owns),
+                conv(t, 1, 3, 1, h, w, norm="none", act="none", owns=owns),
+            ]
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:

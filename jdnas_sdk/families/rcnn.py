@@ -61,10 +61,13 @@ class FasterRCNNFamily(Family):
     def _kwargs(self, spec: SpecLike, anchors: AnchorGenerator) -> dict[str, Any]:
         """The constructor arguments every R-CNN shares (RPN anchors, box head, post-processing)."""
         return dict(
-            min_size=spec.min_size, max_size=spec.max_size,
-            box_score_thresh=spec.score_thresh, box_nms_thresh=spec.nms_thresh,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            box_score_thresh=spec.score_thresh,
+            box_nms_thresh=spec.nms_thresh,
             box_detections_per_img=spec.detections_per_img,
-            rpn_anchor_generator=anchors, rpn_pre_nms_top_n_test=spec.rpn_pre_nms_top_n_test,
+            rpn_anchor_generator=anchors,
+            rpn_pre_nms_top_n_test=spec.rpn_pre_nms_top_n_test,
             rpn_post_nms_top_n_test=spec.rpn_post_nms_top_n_test,
             box_roi_pool=MultiScaleRoIAlign(self._names(spec), output_size=ROI_SIZE, sampling_ratio=2),
             box_head=TwoMLPHead(spec.fpn_channels * ROI_SIZE**2, spec.representation_size),
@@ -82,14 +85,20 @@ class FasterRCNNFamily(Family):
             raise ValueError(f"box predictor {type(predictor).__qualname__} is not torchvision's FastRCNNPredictor")
         fc6 = getattr(heads.box_head, "fc6", None)
         if not isinstance(fc6, nn.Linear):
-            raise ValueError(f"box head {type(heads.box_head).__qualname__} is not torchvision's TwoMLPHead "
-                             "(v2 detectors are not supported yet)")
-        return dict(num_classes=int(predictor.cls_score.out_features),
-                    anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
-                    representation_size=int(fc6.out_features), score_thresh=heads.score_thresh,
-                    rpn_pre_nms_top_n_test=int(model.rpn._pre_nms_top_n["testing"]),
-                    rpn_post_nms_top_n_test=int(model.rpn._post_nms_top_n["testing"]),
-                    nms_thresh=heads.nms_thresh, detections_per_img=heads.detections_per_img)
+            raise ValueError(
+                f"box head {type(heads.box_head).__qualname__} is not torchvision's TwoMLPHead "
+                "(v2 detectors are not supported yet)"
+            )
+        return dict(
+            num_classes=int(predictor.cls_score.out_features),
+            anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
+            representation_size=int(fc6.out_features),
+            score_thresh=heads.score_thresh,
+            rpn_pre_nms_top_n_test=int(model.rpn._pre_nms_top_n["testing"]),
+            rpn_post_nms_top_n_test=int(model.rpn._post_nms_top_n["testing"]),
+            nms_thresh=heads.nms_thresh,
+            detections_per_img=heads.detections_per_img,
+        )
 
     def anchors_of(self, model: nn.Module) -> AnchorGenerator:
         return model.rpn.anchor_generator
@@ -112,11 +121,17 @@ class FasterRCNNFamily(Family):
         ops = []
         for i, (h, w) in enumerate(levels):
             owns = i == 0
-            ops += [conv(c, c, 3, 1, h, w, norm="none", owns=owns),
-                    conv(c, _ANCHORS, 1, 1, h, w, norm="none", act="none", owns=owns),
-                    conv(c, 4 * _ANCHORS, 1, 1, h, w, norm="none", act="none", owns=owns)]
-        ops += [linear(rois, c * ROI_SIZE**2, r, "relu"), linear(rois, r, r, "relu"),
-                linear(rois, r, k, "none"), linear(rois, r, 4 * k, "none")]
+            ops += [
+                conv(c, c, 3, 1, h, w, norm="none", owns=owns),
+                conv(c, _ANCHORS, 1, 1, h, w, norm="none", act="none", owns=owns),
+                conv(c, 4 * _ANCHORS, 1, 1, h, w, norm="none", act="none", owns=owns),
+            ]
+        ops += [
+            linear(rois, c * ROI_SIZE**2, r, "relu"),
+            linear(rois, r, r, "relu"),
+            linear(rois, r, k, "none"),
+            linear(rois, r, 4 * k, "none"),
+        ]
         return tuple(ops) + self.roi_head_ops(spec, rois)
 
     def roi_head_ops(self, spec: SpecLike, rois: int) -> tuple[Op, ...]:
@@ -156,8 +171,9 @@ class MaskRCNNFamily(FasterRCNNFamily):
         width = spec.mask_head_width
         head = MaskRCNNHeads(spec.fpn_channels, [width] * 4, 1)
         predictor = MaskRCNNPredictor(width, width, spec.num_classes)
-        return MaskRCNN(backbone, num_classes=None, mask_roi_pool=pool, mask_head=head, mask_predictor=predictor,
-                        **kwargs)
+        return MaskRCNN(
+            backbone, num_classes=None, mask_roi_pool=pool, mask_head=head, mask_predictor=predictor, **kwargs
+        )
 
     def read(self, model: nn.Module) -> dict[str, Any]:
         convs = [m for m in model.roi_heads.mask_head.modules() if isinstance(m, nn.Conv2d)]
@@ -189,12 +205,15 @@ class KeypointRCNNFamily(FasterRCNNFamily):
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
         kwargs = self._kwargs(spec, anchors)
         pool = MultiScaleRoIAlign(self._names(spec), output_size=MASK_ROI_SIZE, sampling_ratio=2)
-        return KeypointRCNN(backbone, num_classes=None, keypoint_roi_pool=pool, num_keypoints=spec.num_keypoints,
-                            **kwargs)
+        return KeypointRCNN(
+            backbone, num_classes=None, keypoint_roi_pool=pool, num_keypoints=spec.num_keypoints, **kwargs
+        )
 
     def read(self, model: nn.Module) -> dict[str, Any]:
-        return {**super().read(model),
-                "num_keypoints": int(model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels)}
+        return {
+            **super().read(model),
+            "num_keypoints": int(model.roi_heads.keypoint_predictor.kps_score_lowres.out_channels),
+        }
 
     def roi_head_ops(self, spec: SpecLike, rois: int) -> tuple[Op, ...]:
         s, cin, ops = MASK_ROI_SIZE, spec.fpn_channels, []

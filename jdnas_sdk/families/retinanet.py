@@ -34,8 +34,11 @@ TOWER = 4
 def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
     """``LastLevelP6P7(C, C)`` on the top FPN output: a stride-2 conv to P6, ReLU, a stride-2 conv to P7."""
     c, (h6, w6) = channels, extra[0]
-    return (conv(c, c, 3, 2, *top, norm="none", act="none"), relu(c, h6, w6),
-            conv(c, c, 3, 2, h6, w6, norm="none", act="none"))
+    return (
+        conv(c, c, 3, 2, *top, norm="none", act="none"),
+        relu(c, h6, w6),
+        conv(c, c, 3, 2, h6, w6, norm="none", act="none"),
+    )
 
 
 class OneStageFamily(Family):
@@ -66,16 +69,26 @@ class RetinaNetFamily(OneStageFamily):
         return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        model = RetinaNet(backbone, spec.num_classes, anchor_generator=anchors, min_size=spec.min_size,
-                          max_size=spec.max_size, score_thresh=spec.score_thresh, nms_thresh=spec.nms_thresh,
-                          detections_per_img=spec.detections_per_img)
+        model = RetinaNet(
+            backbone,
+            spec.num_classes,
+            anchor_generator=anchors,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            score_thresh=spec.score_thresh,
+            nms_thresh=spec.nms_thresh,
+            detections_per_img=spec.detections_per_img,
+        )
         set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=False)
         return model
 
     def read(self, model: nn.Module) -> dict[str, Any]:
-        return dict(num_classes=int(model.head.classification_head.num_classes),
-                    anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
-                    **dict(zip(("head_convs", "head_width"), read_towers(model.head))), **dense_postprocess(model))
+        return dict(
+            num_classes=int(model.head.classification_head.num_classes),
+            anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
+            **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
+            **dense_postprocess(model),
+        )
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both towers' convs (``head_convs`` of ``head_width``), then the class and box
@@ -86,8 +99,10 @@ class RetinaNetFamily(OneStageFamily):
             tower = [conv(c, t, 3, 1, h, w, norm="none", owns=owns)]
             tower += [conv(t, t, 3, 1, h, w, norm="none", owns=owns)] * (spec.head_convs - 1)
             ops += tower * 2
-            ops += [conv(t, _ANCHORS * k, 3, 1, h, w, norm="none", act="none", owns=owns),
-                    conv(t, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns)]
+            ops += [
+                conv(t, _ANCHORS * k, 3, 1, h, w, norm="none", act="none", owns=owns),
+                conv(t, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns),
+            ]
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:

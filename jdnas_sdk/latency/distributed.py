@@ -51,31 +51,47 @@ class _Measurer:
 def _check_fingerprints(table: LatencyTable, found: list[tuple[str, Fingerprint]]) -> None:
     other = [(who, fp) for who, fp in found if fp != table.fingerprint]
     if other:
-        detail = "; ".join(f"{who} measures on [{fp.describe()}] ({', '.join(table.fingerprint.differences(fp))})"
-                           for who, fp in other)
+        detail = "; ".join(
+            f"{who} measures on [{fp.describe()}] ({', '.join(table.fingerprint.differences(fp))})" for who, fp in other
+        )
         raise LatencyTableError(
             f"the table {table.target!r} holds times of [{table.fingerprint.describe()}], but {detail}. Profile each "
             "device type into its own table (--out), with workers of that type only (num_gpus/num_cpus, or a cluster "
-            "of identical machines)")
+            "of identical machines)"
+        )
 
 
-def measure_ops_on_ray(table: LatencyTable, backend: Backend, keys: Sequence[OpKey], *, workers: int | None = None,
-                       num_cpus: float = 1.0, num_gpus: float = 0.0, address: str | None = None,
-                       init: dict[str, Any] | None = None, chunk: int = 8, save_every_s: float = 2.0,
-                       progress: bool = True) -> list[str]:
+def measure_ops_on_ray(
+    table: LatencyTable,
+    backend: Backend,
+    keys: Sequence[OpKey],
+    *,
+    workers: int | None = None,
+    num_cpus: float = 1.0,
+    num_gpus: float = 0.0,
+    address: str | None = None,
+    init: dict[str, Any] | None = None,
+    chunk: int = 8,
+    save_every_s: float = 2.0,
+    progress: bool = True,
+) -> list[str]:
     """Measure ``keys`` into ``table`` on ``workers`` Ray actors (default: as many as the cluster
     fits with ``num_cpus``/``num_gpus`` each); returns the workers' ``host:pid``. The table is saved
     as results come in and at the end."""
     ray = require_ray(LatencyTableError, "profiling with executor='ray'")
     if chunk < 1 or (workers is not None and workers < 1) or num_cpus < 0 or num_gpus < 0 or num_cpus + num_gpus <= 0:
-        raise LatencyTableError(f"need chunk >= 1, workers >= 1, num_cpus/num_gpus >= 0 with one > 0; got chunk={chunk}, "
-                                f"workers={workers}, num_cpus={num_cpus}, num_gpus={num_gpus}")
+        raise LatencyTableError(
+            f"need chunk >= 1, workers >= 1, num_cpus/num_gpus >= 0 with one > 0; got chunk={chunk}, "
+            f"workers={workers}, num_cpus={num_cpus}, num_gpus={num_gpus}"
+        )
     owns = connect(ray, address, init)
     try:
         if workers is None:
             total = ray.cluster_resources()
-            fits = [total.get("CPU", 0) / num_cpus if num_cpus else float("inf"),
-                    total.get("GPU", 0) / num_gpus if num_gpus else float("inf")]
+            fits = [
+                total.get("CPU", 0) / num_cpus if num_cpus else float("inf"),
+                total.get("GPU", 0) / num_gpus if num_gpus else float("inf"),
+            ]
             workers = max(1, int(min(fits)))
         actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(_Measurer)
         actors = [actor.remote(backend) for _ in range(workers)]
@@ -85,7 +101,9 @@ def measure_ops_on_ray(table: LatencyTable, backend: Backend, keys: Sequence[OpK
         note = f"ops measured by {len(names)} Ray workers of this device: {', '.join(names)}"
         table.notes = f"{table.notes}; {note}" if table.notes else note
         logger.info("%s", note)
-        _run(ray, table, actors, [list(keys[i:i + chunk]) for i in range(0, len(keys), chunk)], save_every_s, progress)
+        _run(
+            ray, table, actors, [list(keys[i : i + chunk]) for i in range(0, len(keys), chunk)], save_every_s, progress
+        )
         return names
     finally:
         table.save()
@@ -93,16 +111,22 @@ def measure_ops_on_ray(table: LatencyTable, backend: Backend, keys: Sequence[OpK
             ray.shutdown()
 
 
-def _run(ray: Any, table: LatencyTable, actors: list[Any], chunks: list[list[OpKey]], save_every_s: float,
-         progress: bool) -> None:
+def _run(
+    ray: Any, table: LatencyTable, actors: list[Any], chunks: list[list[OpKey]], save_every_s: float, progress: bool
+) -> None:
     """Hand ``chunks`` to free actors until all are measured, merging each result into ``table``."""
     todo = list(reversed(chunks))
     running: dict[Any, Any] = {}
     for actor in actors:
         if todo:
             running[actor.measure.remote(todo.pop())] = actor
-    bar = tqdm(total=sum(len(c) for c in chunks), desc=f"profile {table.target} on {len(actors)} workers", unit="op",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(c) for c in chunks),
+        desc=f"profile {table.target} on {len(actors)} workers",
+        unit="op",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     last_save = time.monotonic()
     try:
         while running:

@@ -24,6 +24,7 @@ from ..errors import LatencyTableError, UnsupportedModelError
 from ..lowering import walk
 from ..student import Heads, Student
 from .backends import Backend, backend_for
+from .local import describe_table, load_table, measure_missing_ops
 from .lower import (
     STAGES,
     block_ops,
@@ -35,14 +36,22 @@ from .lower import (
     lower,
     stem_ops,
 )
+from .neighbours import fit as _fit
+from .neighbours import neighbours as _neighbours
 from .ops import OpKey, op_macs
 from .roofline import DeviceModel
-from .local import describe_table, load_table, measure_missing_ops
-from .neighbours import fit as _fit, neighbours as _neighbours
 from .table import Entry, LatencyTable
 
-__all__ = ["OpLatency", "LatencyEstimate", "Estimator", "estimate_latency", "load_table", "MISS_POLICIES",
-           "residual_entry", "combine_residuals"]
+__all__ = [
+    "OpLatency",
+    "LatencyEstimate",
+    "Estimator",
+    "estimate_latency",
+    "load_table",
+    "MISS_POLICIES",
+    "residual_entry",
+    "combine_residuals",
+]
 
 MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
 #: How an op's time was obtained, in an estimate.
@@ -81,8 +90,10 @@ class LatencyEstimate:
 
     def __str__(self) -> str:
         label = "MODELLED (roofline, not measured)" if self.modelled else "measured table"
-        lines = [f"estimated latency on {self.target}: {self.total_ms:.2f} ms  [{label}; {self.device}; "
-                 f"input {self.input_size[0]}x{self.input_size[1]}]"]
+        lines = [
+            f"estimated latency on {self.target}: {self.total_ms:.2f} ms  [{label}; {self.device}; "
+            f"input {self.input_size[0]}x{self.input_size[1]}]"
+        ]
         for stage, ms in self.by_stage.items():
             lines.append(f"  {stage:<7} {ms:9.3f} ms  {100 * ms / self.total_ms:5.1f}%")
         if self.misses:
@@ -96,8 +107,12 @@ class LatencyEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "total_ms": self.total_ms, "target": self.target, "modelled": self.modelled, "device": self.device,
-            "input_size": list(self.input_size), "by_stage": self.by_stage,
+            "total_ms": self.total_ms,
+            "target": self.target,
+            "modelled": self.modelled,
+            "device": self.device,
+            "input_size": list(self.input_size),
+            "by_stage": self.by_stage,
             "ops": [{"stage": o.stage, "op": str(o.key), "count": o.count, "ms": o.ms, "how": o.how} for o in self.ops],
             "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
             "table": self.table,
@@ -112,8 +127,16 @@ class Estimator:
     Measured misses are saved into the table file when ``save`` (default) and the table has one.
     """
 
-    def __init__(self, table: LatencyTable, spec: DetectorSpec, input_size: tuple[int, int], *,
-                 on_miss: str = "auto", save: bool = True, backend: Backend | None = None) -> None:
+    def __init__(
+        self,
+        table: LatencyTable,
+        spec: DetectorSpec,
+        input_size: tuple[int, int],
+        *,
+        on_miss: str = "auto",
+        save: bool = True,
+        backend: Backend | None = None,
+    ) -> None:
         if on_miss not in MISS_POLICIES:
             raise LatencyTableError(f"on_miss must be one of {MISS_POLICIES}, got {on_miss!r}")
         self.table, self.spec, self.input_size = table, spec, (int(input_size[0]), int(input_size[1]))
@@ -178,7 +201,9 @@ class Estimator:
             )
         if policy == "model":
             if self.device_model is None:
-                raise LatencyTableError(f"table {self.table.target!r} is measured; it has no device model to model misses with")
+                raise LatencyTableError(
+                    f"table {self.table.target!r} is measured; it has no device model to model misses with"
+                )
             return self.device_model.op_ms(key), "modelled"
         if policy == "measure":
             backend = self.backend
@@ -204,7 +229,9 @@ class Estimator:
         post-processing load) and put it into the table; needs this machine to be the table's device."""
         backend = self.backend
         if backend is None:
-            raise LatencyTableError(f"table {self.table.target!r} is not this machine's: its fixed entry cannot be measured here")
+            raise LatencyTableError(
+                f"table {self.table.target!r} is not this machine's: its fixed entry cannot be measured here"
+            )
         key = fixed_key(self.spec, self.input_size)
         entry = residual_entry(backend.measure_detector(detector, self.input_size), self.ops_ms(describe(detector)[1]))
         self.table.put(key, entry)
@@ -227,12 +254,18 @@ class Estimator:
         if not pool:
             raise LatencyTableError(
                 f"latency table {self.table.target!r} has no entry for {key} and no entry of the same kind to "
-                f"interpolate from; profile this detector on the target (`jdnas profile --target {self.table.target} ...`)"
+                f"interpolate from; profile this detector on the target (`jdnas profile --target "
+                f"{self.table.target} ...`)"
             )
         if key.kind == "fixed":
             size, props = int(key["rh"]) * int(key["rw"]), int(key["props"]) + 1
-            other, entry = min(pool, key=lambda kv: abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size))
-                               + abs(math.log((int(kv[0]["props"]) + 1) / props)))
+            other, entry = min(
+                pool,
+                key=lambda kv: (
+                    abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size))
+                    + abs(math.log((int(kv[0]["props"]) + 1) / props))
+                ),
+            )
             return entry.median_ms * size / (int(other["rh"]) * int(other["rw"]))
         macs = max(op_macs(key), 1)
         pool.sort(key=lambda kv: abs(math.log(max(op_macs(kv[0]), 1) / macs)))
@@ -324,14 +357,23 @@ class Estimator:
         for op in ops:
             by_stage[op.stage] += op.total_ms
         misses = tuple(o for o in ops if o.how != "table")
-        return LatencyEstimate(total_ms=sum(by_stage.values()), target=self.table.target, modelled=self.table.modelled,
-                               device=self.table.fingerprint.describe(), input_size=self.input_size,
-                               by_stage=by_stage, ops=tuple(ops), misses=misses, table=describe_table(self.table))
+        return LatencyEstimate(
+            total_ms=sum(by_stage.values()),
+            target=self.table.target,
+            modelled=self.table.modelled,
+            device=self.table.fingerprint.describe(),
+            input_size=self.input_size,
+            by_stage=by_stage,
+            ops=tuple(ops),
+            misses=misses,
+            table=describe_table(self.table),
+        )
 
 
 @dataclass
 class _Bound:
     """An estimator's state for one head setting: its spec, padded input and cached stage times."""
+
     spec: DetectorSpec
     ph: int
     pw: int
@@ -348,8 +390,13 @@ def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
             f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
             "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
         )
-    return Entry(median_ms=residual, spread_ms=end_to_end.spread_ms, samples=end_to_end.samples, source="residual",
-                 info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)})
+    return Entry(
+        median_ms=residual,
+        spread_ms=end_to_end.spread_ms,
+        samples=end_to_end.samples,
+        source="residual",
+        info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)},
+    )
 
 
 def combine_residuals(residuals: list[Entry]) -> Entry:
@@ -359,15 +406,30 @@ def combine_residuals(residuals: list[Entry]) -> Entry:
         return residuals[0]
     mean = sum(r.median_ms for r in residuals) / len(residuals)
     spread = max(r.median_ms for r in residuals) - min(r.median_ms for r in residuals)
-    return Entry(median_ms=mean, spread_ms=spread, samples=sum(r.samples for r in residuals), source="residual",
-                 info={**residuals[0].info, "residuals_ms": [round(r.median_ms, 6) for r in residuals],
-                       "detectors": len(residuals)})
+    return Entry(
+        median_ms=mean,
+        spread_ms=spread,
+        samples=sum(r.samples for r in residuals),
+        source="residual",
+        info={
+            **residuals[0].info,
+            "residuals_ms": [round(r.median_ms, 6) for r in residuals],
+            "detectors": len(residuals),
+        },
+    )
 
 
-def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTable = "cpu-ort",
-                     input_size: tuple[int, int] | int | None = None, spec: DetectorSpec | None = None,
-                     on_miss: str = "auto", save: bool = True, progress: bool = True,
-                     backend: Backend | None = None) -> LatencyEstimate:
+def estimate_latency(
+    model_or_arch: nn.Module | Arch,
+    *,
+    target: str | LatencyTable = "cpu-ort",
+    input_size: tuple[int, int] | int | None = None,
+    spec: DetectorSpec | None = None,
+    on_miss: str = "auto",
+    save: bool = True,
+    progress: bool = True,
+    backend: Backend | None = None,
+) -> LatencyEstimate:
     """Estimated latency of a detector on ``target``, with the breakdown and every miss.
 
     ``model_or_arch`` is a supported torchvision detector, or an :class:`Arch` together with
@@ -378,22 +440,28 @@ def estimate_latency(model_or_arch: nn.Module | Arch, *, target: str | LatencyTa
     """
     if isinstance(model_or_arch, Arch):
         if spec is None:
-            raise LatencyTableError("estimating an Arch needs the detector's spec too: estimate_latency(arch, spec=...)")
+            raise LatencyTableError(
+                "estimating an Arch needs the detector's spec too: estimate_latency(arch, spec=...)"
+            )
         arch = model_or_arch
     elif isinstance(model_or_arch, nn.Module):
         spec, arch = describe(model_or_arch)
     else:
         raise UnsupportedModelError(
             f"estimate_latency takes a torchvision detector (nn.Module) or an Arch with spec=, got "
-            f"{type(model_or_arch).__name__} {str(model_or_arch)[:60]!r}; build the detector first (jdnas_sdk.load_detector)")
+            f"{type(model_or_arch).__name__} {str(model_or_arch)[:60]!r}; build the detector first "
+            f"(jdnas_sdk.load_detector)"
+        )
     if input_size is None:
         input_size = (spec.min_size, spec.min_size)
     elif isinstance(input_size, int):
         input_size = (input_size, input_size)
     table = load_table(target)
     if backend is not None and backend.fingerprint() != table.fingerprint:
-        raise LatencyTableError(f"backend {backend.name!r} measures on [{backend.fingerprint().describe()}], not on the "
-                                f"device of table {table.target!r} [{table.fingerprint.describe()}]")
+        raise LatencyTableError(
+            f"backend {backend.name!r} measures on [{backend.fingerprint().describe()}], not on the "
+            f"device of table {table.target!r} [{table.fingerprint.describe()}]"
+        )
     if save and on_miss in ("auto", "measure"):  # measure what this machine's table lacks, with a progress bar
         measure_missing_ops(table, spec, arch, input_size, backend=backend, progress=progress)
     return Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend).estimate(arch)

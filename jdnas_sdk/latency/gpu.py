@@ -19,7 +19,15 @@ from dataclasses import dataclass
 __all__ = ["GpuInfo", "gpu_info", "parse_nvidia_smi", "tensorrt_cuda_variant", "NVIDIA_SMI_QUERY"]
 
 #: The fields asked of ``nvidia-smi --query-gpu`` (in this order).
-NVIDIA_SMI_QUERY = ("name", "driver_version", "compute_cap", "clocks.sm", "clocks.mem", "clocks.max.sm", "clocks.max.mem")
+NVIDIA_SMI_QUERY = (
+    "name",
+    "driver_version",
+    "compute_cap",
+    "clocks.sm",
+    "clocks.mem",
+    "clocks.max.sm",
+    "clocks.max.mem",
+)
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,9 @@ def parse_nvidia_smi(line: str) -> GpuInfo:
     --format=csv,noheader,nounits``; fields it cannot read are ``None`` ("[N/A]" on some GPUs)."""
     fields = [f.strip() for f in line.strip().split(",")]
     if len(fields) != len(NVIDIA_SMI_QUERY):
-        raise ValueError(f"expected {len(NVIDIA_SMI_QUERY)} comma-separated fields ({', '.join(NVIDIA_SMI_QUERY)}), got {line!r}")
+        raise ValueError(
+            f"expected {len(NVIDIA_SMI_QUERY)} comma-separated fields ({', '.join(NVIDIA_SMI_QUERY)}), got {line!r}"
+        )
     name, driver, cap, *clocks = fields
     major, _, minor = cap.partition(".")
     capability = (int(major), int(minor or 0)) if major.isdigit() else (0, 0)
@@ -75,8 +85,12 @@ def gpu_info(index: int = 0) -> GpuInfo | None:
         return None
     smi = shutil.which("nvidia-smi")
     if smi:
-        run = subprocess.run([smi, f"--query-gpu={','.join(NVIDIA_SMI_QUERY)}", "--format=csv,noheader,nounits",
-                              "-i", str(index)], capture_output=True, text=True, timeout=30)
+        run = subprocess.run(
+            [smi, f"--query-gpu={','.join(NVIDIA_SMI_QUERY)}", "--format=csv,noheader,nounits", "-i", str(index)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         if run.returncode == 0 and run.stdout.strip():
             return parse_nvidia_smi(run.stdout.strip().splitlines()[0])
     version = torch._C._cuda_getDriverVersion() if hasattr(torch._C, "_cuda_getDriverVersion") else 0

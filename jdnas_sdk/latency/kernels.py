@@ -28,9 +28,14 @@ class _Conv(nn.Module):
         super().__init__()
         f = key.as_dict()
         k = int(f["k"])
-        self.conv = nn.Conv2d(int(f["cin"]), int(f["cout"]), k, int(f["s"]), k // 2, groups=int(f["g"]),
-                              bias=f["norm"] != "bn")
-        norms = {"bn": lambda c: nn.BatchNorm2d(c), "gn": lambda c: nn.GroupNorm(32, c), "none": lambda c: nn.Identity()}
+        self.conv = nn.Conv2d(
+            int(f["cin"]), int(f["cout"]), k, int(f["s"]), k // 2, groups=int(f["g"]), bias=f["norm"] != "bn"
+        )
+        norms = {
+            "bn": lambda c: nn.BatchNorm2d(c),
+            "gn": lambda c: nn.GroupNorm(32, c),
+            "none": lambda c: nn.Identity(),
+        }
         self.norm: nn.Module = norms[str(f["norm"])](int(f["cout"]))
         self.relu, self.add = f["act"] == "relu", bool(f["add"])
 
@@ -137,6 +142,14 @@ def op_onnx(key: OpKey, *, warm: bool = True) -> bytes:
     buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        torch.onnx.export(module, inputs, buffer, input_names=names, output_names=["y"], opset_version=ONNX_OPSET,
-                          do_constant_folding=True, dynamo=False)
+        torch.onnx.export(
+            module,
+            inputs,
+            buffer,
+            input_names=names,
+            output_names=["y"],
+            opset_version=ONNX_OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
     return buffer.getvalue()

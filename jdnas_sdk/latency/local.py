@@ -27,8 +27,16 @@ from .backends import Backend, backend_for, local_fingerprint
 from .lower import lower
 from .table import Fingerprint, LatencyTable, table_path
 
-__all__ = ["CACHE_ENV", "cache_dir", "fingerprint_hash", "local_table_path", "resolve_local", "describe_table",
-           "measure_missing_ops", "load_table"]
+__all__ = [
+    "CACHE_ENV",
+    "cache_dir",
+    "fingerprint_hash",
+    "local_table_path",
+    "resolve_local",
+    "describe_table",
+    "measure_missing_ops",
+    "load_table",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +48,9 @@ def cache_dir() -> Path:
     """The folder of this machine's own latency tables."""
     root = os.environ.get(CACHE_ENV)
     if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jdnas")
+        root = os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jdnas"
+        )
     return Path(root) / "latency"
 
 
@@ -74,16 +84,28 @@ def resolve_local(reference: LatencyTable) -> LatencyTable:
     if path.is_file():
         table = LatencyTable.load(path)
         if table.target != reference.target or table.fingerprint != here:
-            raise LatencyTableError(f"{path} is not this machine's {reference.target!r} table "
-                                    f"({'; '.join(table.fingerprint.differences(here)) or 'another target'}); remove it")
+            raise LatencyTableError(
+                f"{path} is not this machine's {reference.target!r} table "
+                f"({'; '.join(table.fingerprint.differences(here)) or 'another target'}); remove it"
+            )
     else:
-        table = LatencyTable(target=reference.target, source="measured", fingerprint=here,
-                             notes=f"this machine's {reference.target} table, measured on demand by jdnas_sdk; "
-                                   f"reference table: {reference.path} [{reference.fingerprint.describe()}]")
+        table = LatencyTable(
+            target=reference.target,
+            source="measured",
+            fingerprint=here,
+            notes=f"this machine's {reference.target} table, measured on demand by jdnas_sdk; "
+            f"reference table: {reference.path} [{reference.fingerprint.describe()}]",
+        )
         table.path = path
-    log.info("latency table %r: this machine [%s] is not the shipped table's device [%s]; answering from this "
-             "machine's table %s (%d entries; misses are measured here and cached)", reference.target,
-             here.describe(), reference.fingerprint.describe(), path, len(table))
+    log.info(
+        "latency table %r: this machine [%s] is not the shipped table's device [%s]; answering from this "
+        "machine's table %s (%d entries; misses are measured here and cached)",
+        reference.target,
+        here.describe(),
+        reference.fingerprint.describe(),
+        path,
+        len(table),
+    )
     return table
 
 
@@ -95,8 +117,16 @@ def describe_table(table: LatencyTable) -> str:
     return f"{table.target}: {kind} {where} [{table.fingerprint.describe()}], {len(table)} entries"
 
 
-def measure_missing_ops(table: LatencyTable, spec: DetectorSpec, arch: Arch, input_size: tuple[int, int], *,
-                        backend: Backend | None = None, progress: bool = True, save_every_s: float = 5.0) -> int:
+def measure_missing_ops(
+    table: LatencyTable,
+    spec: DetectorSpec,
+    arch: Arch,
+    input_size: tuple[int, int],
+    *,
+    backend: Backend | None = None,
+    progress: bool = True,
+    save_every_s: float = 5.0,
+) -> int:
     """Measure the op kernels of ``(spec, arch)`` that ``table`` lacks on this machine, with a
     progress bar giving their count, saving as it goes; returns how many were measured.
 
@@ -111,8 +141,13 @@ def measure_missing_ops(table: LatencyTable, spec: DetectorSpec, arch: Arch, inp
         return 0
     log.info("measuring %d kernels missing from %s", len(todo), describe_table(table))
     last = time.monotonic()
-    bar = tqdm(total=len(todo), desc=f"measuring {len(todo)} {table.target} kernels on this machine", unit="kernel",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(todo),
+        desc=f"measuring {len(todo)} {table.target} kernels on this machine",
+        unit="kernel",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for key in todo:
             table.put(key, backend.measure_op(key))

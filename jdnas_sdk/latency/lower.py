@@ -28,7 +28,17 @@ from ..lowering import STAGES, detector_input
 from .ops import OpKey
 
 __all__ = [
-    "Lowered", "lower", "detector_input", "stem_ops", "block_ops", "fpn_ops", "fpn_lateral_op", "fpn_shared_ops", "head_ops", "fixed_key", "keys",
+    "Lowered",
+    "lower",
+    "detector_input",
+    "stem_ops",
+    "block_ops",
+    "fpn_ops",
+    "fpn_lateral_op",
+    "fpn_shared_ops",
+    "head_ops",
+    "fixed_key",
+    "keys",
     "STAGES",
 ]
 
@@ -96,8 +106,23 @@ def fixed_key(spec: DetectorSpec, input_size: tuple[int, int]) -> OpKey:
     rh, rw, _, _ = detector_input(spec, input_size)
     levels = "".join(str(k) for k in spec.returned_layers)
     pre, props, head = get_family(spec.family).fixed_settings(spec)
-    return OpKey("fixed", (spec.family, spec.num_classes, spec.fpn_channels, levels, pre, props, head,
-                           spec.detections_per_img or 0, input_size[0], input_size[1], rh, rw))
+    return OpKey(
+        "fixed",
+        (
+            spec.family,
+            spec.num_classes,
+            spec.fpn_channels,
+            levels,
+            pre,
+            props,
+            head,
+            spec.detections_per_img or 0,
+            input_size[0],
+            input_size[1],
+            rh,
+            rw,
+        ),
+    )
 
 
 def _stage_ops(ops: tuple[OpKey, ...]) -> tuple[tuple[OpKey, int], ...]:

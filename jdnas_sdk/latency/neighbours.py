@@ -20,10 +20,22 @@ def fit(xs: list[int], ys: list[float]) -> tuple[float, float]:
     return slope, my - slope * mx
 
 
-_WIDTHS = {"conv": ("cin", "cout"), "linear": ("fin", "fout", "rows"), "maxpool": ("c",), "upsample": ("c",),
-           "relu": ("c",), "fixed": ("h", "w", "rh", "rw", "fpn", "pre", "props", "head")}
-_SIZES = {"conv": ("h", "w", "n"), "linear": (), "maxpool": ("h", "w"), "upsample": ("h", "w", "oh", "ow"),
-          "relu": ("h", "w"), "fixed": ()}
+_WIDTHS = {
+    "conv": ("cin", "cout"),
+    "linear": ("fin", "fout", "rows"),
+    "maxpool": ("c",),
+    "upsample": ("c",),
+    "relu": ("c",),
+    "fixed": ("h", "w", "rh", "rw", "fpn", "pre", "props", "head"),
+}
+_SIZES = {
+    "conv": ("h", "w", "n"),
+    "linear": (),
+    "maxpool": ("h", "w"),
+    "upsample": ("h", "w", "oh", "ow"),
+    "relu": ("h", "w"),
+    "fixed": (),
+}
 
 
 def neighbours(table: LatencyTable, key: OpKey) -> tuple[list[tuple[OpKey, Entry]], list[tuple[OpKey, Entry]]]:

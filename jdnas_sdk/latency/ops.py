@@ -91,7 +91,9 @@ class OpKey:
             raise LatencyTableError(f"an op key is a string, got {type(text).__name__}")
         match = _KEY_PATTERN.match(text)
         if not match or match.group(1) not in OP_FIELDS:
-            raise LatencyTableError(f"not an op key: {text!r} (expected kind(field=value,...) with kind in {list(OP_FIELDS)})")
+            raise LatencyTableError(
+                f"not an op key: {text!r} (expected kind(field=value,...) with kind in {list(OP_FIELDS)})"
+            )
         kind, body = match.groups()
         fields: dict[str, int | str] = {}
         for part in body.split(",") if body else []:
@@ -129,7 +131,9 @@ def _check_value(kind: str, name: str, value: Any) -> int | str:
         allowed = _TEXT_FIELDS[name]
         ok = isinstance(value, str) and (value in allowed if allowed else bool(_TEXT_PATTERN.match(value)))
         if not ok:
-            raise LatencyTableError(f"op {kind!r} field {name} must be one of {allowed or 'a short lowercase word'}, got {value!r}")
+            raise LatencyTableError(
+                f"op {kind!r} field {name} must be one of {allowed or 'a short lowercase word'}, got {value!r}"
+            )
         return value
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise LatencyTableError(f"op {kind!r} field {name} must be a non-negative integer, got {value!r}")
@@ -147,7 +151,10 @@ def op_macs(key: OpKey) -> int:
     if key.kind == "linear":
         return int(f["rows"]) * int(f["fin"]) * int(f["fout"])
     if key.kind == "maxpool":
-        ho, wo = (int(f["h"]) + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1, (int(f["w"]) + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1
+        ho, wo = (
+            (int(f["h"]) + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1,
+            (int(f["w"]) + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1,
+        )
         return int(f["c"]) * ho * wo * int(f["k"]) ** 2
     if key.kind == "upsample":
         return int(f["c"]) * int(f["oh"]) * int(f["ow"])
@@ -170,7 +177,10 @@ def op_bytes(key: OpKey, element_size: int = 4) -> int:
         elements = rows * fin + fin * fout + fout + rows * fout
     elif key.kind == "maxpool":
         c, h, w = int(f["c"]), int(f["h"]), int(f["w"])
-        ho, wo = (h + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1, (w + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1
+        ho, wo = (
+            (h + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1,
+            (w + 2 * int(f["p"]) - int(f["k"])) // int(f["s"]) + 1,
+        )
         elements = c * (h * w + ho * wo)
     elif key.kind == "upsample":
         c = int(f["c"])

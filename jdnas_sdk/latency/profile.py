@@ -55,6 +55,7 @@ def _save(table: LatencyTable, backend: Backend) -> None:
     if save_cache is not None:
         save_cache()
 
+
 log = logging.getLogger(__name__)
 
 
@@ -65,11 +66,20 @@ def open_table(path: str | os.PathLike[str], target: str, backend: Backend) -> L
     model = backend.model.to_dict() if isinstance(backend, RooflineBackend) else None
     if not path.exists():
         if model is not None:
-            table = LatencyTable(target=target, source="modelled", fingerprint=here, model=model,
-                                 notes="MODELLED by a roofline (see 'model'); replace by profiling the device")
+            table = LatencyTable(
+                target=target,
+                source="modelled",
+                fingerprint=here,
+                model=model,
+                notes="MODELLED by a roofline (see 'model'); replace by profiling the device",
+            )
         else:
-            table = LatencyTable(target=target, source="measured", fingerprint=here,
-                                 notes="measured by jdnas profile; op entries are kernel times, fixed entries residuals")
+            table = LatencyTable(
+                target=target,
+                source="measured",
+                fingerprint=here,
+                notes="measured by jdnas profile; op entries are kernel times, fixed entries residuals",
+            )
         table.path = path
         return table
     table = LatencyTable.load(path)
@@ -120,15 +130,37 @@ def profile(
     _prepare_backend(table, backend)  # TensorRT: refuses a target its version cannot profile, loads the timing cache
     with lock_table(table.path, wait=wait) if table.path is not None else nullcontext():
         table.merge_saved()  # what a run that held the table before this one added
-        return _profile(table, backend, spec, base=base, input_sizes=input_sizes, space=space, model=model,
-                        fixed_models=fixed_models, save_every_s=save_every_s, progress=progress, executor=executor,
-                        ray_options=ray_options)
+        return _profile(
+            table,
+            backend,
+            spec,
+            base=base,
+            input_sizes=input_sizes,
+            space=space,
+            model=model,
+            fixed_models=fixed_models,
+            save_every_s=save_every_s,
+            progress=progress,
+            executor=executor,
+            ray_options=ray_options,
+        )
 
 
-def _profile(table: LatencyTable, backend: Backend, spec: DetectorSpec, *, base: Arch,
-             input_sizes: list[tuple[int, int]], space: SearchSpace | None, model: nn.Module | None,
-             fixed_models: Sequence[nn.Module], save_every_s: float, progress: bool, executor: str,
-             ray_options: dict[str, Any] | None) -> LatencyTable:
+def _profile(
+    table: LatencyTable,
+    backend: Backend,
+    spec: DetectorSpec,
+    *,
+    base: Arch,
+    input_sizes: list[tuple[int, int]],
+    space: SearchSpace | None,
+    model: nn.Module | None,
+    fixed_models: Sequence[nn.Module],
+    save_every_s: float,
+    progress: bool,
+    executor: str,
+    ray_options: dict[str, Any] | None,
+) -> LatencyTable:
     space = space or SearchSpace(base)
     wanted: dict = {}
     for size in input_sizes:
@@ -141,8 +173,14 @@ def _profile(table: LatencyTable, backend: Backend, spec: DetectorSpec, *, base:
         todo = []
     done_before = len(wanted) - len(todo)
     last_save = time.monotonic()
-    bar = tqdm(total=len(wanted), initial=done_before, desc=f"profile {table.target}", unit="op",
-               disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=len(wanted),
+        initial=done_before,
+        desc=f"profile {table.target}",
+        unit="op",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     try:
         for key in todo:
             bar.set_postfix_str(key.kind, refresh=False)
@@ -160,8 +198,17 @@ def _profile(table: LatencyTable, backend: Backend, spec: DetectorSpec, *, base:
     return table
 
 
-def _fixed_entry(table: LatencyTable, backend: Backend, spec: DetectorSpec, variant: DetectorSpec, base: Arch,
-                 size: tuple[int, int], model: nn.Module | None, fixed_models: Sequence[nn.Module], progress: bool) -> None:
+def _fixed_entry(
+    table: LatencyTable,
+    backend: Backend,
+    spec: DetectorSpec,
+    variant: DetectorSpec,
+    base: Arch,
+    size: tuple[int, int],
+    model: nn.Module | None,
+    fixed_models: Sequence[nn.Module],
+    progress: bool,
+) -> None:
     """Measure the fixed entry of head setting ``variant`` at ``size`` unless the table has it:
     the base heads' on ``model`` and ``fixed_models``; another head setting's on the base
     backbone with those heads (random weights: the full-load probe keeps every candidate anyway)."""

@@ -31,8 +31,10 @@ def head_specs(spec: DetectorSpec, space: SearchSpace, only: tuple[str, ...] | N
         return [spec]
     own = {k: v for k, v in space.heads_of(Heads.of(spec)).items() if k in values}
     names = [k for k in values if only is None or k in only]
-    out = [space.make_heads({**own, **dict(zip(names, choice))}).apply(spec)
-           for choice in product(*(values[k] for k in names))]
+    out = [
+        space.make_heads({**own, **dict(zip(names, choice))}).apply(spec)
+        for choice in product(*(values[k] for k in names))
+    ]
     return list(dict.fromkeys(out))
 
 

@@ -50,14 +50,23 @@ class DeviceModel:
         for name in ("name", "precision", "reference"):
             if not isinstance(getattr(self, name), str):
                 raise LatencyTableError(f"device model field {name} must be a string, got {getattr(self, name)!r}")
-        for name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency",
-                     "launch_us", "postprocess_ms", "fixed_kernels"):
+        for name in (
+            "peak_tflops",
+            "bandwidth_gbs",
+            "compute_efficiency",
+            "memory_efficiency",
+            "launch_us",
+            "postprocess_ms",
+            "fixed_kernels",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not finite_number(value):
                 raise LatencyTableError(f"device model {self.name!r}: {name} must be a finite number, got {value!r}")
             positive = name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency")
             if value < 0 or (positive and value == 0):
-                raise LatencyTableError(f"device model {self.name!r}: {name} must be {'positive' if positive else '>= 0'}, got {value!r}")
+                raise LatencyTableError(
+                    f"device model {self.name!r}: {name} must be {'positive' if positive else '>= 0'}, got {value!r}"
+                )
         if self.precision not in ("fp32", "fp16"):
             raise LatencyTableError(f"device model {self.name!r}: precision must be fp32 or fp16")
 
@@ -69,7 +78,9 @@ class DeviceModel:
         """Modelled time of one op, or of a ``fixed`` entry (image traffic + assumed post-processing)."""
         if key.kind == "fixed":
             h, w, rh, rw = (int(key[x]) for x in ("h", "w", "rh", "rw"))
-            traffic = (3 * h * w * 4 + 2 * 3 * rh * rw * self.element_size) / (self.bandwidth_gbs * 1e9 * self.memory_efficiency)
+            traffic = (3 * h * w * 4 + 2 * 3 * rh * rw * self.element_size) / (
+                self.bandwidth_gbs * 1e9 * self.memory_efficiency
+            )
             return traffic * 1e3 + self.postprocess_ms + self.fixed_kernels * self.launch_us / 1e3
         flops = 2.0 * op_macs(key)
         compute = flops / (self.peak_tflops * 1e12 * self.compute_efficiency)
@@ -90,18 +101,41 @@ class DeviceModel:
             raise LatencyTableError(f"device model is missing fields: {exc}") from exc
 
 
-_ASSUMED = ("efficiencies, launch cost and post-processing time are assumptions, not measurements")
+_ASSUMED = "efficiencies, launch cost and post-processing time are assumptions, not measurements"
 
 #: Published peaks (NVIDIA data sheets): dense FP16 tensor-core TFLOP/s and memory bandwidth.
 GPU_MODELS: dict[str, DeviceModel] = {
-    "v100-trt": DeviceModel("NVIDIA Tesla V100 SXM2 (TensorRT, modelled)", "fp16", 125.0, 900.0,
-                            compute_efficiency=0.3, memory_efficiency=0.7, launch_us=4.0, postprocess_ms=1.5,
-                            reference="V100 data sheet: 125 TFLOPS FP16 tensor, 900 GB/s HBM2; " + _ASSUMED),
-    "t4-trt": DeviceModel("NVIDIA T4 (TensorRT, modelled)", "fp16", 65.0, 320.0,
-                          compute_efficiency=0.3, memory_efficiency=0.7, launch_us=5.0, postprocess_ms=2.5,
-                          reference="T4 data sheet: 65 TFLOPS FP16 tensor, 320 GB/s GDDR6; " + _ASSUMED),
-    "a100-trt": DeviceModel("NVIDIA A100 SXM4 40GB (TensorRT, modelled)", "fp16", 312.0, 1555.0,
-                            compute_efficiency=0.3, memory_efficiency=0.7, launch_us=3.0, postprocess_ms=1.0,
-                            reference="A100 data sheet: 312 TFLOPS FP16 tensor (dense), 1555 GB/s HBM2; " + _ASSUMED),
+    "v100-trt": DeviceModel(
+        "NVIDIA Tesla V100 SXM2 (TensorRT, modelled)",
+        "fp16",
+        125.0,
+        900.0,
+        compute_efficiency=0.3,
+        memory_efficiency=0.7,
+        launch_us=4.0,
+        postprocess_ms=1.5,
+        reference="V100 data sheet: 125 TFLOPS FP16 tensor, 900 GB/s HBM2; " + _ASSUMED,
+    ),
+    "t4-trt": DeviceModel(
+        "NVIDIA T4 (TensorRT, modelled)",
+        "fp16",
+        65.0,
+        320.0,
+        compute_efficiency=0.3,
+        memory_efficiency=0.7,
+        launch_us=5.0,
+        postprocess_ms=2.5,
+        reference="T4 data sheet: 65 TFLOPS FP16 tensor, 320 GB/s GDDR6; " + _ASSUMED,
+    ),
+    "a100-trt": DeviceModel(
+        "NVIDIA A100 SXM4 40GB (TensorRT, modelled)",
+        "fp16",
+        312.0,
+        1555.0,
+        compute_efficiency=0.3,
+        memory_efficiency=0.7,
+        launch_us=3.0,
+        postprocess_ms=1.0,
+        reference="A100 data sheet: 312 TFLOPS FP16 tensor (dense), 1555 GB/s HBM2; " + _ASSUMED,
+    ),
 }
-

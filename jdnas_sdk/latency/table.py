@@ -24,8 +24,15 @@ from .ops import OpKey
 from .roofline import DeviceModel, finite_number
 
 __all__ = [
-    "SCHEMA_VERSION", "FORMAT_NAME", "SOURCES", "Fingerprint", "Entry", "LatencyTable", "DeviceMismatchWarning",
-    "tables_dirs", "table_path",
+    "SCHEMA_VERSION",
+    "FORMAT_NAME",
+    "SOURCES",
+    "Fingerprint",
+    "Entry",
+    "LatencyTable",
+    "DeviceMismatchWarning",
+    "tables_dirs",
+    "table_path",
 ]
 
 logger = logging.getLogger(__name__)
@@ -70,8 +77,11 @@ class Fingerprint:
 
     def differences(self, other: Fingerprint) -> list[str]:
         """Fields that differ, as ``name: ours != theirs``."""
-        return [f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
-                for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+        return [
+            f"{f.name}: {getattr(self, f.name)!r} != {getattr(other, f.name)!r}"
+            for f in fields(self)
+            if getattr(self, f.name) != getattr(other, f.name)
+        ]
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,12 @@ class Entry:
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"median_ms": round(self.median_ms, 6), "spread_ms": round(self.spread_ms, 6),
-                               "samples": self.samples, "source": self.source}
+        out: dict[str, Any] = {
+            "median_ms": round(self.median_ms, 6),
+            "spread_ms": round(self.spread_ms, 6),
+            "samples": self.samples,
+            "source": self.source,
+        }
         if self.info:
             out["info"] = self.info
         return out
@@ -197,11 +211,17 @@ class LatencyTable:
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except RecursionError as exc:
-            raise LatencyTableError(f"latency table {path} nests too deeply to be a table; it is corrupt: restore it or re-run `jdnas profile`") from exc
+            raise LatencyTableError(
+                f"latency table {path} nests too deeply to be a table; it is corrupt: restore it or re-run "
+                f"`jdnas profile`"
+            ) from exc
         except OSError as exc:
             raise LatencyTableError(f"latency table {path} cannot be read ({exc.strerror or exc})") from exc
         except UnicodeDecodeError as exc:
-            raise LatencyTableError(f"latency table {path} is not UTF-8 text ({exc.reason}); it is corrupt: restore it or re-run `jdnas profile`") from exc
+            raise LatencyTableError(
+                f"latency table {path} is not UTF-8 text ({exc.reason}); it is corrupt: restore it or re-run "
+                f"`jdnas profile`"
+            ) from exc
         except json.JSONDecodeError as exc:
             raise LatencyTableError(
                 f"latency table {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
@@ -214,7 +234,7 @@ class LatencyTable:
     @classmethod
     def from_json(cls, data: Any, *, origin: str = "<table>") -> LatencyTable:
         if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
-            raise LatencyTableError(f"{origin} is not a jdnas latency table (no \"format\": \"{FORMAT_NAME}\")")
+            raise LatencyTableError(f'{origin} is not a jdnas latency table (no "format": "{FORMAT_NAME}")')
         version = data.get("schema_version")
         if isinstance(version, bool) or version != SCHEMA_VERSION:
             raise LatencyTableError(
@@ -242,7 +262,9 @@ class LatencyTable:
                 problems.append(f"entries[{text!r}]: {exc}")
         if problems:
             shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
-            raise LatencyTableError(f"{origin} has {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}: {shown}")
+            raise LatencyTableError(
+                f"{origin} has {len(problems)} bad entr{'y' if len(problems) == 1 else 'ies'}: {shown}"
+            )
         model = data.get("model")
         if model is not None and not isinstance(model, dict):
             raise LatencyTableError(f"{origin}: field 'model' must be an object or null")
@@ -254,9 +276,16 @@ class LatencyTable:
         if data["source"] == "modelled" and model is None:
             raise LatencyTableError(f"{origin}: a modelled table must carry its device model in field 'model'")
         try:
-            return cls(target=data["target"], source=data["source"], fingerprint=device, entries=entries, model=model,
-                       created=str(data.get("created", "")), updated=str(data.get("updated", "")),
-                       notes=str(data.get("notes", "")))
+            return cls(
+                target=data["target"],
+                source=data["source"],
+                fingerprint=device,
+                entries=entries,
+                model=model,
+                created=str(data.get("created", "")),
+                updated=str(data.get("updated", "")),
+                notes=str(data.get("notes", "")),
+            )
         except LatencyTableError as exc:
             raise LatencyTableError(f"{origin}: {exc}") from exc
 
@@ -271,7 +300,8 @@ class LatencyTable:
             f"latency table {self.target!r} was measured on [{self.fingerprint.describe()}], "
             f"but this machine is [{here.describe()}] ({'; '.join(differences)}): its numbers describe the "
             "table's device, and misses are interpolated rather than measured",
-            DeviceMismatchWarning, stacklevel=2,
+            DeviceMismatchWarning,
+            stacklevel=2,
         )
         return True
 
@@ -280,12 +310,17 @@ def _fingerprint(raw: dict[str, Any], origin: str) -> Fingerprint:
     known = {f.name: f for f in fields(Fingerprint)}
     unknown = sorted(set(raw) - set(known))
     if unknown or not isinstance(raw.get("device"), str) or not isinstance(raw.get("backend"), str):
-        raise LatencyTableError(f"{origin}: field 'device' has unknown or missing fields: it needs string 'device' "
-                                f"and 'backend' and only the fields {sorted(known)} (unknown: {unknown})")
+        raise LatencyTableError(
+            f"{origin}: field 'device' has unknown or missing fields: it needs string 'device' "
+            f"and 'backend' and only the fields {sorted(known)} (unknown: {unknown})"
+        )
     for name, value in raw.items():
         integer = name in ("batch", "threads")
-        ok = (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096) if integer \
+        ok = (
+            (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 4096)
+            if integer
             else isinstance(value, str)
+        )
         if not ok:
             kind = "an integer from 1 to 4096" if integer else "a string"
             raise LatencyTableError(f"{origin}: field 'device.{name}' must be {kind}, got {value!r}")
@@ -339,5 +374,6 @@ def table_path(target: str | os.PathLike[str]) -> Path:
     known = sorted({p.stem for d in tables_dirs() if d.is_dir() for p in d.glob("*.json")})
     raise LatencyTableError(
         f"no latency table for target {text!r}; known targets: {', '.join(known) or 'none'}. "
-        f"Profile it with `jdnas profile --target {text} ...` on the device, or point ${TABLES_ENV} at a directory holding {text}.json"
+        f"Profile it with `jdnas profile --target {text} ...` on the device, or point ${TABLES_ENV} at a "
+        f"directory holding {text}.json"
     )

@@ -14,8 +14,16 @@ from ..arch import Arch, Stage
 from ..errors import ArchError
 
 __all__ = [
-    "AddBlock", "RemoveBlock", "MoveBoundary", "SetBlockWidth", "SetStageWidth", "Action",
-    "apply_action", "available_actions", "snap", "actions_to",
+    "AddBlock",
+    "RemoveBlock",
+    "MoveBoundary",
+    "SetBlockWidth",
+    "SetStageWidth",
+    "Action",
+    "apply_action",
+    "available_actions",
+    "snap",
+    "actions_to",
 ]
 
 

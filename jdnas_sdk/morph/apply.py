@@ -13,10 +13,18 @@ from .._seed import seeded, stable_seed
 from ..arch import Arch
 from ..detectors import build_detector, describe
 from ..errors import ArchError
-from .actions import (
-    Action, AddBlock, MoveBoundary, RemoveBlock, SetBlockWidth, SetStageWidth, actions_to, apply_action, snap,
-)
 from ..student import Heads, Student
+from .actions import (
+    Action,
+    AddBlock,
+    MoveBoundary,
+    RemoveBlock,
+    SetBlockWidth,
+    SetStageWidth,
+    actions_to,
+    apply_action,
+    snap,
+)
 from .heads import SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance
 from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
@@ -53,8 +61,9 @@ def _plan(parent: nn.Module, arch: Arch, action: Action, importance: Importance)
 
 
 @torch.no_grad()
-def morph_step(model: nn.Module, action: Action | SetHead, *, importance: str | Importance = "bn",
-               multiple: int = 8) -> nn.Module:
+def morph_step(
+    model: nn.Module, action: Action | SetHead, *, importance: str | Importance = "bn", multiple: int = 8
+) -> nn.Module:
     """One action: a new detector of the changed arch (or head setting, :class:`SetHead`), its
     weights inherited from ``model``."""
     spec, arch = describe(model)
@@ -73,8 +82,13 @@ def morph_step(model: nn.Module, action: Action | SetHead, *, importance: str | 
     return student
 
 
-def morph(model: nn.Module, actions: Sequence[Action | SetHead] | Action | SetHead, *, importance: str | Importance = "bn",
-          multiple: int = 8) -> nn.Module:
+def morph(
+    model: nn.Module,
+    actions: Sequence[Action | SetHead] | Action | SetHead,
+    *,
+    importance: str | Importance = "bn",
+    multiple: int = 8,
+) -> nn.Module:
     """Apply ``actions`` in order; returns the student (``model`` is left untouched).
 
     ``importance`` ranks channels for narrowing and widening: ``"bn"`` (``|gamma| + |beta|`` of
@@ -95,8 +109,9 @@ def morph(model: nn.Module, actions: Sequence[Action | SetHead] | Action | SetHe
     return current
 
 
-def morph_to(model: nn.Module, arch: Arch | Student, *, importance: str | Importance = "bn",
-             multiple: int = 8) -> nn.Module:
+def morph_to(
+    model: nn.Module, arch: Arch | Student, *, importance: str | Importance = "bn", multiple: int = 8
+) -> nn.Module:
     """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`;
     a whole :class:`~jdnas_sdk.student.Student` also takes its head settings (:func:`morph_heads`)."""
     heads = arch.heads if isinstance(arch, Student) else None

@@ -101,7 +101,9 @@ def morph_heads(model: nn.Module, heads: Heads, *, importance: str | Importance 
         out_map, in_map = maps.get(src_key, (None, None))
         src = source[src_key]
         if key.endswith("conv5_mask.weight"):  # a transposed conv: (in, out, k, k)
-            filled[key] = _gather(src.transpose(0, 1), dst.transpose(0, 1), out_map, in_map).transpose(0, 1).contiguous()
+            filled[key] = (
+                _gather(src.transpose(0, 1), dst.transpose(0, 1), out_map, in_map).transpose(0, 1).contiguous()
+            )
         else:
             filled[key] = _gather(src, dst, out_map, in_map)
     student.load_state_dict(filled)
@@ -110,7 +112,9 @@ def morph_heads(model: nn.Module, heads: Heads, *, importance: str | Importance 
     return student
 
 
-def _fpn_maps(model: nn.Module, old: int, new: int, score: Importance) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+def _fpn_maps(
+    model: nn.Module, old: int, new: int, score: Importance
+) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
     """Maps of every FPN tensor and every first head layer reading the FPN's output space."""
     fpn = model.backbone.fpn
     inner = [b[0] for b in fpn.inner_blocks]
@@ -134,8 +138,9 @@ def _fpn_maps(model: nn.Module, old: int, new: int, score: Importance) -> dict[s
     return maps
 
 
-def _roi_maps(model: nn.Module, heads: Heads, score: Importance,
-              fpn: dict[str, tuple[IndexMap | None, IndexMap | None]]) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+def _roi_maps(
+    model: nn.Module, heads: Heads, score: Importance, fpn: dict[str, tuple[IndexMap | None, IndexMap | None]]
+) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
     """Maps of the R-CNN heads: RPN, box head (reading the pooled FPN output) and mask head."""
     out = fpn.get("__fpn_out__", (None, None))[0]
     maps: dict[str, tuple[IndexMap | None, IndexMap | None]] = {}
@@ -153,16 +158,25 @@ def _roi_maps(model: nn.Module, heads: Heads, score: Importance,
     fc6_in = [c * area + k if c >= 0 else -1 for c in out for k in range(area)] if out is not None else None
     fc6 = select_channels(score([_writer(box.fc6)]), heads.box) if heads.box != box.fc6.out_features else None
     fc7 = select_channels(score([_writer(box.fc7)]), heads.box) if heads.box != box.fc7.out_features else None
-    maps.update({"roi_heads.box_head.fc6.weight": (fc6, fc6_in), "roi_heads.box_head.fc6.bias": (fc6, None),
-                 "roi_heads.box_head.fc7.weight": (fc7, fc6), "roi_heads.box_head.fc7.bias": (fc7, None),
-                 "roi_heads.box_predictor.cls_score.weight": (None, fc7),
-                 "roi_heads.box_predictor.bbox_pred.weight": (None, fc7)})
+    maps.update(
+        {
+            "roi_heads.box_head.fc6.weight": (fc6, fc6_in),
+            "roi_heads.box_head.fc6.bias": (fc6, None),
+            "roi_heads.box_head.fc7.weight": (fc7, fc6),
+            "roi_heads.box_head.fc7.bias": (fc7, None),
+            "roi_heads.box_predictor.cls_score.weight": (None, fc7),
+            "roi_heads.box_predictor.bbox_pred.weight": (None, fc7),
+        }
+    )
     mask_head = getattr(model.roi_heads, "mask_head", None)
     if mask_head is not None and heads.mask is not None:
         reads = out
         for i, layer in enumerate(_convs(mask_head)):
             own = select_channels(score([_writer(layer)]), heads.mask) if heads.mask != layer.out_channels else None
-            maps[f"roi_heads.mask_head.{i}.0.weight"], maps[f"roi_heads.mask_head.{i}.0.bias"] = (own, reads), (own, None)
+            maps[f"roi_heads.mask_head.{i}.0.weight"], maps[f"roi_heads.mask_head.{i}.0.bias"] = (
+                (own, reads),
+                (own, None),
+            )
             reads = own
         up = model.roi_heads.mask_predictor.conv5_mask
         own = select_channels(score([_writer(up)]), heads.mask) if heads.mask != up.out_channels else None
@@ -172,8 +186,13 @@ def _roi_maps(model: nn.Module, heads: Heads, score: Importance,
     return maps
 
 
-def _tower_maps(model: nn.Module, student: nn.Module, heads: Heads, score: Importance,
-                maps: dict[str, tuple[IndexMap | None, IndexMap | None]]) -> dict[str, str | None]:
+def _tower_maps(
+    model: nn.Module,
+    student: nn.Module,
+    heads: Heads,
+    score: Importance,
+    maps: dict[str, tuple[IndexMap | None, IndexMap | None]],
+) -> dict[str, str | None]:
     """Maps of the one-stage towers (into ``maps``) and, per student tensor, the parent tensor it
     takes (``None``: an added identity conv, filled by :func:`_identity_convs`)."""
     renames: dict[str, str | None] = {}
@@ -197,7 +216,11 @@ def _tower_maps(model: nn.Module, student: nn.Module, heads: Heads, score: Impor
                 continue  # an identity conv: its output space is the one it reads
             src = p_convs[origin]
             norm = p_norms.get(id(src))
-            own = select_channels(score([_writer(src, norm)]), conv.out_channels) if conv.out_channels != src.out_channels else None
+            own = (
+                select_channels(score([_writer(src, norm)]), conv.out_channels)
+                if conv.out_channels != src.out_channels
+                else None
+            )
             src_base = f"head.{side}.conv.{p_names[id(src)]}"
             renames[f"{base}.weight"], renames[f"{base}.bias"] = f"{src_base}.weight", f"{src_base}.bias"
             maps[f"{src_base}.weight"], maps[f"{src_base}.bias"] = (own, reads), (own, None)

@@ -136,8 +136,14 @@ def _local(mid_map: IndexMap | None, groups: int, source: int) -> IndexMap | Non
     return [i % per_old for i in mid_map[:per_new]]
 
 
-def transfer(parent: nn.Module, student: nn.Module, plan: Plan, parent_arch: Arch, student_arch: Arch,
-             returned_layers: tuple[int, ...]) -> None:
+def transfer(
+    parent: nn.Module,
+    student: nn.Module,
+    plan: Plan,
+    parent_arch: Arch,
+    student_arch: Arch,
+    returned_layers: tuple[int, ...],
+) -> None:
     """Fill ``student``'s weights from ``parent`` following ``plan`` (in place, no gradients)."""
     source = parent.state_dict()
     target = student.state_dict()
@@ -159,8 +165,14 @@ def transfer(parent: nn.Module, student: nn.Module, plan: Plan, parent_arch: Arc
                     norm.bias.zero_()
 
 
-def _route(key: str, plan: Plan, source: dict[str, torch.Tensor], parent_arch: Arch, student_arch: Arch,
-           returned_layers: tuple[int, ...]) -> tuple[str, IndexMap | None, IndexMap | None] | None:
+def _route(
+    key: str,
+    plan: Plan,
+    source: dict[str, torch.Tensor],
+    parent_arch: Arch,
+    student_arch: Arch,
+    returned_layers: tuple[int, ...],
+) -> tuple[str, IndexMap | None, IndexMap | None] | None:
     match = _BODY.match(key)
     if match:
         s, j, rest = int(match.group(1)), int(match.group(2)), match.group(3)

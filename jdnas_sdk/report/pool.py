@@ -35,23 +35,44 @@ class PoolReport:
 
     def to_markdown(self) -> str:
         label = "MODELLED latency (roofline, not measured)" if self.modelled else "latency from a measured table"
-        lines = [f"# Teacher pool: {len(self.rows)} teachers", "",
-                 f"{label}, target `{self.target}`, input {self.input_size[0]}x{self.input_size[1]}; "
-                 "COCO AP on the validation split after BatchNorm recalibration, no training.", "",
-                 "| teacher | params (M) | AP | AP50 | est. latency (ms) | backbone |", "|---|---|---|---|---|---|"]
+        lines = [
+            f"# Teacher pool: {len(self.rows)} teachers",
+            "",
+            f"{label}, target `{self.target}`, input {self.input_size[0]}x{self.input_size[1]}; "
+            "COCO AP on the validation split after BatchNorm recalibration, no training.",
+            "",
+            "| teacher | params (M) | AP | AP50 | est. latency (ms) | backbone |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in self.rows:
-            lines.append(f"| `{r.config}` | {r.params / 1e6:.2f} | {100 * r.ap:.1f} | {100 * r.ap50:.1f} | "
-                         f"{r.latency_ms:.2f} | {code_cell(r.arch)} |")
+            lines.append(
+                f"| `{r.config}` | {r.params / 1e6:.2f} | {100 * r.ap:.1f} | {100 * r.ap50:.1f} | "
+                f"{r.latency_ms:.2f} | {code_cell(r.arch)} |"
+            )
         return "\n".join(lines) + "\n"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "modelled": self.modelled, "input_size": list(self.input_size),
-                "wall_s": self.wall_s, "rows": [r.__dict__ for r in self.rows]}
+        return {
+            "target": self.target,
+            "modelled": self.modelled,
+            "input_size": list(self.input_size),
+            "wall_s": self.wall_s,
+            "rows": [r.__dict__ for r in self.rows],
+        }
 
 
-def pool_report(pool: TeacherPool, *, val_data: Any, calibration: Any, target: str = "cpu-ort",
-                configs: list[TeacherConfig] | None = None, count: int = 6, seed: int = 0,
-                input_size: tuple[int, int] | None = None, progress: bool = False) -> PoolReport:
+def pool_report(
+    pool: TeacherPool,
+    *,
+    val_data: Any,
+    calibration: Any,
+    target: str = "cpu-ort",
+    configs: list[TeacherConfig] | None = None,
+    count: int = 6,
+    seed: int = 0,
+    input_size: tuple[int, int] | None = None,
+    progress: bool = False,
+) -> PoolReport:
     """Sample ``configs`` (default: largest, base, smallest and ``count - 3`` random teachers),
     recalibrate each on ``calibration``, evaluate it on ``val_data`` and estimate its latency."""
     began = time.perf_counter()
@@ -71,7 +92,15 @@ def pool_report(pool: TeacherPool, *, val_data: Any, calibration: Any, target: s
         teacher = pool.sample(config, calibration=calibration)
         metrics = evaluate(teacher, val_data, progress=progress)
         arch = pool.arch_of(config)
-        report.rows.append(PoolRow(config=str(config), arch=str(arch), params=sum(p.numel() for p in teacher.parameters()),
-                                   ap=metrics.ap, ap50=metrics.ap50, latency_ms=estimator.total_ms(arch)))
+        report.rows.append(
+            PoolRow(
+                config=str(config),
+                arch=str(arch),
+                params=sum(p.numel() for p in teacher.parameters()),
+                ap=metrics.ap,
+                ap50=metrics.ap50,
+                latency_ms=estimator.total_ms(arch),
+            )
+        )
     report.wall_s = time.perf_counter() - began
     return report

@@ -81,19 +81,35 @@ def _timeline(cands: list[Candidate], work: Path) -> list[str]:
     for c in timed:
         row = workers.index(c.worker)
         ax.barh(row, c.ended - c.started, left=c.started - t0, color="C3" if c.error else "C0", edgecolor="k", lw=0.5)
-        ax.text(c.started - t0 + (c.ended - c.started) / 2, row, str(c.index), ha="center", va="center", fontsize=7,
-                color="w")
+        ax.text(
+            c.started - t0 + (c.ended - c.started) / 2,
+            row,
+            str(c.index),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="w",
+        )
     ax.set_yticks(range(len(workers)), workers, fontsize=7)
     ax.set_xlabel("seconds since the first candidate started (red: failed)")
     fig.tight_layout()
     _save_figure(fig, work / "timeline.png")
     plt.close(fig)
-    lines = ["", "## Timeline: who trained what", "", "![timeline](timeline.png)", "",
-             "| worker | candidates | busy (s) | failed |", "|---|---|---|---|"]
+    lines = [
+        "",
+        "## Timeline: who trained what",
+        "",
+        "![timeline](timeline.png)",
+        "",
+        "| worker | candidates | busy (s) | failed |",
+        "|---|---|---|---|",
+    ]
     for worker in workers:
         mine = [c for c in timed if c.worker == worker]
-        lines.append(f"| {worker} | {', '.join(str(c.index) for c in mine)} | {sum(c.wall_s for c in mine):.1f} | "
-                     f"{sum(1 for c in mine if c.error)} |")
+        lines.append(
+            f"| {worker} | {', '.join(str(c.index) for c in mine)} | {sum(c.wall_s for c in mine):.1f} | "
+            f"{sum(1 for c in mine if c.error)} |"
+        )
     return lines
 
 
@@ -113,8 +129,11 @@ def _save_figure(fig: Any, path: Path) -> None:
 
 def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence[str] = ()) -> str:
     m = result["metrics"]
-    label = ("**MODELLED** (roofline from published peaks and assumed efficiencies, not measured)"
-             if result["modelled"] else "measured")
+    label = (
+        "**MODELLED** (roofline from published peaks and assumed efficiencies, not measured)"
+        if result["modelled"]
+        else "measured"
+    )
     cands = [Candidate.from_json(c) for c in result["history"]]
     chosen = cands[result["chosen"]]
 
@@ -122,31 +141,58 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
         values = [m[w].get(key) for w in ("base", "student")]
         return f"| {name} | " + " | ".join("n/a" if v is None else fmt.format(v) for v in values) + " |"
 
-    lines = [f"# Compression report: {result['method']} search on `{result['target']}`", "",
-             f"Latency table: {label}; device: {result['device']}. Input {result['input_size'][0]}x{result['input_size'][1]}, "
-             f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
-             + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else ""), "",
-             "| | base | student |", "|---|---|---|",
-             row("AP", "ap", "{:.3f}"), row("AP50", "ap50", "{:.3f}"), row("AP75", "ap75", "{:.3f}"),
-             row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
-             row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
-             row("parameters", "params", "{:,}"), row("MACs", "macs", "{:,}"),
-             "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
-             f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |",
-             f"| heads | {code_cell(m['base'].get('heads', '-'))} | {code_cell(m['student'].get('heads', '-'))} |", "",
-             *_protocol_lines(result),
-             f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
-             + " <- ".join(str(i) for i in _lineage(cands, chosen.index)) + "." + _final_line(m["student"]), "",
-             "## Latency by stage (estimated, ms)", "", "| stage | base | student |", "|---|---|---|"]
+    lines = [
+        f"# Compression report: {result['method']} search on `{result['target']}`",
+        "",
+        f"Latency table: {label}; device: {result['device']}. Input "
+        f"{result['input_size'][0]}x{result['input_size'][1]}, "
+        f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
+        + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else ""),
+        "",
+        "| | base | student |",
+        "|---|---|---|",
+        row("AP", "ap", "{:.3f}"),
+        row("AP50", "ap50", "{:.3f}"),
+        row("AP75", "ap75", "{:.3f}"),
+        row("estimated latency (ms)", "estimated_ms", "{:.2f}"),
+        row("measured latency (ms, full detection load)", "measured_ms", "{:.2f}"),
+        row("parameters", "params", "{:,}"),
+        row("MACs", "macs", "{:,}"),
+        "| FLOPs (2 x MACs) | " + " | ".join(f"{2 * m[w]['macs']:,}" for w in ("base", "student")) + " |",
+        f"| backbone | {code_cell(m['base']['arch'])} | {code_cell(m['student']['arch'])} |",
+        f"| heads | {code_cell(m['base'].get('heads', '-'))} | {code_cell(m['student'].get('heads', '-'))} |",
+        "",
+        *_protocol_lines(result),
+        f"Chosen: candidate {chosen.index}, teacher `{chosen.teacher}`, lineage "
+        + " <- ".join(str(i) for i in _lineage(cands, chosen.index))
+        + "."
+        + _final_line(m["student"]),
+        "",
+        "## Latency by stage (estimated, ms)",
+        "",
+        "| stage | base | student |",
+        "|---|---|---|",
+    ]
     for stage, value in result["breakdown"]["base"].items():
         lines.append(f"| {stage} | {value:.2f} | {result['breakdown']['student'][stage]:.2f} |")
-    lines += ["", "## Pareto front and trajectory", "", f"![Pareto front]({plots[0]})", "", f"![trajectory]({plots[1]})", "",
-              "| # | parent | est. ms | bound | AP | teacher | actions |", "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Pareto front and trajectory",
+        "",
+        f"![Pareto front]({plots[0]})",
+        "",
+        f"![trajectory]({plots[1]})",
+        "",
+        "| # | parent | est. ms | bound | AP | teacher | actions |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for c in cands:
         bound = "" if c.bound_ms is None else f"{c.bound_ms:.2f}"
         ap = f"failed: {c.error.splitlines()[0][:120]}".replace("|", "\\|") if c.error else f"{100 * c.ap:.1f}"
-        lines.append(f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {ap} | "
-                     f"{c.teacher or ''} | {'; '.join(c.actions)} |")
+        lines.append(
+            f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {ap} | "
+            f"{c.teacher or ''} | {'; '.join(c.actions)} |"
+        )
     return "\n".join([*lines, *timeline]) + "\n"
 
 
@@ -157,15 +203,22 @@ def _protocol_lines(result: dict[str, Any]) -> list[str]:
     if "test_ap" not in m["student"]:
         return []
     splits = result.get("splits", {})
-    lines = ["## Protocol: held-out test images, controls", "",
-             f"Choices were made on {splits.get('select', '?')} select images; the AP above and below is on "
-             f"{splits.get('test', '?')} test images no choice saw ({splits.get('train', '?')} training images). The "
-             "control is the base trained as many more steps as the student received, same schedule, no teacher.", "",
-             "| | test AP | select AP | steps |", "|---|---|---|---|"]
+    lines = [
+        "## Protocol: held-out test images, controls",
+        "",
+        f"Choices were made on {splits.get('select', '?')} select images; the AP above and below is on "
+        f"{splits.get('test', '?')} test images no choice saw ({splits.get('train', '?')} training images). The "
+        "control is the base trained as many more steps as the student received, same schedule, no teacher.",
+        "",
+        "| | test AP | select AP | steps |",
+        "|---|---|---|---|",
+    ]
     for name in ("base", "student", "control", "arch_control"):
         if name in m:
             row = m[name]
-            lines.append(f"| {name} | {100 * row['test_ap']:.1f} | {100 * row['select_ap']:.1f} | {row.get('steps', '')} |")
+            lines.append(
+                f"| {name} | {100 * row['test_ap']:.1f} | {100 * row['select_ap']:.1f} | {row.get('steps', '')} |"
+            )
     return [*lines, "", f"**{result['claim']}**" if result.get("claim") else "", ""]
 
 
@@ -173,8 +226,10 @@ def _final_line(student: dict[str, Any]) -> str:
     if not student.get("final_steps"):
         return ""
     teacher = f"teacher `{student['final_teacher']}`" if student.get("final_teacher") else "no teacher"
-    return (f" Then trained {student['final_steps']} more steps with {teacher}: AP {100 * student['search_ap']:.1f} after "
-            f"the search, {100 * student['ap']:.1f} at the end (the plots and the table below show the search's APs).")
+    return (
+        f" Then trained {student['final_steps']} more steps with {teacher}: AP {100 * student['search_ap']:.1f} after "
+        f"the search, {100 * student['ap']:.1f} at the end (the plots and the table below show the search's APs)."
+    )
 
 
 def _lineage(cands: list[Candidate], index: int) -> list[int]:
@@ -189,8 +244,10 @@ def _html(markdown: str) -> str:
     in_table = False
     for line in markdown.splitlines():
         if line.startswith("|"):
-            cells = [html.escape(c.strip().replace("\\|", "|")).replace("`", "")
-                     for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+            cells = [
+                html.escape(c.strip().replace("\\|", "|")).replace("`", "")
+                for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))
+            ]
             if set(line) <= set("|-"):
                 continue
             if not in_table:
@@ -206,14 +263,20 @@ def _html(markdown: str) -> str:
         elif line.startswith("## "):
             body.append(f"<h2>{html.escape(line[3:])}</h2>")
         elif line.startswith("!["):
-            src = line[line.index("(") + 1: -1]
+            src = line[line.index("(") + 1 : -1]
             body.append(f'<p><img src="{html.escape(src)}" alt="{html.escape(src)}"></p>')
         elif line:
             body.append(f"<p>{html.escape(line).replace('**', '')}</p>")
     if in_table:
         body.append("</table>")
-    style = "body{font-family:sans-serif;max-width:60em;margin:2em auto}td{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>jdnas report</title><style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "td{border:1px solid #ccc;padding:2px 6px}table{border-collapse:collapse}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>jdnas "
+        f"report</title><style>{style}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )
 
 
 def write_report(workdir: str | os.PathLike[str]) -> Path:
@@ -221,7 +284,9 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
     work = Path(workdir)
     source = work / "result.json"
     if not source.is_file():
-        raise SearchError(f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first")
+        raise SearchError(
+            f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first"
+        )
     try:
         result = json.loads(source.read_bytes().decode("utf-8"))
     except (ValueError, RecursionError) as exc:
@@ -231,7 +296,9 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
         plots = _plots(result, work)
         markdown = _markdown(result, plots, _timeline([Candidate.from_json(c) for c in result["history"]], work))
     except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-        raise SearchError(f"{source} is damaged (field {exc}); rerun compress with the same workdir to rewrite it") from exc
+        raise SearchError(
+            f"{source} is damaged (field {exc}); rerun compress with the same workdir to rewrite it"
+        ) from exc
     atomic_write_text(work / "report.md", markdown)
     return atomic_write_text(work / "report.html", _html(markdown))
 
@@ -246,7 +313,9 @@ def check_result(result: Any, *, origin: str) -> None:
         raise SearchError(f"{origin}: field 'history' holds no candidate")
     chosen = result.get("chosen")
     if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(history):
-        raise SearchError(f"{origin}: field 'chosen' must be a candidate index from 0 to {len(history) - 1}, got {chosen!r}")
+        raise SearchError(
+            f"{origin}: field 'chosen' must be a candidate index from 0 to {len(history) - 1}, got {chosen!r}"
+        )
     for name in ("target_ms", "wall_s"):
         value = result.get(name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):

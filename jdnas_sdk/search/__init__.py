@@ -8,6 +8,22 @@ from .pipeline import pipeline_search, uniform_prune
 from .ray_executor import RayExecutor
 from .rounds import make_executor
 
-__all__ = ["Archive", "Candidate", "pareto_front", "SearchConfig", "joint_search", "latency_bound", "moves", "propose",
-           "pipeline_search", "uniform_prune", "CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor",
-           "RayExecutor", "make_executor", "run_candidate"]
+__all__ = [
+    "Archive",
+    "Candidate",
+    "pareto_front",
+    "SearchConfig",
+    "joint_search",
+    "latency_bound",
+    "moves",
+    "propose",
+    "pipeline_search",
+    "uniform_prune",
+    "CandidateJob",
+    "CandidateOutcome",
+    "Executor",
+    "LocalExecutor",
+    "RayExecutor",
+    "make_executor",
+    "run_candidate",
+]

@@ -128,10 +128,14 @@ def validate_candidates(raw: Any, *, origin: str) -> list[Candidate]:
         except SearchError as exc:
             raise SearchError(f"{origin}: {exc}") from exc
         if candidate.index != position:
-            raise SearchError(f"{origin}: candidate at position {position} has index {candidate.index}; the archive is damaged")
+            raise SearchError(
+                f"{origin}: candidate at position {position} has index {candidate.index}; the archive is damaged"
+            )
         if candidate.parent is not None and not 0 <= candidate.parent < position:
-            raise SearchError(f"{origin}: candidate {position} has parent {candidate.parent}, which is not an earlier "
-                              "candidate (a lineage must lead back to the base); the archive is damaged")
+            raise SearchError(
+                f"{origin}: candidate {position} has parent {candidate.parent}, which is not an earlier "
+                "candidate (a lineage must lead back to the base); the archive is damaged"
+            )
         out.append(candidate)
     return out
 
@@ -139,7 +143,9 @@ def validate_candidates(raw: Any, *, origin: str) -> list[Candidate]:
 def contained_file(workdir: str | os.PathLike[str], name: Any, *, origin: str) -> Path:
     """``workdir / name`` for a detector file named in an archive, refused unless it stays inside ``workdir``."""
     if not isinstance(name, str) or not name or "\0" in name or Path(name).is_absolute():
-        raise SearchError(f"{origin}: field 'file' must be a relative file name inside {workdir}, got {str(name)[:100]!r}")
+        raise SearchError(
+            f"{origin}: field 'file' must be a relative file name inside {workdir}, got {str(name)[:100]!r}"
+        )
     base = Path(workdir).resolve()
     path = (base / name).resolve()
     if not path.is_relative_to(base):
@@ -151,9 +157,14 @@ def pareto_front(candidates: list[Candidate]) -> list[Candidate]:
     """Candidates no other candidate beats on both latency (lower) and AP (higher), fastest first
     (failed candidates are left out)."""
     candidates = [c for c in candidates if c.ok]
-    front = [c for c in candidates
-             if not any(o.latency_ms <= c.latency_ms and o.ap >= c.ap and (o.latency_ms < c.latency_ms or o.ap > c.ap)
-                        for o in candidates)]
+    front = [
+        c
+        for c in candidates
+        if not any(
+            o.latency_ms <= c.latency_ms and o.ap >= c.ap and (o.latency_ms < c.latency_ms or o.ap > c.ap)
+            for o in candidates
+        )
+    ]
     return sorted(front, key=lambda c: c.latency_ms)
 
 
@@ -172,8 +183,15 @@ class Archive:
         self.save()
 
     def save(self) -> None:
-        atomic_write_json(self.path, {"format": ARCHIVE_FORMAT, "version": 1, "settings": self.settings,
-                                      "candidates": [c.to_json() for c in self.candidates]})
+        atomic_write_json(
+            self.path,
+            {
+                "format": ARCHIVE_FORMAT,
+                "version": 1,
+                "settings": self.settings,
+                "candidates": [c.to_json() for c in self.candidates],
+            },
+        )
 
     def front(self) -> list[Candidate]:
         return pareto_front(self.candidates)
@@ -192,13 +210,14 @@ class Archive:
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except (OSError, ValueError, RecursionError) as exc:
-            raise SearchError(f"the search archive {path} is unreadable ({exc}); restore it or use a new workdir") from exc
+            raise SearchError(
+                f"the search archive {path} is unreadable ({exc}); restore it or use a new workdir"
+            ) from exc
         if not isinstance(data, dict) or data.get("format") != ARCHIVE_FORMAT:
             raise SearchError(f"{path} is not a jdnas search archive")
         if data.get("settings") != json.loads(json.dumps(settings)):
             raise SearchError(
-                f"{path} belongs to a search with other settings; use another workdir, or the same options "
-                "to resume it"
+                f"{path} belongs to a search with other settings; use another workdir, or the same options to resume it"
             )
         candidates = validate_candidates(data.get("candidates", []), origin=str(path))
         for candidate in candidates:

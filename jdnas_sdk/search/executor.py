@@ -32,10 +32,10 @@ from ..morph import Action, morph, morph_to
 from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
 
-__all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished",
-           "run_candidate", "worker_id"]
+__all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished", "run_candidate", "worker_id"]
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class CandidateJob:
@@ -65,10 +65,16 @@ class CandidateJob:
 
     def key(self) -> dict[str, Any]:
         """What makes the job this job: a result on disk is reused only when its key is equal."""
-        return {"index": self.index, "parent": Path(self.parent_file).name, "actions": [str(a) for a in self.actions],
-                "morph_to": self.morph_to, "teacher": Path(self.teacher_file).name if self.teacher_file else None,
-                "steps": self.steps, "seed": self.train.seed,
-                **({"bn_images": self.bn_images} if self.bn_images else {})}  # 0: as keys made before it
+        return {
+            "index": self.index,
+            "parent": Path(self.parent_file).name,
+            "actions": [str(a) for a in self.actions],
+            "morph_to": self.morph_to,
+            "teacher": Path(self.teacher_file).name if self.teacher_file else None,
+            "steps": self.steps,
+            "seed": self.train.seed,
+            **({"bn_images": self.bn_images} if self.bn_images else {}),
+        }  # 0: as keys made before it
 
 
 @dataclass(frozen=True)
@@ -98,8 +104,9 @@ def finished(job: CandidateJob) -> CandidateOutcome | None:
     return outcome if outcome.error is not None or Path(job.out_file).is_file() else None
 
 
-def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads: int | None = None,
-                  progress: bool = False) -> CandidateOutcome:
+def run_candidate(
+    job: CandidateJob, train_data: Any, val_data: Any, *, threads: int | None = None, progress: bool = False
+) -> CandidateOutcome:
     """Train and evaluate ``job`` here; the student file and the result file are written atomically.
 
     ``threads`` sets torch's intra-op threads for the job (None: as they are). Torch's random
@@ -119,18 +126,32 @@ def run_candidate(job: CandidateJob, train_data: Any, val_data: Any, *, threads:
         else:
             student = morph(parent, list(job.actions)) if job.actions else parent
         teacher = load_detector(job.teacher_file) if job.teacher_file else None
-        finetune(student, data=train_data, steps=job.steps, teacher=teacher, kd=job.kd, config=job.train,
-                 out=job.out_file, metadata=job.metadata, progress=progress)
+        finetune(
+            student,
+            data=train_data,
+            steps=job.steps,
+            teacher=teacher,
+            kd=job.kd,
+            config=job.train,
+            out=job.out_file,
+            metadata=job.metadata,
+            progress=progress,
+        )
         if job.bn_images:  # score (and hand down) the student with statistics that match its weights
             recalibrate_bn(student, train_data, images=job.bn_images)
-            save_detector(student, job.out_file, metadata={**read_detector_file(job.out_file)["metadata"],
-                                                           "bn_images": job.bn_images})
+            save_detector(
+                student,
+                job.out_file,
+                metadata={**read_detector_file(job.out_file)["metadata"], "bn_images": job.bn_images},
+            )
         metrics = evaluate(student, val_data, progress=False)
-        outcome = CandidateOutcome(job.index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(),
-                                   started=started, ended=time.time())
+        outcome = CandidateOutcome(
+            job.index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(), started=started, ended=time.time()
+        )
     except (TrainingError, ArchError) as exc:
-        outcome = CandidateOutcome(job.index, error=f"{type(exc).__name__}: {exc}", worker=worker_id(),
-                                   started=started, ended=time.time())
+        outcome = CandidateOutcome(
+            job.index, error=f"{type(exc).__name__}: {exc}", worker=worker_id(), started=started, ended=time.time()
+        )
     atomic_write_json(job.result_file, {"key": job.key(), "outcome": asdict(outcome)})
     return outcome
 

@@ -78,13 +78,17 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
-            raise SearchError(f"candidates, finetune_steps, max_actions and parallel must be >= 1, got {self.candidates}, "
-                              f"{self.finetune_steps}, {self.max_actions} and {self.parallel}")
+            raise SearchError(
+                f"candidates, finetune_steps, max_actions and parallel must be >= 1, got {self.candidates}, "
+                f"{self.finetune_steps}, {self.max_actions} and {self.parallel}"
+            )
         if not 0 < self.tighten <= 1:
             raise SearchError(f"tighten must be in (0, 1], got {self.tighten}")
         if self.bn_images < 0 or (self.max_step_share is not None and not 0 < self.max_step_share < 1):
-            raise SearchError(f"bn_images must be >= 0 and max_step_share in (0, 1) or None, got {self.bn_images}, "
-                              f"{self.max_step_share}")
+            raise SearchError(
+                f"bn_images must be >= 0 and max_step_share in (0, 1) or None, got {self.bn_images}, "
+                f"{self.max_step_share}"
+            )
 
 
 def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_ms: float) -> float:
@@ -154,7 +158,9 @@ def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student
 
 def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:
     if isinstance(action, SetHead):
-        return isinstance(arch, Student) and arch.heads is not None and action.value < _head_value(arch.heads, action.knob)
+        return (
+            isinstance(arch, Student) and arch.heads is not None and action.value < _head_value(arch.heads, action.knob)
+        )
     if isinstance(arch, Student):
         arch = arch.arch
     if isinstance(action, RemoveBlock):
@@ -170,9 +176,17 @@ def _head_value(heads: Heads, knob: str) -> int:
     return heads.min_size if knob == "size" else getattr(heads, knob)
 
 
-def propose(parent: Arch | Student, space: SearchSpace, latency: Callable[[Any], float], bound_ms: float,
-            rng: random.Random, *, max_actions: int = 3, tries: int = 200,
-            min_ms: float = 0.0) -> tuple[list[Any], Any, float, int]:
+def propose(
+    parent: Arch | Student,
+    space: SearchSpace,
+    latency: Callable[[Any], float],
+    bound_ms: float,
+    rng: random.Random,
+    *,
+    max_actions: int = 3,
+    tries: int = 200,
+    min_ms: float = 0.0,
+) -> tuple[list[Any], Any, float, int]:
     """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
     still over the bound) whose result the table puts within ``bound_ms`` and, for gradual
     morphism, at or above ``min_ms``.
@@ -212,16 +226,33 @@ def as_searched(code: str, space: SearchSpace) -> Arch | Student:
     return student if student.heads is not None else Student.of(space.spec, student.arch)
 
 
-def search_settings(method: str, base_arch: Arch, target_ms: float, estimator: Estimator, space: SearchSpace,
-                    config: SearchConfig, **extra: Any) -> dict[str, Any]:
+def search_settings(
+    method: str,
+    base_arch: Arch,
+    target_ms: float,
+    estimator: Estimator,
+    space: SearchSpace,
+    config: SearchConfig,
+    **extra: Any,
+) -> dict[str, Any]:
     """What a search's archive must have been made with to be resumed (checked by :meth:`Archive.open`)."""
-    return {"method": method, "base": str(base_arch), "target_ms": round(target_ms, 6), "table": estimator.table.target,
-            "candidates": config.candidates, "finetune_steps": config.finetune_steps, "seed": config.seed,
-            "space": [list(space.width_ratios), list(space.depth)] + ([{k: list(v) for k, v in space.head_values().items()}] if space.head_values() else []), "kd": config.kd.__dict__, **extra,
-            **({"bn_images": config.bn_images} if config.bn_images else {}),
-            **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
-            **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
-            **({"parallel": config.parallel} if config.parallel != 1 else {})}  # 1: as archives made before rounds
+    return {
+        "method": method,
+        "base": str(base_arch),
+        "target_ms": round(target_ms, 6),
+        "table": estimator.table.target,
+        "candidates": config.candidates,
+        "finetune_steps": config.finetune_steps,
+        "seed": config.seed,
+        "space": [list(space.width_ratios), list(space.depth)]
+        + ([{k: list(v) for k, v in space.head_values().items()}] if space.head_values() else []),
+        "kd": config.kd.__dict__,
+        **extra,
+        **({"bn_images": config.bn_images} if config.bn_images else {}),
+        **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
+        **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
+        **({"parallel": config.parallel} if config.parallel != 1 else {}),
+    }  # 1: as archives made before rounds
 
 
 def _pick_parent(candidates: list[Candidate], bound_ms: float, rng: random.Random) -> Candidate:
@@ -258,8 +289,16 @@ class _Round:
         if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
             floor = parent.latency_ms * (1 - config.max_step_share)
             bound = max(bound, parent.latency_ms * (1 - config.max_step_share / 2))
-        actions, arch, ms, rejected = propose(as_searched(parent.arch, self.space), self.space, self.estimator.total_ms, bound, rng,
-                                              max_actions=config.max_actions, tries=config.proposals, min_ms=floor)
+        actions, arch, ms, rejected = propose(
+            as_searched(parent.arch, self.space),
+            self.space,
+            self.estimator.total_ms,
+            bound,
+            rng,
+            max_actions=config.max_actions,
+            tries=config.proposals,
+            min_ms=floor,
+        )
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:
             current = TeacherConfig.parse(parent.teacher) if parent.teacher else self.pool.largest()
@@ -272,13 +311,30 @@ class _Round:
         elif self.base_teacher:
             teacher_file = str(self.work / candidates[0].file)
         out = self.work / "candidates" / f"{index:03d}.pt"
-        job = CandidateJob(index=index, parent_file=str(self.work / parent.file), out_file=str(out),
-                           steps=config.finetune_steps, train=replace(config.train, seed=config.seed * 7919 + index),
-                           kd=config.kd, actions=tuple(actions), teacher_file=teacher_file,
-                           metadata={"candidate": index, "parent": parent.index}, bn_images=config.bn_images)
-        return Slot(index=index, arch=str(arch), parent=parent.index, actions=tuple(str(a) for a in actions),
-                    teacher=teacher_code, latency_ms=ms, file=relative(out, self.work), bound_ms=bound,
-                    rejected=rejected, job=job)
+        job = CandidateJob(
+            index=index,
+            parent_file=str(self.work / parent.file),
+            out_file=str(out),
+            steps=config.finetune_steps,
+            train=replace(config.train, seed=config.seed * 7919 + index),
+            kd=config.kd,
+            actions=tuple(actions),
+            teacher_file=teacher_file,
+            metadata={"candidate": index, "parent": parent.index},
+            bn_images=config.bn_images,
+        )
+        return Slot(
+            index=index,
+            arch=str(arch),
+            parent=parent.index,
+            actions=tuple(str(a) for a in actions),
+            teacher=teacher_code,
+            latency_ms=ms,
+            file=relative(out, self.work),
+            bound_ms=bound,
+            rejected=rejected,
+            job=job,
+        )
 
 
 def rounds_spent_s(candidates: list[Candidate], parallel: int) -> float:
@@ -286,9 +342,12 @@ def rounds_spent_s(candidates: list[Candidate], parallel: int) -> float:
     so a resumed search counts what it spent before the kill but not the time it lay dead."""
     spent = 0.0
     for first in range(1, len(candidates), parallel):
-        timed = [c for c in candidates[first:first + parallel] if c.started is not None and c.ended is not None]
-        spent += (max(c.ended for c in timed) - min(c.started for c in timed)) if timed else sum(
-            c.wall_s for c in candidates[first:first + parallel])
+        timed = [c for c in candidates[first : first + parallel] if c.started is not None and c.ended is not None]
+        spent += (
+            (max(c.ended for c in timed) - min(c.started for c in timed))
+            if timed
+            else sum(c.wall_s for c in candidates[first : first + parallel])
+        )
     return spent
 
 
@@ -321,8 +380,9 @@ def joint_search(
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     spec, base_arch = describe(base)
     base_ms = estimator.total_ms(base_arch)
-    settings = search_settings("joint", base_arch, target_ms, estimator, space, config, pool=pool is not None,
-                               base_teacher=base_teacher)
+    settings = search_settings(
+        "joint", base_arch, target_ms, estimator, space, config, pool=pool is not None, base_teacher=base_teacher
+    )
     archive = Archive.open(work / "archive.json", settings)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
     if not archive.candidates:
@@ -331,32 +391,68 @@ def joint_search(
         save_detector(base, base_file)
         metrics = evaluate(base, val_data, progress=False)
         first_teacher = str(pool.largest()) if pool is not None else ("base" if base_teacher else None)
-        record(archive, Slot(index=0, arch=str(base_arch), parent=None, actions=(), teacher=first_teacher,
-                             latency_ms=base_ms, file=relative(base_file, work)),
-               outcome_here(0, metrics, t0), label="search", note=" (base, estimated)", log=log)
+        record(
+            archive,
+            Slot(
+                index=0,
+                arch=str(base_arch),
+                parent=None,
+                actions=(),
+                teacher=first_teacher,
+                latency_ms=base_ms,
+                file=relative(base_file, work),
+            ),
+            outcome_here(0, metrics, t0),
+            label="search",
+            note=" (base, estimated)",
+            log=log,
+        )
     elif len(archive.candidates) > 1:
-        say(log, f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
-                 f"{len(archive.candidates)}/{config.candidates}")
+        say(
+            log,
+            f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
+            f"{len(archive.candidates)}/{config.candidates}",
+        )
     if len(archive.candidates) > config.candidates:
         return archive
-    state = _Round(work, base_ms, target_ms, space, estimator, config, pool, base_teacher,
-                   TeacherFiles(work / "teachers", pool, train_data))
+    state = _Round(
+        work,
+        base_ms,
+        target_ms,
+        space,
+        estimator,
+        config,
+        pool,
+        base_teacher,
+        TeacherFiles(work / "teachers", pool, train_data),
+    )
     began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
     runner.start(work, train_data, val_data)
     try:
         while len(archive.candidates) <= config.candidates:
             if config.wall_s is not None and time.monotonic() - began > config.wall_s:
-                say(log, f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
-                         "candidates")
+                say(
+                    log,
+                    f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
+                    "candidates",
+                )
                 break
             first = (len(archive.candidates) - 1) // config.parallel * config.parallel + 1
             at_start = archive.candidates[:first]
             slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, config.candidates + 1))]
             state.teachers.keep({s.teacher for s in slots})
-            run_round(archive, slots, runner, label="search", total=config.candidates,
-                      desc=f"round {(first - 1) // config.parallel + 1}", prepare=state.teachers.prepare,
-                      note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
-                      progress=progress, log=log)
+            run_round(
+                archive,
+                slots,
+                runner,
+                label="search",
+                total=config.candidates,
+                desc=f"round {(first - 1) // config.parallel + 1}",
+                prepare=state.teachers.prepare,
+                note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
+                progress=progress,
+                log=log,
+            )
     finally:
         runner.close()
     state.teachers.keep(set())

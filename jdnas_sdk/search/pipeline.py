@@ -121,9 +121,23 @@ def pipeline_search(
     search_count = max(1, config.candidates // 3)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
-    def slot(index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool) -> Slot:
-        return _slot(work, archive, config, index, arch, parent, what, steps, teacher_file, morph,
-                     latency_ms=estimator.total_ms(arch), target_ms=target_ms)
+    def slot(
+        index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool
+    ) -> Slot:
+        return _slot(
+            work,
+            archive,
+            config,
+            index,
+            arch,
+            parent,
+            what,
+            steps,
+            teacher_file,
+            morph,
+            latency_ms=estimator.total_ms(arch),
+            target_ms=target_ms,
+        )
 
     if len(archive.candidates) > 1:
         say(log, f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
@@ -131,9 +145,23 @@ def pipeline_search(
         t0 = time.time()
         file = work / "candidates" / "000.pt"
         save_detector(base, file, metadata={"candidate": 0, "stage": "base"})
-        record(archive, Slot(index=0, arch=str(base_arch), parent=None, actions=("base",), teacher=None,
-                             latency_ms=estimator.total_ms(base_arch), file=relative(file, work), bound_ms=target_ms),
-               outcome_here(0, evaluate(base, val_data, progress=False), t0), label="pipeline", note=": base", log=log)
+        record(
+            archive,
+            Slot(
+                index=0,
+                arch=str(base_arch),
+                parent=None,
+                actions=("base",),
+                teacher=None,
+                latency_ms=estimator.total_ms(base_arch),
+                file=relative(file, work),
+                bound_ms=target_ms,
+            ),
+            outcome_here(0, evaluate(base, val_data, progress=False), t0),
+            label="pipeline",
+            note=": base",
+            log=log,
+        )
     total = 3 + search_count
     if len(archive.candidates) >= total:
         return archive
@@ -143,8 +171,9 @@ def pipeline_search(
         common = dict(label="pipeline", progress=progress, log=log, note=lambda s: f": {s.actions[0]}")
         if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
             arch = uniform_prune(space, estimator.total_ms, target_ms)
-            run_round(archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune",
-                      **common)
+            run_round(
+                archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune", **common
+            )
         if len(archive.candidates) == 2:  # 2. distil the pruned student
             _alive(archive, 1)
 
@@ -152,14 +181,26 @@ def pipeline_search(
                 if teacher_file is not None and not teacher_file.is_file():
                     save_detector(teacher, teacher_file, metadata={"teacher": "pipeline"})
 
-            run_round(archive, [slot(2, as_searched(archive.candidates[1].arch, space), 1, "distil", stage_steps, teacher_file,
-                                     False)], runner, desc="distil", prepare=write_teacher, **common)
+            run_round(
+                archive,
+                [
+                    slot(
+                        2, as_searched(archive.candidates[1].arch, space), 1, "distil", stage_steps, teacher_file, False
+                    )
+                ],
+                runner,
+                desc="distil",
+                prepare=write_teacher,
+                **common,
+            )
         _alive(archive, 2)
         steps = max(1, (budget - 2 * stage_steps) // search_count)
         while len(archive.candidates) < total:  # 3. search around the distilled student, in rounds
             first = 3 + (len(archive.candidates) - 3) // config.parallel * config.parallel
-            slots = [slot(i, _random_arch(i, space, estimator, target_ms, config), 2, "search", steps, None, True)
-                     for i in range(first, min(first + config.parallel, total))]
+            slots = [
+                slot(i, _random_arch(i, space, estimator, target_ms, config), 2, "search", steps, None, True)
+                for i in range(first, min(first + config.parallel, total))
+            ]
             run_round(archive, slots, runner, desc=f"search round {(first - 3) // config.parallel + 1}", **common)
     finally:
         runner.close()
@@ -168,27 +209,57 @@ def pipeline_search(
     return archive
 
 
-def _slot(work: Path, archive: Archive, config: SearchConfig, index: int, arch: Arch, parent: int, what: str, steps: int,
-          teacher_file: Path | None, morph: bool, *, latency_ms: float, target_ms: float) -> Slot:
+def _slot(
+    work: Path,
+    archive: Archive,
+    config: SearchConfig,
+    index: int,
+    arch: Arch,
+    parent: int,
+    what: str,
+    steps: int,
+    teacher_file: Path | None,
+    morph: bool,
+    *,
+    latency_ms: float,
+    target_ms: float,
+) -> Slot:
     """Stage ``what`` as candidate ``index``: the student of candidate ``parent`` (morphed to ``arch``
     when ``morph``) trained ``steps`` steps, with the teacher at ``teacher_file`` if any."""
     out = work / "candidates" / f"{index:03d}.pt"
-    job = CandidateJob(index=index, parent_file=str(work / archive.candidates[parent].file), out_file=str(out),
-                       steps=steps, train=replace(config.train, seed=config.seed * 7919 + index), kd=config.kd,
-                       morph_to=str(arch) if morph else None,
-                       teacher_file=None if teacher_file is None else str(teacher_file),
-                       metadata={"candidate": index, "stage": what}, bn_images=config.bn_images)
-    return Slot(index=index, arch=str(arch), parent=parent, actions=(what,),
-                teacher="teacher" if teacher_file is not None else None, latency_ms=latency_ms,
-                file=relative(out, work), bound_ms=target_ms, job=job)
+    job = CandidateJob(
+        index=index,
+        parent_file=str(work / archive.candidates[parent].file),
+        out_file=str(out),
+        steps=steps,
+        train=replace(config.train, seed=config.seed * 7919 + index),
+        kd=config.kd,
+        morph_to=str(arch) if morph else None,
+        teacher_file=None if teacher_file is None else str(teacher_file),
+        metadata={"candidate": index, "stage": what},
+        bn_images=config.bn_images,
+    )
+    return Slot(
+        index=index,
+        arch=str(arch),
+        parent=parent,
+        actions=(what,),
+        teacher="teacher" if teacher_file is not None else None,
+        latency_ms=latency_ms,
+        file=relative(out, work),
+        bound_ms=target_ms,
+        job=job,
+    )
 
 
 def _alive(archive: Archive, index: int) -> None:
     """The pipeline goes on from candidate ``index``: it must have trained."""
     failed = archive.candidates[index]
     if not failed.ok:
-        raise SearchError(f"the pipeline's {failed.actions[0]} stage (candidate {index}) failed: {failed.error}; "
-                          "the later stages start from it, so the pipeline cannot go on")
+        raise SearchError(
+            f"the pipeline's {failed.actions[0]} stage (candidate {index}) failed: {failed.error}; "
+            "the later stages start from it, so the pipeline cannot go on"
+        )
 
 
 def _random_arch(index: int, space: SearchSpace, estimator: Estimator, target_ms: float, config: SearchConfig) -> Arch:

@@ -29,6 +29,7 @@ __all__ = ["RayExecutor", "shared_nodes"]
 
 logger = logging.getLogger(__name__)
 
+
 def _remote_candidate(job: CandidateJob, train_data: Any, val_data: Any, threads: int) -> CandidateOutcome:
     return run_candidate(job, train_data, val_data, threads=threads, progress=False)
 
@@ -62,22 +63,32 @@ def _data_paths(*datasets: Any) -> list[str]:
     return out
 
 
-def shared_nodes(ray: ModuleType, workdir: Path, paths: list[str], *, num_cpus: float, num_gpus: float,
-                 timeout_s: float = 120.0) -> list[str]:
+def shared_nodes(
+    ray: ModuleType, workdir: Path, paths: list[str], *, num_cpus: float, num_gpus: float, timeout_s: float = 120.0
+) -> list[str]:
     """Hosts of the alive nodes that can take a ``num_cpus``/``num_gpus`` task, after checking that
     each sees ``workdir`` (a marker written here, read there) and ``paths``; SearchError otherwise."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) >= num_cpus
-             and n["Resources"].get("GPU", 0) >= num_gpus]
+    nodes = [
+        n
+        for n in ray.nodes()
+        if n.get("Alive") and n["Resources"].get("CPU", 0) >= num_cpus and n["Resources"].get("GPU", 0) >= num_gpus
+    ]
     if not nodes:
-        raise SearchError(f"no node of the Ray cluster offers {num_cpus} CPUs and {num_gpus} GPUs for a candidate; "
-                          "lower num_cpus/num_gpus or add nodes (ray start --address ...)")
+        raise SearchError(
+            f"no node of the Ray cluster offers {num_cpus} CPUs and {num_gpus} GPUs for a candidate; "
+            "lower num_cpus/num_gpus or add nodes (ray start --address ...)"
+        )
     marker, token = workdir / ".jdnas-shared-check", uuid.uuid4().hex
     marker.write_text(token, encoding="utf-8")
     probe = ray.remote(_probe)
-    refs = {probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-            .remote(str(marker.resolve()), token, paths): n for n in nodes}
+    refs = {
+        probe.options(num_cpus=0, scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(
+            str(marker.resolve()), token, paths
+        ): n
+        for n in nodes
+    }
     problems = []
     try:
         for ref, node in refs.items():
@@ -87,17 +98,21 @@ def shared_nodes(ray: ModuleType, workdir: Path, paths: list[str], *, num_cpus: 
             except JdnasError:
                 raise
             except Exception as exc:  # noqa: BLE001 - a node that cannot even run the probe is reported, not raised raw
-                problems.append(f"{where}: the probe failed ({str(exc).strip().splitlines()[-1]}); is jdnas_sdk "
-                                "installed there (same version, same Python)?")
+                problems.append(
+                    f"{where}: the probe failed ({str(exc).strip().splitlines()[-1]}); is jdnas_sdk "
+                    "installed there (same version, same Python)?"
+                )
                 continue
             problems += [f"{where}: {p}" for p in found]
     finally:
         marker.unlink(missing_ok=True)
     if problems:
         raise SearchError(
-            f"the Ray workers cannot all use the workdir {workdir.resolve()} and the data: " + "; ".join(problems)
+            f"the Ray workers cannot all use the workdir {workdir.resolve()} and the data: "
+            + "; ".join(problems)
             + ". Put the workdir and the dataset on storage every node mounts at the same path (NFS, a shared disk), "
-            "and install jdnas_sdk on every node")
+            "and install jdnas_sdk on every node"
+        )
     return [n.get("NodeManagerHostname", n["NodeManagerAddress"]) for n in nodes]
 
 
@@ -111,14 +126,26 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, *, address: str | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0,
-                 max_retries: int = 3, threads: int = 1, init: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        address: str | None = None,
+        num_cpus: float = 1.0,
+        num_gpus: float = 0.0,
+        max_retries: int = 3,
+        threads: int = 1,
+        init: dict[str, Any] | None = None,
+    ) -> None:
         self._ray = require_ray(SearchError)  # at once: not after the base was evaluated
-        bad = {k: v for k, v in {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries}.items() if v < 0}
+        bad = {
+            k: v for k, v in {"num_cpus": num_cpus, "num_gpus": num_gpus, "max_retries": max_retries}.items() if v < 0
+        }
         if bad or threads < 1 or num_cpus + num_gpus <= 0:
-            raise SearchError(f"RayExecutor needs num_cpus, num_gpus, max_retries >= 0 (one of the first two > 0) and "
-                              f"threads >= 1, got num_cpus={num_cpus}, num_gpus={num_gpus}, max_retries={max_retries}, "
-                              f"threads={threads}")
+            raise SearchError(
+                f"RayExecutor needs num_cpus, num_gpus, max_retries >= 0 (one of the first two > 0) and "
+                f"threads >= 1, got num_cpus={num_cpus}, num_gpus={num_gpus}, max_retries={max_retries}, "
+                f"threads={threads}"
+            )
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.threads, self.init = max_retries, threads, dict(init or {})
         self.capacity = 1
@@ -130,17 +157,22 @@ class RayExecutor:
     def start(self, workdir: Path, train_data: Any, val_data: Any) -> None:
         ray = self._ray
         self._owns = connect(ray, self.address, self.init) or self._owns
-        self.hosts = shared_nodes(ray, Path(workdir), _data_paths(train_data, val_data), num_cpus=self.num_cpus,
-                                  num_gpus=self.num_gpus)
+        self.hosts = shared_nodes(
+            ray, Path(workdir), _data_paths(train_data, val_data), num_cpus=self.num_cpus, num_gpus=self.num_gpus
+        )
         total = ray.cluster_resources()
-        per = [total.get("CPU", 0) / self.num_cpus if self.num_cpus else float("inf"),
-               total.get("GPU", 0) / self.num_gpus if self.num_gpus else float("inf")]
+        per = [
+            total.get("CPU", 0) / self.num_cpus if self.num_cpus else float("inf"),
+            total.get("GPU", 0) / self.num_gpus if self.num_gpus else float("inf"),
+        ]
         self.capacity = max(1, int(min(per)))
-        logger.info("Ray: %d node(s) (%s), up to %d candidates at once", len(self.hosts), ", ".join(self.hosts),
-                    self.capacity)
+        logger.info(
+            "Ray: %d node(s) (%s), up to %d candidates at once", len(self.hosts), ", ".join(self.hosts), self.capacity
+        )
         self._data = (ray.put(train_data), ray.put(val_data))
-        self._task = ray.remote(_remote_candidate).options(num_cpus=self.num_cpus, num_gpus=self.num_gpus,
-                                                           max_retries=self.max_retries, retry_exceptions=False)
+        self._task = ray.remote(_remote_candidate).options(
+            num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries, retry_exceptions=False
+        )
 
     def run(self, jobs: Sequence[CandidateJob]) -> Iterator[CandidateOutcome]:
         if self._data is None:
@@ -158,8 +190,10 @@ class RayExecutor:
                         raise
                     except ray.exceptions.RayError as exc:
                         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-                        raise SearchError(f"candidate {refs[ref].index} could not be trained on the Ray cluster "
-                                          f"(after {self.max_retries} retries): {last}") from exc
+                        raise SearchError(
+                            f"candidate {refs[ref].index} could not be trained on the Ray cluster "
+                            f"(after {self.max_retries} retries): {last}"
+                        ) from exc
         finally:
             for ref in pending:  # the driver stops early (an error, a closed generator): drop the rest
                 ray.cancel(ref, force=True)

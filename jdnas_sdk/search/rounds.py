@@ -57,21 +57,42 @@ def say(log: Callable[[str], None] | None, message: str) -> None:
 
 def outcome_here(index: int, metrics: EvalResult, started: float) -> CandidateOutcome:
     """The outcome of a candidate the driver evaluated itself (the base)."""
-    return CandidateOutcome(index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(), started=started,
-                            ended=time.time())
+    return CandidateOutcome(
+        index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(), started=started, ended=time.time()
+    )
 
 
-def record(archive: Archive, slot: Slot, outcome: CandidateOutcome, *, label: str, total: int | None = None,
-           note: str = "", log: Callable[[str], None] | None = None) -> Candidate:
+def record(
+    archive: Archive,
+    slot: Slot,
+    outcome: CandidateOutcome,
+    *,
+    label: str,
+    total: int | None = None,
+    note: str = "",
+    log: Callable[[str], None] | None = None,
+) -> Candidate:
     """Add the candidate of ``slot`` with its ``outcome`` to ``archive`` (built by keyword) and log
     it as ``[label] index/total: ...`` followed by ``note``."""
     if outcome.index != slot.index:
         raise SearchError(f"outcome of candidate {outcome.index} given for slot {slot.index}")
     candidate = Candidate(
-        index=slot.index, arch=slot.arch, parent=slot.parent, actions=slot.actions, teacher=slot.teacher,
-        latency_ms=slot.latency_ms, ap=outcome.ap, ap50=outcome.ap50, ap75=outcome.ap75, file=slot.file,
-        bound_ms=slot.bound_ms, wall_s=max(0.0, outcome.ended - outcome.started), rejected=slot.rejected,
-        error=outcome.error, worker=outcome.worker or None, started=outcome.started or None,
+        index=slot.index,
+        arch=slot.arch,
+        parent=slot.parent,
+        actions=slot.actions,
+        teacher=slot.teacher,
+        latency_ms=slot.latency_ms,
+        ap=outcome.ap,
+        ap50=outcome.ap50,
+        ap75=outcome.ap75,
+        file=slot.file,
+        bound_ms=slot.bound_ms,
+        wall_s=max(0.0, outcome.ended - outcome.started),
+        rejected=slot.rejected,
+        error=outcome.error,
+        worker=outcome.worker or None,
+        started=outcome.started or None,
         ended=outcome.ended or None,
     )
     archive.add(candidate)
@@ -84,13 +105,23 @@ def record(archive: Archive, slot: Slot, outcome: CandidateOutcome, *, label: st
     return candidate
 
 
-def run_round(archive: Archive, slots: Sequence[Slot], executor: Executor, *, label: str, desc: str,
-              total: int | None = None, prepare: Callable[[Slot], None] | None = None,
-              note: Callable[[Slot], str] = lambda _: "", progress: bool = True,
-              log: Callable[[str], None] | None = None) -> None:
+def run_round(
+    archive: Archive,
+    slots: Sequence[Slot],
+    executor: Executor,
+    *,
+    label: str,
+    desc: str,
+    total: int | None = None,
+    prepare: Callable[[Slot], None] | None = None,
+    note: Callable[[Slot], str] = lambda _: "",
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> None:
     """Train the ``slots`` not yet in ``archive`` through ``executor`` and record all of them in slot
     order. Each slot already in the archive must be the same candidate (same arch and parent).
-    ``note(slot)`` ends its log line. ``prepare(slot)`` runs in this process before a slot's job is handed out (e.g. writes its
+    ``note(slot)`` ends its log line. ``prepare(slot)`` runs in this process before a slot's job is handed out (e.g.
+    writes its
     teacher's file); a slot whose result is already on disk is recorded without running."""
     outcomes: dict[int, CandidateOutcome] = {}
     todo: list[Slot] = []
@@ -98,9 +129,11 @@ def run_round(archive: Archive, slots: Sequence[Slot], executor: Executor, *, la
         if slot.index < len(archive.candidates):
             have = archive.candidates[slot.index]
             if (have.arch, have.parent) != (slot.arch, slot.parent):
-                raise SearchError(f"candidate {slot.index} in {archive.path} ({have.arch}, parent {have.parent}) is not "
-                                  f"what this search proposes ({slot.arch}, parent {slot.parent}); resume with the "
-                                  "same options and code, or use another workdir")
+                raise SearchError(
+                    f"candidate {slot.index} in {archive.path} ({have.arch}, parent {have.parent}) is not "
+                    f"what this search proposes ({slot.arch}, parent {slot.parent}); resume with the "
+                    "same options and code, or use another workdir"
+                )
             continue
         if slot.job is None:
             raise SearchError(f"slot {slot.index} has no job to run")

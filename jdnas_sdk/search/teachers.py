@@ -55,8 +55,9 @@ class TeacherFiles:
                     file.unlink(missing_ok=True)
 
 
-def gap_teacher(pool: TeacherPool, student: Arch | Student, gap: float, rng: random.Random, *,
-                samples: int = 16) -> TeacherConfig:
+def gap_teacher(
+    pool: TeacherPool, student: Arch | Student, gap: float, rng: random.Random, *, samples: int = 16
+) -> TeacherConfig:
     """Dynamic distillation by the capacity gap: of the pool's largest teacher, the base's own
     configuration and ``samples`` random ones, the teacher whose backbone and FPN compute (MACs;
     the heads are the same in every teacher) is closest to ``gap`` times the student's (on a log
@@ -64,6 +65,7 @@ def gap_teacher(pool: TeacherPool, student: Arch | Student, gap: float, rng: ran
     less than a moderately larger one (Mirzadeh et al. 2020, "teacher assistant"), and what a student
     can absorb changes as the search shrinks it, so each candidate gets its own. A whole student
     (detector-level space) counts with its own FPN width and input size."""
+
     def macs(arch: Arch, spec: Any = pool.spec) -> float:
         return float(sum(v for part, v in detector_cost(spec, arch).macs.items() if part != "heads"))
 

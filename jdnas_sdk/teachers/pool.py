@@ -34,7 +34,14 @@ from ..errors import ArchError, DetectorFileError
 from ..morph import snap
 from ..train import recalibrate_bn
 
-__all__ = ["TeacherConfig", "TeacherPool", "DEFAULT_TEACHER_WIDTHS", "POOL_KIND", "recalibrate_bn", "reorder_by_importance"]
+__all__ = [
+    "TeacherConfig",
+    "TeacherPool",
+    "DEFAULT_TEACHER_WIDTHS",
+    "POOL_KIND",
+    "recalibrate_bn",
+    "reorder_by_importance",
+]
 
 #: Width ratios (relative to the base) a teacher's stages may take by default.
 DEFAULT_TEACHER_WIDTHS: tuple[float, ...] = (0.75, 1.0, 1.25)
@@ -45,6 +52,7 @@ POOL_KIND = "jdnas-teacher-pool"
 MAX_WIDTH_RATIO = 4.0
 #: The most blocks a pool may add to (or remove from) each stage of the base.
 MAX_DEPTH_DELTA = 8
+
 
 @dataclass(frozen=True, order=True)
 class TeacherConfig:
@@ -86,8 +94,16 @@ class TeacherPool:
     the largest network, whose weights every teacher slices.
     """
 
-    def __init__(self, spec: DetectorSpec, base_arch: Arch, *, widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS,
-                 depth_delta: int = 1, multiple: int = 8, model: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        spec: DetectorSpec,
+        base_arch: Arch,
+        *,
+        widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS,
+        depth_delta: int = 1,
+        multiple: int = 8,
+        model: nn.Module | None = None,
+    ) -> None:
         self.spec, self.base_arch = spec, base_arch
         self.widths = tuple(sorted({float(w) for w in widths}))
         if not self.widths or not all(0 < w <= MAX_WIDTH_RATIO for w in self.widths):  # nan and inf fail too
@@ -198,7 +214,9 @@ class TeacherPool:
         sub.train(self.model.training)
         return sub
 
-    def sample(self, config: TeacherConfig, *, calibration: Any = None, batches: int = 50, batch_size: int = 4) -> nn.Module:
+    def sample(
+        self, config: TeacherConfig, *, calibration: Any = None, batches: int = 50, batch_size: int = 4
+    ) -> nn.Module:
         """The teacher, eval mode, BatchNorm statistics recalibrated on ``batches`` of ``calibration``
         (a dataset of (image, target) pairs; without one the pool's statistics are sliced). The
         default, 50 batches of 4, is 200 images: a sub-network's statistics differ from the
@@ -219,28 +237,44 @@ class TeacherPool:
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> None:
-        save_detector(self.model, path, metadata={
-            **(metadata or {}), "kind": POOL_KIND, "base_arch": str(self.base_arch),
-            "teacher_widths": ",".join(f"{w:g}" for w in self.widths), "depth_delta": self.depth_delta,
-            "multiple": self.multiple,
-        })
+        save_detector(
+            self.model,
+            path,
+            metadata={
+                **(metadata or {}),
+                "kind": POOL_KIND,
+                "base_arch": str(self.base_arch),
+                "teacher_widths": ",".join(f"{w:g}" for w in self.widths),
+                "depth_delta": self.depth_delta,
+                "multiple": self.multiple,
+            },
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> TeacherPool:
         """Read a pool file (a detector file, ``weights_only`` loading; its metadata must describe a pool)."""
         meta = read_detector_file(path)["metadata"]
         if meta.get("kind") != POOL_KIND:
-            raise DetectorFileError(f"{path} is a detector file but not a teacher pool (train one with `jdnas teachers train`)")
+            raise DetectorFileError(
+                f"{path} is a detector file but not a teacher pool (train one with `jdnas teachers train`)"
+            )
         try:
             base = Arch.parse(str(meta["base_arch"]))
             widths = tuple(float(w) for w in str(meta["teacher_widths"]).split(","))
             delta, multiple = int(meta["depth_delta"]), int(meta["multiple"])
-            if not all(0 < w <= MAX_WIDTH_RATIO for w in widths) or not 0 <= delta <= MAX_DEPTH_DELTA or not 1 <= multiple <= 256:
-                raise ValueError(f"teacher_widths {meta['teacher_widths']!r}, depth_delta {delta}, multiple {multiple} "
-                                 "are out of range (zero, nan or inf)")
+            if (
+                not all(0 < w <= MAX_WIDTH_RATIO for w in widths)
+                or not 0 <= delta <= MAX_DEPTH_DELTA
+                or not 1 <= multiple <= 256
+            ):
+                raise ValueError(
+                    f"teacher_widths {meta['teacher_widths']!r}, depth_delta {delta}, multiple {multiple} "
+                    "are out of range (zero, nan or inf)"
+                )
         except (KeyError, ValueError, TypeError, OverflowError, ArchError) as exc:
-            raise DetectorFileError(f"{path}: the teacher-pool metadata is damaged ({exc}); retrain the pool "
-                                    "with `jdnas teachers train`") from exc
+            raise DetectorFileError(
+                f"{path}: the teacher-pool metadata is damaged ({exc}); retrain the pool with `jdnas teachers train`"
+            ) from exc
         model = load_detector(path)
         spec, _ = describe(model)
         try:
@@ -250,8 +284,16 @@ class TeacherPool:
 
     @classmethod
     @torch.no_grad()
-    def from_base(cls, base: nn.Module, *, widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS, depth_delta: int = 1,
-                  multiple: int = 8, seed: int = 0, reorder: bool = True) -> TeacherPool:
+    def from_base(
+        cls,
+        base: nn.Module,
+        *,
+        widths: Iterable[float] = DEFAULT_TEACHER_WIDTHS,
+        depth_delta: int = 1,
+        multiple: int = 8,
+        seed: int = 0,
+        reorder: bool = True,
+    ) -> TeacherPool:
         """A pool whose largest network is ``base`` grown without changing its function: every
         weight of the base sits in the leading slice of the larger one (so the base is exactly
         the pool's base teacher), the added channels' outgoing weights are zero, and every added
@@ -266,8 +308,10 @@ class TeacherPool:
             reorder_by_importance(base)
         spec, arch = describe(base)
         if arch.groups > 1 and any(w != 1.0 for w in widths):
-            raise ArchError("elastic width is not supported for grouped (ResNeXt) backbones: slicing would regroup "
-                            "channels; use widths=(1.0,) (depth-elastic pool)")
+            raise ArchError(
+                "elastic width is not supported for grouped (ResNeXt) backbones: slicing would regroup "
+                "channels; use widths=(1.0,) (depth-elastic pool)"
+            )
         with seeded(stable_seed("pool", seed, arch)):
             pool = cls(spec, arch, widths=widths, depth_delta=depth_delta, multiple=multiple)
         grown = dict(pool.model.named_parameters()) | dict(pool.model.named_buffers())
@@ -277,11 +321,11 @@ class TeacherPool:
                 target.copy_(value)
                 continue
             if value.dim() >= 2:
-                target[:, value.shape[1]:] = 0  # added input channels feed nothing
+                target[:, value.shape[1] :] = 0  # added input channels feed nothing
             target[_leading(target, value.shape)] = value
         body = pool.model.backbone.body
         for s, stage in enumerate(arch.stages, start=1):
-            for block in list(getattr(body, f"layer{s}"))[stage.depth:]:
+            for block in list(getattr(body, f"layer{s}"))[stage.depth :]:
                 last = block.bn2 if arch.block == "basic" else block.bn3
                 last.weight.zero_()
                 last.bias.zero_()
@@ -298,8 +342,13 @@ def reorder_by_importance(model: nn.Module) -> int:
     downsample and FPN lateral of a stage shares it)."""
     count = 0
     for block in model.backbone.body.modules():
-        pairs = [("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")] if hasattr(block, "conv3") else \
-            [("conv1", "bn1", "conv2")] if hasattr(block, "conv2") and hasattr(block, "bn1") else []
+        pairs = (
+            [("conv1", "bn1", "conv2"), ("conv2", "bn2", "conv3")]
+            if hasattr(block, "conv3")
+            else [("conv1", "bn1", "conv2")]
+            if hasattr(block, "conv2") and hasattr(block, "bn1")
+            else []
+        )
         for writer, norm_name, reader in pairs:
             conv, norm, nxt = getattr(block, writer), getattr(block, norm_name), getattr(block, reader)
             if nxt.groups != 1:

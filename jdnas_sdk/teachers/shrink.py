@@ -28,8 +28,16 @@ from .._io import atomic_torch_save
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
 from ..errors import NonFiniteLossError, TrainingError
-from ..train import (TrainConfig, TrainResult, augment, checkpoint_identity, checkpoint_path, learning_rate, make_optimizer,
-                     step_seed)
+from ..train import (
+    TrainConfig,
+    TrainResult,
+    augment,
+    checkpoint_identity,
+    checkpoint_path,
+    learning_rate,
+    make_optimizer,
+    step_seed,
+)
 from .pool import TeacherConfig, TeacherPool
 
 __all__ = ["ShrinkConfig", "train_pool", "train_pool_to_file", "phase_of"]
@@ -44,8 +52,9 @@ class ShrinkConfig:
     alone, then with elastic depth, then with elastic depth and width; ``inplace_kd`` weighs the
     smaller teachers' imitation of the largest's features."""
 
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05,
-                                                                  warmup_steps=10))
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10)
+    )
     phases: tuple[float, float, float] = (0.2, 0.3, 0.5)
     inplace_kd: float = 1.0
 
@@ -72,12 +81,25 @@ def _sandwich(pool: TeacherPool, phase: int, rng: random.Random) -> list[Teacher
 
 def _identity(pool: TeacherPool, config: ShrinkConfig) -> dict[str, Any]:
     train = checkpoint_identity(config.train)
-    return {"spec": pool.spec.to_dict(), "base": str(pool.base_arch), "widths": list(pool.widths),
-            "depth_delta": pool.depth_delta, "train": train, "phases": list(config.phases), "inplace_kd": config.inplace_kd}
+    return {
+        "spec": pool.spec.to_dict(),
+        "base": str(pool.base_arch),
+        "widths": list(pool.widths),
+        "depth_delta": pool.depth_delta,
+        "train": train,
+        "phases": list(config.phases),
+        "inplace_kd": config.inplace_kd,
+    }
 
 
-def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = None,
-               checkpoint: str | os.PathLike[str] | None = None, progress: bool = True) -> TrainResult:
+def train_pool(
+    pool: TeacherPool,
+    data: Any,
+    *,
+    config: ShrinkConfig | None = None,
+    checkpoint: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train ``pool`` in place by integrated progressive shrinking (see the module docstring)."""
     config = config or ShrinkConfig()
     tc = config.train
@@ -92,12 +114,15 @@ def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = No
         start, history = _load(ckpt, pool, optimizer, config)
         log.info("resuming pool training from %s at step %d of %d", ckpt, start, tc.steps)
     sampler = ResumableSampler(data, seed=tc.seed, start=start * tc.batch_size)
-    batches = iter(DataLoader(data, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate,
-                              num_workers=tc.num_workers))
+    batches = iter(
+        DataLoader(data, batch_size=tc.batch_size, sampler=sampler, collate_fn=collate, num_workers=tc.num_workers)
+    )
     features: dict[str, Any] = {}
     model.train()
     began = time.perf_counter()
-    bar = tqdm(total=tc.steps, initial=start, desc="teacher pool", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=tc.steps, initial=start, desc="teacher pool", unit="step", disable=not progress, dynamic_ncols=True
+    )
     try:
         for step in range(start, tc.steps):
             images, targets = augment(*next(batches), tc, step)
@@ -122,11 +147,14 @@ def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = No
                 elif config.inplace_kd > 0:
                     keys = list(features["largest"])
                     losses["kd_inplace"] = config.inplace_kd * feature_kd(
-                        [features["now"][k] for k in keys], [features["largest"][k] for k in keys])
+                        [features["now"][k] for k in keys], [features["largest"][k] for k in keys]
+                    )
                 total: Tensor = sum(losses.values())  # type: ignore[assignment]
                 if not torch.isfinite(total):
-                    raise NonFiniteLossError(f"teacher {teacher} loss became {total.item()} at step {step}; "
-                                             f"lower the learning rate (now {lr:.3g})")
+                    raise NonFiniteLossError(
+                        f"teacher {teacher} loss became {total.item()} at step {step}; "
+                        f"lower the learning rate (now {lr:.3g})"
+                    )
                 total.backward()
                 if net is not model:
                     pool.accumulate_grads(net)
@@ -141,39 +169,81 @@ def train_pool(pool: TeacherPool, data: Any, *, config: ShrinkConfig | None = No
                 _save(ckpt, pool, optimizer, config, done, history)
     finally:
         bar.close()
-    return TrainResult(steps=tc.steps, resumed_from=start, wall_s=time.perf_counter() - began,
-                       final_loss=history[-1][1] if history else float("nan"), history=history)
+    return TrainResult(
+        steps=tc.steps,
+        resumed_from=start,
+        wall_s=time.perf_counter() - began,
+        final_loss=history[-1][1] if history else float("nan"),
+        history=history,
+    )
 
 
-def train_pool_to_file(pool: TeacherPool, data: Any, out: str | os.PathLike[str], *, config: ShrinkConfig | None = None,
-                       metadata: dict[str, Any] | None = None, progress: bool = True) -> TrainResult:
+def train_pool_to_file(
+    pool: TeacherPool,
+    data: Any,
+    out: str | os.PathLike[str],
+    *,
+    config: ShrinkConfig | None = None,
+    metadata: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> TrainResult:
     """Train ``pool`` and save it as the pool file ``out``, checkpointing beside it (the pool's
     :func:`~jdnas_sdk.train.train_to_file`): killed, the same call resumes from
     ``checkpoint_path(out)``, removed once the file is written. The metadata records steps, final
     loss, wall time and the step training resumed from, plus ``metadata``."""
     ckpt = checkpoint_path(out)
     result = train_pool(pool, data, config=config, checkpoint=ckpt, progress=progress)
-    pool.save(out, metadata={"steps": result.steps, "final_loss": result.final_loss, "train_wall_s": result.wall_s,
-                             "resumed_from": result.resumed_from, **(metadata or {})})
+    pool.save(
+        out,
+        metadata={
+            "steps": result.steps,
+            "final_loss": result.final_loss,
+            "train_wall_s": result.wall_s,
+            "resumed_from": result.resumed_from,
+            **(metadata or {}),
+        },
+    )
     ckpt.unlink(missing_ok=True)
     return result
 
-def _save(path: Path, pool: TeacherPool, optimizer: torch.optim.Optimizer, config: ShrinkConfig, step: int,
-          history: list[tuple[int, float]]) -> None:
-    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, "version": 1, "step": step, "identity": _identity(pool, config),
-                             "model": pool.model.state_dict(), "optimizer": optimizer.state_dict(),
-                             "history": [list(h) for h in history]})
+
+def _save(
+    path: Path,
+    pool: TeacherPool,
+    optimizer: torch.optim.Optimizer,
+    config: ShrinkConfig,
+    step: int,
+    history: list[tuple[int, float]],
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "step": step,
+            "identity": _identity(pool, config),
+            "model": pool.model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": [list(h) for h in history],
+        },
+    )
 
 
-def _load(path: Path, pool: TeacherPool, optimizer: torch.optim.Optimizer, config: ShrinkConfig) -> tuple[int, list[tuple[int, float]]]:
+def _load(
+    path: Path, pool: TeacherPool, optimizer: torch.optim.Optimizer, config: ShrinkConfig
+) -> tuple[int, list[tuple[int, float]]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise TrainingError(f"pool checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over") from exc
+        raise TrainingError(
+            f"pool checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over"
+        ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a teacher-pool checkpoint; delete it or choose another output")
     if state.get("identity") != _identity(pool, config):
-        raise TrainingError(f"checkpoint {path} belongs to another pool or other training options; delete it to start over")
+        raise TrainingError(
+            f"checkpoint {path} belongs to another pool or other training options; delete it to start over"
+        )
     pool.model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]

@@ -15,13 +15,31 @@ from .tensorrt_backend import tensorrt_available
 from .tensorrt_native import find_profiler
 from .torch_backend import TorchBackend
 
-__all__ = ["Backend", "Timing", "OrtBackend", "TorchBackend", "RooflineBackend", "make_backend", "backend_for", "local_fingerprint", "BACKENDS", "tensorrt_available"]
+__all__ = [
+    "Backend",
+    "Timing",
+    "OrtBackend",
+    "TorchBackend",
+    "RooflineBackend",
+    "make_backend",
+    "backend_for",
+    "local_fingerprint",
+    "BACKENDS",
+    "tensorrt_available",
+]
 
 BACKENDS: tuple[str, ...] = ("ort", "torch", "tensorrt", "roofline")
 
 
-def make_backend(name: str, *, threads: int = 1, device: str = "cpu", precision: str | None = None,
-                 timing: Timing | None = None, native: bool | None = None) -> Backend:
+def make_backend(
+    name: str,
+    *,
+    threads: int = 1,
+    device: str = "cpu",
+    precision: str | None = None,
+    timing: Timing | None = None,
+    native: bool | None = None,
+) -> Backend:
     """A backend by name; TensorRT raises with the reason where it cannot run. For ``roofline``,
     ``device`` names the device model (a key of :data:`~jdnas_sdk.latency.roofline.GPU_MODELS`).
     For ``tensorrt``, ``native`` picks the native profiler binary (default: where it is built, see
@@ -35,8 +53,10 @@ def make_backend(name: str, *, threads: int = 1, device: str = "cpu", precision:
     if name == "tensorrt":
         binary = find_profiler() if native is not False else None
         if native and binary is None:
-            raise LatencyTableError("the native TensorRT profiler is not built: cmake -S . -B build -DTensorRT_ROOT=... "
-                                    "&& cmake --build build (or set $JDNAS_TRT_PROFILER)")
+            raise LatencyTableError(
+                "the native TensorRT profiler is not built: cmake -S . -B build -DTensorRT_ROOT=... "
+                "&& cmake --build build (or set $JDNAS_TRT_PROFILER)"
+            )
         if binary is not None:
             from .tensorrt_native import NativeTensorRTBackend
 
@@ -49,7 +69,9 @@ def make_backend(name: str, *, threads: int = 1, device: str = "cpu", precision:
         return TensorRTBackend(precision=precision or "fp16", timing=timing)
     if name == "roofline":
         if device not in GPU_MODELS:
-            raise LatencyTableError(f"the roofline backend models one of {', '.join(GPU_MODELS)} (pass it as --device), got {device!r}")
+            raise LatencyTableError(
+                f"the roofline backend models one of {', '.join(GPU_MODELS)} (pass it as --device), got {device!r}"
+            )
         return RooflineBackend(GPU_MODELS[device])
     raise LatencyTableError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
@@ -59,9 +81,15 @@ def local_fingerprint(fingerprint: Fingerprint) -> Fingerprint:
     backend = _backend_like(fingerprint)
     if backend is not None:
         return backend.fingerprint()
-    return Fingerprint(device=f"{cpu_model()} (no {fingerprint.backend} device here)", backend=fingerprint.backend,
-                       backend_version="unavailable", precision=fingerprint.precision, batch=fingerprint.batch,
-                       threads=fingerprint.threads, machine=platform.machine())
+    return Fingerprint(
+        device=f"{cpu_model()} (no {fingerprint.backend} device here)",
+        backend=fingerprint.backend,
+        backend_version="unavailable",
+        precision=fingerprint.precision,
+        batch=fingerprint.batch,
+        threads=fingerprint.threads,
+        machine=platform.machine(),
+    )
 
 
 def _backend_like(fingerprint: Fingerprint) -> Backend | None:

@@ -50,8 +50,9 @@ def summarise(samples_ms: list[float], **info: object) -> Entry:
         q1, _, q3 = statistics.quantiles(ordered, n=4)
     else:
         q1, q3 = ordered[0], ordered[-1]
-    return Entry(median_ms=statistics.median(ordered), spread_ms=max(0.0, q3 - q1), samples=len(ordered),
-                 info=dict(info))
+    return Entry(
+        median_ms=statistics.median(ordered), spread_ms=max(0.0, q3 - q1), samples=len(ordered), info=dict(info)
+    )
 
 
 def timed_runs(run: Callable[[], object], timing: Timing) -> list[float]:
@@ -60,7 +61,9 @@ def timed_runs(run: Callable[[], object], timing: Timing) -> list[float]:
         run()
     samples: list[float] = []
     start = time.perf_counter()
-    while len(samples) < timing.max_runs and (len(samples) < timing.min_runs or time.perf_counter() - start < timing.min_time_s):
+    while len(samples) < timing.max_runs and (
+        len(samples) < timing.min_runs or time.perf_counter() - start < timing.min_time_s
+    ):
         t0 = time.perf_counter()
         run()
         samples.append((time.perf_counter() - t0) * 1e3)

@@ -57,8 +57,16 @@ class OrtBackend:
 
     name = "ort"
 
-    def __init__(self, *, threads: int = 1, optimization: str = "all", timing: Timing | None = None,
-                 sessions: int = 2, flush_mib: int | None = None, isolate: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        threads: int = 1,
+        optimization: str = "all",
+        timing: Timing | None = None,
+        sessions: int = 2,
+        flush_mib: int | None = None,
+        isolate: bool = True,
+    ) -> None:
         if optimization not in OPTIMIZATION_LEVELS:
             raise ValueError(f"optimization must be one of {list(OPTIMIZATION_LEVELS)}, got {optimization!r}")
         if threads < 1 or sessions < 1:
@@ -83,11 +91,21 @@ class OrtBackend:
         self._flush += 1.0
 
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(device=cpu_model(), backend="onnxruntime", backend_version=ort.__version__,
-                           precision="fp32", batch=1, threads=self.threads, provider="CPUExecutionProvider",
-                           optimization=self.optimization, machine=platform.machine())
+        return Fingerprint(
+            device=cpu_model(),
+            backend="onnxruntime",
+            backend_version=ort.__version__,
+            precision="fp32",
+            batch=1,
+            threads=self.threads,
+            provider="CPUExecutionProvider",
+            optimization=self.optimization,
+            machine=platform.machine(),
+        )
 
-    def session(self, model: bytes | str | os.PathLike[str], *, profile_prefix: str | None = None) -> ort.InferenceSession:
+    def session(
+        self, model: bytes | str | os.PathLike[str], *, profile_prefix: str | None = None
+    ) -> ort.InferenceSession:
         """A session with this backend's settings (the ones every entry of its tables used)."""
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -108,7 +126,7 @@ class OrtBackend:
             for _ in range(_runs_needed(session, feeds, self.timing)):
                 self.flush()
                 session.run(None, feeds)
-            samples = _kernel_times(Path(session.end_profiling()))[self.timing.warmup + 1:]
+            samples = _kernel_times(Path(session.end_profiling()))[self.timing.warmup + 1 :]
         return summarise(samples)
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
@@ -135,12 +153,22 @@ class OrtBackend:
             folder = Path(tmp)
             (folder / "model.onnx").write_bytes(model)
             np.save(folder / "image.npy", image, allow_pickle=False)
-            job = {"model": str(folder / "model.onnx"), "image": str(folder / "image.npy"), "threads": self.threads,
-                   "optimization": self.optimization, "sessions": self.sessions, "timing": vars(self.timing)}
+            job = {
+                "model": str(folder / "model.onnx"),
+                "image": str(folder / "image.npy"),
+                "threads": self.threads,
+                "optimization": self.optimization,
+                "sessions": self.sessions,
+                "timing": vars(self.timing),
+            }
             (folder / "job.json").write_text(json.dumps(job), encoding="utf-8")
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-            run = subprocess.run([sys.executable, "-m", "jdnas_sdk.latency.backends.ort_worker", str(folder / "job.json")],
-                                 capture_output=True, text=True, env=env)
+            run = subprocess.run(
+                [sys.executable, "-m", "jdnas_sdk.latency.backends.ort_worker", str(folder / "job.json")],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
             if run.returncode != 0:
                 raise RuntimeError(f"timing the detector in a worker process failed: {run.stderr.strip()[-2000:]}")
             samples = json.loads(run.stdout)["samples"]
@@ -182,8 +210,9 @@ def _kernel_times(profile: Path) -> list[float]:
         events = json.loads(profile.read_text(encoding="utf-8"))
     finally:
         profile.unlink(missing_ok=True)
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
-                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
     sums = [0.0] * len(runs)
     for event in events:
         if event.get("cat") != "Node" or not str(event.get("name", "")).endswith("_kernel_time"):

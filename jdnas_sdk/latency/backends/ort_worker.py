@@ -25,8 +25,14 @@ def main(argv: list[str] | None = None) -> int:
     from .base import Timing
     from .ort import OrtBackend
 
-    backend = OrtBackend(threads=job["threads"], optimization=job["optimization"], sessions=job["sessions"],
-                         timing=Timing(**job["timing"]), isolate=False, flush_mib=1)
+    backend = OrtBackend(
+        threads=job["threads"],
+        optimization=job["optimization"],
+        sessions=job["sessions"],
+        timing=Timing(**job["timing"]),
+        isolate=False,
+        flush_mib=1,
+    )
     image = np.load(job["image"], allow_pickle=False)
     with open(job["model"], "rb") as handle:
         model = handle.read()

@@ -24,9 +24,16 @@ class RooflineBackend:
         self.model = model
 
     def fingerprint(self) -> Fingerprint:
-        return Fingerprint(device=self.model.name, backend="roofline", backend_version=f"jdnas_sdk {__version__}",
-                           precision=self.model.precision, batch=1, threads=1, optimization="modelled",
-                           machine=platform.machine())
+        return Fingerprint(
+            device=self.model.name,
+            backend="roofline",
+            backend_version=f"jdnas_sdk {__version__}",
+            precision=self.model.precision,
+            batch=1,
+            threads=1,
+            optimization="modelled",
+            machine=platform.machine(),
+        )
 
     def measure_op(self, key: OpKey) -> Entry:
         return Entry(median_ms=self.model.op_ms(key), source="modelled")
@@ -35,4 +42,6 @@ class RooflineBackend:
         return Entry(median_ms=self.model.op_ms(key), source="modelled")
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        raise LatencyTableError(f"{self.model.name} is modelled, not reachable: a detector cannot be run on it from here")
+        raise LatencyTableError(
+            f"{self.model.name} is modelled, not reachable: a detector cannot be run on it from here"
+        )

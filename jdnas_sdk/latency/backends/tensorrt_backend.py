@@ -50,8 +50,10 @@ def tensorrt_available() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError as exc:
-        return (f"TensorRT's Python package is not importable ({exc}); pip install tensorrt, on a machine with an "
-                "NVIDIA GPU")
+        return (
+            f"TensorRT's Python package is not importable ({exc}); pip install tensorrt, on a machine with an "
+            "NVIDIA GPU"
+        )
     if not torch.cuda.is_available():
         return "TensorRT is installed but torch sees no CUDA device"
     return None
@@ -80,8 +82,9 @@ class TensorRTBackend:
 
     name = "tensorrt"
 
-    def __init__(self, *, precision: str = "fp16", timing: Timing | None = None,
-                 cache_path: str | Path | None = None) -> None:
+    def __init__(
+        self, *, precision: str = "fp16", timing: Timing | None = None, cache_path: str | Path | None = None
+    ) -> None:
         if precision not in ("fp16", "fp32"):
             raise ValueError(f"precision must be fp16 or fp32, got {precision!r}")
         self.precision = precision
@@ -106,9 +109,18 @@ class TensorRTBackend:
         gpu = self.gpu
         device = f"{gpu.name} (SM {gpu.sm})" if gpu else torch.cuda.get_device_name(0)
         variant = tensorrt_cuda_variant() or f"cu{(torch.version.cuda or '').split('.')[0]}"
-        return Fingerprint(device=device, backend="tensorrt", backend_version=self.trt.__version__,
-                           precision=self.precision, batch=1, threads=1, provider=variant,
-                           driver=gpu.driver if gpu else "", optimization="builder-default", machine=platform.machine())
+        return Fingerprint(
+            device=device,
+            backend="tensorrt",
+            backend_version=self.trt.__version__,
+            precision=self.precision,
+            batch=1,
+            threads=1,
+            provider=variant,
+            driver=gpu.driver if gpu else "",
+            optimization="builder-default",
+            machine=platform.machine(),
+        )
 
     def _info(self) -> dict[str, object]:
         current = gpu_info(0)
@@ -126,7 +138,9 @@ class TensorRTBackend:
         for _ in range(self.timing.warmup):
             run()
         samples: list[float] = []
-        while len(samples) < self.timing.min_runs or (sum(samples) < self.timing.min_time_s * 1e3 and len(samples) < self.timing.max_runs):
+        while len(samples) < self.timing.min_runs or (
+            sum(samples) < self.timing.min_time_s * 1e3 and len(samples) < self.timing.max_runs
+        ):
             self._flush(stream)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record(stream)
@@ -156,7 +170,9 @@ class TensorRTBackend:
             layer_ms.append(profiler.total)
         unknown = profiler.seen - set(split.op) - set(split.producers) - set(split.reformats)
         if unknown:
-            raise LatencyTableError(f"{key}: the profiler reported layers the inspector did not list: {sorted(unknown)}")
+            raise LatencyTableError(
+                f"{key}: the profiler reported layers the inspector did not list: {sorted(unknown)}"
+            )
         return summarise(layer_ms, wall_median_ms=sorted(events)[len(events) // 2], **self._info())
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:

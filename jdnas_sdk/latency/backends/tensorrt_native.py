@@ -37,7 +37,14 @@ from ..table import Entry, Fingerprint
 from .base import Timing, summarise
 from .trt_compat import check_target, layer_names_from_inspector, split_layers, trt_major, trt_version
 
-__all__ = ["PROFILER_ENV", "PROFILER_NAME", "find_profiler", "profiler_status", "entry_from_report", "NativeTensorRTBackend"]
+__all__ = [
+    "PROFILER_ENV",
+    "PROFILER_NAME",
+    "find_profiler",
+    "profiler_status",
+    "entry_from_report",
+    "NativeTensorRTBackend",
+]
 
 PROFILER_ENV = "JDNAS_TRT_PROFILER"
 PROFILER_NAME = "jdnas_trt_profiler"
@@ -59,8 +66,10 @@ def profiler_status() -> str:
     found = find_profiler()
     if found:
         return f"native TensorRT profiler at {found}"
-    return (f"native TensorRT profiler not built (cmake -S . -B build -DTensorRT_ROOT=/path/to/TensorRT && cmake --build "
-            f"build, or set ${PROFILER_ENV}); the TensorRT Python API is used instead")
+    return (
+        f"native TensorRT profiler not built (cmake -S . -B build -DTensorRT_ROOT=/path/to/TensorRT && cmake --build "
+        f"build, or set ${PROFILER_ENV}); the TensorRT Python API is used instead"
+    )
 
 
 def entry_from_report(report: dict[str, Any], *, mark: str = WARM_NAME) -> Entry:
@@ -70,7 +79,9 @@ def entry_from_report(report: dict[str, Any], *, mark: str = WARM_NAME) -> Entry
         runs = report["layer_ms"]
         wall = report["wall_ms"]
     except (KeyError, TypeError, ValueError) as exc:
-        raise LatencyTableError(f"the native profiler's report lacks {exc}: rebuild jdnas_trt_profiler from this version") from exc
+        raise LatencyTableError(
+            f"the native profiler's report lacks {exc}: rebuild jdnas_trt_profiler from this version"
+        ) from exc
     split = split_layers(names, mark)
     if not split.op:
         raise LatencyTableError(f"the engine has no layer of the op (layers: {names})")
@@ -120,9 +131,18 @@ class NativeTensorRTBackend:
         device = f"{gpu.name} (SM {gpu.sm})" if gpu else f"{self.about['device']} (SM {self.about['sm']})"
         variant = tensorrt_cuda_variant() or f"cu{int(self.about['cuda_runtime']) // 1000}"
         driver = gpu.driver if gpu else str(self.about.get("driver", ""))
-        return Fingerprint(device=device, backend="tensorrt", backend_version=str(self.about["tensorrt"]),
-                           precision=self.precision, batch=1, threads=1, provider=variant, driver=driver,
-                           optimization="builder-default", machine=platform.machine())
+        return Fingerprint(
+            device=device,
+            backend="tensorrt",
+            backend_version=str(self.about["tensorrt"]),
+            precision=self.precision,
+            batch=1,
+            threads=1,
+            provider=variant,
+            driver=driver,
+            optimization="builder-default",
+            machine=platform.machine(),
+        )
 
     def measure_op(self, key: OpKey) -> Entry:
         onnx = op_onnx(key)
@@ -132,8 +152,16 @@ class NativeTensorRTBackend:
         with tempfile.TemporaryDirectory(prefix="jdnas-trt-") as tmp:
             path = Path(tmp) / "op.onnx"
             path.write_bytes(onnx)
-            args = ["--onnx", str(path), "--precision", self.precision, "--warmup", str(self.timing.warmup),
-                    "--runs", str(runs)]
+            args = [
+                "--onnx",
+                str(path),
+                "--precision",
+                self.precision,
+                "--warmup",
+                str(self.timing.warmup),
+                "--runs",
+                str(runs),
+            ]
             if self.cache_path is not None:
                 args += ["--timing-cache", str(self.cache_path)]
             return entry_from_report(self._run(args))
@@ -144,5 +172,6 @@ class NativeTensorRTBackend:
         reason = tensorrt_available()
         if reason:
             raise LatencyTableError(f"timing a whole detector needs TensorRT's Python API: {reason}")
-        return TensorRTBackend(precision=self.precision, timing=self.timing, cache_path=self.cache_path).measure_detector(
-            model, image_size, seed=seed)
+        return TensorRTBackend(
+            precision=self.precision, timing=self.timing, cache_path=self.cache_path
+        ).measure_detector(model, image_size, seed=seed)

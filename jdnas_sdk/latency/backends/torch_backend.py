@@ -83,7 +83,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, *, device: str = "cpu", threads: int = 1, precision: str = "fp32", timing: Timing | None = None) -> None:
+    def __init__(
+        self, *, device: str = "cpu", threads: int = 1, precision: str = "fp32", timing: Timing | None = None
+    ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("the torch backend was asked for CUDA, but torch sees no CUDA device here")
@@ -96,9 +98,15 @@ class TorchBackend:
         cuda = self.device.type == "cuda"
         return Fingerprint(
             device=torch.cuda.get_device_name(self.device) if cuda else cpu_model(),
-            backend="torch", backend_version=torch.__version__, precision=self.precision, batch=1,
-            threads=self.threads, provider=self.device.type, driver=_driver() if cuda else "",
-            optimization=cuda_optimization(self.precision) if cuda else "eager", machine=platform.machine(),
+            backend="torch",
+            backend_version=torch.__version__,
+            precision=self.precision,
+            batch=1,
+            threads=self.threads,
+            provider=self.device.type,
+            driver=_driver() if cuda else "",
+            optimization=cuda_optimization(self.precision) if cuda else "eager",
+            machine=platform.machine(),
         )
 
     @contextmanager
@@ -132,7 +140,11 @@ class TorchBackend:
 
     def _input(self, tensor: torch.Tensor) -> torch.Tensor:
         tensor = tensor.to(self.device)
-        return tensor.contiguous(memory_format=torch.channels_last) if self.device.type == "cuda" and tensor.dim() == 4 else tensor
+        return (
+            tensor.contiguous(memory_format=torch.channels_last)
+            if self.device.type == "cuda" and tensor.dim() == 4
+            else tensor
+        )
 
     def _time(self, run: Callable[[], object]) -> list[float]:
         if self.device.type != "cuda":
@@ -142,7 +154,9 @@ class TorchBackend:
         for _ in range(self.timing.warmup):
             run()
         samples: list[float] = []
-        while len(samples) < self.timing.min_runs or (sum(samples) < self.timing.min_time_s * 1e3 and len(samples) < self.timing.max_runs):
+        while len(samples) < self.timing.min_runs or (
+            sum(samples) < self.timing.min_time_s * 1e3 and len(samples) < self.timing.max_runs
+        ):
             flush.fill_(float(len(samples)))
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()

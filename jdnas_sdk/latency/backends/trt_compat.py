@@ -26,8 +26,18 @@ from typing import Any
 from ...errors import LatencyTableError
 
 __all__ = [
-    "trt_version", "trt_major", "TargetRequirement", "TARGET_REQUIREMENTS", "target_support", "check_target",
-    "output_bytes", "NMS_TOPK_LIMIT", "network_mode", "grow_capacity", "LayerSplit", "split_layers",
+    "trt_version",
+    "trt_major",
+    "TargetRequirement",
+    "TARGET_REQUIREMENTS",
+    "target_support",
+    "check_target",
+    "output_bytes",
+    "NMS_TOPK_LIMIT",
+    "network_mode",
+    "grow_capacity",
+    "LayerSplit",
+    "split_layers",
     "layer_names_from_inspector",
 ]
 
@@ -71,12 +81,14 @@ class TargetRequirement:
             versions = f"TensorRT {low} to before {self.max_version[0]}.{self.max_version[1]}"
         reason = f" ({self.reason})" if self.reason else ""
         article = "an" if self.gpu[:1] in "AEIOU" else "a"
-        return f"{article} {self.gpu} (SM {self.compute_capability[0]}.{self.compute_capability[1]}) with {versions}{reason}"
+        major, minor = self.compute_capability
+        return f"{article} {self.gpu} (SM {major}.{minor}) with {versions}{reason}"
 
 
 TARGET_REQUIREMENTS: dict[str, TargetRequirement] = {
-    "v100-trt": TargetRequirement("v100-trt", "Tesla V100", (7, 0), (10, 0), (10, 5),
-                                  "Volta support was removed in TensorRT 10.5"),
+    "v100-trt": TargetRequirement(
+        "v100-trt", "Tesla V100", (7, 0), (10, 0), (10, 5), "Volta support was removed in TensorRT 10.5"
+    ),
     "t4-trt": TargetRequirement("t4-trt", "T4", (7, 5), (10, 0), None),
     "a100-trt": TargetRequirement("a100-trt", "A100", (8, 0), (10, 0), None),
 }
@@ -98,8 +110,10 @@ def check_target(target: str, version: tuple[int, int] | str) -> None:
     """Raise :class:`LatencyTableError` (before any work) when ``version`` cannot profile ``target``."""
     reason = target_support(target, version)
     if reason:
-        raise LatencyTableError(f"{reason}: install a supported TensorRT (pip install 'tensorrt>=10.0,<10.5' for "
-                                "Volta) or profile into another --target")
+        raise LatencyTableError(
+            f"{reason}: install a supported TensorRT (pip install 'tensorrt>=10.0,<10.5' for "
+            "Volta) or profile into another --target"
+        )
 
 
 def network_mode(major: int, precision: str) -> tuple[bool, bool]:
@@ -164,7 +178,8 @@ def split_layers(names: list[str], producer_mark: str) -> LayerSplit:
         elif any(marked):
             raise LatencyTableError(
                 f"TensorRT fused an input producer into the op's layer {name!r}: the op's time cannot be separated "
-                "from it; report this layer pattern (the op's ONNX can be saved with jdnas_sdk.latency.kernels.op_onnx)")
+                "from it; report this layer pattern (the op's ONNX can be saved with jdnas_sdk.latency.kernels.op_onnx)"
+            )
         else:
             op.append(name)
     return LayerSplit(tuple(op), tuple(producers), tuple(reformats))

@@ -54,8 +54,9 @@ class EngineBuilder:
     """Serialised engines from ONNX at ``precision`` (``fp16``/``fp32``), sharing one builder and
     one timing cache; ``cache_path`` loads the cache if it exists and :meth:`save_cache` writes it."""
 
-    def __init__(self, *, precision: str = "fp16", cache_path: str | os.PathLike[str] | None = None,
-                 workspace_mib: int = 2048) -> None:
+    def __init__(
+        self, *, precision: str = "fp16", cache_path: str | os.PathLike[str] | None = None, workspace_mib: int = 2048
+    ) -> None:
         trt, trt_logger = load_tensorrt()
         self.trt, self.trt_logger = trt, trt_logger
         self.strongly_typed, self.weak_fp16 = network_mode(trt_major(trt), precision)
@@ -73,7 +74,9 @@ class EngineBuilder:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, self.workspace_mib << 20)
         config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
         if not config.set_timing_cache(self.timing_cache, False):
-            raise ExportError(f"TensorRT refused the timing cache {self.cache_path} (made by another TensorRT or GPU?): delete it")
+            raise ExportError(
+                f"TensorRT refused the timing cache {self.cache_path} (made by another TensorRT or GPU?): delete it"
+            )
         if self.weak_fp16 and trt_major(trt) < 11:
             config.set_flag(trt.BuilderFlag.FP16)
         return config
@@ -102,8 +105,10 @@ class EngineBuilder:
                 dynamic[tensor.name] = tuple(int(d) for d in tensor.shape)
         missing = sorted(set(dynamic) - set(shapes or {}))
         if missing:
-            raise ExportError(f"inputs {missing} have dynamic dimensions {[dynamic[m] for m in missing]}: pass their "
-                              "(min, opt, max) shapes, or export with static shapes")
+            raise ExportError(
+                f"inputs {missing} have dynamic dimensions {[dynamic[m] for m in missing]}: pass their "
+                "(min, opt, max) shapes, or export with static shapes"
+            )
         if dynamic:
             opt_profile = self.builder.create_optimization_profile()
             for name in dynamic:
@@ -128,8 +133,14 @@ class EngineBuilder:
         return self.cache_path
 
 
-def build_engine(onnx: bytes, *, precision: str = "fp16", workspace_mib: int = 2048, shapes: Shapes | None = None,
-                 cache_path: str | os.PathLike[str] | None = None) -> bytes:
+def build_engine(
+    onnx: bytes,
+    *,
+    precision: str = "fp16",
+    workspace_mib: int = 2048,
+    shapes: Shapes | None = None,
+    cache_path: str | os.PathLike[str] | None = None,
+) -> bytes:
     """One serialised engine (a builder of its own; profiling uses one :class:`EngineBuilder`)."""
     engines = EngineBuilder(precision=precision, cache_path=cache_path, workspace_mib=workspace_mib)
     try:
@@ -145,6 +156,8 @@ def deserialize_engine(data: bytes) -> tuple[Any, Any]:
     runtime = trt.Runtime(trt_logger)
     engine = runtime.deserialize_cuda_engine(data)
     if engine is None:
-        raise ExportError(f"TensorRT {trt.__version__} could not deserialise the engine ({len(data)} bytes): it was "
-                          "built by another TensorRT version or for another GPU; rebuild it here")
+        raise ExportError(
+            f"TensorRT {trt.__version__} could not deserialise the engine ({len(data)} bytes): it was "
+            "built by another TensorRT version or for another GPU; rebuild it here"
+        )
     return runtime, engine

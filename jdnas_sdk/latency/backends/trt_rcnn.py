@@ -52,14 +52,18 @@ def tensorrt_split_rcnn(model: nn.Module, image_size: tuple[int, int], engines: 
     channels = model.backbone.out_channels
     head_shape = (top_n, channels, *pooled)
     dense = EngineRunner(engines.build(dense_onnx))
-    head = EngineRunner(engines.build(head_onnx, shapes={BOX_FEATURES: ((1, *head_shape[1:]), head_shape, head_shape)}),
-                        input_shapes={BOX_FEATURES: head_shape})
+    head = EngineRunner(
+        engines.build(head_onnx, shapes={BOX_FEATURES: ((1, *head_shape[1:]), head_shape, head_shape)}),
+        input_shapes={BOX_FEATURES: head_shape},
+    )
     split = SplitRcnn(model, box_head=_padded_run(head, top_n))
     split.dense = _dense_run(dense, "images", dense_output_names(split.levels))
     return split
 
 
-def rcnn_runner(model: nn.Module, image_size: tuple[int, int], engines: EngineBuilder, image: Tensor) -> Callable[[], object]:
+def rcnn_runner(
+    model: nn.Module, image_size: tuple[int, int], engines: EngineBuilder, image: Tensor
+) -> Callable[[], object]:
     """A callable running one full inference of ``model`` on ``image`` (on the GPU) for timing."""
     split = tensorrt_split_rcnn(model, image_size, engines)
     return lambda: split(image)

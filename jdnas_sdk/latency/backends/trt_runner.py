@@ -77,7 +77,9 @@ class EngineRunner:
             shape = tuple(int(d) for d in self.engine.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 if not input_shapes or name not in input_shapes:
-                    raise ExportError(f"engine input {name!r} has dynamic shape {shape}: pass its shape in input_shapes")
+                    raise ExportError(
+                        f"engine input {name!r} has dynamic shape {shape}: pass its shape in input_shapes"
+                    )
                 shape = tuple(input_shapes[name])
                 self.context.set_input_shape(name, shape)
             self._bind(name, shape)
@@ -113,7 +115,9 @@ class EngineRunner:
         shape = self.allocator.shapes[name]
         count = int(np.prod(shape)) if shape else 1
         dtype = self.dtypes[name]
-        return self.allocator.memory[name][: count * torch.empty(0, dtype=dtype).element_size()].view(dtype).reshape(shape)
+        return (
+            self.allocator.memory[name][: count * torch.empty(0, dtype=dtype).element_size()].view(dtype).reshape(shape)
+        )
 
     def layer_names(self) -> list[str]:
         """The engine's layers as the inspector names them (fusions joined by ``" + "``)."""
