@@ -25,7 +25,7 @@ from .data import CocoDetection
 from .detectors import describe, load_detector, read_detector_file, save_detector, thaw
 from .distill import finetune
 from .errors import DataError, SearchError
-from .latency import Estimator, fixed_key, load_table
+from .latency import ConfirmedLatency, Estimator, fixed_key, load_table
 from .latency.local import describe_table, measure_missing_ops
 from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch, validate_request
 from .protocol import Recipe, claim, lineage_steps, protocol_splits, score, train_control
@@ -90,17 +90,18 @@ class CompressResult:
         return "\n".join(lines)
 
 
-def _search_estimator(table: Any, spec: Any, size: tuple[int, int]) -> Estimator:
-    """The search's estimator. On a table this machine measures (``cpu-ort`` here), a proposal's
-    missing kernels are interpolated from the measured ones of the same kind rather than measured
-    one by one: proposals touch hundreds of new kernels (every width and input size they try), which
-    would cost minutes per candidate; the base's kernels are measured before the search and the
-    chosen student is measured end to end after it. Elsewhere the table's own rule (modelled or
-    interpolated) applies."""
+def _search_estimator(table: Any, spec: Any, size: tuple[int, int]) -> tuple[Estimator, ConfirmedLatency | None]:
+    """The search's estimator, and on a table this machine measures (``cpu-ort`` here) its
+    :class:`~jdnas_sdk.latency.ConfirmedLatency`: proposals are guessed (missing kernels
+    interpolated, not measured one by one: proposals touch hundreds of new kernels) and each
+    candidate is confirmed by measuring what its estimate lacks, so the latency a candidate is held
+    to is a sum of measured entries. Elsewhere the table's own rule (modelled or interpolated)
+    applies and there is nothing to confirm with."""
     estimator = Estimator(table, spec, size)
     if estimator.backend is None:
-        return estimator
-    return Estimator(table, spec, size, on_miss="interpolate", backend=estimator.backend)
+        return estimator, None
+    confirmed = ConfirmedLatency(table, spec, size, estimator.backend)
+    return confirmed.estimator, confirmed
 
 
 def _metrics_of(
@@ -303,7 +304,7 @@ def compress(
     )
     runner, config = _runner(executor, parallel, progress), _config(budget, finetune_steps, seed, parallel, recipe)
     table, size, space = _before_work(model, target, input_size, space, request, workdir, progress)
-    estimator = _search_estimator(table, spec, size)
+    estimator, confirmed = _search_estimator(table, spec, size)
     base_ms, target_ms = _target_ms(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
@@ -321,6 +322,7 @@ def compress(
     )
     common = dict(
         estimator=estimator,
+        confirmed=confirmed,
         target_ms=target_ms,
         train_data=train_data,
         val_data=select_data,
@@ -357,7 +359,9 @@ def compress(
     _write_result(
         work,
         table,
-        estimator,
+        confirmed.measuring
+        if confirmed is not None
+        else estimator,  # the guess's caches may predate the search's measurements
         method,
         target_ms,
         size,

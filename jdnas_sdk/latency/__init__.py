@@ -8,6 +8,7 @@ Stages: :mod:`.ops` (the op vocabulary) -> :mod:`.lower` (detector -> ops) -> :m
 from __future__ import annotations
 
 from .backends import BACKENDS, OrtBackend, TorchBackend, make_backend, tensorrt_available
+from .confirm import ConfirmedLatency
 from .estimate import Estimator, LatencyEstimate, OpLatency, estimate_latency, load_table
 from .lower import Lowered, detector_input, fixed_key, lower
 from .ops import OP_FIELDS, OpKey, op_bytes, op_macs
@@ -38,6 +39,7 @@ __all__ = [
     "TorchBackend",
     "tensorrt_available",
     "Estimator",
+    "ConfirmedLatency",
     "LatencyEstimate",
     "OpLatency",
     "estimate_latency",

@@ -29,7 +29,7 @@ from ..detectors import describe, save_detector
 from ..distill import FINETUNE_DEFAULTS, KDConfig
 from ..errors import SearchError
 from ..evaluate import evaluate
-from ..latency import Estimator
+from ..latency import ConfirmedLatency, Estimator
 from ..morph import (
     Action,
     AddBlock,
@@ -186,10 +186,13 @@ def propose(
     max_actions: int = 3,
     tries: int = 200,
     min_ms: float = 0.0,
+    confirm: Callable[[Any], float] | None = None,
 ) -> tuple[list[Any], Any, float, int]:
     """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
     still over the bound) whose result the table puts within ``bound_ms`` and, for gradual
-    morphism, at or above ``min_ms``.
+    morphism, at or above ``min_ms``. With ``confirm`` (e.g.
+    :meth:`~jdnas_sdk.latency.ConfirmedLatency.confirm`), ``latency`` is a guess and a proposal
+    it admits must also be within the window by ``confirm``, whose time is returned.
 
     Returns (actions, arch, estimated latency, rejected proposals). Over the bound, shrinking moves
     are drawn more often. Raises :class:`SearchError` when ``tries`` proposals all miss the bound.
@@ -210,6 +213,8 @@ def propose(
             actions.append(action)
         if actions and arch != parent:
             ms = latency(arch)
+            if min_ms <= ms <= bound_ms and confirm is not None:
+                ms = confirm(arch)
             if min_ms <= ms <= bound_ms:
                 return actions, arch, ms, rejected
         rejected += 1
@@ -277,6 +282,7 @@ class _Round:
     pool: TeacherPool | None
     base_teacher: bool
     teachers: TeacherFiles
+    confirmed: ConfirmedLatency | None = None
 
     def slot(self, index: int, candidates: list[Candidate]) -> Slot:
         """Candidate ``index`` from the archive as it stood at its round's start (``candidates``):
@@ -289,15 +295,17 @@ class _Round:
         if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
             floor = parent.latency_ms * (1 - config.max_step_share)
             bound = max(bound, parent.latency_ms * (1 - config.max_step_share / 2))
+        confirmed = self.confirmed
         actions, arch, ms, rejected = propose(
             as_searched(parent.arch, self.space),
             self.space,
-            self.estimator.total_ms,
+            confirmed.guess if confirmed is not None else self.estimator.total_ms,
             bound,
             rng,
             max_actions=config.max_actions,
             tries=config.proposals,
             min_ms=floor,
+            confirm=confirmed.confirm if confirmed is not None else None,
         )
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:
@@ -366,8 +374,11 @@ def joint_search(
     executor: str | Executor = "local",
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
+    confirmed: ConfirmedLatency | None = None,
 ) -> Archive:
     """Run (or resume) the joint search in ``workdir``; returns the archive (candidate 0 is the base).
+    With ``confirmed`` (a table this machine measures), proposals are guessed and each candidate's
+    latency is confirmed by measuring what the table lacks (:class:`~jdnas_sdk.latency.ConfirmedLatency`).
 
     Teachers come from ``pool`` (dynamic distillation); without one, ``base_teacher`` distils from
     the base itself, otherwise students fine-tune without KD. Candidates go in rounds of
@@ -425,6 +436,7 @@ def joint_search(
         pool,
         base_teacher,
         TeacherFiles(work / "teachers", pool, train_data),
+        confirmed,
     )
     began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
     runner.start(work, train_data, val_data)

@@ -24,7 +24,7 @@ from ..arch import Arch, Stage
 from ..detectors import describe, save_detector
 from ..errors import SearchError
 from ..evaluate import evaluate
-from ..latency import Estimator
+from ..latency import ConfirmedLatency, Estimator
 from ..space import SearchSpace
 from ..student import Heads, Student
 from .archive import Archive
@@ -105,11 +105,14 @@ def pipeline_search(
     executor: str | Executor = "local",
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
+    confirmed: ConfirmedLatency | None = None,
 ) -> Archive:
     """Prune -> distil -> search under the step budget of a joint search with ``config``.
 
     Each stage's training runs through ``executor`` (the search stage in rounds of
-    ``config.parallel``); the distillation stage's ``teacher`` is written to the workdir for it."""
+    ``config.parallel``); the distillation stage's ``teacher`` is written to the workdir for it.
+    ``confirmed``: as in :func:`~jdnas_sdk.search.joint.joint_search`, every student this
+    baseline trains is held to a confirmed (measured-entry) latency, as the joint search's are."""
     config = config or SearchConfig()
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
@@ -120,6 +123,7 @@ def pipeline_search(
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
+    latency = confirmed.confirm if confirmed is not None else estimator.total_ms
 
     def slot(
         index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool
@@ -135,7 +139,7 @@ def pipeline_search(
             steps,
             teacher_file,
             morph,
-            latency_ms=estimator.total_ms(arch),
+            latency_ms=latency(arch),
             target_ms=target_ms,
         )
 
@@ -170,7 +174,7 @@ def pipeline_search(
     try:
         common = dict(label="pipeline", progress=progress, log=log, note=lambda s: f": {s.actions[0]}")
         if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
-            arch = uniform_prune(space, estimator.total_ms, target_ms)
+            arch = uniform_prune(space, latency, target_ms)
             run_round(
                 archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune", **common
             )
@@ -198,7 +202,7 @@ def pipeline_search(
         while len(archive.candidates) < total:  # 3. search around the distilled student, in rounds
             first = 3 + (len(archive.candidates) - 3) // config.parallel * config.parallel
             slots = [
-                slot(i, _random_arch(i, space, estimator, target_ms, config), 2, "search", steps, None, True)
+                slot(i, _random_arch(i, space, estimator, target_ms, config, confirmed), 2, "search", steps, None, True)
                 for i in range(first, min(first + config.parallel, total))
             ]
             run_round(archive, slots, runner, desc=f"search round {(first - 3) // config.parallel + 1}", **common)
@@ -262,11 +266,28 @@ def _alive(archive: Archive, index: int) -> None:
         )
 
 
-def _random_arch(index: int, space: SearchSpace, estimator: Estimator, target_ms: float, config: SearchConfig) -> Arch:
+def _random_arch(
+    index: int,
+    space: SearchSpace,
+    estimator: Estimator,
+    target_ms: float,
+    config: SearchConfig,
+    confirmed: ConfirmedLatency | None = None,
+) -> Arch:
     """A random architecture for candidate ``index`` (seeded by (seed, index)), shrunk by random
-    moves until the table puts it within ``target_ms``."""
+    moves until the table (confirmed, with ``confirmed``) puts it within ``target_ms``."""
     rng = random.Random(config.seed * 1_000_003 + index)
     arch = space.sample_student(rng) if space.head_values() else space.sample(rng)
-    if estimator.total_ms(arch) > target_ms:
-        _, arch, _, _ = propose(arch, space, estimator.total_ms, target_ms, rng, max_actions=1, tries=config.proposals)
+    guess = confirmed.guess if confirmed is not None else estimator.total_ms
+    if guess(arch) > target_ms or (confirmed is not None and confirmed.confirm(arch) > target_ms):
+        _, arch, _, _ = propose(
+            arch,
+            space,
+            guess,
+            target_ms,
+            rng,
+            max_actions=1,
+            tries=config.proposals,
+            confirm=confirmed.confirm if confirmed is not None else None,
+        )
     return arch
