@@ -6,8 +6,9 @@ what an earlier run left in the work folder, so a killed demo resumes.
 
 The settings fit about a quarter of an hour on two CPU cores: a base trained at most 300 steps,
 stopped early once its select AP stops improving (on 2 cores it is usually still climbing at 300:
-the control beside the student shows how much of any difference is just more training), a 0.8x
-latency target in the whole-detector space (backbone, FPN, proposals, box head, input size), a
+the control beside the student shows how much of any difference is just more training), a 0.5x
+latency target in the whole-detector space at the base's input size (backbone, FPN, proposals, box
+head; each candidate's latency confirmed by measuring the kernels it adds), a
 short search ranked after adaptive BatchNorm, and a final training at the base's peak learning
 rate (LR rewinding) with the base as the teacher.
 """
@@ -29,8 +30,9 @@ from .compress import CompressResult, compress
 from .converge import ConvergeConfig, train_until_converged
 from .data import load_protocol_splits, make_synthetic_dataset
 from .deploy import ExportResult, export
-from .detectors import build_detector
+from .detectors import build_detector, describe
 from .evaluate import EvalResult, evaluate
+from .space import DEFAULT_HEAD_GRID, SearchSpace
 from .train import TrainConfig
 
 __all__ = ["DemoResult", "run_demo"]
@@ -70,7 +72,8 @@ def run_demo(
     size: int = 192,
     seed: int = 0,
     target: str = "cpu-ort",
-    latency: float = 0.8,
+    latency: float = 0.5,
+    vary_input_size: bool = False,
     candidates: int = 3,
     finetune_steps: int = 20,
     final_steps: int = 100,
@@ -81,7 +84,12 @@ def run_demo(
 ) -> DemoResult:
     """Run the five steps in ``workdir`` and report each through ``say`` (the CLI passes ``print``);
     ``progress``: tqdm bars on the long steps. ``steps`` is the most the base trains; it stops
-    earlier when ``patience`` evaluations on select (every ``eval_every`` steps) bring no gain."""
+    earlier when ``patience`` evaluations on select (every ``eval_every`` steps) bring no gain.
+
+    The search space is the whole detector (backbone, FPN, proposals, box head) at the base's input
+    size; ``vary_input_size`` adds the input size. It is off here for time alone: each input size a
+    candidate tries is about 60 new kernels for this machine's table, some two minutes to measure
+    on a fresh machine (``jdnas profile`` measures them ahead, after which they cost nothing)."""
     began = time.perf_counter()
     work = Path(workdir)
     data_dir = work / "data"
@@ -115,9 +123,12 @@ def run_demo(
         f"ranked on select, teacher: {teacher}, latency {latency}x the base, then {final_steps} more steps for the "
         "chosen student at the base's peak rate; the control: the base trained as many more steps"
     )
+    spec, base_arch = describe(model)
+    grid = tuple((k, v) for k, v in DEFAULT_HEAD_GRID.items() if vary_input_size or k != "size")
     result = compress(
         model,
         target=target,
+        space=SearchSpace(base_arch, spec=spec, heads=grid),
         train_data=train_set,
         select_data=select_set,
         test_data=test_set,
