@@ -34,6 +34,16 @@ def add_parser(verbs: Any) -> None:
             common.wait(),
         ],
     )
+    _request_options(co)
+    _teacher_options(co)
+    _training_options(co)
+    _recipe_options(co)
+    _executor_options(co)
+    co.set_defaults(func=run)
+
+
+def _request_options(co: argparse.ArgumentParser) -> None:
+    """What is asked for: the latency (a ratio or a bound), the budget, the workdir and the method."""
     co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
     co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
     co.add_argument("--budget", default="12", help="candidates (12) or wall time (90s, 30m, 2h)")
@@ -41,9 +51,18 @@ def add_parser(verbs: Any) -> None:
     co.add_argument(
         "--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline"
     )
+
+
+def _teacher_options(co: argparse.ArgumentParser) -> None:
+    """Where teachers come from: the pool (given, or trained here for --pool-steps), the base or none."""
     co.add_argument("--teacher", choices=("pool", "base", "none"), default="pool", help="where teachers come from")
     co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
     co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
+
+
+def _training_options(co: argparse.ArgumentParser) -> None:
+    """How much candidates and the chosen student train, how many select images rank them, and the
+    controls the claim is made against."""
     co.add_argument("--finetune-steps", type=int, default=50, help="fine-tuning steps per candidate")
     co.add_argument(
         "--final-steps",
@@ -69,6 +88,11 @@ def add_parser(verbs: Any) -> None:
         action="store_true",
         help="also train the student's architecture cut from the base, same steps, no lineage or teacher",
     )
+
+
+def _recipe_options(co: argparse.ArgumentParser) -> None:
+    """The training recipe (:class:`~jdnas_sdk.protocol.Recipe`): learning rate and its rewinding,
+    adaptive BatchNorm, gradual morphism."""
     co.add_argument(
         "--base-lr",
         type=float,
@@ -88,6 +112,10 @@ def add_parser(verbs: Any) -> None:
         default=None,
         help="gradual morphism: each candidate removes at most this share of its parent's latency",
     )
+
+
+def _executor_options(co: argparse.ArgumentParser) -> None:
+    """Where candidates train: rounds of --parallel, and each one's Ray resources with --executor ray."""
     co.add_argument("--parallel", type=int, default=1, help="candidates per round, trained at once by --executor ray")
     co.add_argument("--cpus-per-candidate", type=float, default=1.0, help="with --executor ray: Ray CPUs per candidate")
     co.add_argument("--gpus-per-candidate", type=float, default=0.0, help="with --executor ray: Ray GPUs per candidate")
@@ -97,7 +125,6 @@ def add_parser(verbs: Any) -> None:
     co.add_argument(
         "--retries", type=int, default=3, help="with --executor ray: retries of a candidate whose worker died"
     )
-    co.set_defaults(func=run)
 
 
 def _executor(args: argparse.Namespace) -> Any:

@@ -1,7 +1,8 @@
 """Per-op latency tables: lowering a detector to fused kernels, tables, profiling, estimates.
 
 Stages: :mod:`.ops` (the op vocabulary) -> :mod:`.lower` (detector -> ops) -> :mod:`.table`
-(the file format) -> :mod:`.backends` (measuring) -> :mod:`.estimate` (table -> milliseconds)
+(the file format) -> :mod:`.backends` (measuring) -> :mod:`.misses` (what an op the table lacks
+costs), :mod:`.breakdown` (what an estimate says) -> :mod:`.estimate` (table -> milliseconds)
 -> :mod:`.profile` (filling a table); :mod:`.roofline` models devices that cannot be measured.
 """
 

@@ -7,13 +7,14 @@ flagged. ``on_miss="error"`` refuses instead.
 
 :class:`Estimator` binds a table to one detector head and input size; its :meth:`~Estimator.total_ms`
 is the search's hot path (cached per block, tens of thousands of estimates per second) and
-:meth:`~Estimator.estimate` gives the full breakdown.
+:meth:`~Estimator.estimate` gives the full breakdown. What an estimate says (:class:`LatencyEstimate`,
+:class:`OpLatency`) lives in :mod:`.breakdown`; the miss policies, interpolation and the fixed
+entry's residuals live in :mod:`.misses`; both are re-exported here.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -24,6 +25,8 @@ from ..errors import LatencyTableError, UnsupportedModelError
 from ..lowering import walk
 from ..student import Heads, Student
 from .backends import Backend, backend_for
+from .breakdown import HOW as HOW  # re-exported: its home is .breakdown
+from .breakdown import LatencyEstimate, OpLatency
 from .local import describe_table, load_table, measure_missing_ops
 from .lower import (
     STAGES,
@@ -36,9 +39,8 @@ from .lower import (
     lower,
     stem_ops,
 )
-from .neighbours import fit as _fit
-from .neighbours import neighbours as _neighbours
-from .ops import OpKey, op_macs
+from .misses import MISS_POLICIES, combine_residuals, interpolate_ms, residual_entry
+from .ops import OpKey
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable
 
@@ -52,71 +54,6 @@ __all__ = [
     "residual_entry",
     "combine_residuals",
 ]
-
-MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
-#: How an op's time was obtained, in an estimate.
-HOW = ("table", "measured", "modelled", "interpolated")
-
-
-@dataclass(frozen=True)
-class OpLatency:
-    """One op of an estimate: ``count`` launches of ``ms`` each, obtained ``how``."""
-
-    stage: str
-    key: OpKey
-    count: int
-    ms: float
-    how: str
-
-    @property
-    def total_ms(self) -> float:
-        return self.ms * self.count
-
-
-@dataclass(frozen=True)
-class LatencyEstimate:
-    """An estimated end-to-end latency with its parts. ``modelled`` says the table is a model,
-    not a measurement; ``misses`` lists every op that was not in the table as it stood."""
-
-    total_ms: float
-    target: str
-    modelled: bool
-    device: str
-    input_size: tuple[int, int]
-    by_stage: dict[str, float]
-    ops: tuple[OpLatency, ...]
-    misses: tuple[OpLatency, ...] = field(default=())
-    table: str = ""  # which table answered (see jdnas_sdk.latency.local.describe_table)
-
-    def __str__(self) -> str:
-        label = "MODELLED (roofline, not measured)" if self.modelled else "measured table"
-        lines = [
-            f"estimated latency on {self.target}: {self.total_ms:.2f} ms  [{label}; {self.device}; "
-            f"input {self.input_size[0]}x{self.input_size[1]}]"
-        ]
-        for stage, ms in self.by_stage.items():
-            lines.append(f"  {stage:<7} {ms:9.3f} ms  {100 * ms / self.total_ms:5.1f}%")
-        if self.misses:
-            counts: dict[str, int] = {}
-            for miss in self.misses:
-                counts[miss.how] = counts.get(miss.how, 0) + 1
-            lines.append("  misses: " + ", ".join(f"{n} {how}" for how, n in counts.items()))
-        if self.table:
-            lines.append(f"  table: {self.table}")
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total_ms": self.total_ms,
-            "target": self.target,
-            "modelled": self.modelled,
-            "device": self.device,
-            "input_size": list(self.input_size),
-            "by_stage": self.by_stage,
-            "ops": [{"stage": o.stage, "op": str(o.key), "count": o.count, "ms": o.ms, "how": o.how} for o in self.ops],
-            "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
-            "table": self.table,
-        }
 
 
 class Estimator:
@@ -217,7 +154,7 @@ class Estimator:
             if self.save and self.table.path is not None:
                 self.table.save()
             return entry.median_ms, "measured"
-        return self._interpolate(key), "interpolated"
+        return interpolate_ms(self.table, key), "interpolated"
 
     @property
     def misses(self) -> dict[OpKey, tuple[float, str]]:
@@ -247,36 +184,6 @@ class Estimator:
         arch = arch or standard_arch(spec.backbone)
         end_to_end = backend.measure_detector(build_detector(spec, arch), self.input_size)
         return residual_entry(end_to_end, self.ops_ms(Student.of(spec, arch)))
-
-    def _interpolate(self, key: OpKey) -> float:
-        same, scaled = _neighbours(self.table, key)
-        pool = same or scaled
-        if not pool:
-            raise LatencyTableError(
-                f"latency table {self.table.target!r} has no entry for {key} and no entry of the same kind to "
-                f"interpolate from; profile this detector on the target (`jdnas profile --target "
-                f"{self.table.target} ...`)"
-            )
-        if key.kind == "fixed":
-            size, props = int(key["rh"]) * int(key["rw"]), int(key["props"]) + 1
-            other, entry = min(
-                pool,
-                key=lambda kv: (
-                    abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size))
-                    + abs(math.log((int(kv[0]["props"]) + 1) / props))
-                ),
-            )
-            return entry.median_ms * size / (int(other["rh"]) * int(other["rw"]))
-        macs = max(op_macs(key), 1)
-        pool.sort(key=lambda kv: abs(math.log(max(op_macs(kv[0]), 1) / macs)))
-        near = pool[:4]
-        xs = [max(op_macs(k), 1) for k, _ in near]
-        ys = [e.median_ms for _, e in near]
-        if len(set(xs)) >= 2 and same:
-            slope, intercept = _fit(xs, ys)
-            if slope > 0 and intercept + slope * macs > 0:
-                return intercept + slope * macs
-        return ys[0] * macs / xs[0]
 
     # -- estimates ---------------------------------------------------------------------------------
     def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:
@@ -380,43 +287,6 @@ class _Bound:
     heads: float | None = None
     fpn: float | None = None
     fixed: float | None = None
-
-
-def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
-    """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries."""
-    residual = end_to_end.median_ms - ops_ms
-    if residual < 0:
-        raise LatencyTableError(
-            f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
-            "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
-        )
-    return Entry(
-        median_ms=residual,
-        spread_ms=end_to_end.spread_ms,
-        samples=end_to_end.samples,
-        source="residual",
-        info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)},
-    )
-
-
-def combine_residuals(residuals: list[Entry]) -> Entry:
-    """One fixed entry from residuals measured on several detectors: their mean, their range as
-    the spread, and each one's numbers kept in ``info``."""
-    if len(residuals) == 1:
-        return residuals[0]
-    mean = sum(r.median_ms for r in residuals) / len(residuals)
-    spread = max(r.median_ms for r in residuals) - min(r.median_ms for r in residuals)
-    return Entry(
-        median_ms=mean,
-        spread_ms=spread,
-        samples=sum(r.samples for r in residuals),
-        source="residual",
-        info={
-            **residuals[0].info,
-            "residuals_ms": [round(r.median_ms, 6) for r in residuals],
-            "detectors": len(residuals),
-        },
-    )
 
 
 def estimate_latency(

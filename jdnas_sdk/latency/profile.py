@@ -24,8 +24,9 @@ from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..space import SearchSpace
 from .backends import Backend, RooflineBackend
-from .estimate import Estimator, combine_residuals, residual_entry
+from .estimate import Estimator
 from .lower import fixed_key
+from .misses import combine_residuals, residual_entry
 from .reach import fixed_specs, reachable_ops
 from .table import LatencyTable
 

@@ -3,7 +3,8 @@ and the executors that train candidates (in this process, or as Ray tasks)."""
 
 from .archive import Archive, Candidate, pareto_front
 from .executor import CandidateJob, CandidateOutcome, Executor, LocalExecutor, run_candidate
-from .joint import SearchConfig, joint_search, latency_bound, moves, propose
+from .joint import SearchConfig, joint_search, latency_bound
+from .moves import moves, propose
 from .pipeline import pipeline_search, uniform_prune
 from .ray_executor import RayExecutor
 from .rounds import make_executor

@@ -10,6 +10,9 @@ carry over. A round of ``parallel`` candidates is decided from the archive as it
 round's start, trained by an executor (here, or on Ray workers), then recorded in slot order.
 Every random draw is seeded by (seed, candidate index): the same seed and round size give the
 same search on any number of workers, and a killed search resumes where it stopped.
+
+The moves and proposals live in :mod:`.moves`; this module holds the settings
+(:class:`SearchConfig`, :func:`search_settings`), the bound's schedule and the loop.
 """
 
 from __future__ import annotations
@@ -30,23 +33,14 @@ from ..distill import FINETUNE_DEFAULTS, KDConfig
 from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import ConfirmedLatency, Estimator
-from ..morph import (
-    Action,
-    AddBlock,
-    MoveBoundary,
-    RemoveBlock,
-    SetBlockWidth,
-    SetHead,
-    SetStageWidth,
-    apply_action,
-    apply_head,
-)
 from ..space import SearchSpace
-from ..student import Heads, Student
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
+from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
+from .moves import as_searched, propose
+from .moves import moves as moves
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 from .teachers import TeacherFiles, gap_teacher
 
@@ -95,140 +89,6 @@ def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_m
     """The bound at ``iteration`` (1-based): from the base's latency down to the target."""
     progress = min(1.0, iteration / max(1.0, config.tighten * config.candidates))
     return max(target_ms, base_ms + (target_ms - base_ms) * progress)
-
-
-def _grid_step(grid: tuple[int, ...], value: int, step: int) -> int | None:
-    if value not in grid:
-        return None
-    index = grid.index(value) + step
-    return grid[index] if 0 <= index < len(grid) else None
-
-
-def moves(arch: Arch | Student, space: SearchSpace) -> list[Action | SetHead]:
-    """Single actions from ``arch`` (a backbone, or a whole student) that stay in ``space``, widths
-    moving one grid step; for a student of a space with a head grid, also every head setting one
-    step along its grid (:class:`~jdnas_sdk.morph.SetHead`)."""
-    if isinstance(arch, Student):
-        out: list[Action | SetHead] = list(moves(arch.arch, space))
-        values = space.head_values()
-        if arch.heads is None or not values:
-            return out
-        choice = space.heads_of(arch.heads)
-        for knob, grid in values.items():
-            for step in (-1, 1):
-                new = _grid_step(grid, choice[knob], step)
-                if new is not None:
-                    out.append(SetHead(knob, new))
-        return out
-    out = []
-    for s, stage in enumerate(arch.stages, start=1):
-        lo, hi = space.depth_range(s)
-        if stage.depth < hi:
-            out.append(AddBlock(s, stage.depth - 1))
-        if stage.depth > lo:
-            out += [RemoveBlock(s, j) for j in range(1, stage.depth)]
-        for step in (-1, 1):
-            width = _grid_step(space.stage_widths(s), stage.width, step)
-            if width is not None:
-                out.append(SetStageWidth(s, width))
-            for j, mid in enumerate(stage.mids):
-                new = _grid_step(space.mid_widths(s), mid, step)
-                if new is not None:
-                    out.append(SetBlockWidth(s, j, new))
-        if s < 4:
-            out += [MoveBoundary(s, earlier=True), MoveBoundary(s, earlier=False)]
-    valid = []
-    for action in out:
-        try:
-            if space.why_not(apply_action(arch, action)) is None:
-                valid.append(action)
-        except Exception:  # noqa: BLE001 - an action that does not apply is simply not a move
-            continue
-    return valid
-
-
-def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student:
-    """The backbone or student a move leads to (a backbone action on a student changes its backbone)."""
-    if isinstance(arch, Student):
-        if isinstance(action, SetHead):
-            return Student(arch.arch, apply_head(arch.heads, action))
-        return Student(apply_action(arch.arch, action), arch.heads)
-    return apply_action(arch, action)
-
-
-def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:
-    if isinstance(action, SetHead):
-        return (
-            isinstance(arch, Student) and arch.heads is not None and action.value < _head_value(arch.heads, action.knob)
-        )
-    if isinstance(arch, Student):
-        arch = arch.arch
-    if isinstance(action, RemoveBlock):
-        return True
-    if isinstance(action, SetStageWidth):
-        return action.width < arch.stages[action.stage - 1].width
-    if isinstance(action, SetBlockWidth):
-        return action.mid < arch.stages[action.stage - 1].mids[action.index]
-    return False
-
-
-def _head_value(heads: Heads, knob: str) -> int:
-    return heads.min_size if knob == "size" else getattr(heads, knob)
-
-
-def propose(
-    parent: Arch | Student,
-    space: SearchSpace,
-    latency: Callable[[Any], float],
-    bound_ms: float,
-    rng: random.Random,
-    *,
-    max_actions: int = 3,
-    tries: int = 200,
-    min_ms: float = 0.0,
-    confirm: Callable[[Any], float] | None = None,
-) -> tuple[list[Any], Any, float, int]:
-    """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
-    still over the bound) whose result the table puts within ``bound_ms`` and, for gradual
-    morphism, at or above ``min_ms``. With ``confirm`` (e.g.
-    :meth:`~jdnas_sdk.latency.ConfirmedLatency.confirm`), ``latency`` is a guess and a proposal
-    it admits must also be within the window by ``confirm``, whose time is returned.
-
-    Returns (actions, arch, estimated latency, rejected proposals). Over the bound, shrinking moves
-    are drawn more often. Raises :class:`SearchError` when ``tries`` proposals all miss the bound.
-    """
-    rejected = 0
-    for _ in range(tries):
-        arch, actions = parent, []
-        wanted = rng.randint(1, max_actions)
-        while len(actions) < wanted or (latency(arch) > bound_ms and len(actions) < max_actions + 40):
-            options = moves(arch, space)
-            over = latency(arch) > bound_ms
-            shrinking = [a for a in options if _shrinks(a, arch)]
-            choices = shrinking if over and shrinking and (len(actions) >= wanted or rng.random() < 0.8) else options
-            if not choices:
-                break
-            action = rng.choice(choices)
-            arch = apply_move(arch, action)
-            actions.append(action)
-        if actions and arch != parent:
-            ms = latency(arch)
-            if min_ms <= ms <= bound_ms and confirm is not None:
-                ms = confirm(arch)
-            if min_ms <= ms <= bound_ms:
-                return actions, arch, ms, rejected
-        rejected += 1
-    window = f"{min_ms:.2f}..{bound_ms:.2f} ms window" if min_ms else f"latency bound {bound_ms:.2f} ms"
-    raise SearchError(f"no proposal from {parent} met the {window} in {tries} tries")
-
-
-def as_searched(code: str, space: SearchSpace) -> Arch | Student:
-    """A candidate's code as the search moves it: a whole student where the space has a head grid
-    (a backbone-only code takes the space's base heads), else the backbone."""
-    student = Student.parse(code)
-    if not space.head_values():
-        return student.arch
-    return student if student.heads is not None else Student.of(space.spec, student.arch)
 
 
 def search_settings(
@@ -396,6 +256,45 @@ def joint_search(
     )
     archive = Archive.open(work / "archive.json", settings)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
+    _record_base(archive, base, base_arch, base_ms, work, val_data, pool, base_teacher, config, log)
+    if len(archive.candidates) > config.candidates:
+        return archive
+    state = _Round(
+        work,
+        base_ms,
+        target_ms,
+        space,
+        estimator,
+        config,
+        pool,
+        base_teacher,
+        TeacherFiles(work / "teachers", pool, train_data),
+        confirmed,
+    )
+    began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
+    runner.start(work, train_data, val_data)
+    try:
+        _run_rounds(archive, state, runner, began, progress, log)
+    finally:
+        runner.close()
+    state.teachers.keep(set())
+    return archive
+
+
+def _record_base(
+    archive: Archive,
+    base: nn.Module,
+    base_arch: Arch,
+    base_ms: float,
+    work: Path,
+    val_data: Any,
+    pool: TeacherPool | None,
+    base_teacher: bool,
+    config: SearchConfig,
+    log: Callable[[str], None],
+) -> None:
+    """Candidate 0 on a new archive: the base, saved and evaluated, its latency estimated; on a
+    resumed archive, a line saying where the search goes on."""
     if not archive.candidates:
         t0 = time.time()
         base_file = work / "candidates" / "000.pt"
@@ -424,48 +323,37 @@ def joint_search(
             f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
             f"{len(archive.candidates)}/{config.candidates}",
         )
-    if len(archive.candidates) > config.candidates:
-        return archive
-    state = _Round(
-        work,
-        base_ms,
-        target_ms,
-        space,
-        estimator,
-        config,
-        pool,
-        base_teacher,
-        TeacherFiles(work / "teachers", pool, train_data),
-        confirmed,
-    )
-    began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
-    runner.start(work, train_data, val_data)
-    try:
-        while len(archive.candidates) <= config.candidates:
-            if config.wall_s is not None and time.monotonic() - began > config.wall_s:
-                say(
-                    log,
-                    f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
-                    "candidates",
-                )
-                break
-            first = (len(archive.candidates) - 1) // config.parallel * config.parallel + 1
-            at_start = archive.candidates[:first]
-            slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, config.candidates + 1))]
-            state.teachers.keep({s.teacher for s in slots})
-            run_round(
-                archive,
-                slots,
-                runner,
-                label="search",
-                total=config.candidates,
-                desc=f"round {(first - 1) // config.parallel + 1}",
-                prepare=state.teachers.prepare,
-                note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
-                progress=progress,
-                log=log,
+
+
+def _run_rounds(
+    archive: Archive, state: _Round, runner: Executor, began: float, progress: bool, log: Callable[[str], None]
+) -> None:
+    """Rounds of ``config.parallel`` candidates until the budget is spent (candidates, or wall time
+    since ``began``: :func:`time.monotonic` less what earlier runs spent, :func:`rounds_spent_s`);
+    each round is decided from the archive as it stood at the round's start, its teachers prepared,
+    then trained by ``runner`` and recorded."""
+    config = state.config
+    while len(archive.candidates) <= config.candidates:
+        if config.wall_s is not None and time.monotonic() - began > config.wall_s:
+            say(
+                log,
+                f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
+                "candidates",
             )
-    finally:
-        runner.close()
-    state.teachers.keep(set())
-    return archive
+            break
+        first = (len(archive.candidates) - 1) // config.parallel * config.parallel + 1
+        at_start = archive.candidates[:first]
+        slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, config.candidates + 1))]
+        state.teachers.keep({s.teacher for s in slots})
+        run_round(
+            archive,
+            slots,
+            runner,
+            label="search",
+            total=config.candidates,
+            desc=f"round {(first - 1) // config.parallel + 1}",
+            prepare=state.teachers.prepare,
+            note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
+            progress=progress,
+            log=log,
+        )

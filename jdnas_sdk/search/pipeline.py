@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,8 @@ from ..space import SearchSpace
 from ..student import Heads, Student
 from .archive import Archive
 from .executor import CandidateJob, Executor
-from .joint import SearchConfig, as_searched, propose, search_settings
+from .joint import SearchConfig, search_settings
+from .moves import as_searched, propose
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
@@ -123,49 +125,14 @@ def pipeline_search(
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
-    latency = confirmed.confirm if confirmed is not None else estimator.total_ms
 
-    def slot(
-        index: int, arch: Arch, parent: int, what: str, steps: int, teacher_file: Path | None, morph: bool
-    ) -> Slot:
-        return _slot(
-            work,
-            archive,
-            config,
-            index,
-            arch,
-            parent,
-            what,
-            steps,
-            teacher_file,
-            morph,
-            latency_ms=latency(arch),
-            target_ms=target_ms,
-        )
+    latency = confirmed.confirm if confirmed is not None else estimator.total_ms
+    slot = partial(_slot, work, archive, config, latency=latency, target_ms=target_ms)
 
     if len(archive.candidates) > 1:
         say(log, f"[pipeline] resuming: {len(archive.candidates) - 1} steps already on disk")
     if not archive.candidates:
-        t0 = time.time()
-        file = work / "candidates" / "000.pt"
-        save_detector(base, file, metadata={"candidate": 0, "stage": "base"})
-        record(
-            archive,
-            Slot(
-                index=0,
-                arch=str(base_arch),
-                parent=None,
-                actions=("base",),
-                teacher=None,
-                latency_ms=estimator.total_ms(base_arch),
-                file=relative(file, work),
-                bound_ms=target_ms,
-            ),
-            outcome_here(0, evaluate(base, val_data, progress=False), t0),
-            label="pipeline",
-            note=": base",
-            log=log,
-        )
+        _record_base(archive, base, base_arch, estimator, work, val_data, target_ms, log)
     total = 3 + search_count
     if len(archive.candidates) >= total:
         return archive
@@ -213,6 +180,39 @@ def pipeline_search(
     return archive
 
 
+def _record_base(
+    archive: Archive,
+    base: nn.Module,
+    base_arch: Arch,
+    estimator: Estimator,
+    work: Path,
+    val_data: Any,
+    target_ms: float,
+    log: Callable[[str], None],
+) -> None:
+    """Candidate 0 of a new archive: the base, saved, evaluated and its latency estimated."""
+    t0 = time.time()
+    file = work / "candidates" / "000.pt"
+    save_detector(base, file, metadata={"candidate": 0, "stage": "base"})
+    record(
+        archive,
+        Slot(
+            index=0,
+            arch=str(base_arch),
+            parent=None,
+            actions=("base",),
+            teacher=None,
+            latency_ms=estimator.total_ms(base_arch),
+            file=relative(file, work),
+            bound_ms=target_ms,
+        ),
+        outcome_here(0, evaluate(base, val_data, progress=False), t0),
+        label="pipeline",
+        note=": base",
+        log=log,
+    )
+
+
 def _slot(
     work: Path,
     archive: Archive,
@@ -225,11 +225,13 @@ def _slot(
     teacher_file: Path | None,
     morph: bool,
     *,
-    latency_ms: float,
+    latency: Callable[[Any], float],
     target_ms: float,
 ) -> Slot:
     """Stage ``what`` as candidate ``index``: the student of candidate ``parent`` (morphed to ``arch``
-    when ``morph``) trained ``steps`` steps, with the teacher at ``teacher_file`` if any."""
+    when ``morph``) trained ``steps`` steps, with the teacher at ``teacher_file`` if any; its
+    latency as ``latency`` puts it, its bound ``target_ms``."""
+    latency_ms = latency(arch)
     out = work / "candidates" / f"{index:03d}.pt"
     job = CandidateJob(
         index=index,

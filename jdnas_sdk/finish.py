@@ -1,0 +1,195 @@
+"""What ``compress`` does after its search: the chosen student finished, checked and written out.
+
+:func:`finish_student` trains the chosen candidate ``final_steps`` more steps with its teacher
+(checkpointed: a killed run resumes, a finished one is loaded); :func:`run_controls` trains the
+controls the claim is made against (the base given as many more steps, and the student's arch cut
+from the base); :func:`write_result` writes ``result.json`` with everything the report and a reader
+need; :func:`write_outputs` saves the student's file and writes the report beside it. Kept apart
+from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ._io import atomic_write_json
+from .arch import Arch
+from .data import CocoDetection
+from .detectors import load_detector, read_detector_file, save_detector
+from .distill import finetune
+from .latency import Estimator
+from .latency.local import describe_table
+from .prepare import CompressRun
+from .protocol import Recipe, claim, score, train_control
+from .report import write_report
+from .search import SearchConfig
+from .student import Student
+from .teachers import TeacherConfig, TeacherPool
+
+__all__ = ["finish_student", "run_controls", "write_result", "write_outputs"]
+
+log = logging.getLogger(__name__)
+
+
+def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str, Any]) -> nn.Module:
+    """The chosen student, trained ``final_steps`` more steps (its row notes the search's AP and the
+    final teacher), in eval mode."""
+    work = run.work
+    if not final_steps:
+        student = load_detector(work / "search" / best.file)
+        student.eval()
+        return student
+    if run.method == "pipeline":  # the teacher its distillation stage used
+        pool = run.teacher_pool
+        code = str(pool.largest()) if pool is not None else ("base" if run.teacher == "base" else None)
+        teacher_of = lambda: run.teacher_model  # noqa: E731
+    else:
+        code = best.teacher
+        teacher_of = lambda: _teacher_of(best, run.teacher_pool, run.teacher_model, run.train_data)  # noqa: E731
+    student = _final(work, best, teacher_of, code, run.train_data, final_steps, run.config, run.progress)
+    row.update(search_ap=best.ap, final_steps=final_steps, final_teacher=code)
+    student.eval()
+    return student
+
+
+def _teacher_of(
+    best: Any, pool: TeacherPool | None, teacher_model: nn.Module | None, data: CocoDetection
+) -> nn.Module | None:
+    """The teacher the joint search gave the chosen candidate."""
+    if pool is not None and best.teacher:
+        return pool.sample(TeacherConfig.parse(best.teacher), calibration=data)
+    return teacher_model
+
+
+def _final(
+    work: Path,
+    best: Any,
+    teacher_of: Callable[[], nn.Module | None],
+    code: str | None,
+    data: CocoDetection,
+    steps: int,
+    config: SearchConfig,
+    progress: bool,
+) -> nn.Module:
+    """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` (checkpointed: a
+    killed run resumes; a finished one is loaded, its teacher never built)."""
+    done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
+    if done.is_file():
+        if wanted.items() <= read_detector_file(done)["metadata"].items():
+            return load_detector(done)
+        done.unlink()  # made for another candidate or step count: train again
+    student, teacher = load_detector(work / "search" / best.file), teacher_of()
+    log.info(
+        "[compress] training the chosen student (candidate %d) %d more steps %s",
+        best.index,
+        steps,
+        f"with teacher {code}" if teacher is not None else "without a teacher",
+    )
+    finetune(
+        student,
+        data=data,
+        steps=steps,
+        teacher=teacher,
+        kd=config.kd,
+        config=replace(config.train, seed=config.seed * 7919 + 999_983),
+        out=done,
+        metadata=wanted,
+        progress=progress,
+    )
+    return student
+
+
+def run_controls(
+    run: CompressRun,
+    metrics: dict[str, dict[str, Any]],
+    arch: Student,
+    steps: int,
+    *,
+    control: bool,
+    arch_control: bool,
+) -> None:
+    """The controls' rows in ``metrics``: the base trained ``steps`` more steps on the final
+    schedule (``control``), and the student's arch cut from the base and trained so (``arch_control``)."""
+    config, work = run.config, run.work
+    schedule = replace(config.train, seed=config.seed * 7919 + 999_983)  # the final training's schedule and seed
+    base_file = work / "search" / "candidates" / "000.pt"
+    for name, wanted, cut in (("control", control, None), ("arch_control", arch_control, arch)):
+        if not wanted:
+            continue
+        log.info(
+            "[compress] %s: the base%s trained %d more steps, no teacher",
+            name,
+            f" cut to {cut}" if cut is not None else "",
+            steps,
+        )
+        model = train_control(
+            work / f"{name}.pt",
+            load_detector(base_file),
+            run.train_data,
+            steps,
+            schedule,
+            arch=cut,
+            progress=run.progress,
+        )
+        metrics[name] = {
+            **score(model, run.select_data, run.test_data),
+            "steps": steps,
+            "arch": str(cut or "(the base's)"),
+        }
+
+
+def write_result(
+    run: CompressRun,
+    table: Any,
+    estimator: Estimator,
+    target_ms: float,
+    size: tuple[int, int],
+    chosen: int,
+    metrics: dict[str, dict[str, Any]],
+    history: list[dict[str, Any]],
+    began: float,
+    recipe: Recipe,
+    base_arch: Arch,
+    student: Student,
+) -> None:
+    """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim)."""
+    splits = (run.train_data, run.select_data, run.test_data)
+    atomic_write_json(
+        run.work / "result.json",
+        {
+            "target": table.target,
+            "modelled": table.modelled,
+            "device": table.fingerprint.describe(),
+            "table": describe_table(table),
+            "method": run.method,
+            "target_ms": target_ms,
+            "input_size": list(size),
+            "chosen": chosen,
+            "metrics": metrics,
+            "history": history,
+            "wall_s": time.monotonic() - began,
+            "recipe": recipe.to_json(),
+            "splits": dict(zip(("train", "select", "test"), map(len, splits))),
+            "claim": claim(metrics),
+            "breakdown": {
+                "base": estimator.estimate(base_arch).by_stage,
+                "student": estimator.estimate(student).by_stage,
+            },
+        },
+    )
+    log.info("[compress] %s", claim(metrics))
+
+
+def write_outputs(work: Path, student: nn.Module, base_arch: Arch, table: Any) -> tuple[Path, Path]:
+    """``(student file, report)``: the student saved as ``student.pt`` and the report written
+    beside ``result.json`` (which must be written first: the report reads it)."""
+    student_file = work / "student.pt"
+    save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
+    return student_file, write_report(work)

@@ -1,0 +1,96 @@
+"""An op the table lacks: the miss policies, interpolation from neighbours, and residual entries.
+
+An estimate never makes a miss a silent zero. :data:`MISS_POLICIES` are what an
+:class:`~jdnas_sdk.latency.estimate.Estimator` may do about one (measure it on the table's own
+device, model it with the table's device model, interpolate it, or refuse); :func:`interpolate_ms`
+is the interpolation, from entries of the same kind that differ only in widths (or widths and map
+sizes). The fixed entry (pre- and post-processing) cannot be timed as a kernel: it is the
+residual of a whole detector's measured time minus its ops' entries (:func:`residual_entry`),
+averaged over several detectors by the profiler (:func:`combine_residuals`). These live apart from
+the estimator so the profiler can use the residuals without the estimator's caches.
+"""
+
+from __future__ import annotations
+
+import math
+
+from ..errors import LatencyTableError
+from .neighbours import fit as _fit
+from .neighbours import neighbours as _neighbours
+from .ops import OpKey, op_macs
+from .table import Entry, LatencyTable
+
+__all__ = ["MISS_POLICIES", "interpolate_ms", "residual_entry", "combine_residuals"]
+
+MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
+
+
+def interpolate_ms(table: LatencyTable, key: OpKey) -> float:
+    """The time of ``key``, missing from ``table``, from its neighbours: a fixed entry scaled by
+    image area from the nearest in size and proposals; an op from the line through up to four
+    same-kind entries nearest in MACs (or scaled by MACs from the nearest one)."""
+    same, scaled = _neighbours(table, key)
+    pool = same or scaled
+    if not pool:
+        raise LatencyTableError(
+            f"latency table {table.target!r} has no entry for {key} and no entry of the same kind to "
+            f"interpolate from; profile this detector on the target (`jdnas profile --target "
+            f"{table.target} ...`)"
+        )
+    if key.kind == "fixed":
+        size, props = int(key["rh"]) * int(key["rw"]), int(key["props"]) + 1
+        other, entry = min(
+            pool,
+            key=lambda kv: (
+                abs(math.log(int(kv[0]["rh"]) * int(kv[0]["rw"]) / size))
+                + abs(math.log((int(kv[0]["props"]) + 1) / props))
+            ),
+        )
+        return entry.median_ms * size / (int(other["rh"]) * int(other["rw"]))
+    macs = max(op_macs(key), 1)
+    pool.sort(key=lambda kv: abs(math.log(max(op_macs(kv[0]), 1) / macs)))
+    near = pool[:4]
+    xs = [max(op_macs(k), 1) for k, _ in near]
+    ys = [e.median_ms for _, e in near]
+    if len(set(xs)) >= 2 and same:
+        slope, intercept = _fit(xs, ys)
+        if slope > 0 and intercept + slope * macs > 0:
+            return intercept + slope * macs
+    return ys[0] * macs / xs[0]
+
+
+def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
+    """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries."""
+    residual = end_to_end.median_ms - ops_ms
+    if residual < 0:
+        raise LatencyTableError(
+            f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
+            "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
+        )
+    return Entry(
+        median_ms=residual,
+        spread_ms=end_to_end.spread_ms,
+        samples=end_to_end.samples,
+        source="residual",
+        info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)},
+    )
+
+
+def combine_residuals(residuals: list[Entry]) -> Entry:
+    """One fixed entry from residuals measured on several detectors: their mean, their range as
+    the spread, and each one's numbers kept in ``info``."""
+    if len(residuals) == 1:
+        return residuals[0]
+    mean = sum(r.median_ms for r in residuals) / len(residuals)
+    spread = max(r.median_ms for r in residuals) - min(r.median_ms for r in residuals)
+    return Entry(
+        median_ms=mean,
+        spread_ms=spread,
+        samples=sum(r.samples for r in residuals),
+        source="residual",
+        info={
+            **residuals[0].info,
+            "residuals_ms": [round(r.median_ms, 6) for r in residuals],
+            "detectors": len(residuals),
+        },
+    )

@@ -1,0 +1,222 @@
+"""What ``compress`` does between its checks and its search: the run is set up here.
+
+After :mod:`jdnas_sdk.preflight` has refused what cannot succeed, :func:`before_work` loads the
+target's table, checks the latency floor and the workdir's disk and measures this machine's
+missing kernels; :func:`check_data` checks the splits against the detector; :func:`make_runner`
+and :func:`search_config` turn the arguments into the executor and the search's settings;
+:func:`target_latency` gives the base's estimate and the target (refusing one below the space's
+smallest student); :func:`pick_teachers` gives the pool (given, loaded, or trained here by
+:func:`teacher_pool`) and the lone teacher. :class:`CompressRun` carries what the steps after the
+search (:mod:`jdnas_sdk.finish`) need. Kept apart from :mod:`jdnas_sdk.compress` so that module
+reads as the run's order of steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .arch import Arch
+from .data import CocoDetection
+from .detectors import describe, thaw
+from .errors import DataError, SearchError
+from .latency import Estimator, fixed_key, load_table
+from .latency.local import measure_missing_ops
+from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch
+from .protocol import Recipe
+from .search import Executor, SearchConfig, make_executor
+from .space import SearchSpace
+from .teachers import ShrinkConfig, TeacherPool, train_pool_to_file
+from .train import TrainConfig
+
+__all__ = [
+    "CompressRun",
+    "check_data",
+    "make_runner",
+    "search_config",
+    "pick_teachers",
+    "target_latency",
+    "before_work",
+    "teacher_pool",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CompressRun:
+    """One compress run as its search and the steps after it see it: the workdir, the method,
+    where teachers come from (``teacher``) with the pool and the lone teacher model (either may be
+    ``None``), the three splits (train, select, test), the search's settings and whether bars show."""
+
+    work: Path
+    method: str
+    teacher: str
+    teacher_pool: TeacherPool | None
+    teacher_model: nn.Module | None
+    train_data: Any
+    select_data: Any
+    test_data: Any
+    config: SearchConfig
+    progress: bool
+
+
+def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> None:
+    """Every split holds images, and each CocoDetection's classes fit the detector (a user's own
+    training set is taken as it is)."""
+    for name, split, why in (
+        ("select", select_data, "choices of the search are made on it"),
+        ("test", test_data, "the final numbers are measured on it"),
+        ("training", train_data, "students are fine-tuned on it"),
+    ):
+        if len(split) == 0:
+            raise DataError(f"the {name} set is empty: {why}")
+        if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
+            split.check_compatible(spec)
+
+
+def make_runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
+    """What trains the candidates: ``"local"`` (this process), ``"ray"`` (Ray tasks on a local Ray,
+    or on the cluster of an initialised Ray) or an executor object such as
+    ``RayExecutor(address="auto", num_cpus=4)``. Made before any work: without Ray, ``"ray"``
+    fails here saying how to install it."""
+    if parallel < 1:  # SearchConfig says so too, but only after the executor was made
+        raise SearchError(f"parallel (candidates per round) must be >= 1, got {parallel}")
+    return make_executor(executor, **({"progress": progress} if executor == "local" else {}))
+
+
+def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: int, recipe: Recipe) -> SearchConfig:
+    """The search's settings (a bad budget or round size is a SearchError before any work)."""
+    candidates, wall_s = parse_budget(budget)
+    return SearchConfig(
+        candidates=candidates or 10_000,
+        wall_s=wall_s,
+        finetune_steps=finetune_steps,
+        seed=seed,
+        parallel=parallel,
+        train=recipe.train_config(),
+        kd=recipe.kd,
+        bn_images=recipe.bn_images,
+        max_step_share=recipe.max_step_share,
+        teacher_gap=recipe.teacher_gap,
+    )
+
+
+def pick_teachers(
+    teacher: str,
+    method: str,
+    pool: TeacherPool | str | Path | None,
+    base: nn.Module,
+    train_data: Any,
+    work: Path,
+    pool_steps: int,
+    seed: int,
+    progress: bool,
+) -> tuple[TeacherPool | None, nn.Module | None]:
+    """``(pool, teacher model)``: the pool (``teacher="pool"``: given, or trained in ``work``) and the
+    lone teacher (the base; for the pipeline with a pool, the pool's largest teacher)."""
+    teacher_pool = (
+        _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
+    )
+    teacher_model = base if teacher == "base" else None
+    if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
+        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
+    return teacher_pool, teacher_model
+
+
+def target_latency(
+    model: nn.Module, estimator: Estimator, base_arch: Arch, space: SearchSpace, latency: float | None, ms: float | None
+) -> tuple[float, float]:
+    """``(base_ms, target_ms)``; refuses a target below the space's smallest student."""
+    table, spec, size = estimator.table, estimator.spec, estimator.input_size
+    if estimator.backend is not None and fixed_key(spec, size) not in table:
+        log.info("[compress] measuring the fixed part (pre/post-processing) of this detector on %s", table.target)
+        estimator.calibrate_fixed(model)  # its own weights: a random-weight stand-in would mis-time NMS
+    base_ms = estimator.total_ms(base_arch)
+    if ms is not None:
+        target_ms = float(ms)
+    elif latency is not None and 0 < latency:
+        target_ms = base_ms * float(latency)
+    else:
+        raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
+    floor = estimator.total_ms(space.smallest() if space.head_values() else smallest_arch(space))
+    if target_ms < floor:
+        fixed = estimator.estimate(base_arch).by_stage
+        raise SearchError(
+            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
+            f"runs in {floor:.2f} ms (the base in {base_ms:.2f} ms, of which "
+            f"{fixed['heads'] + fixed['fixed']:.2f} ms are "
+            "heads and pre/post-processing that no backbone change removes). Ask for more latency, or a wider space"
+        )
+    return base_ms, target_ms
+
+
+def before_work(
+    model: nn.Module,
+    target: str,
+    input_size: tuple[int, int] | None,
+    space: SearchSpace | None,
+    request: Request,
+    workdir: str | Path,
+    progress: bool,
+) -> tuple[Any, tuple[int, int], SearchSpace]:
+    """``(table, input size, space)`` after what compress checks before any work, inside the workdir
+    lock that :func:`holds_workdir` holds for the run (a second run on the workdir refuses naming this
+    one, or waits with ``wait``; a run that fails to start leaves no workdir): the latency floor from
+    what the table holds (nothing measured or written), the workdir's disk (read-only or full: now,
+    not after training); then this machine's missing kernels are measured, counted, with a progress bar."""
+    spec, base_arch = describe(model)
+    table, size = load_table(target), input_size or (spec.min_size, spec.min_size)
+    space = space or SearchSpace(base_arch, spec=spec)  # the whole detector: backbone and heads
+    check_floor(table, spec, base_arch, space, size, request)
+    check_output_space(workdir, model, what="the workdir")
+    measure_missing_ops(table, spec, base_arch, size, progress=progress)
+    return table, size, space
+
+
+def teacher_pool(
+    base: nn.Module, data: CocoDetection, *, path: str | Path, steps: int = 100, seed: int = 0, progress: bool = True
+) -> TeacherPool:
+    """The elastic teacher pool grown around ``base`` and trained once by progressive shrinking for
+    ``steps`` steps, saved at ``path``; loaded from there when it exists, resumed when it was killed."""
+    path = Path(path)
+    if path.is_file():
+        return TeacherPool.load(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trained = TeacherPool.from_base(thaw(base), seed=seed)
+    config = ShrinkConfig(
+        train=TrainConfig(
+            steps=steps,
+            batch_size=4,
+            optimizer="adamw",
+            lr=2e-4,
+            weight_decay=0.05,
+            warmup_steps=min(10, steps // 5),
+            seed=seed,
+            checkpoint_every=10,
+        )
+    )
+    log.info("[compress] training a teacher pool around the base for %d steps (largest %s)", steps, trained.max_arch)
+    train_pool_to_file(trained, data, path, config=config, progress=progress)
+    return trained
+
+
+def _pool(
+    pool: TeacherPool | str | Path | None,
+    base: nn.Module,
+    data: CocoDetection,
+    path: Path,
+    steps: int,
+    seed: int,
+    progress: bool,
+) -> TeacherPool:
+    """The pool given (an object or a file), or one trained around ``base`` at ``path``."""
+    if isinstance(pool, TeacherPool):
+        return pool
+    if pool is not None:
+        return TeacherPool.load(pool)
+    return teacher_pool(base, data, path=path, steps=steps, seed=seed, progress=progress)
