@@ -124,7 +124,7 @@ def run_demo(
         "chosen student at the base's peak rate; the control: the base trained as many more steps"
     )
     spec, base_arch = describe(model)
-    grid = tuple((k, v) for k, v in DEFAULT_HEAD_GRID.items() if vary_input_size or k != "size")
+    grid = {**DEFAULT_HEAD_GRID, **({} if vary_input_size else {"size": (1.0,)})}  # one size: the base's
     result = compress(
         model,
         target=target,

@@ -12,6 +12,7 @@ import pytest
 from jdnas_sdk import standard_arch
 from jdnas_sdk.latency import ConfirmedLatency, Entry, LatencyTable, OrtBackend, fixed_key, lower
 from jdnas_sdk.latency.backends.base import Timing
+from jdnas_sdk.latency.misses import interpolate_ms
 from jdnas_sdk.search.joint import propose
 from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.student import Heads, Student
@@ -68,3 +69,25 @@ def test_propose_keeps_only_what_confirm_admits() -> None:
 
     actions, chosen, ms, rejected = propose(start, space, lambda s: 5.0, 10.0, random.Random(0), confirm=confirm)
     assert ms == 7.0 and rejected == 1 and chosen == seen[-1] and len(seen) == 2 and actions
+
+
+def test_a_missing_rcnn_fixed_entry_follows_the_proposal_count_not_the_image_area() -> None:
+    spec = tiny_spec(min_size=64, max_size=64)
+    table = LatencyTable(target="t", source="measured", fingerprint=_backend().fingerprint())
+    at = {p: fixed_key(replace(Heads.of(spec), proposals=p, pre=p).apply(spec), SIZE) for p in (50, 300, 1000)}
+    table.put(at[1000], Entry(125.0, source="residual"))
+    only_one = LatencyTable(target="t", source="measured", fingerprint=table.fingerprint)
+    only_one.put(at[1000], Entry(125.0, source="residual"))
+    assert interpolate_ms(only_one, at[300]) == pytest.approx(125.0 * 300 / 1000)  # scaled by proposals
+    table.put(at[300], Entry(23.0, source="residual"))
+    assert interpolate_ms(table, at[50]) == pytest.approx(23.0 * 50 / 300)  # the line goes below 0 there
+    bigger = fixed_key(replace(spec, min_size=128, max_size=128), (128, 128))
+    assert interpolate_ms(only_one, bigger) == pytest.approx(125.0)  # same proposals: area does not scale it
+
+
+def test_a_missing_one_stage_fixed_entry_scales_with_the_image_area() -> None:
+    spec = tiny_spec("retinanet", min_size=64, max_size=64)
+    table = LatencyTable(target="t", source="measured", fingerprint=_backend().fingerprint())
+    table.put(fixed_key(spec, SIZE), Entry(4.0, source="residual"))
+    bigger = fixed_key(replace(spec, min_size=128, max_size=128), (128, 128))
+    assert interpolate_ms(table, bigger) == pytest.approx(16.0)
