@@ -82,7 +82,10 @@ def add_parser(verbs: Any) -> None:
         help="more training steps for the chosen student (the control gets as many more in all)",
     )
     demo.add_argument(
-        "--teacher", choices=("base", "pool", "none"), default=_default("teacher"), help="where the teacher comes from"
+        "--teacher",
+        choices=("auto", "base", "pool", "none"),
+        default=_default("teacher"),
+        help="where the teacher comes from (auto: the base if it converged, else none)",
     )
     demo.add_argument(
         "--pool-steps", type=int, default=_default("pool_steps"), help="with --teacher pool: steps of the teacher pool"
