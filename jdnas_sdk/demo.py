@@ -97,38 +97,12 @@ def run_demo(
     say = _timed(say, began)  # each step's line says when it began: where the quarter hour goes
     work = Path(workdir)
     data_dir = work / "data"
-    if not (data_dir / "annotations" / "instances_test.json").is_file():
-        say(
-            f"[1/5] making a synthetic COCO dataset in {data_dir}: {train_images} train, {select_images} select "
-            f"(choices), {test_images} test (final numbers) images"
-        )
-        make_synthetic_dataset(
-            data_dir,
-            train=train_images,
-            val=0,
-            select=select_images,
-            test=test_images,
-            size=size,
-            seed=seed,
-            progress=progress,
-        )
-    else:
-        say(f"[1/5] reusing the synthetic dataset in {data_dir}")
+    _dataset(data_dir, train_images, select_images, test_images, size, seed, say, progress)
     train_set, select_set, test_set = load_protocol_splits(data_dir)
     model, curve, converged = _base(
         work / "base.pt", train_set, select_set, size, seed, steps, eval_every, patience, say, progress
     )
-    if teacher == "auto":  # a base still climbing is a teacher the student soon outgrows: it pulls it down
-        teacher = "base" if converged else "none"
-        say(
-            "      teacher: "
-            + (
-                "the base (converged)"
-                if converged
-                else "none (the base is still improving; in the run that set this default, a student distilled "
-                "from such a base ended 1.9 test AP below the extra-steps control; --teacher base distils anyway)"
-            )
-        )
+    teacher = _auto_teacher(teacher, converged, say)
     say("[3/5] evaluating the base on the test split (COCO mAP, pycocotools)")
     metrics = evaluate(model, test_set, progress=progress)
     atomic_write_json(work / "base_metrics.json", {**metrics.to_dict(), "select_curve": curve})
@@ -169,6 +143,44 @@ def run_demo(
         exported=exported,
         wall_s=time.perf_counter() - began,
     )
+
+
+def _dataset(
+    data_dir: Path,
+    train: int,
+    select: int,
+    test: int,
+    size: int,
+    seed: int,
+    say: Callable[[str], None],
+    progress: bool,
+) -> None:
+    """Step 1: the synthetic dataset with disjoint train, select and test splits (reused when there)."""
+    if (data_dir / "annotations" / "instances_test.json").is_file():
+        say(f"[1/5] reusing the synthetic dataset in {data_dir}")
+        return
+    say(
+        f"[1/5] making a synthetic COCO dataset in {data_dir}: {train} train, {select} select "
+        f"(choices), {test} test (final numbers) images"
+    )
+    make_synthetic_dataset(
+        data_dir, train=train, val=0, select=select, test=test, size=size, seed=seed, progress=progress
+    )
+
+
+def _auto_teacher(teacher: str, converged: bool, say: Callable[[str], None]) -> str:
+    """``teacher``, with ``auto`` resolved: the base where it converged, else none. A base still
+    climbing is a teacher the student outgrows during its own training, and pulls it down."""
+    if teacher != "auto":
+        return teacher
+    if converged:
+        say("      teacher: the base (converged)")
+        return "base"
+    say(
+        "      teacher: none (the base is still improving; in the run that set this default, a student distilled "
+        "from such a base ended 1.9 test AP below the extra-steps control; --teacher base distils anyway)"
+    )
+    return "none"
 
 
 def _timed(say: Callable[[str], None], began: float) -> Callable[[str], None]:
