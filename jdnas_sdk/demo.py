@@ -91,8 +91,9 @@ def run_demo(
 
     The search space is the whole detector (backbone, FPN, proposals, box head) at the base's input
     size; ``vary_input_size`` adds the input size. It is off here for time alone: each input size a
-    candidate tries is about 60 new kernels for this machine's table, some two minutes to measure
-    on a fresh machine (``jdnas profile`` measures them ahead, after which they cost nothing)."""
+    candidate tries is about 60 new kernels and an end-to-end run for this machine's table, some
+    30 s to measure on a fresh machine, and a search tries several (``jdnas profile`` measures them
+    ahead, after which they cost nothing)."""
     began = time.perf_counter()
     say = _timed(say, began)  # each step's line says when it began: where the quarter hour goes
     work = Path(workdir)

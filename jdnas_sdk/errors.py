@@ -15,6 +15,7 @@ __all__ = [
     "NonFiniteLossError",
     "ArchError",
     "LatencyTableError",
+    "NegativeResidualError",
     "SearchError",
     "ExportError",
     "StorageError",
@@ -52,6 +53,10 @@ class ArchError(JdnasError, ValueError):
 
 class LatencyTableError(JdnasError, ValueError):
     """A latency table is missing, corrupt or does not fit the request."""
+
+
+class NegativeResidualError(LatencyTableError):
+    """A detector ran faster end to end than its ops' entries add up to: no fixed entry fits."""
 
 
 class SearchError(JdnasError, RuntimeError):

@@ -8,14 +8,19 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
-from jdnas_sdk import standard_arch
+from jdnas_sdk import build_detector, standard_arch
+from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.errors import SearchError
 from jdnas_sdk.latency import ConfirmedLatency, Entry, LatencyTable, OrtBackend, fixed_key, lower
 from jdnas_sdk.latency.backends.base import Timing
 from jdnas_sdk.latency.misses import interpolate_ms
-from jdnas_sdk.search.joint import propose
+from jdnas_sdk.search import SearchConfig, joint_search
+from jdnas_sdk.search.moves import PINNED_TABLE, propose
 from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.student import Heads, Student
+from jdnas_sdk.train import TrainConfig
 
 from .conftest import tiny_spec
 
@@ -57,18 +62,109 @@ def test_a_confirmed_student_is_measured_and_later_guesses_use_the_measurement(s
     assert fixed_key(student_spec, SIZE) in LatencyTable.load(table.path)
 
 
-def test_propose_keeps_only_what_confirm_admits() -> None:
+def test_a_joint_search_on_a_measured_table_holds_candidates_to_confirmed_times(
+    seeded_table: tuple, train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path
+) -> None:
+    table, spec, arch = seeded_table
+    confirmed = ConfirmedLatency(table, spec, SIZE, _backend())
+    torch.manual_seed(0)
+    base = build_detector(spec, arch)
+    confirmed.estimator.calibrate_fixed(base)  # the base's fixed entry measured over its (placeholder) kernels
+    grid = {"fpn": (1.0,), "size": (1.0,), "proposals": (20, 50, 1000), "box": (0.5, 1.0)}
+    space = SearchSpace(arch, width_ratios=(1.0,), depth=(1.0, 1.0), spec=spec, heads=grid)
+    config = SearchConfig(candidates=2, finetune_steps=1, train=TrainConfig(batch_size=2, lr=1e-4, warmup_steps=0))
+    archive = joint_search(
+        base,
+        estimator=confirmed.estimator,
+        confirmed=confirmed,
+        target_ms=2 * confirmed.guess(Student.of(spec, arch)),
+        train_data=train_set,
+        val_data=val_set,
+        workdir=tmp_path / "search",
+        space=space,
+        config=config,
+        progress=False,
+        log=lambda _: None,
+    )
+    assert len(archive.candidates) == 3 and confirmed.confirmed >= 2
+    for candidate in archive.candidates[1:]:
+        student = Student.parse(candidate.arch)
+        assert fixed_key(student.spec(spec), SIZE) in table  # measured, not interpolated
+        assert candidate.latency_ms == pytest.approx(confirmed.measuring.total_ms(student))
+    # the guesses come from the table pinned at the search's start, which lacks what it measured
+    pinned = LatencyTable.load(tmp_path / "search" / PINNED_TABLE)
+    assert confirmed.estimator.table.path == tmp_path / "search" / PINNED_TABLE and len(pinned) < len(table)
+    # an archive made without confirmation is not resumed as if its latencies were measured
+    with pytest.raises(SearchError, match="other settings|settings"):
+        joint_search(
+            base,
+            estimator=confirmed.estimator,
+            target_ms=2 * confirmed.guess(Student.of(spec, arch)),
+            train_data=train_set,
+            val_data=val_set,
+            workdir=tmp_path / "search",
+            space=space,
+            config=config,
+            progress=False,
+            log=lambda _: None,
+        )
+
+
+def test_a_negative_residual_is_clamped_when_confirming(seeded_table: tuple) -> None:
+    table, spec, arch = seeded_table
+    for key in list(table.entries):  # kernels that add up to far more than the detector takes
+        if key.kind != "fixed":
+            table.put(key, Entry(50.0, samples=1))
+    confirmed = ConfirmedLatency(table, spec, SIZE, _backend())
+    student = Student(arch, replace(Heads.of(spec), proposals=20, pre=20))
+    ms = confirmed.confirm(student)
+    entry = table.get(fixed_key(student.spec(spec), SIZE))
+    assert entry.median_ms == 0.0 and "clamped" in entry.info
+    assert ms == pytest.approx(confirmed.measuring.ops_ms(student))
+
+
+def _size(student: Student) -> float:
+    """A stand-in guess that falls as a student shrinks: its stages' width x depth."""
+    return float(sum(stage.width * stage.depth for stage in student.arch.stages))
+
+
+def test_propose_keeps_only_what_confirm_admits_and_guesses_lower_after_a_miss() -> None:
     spec, arch = tiny_spec(), standard_arch("resnet18")
     space = SearchSpace(arch, spec=spec)
     start = Student.of(spec, arch)
-    seen: list[object] = []
+    bound = 0.99 * _size(start)
+    seen: list[Student] = []
 
-    def confirm(student: object) -> float:  # rejects the first proposal the guess admits
+    def confirm(student: Student) -> float:  # the first proposal measures 3x its guess, the next as guessed
         seen.append(student)
-        return 50.0 if len(seen) == 1 else 7.0
+        return _size(student) * (3.0 if len(seen) == 1 else 1.0)
 
-    actions, chosen, ms, rejected = propose(start, space, lambda s: 5.0, 10.0, random.Random(0), confirm=confirm)
-    assert ms == 7.0 and rejected == 1 and chosen == seen[-1] and len(seen) == 2 and actions
+    actions, chosen, ms, rejected = propose(start, space, _size, bound, random.Random(0), confirm=confirm)
+    assert len(seen) == 2 and chosen == seen[-1] and ms == _size(chosen) and rejected >= 1 and actions
+    assert 3.0 * _size(chosen) <= bound  # after the miss, guesses were scaled by it: the search shrank further
+
+
+def test_propose_stops_when_confirmations_keep_missing() -> None:
+    spec, arch = tiny_spec(), standard_arch("resnet18")
+    space = SearchSpace(arch, spec=spec)
+    start = Student.of(spec, arch)
+    bound = 0.99 * _size(start)
+    with pytest.raises(SearchError, match="12 proposals .* were outside it when measured"):
+        propose(start, space, _size, bound, random.Random(0), confirm=lambda s: bound + 1.0)
+
+
+def test_fixed_entries_at_one_proposal_count_but_other_fpn_widths_do_not_divide_by_zero() -> None:
+    spec = tiny_spec(min_size=64, max_size=64)
+    table = LatencyTable(target="t", source="measured", fingerprint=_backend().fingerprint())
+
+    def key(props: int, fpn: int = 16) -> object:
+        return fixed_key(replace(Heads.of(spec), proposals=props, pre=props, fpn=fpn).apply(spec), SIZE)
+
+    table.put(key(1000), Entry(125.0, source="residual"))
+    table.put(key(1000, fpn=8), Entry(100.0, source="residual"))
+    table.put(key(300), Entry(23.0, source="residual"))
+    assert interpolate_ms(table, key(700, fpn=8)) == pytest.approx(100.0 * 700 / 1000)  # scaled from its own fpn
+    assert interpolate_ms(table, key(700)) == pytest.approx(23.0 + (125.0 - 23.0) * (700 - 300) / 700)
 
 
 def test_a_missing_rcnn_fixed_entry_follows_the_proposal_count_not_the_image_area() -> None:

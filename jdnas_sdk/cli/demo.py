@@ -27,7 +27,11 @@ def add_parser(verbs: Any) -> None:
         "compress "
         "it for this machine's CPU (cpu-ort), show base, student and the extra-steps control on the test "
         "images, export the student to ONNX and write the report. Reuses what a previous run left in WORKDIR.",
-        parents=[common.verbosity(top=False), common.seed(), common.target(help="latency table to compress for")],
+        parents=[
+            common.verbosity(top=False),
+            common.seed(),
+            common.target(default=_default("target"), help="latency table to compress for"),
+        ],
     )
     demo.add_argument("--workdir", default=_default("workdir"), help="where everything is written")
     demo.add_argument(
@@ -68,7 +72,7 @@ def add_parser(verbs: Any) -> None:
     demo.add_argument(
         "--vary-input-size",
         action="store_true",
-        help="let the search change the input size too (each size it tries costs about 2 minutes of kernel "
+        help="let the search change the input size too (each size it tries costs about 30 s of kernel "
         "measurements on a fresh machine)",
     )
     demo.add_argument("--candidates", type=int, default=_default("candidates"), help="students the search evaluates")

@@ -1,29 +1,37 @@
 """Search latency on a table this machine measures: guess fast, confirm by measuring.
 
 A search tries thousands of proposals; each new width, proposal count or input size is a kernel
-or a fixed entry the table may lack. Measuring every one costs seconds each (minutes per
-candidate), so proposals are *guessed*: missing kernels interpolated from measured ones of the
-same kind. A guess can be far off, above all for the fixed entry (pre/post-processing, the RPN's
-NMS, RoI pooling): a Faster R-CNN at 192 px spends 125 of its 163 ms there, and that part scales
-with the proposal count far more than with the image area that interpolation scales it by (a
-student with 300 proposals at 128 px was guessed at 144 ms and runs in 38; the base at 128 px
-was guessed at 78 and runs in 141). So a proposal the guess admits is then *confirmed*: its
+or a fixed entry the table may lack. Measuring every one costs a third of a second each (and an
+end-to-end run per new head setting), so proposals are *guessed*: missing entries interpolated
+from measured ones of the same kind (:mod:`jdnas_sdk.latency.misses`). A guess can be far off,
+above all for the fixed entry (pre/post-processing, the RPN's NMS, RoI pooling): a Faster R-CNN
+at 192 px spends 125 of its 163 ms there. Under the old rule, which scaled that entry by image
+area, a student with 300 proposals at 128 px was guessed at 144 ms and runs in 38, the base at
+128 px at 78 ms and it runs in 141. So a proposal the guess admits is then *confirmed*: its
 missing kernels and its fixed entry are measured (the fixed entry as the residual of one
 end-to-end run over measured kernels), and the confirmed time is what the search keeps and
-compares with its bound. Everything measured lands in the machine's table, so later guesses
-and later searches are better and cheaper.
+compares with its bound. Everything measured lands in the machine's table.
+
+Resuming: the guesses come from the table as the search found it, pinned in the search's folder
+(:meth:`ConfirmedLatency.pin`), not from the table as confirmations grow it; confirmations read
+back what they measured. So a killed search, run again, proposes exactly what it proposed before.
+Across runs from scratch, a search on a measured table is as repeatable as its measurements.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
+from .._io import atomic_write_json
 from ..arch import Arch, DetectorSpec
+from ..errors import NegativeResidualError
 from ..student import Student
 from .backends import Backend
 from .estimate import Estimator
-from .table import LatencyTable
+from .lower import fixed_key
+from .table import Entry, LatencyTable
 
 __all__ = ["ConfirmedLatency"]
 
@@ -33,18 +41,28 @@ log = logging.getLogger(__name__)
 class ConfirmedLatency:
     """:meth:`guess` (interpolated misses, fast) and :meth:`confirm` (missing entries measured on
     ``backend``, this machine, and saved into ``table``) for detectors with head ``spec`` on
-    ``input_size`` images."""
+    ``input_size`` images. Unpinned, guesses learn from each confirmation; pinned
+    (:meth:`pin`), they come from the pinned table alone."""
 
     def __init__(self, table: LatencyTable, spec: DetectorSpec, input_size: tuple[int, int], backend: Backend) -> None:
         self.table, self.spec, self.input_size, self.backend = table, spec, input_size, backend
         self._measure = Estimator(table, spec, input_size, on_miss="measure", backend=backend)
-        self._guess = self._fresh_guess()
+        self._guess = self._guessing(table)
+        self._pinned = False
         self.confirmed = 0
         self.measured = 0
         self.seconds = 0.0
 
-    def _fresh_guess(self) -> Estimator:
-        return Estimator(self.table, self.spec, self.input_size, on_miss="interpolate", backend=self.backend)
+    def pin(self, path: Path) -> None:
+        """Guess from the table as saved at ``path`` from now on; written there (the table as it
+        is now) when absent: a search pins the table it started with in its folder, so that a
+        resumed search guesses, and so proposes, as the killed one did."""
+        if not path.is_file():
+            atomic_write_json(path, self.table.to_json())
+        self._guess, self._pinned = self._guessing(LatencyTable.load(path)), True
+
+    def _guessing(self, table: LatencyTable) -> Estimator:
+        return Estimator(table, self.spec, self.input_size, on_miss="interpolate", backend=self.backend)
 
     @property
     def estimator(self) -> Estimator:
@@ -63,19 +81,33 @@ class ConfirmedLatency:
     def confirm(self, arch: Arch | Student) -> float:
         """Estimated ms with every missing entry measured first: what a candidate is held to."""
         before, began = len(self.table), time.monotonic()
-        ms = self._measure.total_ms(arch)
-        added = len(self.table) - before
-        if added:  # the guess's caches hold interpolations of what is now measured
-            self._guess = self._fresh_guess()
+        try:
+            ms = self._measure.total_ms(arch)
+        except NegativeResidualError as exc:  # kernels timed cold add up to more than the whole
+            ms = self._clamped(arch, exc)
+        added, spent = len(self.table) - before, time.monotonic() - began
+        if added:
+            if not self._pinned:  # the guess's caches hold interpolations of what is now measured
+                self._guess = self._guessing(self.table)
             self.measured += added
-            self.seconds += time.monotonic() - began
+            self.seconds += spent
             log.info(
                 "confirmed %s at %.2f ms on %s: %d missing entries measured in %.0f s",
                 arch,
                 ms,
                 self.table.target,
                 added,
-                time.monotonic() - began,
+                spent,
             )
         self.confirmed += 1
         return ms
+
+    def _clamped(self, arch: Arch | Student, exc: NegativeResidualError) -> float:
+        """A fixed entry of 0 ms for a detector that ran faster than its kernels' entries sum to
+        (the estimate is then the kernels' sum, an overestimate), kept in the table, flagged."""
+        spec = arch.spec(self.spec) if isinstance(arch, Student) else self.spec
+        log.warning("%s: its fixed entry is clamped to 0 ms (%s)", arch, exc)
+        self.table.put(fixed_key(spec, self.input_size), Entry(0.0, source="residual", info={"clamped": str(exc)}))
+        if self.table.path is not None:
+            self.table.save()
+        return self._measure.total_ms(arch)

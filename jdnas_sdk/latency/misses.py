@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import math
 
-from ..errors import LatencyTableError
+from ..errors import LatencyTableError, NegativeResidualError
 from .neighbours import fit as _fit
 from .neighbours import neighbours as _neighbours
-from .ops import OpKey, op_macs
+from .ops import OP_FIELDS, OpKey, op_macs
 from .table import Entry, LatencyTable
 
 __all__ = ["MISS_POLICIES", "interpolate_ms", "residual_entry", "combine_residuals"]
@@ -59,20 +59,26 @@ def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
     """A missing fixed entry. With proposals (R-CNN), the proposal count drives it (RoI pooling,
     box decoding and NMS run once per proposal), not the image area: measured on this SDK's demo
     Faster R-CNN, 125 ms with 1,000 proposals and 23 ms with 300 at 192 px, and about the same with
-    1,000 at 128 px as at 192. So: the line through entries of the same image size with other
-    proposal counts, where there are two; else the nearest entry scaled by the proposal count.
-    Without proposals (one-stage), post-processing runs over every anchor: the nearest entry
-    scaled by image area. Interpolated entries are guesses: a search confirms them by measuring."""
+    1,000 at 128 px as at 192. So: the line through the two nearest proposal counts among entries
+    equal to ``key`` but for the proposal counts, where there are two; else the nearest entry
+    scaled by the proposal count. Without proposals (one-stage), post-processing runs over every
+    anchor: the nearest entry scaled by image area. Interpolated entries are guesses: a search
+    confirms them by measuring."""
     area, props = _area(key), int(key["props"])
     if props > 0:
-        points = sorted({(int(k["props"]), e.median_ms) for k, e in pool if _area(k) == area and int(k["props"]) > 0})
-        if len({p for p, _ in points}) >= 2:
-            near = sorted(points, key=lambda pe: abs(math.log(pe[0] / props)))[:2]
-            slope, intercept = _fit([p for p, _ in near], [ms for _, ms in near])
+        rest = _but_proposals(key)
+        by_props: dict[int, list[float]] = {}
+        for other, entry in pool:
+            if _but_proposals(other) == rest and int(other["props"]) > 0:
+                by_props.setdefault(int(other["props"]), []).append(entry.median_ms)
+        if len(by_props) >= 2:  # two distinct proposal counts: a line cannot divide by zero
+            near = sorted(by_props, key=lambda p: abs(math.log(p / props)))[:2]
+            slope, intercept = _fit(near, [sum(by_props[p]) / len(by_props[p]) for p in near])
             if intercept + slope * props > 0:
                 return intercept + slope * props
+    alike = [kv for kv in pool if _but_proposals(kv[0]) == _but_proposals(key)]  # same but for proposals
     other, entry = min(
-        pool,
+        alike or pool,
         key=lambda kv: abs(math.log(_area(kv[0]) / area)) + abs(math.log((int(kv[0]["props"]) + 1) / (props + 1))),
     )
     if props > 0 and int(other["props"]) > 0:
@@ -80,11 +86,16 @@ def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
     return entry.median_ms * area / _area(other)
 
 
+def _but_proposals(key: OpKey) -> tuple[object, ...]:
+    """``key``'s fields but its proposal counts (before and after the RPN's NMS)."""
+    return tuple(v for n, v in zip(OP_FIELDS[key.kind], key.values) if n not in ("pre", "props"))
+
+
 def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
     """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries."""
     residual = end_to_end.median_ms - ops_ms
     if residual < 0:
-        raise LatencyTableError(
+        raise NegativeResidualError(
             f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
             "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
         )

@@ -9,7 +9,12 @@ the first ``tighten`` fraction of the budget, so a lineage shrinks step by step 
 carry over. A round of ``parallel`` candidates is decided from the archive as it stood at the
 round's start, trained by an executor (here, or on Ray workers), then recorded in slot order.
 Every random draw is seeded by (seed, candidate index): the same seed and round size give the
-same search on any number of workers, and a killed search resumes where it stopped.
+same search on any number of workers, and a killed search resumes where it stopped. On a table
+this machine measures, proposals are guessed and confirmed by measurement in this process
+(:class:`~jdnas_sdk.latency.ConfirmedLatency`): the executor still changes nothing, a resumed
+search still proposes what it did (the guesses come from the table pinned at its start, the
+confirmations read back what they measured), but two searches from scratch are only as alike as
+their measurements.
 
 The moves and proposals live in :mod:`.moves`; this module holds the settings
 (:class:`SearchConfig`, :func:`search_settings`), the bound's schedule and the loop.
@@ -38,8 +43,8 @@ from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
+from .moves import PINNED_TABLE, as_searched, propose
 from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
-from .moves import as_searched, propose
 from .moves import moves as moves
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 from .teachers import TeacherFiles, gap_teacher
@@ -252,9 +257,19 @@ def joint_search(
     spec, base_arch = describe(base)
     base_ms = estimator.total_ms(base_arch)
     settings = search_settings(
-        "joint", base_arch, target_ms, estimator, space, config, pool=pool is not None, base_teacher=base_teacher
+        "joint",
+        base_arch,
+        target_ms,
+        estimator,
+        space,
+        config,
+        pool=pool is not None,
+        base_teacher=base_teacher,
+        **({"latency": "confirmed"} if confirmed is not None else {}),
     )
     archive = Archive.open(work / "archive.json", settings)
+    if confirmed is not None:  # a resumed search guesses from the table it started with
+        confirmed.pin(work / PINNED_TABLE)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
     _record_base(archive, base, base_arch, base_ms, work, val_data, pool, base_teacher, config, log)
     if len(archive.candidates) > config.candidates:

@@ -31,7 +31,7 @@ from ..morph import (
 from ..space import SearchSpace
 from ..student import Heads, Student
 
-__all__ = ["moves", "apply_move", "propose", "as_searched"]
+__all__ = ["moves", "apply_move", "propose", "as_searched", "PINNED_TABLE"]
 
 
 def _grid_step(grid: tuple[int, ...], value: int, step: int) -> int | None:
@@ -113,6 +113,11 @@ def _head_value(heads: Heads, knob: str) -> int:
     return heads.min_size if knob == "size" else getattr(heads, knob)
 
 
+#: The table a search on a measured table guesses from, pinned in the search's folder at its start
+#: (:meth:`~jdnas_sdk.latency.ConfirmedLatency.pin`): a resumed search proposes as the killed one did.
+PINNED_TABLE = "latency_at_start.json"
+
+
 def propose(
     parent: Arch | Student,
     space: SearchSpace,
@@ -124,23 +129,30 @@ def propose(
     tries: int = 200,
     min_ms: float = 0.0,
     confirm: Callable[[Any], float] | None = None,
+    max_confirms: int = 12,
 ) -> tuple[list[Any], Any, float, int]:
     """Moves from ``parent`` (1 to ``max_actions`` of them, then up to 40 more shrinking ones while
     still over the bound) whose result the table puts within ``bound_ms`` and, for gradual
     morphism, at or above ``min_ms``. With ``confirm`` (e.g.
     :meth:`~jdnas_sdk.latency.ConfirmedLatency.confirm`), ``latency`` is a guess and a proposal
-    it admits must also be within the window by ``confirm``, whose time is returned.
+    it admits must also be within the window by ``confirm``, whose time is returned; after a
+    confirmation misses, guesses are scaled by its confirmed/guessed ratio, and after
+    ``max_confirms`` misses the search stops with :class:`SearchError` (each costs measurements).
 
     Returns (actions, arch, estimated latency, rejected proposals). Over the bound, shrinking moves
     are drawn more often. Raises :class:`SearchError` when ``tries`` proposals all miss the bound.
     """
-    rejected = 0
+    rejected, missed, scale = 0, 0, 1.0
+
+    def guess(arch: Any) -> float:
+        return latency(arch) * scale
+
     for _ in range(tries):
         arch, actions = parent, []
         wanted = rng.randint(1, max_actions)
-        while len(actions) < wanted or (latency(arch) > bound_ms and len(actions) < max_actions + 40):
+        while len(actions) < wanted or (guess(arch) > bound_ms and len(actions) < max_actions + 40):
             options = moves(arch, space)
-            over = latency(arch) > bound_ms
+            over = guess(arch) > bound_ms
             shrinking = [a for a in options if _shrinks(a, arch)]
             choices = shrinking if over and shrinking and (len(actions) >= wanted or rng.random() < 0.8) else options
             if not choices:
@@ -149,9 +161,18 @@ def propose(
             arch = apply_move(arch, action)
             actions.append(action)
         if actions and arch != parent:
-            ms = latency(arch)
+            ms = guess(arch)
             if min_ms <= ms <= bound_ms and confirm is not None:
-                ms = confirm(arch)
+                guessed, ms = latency(arch), confirm(arch)
+                if not min_ms <= ms <= bound_ms:
+                    missed += 1
+                    scale = ms / guessed if guessed > 0 else scale
+                    if missed >= max_confirms:
+                        raise SearchError(
+                            f"{missed} proposals from {parent} that the table's guesses put within {bound_ms:.2f} ms "
+                            "were outside it when measured; profile the search space on this machine first "
+                            "(`jdnas profile`), so that guesses are measurements"
+                        )
             if min_ms <= ms <= bound_ms:
                 return actions, arch, ms, rejected
         rejected += 1

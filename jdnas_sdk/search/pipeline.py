@@ -31,7 +31,7 @@ from ..student import Heads, Student
 from .archive import Archive
 from .executor import CandidateJob, Executor
 from .joint import SearchConfig, search_settings
-from .moves import as_searched, propose
+from .moves import PINNED_TABLE, as_searched, propose
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
@@ -66,15 +66,21 @@ def _scaled_student(space: SearchSpace, steps: int) -> Arch | Student:
     return Student(arch, space.make_heads(choice))
 
 
-def uniform_prune(space: SearchSpace, latency: Callable[[Any], float], target_ms: float) -> Arch | Student:
+def uniform_prune(
+    space: SearchSpace,
+    latency: Callable[[Any], float],
+    target_ms: float,
+    confirm: Callable[[Any], float] | None = None,
+) -> Arch | Student:
     """The base with every width (and, where the space has a head grid, every head setting: FPN,
     box/mask head and tower widths, tower depth, proposals, input size) moved the same number of
     grid steps down: the least pruning that meets ``target_ms`` (then blocks are removed from the
-    deepest stage if that is not enough)."""
+    deepest stage if that is not enough). With ``confirm``, ``latency`` is a guess and a step it
+    admits must also meet the target by ``confirm`` (only those steps are measured)."""
     grids = [len(space.stage_widths(s)) for s in range(1, 5)] + [len(v) for v in space.head_values().values()]
     for steps in range(0, max(grids)):
         arch = _scaled_student(space, steps)
-        if latency(arch) <= target_ms:
+        if latency(arch) <= target_ms and (confirm is None or confirm(arch) <= target_ms):
             return arch
     scaled = _scaled_student(space, 99)
     if isinstance(scaled, Student):
@@ -119,8 +125,19 @@ def pipeline_search(
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     _, base_arch = describe(base)
-    settings = search_settings("pipeline", base_arch, target_ms, estimator, space, config, teacher=teacher is not None)
+    settings = search_settings(
+        "pipeline",
+        base_arch,
+        target_ms,
+        estimator,
+        space,
+        config,
+        teacher=teacher is not None,
+        **({"latency": "confirmed"} if confirmed is not None else {}),
+    )
     archive = Archive.open(work / "archive.json", settings)
+    if confirmed is not None:  # a resumed search guesses from the table it started with
+        confirmed.pin(work / PINNED_TABLE)
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
@@ -141,7 +158,12 @@ def pipeline_search(
     try:
         common = dict(label="pipeline", progress=progress, log=log, note=lambda s: f": {s.actions[0]}")
         if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
-            arch = uniform_prune(space, latency, target_ms)
+            arch = uniform_prune(
+                space,
+                estimator.total_ms if confirmed is None else confirmed.guess,
+                target_ms,
+                None if confirmed is None else confirmed.confirm,
+            )
             run_round(
                 archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune", **common
             )
