@@ -125,19 +125,7 @@ def pipeline_search(
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     _, base_arch = describe(base)
-    settings = search_settings(
-        "pipeline",
-        base_arch,
-        target_ms,
-        estimator,
-        space,
-        config,
-        teacher=teacher is not None,
-        **({"latency": "confirmed"} if confirmed is not None else {}),
-    )
-    archive = Archive.open(work / "archive.json", settings)
-    if confirmed is not None:  # a resumed search guesses from the table it started with
-        confirmed.pin(work / PINNED_TABLE)
+    archive = _open_archive(work, base_arch, target_ms, estimator, space, config, teacher is not None, confirmed)
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
@@ -233,6 +221,34 @@ def _record_base(
         note=": base",
         log=log,
     )
+
+
+def _open_archive(
+    work: Path,
+    base_arch: Arch,
+    target_ms: float,
+    estimator: Estimator,
+    space: SearchSpace,
+    config: SearchConfig,
+    teacher: bool,
+    confirmed: ConfirmedLatency | None,
+) -> Archive:
+    """The pipeline's archive in ``work`` (a resumed one must have been made with these settings);
+    with ``confirmed``, the table its guesses come from pinned there."""
+    settings = search_settings(
+        "pipeline",
+        base_arch,
+        target_ms,
+        estimator,
+        space,
+        config,
+        teacher=teacher,
+        **({"latency": "confirmed"} if confirmed is not None else {}),
+    )
+    archive = Archive.open(work / "archive.json", settings)
+    if confirmed is not None:  # a resumed search guesses from the table it started with
+        confirmed.pin(work / PINNED_TABLE)
+    return archive
 
 
 def _slot(
