@@ -73,10 +73,8 @@ def test_a_joint_search_on_a_measured_table_holds_candidates_to_confirmed_times(
     grid = {"fpn": (1.0,), "size": (1.0,), "proposals": (20, 50, 1000), "box": (0.5, 1.0)}
     space = SearchSpace(arch, width_ratios=(1.0,), depth=(1.0, 1.0), spec=spec, heads=grid)
     config = SearchConfig(candidates=2, finetune_steps=1, train=TrainConfig(batch_size=2, lr=1e-4, warmup_steps=0))
-    archive = joint_search(
-        base,
+    common = dict(
         estimator=confirmed.estimator,
-        confirmed=confirmed,
         target_ms=2 * confirmed.guess(Student.of(spec, arch)),
         train_data=train_set,
         val_data=val_set,
@@ -86,6 +84,7 @@ def test_a_joint_search_on_a_measured_table_holds_candidates_to_confirmed_times(
         progress=False,
         log=lambda _: None,
     )
+    archive = joint_search(base, confirmed=confirmed, **common)
     assert len(archive.candidates) == 3 and confirmed.confirmed >= 2
     for candidate in archive.candidates[1:]:
         student = Student.parse(candidate.arch)
@@ -95,19 +94,8 @@ def test_a_joint_search_on_a_measured_table_holds_candidates_to_confirmed_times(
     pinned = LatencyTable.load(tmp_path / "search" / PINNED_TABLE)
     assert confirmed.estimator.table.path == tmp_path / "search" / PINNED_TABLE and len(pinned) < len(table)
     # an archive made without confirmation is not resumed as if its latencies were measured
-    with pytest.raises(SearchError, match="other settings|settings"):
-        joint_search(
-            base,
-            estimator=confirmed.estimator,
-            target_ms=2 * confirmed.guess(Student.of(spec, arch)),
-            train_data=train_set,
-            val_data=val_set,
-            workdir=tmp_path / "search",
-            space=space,
-            config=config,
-            progress=False,
-            log=lambda _: None,
-        )
+    with pytest.raises(SearchError, match="belongs to a search with other settings"):
+        joint_search(base, **common)
 
 
 def test_a_negative_residual_is_clamped_when_confirming(seeded_table: tuple) -> None:
