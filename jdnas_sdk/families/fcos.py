@@ -10,7 +10,7 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from ..layers import Op, conv
-from .base import KDTap, SpecLike, dense_kd_logits, dense_postprocess, read_towers, set_towers
+from .base import KDTap, SpecLike, dense_kd_logits
 from .retinanet import OneStageFamily
 
 __all__ = ["FCOSFamily"]
@@ -25,31 +25,10 @@ class FCOSFamily(OneStageFamily):
     postprocess = (0.2, 0.6, 100)
     takes_anchor_sizes = False
     fpn_multiple = 32
+    tower_group_norm = True
 
     def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
         return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
-
-    def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        model = FCOS(
-            backbone,
-            spec.num_classes,
-            anchor_generator=anchors,
-            min_size=spec.min_size,
-            max_size=spec.max_size,
-            score_thresh=spec.score_thresh,
-            nms_thresh=spec.nms_thresh,
-            detections_per_img=spec.detections_per_img,
-        )
-        set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=True)
-        return model
-
-    def read(self, model: nn.Module) -> dict[str, Any]:
-        return dict(
-            num_classes=int(model.head.classification_head.num_classes),
-            anchor_sizes=None,
-            **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
-            **dense_postprocess(model),
-        )
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both GroupNorm towers, then class, box (with ReLU) and centerness convs."""

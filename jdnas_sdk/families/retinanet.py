@@ -43,9 +43,34 @@ def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int
 
 class OneStageFamily(Family):
     """What torchvision's one-stage detectors (RetinaNet, FCOS) share: P6/P7 from the top FPN
-    output, and head towers whose depth and width the search may change."""
+    output, and head towers whose depth and width the search may change. ``tower_group_norm``:
+    whether the towers normalise with GroupNorm (FCOS) or not (RetinaNet)."""
 
     head_settings = ("head_convs", "head_width")
+    tower_group_norm: bool = False
+
+    def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
+        model = self.model_class(
+            backbone,
+            spec.num_classes,
+            anchor_generator=anchors,
+            min_size=spec.min_size,
+            max_size=spec.max_size,
+            score_thresh=spec.score_thresh,
+            nms_thresh=spec.nms_thresh,
+            detections_per_img=spec.detections_per_img,
+        )
+        set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=self.tower_group_norm)
+        return model
+
+    def read(self, model: nn.Module) -> dict[str, Any]:
+        sizes = tuple(int(level[0]) for level in self.anchors_of(model).sizes) if self.takes_anchor_sizes else None
+        return dict(
+            num_classes=int(model.head.classification_head.num_classes),
+            anchor_sizes=sizes,
+            **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
+            **dense_postprocess(model),
+        )
 
     def check(self, spec: SpecLike) -> str | None:
         return super().check(spec) or tower_check(spec, self.name, self.fpn_multiple)
@@ -67,28 +92,6 @@ class RetinaNetFamily(OneStageFamily):
     def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
         sizes = tuple((x, int(x * 2 ** (1.0 / 3)), int(x * 2 ** (2.0 / 3))) for x in base_anchor_sizes(spec))
         return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-
-    def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
-        model = RetinaNet(
-            backbone,
-            spec.num_classes,
-            anchor_generator=anchors,
-            min_size=spec.min_size,
-            max_size=spec.max_size,
-            score_thresh=spec.score_thresh,
-            nms_thresh=spec.nms_thresh,
-            detections_per_img=spec.detections_per_img,
-        )
-        set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=False)
-        return model
-
-    def read(self, model: nn.Module) -> dict[str, Any]:
-        return dict(
-            num_classes=int(model.head.classification_head.num_classes),
-            anchor_sizes=tuple(int(level[0]) for level in self.anchors_of(model).sizes),
-            **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
-            **dense_postprocess(model),
-        )
 
     def head_ops(self, spec: SpecLike, levels: Sequence[tuple[int, int]], *, rois: int | None = None) -> tuple[Op, ...]:
         """Per level: both towers' convs (``head_convs`` of ``head_width``), then the class and box
