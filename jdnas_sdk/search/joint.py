@@ -43,13 +43,13 @@ from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
-from .moves import PINNED_TABLE, as_searched, propose
+from .moves import PINNED_TABLE, as_searched, propose, search_latency
 from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
 from .moves import moves as moves
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 from .teachers import TeacherFiles, gap_teacher
 
-__all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings"]
+__all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings", "open_archive"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,18 @@ def search_settings(
     }  # 1: as archives made before rounds
 
 
+def open_archive(work: Path, settings: dict[str, Any], confirmed: ConfirmedLatency | None) -> Archive:
+    """The search's archive in ``work`` (a resumed one must have been made with ``settings``). With
+    ``confirmed``, the settings say so (an archive of guessed latencies is not resumed as confirmed)
+    and the table its guesses come from is pinned there, so a resumed search proposes as before."""
+    if confirmed is not None:
+        settings = {**settings, "latency": "confirmed"}
+    archive = Archive.open(work / "archive.json", settings)
+    if confirmed is not None:
+        confirmed.pin(work / PINNED_TABLE)
+    return archive
+
+
 def _pick_parent(candidates: list[Candidate], bound_ms: float, rng: random.Random) -> Candidate:
     alive = [c for c in candidates if c.ok]  # a failed candidate has no student to morph
     within = [c for c in alive if c.latency_ms <= bound_ms]
@@ -160,17 +172,17 @@ class _Round:
         if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
             floor = parent.latency_ms * (1 - config.max_step_share)
             bound = max(bound, parent.latency_ms * (1 - config.max_step_share / 2))
-        confirmed = self.confirmed
+        guess, confirm = search_latency(self.estimator, self.confirmed)
         actions, arch, ms, rejected = propose(
             as_searched(parent.arch, self.space),
             self.space,
-            confirmed.guess if confirmed is not None else self.estimator.total_ms,
+            guess,
             bound,
             rng,
             max_actions=config.max_actions,
             tries=config.proposals,
             min_ms=floor,
-            confirm=confirmed.confirm if confirmed is not None else None,
+            confirm=confirm,
         )
         teacher_code, teacher_file = parent.teacher, None
         if self.pool is not None:
@@ -265,11 +277,8 @@ def joint_search(
         config,
         pool=pool is not None,
         base_teacher=base_teacher,
-        **({"latency": "confirmed"} if confirmed is not None else {}),
     )
-    archive = Archive.open(work / "archive.json", settings)
-    if confirmed is not None:  # a resumed search guesses from the table it started with
-        confirmed.pin(work / PINNED_TABLE)
+    archive = open_archive(work, settings, confirmed)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
     _record_base(archive, base, base_arch, base_ms, work, val_data, pool, base_teacher, config, log)
     if len(archive.candidates) > config.candidates:

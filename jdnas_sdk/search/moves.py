@@ -17,6 +17,7 @@ from typing import Any
 
 from ..arch import Arch
 from ..errors import SearchError
+from ..latency import ConfirmedLatency, Estimator
 from ..morph import (
     Action,
     AddBlock,
@@ -31,7 +32,7 @@ from ..morph import (
 from ..space import SearchSpace
 from ..student import Heads, Student
 
-__all__ = ["moves", "apply_move", "propose", "as_searched", "PINNED_TABLE"]
+__all__ = ["moves", "apply_move", "propose", "as_searched", "search_latency", "PINNED_TABLE"]
 
 
 def _grid_step(grid: tuple[int, ...], value: int, step: int) -> int | None:
@@ -116,6 +117,16 @@ def _head_value(heads: Heads, knob: str) -> int:
 #: The table a search on a measured table guesses from, pinned in the search's folder at its start
 #: (:meth:`~jdnas_sdk.latency.ConfirmedLatency.pin`): a resumed search proposes as the killed one did.
 PINNED_TABLE = "latency_at_start.json"
+
+
+def search_latency(
+    estimator: Estimator, confirmed: ConfirmedLatency | None
+) -> tuple[Callable[[Any], float], Callable[[Any], float] | None]:
+    """``(guess, confirm)`` for :func:`propose`: the estimator alone (nothing to confirm), or on a
+    table this machine measures, ``confirmed``'s guess and confirmation."""
+    if confirmed is None:
+        return estimator.total_ms, None
+    return confirmed.guess, confirmed.confirm
 
 
 def propose(

@@ -30,8 +30,8 @@ from ..space import SearchSpace
 from ..student import Heads, Student
 from .archive import Archive
 from .executor import CandidateJob, Executor
-from .joint import SearchConfig, search_settings
-from .moves import PINNED_TABLE, as_searched, propose
+from .joint import SearchConfig, open_archive, search_settings
+from .moves import as_searched, propose, search_latency
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
 
 __all__ = ["pipeline_search", "uniform_prune"]
@@ -125,13 +125,15 @@ def pipeline_search(
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     _, base_arch = describe(base)
-    archive = _open_archive(work, base_arch, target_ms, estimator, space, config, teacher is not None, confirmed)
+    settings = search_settings("pipeline", base_arch, target_ms, estimator, space, config, teacher=teacher is not None)
+    archive = open_archive(work, settings, confirmed)
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
     search_count = max(1, config.candidates // 3)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
-    latency = confirmed.confirm if confirmed is not None else estimator.total_ms
+    guess, confirm = search_latency(estimator, confirmed)
+    latency = confirm or guess  # what each stage's student is held to
     slot = partial(_slot, work, archive, config, latency=latency, target_ms=target_ms)
 
     if len(archive.candidates) > 1:
@@ -146,12 +148,7 @@ def pipeline_search(
     try:
         common = dict(label="pipeline", progress=progress, log=log, note=lambda s: f": {s.actions[0]}")
         if len(archive.candidates) == 1:  # 1. prune to the target, fine-tune
-            arch = uniform_prune(
-                space,
-                estimator.total_ms if confirmed is None else confirmed.guess,
-                target_ms,
-                None if confirmed is None else confirmed.confirm,
-            )
+            arch = uniform_prune(space, guess, target_ms, confirm)
             run_round(
                 archive, [slot(1, arch, 0, "prune+finetune", stage_steps, None, True)], runner, desc="prune", **common
             )
@@ -223,34 +220,6 @@ def _record_base(
     )
 
 
-def _open_archive(
-    work: Path,
-    base_arch: Arch,
-    target_ms: float,
-    estimator: Estimator,
-    space: SearchSpace,
-    config: SearchConfig,
-    teacher: bool,
-    confirmed: ConfirmedLatency | None,
-) -> Archive:
-    """The pipeline's archive in ``work`` (a resumed one must have been made with these settings);
-    with ``confirmed``, the table its guesses come from pinned there."""
-    settings = search_settings(
-        "pipeline",
-        base_arch,
-        target_ms,
-        estimator,
-        space,
-        config,
-        teacher=teacher,
-        **({"latency": "confirmed"} if confirmed is not None else {}),
-    )
-    archive = Archive.open(work / "archive.json", settings)
-    if confirmed is not None:  # a resumed search guesses from the table it started with
-        confirmed.pin(work / PINNED_TABLE)
-    return archive
-
-
 def _slot(
     work: Path,
     archive: Archive,
@@ -318,16 +287,9 @@ def _random_arch(
     moves until the table (confirmed, with ``confirmed``) puts it within ``target_ms``."""
     rng = random.Random(config.seed * 1_000_003 + index)
     arch = space.sample_student(rng) if space.head_values() else space.sample(rng)
-    guess = confirmed.guess if confirmed is not None else estimator.total_ms
-    if guess(arch) > target_ms or (confirmed is not None and confirmed.confirm(arch) > target_ms):
+    guess, confirm = search_latency(estimator, confirmed)
+    if guess(arch) > target_ms or (confirm is not None and confirm(arch) > target_ms):
         _, arch, _, _ = propose(
-            arch,
-            space,
-            guess,
-            target_ms,
-            rng,
-            max_actions=1,
-            tries=config.proposals,
-            confirm=confirmed.confirm if confirmed is not None else None,
+            arch, space, guess, target_ms, rng, max_actions=1, tries=config.proposals, confirm=confirm
         )
     return arch
