@@ -48,7 +48,6 @@ class ConfirmedLatency:
         self.table, self.spec, self.input_size, self.backend = table, spec, input_size, backend
         self._measure = Estimator(table, spec, input_size, on_miss="measure", backend=backend)
         self._guess = self._guessing(table)
-        self._pinned = False
         self.confirmed = 0
         self.measured = 0
         self.seconds = 0.0
@@ -59,7 +58,7 @@ class ConfirmedLatency:
         resumed search guesses, and so proposes, as the killed one did."""
         if not path.is_file():
             atomic_write_json(path, self.table.to_json())
-        self._guess, self._pinned = self._guessing(LatencyTable.load(path)), True
+        self._guess = self._guessing(LatencyTable.load(path))
 
     def _guessing(self, table: LatencyTable) -> Estimator:
         return Estimator(table, self.spec, self.input_size, on_miss="interpolate", backend=self.backend)
@@ -87,7 +86,7 @@ class ConfirmedLatency:
             ms = self._clamped(arch, exc)
         added, spent = len(self.table) - before, time.monotonic() - began
         if added:
-            if not self._pinned:  # the guess's caches hold interpolations of what is now measured
+            if self._guess.table is self.table:  # unpinned: its caches hold interpolations of what is now measured
                 self._guess = self._guessing(self.table)
             self.measured += added
             self.seconds += spent
