@@ -30,7 +30,7 @@ from typing import Any
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.demo import run_demo
 from jdnas_sdk.machine import machine_info
-from jdnas_sdk.protocol import claim
+from jdnas_sdk.protocol import claim, claim_gap
 
 HERE = Path(__file__).resolve().parent
 #: run_demo's defaults: the demo as `jdnas demo` runs it
@@ -56,6 +56,7 @@ def _row(seed: int, result: Any, wall_s: float) -> dict[str, Any]:
         "teacher": student.get("final_teacher"),
         "measured_ratio": student["measured_ms"] / base["measured_ms"] if "measured_ms" in student else None,
         "claim": claim(metrics),
+        "gap": claim_gap(metrics)[1],
         "wall_s": wall_s,
     }
 
@@ -114,9 +115,7 @@ def _write(out: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None
             f"| {r['wall_s']:.0f} |"
         )
     if len(rows) > 1:
-        gap = [
-            100 * (r["student"]["test_ap"] - max(r["base"]["test_ap"], r["control"].get("test_ap", 0))) for r in rows
-        ]
+        gap = [r["gap"] for r in rows]
         lines += [
             "",
             f"Student minus the best of base and control, test AP: mean {statistics.mean(gap):+.1f}, "
