@@ -23,27 +23,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from jdnas_sdk import DetectorSpec, SearchSpace, Student, build, standard_arch
+from estimate_fingerprint import benchmark_spec  # the benchmark detectors' spec, written once (a sibling script)
+
+from jdnas_sdk import SearchSpace, Student, build, standard_arch
 from jdnas_sdk.latency import OrtBackend
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
-ANCHORS = (16, 32, 64, 128, 256)
 GOALS = {"fasterrcnn": 0.30, "retinanet": 0.25}
-
-
-def benchmark_spec(family: str) -> DetectorSpec:
-    return DetectorSpec(
-        family=family,
-        backbone="resnet18",
-        num_classes=9,
-        min_size=256,
-        max_size=256,
-        fpn_channels=64,
-        representation_size=256,
-        anchor_sizes=ANCHORS,
-    )
 
 
 def measure(family: str, rounds: int, backend: OrtBackend) -> dict[str, Any]:
