@@ -5,7 +5,8 @@ or a fixed entry the table may lack. Measuring every one costs a third of a seco
 end-to-end run per new head setting), so proposals are *guessed*: missing entries interpolated
 from measured ones of the same kind (:mod:`jdnas_sdk.latency.misses`). A guess can be far off,
 above all for the fixed entry (pre/post-processing, the RPN's NMS, RoI pooling): a Faster R-CNN
-at 192 px spends 125 of its 163 ms there. Under the old rule, which scaled that entry by image
+at 192 px spends 125 of its 163 ms there (an ad-hoc probe on one Intel Xeon, not a kept
+benchmark). Under the old rule, which scaled that entry by image
 area, a student with 300 proposals at 128 px was guessed at 144 ms and runs in 38, the base at
 128 px at 78 ms and it runs in 141. So a proposal the guess admits is then *confirmed*: its
 missing kernels and its fixed entry are measured (the fixed entry as the residual of one

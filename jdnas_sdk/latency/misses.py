@@ -57,7 +57,8 @@ def _area(key: OpKey) -> int:
 
 def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
     """A missing fixed entry. With proposals (R-CNN), the proposal count drives it (RoI pooling,
-    box decoding and NMS run once per proposal), not the image area: measured on this SDK's demo
+    box decoding and NMS run once per proposal), not the image area: measured (an ad-hoc probe on
+    one Intel Xeon, not a kept benchmark) on this SDK's demo
     Faster R-CNN, 125 ms with 1,000 proposals and 23 ms with 300 at 192 px, and about the same with
     1,000 at 128 px as at 192. So: the line through the two nearest proposal counts among entries
     equal to ``key`` but for the proposal counts, where there are two; else the nearest entry
