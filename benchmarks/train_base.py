@@ -1,12 +1,15 @@
-"""Train the base detectors that later benchmarks compress, and record what that cost and gave.
+"""Train the base detectors that later benchmarks compress, until they converge, and record what that cost and gave.
 
 On a synthetic COCO-format dataset (generated here: nothing is downloaded) this trains each
-requested family on a ResNet-FPN backbone from scratch, evaluates COCO mAP on the validation
-split, and writes ``benchmarks/results/train_base.{json,md}`` with the machine it ran on.
+requested family on a ResNet-FPN backbone from scratch under the protocol of issue 13: the
+``train`` split trains, the ``select`` half of ``val`` decides when to stop (every ``--eval-every``
+steps; stop after ``--patience`` evaluations without a gain, or at ``--steps``; the best weights
+are kept) and the ``test`` half gives the reported AP. The curve is kept beside each detector file
+(``*.pt.curve.json``) and in ``benchmarks/results/train_base.{json,md}``, with the machine it ran on.
 Killed? Run the same command: datasets are reused and training resumes from its checkpoints.
 
-    python benchmarks/train_base.py --threads 1           # the defaults below, about an hour here
-    python benchmarks/train_base.py --steps 50 --train 100 --val 50   # a quick smoke run
+    python benchmarks/train_base.py                                  # the defaults below, an hour or more here
+    python benchmarks/train_base.py --steps 40 --eval-every 20 --train 100 --val 50   # a quick smoke run
 """
 
 from __future__ import annotations
@@ -15,18 +18,19 @@ import argparse
 import datetime as dt
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
 
-from jdnas_sdk import DetectorSpec, build_detector, load_detector
+from jdnas_sdk import DetectorSpec, build_detector
 from jdnas_sdk._io import atomic_write_json
-from jdnas_sdk.data import load_split, make_synthetic_dataset
-from jdnas_sdk.detectors import read_detector_file
+from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+from jdnas_sdk.data import load_protocol_splits, make_synthetic_dataset
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.families import get_family
 from jdnas_sdk.machine import machine_info
-from jdnas_sdk.train import TrainConfig, train_to_file
+from jdnas_sdk.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent
 
@@ -44,7 +48,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train", type=int, default=2000, help="synthetic training images")
     p.add_argument("--val", type=int, default=500, help="synthetic validation images")
     p.add_argument("--size", type=int, default=256, help="image side in pixels")
-    p.add_argument("--steps", type=int, default=1500, help="training steps per detector")
+    p.add_argument("--steps", type=int, default=3000, help="the most training steps per detector")
+    p.add_argument("--eval-every", type=int, default=100, help="steps between select evaluations")
+    p.add_argument("--patience", type=int, default=3, help="evaluations without a gain before stopping")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
     p.add_argument("--lr", type=float, default=1e-3)
@@ -61,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     data = args.workdir / f"shapes_{args.train}_{args.val}_{args.size}_s{args.seed}"
     if not (data / "annotations" / "instances_val.json").is_file():
         make_synthetic_dataset(data, train=args.train, val=args.val, size=args.size, seed=args.seed)
-    train_set, val_set = load_split(data, "train"), load_split(data, "val")
+    train_set, select_set, test_set = load_protocol_splits(data)
     rows = []
     for family in args.families.split(","):
         out = args.workdir / f"base_{family}_{args.backbone}.pt"
@@ -85,18 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             seed=args.seed,
         )
-        if out.is_file():
-            model = load_detector(out)
-            meta = read_detector_file(out)["metadata"]
-            wall = meta.get("train_wall_s") if meta.get("resumed_from") == 0 else None
-            steps = int(meta.get("steps", args.steps))
-            print(f"{family}: reusing {out}", file=sys.stderr)
-        else:
-            model = build_detector(spec)
-            result = train_to_file(model, train_set, out, config=config)
-            wall = result.wall_s if result.resumed_from == 0 else None
-            steps = args.steps
-        metrics = evaluate(model, val_set)
+        started, wall_file = time.perf_counter(), out.with_name(out.name + ".wall.json")
+        earlier_wall = json.loads(wall_file.read_text())["train_wall_s"] if wall_file.is_file() else 0.0
+        model = build_detector(spec)
+        converge = ConvergeConfig(eval_every=args.eval_every, patience=args.patience, max_steps=args.steps)
+        curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
+        wall = earlier_wall + time.perf_counter() - started  # summed over runs (time lost to a kill is not counted)
+        atomic_write_json(wall_file, {"train_wall_s": wall})
+        metrics = evaluate(model, test_set)
         params = sum(p.numel() for p in model.parameters())
         rows.append(
             {
@@ -104,30 +106,41 @@ def main(argv: list[str] | None = None) -> int:
                 "backbone": args.backbone,
                 "fpn_channels": args.fpn_channels,
                 "parameters": params,
-                "steps": steps,
+                "steps": curve.best_step,
+                "trained_steps": curve.steps,
+                "converged": curve.converged,
+                "curve": curve.curve,
+                "select_ap": curve.best_ap,
                 "batch_size": args.batch_size,
                 "optimizer": args.optimizer,
                 "lr": args.lr,
                 "weight_decay": args.weight_decay,
                 "train_wall_s": wall,
-                "s_per_step": None if wall is None else wall / steps,
                 "metrics": metrics.to_dict(),
                 "detector_file": str(out),
             }
         )
-        print(f"{family}: {metrics.summary()}", file=sys.stderr)
+        print(f"{family}: test {metrics.summary()}", file=sys.stderr)
     results_file = args.results / "train_base.json"
-    if results_file.is_file():  # keep the rows of families measured by earlier runs
+    if results_file.is_file():  # keep the rows of families measured by earlier runs under this protocol
         earlier = json.loads(results_file.read_text()).get("results", [])
         done = {(r["family"], r["backbone"]) for r in rows}
-        rows = [r for r in earlier if (r["family"], r["backbone"]) not in done] + rows
+        rows = [r for r in earlier if (r["family"], r["backbone"]) not in done and "curve" in r] + rows
     report = {
         "benchmark": "train_base",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "command": "python benchmarks/train_base.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "note": "rows from earlier runs of this script are kept; each row records its own steps and settings",
         "machine": machine_info(),
-        "dataset": {"path": str(data), "train": args.train, "val": args.val, "size": args.size, "seed": args.seed},
+        "dataset": {
+            "path": str(data),
+            "train": len(train_set),
+            "select": len(select_set),
+            "test": len(test_set),
+            "size": args.size,
+            "seed": args.seed,
+        },
+        "protocol": "select decides when to stop (best select AP kept); test reports",
         "results": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -137,11 +150,14 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"- machine: {report['machine']['cpu']}, {report['machine']['cores']} cores, torch "
         f"{report['machine']['torch']}",
-        f"- dataset: {args.train} train / {args.val} val images, {args.size} px, seed {args.seed}",
+        f"- dataset: {len(train_set)} train / {len(select_set)} select / {len(test_set)} test images, {args.size} px, "
+        f"seed {args.seed}; select decides when to stop (every {args.eval_every} steps, patience {args.patience}, "
+        f"at most {args.steps} steps), test reports",
         f"- command: `{report['command'].strip()}`",
         "",
-        "| family | backbone | params | steps | optimizer, lr | s/step | AP | AP50 | AP75 | APs | APm | APl |",
-        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| family | backbone | params | best step / trained | converged | optimizer, lr | wall (min) | select AP "
+        "| test AP | AP50 | AP75 | APs | APm | APl |",
+        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         m = r["metrics"]
@@ -149,11 +165,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{100 * m[k]:.1f}" if m[k] is not None else "n/a"
             for k in ("ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large")
         ]
-        sps = f"{r['s_per_step']:.2f}" if r["s_per_step"] is not None else "n/a (resumed)"
         lines.append(
-            f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | {r['steps']} | "
-            f"{r['optimizer']} {r['lr']:g} | {sps} | " + " | ".join(cells) + " |"
+            f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | "
+            f"{r['steps']} / {r['trained_steps']} | {'yes' if r['converged'] else 'no (step limit)'} | "
+            f"{r['optimizer']} {r['lr']:g} | {r['train_wall_s'] / 60:.1f} | {100 * r['select_ap']:.1f} | "
+            + " | ".join(cells)
+            + " |"
         )
+    lines += ["", "Select AP curves (step: AP):", ""]
+    for r in rows:
+        points = ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in r["curve"])
+        lines.append(f"- {r['family']}: {points}")
     (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(rows, indent=1))
     return 0
