@@ -51,7 +51,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[Path("runs/bench/base_fasterrcnn_resnet18.pt"), Path("runs/bench/base_retinanet_resnet18.pt")],
         help="trained detector files whose search spaces to sample",
     )
-    p.add_argument("--target", default="cpu-ort", help="measured table to check (must be this machine's)")
+    p.add_argument(
+        "--target", default="cpu-ort", help="measured table to check, by name or file (must be this machine's)"
+    )
+    p.add_argument(
+        "--on-miss",
+        choices=("measure", "error"),
+        default="measure",
+        help="what an entry the table lacks does: measured on demand (as a search confirms), or an error "
+        "(every estimate from the profiled table alone; profile it first with `jdnas profile`)",
+    )
     p.add_argument("--archs", type=int, default=100, help="architectures sampled per detector")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
@@ -83,7 +92,13 @@ def _summary(errors: list[float]) -> dict[str, float]:
 
 
 def accuracy(
-    model_file: Path, table: LatencyTable, backend: OrtBackend, archs: int, seed: int, heads: bool = True
+    model_file: Path,
+    table: LatencyTable,
+    backend: OrtBackend,
+    archs: int,
+    seed: int,
+    heads: bool = True,
+    on_miss: str = "measure",
 ) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
@@ -93,8 +108,9 @@ def accuracy(
     size = (spec.min_size, spec.min_size)
     space = SearchSpace(base, spec=spec if heads else None)
     # what the table lacks (a student's new kernels, its head setting's fixed entry) is measured on
-    # demand, as a search's confirmation does: the table must be this machine's (checked in main)
-    estimator = Estimator(table, spec, size, on_miss="measure", backend=backend)
+    # demand, as a search's confirmation does (the table must be this machine's: checked in main),
+    # or, with on_miss="error", every estimate comes from the profiled table alone
+    estimator = Estimator(table, spec, size, on_miss=on_miss, backend=backend)
     rows = []
     for index in range(archs):
         arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
@@ -283,8 +299,18 @@ def _markdown(report: dict) -> str:
         f"Run {report['date']} on {report['machine']['cpu']} ({report['machine']['cores']} cores); "
         f"`{report['command']}`.",
         "",
-        "Students sampled uniformly from each base's search space, weights inherited from the trained base, "
-        "whole detector exported to ONNX and timed in ONNX Runtime (1 thread, full detection load).",
+        "Students sampled uniformly from each base's search space, weights inherited from the base file (the "
+        "full-load probe keeps every candidate box, so weights do not move the time), whole detector exported to "
+        "ONNX and timed in ONNX Runtime (1 thread, full detection load).",
+        "",
+        f"Table: {report['table_device']}. "
+        + (
+            "Every estimate comes from the profiled table alone (`--on-miss error`): no student was timed to "
+            "estimate itself."
+            if report.get("on_miss") == "error"
+            else "Entries the table lacked were measured on demand (kernels, and a head setting's fixed entry as "
+            "the residual of the first student that needed it), as a search's confirmation does."
+        ),
         "",
         "| detector | archs | within ±5% | within ±10% | MAPE | mean error | max abs error | backbone+FPN MAPE |",
         "|---|---|---|---|---|---|---|---|",
@@ -371,6 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python benchmarks/latency_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "archs": args.archs,
         "seed": args.seed,
+        "on_miss": args.on_miss,
     }
     previous = args.results / f"{args.name}.json"
     if args.reuse_accuracy and previous.is_file():
@@ -379,7 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         report["command"] = old["command"] + "  (throughput and roofline: " + report["command"] + ")"
     else:
         report["accuracy"] = [
-            accuracy(m, table, backend, args.archs, args.seed, heads=not args.backbone_only) for m in args.models
+            accuracy(m, table, backend, args.archs, args.seed, heads=not args.backbone_only, on_miss=args.on_miss)
+            for m in args.models
         ]
     if not args.skip_throughput:
         report["estimator"] = estimator_throughput()
