@@ -236,7 +236,21 @@ def compress(
     history = [c.to_json() for c in archive.candidates]
     if confirmed is not None:  # the guess's caches may predate what the search measured
         estimator = confirmed.measuring
-    write_result(run, table, estimator, target_ms, size, best.index, metrics, history, began, recipe, base_arch, chosen)
+    write_result(
+        run,
+        table,
+        estimator,
+        target_ms,
+        size,
+        best.index,
+        metrics,
+        history,
+        began,
+        recipe,
+        base_arch,
+        chosen,
+        confirmation=None if confirmed is None else confirmed.to_json(),
+    )
     return _result(work, student, arch, base_arch, metrics, history, table)
 
 

@@ -158,8 +158,11 @@ def write_result(
     recipe: Recipe,
     base_arch: Arch,
     student: Student,
+    *,
+    confirmation: dict[str, Any] | None = None,
 ) -> None:
-    """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim)."""
+    """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim,
+    and, where the search confirmed candidates by measuring, how much that measured)."""
     splits = (run.train_data, run.select_data, run.test_data)
     atomic_write_json(
         run.work / "result.json",
@@ -182,6 +185,7 @@ def write_result(
                 "base": estimator.estimate(base_arch).by_stage,
                 "student": estimator.estimate(student).by_stage,
             },
+            "latency_confirmation": confirmation,
         },
     )
     log.info("[compress] %s", claim(metrics))

@@ -56,6 +56,8 @@ def test_a_confirmed_student_is_measured_and_later_guesses_use_the_measurement(s
     ms = confirmed.confirm(student)
     assert fixed_key(student_spec, SIZE) in table and table.get(fixed_key(student_spec, SIZE)).source == "residual"
     assert confirmed.measured >= 2 and confirmed.confirmed == 2 and confirmed.seconds > 0
+    record = confirmed.to_json()  # what compress writes to result.json
+    assert record["confirmed"] == 2 and record["entries_measured"] == confirmed.measured and not record["pinned"]
     assert ms != pytest.approx(guessed)
     # everything the student runs is in the table now: the guess is the confirmed sum, and it was saved
     assert confirmed.guess(student) == pytest.approx(ms)
@@ -93,6 +95,7 @@ def test_a_joint_search_on_a_measured_table_holds_candidates_to_confirmed_times(
     # the guesses come from the table pinned at the search's start, which lacks what it measured
     pinned = LatencyTable.load(tmp_path / "search" / PINNED_TABLE)
     assert confirmed.estimator.table.path == tmp_path / "search" / PINNED_TABLE and len(pinned) < len(table)
+    assert confirmed.to_json()["pinned"] is True
     # an archive made without confirmation is not resumed as if its latencies were measured
     with pytest.raises(SearchError, match="belongs to a search with other settings"):
         joint_search(base, **common)

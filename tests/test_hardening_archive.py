@@ -88,9 +88,12 @@ def _report(work: Path, content: Any) -> subprocess.CompletedProcess[str]:
 def test_a_valid_result_gives_a_report_written_atomically(tmp_path: Path) -> None:
     work = tmp_path / "w"
     work.mkdir()
-    (work / "result.json").write_text(json.dumps(_result([_candidate(0, None), _candidate(1, 0), _candidate(2, 1)])))
+    confirmation = {"confirmed": 3, "entries_measured": 45, "seconds": 26.2, "pinned": True}
+    history = [_candidate(0, None), _candidate(1, 0), _candidate(2, 1)]
+    (work / "result.json").write_text(json.dumps(_result(history, latency_confirmation=confirmation)))
     out = write_report(work)
     assert out == work / "report.html" and "lineage 2 &lt;- 1 &lt;- 0" in out.read_text()
+    assert "confirmed by measurement: 3 (45 table entries measured in 26 s" in (work / "report.md").read_text()
     assert sorted(p.name for p in work.iterdir()) == [
         "pareto.png",
         "report.html",

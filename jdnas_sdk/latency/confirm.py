@@ -74,6 +74,17 @@ class ConfirmedLatency:
         """The confirming estimator (its misses measured), for breakdowns of confirmed students."""
         return self._measure
 
+    def to_json(self) -> dict[str, float | int | bool]:
+        """This process's confirmation work (a resumed search counts only its own): candidates
+        confirmed, table entries measured for them and the seconds that took, and whether guesses
+        came from a pinned table."""
+        return {
+            "confirmed": self.confirmed,
+            "entries_measured": self.measured,
+            "seconds": round(self.seconds, 3),
+            "pinned": self._guess.table is not self.table,
+        }
+
     def guess(self, arch: Arch | Student) -> float:
         """Estimated ms with missing entries interpolated: cheap, for ranking proposals."""
         return self._guess.total_ms(arch)

@@ -147,7 +147,8 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
         f"Latency table: {label}; device: {result['device']}. Input "
         f"{result['input_size'][0]}x{result['input_size'][1]}, "
         f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
-        + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else ""),
+        + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else "")
+        + _confirmation(result.get("latency_confirmation")),
         "",
         "| | base | student |",
         "|---|---|---|",
@@ -194,6 +195,16 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
             f"{c.teacher or ''} | {'; '.join(c.actions)} |"
         )
     return "\n".join([*lines, *timeline]) + "\n"
+
+
+def _confirmation(record: Any) -> str:
+    """One sentence on the candidates the search confirmed by measuring (empty where it did not)."""
+    if not isinstance(record, dict) or not record.get("confirmed"):
+        return ""
+    return (
+        f" Candidates confirmed by measurement: {record['confirmed']} ({record.get('entries_measured', 0)} table "
+        f"entries measured in {record.get('seconds', 0.0):.0f} s this run)."
+    )
 
 
 def _protocol_lines(result: dict[str, Any]) -> list[str]:
