@@ -16,6 +16,7 @@ improving: the student would outgrow it).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from .converge import ConvergeConfig, train_until_converged
 from .data import load_protocol_splits, make_synthetic_dataset
 from .deploy import ExportResult, export
 from .detectors import build_detector, describe
+from .errors import WorkdirError
 from .evaluate import EvalResult, evaluate
 from .space import DEFAULT_HEAD_GRID, SearchSpace
 from .train import TrainConfig
@@ -94,9 +96,11 @@ def run_demo(
     candidate tries is about 60 new kernels and an end-to-end run for this machine's table, some
     30 s to measure on a fresh machine, and a search tries several (``jdnas profile`` measures them
     ahead, after which they cost nothing)."""
+    settings = {k: v for k, v in locals().items() if k not in ("workdir", "say", "progress")}  # the options only
+    work = Path(workdir)
+    _same_settings(work, settings)  # before any work: a folder of another demo is refused, not half-reused
     began = time.perf_counter()
     say = _timed(say, began)  # each step's line says when it began: where the quarter hour goes
-    work = Path(workdir)
     data_dir = work / "data"
     _dataset(data_dir, train_images, select_images, test_images, size, seed, say, progress)
     train_set, select_set, test_set = load_protocol_splits(data_dir)
@@ -144,6 +148,36 @@ def run_demo(
         exported=exported,
         wall_s=time.perf_counter() - began,
     )
+
+
+#: The demo's options, recorded in its work folder at the start of the first run.
+SETTINGS_FILE = "demo_settings.json"
+
+
+def _same_settings(work: Path, settings: dict[str, Any]) -> None:
+    """Record ``settings`` in ``work`` (a new or empty folder), or check that the run there used
+    them: a killed demo resumes, while a folder from a demo with other options (or from a version
+    before the record) would fail late, minutes in, on its dataset, base or search."""
+    record = work / SETTINGS_FILE
+    if record.is_file():
+        try:
+            before = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise WorkdirError(f"{record} is unreadable ({exc}); remove {work} or pass another --workdir") from exc
+        changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
+        if changed:
+            diff = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed)
+            raise WorkdirError(
+                f"{work} holds a demo run with other settings ({diff}); pass another --workdir, or remove {work} "
+                "to start over"
+            )
+        return
+    if any(p for p in work.glob("*") if not p.name.endswith(".lock")):
+        raise WorkdirError(
+            f"{work} holds files but no {SETTINGS_FILE}: a demo of an earlier version, or another run's folder; "
+            f"pass another --workdir, or remove {work} to start over"
+        )
+    atomic_write_json(record, settings)
 
 
 def _dataset(

@@ -20,6 +20,7 @@ __all__ = [
     "ExportError",
     "StorageError",
     "LockError",
+    "WorkdirError",
 ]
 
 
@@ -73,3 +74,7 @@ class StorageError(JdnasError, OSError):
 
 class LockError(JdnasError, RuntimeError):
     """A workdir or table is in use by another run (the message names the holder)."""
+
+
+class WorkdirError(JdnasError, ValueError):
+    """A work folder holds a run made with other settings (or by an older version)."""

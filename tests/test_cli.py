@@ -248,6 +248,25 @@ def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
     assert "control " in run.stdout and (work / "base.pt.curve.json").is_file()
     assert (work / "student.onnx").is_file() and (work / "compress" / "report.html").is_file()
     assert (work / "compress" / "student.pt").is_file() and (work / "compress" / "search" / "archive.json").is_file()
+    # the same folder with another option is refused before any work, naming the change and the fix
+    before = sorted((p, p.stat().st_mtime_ns) for p in work.rglob("*") if p.is_file() and p.suffix != ".lock")
+    argv = [a if a != "96" else "128" for a in run.args]
+    again = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert again.returncode == 2 and "other settings (size 96 -> 128)" in again.stderr, again.stderr[-2000:]
+    assert "--workdir" in again.stderr
+    assert sorted((p, p.stat().st_mtime_ns) for p in work.rglob("*") if p.is_file() and p.suffix != ".lock") == before
+    # a folder of something else (or of a demo before the settings record) is refused too, and kept
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "base.pt").write_bytes(b"not this demo's")
+    argv = [a if a != str(work) else str(other) for a in run.args]
+    stray = subprocess.run(
+        argv, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert stray.returncode == 2 and "no demo_settings.json" in stray.stderr, stray.stderr[-2000:]
+    assert sorted(p.name for p in other.iterdir() if p.suffix != ".lock") == ["base.pt"]
 
 
 def test_latency_floor_names_the_cheapest_student_of_the_space(
