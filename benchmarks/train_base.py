@@ -51,6 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3000, help="the most training steps per detector")
     p.add_argument("--eval-every", type=int, default=100, help="steps between select evaluations")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a gain before stopping")
+    p.add_argument(
+        "--cooldown", type=int, default=300, help="steps of decaying rate after the plateau (kept if select gains)"
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
     p.add_argument("--lr", type=float, default=1e-3)
@@ -94,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         started, wall_file = time.perf_counter(), out.with_name(out.name + ".wall.json")
         earlier_wall = json.loads(wall_file.read_text())["train_wall_s"] if wall_file.is_file() else 0.0
         model = build_detector(spec)
-        converge = ConvergeConfig(eval_every=args.eval_every, patience=args.patience, max_steps=args.steps)
+        converge = ConvergeConfig(
+            eval_every=args.eval_every, patience=args.patience, max_steps=args.steps, cooldown_steps=args.cooldown
+        )
         curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
         wall = earlier_wall + time.perf_counter() - started  # summed over runs (time lost to a kill is not counted)
         atomic_write_json(wall_file, {"train_wall_s": wall})
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 "converged": curve.converged,
                 "curve": curve.curve,
                 "select_ap": curve.best_ap,
+                "cooldown": curve.cooldown,
                 "batch_size": args.batch_size,
                 "optimizer": args.optimizer,
                 "lr": args.lr,
@@ -152,12 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['machine']['torch']}",
         f"- dataset: {len(train_set)} train / {len(select_set)} select / {len(test_set)} test images, {args.size} px, "
         f"seed {args.seed}; select decides when to stop (every {args.eval_every} steps, patience {args.patience}, "
-        f"at most {args.steps} steps), test reports",
+        f"at most {args.steps} steps; then {args.cooldown} steps with the rate decayed, kept if select gains), "
+        "test reports",
         f"- command: `{report['command'].strip()}`",
         "",
-        "| family | backbone | params | best step / trained | converged | optimizer, lr | wall (min) | select AP "
+        "| family | backbone | params | best step / trained | converged | cool-down select AP | optimizer, lr "
+        "| wall (min) | select AP "
         "| test AP | AP50 | AP75 | APs | APm | APl |",
-        "| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         m = r["metrics"]
@@ -168,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | "
             f"{r['steps']} / {r['trained_steps']} | {'yes' if r['converged'] else 'no (step limit)'} | "
+            f"{_cooldown(r.get('cooldown'))} | "
             f"{r['optimizer']} {r['lr']:g} | {r['train_wall_s'] / 60:.1f} | {100 * r['select_ap']:.1f} | "
             + " | ".join(cells)
             + " |"
@@ -179,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(rows, indent=1))
     return 0
+
+
+def _cooldown(record: dict | None) -> str:
+    if not record:
+        return "none"
+    return f"{100 * record['select_ap']:.1f} after {record['steps']} ({'kept' if record['kept'] else 'not kept'})"
 
 
 if __name__ == "__main__":

@@ -5,7 +5,11 @@ extra training steps would be compared with a base that never got them. :func:`t
 trains in chunks of ``eval_every`` steps at a constant rate after the warm-up (so the rate does
 not depend on when training stops), evaluates on ``select`` after each chunk, keeps the best
 weights, and stops after ``patience`` evaluations without an improvement of at least
-``min_delta`` AP (or at ``max_steps``). The detector file holds the best weights; its metadata (``curve``:
+``min_delta`` AP (or at ``max_steps``). With ``cooldown_steps``, the best weights then train that many
+more steps with the rate decayed to its floor (cosine), the step that settles a constant-rate
+plateau: without it a base sits on its plateau's noise, and any student or control trained after it
+with a decaying rate gains from the decay alone, which flatters both. The cooled weights are kept
+where ``select`` says they are better. The detector file holds the best weights; its metadata (``curve``:
 the curve as a JSON string) and a JSON beside it (``OUT.curve.json``) hold the curve. Killed, the same call resumes: the
 training from its checkpoint, the curve from its JSON.
 """
@@ -42,12 +46,15 @@ class ConvergeConfig:
     patience: int = 3
     min_delta: float = 0.002
     max_steps: int = 3000
+    cooldown_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.eval_every < 1 or self.patience < 1 or self.max_steps < self.eval_every or self.min_delta < 0:
+        bad = self.eval_every < 1 or self.patience < 1 or self.max_steps < self.eval_every or self.min_delta < 0
+        if bad or self.cooldown_steps < 0:
             raise TrainingError(
-                f"need eval_every >= 1, patience >= 1, max_steps >= eval_every and min_delta >= 0, got "
-                f"{self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}"
+                f"need eval_every >= 1, patience >= 1, max_steps >= eval_every, min_delta >= 0 and cooldown_steps "
+                f">= 0, got {self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}, "
+                f"{self.cooldown_steps}"
             )
 
 
@@ -55,7 +62,9 @@ class ConvergeConfig:
 class ConvergeResult:
     """The curve (``[{"step", "select_ap"}]``), the step of the best select AP (whose weights are
     kept) and of the last improvement by ``min_delta`` (patience counts from it), whether training
-    stopped by patience (``converged``) rather than at ``max_steps``, and the steps trained."""
+    stopped by patience (``converged``) rather than at ``max_steps``, and the steps trained;
+    ``cooldown``: the cool-down's steps, its select AP and whether its weights were kept (None
+    before it ran)."""
 
     curve: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
@@ -63,6 +72,7 @@ class ConvergeResult:
     improved_step: int = 0
     converged: bool = False
     steps: int = 0
+    cooldown: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,6 +114,8 @@ def train_until_converged(
     ckpt = checkpoint_path(out)
     if out.is_file() and curve_file.is_file() and not ckpt.exists():  # done before: the file holds the best weights
         model.load_state_dict(load_detector(out).state_dict())
+        if converge.cooldown_steps and result.cooldown is None:  # converged by an earlier run without one
+            _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
         return result
     while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge.patience):
         steps = result.steps + converge.eval_every
@@ -127,21 +139,11 @@ def train_until_converged(
     result.converged = _stalled(result, converge.patience)
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
-    save_detector(
-        model,
-        out,
-        metadata={
-            "steps": result.best_step,
-            "trained_steps": result.steps,
-            "best_select_ap": result.best_ap,
-            "converged": result.converged,
-            "curve": json.dumps(result.curve),
-            **(metadata or {}),
-        },
-    )
-    atomic_write_json(curve_file, result.to_json())
+    _save(model, out, result, metadata)
     ckpt.unlink(missing_ok=True)
     best_file.unlink(missing_ok=True)
+    if converge.cooldown_steps:
+        _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
     log.info(
         "[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
         "converged" if result.converged else "stopped at max_steps",
@@ -151,3 +153,65 @@ def train_until_converged(
         curve_file,
     )
     return result
+
+
+def _save(model: nn.Module, out: Path, result: ConvergeResult, metadata: dict[str, Any] | None) -> None:
+    """The detector file (``model``'s weights, the curve in its metadata), then the curve's JSON."""
+    cooled = bool(result.cooldown and result.cooldown["kept"])
+    save_detector(
+        model,
+        out,
+        metadata={
+            "steps": result.best_step + (result.cooldown["steps"] if cooled else 0),  # type: ignore[index]
+            "trained_steps": result.steps,
+            "best_select_ap": result.best_ap,
+            "converged": result.converged,
+            "curve": json.dumps(result.curve),
+            "cooldown": json.dumps(result.cooldown),
+            **(metadata or {}),
+        },
+    )
+    atomic_write_json(curve_path(out), result.to_json())
+
+
+def _cool_down(
+    model: nn.Module,
+    train_data: Any,
+    select_data: Any,
+    out: Path,
+    config: TrainConfig,
+    converge: ConvergeConfig,
+    result: ConvergeResult,
+    metadata: dict[str, Any] | None,
+    progress: bool,
+) -> None:
+    """Train the best weights (in ``model``) ``converge.cooldown_steps`` more steps, the rate
+    warmed up briefly (a fresh optimiser) and decayed by cosine to its floor; keep them where their
+    select AP beats the best, else restore the best. Resumable from its own checkpoint."""
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    steps = converge.cooldown_steps
+    cool = replace(
+        config,
+        steps=steps,
+        schedule="cosine",
+        warmup_steps=min(config.warmup_steps, steps // 10),
+        checkpoint_every=max(1, min(converge.eval_every, steps)),
+    )
+    ckpt = checkpoint_path(out.with_name(out.name + ".cooldown"))
+    train(model, train_data, config=cool, checkpoint=ckpt, progress=progress)
+    ap = evaluate(model, select_data, progress=False).ap
+    kept = ap > result.best_ap
+    if kept:
+        result.best_ap = ap
+    else:
+        model.load_state_dict(best)
+    result.cooldown = {"steps": steps, "select_ap": ap, "kept": kept}
+    _save(model, out, result, metadata)
+    ckpt.unlink(missing_ok=True)
+    log.info(
+        "[converge] cool-down of %d steps: select AP %.1f, %s (best %.1f)",
+        steps,
+        100 * ap,
+        "kept" if kept else "not kept",
+        100 * result.best_ap,
+    )

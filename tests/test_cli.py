@@ -12,6 +12,7 @@ import pytest
 
 from jdnas_sdk import load_detector
 from jdnas_sdk.cli import build_parser, main
+from jdnas_sdk.detectors import read_detector_file
 
 TINY = ["--input-size", "96", "--fpn-channels", "16", "--representation-size", "32", "--anchor-sizes", "8,16,32,64,128"]
 
@@ -92,6 +93,14 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
         == 2
     )
     assert "--force" in capsys.readouterr().err
+    # until converged on select (val cut in halves here), then a cool-down the output reports
+    conv = tmp_path / "conv.pt"
+    argv = ["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(conv), "--until-converged"]
+    argv += ["--steps", "2", "--eval-every", "1", "--patience", "1", "--cooldown", "1", "--batch-size", "2", *TINY]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "best select AP" in printed and "cool-down of 1 steps: select AP" in printed
+    assert json.loads(read_detector_file(conv)["metadata"]["cooldown"])["steps"] == 1
 
 
 @pytest.mark.parametrize(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, build
+from jdnas_sdk import Arch, DataError, build, load_detector
 from jdnas_sdk.data import check_disjoint, load_protocol_splits, load_split, make_synthetic_dataset, split_val
 from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.train import TrainConfig, recalibrate_bn
@@ -111,6 +112,39 @@ def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_
         progress=False,
     )
     assert again.curve == result.curve  # done: nothing trained again
+
+
+def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_better(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    from jdnas_sdk.converge import ConvergeConfig, curve_path, train_until_converged
+    from jdnas_sdk.evaluate import evaluate
+
+    torch.manual_seed(0)
+    out = tmp_path / "base.pt"
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1)
+    plain = ConvergeConfig(eval_every=2, patience=1, max_steps=4)
+    first = train_until_converged(build(tiny_spec(), ARCH), train_set, val_set, out, config=config, converge=plain)
+    assert first.cooldown is None
+    best_before = first.best_ap
+    # the same call asking for a cool-down: the converged file gets one, its steps trained from the best weights
+    model = build(tiny_spec(), ARCH)
+    cooled = train_until_converged(
+        model, train_set, val_set, out, config=config, converge=replace(plain, cooldown_steps=3), progress=False
+    )
+    assert cooled.curve == first.curve and cooled.cooldown is not None and cooled.cooldown["steps"] == 3
+    assert cooled.cooldown["kept"] == (cooled.cooldown["select_ap"] > best_before)
+    assert cooled.best_ap == max(best_before, cooled.cooldown["select_ap"])
+    # the file holds what the rule kept: its select AP is the best one recorded
+    assert evaluate(load_detector(out), val_set, progress=False).ap == pytest.approx(cooled.best_ap, abs=1e-9)
+    meta = read_detector_file(out)["metadata"]
+    assert json.loads(meta["cooldown"]) == cooled.cooldown and json.loads(curve_path(out).read_text())["cooldown"]
+    assert not list(tmp_path.glob("*.ckpt"))  # no checkpoint left behind
+    # done: a third call trains nothing
+    again = train_until_converged(
+        build(tiny_spec(), ARCH), train_set, val_set, out, config=config, converge=replace(plain, cooldown_steps=3)
+    )
+    assert again.cooldown == cooled.cooldown
 
 
 class _Watched:

@@ -46,6 +46,13 @@ def add_parser(verbs: Any) -> None:
         default=3,
         help="with --until-converged: evaluations without improvement before stopping",
     )
+    tr.add_argument(
+        "--cooldown",
+        type=int,
+        default=0,
+        help="with --until-converged: then this many steps from the best weights with the rate decayed to its "
+        "floor (what settles a constant-rate plateau), kept if the select AP gains",
+    )
     tr.add_argument("--batch-size", type=int, default=4, help="images per step")
     tr.add_argument(
         "--optimizer",
@@ -138,7 +145,10 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
     masks = "masks" in get_family(spec_of(model).family).target_fields
     select = load_protocol_splits(args.data, with_masks=masks)[1]
     converge = ConvergeConfig(
-        eval_every=args.eval_every, patience=args.patience, max_steps=max(args.steps, args.eval_every)
+        eval_every=args.eval_every,
+        patience=args.patience,
+        max_steps=max(args.steps, args.eval_every),
+        cooldown_steps=args.cooldown,
     )
     result = train_until_converged(
         model,
@@ -155,4 +165,10 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         f"{how} after {result.steps} steps: best select AP {100 * result.best_ap:.1f} at step {result.best_step}; "
         f"saved {out} (curve: {curve_path(out)})"
     )
+    if result.cooldown:
+        cool = result.cooldown
+        print(
+            f"cool-down of {cool['steps']} steps: select AP {100 * cool['select_ap']:.1f}, "
+            + ("kept" if cool["kept"] else "not kept (the best weights before it stay)")
+        )
     return 0
