@@ -209,8 +209,8 @@ def compress(
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
-    teachers = pick_teachers(teacher, method, pool, base, train_data, work, pool_steps, seed, progress)
-    run = CompressRun(work, method, teacher, *teachers, train_data, select_data, test_data, config, progress)
+    run = CompressRun(work, method, teacher, None, None, train_data, select_data, test_data, config, progress)
+    run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)
     log.info(
         "[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s",
         spec.family,
@@ -236,20 +236,9 @@ def compress(
     history = [c.to_json() for c in archive.candidates]
     if confirmed is not None:  # the guess's caches may predate what the search measured
         estimator = confirmed.measuring
+    confirmation = None if confirmed is None else confirmed.to_json()
     write_result(
-        run,
-        table,
-        estimator,
-        target_ms,
-        size,
-        best.index,
-        metrics,
-        history,
-        began,
-        recipe,
-        base_arch,
-        chosen,
-        confirmation=None if confirmed is None else confirmed.to_json(),
+        run, estimator, target_ms, best.index, metrics, history, began, recipe, base_arch, chosen, confirmation
     )
     return _result(work, student, arch, base_arch, metrics, history, table)
 

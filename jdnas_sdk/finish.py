@@ -147,10 +147,8 @@ def run_controls(
 
 def write_result(
     run: CompressRun,
-    table: Any,
     estimator: Estimator,
     target_ms: float,
-    size: tuple[int, int],
     chosen: int,
     metrics: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
@@ -158,12 +156,13 @@ def write_result(
     recipe: Recipe,
     base_arch: Arch,
     student: Student,
-    *,
     confirmation: dict[str, Any] | None = None,
 ) -> None:
     """``result.json``: everything the report and a reader need (splits' sizes, recipe, the claim,
-    and, where the search confirmed candidates by measuring, how much that measured)."""
+    and, where the search confirmed candidates by measuring, how much that measured). The table
+    and input size are ``estimator``'s."""
     splits = (run.train_data, run.select_data, run.test_data)
+    table, size = estimator.table, estimator.input_size
     atomic_write_json(
         run.work / "result.json",
         {

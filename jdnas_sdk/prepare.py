@@ -14,23 +14,25 @@ reads as the run's order of steps.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from .arch import Arch
+from .converge import ConvergeConfig
 from .data import CocoDetection
 from .detectors import describe, thaw
 from .errors import DataError, SearchError
+from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .latency.local import measure_missing_ops
 from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch
 from .protocol import Recipe
 from .search import Executor, SearchConfig, make_executor
 from .space import SearchSpace
-from .teachers import ShrinkConfig, TeacherPool, train_pool_to_file
+from .teachers import ShrinkConfig, TeacherPool, grow_teacher, train_pool_to_file
 from .train import TrainConfig
 
 __all__ = [
@@ -107,25 +109,34 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
 
 
 def pick_teachers(
-    teacher: str,
-    method: str,
+    run: CompressRun,
     pool: TeacherPool | str | Path | None,
     base: nn.Module,
-    train_data: Any,
-    work: Path,
     pool_steps: int,
     seed: int,
-    progress: bool,
-) -> tuple[TeacherPool | None, nn.Module | None]:
-    """``(pool, teacher model)``: the pool (``teacher="pool"``: given, or trained in ``work``) and the
-    lone teacher (the base; for the pipeline with a pool, the pool's largest teacher)."""
-    teacher_pool = (
-        _pool(pool, base, train_data, work / "pool.pt", pool_steps, seed, progress) if teacher == "pool" else None
-    )
-    teacher_model = base if teacher == "base" else None
-    if method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
-        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=train_data)
-    return teacher_pool, teacher_model
+    *,
+    grow_steps: int = 0,
+) -> CompressRun:
+    """``run`` with its teachers: the pool (``run.teacher == "pool"``: given, or trained in its
+    workdir, its largest first grown on the select split for at most ``grow_steps`` where that is
+    > 0) and the lone teacher (the base; for the pipeline with a pool, the pool's largest teacher)."""
+    teacher_pool = None
+    if run.teacher == "pool":
+        teacher_pool = _pool(
+            pool,
+            base,
+            run.train_data,
+            run.work / "pool.pt",
+            pool_steps,
+            seed,
+            run.progress,
+            run.select_data,
+            grow_steps,
+        )
+    teacher_model = base if run.teacher == "base" else None
+    if run.method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
+        teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=run.train_data)
+    return replace(run, teacher_pool=teacher_pool, teacher_model=teacher_model)
 
 
 def target_latency(
@@ -179,15 +190,42 @@ def before_work(
 
 
 def teacher_pool(
-    base: nn.Module, data: CocoDetection, *, path: str | Path, steps: int = 100, seed: int = 0, progress: bool = True
+    base: nn.Module,
+    data: CocoDetection,
+    *,
+    path: str | Path,
+    steps: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    select_data: Any = None,
+    grow_steps: int = 0,
 ) -> TeacherPool:
     """The elastic teacher pool grown around ``base`` and trained once by progressive shrinking for
-    ``steps`` steps, saved at ``path``; loaded from there when it exists, resumed when it was killed."""
+    ``steps`` steps, saved at ``path``; loaded from there when it exists, resumed when it was killed.
+
+    With ``grow_steps`` and ``select_data``, the largest network is first trained alone until its
+    select AP stops improving (at most ``grow_steps``; :func:`~jdnas_sdk.teachers.grow_teacher`),
+    frozen beside the pool (``<pool>.largest.pt``) as the teacher a student gets when the largest is
+    chosen, and the elastic phases follow from its weights (no largest-only phase)."""
     path = Path(path)
     if path.is_file():
         return TeacherPool.load(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     trained = TeacherPool.from_base(thaw(base), seed=seed)
+    phases = (0.2, 0.3, 0.5)
+    if grow_steps and select_data is not None:
+        base_ap = evaluate(base, select_data, progress=False).ap
+        converge = ConvergeConfig(eval_every=max(1, grow_steps // 6), patience=3, max_steps=max(1, grow_steps))
+        grown = grow_teacher(
+            trained,
+            data,
+            select_data,
+            path.with_name(path.stem + ".largest.pt"),
+            base_select_ap=base_ap,
+            converge=converge,
+            progress=progress,
+        )
+        trained.frozen_largest, phases = Path(grown.file), (0.0, 0.4, 0.6)
     config = ShrinkConfig(
         train=TrainConfig(
             steps=steps,
@@ -198,7 +236,8 @@ def teacher_pool(
             warmup_steps=min(10, steps // 5),
             seed=seed,
             checkpoint_every=10,
-        )
+        ),
+        phases=phases,
     )
     log.info("[compress] training a teacher pool around the base for %d steps (largest %s)", steps, trained.max_arch)
     train_pool_to_file(trained, data, path, config=config, progress=progress)
@@ -213,10 +252,21 @@ def _pool(
     steps: int,
     seed: int,
     progress: bool,
+    select_data: Any,
+    grow_steps: int,
 ) -> TeacherPool:
     """The pool given (an object or a file), or one trained around ``base`` at ``path``."""
     if isinstance(pool, TeacherPool):
         return pool
     if pool is not None:
         return TeacherPool.load(pool)
-    return teacher_pool(base, data, path=path, steps=steps, seed=seed, progress=progress)
+    return teacher_pool(
+        base,
+        data,
+        path=path,
+        steps=steps,
+        seed=seed,
+        progress=progress,
+        select_data=select_data,
+        grow_steps=grow_steps,
+    )

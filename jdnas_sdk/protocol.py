@@ -52,7 +52,10 @@ class Recipe:
     from its parent's latency (None: unbounded). ``teacher_gap``: with a teacher pool, each
     candidate's teacher is the pool's closest to that many times its compute (capacity gap; None:
     the parent's teacher mutated at random, as before). ``kd``: the distillation terms
-    (:class:`~jdnas_sdk.distill.KDConfig`: normalised features, positive-only scores, a ramp)."""
+    (:class:`~jdnas_sdk.distill.KDConfig`: normalised features, positive-only scores, a ramp).
+    ``grow_teacher_steps``: with a pool trained here, its largest network first trains alone until
+    its select AP stops improving (at most that many steps) and is frozen as the largest teacher
+    (:func:`~jdnas_sdk.teachers.grow_teacher`); 0: progressive shrinking alone, as before."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
@@ -60,10 +63,14 @@ class Recipe:
     max_step_share: float | None = None
     teacher_gap: float | None = 2.0
     kd: KDConfig = field(default_factory=KDConfig)
+    grow_teacher_steps: int = 0
 
     def __post_init__(self) -> None:
-        if self.base_lr <= 0 or self.bn_images < 0:
-            raise SearchError(f"recipe: base_lr must be > 0 and bn_images >= 0, got {self.base_lr}, {self.bn_images}")
+        if self.base_lr <= 0 or self.bn_images < 0 or self.grow_teacher_steps < 0:
+            raise SearchError(
+                f"recipe: base_lr must be > 0, bn_images and grow_teacher_steps >= 0, got {self.base_lr}, "
+                f"{self.bn_images}, {self.grow_teacher_steps}"
+            )
         if self.teacher_gap is not None and self.teacher_gap <= 0:
             raise SearchError(f"recipe: teacher_gap must be > 0 or None, got {self.teacher_gap}")
         if self.max_step_share is not None and not 0 < self.max_step_share < 1:
@@ -81,6 +88,7 @@ class Recipe:
             "max_step_share": self.max_step_share,
             "teacher_gap": self.teacher_gap,
             "kd": dict(self.kd.__dict__),
+            "grow_teacher_steps": self.grow_teacher_steps,
         }
 
 

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import product
 from math import lcm
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -120,6 +121,9 @@ class TeacherPool:
         if got != self.max_arch:
             raise ArchError(f"the pool's network is {got}, but its configuration needs {self.max_arch}")
         self.model = model
+        #: A frozen copy of the largest teacher (:func:`~jdnas_sdk.teachers.grow.grow_teacher`'s
+        #: file), given instead of the largest slice: shrinking trains the largest with the rest.
+        self.frozen_largest: Path | None = None
 
     # -- the configuration space --------------------------------------------------------------------
     def depth_choices(self, stage: int) -> tuple[int, ...]:
@@ -221,6 +225,8 @@ class TeacherPool:
         (a dataset of (image, target) pairs; without one the pool's statistics are sliced). The
         default, 50 batches of 4, is 200 images: a sub-network's statistics differ from the
         largest network's, and a few batches leave them noisy."""
+        if self.frozen_largest is not None and self.check(config) == self.largest():
+            return load_detector(self.frozen_largest).eval()  # its own statistics: it trained whole
         teacher = self.extract(config)
         if calibration is not None:
             recalibrate_bn(teacher, calibration, batches=batches, batch_size=batch_size)
@@ -237,11 +243,19 @@ class TeacherPool:
 
     # -- files ------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> None:
+        frozen = {}
+        if self.frozen_largest is not None:  # named relative to the pool's folder, and kept inside it
+            if Path(self.frozen_largest).resolve().parent != Path(path).resolve().parent:
+                raise DetectorFileError(
+                    f"the frozen largest teacher {self.frozen_largest} must sit beside the pool file {path}"
+                )
+            frozen = {"frozen_largest": Path(self.frozen_largest).name}
         save_detector(
             self.model,
             path,
             metadata={
                 **(metadata or {}),
+                **frozen,
                 "kind": POOL_KIND,
                 "base_arch": str(self.base_arch),
                 "teacher_widths": ",".join(f"{w:g}" for w in self.widths),
@@ -278,9 +292,12 @@ class TeacherPool:
         model = load_detector(path)
         spec, _ = describe(model)
         try:
-            return cls(spec, base, widths=widths, depth_delta=delta, multiple=multiple, model=model)
+            pool = cls(spec, base, widths=widths, depth_delta=delta, multiple=multiple, model=model)
         except ArchError as exc:
             raise DetectorFileError(f"{path}: the teacher-pool metadata does not fit its network ({exc})") from exc
+        if "frozen_largest" in meta:
+            pool.frozen_largest = _beside(Path(path), str(meta["frozen_largest"]))
+        return pool
 
     @classmethod
     @torch.no_grad()
@@ -331,6 +348,17 @@ class TeacherPool:
                 last.bias.zero_()
         pool.model.train(base.training)
         return pool
+
+
+def _beside(pool_file: Path, name: str) -> Path:
+    """The file ``name`` in ``pool_file``'s folder; a name that leads elsewhere, or a missing file, is refused."""
+    folder = pool_file.resolve().parent
+    file = (folder / name).resolve()
+    if file.parent != folder or not file.is_file():
+        raise DetectorFileError(
+            f"{pool_file}: its frozen largest teacher {name!r} is not a file beside it; put it back or retrain the pool"
+        )
+    return file
 
 
 @torch.no_grad()
