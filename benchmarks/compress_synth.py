@@ -38,7 +38,7 @@ from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
-from jdnas_sdk.detectors import spec_of
+from jdnas_sdk.detectors import read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
@@ -61,6 +61,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "no KD": ({}, "none"),
     "random teacher mutation instead of the capacity gap": ({"teacher_gap": None}, None),
     "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
+    "no grown teacher (progressive shrinking alone)": ({"grow_teacher_steps": 0}, None),
 }
 
 
@@ -83,6 +84,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--finetune-steps", type=int, default=30)
     p.add_argument("--final-steps", type=int, default=400, help="more training for the chosen student")
     p.add_argument("--pool-steps", type=int, default=40)
+    p.add_argument(
+        "--grow-teacher-steps",
+        type=int,
+        default=300,
+        help="the pool's largest trains alone on train, judged on select, for at most this many steps before "
+        "shrinking, and is frozen as the largest teacher (0: shrinking alone)",
+    )
     p.add_argument("--teacher", choices=("pool", "base", "none"), default="pool")
     p.add_argument("--select-images", type=int, default=0, help="first N select images rank candidates (0: all)")
     p.add_argument("--test-images", type=int, default=0, help="first N test images give the final numbers (0: all)")
@@ -110,7 +118,7 @@ def run_one(
     """One compress run as a results row (``error`` when it was refused or failed)."""
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
-    recipe = replace(Recipe(base_lr=args.base_lr), **edits)
+    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
     row: dict[str, Any] = {
@@ -271,6 +279,34 @@ def _write(
     (args.results / f"{name}.md").write_text(markdown(report), encoding="utf-8")
 
 
+def _pool(model_file: Path, grow: int, args: argparse.Namespace, splits: Any, pools: dict[str, Any]) -> Any:
+    """The detector's teacher pool, trained once (its largest first grown on select for at most
+    ``grow`` steps) and reused by every row; its wall time and the grown teacher's select AP against
+    the base's are kept in ``pools``."""
+    name = f"{model_file.stem}_pool" + ("" if grow else "_shrink_only")
+    t0, pool_file = time.monotonic(), args.workdir / f"{name}.pt"
+    reused = pool_file.is_file()
+    pool = teacher_pool(
+        load_detector(model_file),
+        splits[0],
+        path=pool_file,
+        steps=args.pool_steps,
+        seed=0,
+        select_data=splits[1],
+        grow_steps=grow,
+    )
+    record: dict[str, Any] = {"wall_s": None if reused else time.monotonic() - t0, "largest": str(pool.max_arch)}
+    if pool.frozen_largest is not None:
+        meta = read_detector_file(pool.frozen_largest)["metadata"]
+        record["grown_teacher"] = {
+            "select_ap": meta.get("best_select_ap"),
+            "base_select_ap": meta.get("base_select_ap"),
+            "steps": meta.get("trained_steps"),
+        }
+    pools.setdefault(name, record)
+    return pool
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     train, select, test = load_protocol_splits(args.data)
@@ -295,14 +331,8 @@ def main(argv: list[str] | None = None) -> int:
         if key.is_file():
             rows.append(json.loads(key.read_text()))
             continue
-        pool = None
-        if args.teacher == "pool":
-            t0, pool_file = time.monotonic(), args.workdir / f"{model_file.stem}_pool.pt"
-            reused = pool_file.is_file()
-            pool = teacher_pool(load_detector(model_file), train, path=pool_file, steps=args.pool_steps, seed=0)
-            pools.setdefault(
-                model_file.stem, {"wall_s": None if reused else time.monotonic() - t0, "largest": str(pool.max_arch)}
-            )
+        grow = (ABLATION[variant][0] if variant else {}).get("grow_teacher_steps", args.grow_teacher_steps)
+        pool = _pool(model_file, grow, args, splits, pools) if args.teacher == "pool" else None
         row = run_one(model_file, method, seed, variant, pool, args, splits)
         atomic_write_json(key, row)
         rows.append(row)
