@@ -5,7 +5,8 @@ extra training steps would be compared with a base that never got them. :func:`t
 trains in chunks of ``eval_every`` steps at a constant rate after the warm-up (so the rate does
 not depend on when training stops), evaluates on ``select`` after each chunk, keeps the best
 weights, and stops after ``patience`` evaluations without an improvement of at least
-``min_delta`` AP (or at ``max_steps``). With ``cooldown_steps``, the best weights then train that many
+``min_delta`` AP (or at ``max_steps``; its checkpoint is then kept, so the same call with a larger
+``max_steps`` continues exactly where it stopped). With ``cooldown_steps``, the best weights then train that many
 more steps with the rate decayed to its floor (cosine), the step that settles a constant-rate
 plateau: without it a base sits on its plateau's noise, and any student or control trained after it
 with a decaying rate gains from the decay alone, which flatters both. The cooled weights are kept
@@ -112,11 +113,19 @@ def train_until_converged(
     if curve_file.is_file():
         result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
     ckpt = checkpoint_path(out)
-    if out.is_file() and curve_file.is_file() and not ckpt.exists():  # done before: the file holds the best weights
+    finished = result.converged or result.steps >= converge.max_steps or not ckpt.exists()
+    if out.is_file() and curve_file.is_file() and finished:  # done before: the file holds the best weights
         model.load_state_dict(load_detector(out).state_dict())
         if converge.cooldown_steps and result.cooldown is None:  # converged by an earlier run without one
             _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
         return result
+    if out.is_file() and curve_file.is_file():  # stopped at a lower max_steps before: go on from its checkpoint
+        log.info(
+            "[converge] %s stopped at step %d before; continuing to at most %d", out, result.steps, converge.max_steps
+        )
+        if not best_file.is_file():
+            atomic_torch_save(best_file, load_detector(out).state_dict())
+        result.cooldown = None  # a cool-down follows the new plateau
     while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge.patience):
         steps = result.steps + converge.eval_every
         train(model, train_data, config=replace(config, steps=steps), checkpoint=ckpt, progress=progress)
@@ -140,7 +149,8 @@ def train_until_converged(
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
     _save(model, out, result, metadata)
-    ckpt.unlink(missing_ok=True)
+    if result.converged:  # stopped at max_steps: the checkpoint stays, so a larger max_steps goes on from it
+        ckpt.unlink(missing_ok=True)
     best_file.unlink(missing_ok=True)
     if converge.cooldown_steps:
         _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)

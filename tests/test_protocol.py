@@ -114,6 +114,29 @@ def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_
     assert again.curve == result.curve  # done: nothing trained again
 
 
+def test_a_base_stopped_at_max_steps_continues_exactly_with_a_larger_max_steps(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1)
+
+    def run(out: Path, max_steps: int) -> object:
+        torch.manual_seed(0)
+        converge = ConvergeConfig(eval_every=2, patience=9, max_steps=max_steps)
+        return train_until_converged(
+            build(tiny_spec(), ARCH), train_set, val_set, out, config=config, converge=converge, progress=False
+        )
+
+    straight = run(tmp_path / "straight.pt", 4)
+    first = run(tmp_path / "base.pt", 2)
+    assert not first.converged and (tmp_path / "base.pt.ckpt").is_file()  # kept: the limit, not a plateau
+    assert run(tmp_path / "base.pt", 2).curve == first.curve  # the same limit: done, nothing trained
+    more = run(tmp_path / "base.pt", 4)
+    assert [p["step"] for p in more.curve] == [2, 4]
+    assert more.curve == straight.curve and more.best_ap == straight.best_ap  # as if never stopped
+
+
 def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_better(
     train_set: object, val_set: object, tmp_path: Path
 ) -> None:
@@ -139,7 +162,7 @@ def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_bett
     assert evaluate(load_detector(out), val_set, progress=False).ap == pytest.approx(cooled.best_ap, abs=1e-9)
     meta = read_detector_file(out)["metadata"]
     assert json.loads(meta["cooldown"]) == cooled.cooldown and json.loads(curve_path(out).read_text())["cooldown"]
-    assert not list(tmp_path.glob("*.ckpt"))  # no checkpoint left behind
+    assert not list(tmp_path.glob("*.cooldown.ckpt"))  # the cool-down's checkpoint is not left behind
     # done: a third call trains nothing
     again = train_until_converged(
         build(tiny_spec(), ARCH), train_set, val_set, out, config=config, converge=replace(plain, cooldown_steps=3)
