@@ -11,6 +11,7 @@ import pytest
 from jdnas_sdk import DetectorSpec, standard_arch
 from jdnas_sdk.latency import Estimator, LatencyTable, reachable_ops
 from jdnas_sdk.latency.lower import fixed_key
+from jdnas_sdk.latency.reach import fixed_specs
 from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.space import SearchSpace
 
@@ -40,12 +41,13 @@ def test_shipped_tables_cover_the_benchmark_search_spaces(target: str, family: s
     assert table.target == target
     assert table.source == ("measured" if target == "cpu-ort" else "modelled")
     spec = _benchmark_spec(family)
-    space = SearchSpace(standard_arch("resnet18"))
+    space = SearchSpace(standard_arch("resnet18"), spec=spec)  # the detector-level space: heads and input size too
     missing = [str(k) for k in reachable_ops(spec, space, (256, 256)) if k not in table]
     assert not missing, missing[:3]
-    assert fixed_key(spec, (256, 256)) in table
+    fixed = [fixed_key(variant, (256, 256)) for variant in fixed_specs(spec, space)]  # proposals, FPN, size
+    assert len(fixed) > 1 and not [str(k) for k in fixed if k not in table], fixed[:3]
     estimator = Estimator(table, spec, (256, 256), on_miss="error")
-    assert estimator.total_ms(space.sample(0)) > 0
+    assert all(estimator.total_ms(space.sample_student(i)) > 0 for i in range(20))
 
 
 def test_gpu_tables_say_they_are_modelled_and_carry_their_assumptions() -> None:
