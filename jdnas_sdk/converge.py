@@ -149,7 +149,7 @@ def train_until_converged(
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
     _save(model, out, result, metadata)
-    if result.converged:  # stopped at max_steps: the checkpoint stays, so a larger max_steps goes on from it
+    if result.converged:  # a plateau ends it; stopped by max_steps, the checkpoint stays for a larger max_steps
         ckpt.unlink(missing_ok=True)
     best_file.unlink(missing_ok=True)
     if converge.cooldown_steps:
