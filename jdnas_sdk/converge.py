@@ -113,13 +113,13 @@ def train_until_converged(
     if curve_file.is_file():
         result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
     ckpt = checkpoint_path(out)
-    finished = result.converged or result.steps >= converge.max_steps or not ckpt.exists()
-    if out.is_file() and curve_file.is_file() and finished:  # done before: the file holds the best weights
+    saved = out.is_file() and curve_file.is_file()  # an earlier run ended: the file holds the best weights
+    if saved and (result.converged or result.steps >= converge.max_steps or not ckpt.exists()):  # done before
         model.load_state_dict(load_detector(out).state_dict())
         if converge.cooldown_steps and result.cooldown is None:  # converged by an earlier run without one
             _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
         return result
-    if out.is_file() and curve_file.is_file():  # stopped at a lower max_steps before: go on from its checkpoint
+    if saved:  # stopped at a lower max_steps before: go on from its checkpoint
         log.info(
             "[converge] %s stopped at step %d before; continuing to at most %d", out, result.steps, converge.max_steps
         )
