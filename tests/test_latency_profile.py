@@ -121,6 +121,41 @@ def test_a_missing_fixed_entry_is_measured_on_this_machine(profiled: LatencyTabl
     assert table.get(fixed_key(spec, SIZE)).source == "residual"  # type: ignore[union-attr]
 
 
+def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses_other_heads(
+    profiled: LatencyTable, tmp_path: Path
+) -> None:
+    from jdnas_sdk.morph import morph_to
+    from jdnas_sdk.student import Heads, Student
+
+    spec = tiny_spec()
+    grid = {"fpn": (1.0,), "size": (1.0,), "proposals": (50, 1000), "box": (1.0,), "mask": (1.0,)}
+    space = SearchSpace(BASE, width_ratios=(0.5, 1.0), spec=spec, heads=grid)
+    [fewer] = [v for v in fixed_specs(spec, space) if v != spec]
+    backend = OrtBackend(timing=FAST)
+    table = open_table(tmp_path / "t.json", "tiny", backend)
+    for key, entry in profiled.entries.items():
+        table.put(key, entry)
+    model = build(spec, BASE)
+    narrow = SPACE.sample(1)
+    asked = []
+
+    def trained(variant: object) -> list[torch.nn.Module]:
+        asked.append(variant)
+        heads = Heads.of(variant)  # type: ignore[arg-type]
+        return [morph_to(model, Student(BASE, heads)), morph_to(model, Student(narrow, heads))]
+
+    with pytest.raises(LatencyTableError, match="runs other head settings"):
+        profile(table, backend, spec, base=BASE, input_sizes=[SIZE], space=space, progress=False,
+                variant_models=lambda v: [model])  # fmt: skip
+    assert fixed_key(fewer, SIZE) not in table  # nothing half-made
+    profile(table, backend, spec, base=BASE, input_sizes=[SIZE], space=space, model=model, variant_models=trained,
+            progress=False)  # fmt: skip
+    assert asked == [fewer]  # the base setting's entry was already there; only the missing one is built
+    entry = table.get(fixed_key(fewer, SIZE))
+    assert entry is not None and entry.info["detectors"] == 2 and len(entry.info["residuals_ms"]) == 2
+    assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 2, rel=1e-4)
+
+
 def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTable) -> None:
     with pytest.raises(LatencyTableError, match="threads: 1 != 2"):
         open_table(profiled.path, "tiny", OrtBackend(threads=2))  # type: ignore[arg-type]
@@ -219,6 +254,8 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
         "0",
         "--fixed-students",
         "1",  # few kernels: minutes
+        "--variant-students",
+        "1",
         "--heads",
         *(f"{k}={','.join(str(v) for v in vs)}" for k, vs in heads.items()),
     ]  # on a large-cache CPU otherwise
@@ -242,6 +279,8 @@ def test_kill_9_during_profile_then_the_same_command_resumes(tmp_path: Path) -> 
     space = SearchSpace(BASE, width_ratios=(1,), spec=tiny_spec(), heads=heads)
     fixed = {fixed_key(s, SIZE) for s in fixed_specs(tiny_spec(), space)}
     assert len(fixed) == 4 and fixed <= set(after.entries)  # FPN width x input size
+    # every fixed entry averages the trained model and one student, each given that head setting
+    assert all(after.entries[k].info["detectors"] == 2 for k in fixed)
     assert len(after) == len(reachable_ops(tiny_spec(), space, SIZE)) + len(fixed)
 
 

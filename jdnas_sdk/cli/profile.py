@@ -82,6 +82,14 @@ def add_parser(verbs: Any) -> None:
         "average into the fixed entry, beside the model's own",
     )
     pr.add_argument(
+        "--variant-students",
+        type=int,
+        default=2,
+        help="with --model: the fixed entry of every other head setting averages over the model and this many "
+        "of those students, each given that setting with its weights inherited (trained weights decide how much "
+        "post-processing is left; without --model the base backbone with random weights is timed)",
+    )
+    pr.add_argument(
         "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
     )
     pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
@@ -134,6 +142,28 @@ def _head_grid(items: list[str] | None) -> dict[str, Any]:
     return {"heads": grid}
 
 
+def _fixed_models(args: argparse.Namespace, model: Any, base: Any, space: Any) -> tuple[list[Any], Any]:
+    """The detectors timed for the fixed entries, from ``--model``: the model morphed to
+    ``--fixed-students`` sampled backbones (the base setting's entry), and a function giving the
+    model and the first ``--variant-students`` of those backbones morphed to another head setting."""
+    if model is None:
+        return [], None
+    import random
+
+    from ..morph import morph_to
+    from ..student import Heads, Student
+
+    rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
+    archs = [space.sample(rng) for _ in range(max(args.fixed_students, args.variant_students))]
+    students = [morph_to(model, arch) for arch in archs[: args.fixed_students]]
+
+    def variant_models(variant: Any) -> list[Any]:
+        heads = Heads.of(variant)
+        return [morph_to(model, Student(arch, heads)) for arch in [base, *archs[: args.variant_students]]]
+
+    return students, variant_models
+
+
 def run(args: argparse.Namespace) -> int:
     from ..latency import make_backend, open_table, profile, reachable_ops
     from ..latency.backends import Timing
@@ -162,14 +192,7 @@ def run(args: argparse.Namespace) -> int:
         f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries "
         f"already there)"
     )
-    students = []
-    if model is not None and args.fixed_students:
-        import random
-
-        from ..morph import morph_to
-
-        rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
-        students = [morph_to(model, space.sample(rng)) for _ in range(args.fixed_students)]
+    students, variant_models = _fixed_models(args, model, base, space)
     ray_options = {
         "workers": args.workers,
         "num_cpus": args.cpus_per_worker,
@@ -185,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         space=space,
         model=model,
         fixed_models=students,
+        variant_models=variant_models,
         progress=not args.quiet,
         executor=args.executor,
         ray_options=ray_options,
