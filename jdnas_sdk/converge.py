@@ -100,11 +100,14 @@ def train_until_converged(
     converge: ConvergeConfig | None = None,
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
+    start_ap: float | None = None,
 ) -> ConvergeResult:
     """Train ``model`` on ``train_data`` until its AP on ``select_data`` stops improving; save the
     best weights as the detector file ``out`` (``model`` holds them on return). ``config`` gives the
     optimiser, rate and warm-up (its ``steps`` and ``schedule`` are replaced: constant after the
-    warm-up, in chunks); ``converge`` when to stop."""
+    warm-up, in chunks); ``converge`` when to stop. ``start_ap``: ``model``'s select AP before any
+    training (for weights that are already good, such as a network grown from a converged base):
+    step 0 of the curve, so training that never beats the starting weights returns them."""
     config, converge = config or TrainConfig(), converge or ConvergeConfig()
     config = replace(config, schedule="constant", checkpoint_every=converge.eval_every)
     out, curve_file = Path(out), curve_path(out)
@@ -126,6 +129,10 @@ def train_until_converged(
         if not best_file.is_file():
             atomic_torch_save(best_file, load_detector(out).state_dict())
         result.cooldown = None  # a cool-down follows the new plateau
+    if start_ap is not None and not result.curve:  # a fresh start: the starting weights are a candidate
+        result.curve.append({"step": 0, "select_ap": start_ap})
+        result.best_ap, result.best_step, result.improved_step = start_ap, 0, 0
+        atomic_torch_save(best_file, model.state_dict())
     while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge.patience):
         steps = result.steps + converge.eval_every
         train(model, train_data, config=replace(config, steps=steps), checkpoint=ckpt, progress=progress)

@@ -204,7 +204,8 @@ def teacher_pool(
     ``steps`` steps, saved at ``path``; loaded from there when it exists, resumed when it was killed.
 
     With ``grow_steps`` and ``select_data``, the largest network is first trained alone until its
-    select AP stops improving (at most ``grow_steps``; :func:`~jdnas_sdk.teachers.grow_teacher`),
+    select AP stops improving (at most ``grow_steps``, then a third as many with the rate decayed;
+    :func:`~jdnas_sdk.teachers.grow_teacher`),
     frozen beside the pool (``<pool>.largest.pt``) as the teacher a student gets when the largest is
     chosen, and the elastic phases follow from its weights (no largest-only phase)."""
     path = Path(path)
@@ -215,7 +216,12 @@ def teacher_pool(
     phases = (0.2, 0.3, 0.5)
     if grow_steps and select_data is not None:
         base_ap = evaluate(base, select_data, progress=False).ap
-        converge = ConvergeConfig(eval_every=max(1, grow_steps // 6), patience=3, max_steps=max(1, grow_steps))
+        converge = ConvergeConfig(
+            eval_every=max(1, grow_steps // 6),
+            patience=3,
+            max_steps=max(1, grow_steps),
+            cooldown_steps=grow_steps // 3,  # the base's rate was decayed: so must the teacher's be
+        )
         grown = grow_teacher(
             trained,
             data,

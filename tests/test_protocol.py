@@ -114,6 +114,30 @@ def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_
     assert again.curve == result.curve  # done: nothing trained again
 
 
+def test_training_that_never_beats_the_starting_ap_returns_the_starting_weights_exactly(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+
+    torch.manual_seed(0)
+    model = build(tiny_spec(), ARCH)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = train_until_converged(
+        model,
+        train_set,
+        val_set,
+        tmp_path / "grown.pt",
+        config=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=0),
+        converge=ConvergeConfig(eval_every=1, patience=2, max_steps=4),
+        progress=False,
+        start_ap=1.0,  # weights no training can beat
+    )
+    assert result.curve[0] == {"step": 0, "select_ap": 1.0} and len(result.curve) == 3  # 0, then 2 without a gain
+    assert result.best_step == 0 and result.best_ap == 1.0 and result.converged
+    for state in (model.state_dict(), load_detector(tmp_path / "grown.pt").state_dict()):
+        assert all(torch.equal(v, before[k]) for k, v in state.items())
+
+
 def test_a_base_stopped_at_max_steps_continues_exactly_with_a_larger_max_steps(
     train_set: object, val_set: object, tmp_path: Path
 ) -> None:

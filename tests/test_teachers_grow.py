@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -33,6 +34,7 @@ def test_the_grown_teacher_is_the_best_select_weights_frozen_and_given_for_the_l
     torch.manual_seed(0)
     pool = TeacherPool.from_base(build(tiny_spec(), BASE), widths=(0.5, 1.0), depth_delta=1)
     before = _state(pool.model)
+    start = copy.deepcopy(pool.model)
     out = tmp_path / "pool.largest.pt"
     grown = grow_teacher(
         pool,
@@ -44,12 +46,17 @@ def test_the_grown_teacher_is_the_best_select_weights_frozen_and_given_for_the_l
         converge=ConvergeConfig(eval_every=1, patience=1, max_steps=3),
         progress=False,
     )
-    assert out.is_file() and grown.file == str(out) and 1 <= grown.best_step <= grown.steps <= 3
+    assert out.is_file() and grown.file == str(out) and 0 <= grown.best_step <= grown.steps <= 3
     assert grown.stronger == (grown.select_ap > 0.5) and grown.to_json()["stronger"] == grown.stronger
-    # the pool's network holds the best weights, which the file holds too, and they trained
+    curve = json.loads(read_detector_file(out)["metadata"]["curve"])
+    # the starting weights, measured on select, are step 0 of the curve
+    assert curve[0] == {"step": 0, "select_ap": evaluate(start, val_set, progress=False).ap}
+    # the pool's network holds the best weights, which the file holds too: trained ones where a
+    # trained step won, else exactly the starting ones
     frozen = load_detector(out)
     assert all(torch.equal(v, frozen.state_dict()[k]) for k, v in pool.model.state_dict().items())
-    assert any(not torch.equal(v, before[k]) for k, v in pool.model.state_dict().items() if v.is_floating_point())
+    changed = any(not torch.equal(v, before[k]) for k, v in pool.model.state_dict().items() if v.is_floating_point())
+    assert changed == (grown.best_step > 0)
     assert evaluate(frozen, val_set, progress=False).ap == pytest.approx(grown.select_ap, abs=1e-9)
     # chosen as the largest, the frozen file is what a student gets, even after the pool trains on
     pool.frozen_largest = out

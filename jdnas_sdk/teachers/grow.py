@@ -5,10 +5,14 @@ the benchmark Faster R-CNN (``benchmarks/results/teacher_pool.md``, an earlier s
 the largest teacher scored 42.9 AP after shrinking against the 47.8 of the base it grew from, so
 the pool never held a teacher worth learning from. :func:`grow_teacher` trains the largest
 network alone first, from the base's weights (grown without changing its function, so it starts
-at the base's accuracy), until its ``select`` AP stops improving
-(:func:`~jdnas_sdk.converge.train_until_converged`), and freezes the best weights as a detector
-file of their own. The elastic phases then start from those weights, and the frozen file, not the
-largest slice as shrinking leaves it, is what a student gets when the largest teacher is chosen.
+at the base's accuracy, measured and counted as step 0: training that never beats it keeps the
+starting weights), until its ``select`` AP stops improving
+(:func:`~jdnas_sdk.converge.train_until_converged`), optionally cooled down (a decayed rate from
+the best weights, kept only if ``select`` gains: a converged base has usually had its rate
+decayed, so training on at a constant rate loses accuracy before it finds more), and freezes the
+best weights as a detector file of their own. The elastic phases then start from those weights,
+and the frozen file, not the largest slice as shrinking leaves it, is what a student gets when the
+largest teacher is chosen.
 Whether it beat the base on ``select`` is recorded beside it and said in the log.
 """
 
@@ -20,7 +24,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..converge import ConvergeConfig, train_until_converged
+from ..converge import ConvergeConfig, curve_path, train_until_converged
+from ..evaluate import evaluate
 from ..train import TrainConfig
 from .pool import TeacherPool
 
@@ -66,6 +71,8 @@ def grow_teacher(
     plain detector file. Killed, the same call resumes; done before, it reads ``out`` back."""
     config = config or TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10)
     converge = converge or ConvergeConfig(eval_every=50, patience=3, max_steps=600)
+    fresh = not curve_path(out).is_file()
+    start_ap = evaluate(pool.model, select_data, progress=False).ap if fresh else None
     result = train_until_converged(
         pool.model,
         train_data,
@@ -75,6 +82,7 @@ def grow_teacher(
         converge=converge,
         metadata={"teacher": str(pool.largest()), "role": "grown teacher", "base_select_ap": base_select_ap},
         progress=progress,
+        start_ap=start_ap,
     )
     grown = GrownTeacher(
         file=str(Path(out)),
