@@ -26,7 +26,7 @@ from jdnas_sdk.latency import (
     reachable_ops,
 )
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
-from jdnas_sdk.latency.lower import fixed_key
+from jdnas_sdk.latency.lower import fixed_key, lower
 from jdnas_sdk.latency.reach import fixed_specs
 from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.space import SearchSpace
@@ -59,7 +59,8 @@ def test_profile_measures_every_reachable_op_and_the_fixed_residual(profiled: La
     fixed = profiled.get(fixed_key(spec, SIZE))
     assert fixed is not None and fixed.source == "residual"
     assert fixed.info["detections"] == spec.detections_per_img  # full load: NMS saw real candidates
-    assert fixed.info["end_to_end_ms"] == pytest.approx(fixed.median_ms + fixed.info["ops_ms"], abs=1e-3)
+    at_ops_speed = fixed.info["end_to_end_ms"] / fixed.info.get("speed", 1.0)  # scaled to the ops' speed
+    assert at_ops_speed == pytest.approx(fixed.median_ms + fixed.info["ops_ms"], rel=1e-4)
     reloaded = LatencyTable.load(profiled.path)  # type: ignore[arg-type]
     assert reloaded.entries == profiled.entries
 
@@ -154,6 +155,35 @@ def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses
     entry = table.get(fixed_key(fewer, SIZE))
     assert entry is not None and entry.info["detectors"] == 2 and len(entry.info["residuals_ms"]) == 2
     assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 2, rel=1e-4)
+
+
+def test_a_fixed_entry_is_scaled_to_the_speed_its_ops_were_measured_at(profiled: LatencyTable, tmp_path: Path) -> None:
+    from dataclasses import replace as replace_entry
+
+    from jdnas_sdk.latency.drift import machine_speed, reference_ops
+
+    spec = tiny_spec()
+    refs = reference_ops(profiled, spec, BASE, SIZE, count=4)
+    cost = {k: profiled.entries[k].median_ms * n for k, n in refs}
+    everything = sorted(
+        (profiled.entries[k].median_ms * n for _, ops in lower(spec, BASE, SIZE).stages for k, n in ops), reverse=True
+    )
+    assert len(refs) == 4 and sorted(cost.values(), reverse=True) == everything[:4]  # the largest by the table
+    # a table whose ops were measured while this machine ran 100x slower (at 96 px this tiny detector's
+    # kernels are a small part of its time, so only a large factor makes the unscaled residual negative)
+    backend = OrtBackend(timing=FAST)
+    slow = open_table(tmp_path / "slow.json", "tiny", backend)
+    for key, entry in profiled.entries.items():
+        if key.kind != "fixed":
+            slow.put(key, replace_entry(entry, median_ms=100 * entry.median_ms))
+    assert machine_speed(slow, backend, refs) < 0.05  # now runs much faster than that table says
+    with pytest.raises(LatencyTableError, match="inflated"):  # unscaled, the residual would be negative
+        profile(slow, backend, spec, base=BASE, input_sizes=[SIZE], space=SPACE, progress=False, reference_count=0)
+    profile(slow, backend, spec, base=BASE, input_sizes=[SIZE], space=SPACE, progress=False)
+    entry = slow.get(fixed_key(spec, SIZE))
+    assert entry is not None and entry.median_ms > 0 and entry.info["speed"] < 0.05
+    residual = entry.info["end_to_end_ms"] / entry.info["speed"] - entry.info["ops_ms"]
+    assert entry.median_ms == pytest.approx(residual, rel=1e-4)
 
 
 def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTable) -> None:

@@ -90,6 +90,14 @@ def add_parser(verbs: Any) -> None:
         "post-processing is left; without --model the base backbone with random weights is timed)",
     )
     pr.add_argument(
+        "--reference-ops",
+        type=int,
+        default=6,
+        help="ops timed again before and after each fixed entry's detectors: their end-to-end times are scaled to "
+        "the speed the ops were measured at, so a machine whose speed moved meanwhile does not skew the residual "
+        "(0: not checked)",
+    )
+    pr.add_argument(
         "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
     )
     pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
@@ -209,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
         model=model,
         fixed_models=students,
         variant_models=variant_models,
+        reference_count=args.reference_ops,
         progress=not args.quiet,
         executor=args.executor,
         ray_options=ray_options,

@@ -92,20 +92,29 @@ def _but_proposals(key: OpKey) -> tuple[object, ...]:
     return tuple(v for n, v in zip(OP_FIELDS[key.kind], key.values) if n not in ("pre", "props"))
 
 
-def residual_entry(end_to_end: Entry, ops_ms: float) -> Entry:
-    """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries."""
-    residual = end_to_end.median_ms - ops_ms
+def residual_entry(end_to_end: Entry, ops_ms: float, *, speed: float = 1.0) -> Entry:
+    """The fixed entry: a detector's measured end-to-end time minus the sum of its ops' entries.
+    ``speed``: the machine's speed at that measurement against the op entries'
+    (:func:`~jdnas_sdk.latency.drift.machine_speed`); the end-to-end time is divided by it first."""
+    residual = end_to_end.median_ms / speed - ops_ms
     if residual < 0:
         raise NegativeResidualError(
-            f"the detector ran in {end_to_end.median_ms:.3f} ms but its ops' entries add up to {ops_ms:.3f} ms: "
+            f"the detector ran in {end_to_end.median_ms / speed:.3f} ms (at the op entries' speed) but its ops' "
+            f"entries add up to {ops_ms:.3f} ms: "
             "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
         )
+    extra = {"speed": round(speed, 6)} if speed != 1.0 else {}
     return Entry(
         median_ms=residual,
-        spread_ms=end_to_end.spread_ms,
+        spread_ms=end_to_end.spread_ms / speed,
         samples=end_to_end.samples,
         source="residual",
-        info={**end_to_end.info, "end_to_end_ms": round(end_to_end.median_ms, 6), "ops_ms": round(ops_ms, 6)},
+        info={
+            **end_to_end.info,
+            "end_to_end_ms": round(end_to_end.median_ms, 6),
+            "ops_ms": round(ops_ms, 6),
+            **extra,
+        },
     )
 
 

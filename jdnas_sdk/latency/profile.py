@@ -24,6 +24,7 @@ from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..space import SearchSpace
 from .backends import Backend, RooflineBackend
+from .drift import machine_speed, reference_ops
 from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
@@ -113,6 +114,7 @@ def profile(
     model: nn.Module | None = None,
     fixed_models: Sequence[nn.Module] = (),
     variant_models: VariantModels | None = None,
+    reference_count: int = 6,
     save_every_s: float = 2.0,
     progress: bool = True,
     executor: str = "local",
@@ -127,7 +129,10 @@ def profile(
     or less with each detector's boxes, and students of the space (for instance the base morphed
     to sampled architectures) describe what the search will meet better than the base alone.
     Another head setting's fixed entry is the mean residual over ``variant_models(setting)``
-    (default: the base backbone with that setting and random weights). Give detectors with trained
+    (default: the base backbone with that setting and random weights). Before and after each fixed
+    entry's detectors, ``reference_count`` of their largest ops are timed again, and the end-to-end
+    times are scaled to the speed the table's ops were measured at (:mod:`~jdnas_sdk.latency.drift`;
+    0: not checked). Give detectors with trained
     weights where you have them: how many boxes survive the score threshold and NMS, and so the
     post-processing time, follows the weights (at 1,000 proposals a trained Faster R-CNN ran 8-10%
     faster than the same detector with random weights).
@@ -152,6 +157,7 @@ def profile(
             model=model,
             fixed_models=fixed_models,
             variant_models=variant_models,
+            reference_count=reference_count,
             save_every_s=save_every_s,
             progress=progress,
             executor=executor,
@@ -170,6 +176,7 @@ def _profile(
     model: nn.Module | None,
     fixed_models: Sequence[nn.Module],
     variant_models: VariantModels | None,
+    reference_count: int,
     save_every_s: float,
     progress: bool,
     executor: str,
@@ -209,7 +216,7 @@ def _profile(
     for size in input_sizes:
         for variant in fixed_specs(spec, space):
             detectors = _fixed_detectors(spec, variant, base, model, fixed_models, variant_models)
-            _fixed_entry(table, backend, variant, size, detectors, progress)
+            _fixed_entry(table, backend, variant, size, detectors, progress, reference_count=reference_count)
     return table
 
 
@@ -238,9 +245,12 @@ def _fixed_entry(
     size: tuple[int, int],
     detectors: Callable[[], list[nn.Module]],
     progress: bool,
+    *,
+    reference_count: int = 6,
 ) -> None:
     """Measure the fixed entry of head setting ``variant`` at ``size`` unless the table has it: the
-    mean residual (end-to-end time minus the op entries) over ``detectors()``."""
+    mean residual (end-to-end time minus the op entries) over ``detectors()``, the end-to-end times
+    scaled to the op entries' speed by ``reference_count`` ops timed before and after."""
     key = fixed_key(variant, size)
     if key in table:
         return
@@ -251,17 +261,31 @@ def _fixed_entry(
     models = detectors()
     if not models:
         raise LatencyTableError(f"no detector to time for the fixed entry {key}: variant_models gave none")
-    estimator = Estimator(table, variant, size, on_miss="error")
-    residuals = []
-    for index, detector in enumerate(models, start=1):
-        if progress:
-            log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
+    archs = []
+    for detector in models:
         runs, arch = describe(detector)
         if runs != variant:
             raise LatencyTableError(
                 f"a detector given for the fixed entry {key} runs other head settings ({runs}); "
                 "variant_models must return detectors with exactly the setting it is asked for"
             )
-        residuals.append(residual_entry(backend.measure_detector(detector, size), estimator.ops_ms(arch)))
-    table.put(key, combine_residuals(residuals))
+        archs.append(arch)
+    estimator = Estimator(table, variant, size, on_miss="error")
+    refs = reference_ops(table, variant, archs[0], size, count=reference_count) if reference_count else []
+    before = machine_speed(table, backend, refs)
+    timed = []
+    for index, (detector, arch) in enumerate(zip(models, archs), start=1):
+        if progress:
+            log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
+        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(arch)))
+    speed = (before + machine_speed(table, backend, refs)) / 2
+    if abs(speed - 1) > 0.05:
+        log.warning(
+            "fixed entry %s: this machine ran %.0f%% %s than when the ops were measured; its end-to-end times are "
+            "scaled to the ops' speed (if this repeats, profile on an idle machine)",
+            key,
+            100 * abs(speed - 1),
+            "slower" if speed > 1 else "faster",
+        )
+    table.put(key, combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops in timed]))
     table.save()

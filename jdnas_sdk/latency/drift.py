@@ -1,0 +1,49 @@
+"""The machine's speed now against the table's: a guard for residuals measured long after the kernels.
+
+A fixed entry is a residual, a whole detector's end-to-end time minus its op entries, and the op
+entries were measured earlier in the profile (tens of minutes on a CPU). On a machine whose speed
+moves over that time (shared hosts, turbo budgets), the subtraction hands the whole move to the
+residual: on the benchmark Xeon the fixed entries of one profile ran 14-26% slower end to end than
+the same detectors re-timed half an hour later, while the kernels agreed within 6%, and that alone
+put a small student's estimate 27% high (re-measured in step with its kernels, 1.5%). So before and
+after each fixed entry's detectors, a few of their largest ops are timed again;
+the ratio of now to the table is the machine's relative speed, and the end-to-end times are divided
+by it: every entry of the table then speaks for the same machine state (the kernels').
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+
+from ..arch import Arch, DetectorSpec
+from .backends import Backend
+from .lower import lower
+from .ops import OpKey
+from .table import LatencyTable
+
+__all__ = ["reference_ops", "machine_speed"]
+
+log = logging.getLogger(__name__)
+
+
+def reference_ops(
+    table: LatencyTable, spec: DetectorSpec, arch: Arch, size: tuple[int, int], *, count: int
+) -> list[tuple[OpKey, int]]:
+    """The ``count`` ops of detector ``(spec, arch)`` at ``size`` that take the most of its time by
+    the table (entry times its number of uses), with their number of uses."""
+    uses: Counter[OpKey] = Counter()
+    for _, ops in lower(spec, arch, size).stages:
+        for key, n in ops:
+            uses[key] += n
+    ranked = sorted(uses.items(), key=lambda kn: -table.entries[kn[0]].median_ms * kn[1])
+    return ranked[:count]
+
+
+def machine_speed(table: LatencyTable, backend: Backend, refs: list[tuple[OpKey, int]]) -> float:
+    """How long ``refs`` take now over how long the table says (1.0: as when they were measured;
+    1.2: everything runs 20% slower now). 1.0 without references."""
+    then = sum(table.entries[key].median_ms * n for key, n in refs)
+    if not refs or then <= 0:
+        return 1.0
+    return sum(backend.measure_op(key).median_ms * n for key, n in refs) / then
