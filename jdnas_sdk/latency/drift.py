@@ -13,7 +13,6 @@ by it: every entry of the table then speaks for the same machine state (the kern
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 
 from ..arch import Arch, DetectorSpec
@@ -23,8 +22,6 @@ from .ops import OpKey
 from .table import LatencyTable
 
 __all__ = ["reference_ops", "machine_speed"]
-
-log = logging.getLogger(__name__)
 
 
 def reference_ops(
