@@ -74,6 +74,17 @@ def add_parser(verbs: Any) -> None:
         action="store_true",
         help="profile only the backbone's space (heads and input size fixed), as before the detector-level space",
     )
+    _fixed_entry_options(pr)
+    pr.add_argument(
+        "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
+    )
+    pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
+    pr.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --executor ray: Ray GPUs per worker")
+    pr.set_defaults(func=run)
+
+
+def _fixed_entry_options(pr: argparse.ArgumentParser) -> None:
+    """The options that decide how the fixed entries (whole-detector residuals) are timed."""
     pr.add_argument(
         "--fixed-students",
         type=int,
@@ -97,12 +108,6 @@ def add_parser(verbs: Any) -> None:
         "the speed the ops were measured at, so a machine whose speed moved meanwhile does not skew the residual "
         "(0: not checked)",
     )
-    pr.add_argument(
-        "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
-    )
-    pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
-    pr.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --executor ray: Ray GPUs per worker")
-    pr.set_defaults(func=run)
 
 
 def _detector(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[Any, Any, Any]:
