@@ -62,6 +62,9 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "random teacher mutation instead of the capacity gap": ({"teacher_gap": None}, None),
     "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
     "no grown teacher (progressive shrinking alone)": ({"grow_teacher_steps": 0}, None),
+    "no free moves first (proposals and input size only as random moves)": ({"free_moves": False}, None),
+    "candidates at the final rate (search_lr_ratio 1)": ({"search_lr_ratio": 1.0}, None),
+    "final training kept whatever select says": ({"keep_better": False}, None),
 }
 
 
@@ -99,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--ablation", action="store_true", help="recipe ablation on the first detector (joint method)")
     p.add_argument("--base-lr", type=float, default=1e-3, help="the bases' peak learning rate (LR rewinding)")
+    p.add_argument(
+        "--search-lr-ratio", type=float, default=None, help="candidates' rate / the final one's (default: the recipe's)"
+    )
     return p.parse_args(argv)
 
 
@@ -118,7 +124,8 @@ def run_one(
     """One compress run as a results row (``error`` when it was refused or failed)."""
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
-    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps), **edits)
+    ratio = {} if args.search_lr_ratio is None else {"search_lr_ratio": args.search_lr_ratio}
+    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
     row: dict[str, Any] = {
@@ -155,7 +162,7 @@ def run_one(
     except JdnasError as exc:
         row.update(error=str(exc), wall_s=time.monotonic() - t0)
         return row
-    keys = ("test_ap", "select_ap", "ap50", "estimated_ms")
+    keys = ("test_ap", "select_ap", "ap50", "estimated_ms", "kept", "trained_select_ap", "final_kept")
     for name in ("base", "student", "control", "arch_control"):
         if name in result.metrics:
             row[name] = {k: result.metrics[name][k] for k in keys if k in result.metrics[name]}

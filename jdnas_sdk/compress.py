@@ -209,7 +209,7 @@ def compress(
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
-    run = CompressRun(work, method, teacher, None, None, train_data, select_data, test_data, config, progress)
+    run = CompressRun(work, method, teacher, None, None, train_data, select_data, test_data, config, progress, recipe)
     run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)
     log.info(
         "[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s",

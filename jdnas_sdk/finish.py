@@ -24,6 +24,7 @@ from .arch import Arch
 from .data import CocoDetection
 from .detectors import load_detector, read_detector_file, save_detector
 from .distill import finetune
+from .evaluate import evaluate
 from .latency import Estimator
 from .latency.local import describe_table
 from .prepare import CompressRun
@@ -32,8 +33,9 @@ from .report import write_report
 from .search import SearchConfig
 from .student import Student
 from .teachers import TeacherConfig, TeacherPool
+from .train import TrainConfig
 
-__all__ = ["finish_student", "run_controls", "write_result", "write_outputs"]
+__all__ = ["finish_student", "final_schedule", "run_controls", "write_result", "write_outputs"]
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +55,27 @@ def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str,
     else:
         code = best.teacher
         teacher_of = lambda: _teacher_of(best, run.teacher_pool, run.teacher_model, run.train_data)  # noqa: E731
-    student = _final(work, best, teacher_of, code, run.train_data, final_steps, run.config, run.progress)
+    student = _final(work, best, teacher_of, code, run.train_data, final_steps, run.config, run.recipe, run.progress)
     row.update(search_ap=best.ap, final_steps=final_steps, final_teacher=code)
+    if run.recipe.keep_better:
+        trained_ap = evaluate(student, run.select_data, progress=False).ap
+        kept = "trained" if trained_ap >= best.ap else "start"
+        row.update(final_kept=kept, final_select_ap=trained_ap)
+        log.info(
+            "[compress] final training: select AP %.1f -> %.1f; kept the %s weights",
+            100 * best.ap,
+            100 * trained_ap,
+            kept,
+        )
+        if kept == "start":
+            student = load_detector(work / "search" / best.file)
     student.eval()
     return student
+
+
+def final_schedule(recipe: Recipe, config: SearchConfig) -> TrainConfig:
+    """The final student's and the extra-steps control's schedule: the recipe's final rate, one seed."""
+    return replace(recipe.train_config(), seed=config.seed * 7919 + 999_983)
 
 
 def _teacher_of(
@@ -76,10 +95,11 @@ def _final(
     data: CocoDetection,
     steps: int,
     config: SearchConfig,
+    recipe: Recipe,
     progress: bool,
 ) -> nn.Module:
-    """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` (checkpointed: a
-    killed run resumes; a finished one is loaded, its teacher never built)."""
+    """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` on the recipe's final
+    schedule (checkpointed: a killed run resumes; a finished one is loaded, its teacher never built)."""
     done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
         if wanted.items() <= read_detector_file(done)["metadata"].items():
@@ -98,7 +118,7 @@ def _final(
         steps=steps,
         teacher=teacher,
         kd=config.kd,
-        config=replace(config.train, seed=config.seed * 7919 + 999_983),
+        config=final_schedule(recipe, config),
         out=done,
         metadata=wanted,
         progress=progress,
@@ -116,9 +136,11 @@ def run_controls(
     arch_control: bool,
 ) -> None:
     """The controls' rows in ``metrics``: the base trained ``steps`` more steps on the final
-    schedule (``control``), and the student's arch cut from the base and trained so (``arch_control``)."""
-    config, work = run.config, run.work
-    schedule = replace(config.train, seed=config.seed * 7919 + 999_983)  # the final training's schedule and seed
+    schedule (``control``), and the student's arch cut from the base and trained so (``arch_control``).
+    With the recipe's ``keep_better``, the extra-steps control is the base where its training did
+    not gain on select, as the student's final training is judged (``metrics["base"]`` scored first)."""
+    work = run.work
+    schedule = final_schedule(run.recipe, run.config)
     base_file = work / "search" / "candidates" / "000.pt"
     for name, wanted, cut in (("control", control, None), ("arch_control", arch_control, arch)):
         if not wanted:
@@ -143,6 +165,13 @@ def run_controls(
             "steps": steps,
             "arch": str(cut or "(the base's)"),
         }
+        if cut is None and run.recipe.keep_better and "select_ap" in metrics.get("base", {}):
+            trained = metrics[name]["select_ap"]
+            if trained < metrics["base"]["select_ap"]:  # its training did not gain: the control is the base
+                keys = ("select_ap", "test_ap", "ap", "ap50", "ap75")
+                metrics[name].update({k: metrics["base"][k] for k in keys if k in metrics["base"]})
+            metrics[name].update(kept="trained" if trained >= metrics["base"]["select_ap"] else "start")
+            metrics[name]["trained_select_ap"] = trained
 
 
 def write_result(

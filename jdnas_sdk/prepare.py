@@ -14,7 +14,7 @@ reads as the run's order of steps.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,8 @@ log = logging.getLogger(__name__)
 class CompressRun:
     """One compress run as its search and the steps after it see it: the workdir, the method,
     where teachers come from (``teacher``) with the pool and the lone teacher model (either may be
-    ``None``), the three splits (train, select, test), the search's settings and whether bars show."""
+    ``None``), the three splits (train, select, test), the search's settings, whether bars show and
+    the recipe (the final training's schedule and whether it is kept only where select gains)."""
 
     work: Path
     method: str
@@ -65,6 +66,7 @@ class CompressRun:
     test_data: Any
     config: SearchConfig
     progress: bool
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> None:
@@ -100,11 +102,12 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
         finetune_steps=finetune_steps,
         seed=seed,
         parallel=parallel,
-        train=recipe.train_config(),
+        train=recipe.search_train_config(),
         kd=recipe.kd,
         bn_images=recipe.bn_images,
         max_step_share=recipe.max_step_share,
         teacher_gap=recipe.teacher_gap,
+        free_moves=recipe.free_moves,
     )
 
 

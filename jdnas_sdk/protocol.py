@@ -55,7 +55,16 @@ class Recipe:
     (:class:`~jdnas_sdk.distill.KDConfig`: normalised features, positive-only scores, a ramp).
     ``grow_teacher_steps``: with a pool trained here, its largest network first trains alone until
     its select AP stops improving (at most that many steps) and is frozen as the largest teacher
-    (:func:`~jdnas_sdk.teachers.grow_teacher`); 0: progressive shrinking alone, as before."""
+    (:func:`~jdnas_sdk.teachers.grow_teacher`); 0: progressive shrinking alone, as before.
+
+    ``free_moves``: the joint search first scores, untrained, every student that differs from the
+    base only in what changes no weight (R-CNN proposals kept at test time, input size); they are
+    free to evaluate and, on small inputs, where much of the time is. ``search_lr_ratio``: candidates
+    fine-tune at this fraction of the final student's rate (a few steps at the peak rate throw a
+    converged base far off its minimum before they can be ranked; the final student, with many
+    more steps, rewinds). ``keep_better``: the final training, and the extra-steps control's, is
+    kept only where ``select`` says it gained; otherwise the weights it started from are (as the
+    base's cool-down is), applied to student and control alike."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
@@ -64,6 +73,9 @@ class Recipe:
     teacher_gap: float | None = 2.0
     kd: KDConfig = field(default_factory=KDConfig)
     grow_teacher_steps: int = 0
+    free_moves: bool = True
+    search_lr_ratio: float = 1.0
+    keep_better: bool = True
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0 or self.bn_images < 0 or self.grow_teacher_steps < 0:
@@ -71,14 +83,21 @@ class Recipe:
                 f"recipe: base_lr must be > 0, bn_images and grow_teacher_steps >= 0, got {self.base_lr}, "
                 f"{self.bn_images}, {self.grow_teacher_steps}"
             )
+        if not 0 < self.search_lr_ratio <= 1:
+            raise SearchError(f"recipe: search_lr_ratio must be in (0, 1], got {self.search_lr_ratio}")
         if self.teacher_gap is not None and self.teacher_gap <= 0:
             raise SearchError(f"recipe: teacher_gap must be > 0 or None, got {self.teacher_gap}")
         if self.max_step_share is not None and not 0 < self.max_step_share < 1:
             raise SearchError(f"recipe: max_step_share must be in (0, 1) or None, got {self.max_step_share}")
 
     def train_config(self) -> TrainConfig:
-        """The schedule of candidates, the final student and the extra-steps control."""
+        """The schedule of the final student and the extra-steps control."""
         return replace(FINETUNE_DEFAULTS, lr=self.base_lr if self.lr_rewind else self.base_lr / 5)
+
+    def search_train_config(self) -> TrainConfig:
+        """The schedule of the search's candidates: the final one's at ``search_lr_ratio`` of its rate."""
+        final = self.train_config()
+        return replace(final, lr=final.lr * self.search_lr_ratio)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -89,6 +108,9 @@ class Recipe:
             "teacher_gap": self.teacher_gap,
             "kd": dict(self.kd.__dict__),
             "grow_teacher_steps": self.grow_teacher_steps,
+            "free_moves": self.free_moves,
+            "search_lr_ratio": self.search_lr_ratio,
+            "keep_better": self.keep_better,
         }
 
 

@@ -304,3 +304,47 @@ def test_reordering_by_importance_keeps_the_function_and_leads_with_the_importan
     bn1 = model.backbone.body.layer1[0].bn1
     score = bn1.weight.abs() + bn1.bias.abs()
     assert torch.equal(score, score.sort(descending=True).values)
+
+
+def test_the_final_training_and_the_control_are_kept_only_where_select_says_they_gained(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    """keep_better judges the student's final training and the extra-steps control's by one rule:
+    trained weights that score below their start on select give way to the start (the candidate's
+    file, the base's numbers); trained weights that score at least as well are kept."""
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.detectors import save_detector
+    from jdnas_sdk.finish import finish_student, run_controls
+    from jdnas_sdk.prepare import CompressRun
+    from jdnas_sdk.search import Candidate, SearchConfig
+    from jdnas_sdk.student import Student
+
+    torch.manual_seed(0)
+    base = build(tiny_spec(), ARCH)
+    save_detector(base, tmp_path / "search" / "candidates" / "000.pt")
+    config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
+    run = CompressRun(
+        tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, Recipe(base_lr=1e-3)
+    )
+    start = {k: v.clone() for k, v in base.state_dict().items()}
+
+    def best(ap: float) -> Candidate:
+        return Candidate(0, str(ARCH), None, (), None, 1.0, ap, ap, ap, "candidates/000.pt")
+
+    for ap, kept in ((2.0, "start"), (-1.0, "trained")):  # a start no training can beat / any training beats
+        (tmp_path / "final.pt").unlink(missing_ok=True)
+        row: dict[str, object] = {}
+        student = finish_student(run, best(ap), 3, row)
+        assert row["final_kept"] == kept
+        same = all(torch.equal(start[k], v) for k, v in student.state_dict().items())
+        assert same == (kept == "start")
+        (tmp_path / "control.pt").unlink(missing_ok=True)
+        metrics = {"base": {"select_ap": ap, "test_ap": 0.123, "ap": 0.123, "ap50": 0.2, "ap75": 0.1}}
+        run_controls(run, metrics, Student.of(tiny_spec(), ARCH), 3, control=True, arch_control=False)
+        assert metrics["control"]["kept"] == kept and metrics["control"]["steps"] == 3
+        assert (metrics["control"]["test_ap"] == 0.123) == (kept == "start")
+    off = replace(run, recipe=Recipe(keep_better=False))
+    (tmp_path / "final.pt").unlink()
+    row = {}
+    finish_student(off, best(2.0), 3, row)
+    assert "final_kept" not in row

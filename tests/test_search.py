@@ -370,3 +370,52 @@ def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search
         log=lambda _: None,
     )
     assert again.candidates == archive.candidates  # resumed: nothing redone, nothing added
+
+
+def test_free_moves_are_scored_untrained_before_any_trained_candidate(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
+) -> None:
+    """The base's students that change no weight (fewer proposals, a smaller input) and are faster
+    are candidates 1..F, each holding the base's weights exactly, untrained; the budget of trained
+    candidates follows them; a search resumed after a kill among them redoes the same ones."""
+    from dataclasses import replace
+
+    from jdnas_sdk.detectors import read_detector_file
+    from jdnas_sdk.search.moves import free_students
+    from jdnas_sdk.student import Student
+
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    base = build(spec, BASE)
+    space = SearchSpace(BASE, width_ratios=(0.5, 1.0), spec=spec, heads={"proposals": (50, 1000), "size": (0.5, 1.0)})
+    estimator = _estimator(slow_table)
+    base_ms = estimator.total_ms(BASE)
+    expected = [s for _, s in free_students(Student.of(spec, BASE), space) if estimator.total_ms(s) < base_ms]
+    assert len(expected) >= 2  # fewer proposals, a smaller input, both
+    kwargs = dict(
+        estimator=estimator,
+        target_ms=0.9 * base_ms,
+        train_data=train_set,
+        val_data=val_set,
+        space=space,
+        config=replace(FAST, candidates=1, free_moves=True),
+        progress=False,
+        log=lambda _: None,
+    )
+    archive = joint_search(base, workdir=tmp_path, **kwargs)
+    free, trained = archive.candidates[1 : 1 + len(expected)], archive.candidates[1 + len(expected) :]
+    assert [c.arch for c in free] == [str(s) for s in expected] and len(trained) == 1
+    for c in free:
+        assert c.parent == 0 and c.latency_ms < base_ms and all(a.startswith("SetHead(") for a in c.actions)
+        saved = read_detector_file(tmp_path / c.file)
+        assert saved["metadata"]["steps"] == 0
+        student = load_detector(tmp_path / c.file)
+        assert str(Student.of(spec, BASE)) != c.arch
+        for (name, a), b in zip(base.state_dict().items(), student.state_dict().values(), strict=True):
+            assert torch.equal(a, b), name
+    assert read_detector_file(tmp_path / trained[0].file)["metadata"]["steps"] == FAST.finetune_steps
+    data = json.loads((tmp_path / "archive.json").read_text())
+    data["candidates"] = data["candidates"][:2]  # killed among the free moves
+    (tmp_path / "archive.json").write_text(json.dumps(data))
+    resumed = joint_search(base, workdir=tmp_path, **kwargs)
+    assert [(c.arch, c.ap) for c in resumed.candidates] == [(c.arch, c.ap) for c in archive.candidates]

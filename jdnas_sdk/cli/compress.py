@@ -92,12 +92,12 @@ def _training_options(co: argparse.ArgumentParser) -> None:
 
 def _recipe_options(co: argparse.ArgumentParser) -> None:
     """The training recipe (:class:`~jdnas_sdk.protocol.Recipe`): learning rate and its rewinding,
-    adaptive BatchNorm, gradual morphism."""
+    adaptive BatchNorm, gradual morphism, free moves first, the candidates' rate, keep-better."""
     co.add_argument(
         "--base-lr",
         type=float,
         default=1e-3,
-        help="the base's peak learning rate: candidates and the final student train at it (LR rewinding)",
+        help="the base's peak learning rate: the final student trains at it (LR rewinding)",
     )
     co.add_argument("--no-lr-rewind", action="store_true", help="train candidates at a fifth of --base-lr instead")
     co.add_argument(
@@ -111,6 +111,22 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="gradual morphism: each candidate removes at most this share of its parent's latency",
+    )
+    co.add_argument(
+        "--search-lr-ratio",
+        type=float,
+        default=None,
+        help="candidates fine-tune at this fraction of the final student's rate (default: the recipe's)",
+    )
+    co.add_argument(
+        "--no-free-moves",
+        action="store_true",
+        help="do not score the students that change no weight (fewer proposals, smaller inputs) first",
+    )
+    co.add_argument(
+        "--no-keep-better",
+        action="store_true",
+        help="keep the final training (and the control's) even where select says it lost accuracy",
     )
 
 
@@ -160,6 +176,9 @@ def run(args: argparse.Namespace) -> int:
         base_lr=args.base_lr,
         bn_images=args.bn_images,
         max_step_share=args.max_step_share,
+        free_moves=not args.no_free_moves,
+        keep_better=not args.no_keep_better,
+        **({"search_lr_ratio": args.search_lr_ratio} if args.search_lr_ratio is not None else {}),
     )
     result = compress(
         model,

@@ -42,7 +42,8 @@ class CandidateJob:
     """One candidate to train and evaluate. Paths are absolute (on storage every worker mounts).
 
     The student is the parent at ``parent_file`` morphed by ``actions`` (or to ``morph_to``, an
-    arch code, or left as it is when both are empty), fine-tuned ``steps`` steps with the teacher
+    arch code, or left as it is when both are empty), fine-tuned ``steps`` steps (0: not trained,
+    for moves that change no weight) with the teacher
     at ``teacher_file`` (none: no distillation), its BatchNorm statistics recalibrated on the first
     ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated."""
 
@@ -125,18 +126,20 @@ def run_candidate(
             student = morph_to(parent, Student.parse(job.morph_to))
         else:
             student = morph(parent, list(job.actions)) if job.actions else parent
-        teacher = load_detector(job.teacher_file) if job.teacher_file else None
-        finetune(
-            student,
-            data=train_data,
-            steps=job.steps,
-            teacher=teacher,
-            kd=job.kd,
-            config=job.train,
-            out=job.out_file,
-            metadata=job.metadata,
-            progress=progress,
-        )
+        if job.steps:
+            finetune(
+                student,
+                data=train_data,
+                steps=job.steps,
+                teacher=load_detector(job.teacher_file) if job.teacher_file else None,
+                kd=job.kd,
+                config=job.train,
+                out=job.out_file,
+                metadata=job.metadata,
+                progress=progress,
+            )
+        else:  # a move that changes no weight (fewer proposals, a smaller input): scored as it is
+            save_detector(student, job.out_file, metadata={**job.metadata, "steps": 0})
         if job.bn_images:  # score (and hand down) the student with statistics that match its weights
             recalibrate_bn(student, train_data, images=job.bn_images)
             save_detector(

@@ -39,11 +39,12 @@ from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import ConfirmedLatency, Estimator
 from ..space import SearchSpace
+from ..student import Student
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
-from .moves import PINNED_TABLE, as_searched, propose, search_latency
+from .moves import PINNED_TABLE, as_searched, free_students, propose, search_latency
 from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
 from .moves import moves as moves
 from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
@@ -58,7 +59,10 @@ logger = logging.getLogger(__name__)
 class SearchConfig:
     """Budget and moves of a search. The budget is ``candidates`` students, or ``wall_s`` seconds
     when set (whichever ends first). ``parallel`` is the round size: each round proposes that many
-    candidates from the archive as it stood at the round's start (1: one at a time)."""
+    candidates from the archive as it stood at the round's start (1: one at a time).
+    ``free_moves``: before the trained candidates, every student that differs from the base only in
+    settings that change no weight (:data:`~jdnas_sdk.search.moves.FREE_KNOBS`) and is faster is
+    scored untrained and joins the archive; they do not count against ``candidates``."""
 
     candidates: int = 12
     wall_s: float | None = None
@@ -74,6 +78,7 @@ class SearchConfig:
     bn_images: int = 0
     max_step_share: float | None = None
     teacher_gap: float | None = None
+    free_moves: bool = False
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
@@ -121,6 +126,7 @@ def search_settings(
         **({"bn_images": config.bn_images} if config.bn_images else {}),
         **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
         **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
+        **({"free_moves": True} if config.free_moves else {}),
         **({"parallel": config.parallel} if config.parallel != 1 else {}),
     }  # 1: as archives made before rounds
 
@@ -160,13 +166,56 @@ class _Round:
     base_teacher: bool
     teachers: TeacherFiles
     confirmed: ConfirmedLatency | None = None
+    free: int = 0  # candidates 1..free are the free moves; trained candidates follow
+
+    def free_slots(self, base: Candidate) -> list[Slot]:
+        """Candidates 1..F: the base's free students (:func:`~jdnas_sdk.search.moves.free_students`)
+        faster than the base by the table, each a job of 0 steps: scored as it is, no teacher. The
+        same base, space and table give the same list, so a resumed search finds them in place."""
+        if not self.config.free_moves:
+            return []
+        parent = as_searched(base.arch, self.space)
+        if not isinstance(parent, Student):
+            return []
+        guess, confirm = search_latency(self.estimator, self.confirmed)
+        slots: list[Slot] = []
+        for actions, student in free_students(parent, self.space):
+            ms = (confirm or guess)(student)
+            if ms >= self.base_ms:
+                continue
+            index = len(slots) + 1
+            out = self.work / "candidates" / f"{index:03d}.pt"
+            job = CandidateJob(
+                index=index,
+                parent_file=str(self.work / base.file),
+                out_file=str(out),
+                steps=0,
+                train=self.config.train,
+                kd=self.config.kd,
+                actions=actions,
+                metadata={"candidate": index, "parent": 0, "free": True},
+            )
+            slots.append(
+                Slot(
+                    index=index,
+                    arch=str(student),
+                    parent=0,
+                    actions=tuple(str(a) for a in actions),
+                    teacher=base.teacher,
+                    latency_ms=ms,
+                    file=relative(out, self.work),
+                    bound_ms=self.base_ms,
+                    job=job,
+                )
+            )
+        return slots
 
     def slot(self, index: int, candidates: list[Candidate]) -> Slot:
         """Candidate ``index`` from the archive as it stood at its round's start (``candidates``):
         parent, moves and teacher drawn from an RNG seeded by (seed, index), so by (seed, round, slot)."""
         config = self.config
         rng = random.Random(config.seed * 1_000_003 + index)
-        bound = latency_bound(index, config, self.base_ms, self.target_ms)
+        bound = latency_bound(index - self.free, config, self.base_ms, self.target_ms)
         parent = _pick_parent(candidates, bound, rng)
         floor = 0.0
         if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
@@ -222,17 +271,15 @@ class _Round:
         )
 
 
-def rounds_spent_s(candidates: list[Candidate], parallel: int) -> float:
+def rounds_spent_s(candidates: list[Candidate], parallel: int, *, first: int = 1) -> float:
     """Wall time the rounds of ``candidates`` took (each round from its first start to its last end),
-    so a resumed search counts what it spent before the kill but not the time it lay dead."""
-    spent = 0.0
-    for first in range(1, len(candidates), parallel):
-        timed = [c for c in candidates[first : first + parallel] if c.started is not None and c.ended is not None]
-        spent += (
-            (max(c.ended for c in timed) - min(c.started for c in timed))
-            if timed
-            else sum(c.wall_s for c in candidates[first : first + parallel])
-        )
+    so a resumed search counts what it spent before the kill but not the time it lay dead. Rounds
+    start at candidate ``first``; candidates before it (the free moves) count their own wall time."""
+    spent = sum(c.wall_s for c in candidates[1:first])
+    for start in range(first, len(candidates), parallel):
+        rnd = candidates[start : start + parallel]
+        timed = [c for c in rnd if c.started is not None and c.ended is not None]
+        spent += (max(c.ended for c in timed) - min(c.started for c in timed)) if timed else sum(c.wall_s for c in rnd)
     return spent
 
 
@@ -281,8 +328,6 @@ def joint_search(
     archive = open_archive(work, settings, confirmed)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
     _record_base(archive, base, base_arch, base_ms, work, val_data, pool, base_teacher, config, log)
-    if len(archive.candidates) > config.candidates:
-        return archive
     state = _Round(
         work,
         base_ms,
@@ -295,9 +340,25 @@ def joint_search(
         TeacherFiles(work / "teachers", pool, train_data),
         confirmed,
     )
-    began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel)
+    free = state.free_slots(archive.candidates[0])
+    state.free = len(free)
+    if len(archive.candidates) > state.free + config.candidates:
+        return archive
+    began = time.monotonic() - rounds_spent_s(archive.candidates, config.parallel, first=state.free + 1)
     runner.start(work, train_data, val_data)
     try:
+        if free:
+            run_round(
+                archive,
+                free,
+                runner,
+                label="search",
+                total=state.free + config.candidates,
+                desc="free moves",
+                note=lambda s: f" (free: {', '.join(s.actions)}, not trained)",
+                progress=progress,
+                log=log,
+            )
         _run_rounds(archive, state, runner, began, progress, log)
     finally:
         runner.close()
@@ -356,26 +417,27 @@ def _run_rounds(
     since ``began``: :func:`time.monotonic` less what earlier runs spent, :func:`rounds_spent_s`);
     each round is decided from the archive as it stood at the round's start, its teachers prepared,
     then trained by ``runner`` and recorded."""
-    config = state.config
-    while len(archive.candidates) <= config.candidates:
+    config, free = state.config, state.free
+    while len(archive.candidates) <= free + config.candidates:
         if config.wall_s is not None and time.monotonic() - began > config.wall_s:
             say(
                 log,
-                f"[search] wall-time budget of {config.wall_s:.0f} s spent after {len(archive.candidates) - 1} "
-                "candidates",
+                f"[search] wall-time budget of {config.wall_s:.0f} s spent after "
+                f"{len(archive.candidates) - 1 - free} trained candidates",
             )
             break
-        first = (len(archive.candidates) - 1) // config.parallel * config.parallel + 1
+        first = (len(archive.candidates) - 1 - free) // config.parallel * config.parallel + 1 + free
         at_start = archive.candidates[:first]
-        slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, config.candidates + 1))]
+        last = free + config.candidates
+        slots = [state.slot(i, at_start) for i in range(first, min(first + config.parallel, last + 1))]
         state.teachers.keep({s.teacher for s in slots})
         run_round(
             archive,
             slots,
             runner,
             label="search",
-            total=config.candidates,
-            desc=f"round {(first - 1) // config.parallel + 1}",
+            total=last,
+            desc=f"round {(first - 1 - free) // config.parallel + 1}",
             prepare=state.teachers.prepare,
             note=lambda s: f", {len(s.actions)} actions, {s.rejected} rejected by the table",
             progress=progress,
