@@ -68,7 +68,8 @@ def test_the_readme_example_runs_as_written(tmp_path: Path, monkeypatch: pytest.
     scope: dict[str, object] = {}
     exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the README's own text
     result = scope["result"]
-    assert isinstance(result, jdnas_sdk.CompressResult) and len(result.history) == 9  # base + budget=8
+    assert isinstance(result, jdnas_sdk.CompressResult)
+    assert len([c for c in result.history if not c["free"]]) == 9  # base + budget=8 (free moves come on top)
     assert result.metrics["student"]["estimated_ms"] <= 0.8 * result.metrics["base"]["estimated_ms"]
     assert Path("runs/compress/report.md").is_file() and result.student_file.is_file()
     assert result.modelled and "MODELLED" in result.summary()

@@ -405,6 +405,7 @@ def test_free_moves_are_scored_untrained_before_any_trained_candidate(
     archive = joint_search(base, workdir=tmp_path, **kwargs)
     free, trained = archive.candidates[1 : 1 + len(expected)], archive.candidates[1 + len(expected) :]
     assert [c.arch for c in free] == [str(s) for s in expected] and len(trained) == 1
+    assert all(c.free for c in free) and not any(c.free for c in trained) and not archive.candidates[0].free
     for c in free:
         assert c.parent == 0 and c.latency_ms < base_ms and all(a.startswith("SetHead(") for a in c.actions)
         saved = read_detector_file(tmp_path / c.file)

@@ -30,7 +30,8 @@ class Candidate:
 
     ``error`` is why a candidate failed (a loss that became NaN, ...): a failed candidate stays in
     the archive (its index is spent) but is never a parent, on the front or chosen. ``worker``
-    (``host:pid``) trained it from ``started`` to ``ended`` (Unix times): the report's timeline."""
+    (``host:pid``) trained it from ``started`` to ``ended`` (Unix times): the report's timeline.
+    ``free``: a move that changes no weight, scored untrained (see ``SearchConfig.free_moves``)."""
 
     index: int
     arch: str
@@ -49,6 +50,7 @@ class Candidate:
     worker: str | None = None
     started: float | None = None
     ended: float | None = None
+    free: bool = False
 
     @property
     def ok(self) -> bool:
@@ -109,6 +111,8 @@ def _candidate_problem(c: Candidate) -> str:
     for name in ("error", "worker"):
         if getattr(c, name) is not None and not isinstance(getattr(c, name), str):
             return f"field {name!r} must be a string or null, got {getattr(c, name)!r}"
+    if not isinstance(c.free, bool):
+        return f"field 'free' must be true or false, got {c.free!r}"
     for name in ("started", "ended"):
         if getattr(c, name) is not None and not _finite(getattr(c, name)):
             return f"field {name!r} must be a finite number or null, got {getattr(c, name)!r}"

@@ -206,6 +206,7 @@ class _Round:
                     file=relative(out, self.work),
                     bound_ms=self.base_ms,
                     job=job,
+                    free=True,
                 )
             )
         return slots

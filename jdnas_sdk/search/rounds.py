@@ -45,6 +45,7 @@ class Slot:
     bound_ms: float | None = None
     rejected: int = 0
     job: CandidateJob | None = None
+    free: bool = False
 
 
 def say(log: Callable[[str], None] | None, message: str) -> None:
@@ -94,6 +95,7 @@ def record(
         worker=outcome.worker or None,
         started=outcome.started or None,
         ended=outcome.ended or None,
+        free=slot.free,
     )
     archive.add(candidate)
     where = f"{slot.index}/{total}" if total else str(slot.index)
