@@ -8,7 +8,8 @@ extra-steps control (the base trained as many more steps as the student received
 schedule, no teacher), each with test and select AP; ``--arch-control`` adds the student's
 architecture cut from the base and trained the same steps. One teacher pool per detector is
 trained once and reused by every run (its wall time reported on its own). Latencies are measured
-end to end in ONNX Runtime after all training, one model at a time.
+end to end in ONNX Runtime after each row's training (rows run one after another, so nothing
+else runs), one model at a time.
 
 ``--ablation`` runs the joint method once per recipe variant (full recipe, then each part switched
 off) on the first detector: which part moved test AP by how much.
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         grow = (ABLATION[variant][0] if variant else {}).get("grow_teacher_steps", args.grow_teacher_steps)
         pool = _pool(model_file, grow, args, splits, pools) if args.teacher == "pool" else None
         row = run_one(model_file, method, seed, variant, pool, args, splits)
+        measure([row], models)  # its training is over and nothing else runs: a killed plan keeps measured rows
         atomic_write_json(key, row)
         rows.append(row)
         print(
@@ -348,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         _write(args, rows, pools, splits, argv, complete=False)
-    measure(rows, models)
+    measure(rows, models)  # rows recorded before rows were measured one by one
     for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
         key = rows_dir / (
             f"{row['detector']}_{row['method']}_s{row['seed']}"

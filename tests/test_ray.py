@@ -274,6 +274,7 @@ def test_kill_9_of_the_driver_then_the_same_command_resumes_on_a_new_ray(
         "base",
         "--val-images",
         "3",
+        "--no-free-moves",  # the resume of trained candidates is what this kill tests
         "--final-steps",
         "0",
         "--workdir",

@@ -25,7 +25,7 @@ from jdnas_sdk import (
     load_detector,
     save_detector,
 )
-from jdnas_sdk.compress import compress, parse_budget, smallest_arch
+from jdnas_sdk.compress import Recipe, compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection, load_split
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
@@ -192,6 +192,7 @@ def test_compress_returns_a_trained_student_and_a_report(
         teacher="base",
         finetune_steps=2,
         final_steps=3,
+        recipe=Recipe(keep_better=False),  # the final steps are kept whatever select says: they must show
         space=SPACE,
         measure=False,
         progress=False,
@@ -294,6 +295,7 @@ def test_kill_9_mid_search_then_the_same_command_resumes(synth_root: Path, tmp_p
         "base",
         "--val-images",
         "3",
+        "--no-free-moves",  # the resume of trained candidates is what this kill tests
         "--final-steps",
         "2",
         "--workdir",
@@ -381,7 +383,7 @@ def test_free_moves_are_scored_untrained_before_any_trained_candidate(
     from dataclasses import replace
 
     from jdnas_sdk.detectors import read_detector_file
-    from jdnas_sdk.search.moves import free_students
+    from jdnas_sdk.search.free import free_students
     from jdnas_sdk.student import Student
 
     torch.manual_seed(0)

@@ -192,7 +192,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
         ap = f"failed: {c.error.splitlines()[0][:120]}".replace("|", "\\|") if c.error else f"{100 * c.ap:.1f}"
         lines.append(
             f"| {c.index} | {'' if c.parent is None else c.parent} | {c.latency_ms:.2f} | {bound} | {ap} | "
-            f"{c.teacher or ''} | {'; '.join(c.actions)} |"
+            f"{c.teacher or ''} | {'; '.join(c.actions)}{' (free: untrained)' if c.free else ''} |"
         )
     return "\n".join([*lines, *timeline]) + "\n"
 

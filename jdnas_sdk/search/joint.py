@@ -16,8 +16,9 @@ search still proposes what it did (the guesses come from the table pinned at its
 confirmations read back what they measured), but two searches from scratch are only as alike as
 their measurements.
 
-The moves and proposals live in :mod:`.moves`; this module holds the settings
-(:class:`SearchConfig`, :func:`search_settings`), the bound's schedule and the loop.
+The moves and proposals live in :mod:`.moves`, the free moves scored first in :mod:`.free`; this
+module holds the settings (:class:`SearchConfig`, :func:`search_settings`), the bound's schedule
+and the loop.
 """
 
 from __future__ import annotations
@@ -39,15 +40,15 @@ from ..errors import SearchError
 from ..evaluate import evaluate
 from ..latency import ConfirmedLatency, Estimator
 from ..space import SearchSpace
-from ..student import Student
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
-from .moves import PINNED_TABLE, as_searched, free_students, propose, search_latency
+from .free import free_slots
+from .moves import PINNED_TABLE, as_searched, propose, search_latency
 from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
 from .moves import moves as moves
-from .rounds import Slot, make_executor, outcome_here, record, relative, run_round, say
+from .rounds import Slot, make_executor, outcome_here, record, relative, rounds_spent_s, run_round, say
 from .teachers import TeacherFiles, gap_teacher
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings", "open_archive"]
@@ -168,49 +169,6 @@ class _Round:
     confirmed: ConfirmedLatency | None = None
     free: int = 0  # candidates 1..free are the free moves; trained candidates follow
 
-    def free_slots(self, base: Candidate) -> list[Slot]:
-        """Candidates 1..F: the base's free students (:func:`~jdnas_sdk.search.moves.free_students`)
-        faster than the base by the table, each a job of 0 steps: scored as it is, no teacher. The
-        same base, space and table give the same list, so a resumed search finds them in place."""
-        if not self.config.free_moves:
-            return []
-        parent = as_searched(base.arch, self.space)
-        if not isinstance(parent, Student):
-            return []
-        guess, confirm = search_latency(self.estimator, self.confirmed)
-        slots: list[Slot] = []
-        for actions, student in free_students(parent, self.space):
-            ms = (confirm or guess)(student)
-            if ms >= self.base_ms:
-                continue
-            index = len(slots) + 1
-            out = self.work / "candidates" / f"{index:03d}.pt"
-            job = CandidateJob(
-                index=index,
-                parent_file=str(self.work / base.file),
-                out_file=str(out),
-                steps=0,
-                train=self.config.train,
-                kd=self.config.kd,
-                actions=actions,
-                metadata={"candidate": index, "parent": 0, "free": True},
-            )
-            slots.append(
-                Slot(
-                    index=index,
-                    arch=str(student),
-                    parent=0,
-                    actions=tuple(str(a) for a in actions),
-                    teacher=base.teacher,
-                    latency_ms=ms,
-                    file=relative(out, self.work),
-                    bound_ms=self.base_ms,
-                    job=job,
-                    free=True,
-                )
-            )
-        return slots
-
     def slot(self, index: int, candidates: list[Candidate]) -> Slot:
         """Candidate ``index`` from the archive as it stood at its round's start (``candidates``):
         parent, moves and teacher drawn from an RNG seeded by (seed, index), so by (seed, round, slot)."""
@@ -272,18 +230,6 @@ class _Round:
         )
 
 
-def rounds_spent_s(candidates: list[Candidate], parallel: int, *, first: int = 1) -> float:
-    """Wall time the rounds of ``candidates`` took (each round from its first start to its last end),
-    so a resumed search counts what it spent before the kill but not the time it lay dead. Rounds
-    start at candidate ``first``; candidates before it (the free moves) count their own wall time."""
-    spent = sum(c.wall_s for c in candidates[1:first])
-    for start in range(first, len(candidates), parallel):
-        rnd = candidates[start : start + parallel]
-        timed = [c for c in rnd if c.started is not None and c.ended is not None]
-        spent += (max(c.ended for c in timed) - min(c.started for c in timed)) if timed else sum(c.wall_s for c in rnd)
-    return spent
-
-
 def joint_search(
     base: nn.Module,
     *,
@@ -341,7 +287,7 @@ def joint_search(
         TeacherFiles(work / "teachers", pool, train_data),
         confirmed,
     )
-    free = state.free_slots(archive.candidates[0])
+    free = free_slots(archive.candidates[0], state)
     state.free = len(free)
     if len(archive.candidates) > state.free + config.candidates:
         return archive

@@ -38,17 +38,8 @@ __all__ = [
     "propose",
     "as_searched",
     "search_latency",
-    "free_students",
-    "FREE_KNOBS",
     "PINNED_TABLE",
 ]
-
-#: Head settings a student changes without changing a weight: the proposals an R-CNN keeps at test
-#: time and the input size. A student that differs from its parent only in these needs no training
-#: to be scored, so the joint search scores all of them before any move that needs training
-#: (:func:`free_students`). On small inputs they are where the time is: at 256 px on a CPU, 1,000
-#: proposals are about 60% of a Faster R-CNN R18's latency.
-FREE_KNOBS: tuple[str, ...] = ("proposals", "size")
 
 
 def _grid_step(grid: tuple[int, ...], value: int, step: int) -> int | None:
@@ -108,28 +99,6 @@ def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student
             return Student(arch.arch, apply_head(arch.heads, action))
         return Student(apply_action(arch.arch, action), arch.heads)
     return apply_action(arch, action)
-
-
-def free_students(parent: Student, space: SearchSpace) -> list[tuple[tuple[SetHead, ...], Student]]:
-    """Every student of ``space`` that differs from ``parent`` only in settings of
-    :data:`FREE_KNOBS` (each combination of their grid values, ``parent`` itself left out), with the
-    moves that lead to it, in a fixed order (the grids' order). Empty without a head grid."""
-    if parent.heads is None:
-        return []
-    values = {k: v for k, v in space.head_values().items() if k in FREE_KNOBS}
-    choice = space.heads_of(parent.heads)
-    combos: list[dict[str, int]] = [{}]
-    for knob, grid in values.items():
-        combos = [{**c, knob: v} for c in combos for v in grid]
-    out = []
-    for combo in combos:
-        actions = tuple(SetHead(k, v) for k, v in combo.items() if v != choice[k])
-        if actions:
-            student = parent
-            for action in actions:
-                student = apply_move(student, action)
-            out.append((actions, student))
-    return out
 
 
 def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:

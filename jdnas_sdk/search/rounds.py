@@ -25,7 +25,7 @@ from .archive import Archive, Candidate
 from .executor import CandidateJob, CandidateOutcome, Executor, LocalExecutor, finished, worker_id
 from .ray_executor import RayExecutor
 
-__all__ = ["Slot", "make_executor", "record", "run_round", "say", "outcome_here", "relative"]
+__all__ = ["Slot", "make_executor", "record", "run_round", "rounds_spent_s", "say", "outcome_here", "relative"]
 
 logger = logging.getLogger(__name__)
 
@@ -190,3 +190,15 @@ def make_executor(executor: str | Executor, **options: Any) -> Executor:
     if not all(hasattr(executor, m) for m in ("start", "run", "close")):
         raise SearchError(f"{executor!r} is not an executor (it needs start, run and close)")
     return executor
+
+
+def rounds_spent_s(candidates: list[Candidate], parallel: int, *, first: int = 1) -> float:
+    """Wall time the rounds of ``candidates`` took (each round from its first start to its last end),
+    so a resumed search counts what it spent before the kill but not the time it lay dead. Rounds
+    start at candidate ``first``; candidates before it (the free moves) count their own wall time."""
+    spent = sum(c.wall_s for c in candidates[1:first])
+    for start in range(first, len(candidates), parallel):
+        rnd = candidates[start : start + parallel]
+        timed = [c for c in rnd if c.started is not None and c.ended is not None]
+        spent += (max(c.ended for c in timed) - min(c.started for c in timed)) if timed else sum(c.wall_s for c in rnd)
+    return spent
