@@ -60,11 +60,12 @@ class Recipe:
     ``free_moves``: the joint search first scores, untrained, every student that differs from the
     base only in what changes no weight (R-CNN proposals kept at test time, input size); they are
     free to evaluate and, on small inputs, where much of the time is. ``search_lr_ratio``: candidates
-    fine-tune at this fraction of the final student's rate (a few steps at the peak rate throw a
-    converged base far off its minimum before they can be ranked; the final student, with many
-    more steps, rewinds). ``keep_better``: the final training, and the extra-steps control's, is
-    kept only where ``select`` says it gained; otherwise the weights it started from are (as the
-    base's cool-down is), applied to student and control alike."""
+    fine-tune at this fraction of the final student's rate (1: rewound too; measured on the
+    benchmark's Faster R-CNN, a first move fine-tuned 30 steps scored 58.1 select AP at the peak
+    rate, 53.0 at a tenth of it and 43.0 with adaptive BN alone). ``keep_better``: the final
+    training, and the extra-steps control's, is kept only where ``select`` says it gained;
+    otherwise the weights it started from are (as the base's cool-down is), applied to student and
+    control alike."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
