@@ -99,7 +99,9 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         default=1e-3,
         help="the base's peak learning rate: the final student trains at it (LR rewinding)",
     )
-    co.add_argument("--no-lr-rewind", action="store_true", help="train candidates at a fifth of --base-lr instead")
+    co.add_argument(
+        "--no-lr-rewind", action="store_true", help="train candidates and the final student at a fifth of --base-lr"
+    )
     co.add_argument(
         "--bn-images",
         type=int,
