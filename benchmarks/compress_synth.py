@@ -64,7 +64,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "gradual morphism (<= 15% per step)": ({"max_step_share": 0.15}, None),
     "no grown teacher (progressive shrinking alone)": ({"grow_teacher_steps": 0}, None),
     "no free moves first (proposals and input size only as random moves)": ({"free_moves": False}, None),
-    "candidates at the final rate (search_lr_ratio 1)": ({"search_lr_ratio": 1.0}, None),
+    "candidates at a tenth of the final rate (search_lr_ratio 0.1)": ({"search_lr_ratio": 0.1}, None),
     "final training kept whatever select says": ({"keep_better": False}, None),
 }
 
