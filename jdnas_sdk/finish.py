@@ -167,11 +167,11 @@ def run_controls(
         }
         if cut is None and run.recipe.keep_better and "select_ap" in metrics.get("base", {}):
             trained = metrics[name]["select_ap"]
-            if trained < metrics["base"]["select_ap"]:  # its training did not gain: the control is the base
+            gained = trained >= metrics["base"]["select_ap"]
+            if not gained:  # its training did not gain: the control is the base
                 keys = ("select_ap", "test_ap", "ap", "ap50", "ap75")
                 metrics[name].update({k: metrics["base"][k] for k in keys if k in metrics["base"]})
-            metrics[name].update(kept="trained" if trained >= metrics["base"]["select_ap"] else "start")
-            metrics[name]["trained_select_ap"] = trained
+            metrics[name].update(kept="trained" if gained else "start", trained_select_ap=trained)
 
 
 def write_result(
