@@ -227,8 +227,9 @@ def compress(
     metrics = _metrics_of(archive.candidates[0], best, base_arch, chosen, spec, size)
     student = finish_student(run, best, final_steps, metrics["student"])
     steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
-    metrics["student"].update(score(student, select_data, test_data), steps=steps)
-    metrics["base"].update(score(model, select_data, test_data))
+    known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
+    metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)
+    metrics["base"].update(score(model, select_data, test_data, select_ap=archive.candidates[0].ap))
     run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control)
     if measure and estimator.backend is not None:
         metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms

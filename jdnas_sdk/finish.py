@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 
 def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str, Any]) -> nn.Module:
     """The chosen student, trained ``final_steps`` more steps (its row notes the search's AP and the
-    final teacher), in eval mode."""
+    final teacher, and its select AP where that was measured here or by the search), in eval mode."""
     work = run.work
     if not final_steps:
         student = load_detector(work / "search" / best.file)
         student.eval()
+        row.update(select_ap=best.ap)  # the search measured it
         return student
     if run.method == "pipeline":  # the teacher its distillation stage used
         pool = run.teacher_pool
@@ -60,7 +61,7 @@ def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str,
     if run.recipe.keep_better:
         trained_ap = evaluate(student, run.select_data, progress=False).ap
         kept = "trained" if trained_ap >= best.ap else "start"
-        row.update(final_kept=kept, final_select_ap=trained_ap)
+        row.update(final_kept=kept, final_select_ap=trained_ap, select_ap=max(trained_ap, best.ap))
         log.info(
             "[compress] final training: select AP %.1f -> %.1f; kept the %s weights",
             100 * best.ap,

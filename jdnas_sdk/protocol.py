@@ -192,11 +192,12 @@ def train_control(
     return model.eval()
 
 
-def score(model: nn.Module, select: Any, test: Any) -> dict[str, float]:
-    """``select_ap`` and ``test_ap`` (with AP50/AP75 on test as ``ap``/``ap50``/``ap75``: the final numbers)."""
+def score(model: nn.Module, select: Any, test: Any, *, select_ap: float | None = None) -> dict[str, float]:
+    """``select_ap`` and ``test_ap`` (with AP50/AP75 on test as ``ap``/``ap50``/``ap75``: the final numbers).
+    ``select_ap``: the model's select AP where it was already measured (not evaluated again)."""
     on_test = evaluate(model, test, progress=False)
     return {
-        "select_ap": evaluate(model, select, progress=False).ap,
+        "select_ap": evaluate(model, select, progress=False).ap if select_ap is None else select_ap,
         "test_ap": on_test.ap,
         "ap": on_test.ap,
         "ap50": on_test.ap50,
