@@ -34,6 +34,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
 from jdnas_sdk.latency import Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
+from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
@@ -79,6 +80,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "same detector, minutes apart, differ on this machine (no estimate can be closer than that)",
     )
     p.add_argument(
+        "--speed-refs",
+        type=int,
+        default=0,
+        help="time the base's N largest ops between students and also report the error normalised by the "
+        "machine's speed against the table's (a shared host's drift over the run; 0: raw only)",
+    )
+    p.add_argument(
         "--reuse-accuracy",
         action="store_true",
         help="keep the accuracy rows of the previous results file; redo throughput and the roofline check",
@@ -107,10 +115,14 @@ def accuracy(
     heads: bool = True,
     on_miss: str = "measure",
     repeat: int = 0,
+    speed_refs: int = 0,
 ) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
-    ``heads`` is False (backbones only). The first ``repeat`` students are timed again at the end."""
+    ``heads`` is False (backbones only). The first ``repeat`` students are timed again at the end.
+    With ``speed_refs``, the base's that many largest ops are timed between students: the machine's
+    speed against the table's (:func:`machine_speed`, averaged over the timings either side of a
+    student) gives each row a second, speed-normalised error beside the raw one."""
     base_model = load_detector(model_file)
     spec, base = describe(base_model)
     size = (spec.min_size, spec.min_size)
@@ -121,10 +133,14 @@ def accuracy(
     estimator = Estimator(table, spec, size, on_miss=on_miss, backend=backend)
     rows = []
     kept = []
+    refs = reference_ops(table, spec, base, size, count=speed_refs) if speed_refs else []
+    speed_before = machine_speed(table, backend, refs)
     for index in range(archs):
         arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
         student = morph_to(base_model, arch)
         measured = backend.measure_detector(student, size)
+        speed_after = machine_speed(table, backend, refs)
+        speed, speed_before = (speed_before + speed_after) / 2, speed_after
         if index < repeat:
             kept.append(student)
         estimated = estimator.total_ms(arch)
@@ -144,11 +160,13 @@ def accuracy(
                 "variable_estimated_ms": variable_est,
                 "variable_measured_ms": variable_meas,
                 "variable_error_pct": 100 * (variable_est - variable_meas) / variable_meas,
+                "speed": speed,
+                "normalized_error_pct": 100 * (estimated * speed - measured.median_ms) / measured.median_ms,
             }
         )
         print(
             f"{spec.family} {index + 1}/{archs}: est {estimated:7.2f} ms  meas {measured.median_ms:7.2f} ms  "
-            f"err {rows[-1]['error_pct']:+5.1f}%  {arch}",
+            f"err {rows[-1]['error_pct']:+5.1f}%  speed {speed:.2f}x  {arch}",
             file=sys.stderr,
             flush=True,
         )
@@ -172,6 +190,8 @@ def accuracy(
         "heads_varied": heads,
         "summary": _summary([r["error_pct"] for r in rows]),
         "variable_summary": _summary([r["variable_error_pct"] for r in rows]),
+        "speed_refs": [str(key) for key, _ in refs],
+        "normalized_summary": _summary([r["normalized_error_pct"] for r in rows]) if refs else None,
         "repeat": repeats,
         "repeat_summary": _summary([r["diff_pct"] for r in repeats]) if repeats else None,
     }
@@ -347,6 +367,26 @@ def _markdown(report: dict) -> str:
             f"{100 * s['within_10pct']:.0f}% | {s['mape_pct']:.2f}% | {s['mean_error_pct']:+.2f}% | "
             f"{s['max_abs_error_pct']:.1f}% | {v['mape_pct']:.2f}% |"
         )
+    normalized = [r for r in report["accuracy"] if r.get("normalized_summary")]
+    if normalized:
+        lines += [
+            "",
+            "The same rows with each estimate scaled by the machine's speed when its student was timed (the "
+            "base's largest ops timed between students against the table: "
+            + ", ".join(
+                f"{r['family']} {statistics.fmean(x['speed'] for x in r['rows']):.2f}x on average" for r in normalized
+            )
+            + "), i.e. what the table says for the machine as it was then:",
+            "",
+            "| detector | within ±5% | within ±10% | MAPE | mean error | max abs error |",
+            "|---|---|---|---|---|---|",
+        ]
+        for r in normalized:
+            n = r["normalized_summary"]
+            lines.append(
+                f"| {r['family']} | {100 * n['within_5pct']:.0f}% | {100 * n['within_10pct']:.0f}% | "
+                f"{n['mape_pct']:.2f}% | {n['mean_error_pct']:+.2f}% | {n['max_abs_error_pct']:.1f}% |"
+            )
     repeated = [(r["family"], r["repeat_summary"]) for r in report["accuracy"] if r.get("repeat_summary")]
     if repeated:
         lines += [
@@ -451,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
                 heads=not args.backbone_only,
                 on_miss=args.on_miss,
                 repeat=min(args.repeat, args.archs),
+                speed_refs=args.speed_refs,
             )
             for m in args.models
         ]
