@@ -26,7 +26,7 @@ from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, thaw
 from .errors import SearchError
-from .finish import finish_student, run_controls, write_outputs, write_result
+from .finish import final_is_control, finish_student, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
 from .preflight import parse_budget, smallest_arch, validate_request
 from .prepare import (
@@ -230,7 +230,8 @@ def compress(
     known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
     metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)
     metrics["base"].update(score(model, select_data, test_data, select_ap=archive.candidates[0].ap))
-    run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control)
+    same = control and final_is_control(run, best, metrics["student"], steps)
+    run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control, same_as_final=same)
     if measure and estimator.backend is not None:
         metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms
         metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms

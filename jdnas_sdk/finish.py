@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._io import atomic_write_json
@@ -35,7 +36,15 @@ from .student import Student
 from .teachers import TeacherConfig, TeacherPool
 from .train import TrainConfig
 
-__all__ = ["finish_student", "final_schedule", "run_controls", "write_result", "write_outputs"]
+__all__ = [
+    "INFERENCE_ONLY",
+    "finish_student",
+    "final_is_control",
+    "final_schedule",
+    "run_controls",
+    "write_result",
+    "write_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +136,30 @@ def _final(
     return student
 
 
+#: Detector settings only inference reads (training never looks at them)
+INFERENCE_ONLY = frozenset(
+    {"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "score_thresh", "nms_thresh", "detections_per_img"}
+)
+
+
+def final_is_control(run: CompressRun, best: Any, row: dict[str, Any], steps: int) -> bool:
+    """Whether the extra-steps control would repeat the student's final training step for step: the
+    chosen candidate holds the base's weights and differs from it only in settings that inference
+    alone reads (a free move to fewer proposals), and it was trained all ``steps`` with no teacher,
+    on the schedule the control uses. Every draw of training is seeded by (seed, step), so the
+    control's weights are then the final student's: trained once, scored under each one's settings."""
+    if row.get("final_teacher") is not None or row.get("final_steps") != steps or not (run.work / "final.pt").is_file():
+        return False
+    start, base = (read_detector_file(run.work / "search" / f) for f in (best.file, "candidates/000.pt"))
+    differ = {k for k, v in base["spec"].items() if start["spec"].get(k) != v}
+    weights, own = base["state_dict"], start["state_dict"]
+    return (
+        differ <= INFERENCE_ONLY
+        and own.keys() == weights.keys()
+        and all(torch.equal(own[k], weights[k]) for k in weights)
+    )
+
+
 def run_controls(
     run: CompressRun,
     metrics: dict[str, dict[str, Any]],
@@ -135,14 +168,24 @@ def run_controls(
     *,
     control: bool,
     arch_control: bool,
+    same_as_final: bool = False,
 ) -> None:
     """The controls' rows in ``metrics``: the base trained ``steps`` more steps on the final
     schedule (``control``), and the student's arch cut from the base and trained so (``arch_control``).
     With the recipe's ``keep_better``, the extra-steps control is the base where its training did
-    not gain on select, as the student's final training is judged (``metrics["base"]`` scored first)."""
+    not gain on select, as the student's final training is judged (``metrics["base"]`` scored first).
+    ``same_as_final`` (:func:`final_is_control`): the control takes the final student's trained
+    weights on the base's settings instead of training them again (its row says ``trained_as``)."""
     work = run.work
     schedule = final_schedule(run.recipe, run.config)
     base_file = work / "search" / "candidates" / "000.pt"
+    if control and same_as_final and not (work / "control.pt").is_file():
+        model = load_detector(base_file)
+        model.load_state_dict(load_detector(work / "final.pt").state_dict())
+        save_detector(
+            model, work / "control.pt", metadata={"control_steps": steps, "control_arch": "", "trained_as": "final"}
+        )
+        log.info("[compress] control: the final student's training, step for step (the base's settings, its weights)")
     for name, wanted, cut in (("control", control, None), ("arch_control", arch_control, arch)):
         if not wanted:
             continue
@@ -165,6 +208,7 @@ def run_controls(
             **score(model, run.select_data, run.test_data),
             "steps": steps,
             "arch": str(cut or "(the base's)"),
+            **({"trained_as": "final"} if cut is None and same_as_final else {}),
         }
         if cut is None and run.recipe.keep_better and "select_ap" in metrics.get("base", {}):
             trained = metrics[name]["select_ap"]

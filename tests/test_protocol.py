@@ -348,3 +348,57 @@ def test_the_final_training_and_the_control_are_kept_only_where_select_says_they
     row = {}
     finish_student(off, best(2.0), 3, row)
     assert "final_kept" not in row
+
+
+def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    """The base at fewer proposals (a free move), trained with no teacher, trains step for step as the
+    extra-steps control does: the control then takes the final student's weights on the base's
+    settings, and they are bit for bit what training the control would have made. A candidate that
+    changes the input size (training sees it) or has other weights is trained on its own."""
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.detectors import save_detector
+    from jdnas_sdk.finish import final_is_control, final_schedule, finish_student, run_controls
+    from jdnas_sdk.prepare import CompressRun
+    from jdnas_sdk.protocol import train_control
+    from jdnas_sdk.search import Candidate, SearchConfig
+    from jdnas_sdk.student import Student
+
+    torch.manual_seed(0)
+    base = build(tiny_spec(), ARCH)
+    save_detector(base, tmp_path / "search" / "candidates" / "000.pt")
+    for index, edits in ((1, dict(rpn_pre_nms_top_n_test=20, rpn_post_nms_top_n_test=20)), (2, dict(min_size=64))):
+        free = build(replace(tiny_spec(), **edits), ARCH)
+        free.load_state_dict(base.state_dict())
+        save_detector(free, tmp_path / "search" / "candidates" / f"{index:03d}.pt")
+    config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
+    run = CompressRun(
+        tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, Recipe(keep_better=False)
+    )
+
+    def chosen(index: int) -> Candidate:
+        return Candidate(index, str(ARCH), 0, (), None, 1.0, 0.1, 0.1, 0.1, f"candidates/{index:03d}.pt")
+
+    row: dict[str, object] = {}
+    student = finish_student(run, chosen(1), 3, row)
+    assert final_is_control(run, chosen(1), row, 3)
+    assert not final_is_control(run, chosen(1), row, 4)  # a lineage that trained before the final steps
+    assert not final_is_control(run, chosen(2), row, 3)  # another input size: training differs
+    assert not final_is_control(run, chosen(1), {**row, "final_teacher": "base"}, 3)
+    metrics: dict[str, dict[str, object]] = {}
+    run_controls(run, metrics, Student.of(tiny_spec(), ARCH), 3, control=True, arch_control=False, same_as_final=True)
+    assert metrics["control"]["trained_as"] == "final"
+    shared = load_detector(tmp_path / "control.pt")
+    assert shared.rpn._post_nms_top_n["testing"] == base.rpn._post_nms_top_n["testing"]  # the base's settings
+    alone = train_control(
+        tmp_path / "alone.pt",
+        load_detector(tmp_path / "search" / "candidates" / "000.pt"),
+        train_set,
+        3,
+        final_schedule(run.recipe, run.config),
+        progress=False,
+    )
+    trained = alone.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in shared.state_dict().items())
+    assert all(torch.equal(v, trained[k]) for k, v in student.state_dict().items())

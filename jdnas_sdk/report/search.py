@@ -230,6 +230,13 @@ def _protocol_lines(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {name} | {100 * row['test_ap']:.1f} | {100 * row['select_ap']:.1f} | {row.get('steps', '')} |"
             )
+    if m.get("control", {}).get("trained_as") == "final":
+        lines += [
+            "",
+            "The student is the base with settings only inference reads changed (e.g. fewer proposals), trained "
+            "with no teacher: its final training was the control's step for step, so the two hold the same "
+            "weights (trained once) and differ only in those settings.",
+        ]
     return [*lines, "", f"**{result['claim']}**" if result.get("claim") else "", ""]
 
 
