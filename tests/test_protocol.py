@@ -372,6 +372,10 @@ def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
         free = build(replace(tiny_spec(), **edits), ARCH)
         free.load_state_dict(base.state_dict())
         save_detector(free, tmp_path / "search" / "candidates" / f"{index:03d}.pt")
+    trained = load_detector(tmp_path / "search" / "candidates" / "001.pt")
+    with torch.no_grad():
+        trained.backbone.body.conv1.weight[0, 0, 0, 0] += 1e-3  # candidate 3: fewer proposals, other weights
+    save_detector(trained, tmp_path / "search" / "candidates" / "003.pt")
     config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
     run = CompressRun(
         tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, Recipe(keep_better=False)
@@ -385,6 +389,7 @@ def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
     assert final_is_control(run, chosen(1), row, 3)
     assert not final_is_control(run, chosen(1), row, 4)  # a lineage that trained before the final steps
     assert not final_is_control(run, chosen(2), row, 3)  # another input size: training differs
+    assert not final_is_control(run, chosen(3), row, 3)  # not the base's weights
     assert not final_is_control(run, chosen(1), {**row, "final_teacher": "base"}, 3)
     metrics: dict[str, dict[str, object]] = {}
     run_controls(run, metrics, Student.of(tiny_spec(), ARCH), 3, control=True, arch_control=False, same_as_final=True)
