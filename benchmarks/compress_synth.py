@@ -330,14 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablation
         else [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
     )
-    rows: list[dict[str, Any]] = []
+    keys = [
+        rows_dir / (f"{f.stem}_{m}_s{s}" + (f"_{list(ABLATION).index(v)}" if v else "") + ".json")
+        for f, m, s, v in plan
+    ]
+    # finished rows first, so that a partial report written after the next row still holds them all
+    rows: list[dict[str, Any]] = [json.loads(key.read_text()) for key in keys if key.is_file()]
     pools: dict[str, Any] = {}
-    for model_file, method, seed, variant in plan:
-        key = rows_dir / (
-            f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json"
-        )
+    for (model_file, method, seed, variant), key in zip(plan, keys):
         if key.is_file():
-            rows.append(json.loads(key.read_text()))
             continue
         grow = (ABLATION[variant][0] if variant else {}).get("grow_teacher_steps", args.grow_teacher_steps)
         pool = _pool(model_file, grow, args, splits, pools) if args.teacher == "pool" else None
