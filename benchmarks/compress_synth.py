@@ -315,6 +315,13 @@ def _pool(model_file: Path, grow: int, args: argparse.Namespace, splits: Any, po
     return pool
 
 
+def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: str | None) -> Path:
+    """Where one (detector, method, seed[, ablation variant]) row is kept once finished."""
+    return rows_dir / (
+        f"{detector}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     train, select, test = load_protocol_splits(args.data)
@@ -330,10 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablation
         else [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
     )
-    keys = [
-        rows_dir / (f"{f.stem}_{m}_s{s}" + (f"_{list(ABLATION).index(v)}" if v else "") + ".json")
-        for f, m, s, v in plan
-    ]
+    keys = [_row_file(rows_dir, f.stem, m, s, v) for f, m, s, v in plan]
     # finished rows first, so that a partial report written after the next row still holds them all
     rows: list[dict[str, Any]] = [json.loads(key.read_text()) for key in keys if key.is_file()]
     pools: dict[str, Any] = {}
@@ -353,12 +357,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args, rows, pools, splits, argv, complete=False)
     measure(rows, models)  # rows recorded before rows were measured one by one
     for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
-        key = rows_dir / (
-            f"{row['detector']}_{row['method']}_s{row['seed']}"
-            + (f"_{list(ABLATION).index(row['ablation'])}" if "ablation" in row else "")
-            + ".json"
-        )
-        atomic_write_json(key, row)
+        atomic_write_json(_row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation")), row)
     _write(args, rows, pools, splits, argv, complete=True)
     print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())
     return 0
