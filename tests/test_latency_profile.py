@@ -98,15 +98,14 @@ def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(
 ) -> None:
     spec = tiny_spec()
     key = next(k for k in profiled.entries if k.kind == "conv" and k["cin"] == 16 and k["cout"] == 16 and k["add"] == 1)
-    truth = profiled.entries[key].median_ms
     with pytest.raises(LatencyTableError, match=str(key).replace("(", r"\(").replace(")", r"\)")):
         Estimator(_without(profiled, key), spec, SIZE, on_miss="error").estimate(BASE)
     estimate = Estimator(_without(profiled, key), spec, SIZE, on_miss="interpolate").estimate(BASE)
     [miss] = estimate.misses
-    assert miss.key == key and miss.how == "interpolated" and miss.ms > 0 and truth > 0
+    assert miss.key == key and miss.how == "interpolated" and miss.ms > 0
     # on times that are a known line in MACs (measured ones move with the host's load), the
     # interpolation recovers the missing op's time from its neighbours
-    linear = copy.deepcopy(_without(profiled, key))
+    linear = _without(profiled, key)  # a copy
     for k, e in linear.entries.items():
         if k.kind == "conv":
             linear.entries[k] = replace(e, median_ms=0.3 + 1e-7 * op_macs(k))
