@@ -307,3 +307,11 @@ def test_latency_floor_names_the_cheapest_student_of_the_space(
     assert (
         main(["latency", "--model", str(model_file), "--target", "v100-trt", "--floor", "--arch", str(floor.arch)]) == 2
     )
+    # the code --floor names is what --arch takes back: the same student, the same estimate
+    again = tmp_path / "again.json"
+    argv = ["latency", "--model", str(model_file), "--target", "v100-trt", "--arch", report["floor"]["code"]]
+    assert main([*argv, "--json", str(again)]) == 0
+    estimate = json.loads(again.read_text())
+    assert estimate["code"] == report["floor"]["code"]
+    assert estimate["estimate"]["total_ms"] == pytest.approx(report["floor"]["estimated_ms"], rel=1e-9)
+    assert estimate["estimate"]["total_ms"] < report["base"]["estimated_ms"]

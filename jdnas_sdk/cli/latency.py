@@ -26,7 +26,12 @@ def add_parser(verbs: Any) -> None:
             common.input_size(),
         ],
     )
-    la.add_argument("--arch", help="estimate this backbone code instead of the file's (same heads)")
+    la.add_argument(
+        "--arch",
+        help="estimate this student instead of the file's: a backbone code (the file's heads kept) or a whole "
+        "student code, backbone@heads, as --floor and the search print (e.g. ...@fpn64,in192x192,p300,b256); "
+        "the image fed is still --input-size, and the student's own inMINxMAX is its resize",
+    )
     la.add_argument(
         "--on-miss",
         choices=("auto", "measure", "interpolate", "model", "error"),
@@ -47,25 +52,25 @@ def add_parser(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
-    from ..arch import Arch
     from ..detectors import build_detector, describe, load_detector
     from ..latency import Estimator, load_table
     from ..latency.local import measure_missing_ops
+    from ..student import Student, as_student
 
     model = load_detector(args.model)
     spec, arch = describe(model)
     if args.floor:
         return _floor(args, model, spec, arch)
-    if args.arch:
-        arch = Arch.parse(args.arch)
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
+    if args.arch:  # the image stays the file's; a whole student code brings its own heads (and resize)
+        spec, arch = as_student(spec, args.arch, arch)
     table = load_table(args.target)
     if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
     estimate = estimator.estimate(arch)
     print(estimate)
-    report: dict[str, object] = {"estimate": estimate.to_dict()}
+    report: dict[str, object] = {"code": str(Student.of(spec, arch)), "estimate": estimate.to_dict()}
     if args.measure:
         backend = estimator.backend
         if backend is None:
