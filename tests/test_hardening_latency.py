@@ -77,14 +77,33 @@ def test_cpu_ort_on_a_new_machine_measures_a_handful_of_kernels_and_caches_them(
     assert "Another CPU" not in second.table and "table: cpu-ort: measured" in str(second)
 
 
-def test_the_shipped_table_answers_on_its_own_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_shipped_table_answers_on_its_own_cpu_and_is_never_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     tables = tmp_path / "tables"
+    spec, arch = tiny_spec(min_size=64, max_size=64), standard_arch("resnet18")
+    ops = sorted(
+        {k for _, stage in lower(spec, arch, SIZE).stages for k, _ in stage}, key=lambda k: (op_macs(k), str(k))
+    )
     mine = LatencyTable(target="cpu-ort", source="measured", fingerprint=OrtBackend().fingerprint())
-    mine.save(tables / "cpu-ort.json")
+    for key in ops[2:]:  # shipped: all but the two smallest kernels, with a mark no measurement gives
+        mine.put(key, Entry(0.0123, samples=1))
+    mine.put(fixed_key(spec, SIZE), Entry(1.0, samples=1, source="residual"))
+    shipped = mine.save(tables / "cpu-ort.json").read_bytes()
     monkeypatch.setenv("JDNAS_LATENCY_TABLES", str(tables))
     monkeypatch.setenv("JDNAS_CACHE", str(tmp_path / "cache"))
-    assert load_table("cpu-ort").path == tables / "cpu-ort.json"
-    assert not (tmp_path / "cache").exists()
+    table = load_table("cpu-ort")
+    assert len(table) == len(mine) and table.get(ops[-1]).median_ms == 0.0123  # the shipped entries answer
+    assert table.path is not None and cache_dir() in table.path.parents and not table.path.exists()
+    model = build_detector(spec, arch)
+    first = estimate_latency(model, target="cpu-ort", input_size=SIZE, backend=_fast_backend())
+    assert "measuring 2 cpu-ort kernels on this machine" in capsys.readouterr().err  # the two it lacks, once
+    assert str(tables / "cpu-ort.json") in first.table and str(table.path) in first.table  # both named
+    assert (tables / "cpu-ort.json").read_bytes() == shipped  # the shipped file is only ever read
+    cached = LatencyTable.load(table.path)
+    assert all(cached.get(k).samples >= 3 for k in ops[:2]) and cached.get(ops[-1]).median_ms == 0.0123
+    again = estimate_latency(model, target="cpu-ort", input_size=SIZE, on_miss="error")  # the cache joins in
+    assert not again.misses and again.total_ms == pytest.approx(first.total_ms)
 
 
 def test_a_table_file_from_another_cpu_is_used_as_given_and_warns(foreign_reference: Path) -> None:

@@ -5,7 +5,8 @@ backend can run here (ONNX Runtime, torch on CPU), a target *name* resolves to t
 own table in the user cache folder (``$JDNAS_CACHE/latency/<fingerprint hash>/<target>.json``,
 by default ``~/.cache/jdnas/...``): it starts empty, the kernels an estimate needs are measured
 on demand (with a progress bar and their count) and cached, and the shipped table stays the
-reference for its own CPU (used as is where the fingerprint matches). Every resolution logs which
+reference for its own CPU (its entries answer where the fingerprint matches; what that CPU
+measures on demand goes to its cache folder too, so the shipped file is only ever read). Every resolution logs which
 table answered, and :func:`describe_table` says it in one line for results and reports.
 """
 
@@ -68,14 +69,21 @@ def local_table_path(target: str, fingerprint: Fingerprint) -> Path:
 def resolve_local(reference: LatencyTable) -> LatencyTable:
     """The table to use here for ``reference`` (a measured table found by target name).
 
-    ``reference`` itself where this machine is its device (or where its backend cannot run here,
-    then its misses are interpolated as before); otherwise this machine's cached table of the
-    same target, created empty (not yet written) if there is none.
+    Where this machine is its device, ``reference``'s entries answer, joined by those measured here
+    before (the shipped ones win), and what it measures on demand is saved to this machine's cached
+    table (a copy of both), never into the file a target *name* found (an installed package may be
+    read-only, and a checkout's tracked table should not change under a run; a table given by path
+    is written where it is). Where its backend cannot run here, ``reference``
+    as is (its misses interpolated). Otherwise this machine's cached table of the same target,
+    created empty (not yet written) if there is none.
     """
     if reference.modelled:
         return reference
     if backend_for(reference.fingerprint) is not None:
-        log.info("latency table %r answers from %s (this machine is its device)", reference.target, reference.path)
+        path = local_table_path(reference.target, reference.fingerprint)
+        reference.merge_saved(path)  # kernels measured here before; nothing when absent or another table
+        reference.shipped, reference.path = reference.path, path
+        log.info("latency table %r answers from %s (this machine is its device)", reference.target, reference.shipped)
         return reference
     here = local_fingerprint(reference.fingerprint)
     if backend_for(here) is None:  # the backend does not run here (no GPU, ...): keep the reference
@@ -114,6 +122,8 @@ def describe_table(table: LatencyTable) -> str:
     kind = "MODELLED" if table.modelled else "measured"
     cached = table.path is not None and cache_dir() in table.path.parents
     where = f"this machine's cached table {table.path}" if cached else f"table {table.path or '(in memory)'}"
+    if table.shipped is not None:  # a shipped table on its own device: what it lacks is measured into the cache
+        where = f"table {table.shipped} (what it lacks measured here into {table.path})"
     return f"{table.target}: {kind} {where} [{table.fingerprint.describe()}], {len(table)} entries"
 
 

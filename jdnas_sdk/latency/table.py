@@ -116,7 +116,8 @@ class LatencyTable:
     """A target's table: metadata plus ``entries`` keyed by :class:`OpKey`.
 
     ``model`` holds the roofline parameters of a modelled table (so its misses can be modelled on
-    demand); ``path`` is where it was loaded from or last saved.
+    demand); ``path`` is where it was loaded from or last saved; ``shipped``, where set, the
+    file its entries were read from (:func:`~jdnas_sdk.latency.local.resolve_local`).
     """
 
     target: str
@@ -128,6 +129,7 @@ class LatencyTable:
     updated: str = ""
     notes: str = ""
     path: Path | None = None
+    shipped: Path | None = None  # the shipped table whose entries answer here, when ``path`` is its cache
 
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
