@@ -46,6 +46,7 @@ from jdnas_sdk.machine import machine_info
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
+NAMED_TEACHERS = ("pool", "base", "none")
 #: Recipe variants of ``--ablation``: name -> (recipe edits, teacher override)
 ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "full recipe": ({}, None),
@@ -95,7 +96,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the pool's largest trains alone on train, judged on select, for at most this many steps before "
         "shrinking, and is frozen as the largest teacher (0: shrinking alone)",
     )
-    p.add_argument("--teacher", choices=("pool", "base", "none"), default="pool")
+    p.add_argument(
+        "--teacher",
+        default="pool",
+        help="pool, base, none, or a detector file every student distils from (one detector in --models)",
+    )
     p.add_argument("--select-images", type=int, default=0, help="first N select images rank candidates (0: all)")
     p.add_argument("--test-images", type=int, default=0, help="first N test images give the final numbers (0: all)")
     p.add_argument(
@@ -129,6 +134,7 @@ def run_one(
     recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
+    tag += _teacher_tag(args.teacher)
     row: dict[str, Any] = {
         "family": spec_of(model).family,
         "detector": model_file.stem,
@@ -315,15 +321,28 @@ def _pool(model_file: Path, grow: int, args: argparse.Namespace, splits: Any, po
     return pool
 
 
-def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: str | None) -> Path:
-    """Where one (detector, method, seed[, ablation variant]) row is kept once finished."""
+def _teacher_tag(teacher: str) -> str:
+    """``""`` for the named teachers, else the teacher file's name: rows and workdirs of a run with
+    a teacher file of one's own never reuse those made with another teacher."""
+    return "" if teacher in NAMED_TEACHERS else f"_t-{Path(teacher).stem}"
+
+
+def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: str | None, teacher: str) -> Path:
+    """Where one (detector, method, seed[, ablation variant], teacher) row is kept once finished."""
     return rows_dir / (
-        f"{detector}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "") + ".json"
+        f"{detector}_{method}_s{seed}"
+        + (f"_{list(ABLATION).index(variant)}" if variant else "")
+        + _teacher_tag(teacher)
+        + ".json"
     )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.teacher not in NAMED_TEACHERS and not (Path(args.teacher).is_file() and len(args.models) == 1):
+        raise SystemExit(
+            f"--teacher {args.teacher}: pool, base, none, or a detector file with one detector in --models"
+        )
     train, select, test = load_protocol_splits(args.data)
     splits = (
         train,
@@ -337,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablation
         else [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
     )
-    keys = [_row_file(rows_dir, f.stem, m, s, v) for f, m, s, v in plan]
+    keys = [_row_file(rows_dir, f.stem, m, s, v, args.teacher) for f, m, s, v in plan]
     # finished rows first, so that a partial report written after the next row still holds them all
     rows: list[dict[str, Any]] = [json.loads(key.read_text()) for key in keys if key.is_file()]
     pools: dict[str, Any] = {}
@@ -357,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         _write(args, rows, pools, splits, argv, complete=False)
     measure(rows, models)  # rows recorded before rows were measured one by one
     for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
-        atomic_write_json(_row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation")), row)
+        key = _row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation"), args.teacher)
+        atomic_write_json(key, row)
     _write(args, rows, pools, splits, argv, complete=True)
     print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())
     return 0

@@ -33,7 +33,9 @@ from .prepare import (
     CompressRun,
     before_work,
     check_data,
+    given_teacher,
     make_runner,
+    new_run,
     pick_teachers,
     search_config,
     target_latency,
@@ -153,7 +155,7 @@ def compress(
     workdir: str | Path = "runs/compress",
     method: str = "joint",
     pool: TeacherPool | str | Path | None = None,
-    teacher: str = "pool",
+    teacher: str | Path = "pool",
     finetune_steps: int = 50,
     final_steps: int = 200,
     pool_steps: int = 100,
@@ -177,7 +179,9 @@ def compress(
     (``val_data``: the deprecated name of ``select_data``, cut in halves without ``test_data``).
     ``latency``: a fraction of the base's estimated latency, or ``ms`` a bound. ``budget``:
     candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
-    ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"`` or ``"none"``. The
+    ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"``, ``"none"``, or a detector
+    file of your own (same family and classes, e.g. a larger or longer-trained model) every student
+    distils from. The
     chosen student then trains ``final_steps`` more steps with its teacher. ``recipe``: how
     candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`); ``control`` /
     ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against the
@@ -200,6 +204,7 @@ def compress(
         pool_steps=pool_steps,
         seed=seed,
     )
+    given = given_teacher(teacher, spec, pool=pool)  # the user's own teacher file, loaded and checked before any work
     runner, config = (
         make_runner(executor, parallel, progress),
         search_config(budget, finetune_steps, seed, parallel, recipe),
@@ -209,7 +214,7 @@ def compress(
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, latency, ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
-    run = CompressRun(work, method, teacher, None, None, train_data, select_data, test_data, config, progress, recipe)
+    run = new_run(work, method, teacher, given, (train_data, select_data, test_data), config, progress, recipe)
     run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)
     log.info(
         "[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s",
@@ -269,9 +274,16 @@ def _search(
         progress=run.progress,
     )
     archive = (
-        joint_search(base, pool=run.teacher_pool, base_teacher=run.teacher == "base", **common)
+        joint_search(
+            base, pool=run.teacher_pool, base_teacher=run.teacher == "base", teacher_file=run.teacher_file, **common
+        )
         if run.method == "joint"
-        else pipeline_search(base, teacher=run.teacher_model, **common)
+        else pipeline_search(
+            base,
+            teacher=run.teacher_model,
+            teacher_name=run.teacher_file.name if run.teacher_file is not None else None,
+            **common,
+        )
     )
     best = archive.best(target_ms)
     if best is None:

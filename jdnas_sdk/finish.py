@@ -60,7 +60,7 @@ def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str,
         return student
     if run.method == "pipeline":  # the teacher its distillation stage used
         pool = run.teacher_pool
-        code = str(pool.largest()) if pool is not None else ("base" if run.teacher == "base" else None)
+        code = str(pool.largest()) if pool is not None else (run.teacher if run.teacher in ("base", "given") else None)
         teacher_of = lambda: run.teacher_model  # noqa: E731
     else:
         code = best.teacher
@@ -245,6 +245,8 @@ def write_result(
             "device": table.fingerprint.describe(),
             "table": describe_table(table),
             "method": run.method,
+            "teacher": run.teacher,
+            "teacher_file": None if run.teacher_file is None else str(run.teacher_file),
             "target_ms": target_ms,
             "input_size": list(size),
             "chosen": chosen,

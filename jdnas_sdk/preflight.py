@@ -33,9 +33,13 @@ __all__ = [
     "check_floor",
     "checkpoint_bytes",
     "check_output_space",
+    "TEACHER_SOURCES",
 ]
 
 log = logging.getLogger(__name__)
+
+#: Where ``compress``'s teachers come from, by name; any other ``teacher`` must be a detector file.
+TEACHER_SOURCES = ("pool", "base", "none")
 
 #: An interpolated floor may be off by this fraction: only a target clearly below it is refused early.
 FLOOR_TOLERANCE = 0.10
@@ -83,7 +87,7 @@ def validate_request(
     ms: float | None,
     budget: int | str,
     method: str = "joint",
-    teacher: str = "pool",
+    teacher: str | os.PathLike[str] = "pool",
     finetune_steps: int = 50,
     final_steps: int = 200,
     pool_steps: int = 100,
@@ -101,8 +105,11 @@ def validate_request(
         )
     if method not in ("joint", "pipeline"):
         raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
-    if teacher not in ("pool", "base", "none"):
-        raise SearchError(f"teacher must be 'pool', 'base' or 'none', got {teacher!r}")
+    if teacher not in TEACHER_SOURCES and not (isinstance(teacher, (str, os.PathLike)) and Path(teacher).is_file()):
+        raise SearchError(
+            f"teacher must be 'pool', 'base', 'none' or a detector file that exists (your own stronger model, "
+            f"same family and classes), got {teacher!r}"
+        )
     for name, value, least in (
         ("finetune_steps", finetune_steps, 1),
         ("final_steps", final_steps, 0),

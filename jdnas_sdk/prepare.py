@@ -13,22 +13,25 @@ reads as the run's order of steps.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
+from ._io import atomic_write_bytes
 from .arch import Arch
 from .converge import ConvergeConfig
 from .data import CocoDetection
-from .detectors import describe, thaw
+from .detectors import describe, load_detector, spec_of, thaw
 from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .latency.local import measure_missing_ops
-from .preflight import Request, check_floor, check_output_space, parse_budget, smallest_arch
+from .preflight import TEACHER_SOURCES, Request, check_floor, check_output_space, parse_budget, smallest_arch
 from .protocol import Recipe
 from .search import Executor, SearchConfig, make_executor
 from .space import SearchSpace
@@ -44,6 +47,9 @@ __all__ = [
     "target_latency",
     "before_work",
     "teacher_pool",
+    "given_teacher",
+    "new_run",
+    "TEACHER_MUST_MATCH",
 ]
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class CompressRun:
     """One compress run as its search and the steps after it see it: the workdir, the method,
-    where teachers come from (``teacher``) with the pool and the lone teacher model (either may be
+    where teachers come from (``teacher``: ``"pool"``, ``"base"``, ``"none"`` or ``"given"``, the
+    user's own at ``teacher_file``) with the pool and the lone teacher model (either may be
     ``None``), the three splits (train, select, test), the search's settings, whether bars show and
     the recipe (the final training's schedule and whether it is kept only where select gains)."""
 
@@ -67,6 +74,7 @@ class CompressRun:
     config: SearchConfig
     progress: bool
     recipe: Recipe = field(default_factory=Recipe)
+    teacher_file: Path | None = None  # teacher "given": its copy in ``work`` (every student distils from it)
 
 
 def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> None:
@@ -111,6 +119,59 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
     )
 
 
+#: What a teacher must share with the model for distillation (:class:`~jdnas_sdk.distill.Distiller`
+#: compares class scores class by class, FPN level by level, and anchor by anchor for dense heads)
+TEACHER_MUST_MATCH = ("family", "num_classes", "returned_layers", "anchor_sizes")
+
+
+def given_teacher(teacher: str | os.PathLike[str], spec: Any, *, pool: Any = None) -> nn.Module | None:
+    """The user's own teacher when ``teacher`` names a detector file (``None`` for the named sources
+    of :data:`~jdnas_sdk.preflight.TEACHER_SOURCES`), loaded and checked before any work: it must
+    match the model in :data:`TEACHER_MUST_MATCH` (any backbone, width or depth; the feature
+    adapters take any FPN width). Every student of the search and the final one distil from it."""
+    if teacher in TEACHER_SOURCES:
+        return None
+    if pool is not None:
+        raise SearchError(f"give a pool (teacher='pool') or a teacher file ({teacher}), not both")
+    model = load_detector(teacher)  # a DetectorFileError names a damaged or foreign file
+    theirs = spec_of(model)
+    differ = [
+        f"{n} {getattr(theirs, n)} vs {getattr(spec, n)}"
+        for n in TEACHER_MUST_MATCH
+        if getattr(theirs, n) != getattr(spec, n)
+    ]
+    if differ:
+        raise SearchError(
+            f"teacher {teacher} does not match the model ({'; '.join(differ)}): distillation needs the same "
+            f"family, classes, FPN levels and anchors; give such a teacher, or teacher='pool'"
+        )
+    return model.eval()
+
+
+def new_run(
+    work: Path,
+    method: str,
+    teacher: str | os.PathLike[str],
+    given: nn.Module | None,
+    splits: tuple[Any, Any, Any],
+    config: SearchConfig,
+    progress: bool,
+    recipe: Recipe,
+) -> CompressRun:
+    """The run's :class:`CompressRun` (its teachers still to pick). A teacher file of the user's own
+    is first copied into ``work`` under its content digest: workers read it there like every other
+    file of the run, nothing the run deletes can be it, and a resumed run given another teacher
+    has another name in its settings, so the search refuses to mix the two."""
+    teacher_file = None
+    if given is not None:
+        data = Path(teacher).read_bytes()
+        teacher_file = work / f"teacher-{hashlib.sha256(data).hexdigest()[:12]}.pt"
+        if not teacher_file.is_file():
+            atomic_write_bytes(teacher_file, data)
+    kind = "given" if given is not None else str(teacher)
+    return CompressRun(work, method, kind, None, given, *splits, config, progress, recipe, teacher_file=teacher_file)
+
+
 def pick_teachers(
     run: CompressRun,
     pool: TeacherPool | str | Path | None,
@@ -122,7 +183,8 @@ def pick_teachers(
 ) -> CompressRun:
     """``run`` with its teachers: the pool (``run.teacher == "pool"``: given, or trained in its
     workdir, its largest first grown on the select split for at most ``grow_steps`` where that is
-    > 0) and the lone teacher (the base; for the pipeline with a pool, the pool's largest teacher)."""
+    > 0) and the lone teacher (the base, or the user's own file, ``"given"``; for the pipeline with
+    a pool, the pool's largest teacher)."""
     teacher_pool = None
     if run.teacher == "pool":
         teacher_pool = _pool(
@@ -136,7 +198,7 @@ def pick_teachers(
             run.select_data,
             grow_steps,
         )
-    teacher_model = base if run.teacher == "base" else None
+    teacher_model = base if run.teacher == "base" else run.teacher_model  # "given": the user's own, loaded
     if run.method == "pipeline" and teacher_pool is not None:  # the pipeline distils from the largest teacher
         teacher_model = teacher_pool.sample(teacher_pool.largest(), calibration=run.train_data)
     return replace(run, teacher_pool=teacher_pool, teacher_model=teacher_model)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ import torch
 from jdnas_sdk import (
     Arch,
     DataError,
+    JdnasError,
     LatencyTableError,
     SearchError,
     UnsupportedModelError,
@@ -214,6 +217,45 @@ def test_compress_returns_a_trained_student_and_a_report(
     flops = f"| FLOPs (2 x MACs) | {2 * result.metrics['base']['macs']:,} | {2 * result.metrics['student']['macs']:,} |"
     assert flops in text and result.metrics["student"]["macs"] < result.metrics["base"]["macs"]
     assert len(result.history) == 3 and result.student_file.is_file()
+
+
+def test_compress_distils_every_student_from_a_teacher_file_of_your_own(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    torch.manual_seed(0)
+    base, teacher_file = build(tiny_spec(), BASE), tmp_path / "mine.pt"
+    save_detector(build(tiny_spec(), Arch.parse("basic:24|24:24x2|48:48x2|96:96x2|192:192x2")), teacher_file)
+    common = dict(target=str(slow_table), train_data=train_set, val_data=val_set, latency=0.85, space=SPACE)
+    common.update(finetune_steps=2, measure=False, progress=False)
+    (damaged := tmp_path / "damaged.pt").write_bytes(teacher_file.read_bytes()[:200])
+    for bad, why in (
+        (tmp_path / "nowhere.pt", "a detector file that exists"),
+        (_other_classes(tmp_path), "num_classes 10 vs 9"),
+        (damaged, "damaged.pt"),
+    ):
+        with pytest.raises(JdnasError, match=why):
+            compress(base, budget=1, workdir=tmp_path / "refused", teacher=bad, **common)
+        assert not (tmp_path / "refused").exists()  # refused before any work
+    work = tmp_path / "w"
+    with caplog.at_level(logging.INFO, logger="jdnas_sdk"):
+        result = compress(base, budget=2, workdir=work, teacher=teacher_file, final_steps=2, **common)
+    copy = json.loads((work / "result.json").read_text())["teacher_file"]
+    assert Path(copy).parent == work and Path(copy).read_bytes() == teacher_file.read_bytes()  # kept beside the run
+    trained = [c for c in result.history[1:] if not c["free"]]
+    assert trained and all(c["teacher"] == "given" for c in trained)
+    for c in trained:  # each candidate's training job distilled from the copy of the file given
+        key = json.loads((work / "search" / c["file"]).with_suffix(".json").read_text())["key"]
+        assert key["teacher"] == Path(copy).name
+    assert "more steps with teacher given" in caplog.text  # logged only where a teacher model was loaded
+    assert result.metrics["student"]["final_teacher"] == "given"
+
+
+def _other_classes(tmp_path: Path) -> Path:
+    """A detector file of the tiny family with one more class than the tests' detectors."""
+    path = tmp_path / "other_classes.pt"
+    spec = tiny_spec()
+    save_detector(build(replace(spec, num_classes=spec.num_classes + 1), BASE), path)
+    return path
 
 
 def _without_one_class(root: Path, out: Path) -> CocoDetection:

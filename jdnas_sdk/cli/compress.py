@@ -54,8 +54,15 @@ def _request_options(co: argparse.ArgumentParser) -> None:
 
 
 def _teacher_options(co: argparse.ArgumentParser) -> None:
-    """Where teachers come from: the pool (given, or trained here for --pool-steps), the base or none."""
-    co.add_argument("--teacher", choices=("pool", "base", "none"), default="pool", help="where teachers come from")
+    """Where teachers come from: the pool (given, or trained here for --pool-steps), the base, none, or
+    the user's own detector file."""
+    co.add_argument(
+        "--teacher",
+        default="pool",
+        metavar="{pool,base,none,FILE}",
+        help="where teachers come from: the elastic pool, the base itself, none, or a detector file of your own "
+        "(same family and classes, e.g. a larger or longer-trained model) that every student distils from",
+    )
     co.add_argument("--pool", help="a trained pool file (default: train one in WORKDIR)")
     co.add_argument("--pool-steps", type=int, default=100, help="steps of the pool trained when none is given")
 

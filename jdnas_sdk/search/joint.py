@@ -34,21 +34,21 @@ from typing import Any
 from torch import nn
 
 from ..arch import Arch
-from ..detectors import describe, save_detector
+from ..detectors import describe
 from ..distill import FINETUNE_DEFAULTS, KDConfig
 from ..errors import SearchError
-from ..evaluate import evaluate
 from ..latency import ConfirmedLatency, Estimator
 from ..space import SearchSpace
 from ..teachers import TeacherConfig, TeacherPool
 from ..train import TrainConfig
 from .archive import Archive, Candidate
 from .executor import CandidateJob, Executor
+from .first import first_teacher, record_base
 from .free import free_slots
 from .moves import PINNED_TABLE, as_searched, propose, search_latency
 from .moves import apply_move as apply_move  # apply_move, moves: re-exported, their home is .moves
 from .moves import moves as moves
-from .rounds import Slot, make_executor, outcome_here, record, relative, rounds_spent_s, run_round, say
+from .rounds import Slot, make_executor, relative, rounds_spent_s, run_round, say
 from .teachers import TeacherFiles, gap_teacher
 
 __all__ = ["SearchConfig", "joint_search", "propose", "latency_bound", "search_settings", "open_archive"]
@@ -168,6 +168,7 @@ class _Round:
     teachers: TeacherFiles
     confirmed: ConfirmedLatency | None = None
     free: int = 0  # candidates 1..free are the free moves; trained candidates follow
+    teacher_file: str | None = None  # the user's own teacher, every candidate's
 
     def slot(self, index: int, candidates: list[Candidate]) -> Slot:
         """Candidate ``index`` from the archive as it stood at its round's start (``candidates``):
@@ -203,6 +204,8 @@ class _Round:
             teacher_file = str(self.teachers.path(teacher_code))
         elif self.base_teacher:
             teacher_file = str(self.work / candidates[0].file)
+        elif self.teacher_file is not None:
+            teacher_file = self.teacher_file
         out = self.work / "candidates" / f"{index:03d}.pt"
         job = CandidateJob(
             index=index,
@@ -246,18 +249,22 @@ def joint_search(
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
     confirmed: ConfirmedLatency | None = None,
+    teacher_file: str | Path | None = None,
 ) -> Archive:
     """Run (or resume) the joint search in ``workdir``; returns the archive (candidate 0 is the base).
     With ``confirmed`` (a table this machine measures), proposals are guessed and each candidate's
     latency is confirmed by measuring what the table lacks (:class:`~jdnas_sdk.latency.ConfirmedLatency`).
 
     Teachers come from ``pool`` (dynamic distillation); without one, ``base_teacher`` distils from
-    the base itself, otherwise students fine-tune without KD. Candidates go in rounds of
+    the base itself and ``teacher_file`` from the user's own detector (teacher ``"given"``),
+    otherwise students fine-tune without KD. Candidates go in rounds of
     ``config.parallel``, trained by ``executor`` (``"local"``, ``"ray"`` or an executor object);
     the archive depends on the seed and the round size, not on the executor or its workers.
     Messages go to ``log`` when given, else to this module's logger.
     """
     config = config or SearchConfig()
+    if teacher_file is not None and (pool is not None or base_teacher):
+        raise SearchError("a search distils from a pool, the base or a teacher file: give one of them")
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     spec, base_arch = describe(base)
@@ -271,10 +278,12 @@ def joint_search(
         config,
         pool=pool is not None,
         base_teacher=base_teacher,
+        **({"teacher_file": Path(teacher_file).name} if teacher_file is not None else {}),  # names its digest
     )
     archive = open_archive(work, settings, confirmed)
     runner = make_executor(executor, **({"progress": progress} if executor == "local" else {}))
-    _record_base(archive, base, base_arch, base_ms, work, val_data, pool, base_teacher, config, log)
+    first = first_teacher(pool, base_teacher, teacher_file)
+    record_base(archive, base, base_arch, base_ms, work, val_data, first, config.candidates, log)
     state = _Round(
         work,
         base_ms,
@@ -286,6 +295,7 @@ def joint_search(
         base_teacher,
         TeacherFiles(work / "teachers", pool, train_data),
         confirmed,
+        teacher_file=None if teacher_file is None else str(teacher_file),
     )
     free = free_slots(archive.candidates[0], state)
     state.free = len(free)
@@ -311,50 +321,6 @@ def joint_search(
         runner.close()
     state.teachers.keep(set())
     return archive
-
-
-def _record_base(
-    archive: Archive,
-    base: nn.Module,
-    base_arch: Arch,
-    base_ms: float,
-    work: Path,
-    val_data: Any,
-    pool: TeacherPool | None,
-    base_teacher: bool,
-    config: SearchConfig,
-    log: Callable[[str], None],
-) -> None:
-    """Candidate 0 on a new archive: the base, saved and evaluated, its latency estimated; on a
-    resumed archive, a line saying where the search goes on."""
-    if not archive.candidates:
-        t0 = time.time()
-        base_file = work / "candidates" / "000.pt"
-        save_detector(base, base_file)
-        metrics = evaluate(base, val_data, progress=False)
-        first_teacher = str(pool.largest()) if pool is not None else ("base" if base_teacher else None)
-        record(
-            archive,
-            Slot(
-                index=0,
-                arch=str(base_arch),
-                parent=None,
-                actions=(),
-                teacher=first_teacher,
-                latency_ms=base_ms,
-                file=relative(base_file, work),
-            ),
-            outcome_here(0, metrics, t0),
-            label="search",
-            note=" (base, estimated)",
-            log=log,
-        )
-    elif len(archive.candidates) > 1:
-        say(
-            log,
-            f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
-            f"{len(archive.candidates)}/{config.candidates}",
-        )
 
 
 def _run_rounds(

@@ -114,18 +114,23 @@ def pipeline_search(
     progress: bool = True,
     log: Callable[[str], None] = logger.info,
     confirmed: ConfirmedLatency | None = None,
+    teacher_name: str | None = None,
 ) -> Archive:
     """Prune -> distil -> search under the step budget of a joint search with ``config``.
 
     Each stage's training runs through ``executor`` (the search stage in rounds of
     ``config.parallel``); the distillation stage's ``teacher`` is written to the workdir for it.
     ``confirmed``: as in :func:`~jdnas_sdk.search.joint.joint_search`, every student this
-    baseline trains is held to a confirmed (measured-entry) latency, as the joint search's are."""
+    baseline trains is held to a confirmed (measured-entry) latency, as the joint search's are.
+    ``teacher_name`` (a teacher file's name) goes into the settings, so a resumed run given
+    another teacher is refused."""
     config = config or SearchConfig()
     work = Path(workdir)
     (work / "candidates").mkdir(parents=True, exist_ok=True)
     _, base_arch = describe(base)
-    settings = search_settings("pipeline", base_arch, target_ms, estimator, space, config, teacher=teacher is not None)
+    settings = search_settings(
+        "pipeline", base_arch, target_ms, estimator, space, config, teacher=teacher_name or teacher is not None
+    )
     archive = open_archive(work, settings, confirmed)
     budget = config.candidates * config.finetune_steps
     stage_steps = max(1, budget // 3)
