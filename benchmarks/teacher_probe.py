@@ -62,6 +62,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=400, help="the student's and the control's training steps")
     p.add_argument("--proposals", type=int, default=300, help="the student's R-CNN proposals at test time")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    p.add_argument("--feature-weight", type=float, default=None, help="KD feature weight (default: the recipe's)")
+    p.add_argument("--head-weight", type=float, default=None, help="KD score weight (default: the recipe's)")
+    p.add_argument("--name", default="teacher_probe", help="results file stem")
     return p.parse_args(argv)
 
 
@@ -92,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     train, select, test = load_protocol_splits(args.data)
-    recipe = Recipe()
+    recipe, weights = Recipe(), {"feature_weight": args.feature_weight, "head_weight": args.head_weight}
+    kd = replace(recipe.kd, **{k: v for k, v in weights.items() if v is not None})
+    suffix = "" if kd == recipe.kd else f"_f{kd.feature_weight:g}_h{kd.head_weight:g}"
     began = time.perf_counter()
     rows = [_row("base", None, load_detector(args.base).eval(), select, test, began)]
     start, code = _student(thaw(load_detector(args.base)), args.proposals)
@@ -116,8 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(_row("control", seed, control, select, test, t0, steps=args.steps))
         start, code = _student(thaw(load_detector(args.base)), args.proposals)
         t0 = time.perf_counter()
-        student = _trained(args.workdir / f"student_s{seed}.pt", start, train, args.steps, schedule, teacher, recipe.kd)
-        rows.append(_row("student (KD from the teacher)", seed, student, select, test, t0, steps=args.steps, code=code))
+        student = _trained(
+            args.workdir / f"student_s{seed}{suffix}.pt", start, train, args.steps, schedule, teacher, kd
+        )
+        name = f"student (KD from the teacher, features {kd.feature_weight:g}, scores {kd.head_weight:g})"
+        rows.append(_row(name, seed, student, select, test, t0, steps=args.steps, code=code))
         _write(args, rows, complete=False)
     _write(args, rows, complete=True)
     return 0
@@ -135,7 +143,7 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bo
         "rows": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results / "teacher_probe.json", out)
+    atomic_write_json(args.results / f"{args.name}.json", out)
     lines = [
         "# A teacher stronger than the base, distilled into the joint search's Faster R-CNN student (no search)",
         "",
@@ -165,7 +173,7 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bo
             gaps.append(f"seed {seed}: {100 * (got['student']['test_ap'] - got['control']['test_ap']):+.2f}")
     if gaps:
         lines += ["", "Student - control, test AP: " + ", ".join(gaps) + "."]
-    (args.results / "teacher_probe.md").write_text("\n".join(lines) + "\n")
+    (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
