@@ -43,10 +43,10 @@ from jdnas_sdk.detectors import read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
+from jdnas_sdk.preflight import TEACHER_SOURCES
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
-NAMED_TEACHERS = ("pool", "base", "none")
 #: Recipe variants of ``--ablation``: name -> (recipe edits, teacher override)
 ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "full recipe": ({}, None),
@@ -324,7 +324,7 @@ def _pool(model_file: Path, grow: int, args: argparse.Namespace, splits: Any, po
 def _teacher_tag(teacher: str) -> str:
     """``""`` for the named teachers, else the teacher file's name: rows and workdirs of a run with
     a teacher file of one's own never reuse those made with another teacher."""
-    return "" if teacher in NAMED_TEACHERS else f"_t-{Path(teacher).stem}"
+    return "" if teacher in TEACHER_SOURCES else f"_t-{Path(teacher).stem}"
 
 
 def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: str | None, teacher: str) -> Path:
@@ -339,7 +339,7 @@ def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: st
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.teacher not in NAMED_TEACHERS and not (Path(args.teacher).is_file() and len(args.models) == 1):
+    if args.teacher not in TEACHER_SOURCES and not (Path(args.teacher).is_file() and len(args.models) == 1):
         raise SystemExit(
             f"--teacher {args.teacher}: pool, base, none, or a detector file with one detector in --models"
         )

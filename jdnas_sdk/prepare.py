@@ -27,6 +27,7 @@ from .arch import Arch
 from .converge import ConvergeConfig
 from .data import CocoDetection
 from .detectors import describe, load_detector, spec_of, thaw
+from .distill.losses import SAME_AS_STUDENT
 from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
@@ -121,7 +122,7 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
 
 #: What a teacher must share with the model for distillation (:class:`~jdnas_sdk.distill.Distiller`
 #: compares class scores class by class, FPN level by level, and anchor by anchor for dense heads)
-TEACHER_MUST_MATCH = ("family", "num_classes", "returned_layers", "anchor_sizes")
+TEACHER_MUST_MATCH = (*SAME_AS_STUDENT, "anchor_sizes")
 
 
 def given_teacher(teacher: str | os.PathLike[str], spec: Any, *, pool: Any = None) -> nn.Module | None:

@@ -22,6 +22,7 @@ from ..families import family_of
 
 __all__ = [
     "KDConfig",
+    "SAME_AS_STUDENT",
     "Distiller",
     "feature_kd",
     "normalized_feature_kd",
@@ -32,6 +33,10 @@ __all__ = [
     "positive_rows",
     "identity_adapter",
 ]
+
+
+#: The spec fields a teacher must share with its student (:class:`Distiller` refuses otherwise)
+SAME_AS_STUDENT = ("family", "num_classes", "returned_layers")
 
 
 @dataclass(frozen=True)
@@ -226,7 +231,7 @@ class Distiller(nn.Module):
         self.config = config or KDConfig()
         self.steps = steps
         s_spec, t_spec = spec_of(student), spec_of(teacher)
-        for name in ("family", "num_classes", "returned_layers"):
+        for name in SAME_AS_STUDENT:
             if getattr(s_spec, name) != getattr(t_spec, name):
                 raise TrainingError(
                     f"teacher and student differ in {name} ({getattr(t_spec, name)} vs {getattr(s_spec, name)}); "
