@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--feature-weight", type=float, default=None, help="KD feature weight (default: the recipe's)")
     p.add_argument("--head-weight", type=float, default=None, help="KD score weight (default: the recipe's)")
+    p.add_argument("--box-weight", type=float, default=None, help="KD box-delta weight (default: the recipe's)")
     p.add_argument("--name", default="teacher_probe", help="results file stem")
     return p.parse_args(argv)
 
@@ -95,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     train, select, test = load_protocol_splits(args.data)
-    recipe, weights = Recipe(), {"feature_weight": args.feature_weight, "head_weight": args.head_weight}
+    recipe = Recipe()
+    weights = {"feature_weight": args.feature_weight, "head_weight": args.head_weight, "box_weight": args.box_weight}
     kd = replace(recipe.kd, **{k: v for k, v in weights.items() if v is not None})
     suffix = "" if kd == recipe.kd else f"_f{kd.feature_weight:g}_h{kd.head_weight:g}"
+    suffix += f"_b{kd.box_weight:g}" if kd.box_weight != recipe.kd.box_weight else ""
     began = time.perf_counter()
     rows = [_row("base", None, load_detector(args.base).eval(), select, test, began)]
     start, code = _student(thaw(load_detector(args.base)), args.proposals)
@@ -124,7 +127,10 @@ def main(argv: list[str] | None = None) -> int:
         student = _trained(
             args.workdir / f"student_s{seed}{suffix}.pt", start, train, args.steps, schedule, teacher, kd
         )
-        name = f"student (KD from the teacher, features {kd.feature_weight:g}, scores {kd.head_weight:g})"
+        name = (
+            f"student (KD from the teacher, features {kd.feature_weight:g}, scores {kd.head_weight:g}, "
+            f"boxes {kd.box_weight:g})"
+        )
         rows.append(_row(name, seed, student, select, test, t0, steps=args.steps, code=code))
         _write(args, rows, complete=False)
     _write(args, rows, complete=True)

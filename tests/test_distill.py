@@ -9,7 +9,17 @@ import torch
 
 from jdnas_sdk import Arch, TrainingError, build
 from jdnas_sdk.data import CocoDetection, collate
-from jdnas_sdk.distill import Distiller, KDConfig, feature_kd, finetune, foreground_masks, sigmoid_kd, softmax_kd
+from jdnas_sdk.distill import (
+    Distiller,
+    KDConfig,
+    box_kd,
+    feature_kd,
+    finetune,
+    foreground_masks,
+    positive_labels,
+    sigmoid_kd,
+    softmax_kd,
+)
 from jdnas_sdk.train import TrainConfig
 
 from .conftest import tiny_spec
@@ -53,12 +63,12 @@ def test_kd_gradients_reach_the_student_and_never_the_teacher(family: str, train
     torch.manual_seed(0)
     student = build(tiny_spec(family), STUDENT).train()
     teacher = build(tiny_spec(family, fpn_channels=96 if family == "fcos" else 32), TEACHER)
-    distiller = Distiller(student, teacher, KDConfig(foreground=1.0, positives_only=False))
+    distiller = Distiller(student, teacher, KDConfig(foreground=1.0, positives_only=False, box_weight=1.0))
     assert len(distiller.adapters) == 1  # one 1x1 adapter (identity-initialised) into the teacher's width
     images, targets = _batch(train_set)
     losses = student(images, targets)
     kd = distiller(student, images, targets, losses)
-    assert set(kd) == {"kd_feature", "kd_head"} and all(v.item() > 0 for v in kd.values())
+    assert set(kd) == {"kd_feature", "kd_head", "kd_box"} and all(v.item() > 0 for v in kd.values()), kd
     sum(kd.values()).backward()
     assert student.backbone.body.conv1.weight.grad.abs().sum() > 0
     assert distiller.adapters[0].weight.grad is not None
@@ -72,10 +82,45 @@ def test_a_teacher_identical_to_the_student_gives_zero_kd(family: str, train_set
     student = build(spec, STUDENT).train()
     teacher = build(spec, STUDENT)
     teacher.load_state_dict(student.state_dict())
-    distiller = Distiller(student, teacher)
+    distiller = Distiller(student, teacher, KDConfig(box_weight=1.0))
     images, targets = _batch(train_set)
     kd = distiller(student, images, targets, student(images, targets))
-    assert kd["kd_feature"].item() == 0 and abs(kd["kd_head"].item()) < 1e-5
+    assert kd["kd_feature"].item() == 0 and abs(kd["kd_head"].item()) < 1e-5 and kd["kd_box"].item() == 0
+
+
+def test_rcnn_box_kd_reads_the_deltas_of_each_positive_rows_own_class(train_set: CocoDetection) -> None:
+    """A teacher that differs from the student only in the box deltas of classes no ground-truth box
+    has gives zero localisation KD; moving the deltas of every class the boxes have by 0.5 gives
+    each positive row the smooth L1 of 0.5 on its four deltas."""
+    spec = tiny_spec(frozen_bn=True)
+    torch.manual_seed(0)
+    student = build(spec, STUDENT).train()
+    images, targets = _batch(train_set)
+    present = sorted({int(c) for t in targets for c in t["labels"]})
+    absent = [c for c in range(spec.num_classes) if c not in present]
+    assert present and absent
+    for moved, expected in ((absent, 0.0), (present, 4 * (0.5 - 0.5 / 9))):
+        teacher = build(spec, STUDENT)
+        teacher.load_state_dict(student.state_dict())
+        with torch.no_grad():
+            for c in moved:
+                teacher.roi_heads.box_predictor.bbox_pred.bias[4 * c : 4 * c + 4] += 0.5
+        distiller = Distiller(student, teacher, KDConfig(feature_weight=0, head_weight=0, box_weight=1.0))
+        kd = distiller(student, images, targets, student(images, targets))["kd_box"].item()
+        assert kd == pytest.approx(expected, rel=1e-4, abs=1e-7), (moved, kd)
+        distiller.detach()
+
+
+def test_box_kd_and_positive_labels() -> None:
+    deltas = torch.tensor([[0.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    assert box_kd(deltas, deltas).item() == 0
+    assert box_kd(deltas, torch.zeros(2, 4)).item() == pytest.approx((1 - 0.5 / 9) / 2)  # smooth L1, beta 1/9
+    boxes = [torch.tensor([[0.0, 0, 10, 10], [40, 40, 60, 60]]), torch.tensor([[0.0, 0, 5, 5]])]
+    targets = [
+        {"boxes": torch.tensor([[0.0, 0, 10, 10], [40, 40, 61, 61]]), "labels": torch.tensor([3, 7])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    assert positive_labels(boxes, targets).tolist() == [3, 7, 0]
 
 
 def test_a_mismatched_teacher_is_refused(train_set: CocoDetection) -> None:

@@ -4,11 +4,13 @@ from .finetune import FINETUNE_DEFAULTS, finetune
 from .losses import (
     Distiller,
     KDConfig,
+    box_kd,
     channel_normalize,
     feature_kd,
     foreground_masks,
     identity_adapter,
     normalized_feature_kd,
+    positive_labels,
     positive_rows,
     sigmoid_kd,
     softmax_kd,
@@ -25,6 +27,8 @@ __all__ = [
     "normalized_feature_kd",
     "channel_normalize",
     "positive_rows",
+    "positive_labels",
+    "box_kd",
     "identity_adapter",
     "FINETUNE_DEFAULTS",
 ]

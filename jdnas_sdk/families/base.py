@@ -28,6 +28,7 @@ __all__ = [
     "KDTap",
     "dense_postprocess",
     "dense_kd_logits",
+    "dense_kd_deltas",
     "base_anchor_sizes",
     "set_towers",
     "read_towers",
@@ -200,6 +201,11 @@ class Family:
         ``taps`` and the teacher (run here without gradients) on its FPN ``features``."""
         raise NotImplementedError
 
+    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """(student, teacher) box regression outputs on the rows of :meth:`kd_logits` (same order):
+        four deltas per row for a one-stage head, four per class for an R-CNN box head."""
+        raise NotImplementedError
+
     def kd_boxes(self, taps: dict[str, Any]) -> list[Tensor]:
         """Per image, the boxes (proposals or anchors) the class logits of :meth:`kd_logits` belong
         to, in the logits' row order: what tells positive rows from background. One-stage
@@ -219,6 +225,15 @@ def dense_kd_logits(taps: dict[str, Any], teacher: nn.Module, features: dict[str
     with torch.no_grad():
         teacher_logits = teacher.head.classification_head(list(features.values()))
     return taps["logits"], teacher_logits
+
+
+def dense_kd_deltas(taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """(student, teacher) outputs of a one-stage detector's regression head (FCOS's box deltas,
+    without its centerness)."""
+    with torch.no_grad():
+        teacher_deltas = teacher.head.regression_head(list(features.values()))
+    first = lambda out: out[0] if isinstance(out, tuple) else out  # noqa: E731  FCOS: (deltas, centerness)
+    return first(taps["deltas"]), first(teacher_deltas)
 
 
 def base_anchor_sizes(spec: SpecLike) -> tuple[int, ...]:

@@ -10,7 +10,7 @@ from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from ..layers import Op, conv
-from .base import KDTap, SpecLike, dense_kd_logits
+from .base import KDTap, SpecLike, dense_kd_deltas, dense_kd_logits
 from .retinanet import OneStageFamily
 
 __all__ = ["FCOSFamily"]
@@ -46,7 +46,15 @@ class FCOSFamily(OneStageFamily):
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
-        return {"logits": (student.head.classification_head, "output"), "anchors": (student.anchor_generator, "output")}
+        head = student.head
+        return {
+            "logits": (head.classification_head, "output"),
+            "deltas": (head.regression_head, "output"),
+            "anchors": (student.anchor_generator, "output"),
+        }
 
     def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return dense_kd_logits(taps, teacher, features)
+
+    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_deltas(taps, teacher, features)

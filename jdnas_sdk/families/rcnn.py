@@ -144,12 +144,25 @@ class FasterRCNNFamily(Family):
 
     def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Class logits of the student's sampled proposals, and the teacher's on the same proposals."""
-        _features, proposals, image_shapes = taps["rois"]
-        with torch.no_grad():
-            heads = teacher.roi_heads
-            pooled = heads.box_roi_pool(features, proposals, image_shapes)
-            teacher_logits = heads.box_predictor(heads.box_head(pooled))[0]
-        return taps["logits"][0], teacher_logits
+        return taps["logits"][0], self._teacher_box_outputs(taps, teacher, features)[0]
+
+    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-class box deltas of the student's sampled proposals, and the teacher's on them."""
+        return taps["logits"][1], self._teacher_box_outputs(taps, teacher, features)[1]
+
+    @staticmethod
+    def _teacher_box_outputs(
+        taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """The teacher's box head on the student's sampled proposals: (class logits, deltas),
+        computed once per training step (kept in ``taps`` for the other KD term)."""
+        if "teacher_box" not in taps:
+            _features, proposals, image_shapes = taps["rois"]
+            with torch.no_grad():
+                heads = teacher.roi_heads
+                pooled = heads.box_roi_pool(features, proposals, image_shapes)
+                taps["teacher_box"] = heads.box_predictor(heads.box_head(pooled))
+        return taps["teacher_box"]
 
     def kd_boxes(self, taps: dict[str, Any]) -> list[Tensor]:
         """The sampled proposals the box head scored, per image."""

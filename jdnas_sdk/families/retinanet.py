@@ -16,6 +16,7 @@ from .base import (
     KDTap,
     SpecLike,
     base_anchor_sizes,
+    dense_kd_deltas,
     dense_kd_logits,
     dense_postprocess,
     read_towers,
@@ -109,7 +110,15 @@ class RetinaNetFamily(OneStageFamily):
         return tuple(ops)
 
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
-        return {"logits": (student.head.classification_head, "output"), "anchors": (student.anchor_generator, "output")}
+        head = student.head
+        return {
+            "logits": (head.classification_head, "output"),
+            "deltas": (head.regression_head, "output"),
+            "anchors": (student.anchor_generator, "output"),
+        }
 
     def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         return dense_kd_logits(taps, teacher, features)
+
+    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_deltas(taps, teacher, features)
