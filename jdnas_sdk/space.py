@@ -25,10 +25,13 @@ DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875,
 
 #: The default head grid, per :class:`~jdnas_sdk.student.Heads` setting: ratios of the base's
 #: value (``fpn``, ``size`` = input size, ``box``, ``mask``, ``width``), proposal counts kept at
-#: test time (at most the base's), and convolutions per one-stage head tower.
+#: test time (at most the base's), and convolutions per one-stage head tower. The input size also
+#: goes up a step (1.25x): latency saved elsewhere (an R-CNN's proposals) can buy resolution. On the
+#: benchmark's Faster R-CNN (256 px base) the base's own weights at 320 px scored +1.5 test AP
+#: untrained (384 px: +0.6; ``benchmarks/results/size_probe.md``).
 DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
     "fpn": (0.5, 0.75, 1.0),
-    "size": (0.5, 0.75, 1.0),
+    "size": (0.5, 0.75, 1.0, 1.25),
     "proposals": (50, 100, 300, 1000),
     "box": (0.25, 0.5, 1.0),
     "mask": (0.25, 0.5, 1.0),
