@@ -78,8 +78,10 @@ def _student(base: Any, proposals: int) -> tuple[Any, str]:
 
 
 def _trained(path: Path, start: Any, train: Any, steps: int, schedule: Any, teacher: Any, kd: Any) -> Any:
-    """``start`` trained ``steps`` with ``teacher`` (saved at ``path``; loaded when done)."""
-    wanted = {"probe_steps": steps, "probe_seed": schedule.seed}
+    """``start`` trained ``steps`` with ``teacher`` (saved at ``path``; loaded when done with the same
+    steps, seed and KD weights)."""
+    weights = {f"probe_{k}": getattr(kd, k) for k in ("feature_weight", "head_weight", "box_weight")}
+    wanted = {"probe_steps": steps, "probe_seed": schedule.seed, **weights}
     if path.is_file() and wanted.items() <= read_detector_file(path)["metadata"].items():
         return load_detector(path).eval()
     finetune(start, data=train, steps=steps, teacher=teacher, kd=kd, config=schedule, out=path, metadata=wanted)
@@ -99,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     recipe = Recipe()
     weights = {"feature_weight": args.feature_weight, "head_weight": args.head_weight, "box_weight": args.box_weight}
     kd = replace(recipe.kd, **{k: v for k, v in weights.items() if v is not None})
-    suffix = "" if kd == recipe.kd else f"_f{kd.feature_weight:g}_h{kd.head_weight:g}"
-    suffix += f"_b{kd.box_weight:g}" if kd.box_weight != recipe.kd.box_weight else ""
+    suffix = f"_f{kd.feature_weight:g}_h{kd.head_weight:g}" + (f"_b{kd.box_weight:g}" if kd.box_weight else "")
     began = time.perf_counter()
     rows = [_row("base", None, load_detector(args.base).eval(), select, test, began)]
     start, code = _student(thaw(load_detector(args.base)), args.proposals)
