@@ -38,7 +38,7 @@ from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
-from jdnas_sdk.space import SearchSpace
+from jdnas_sdk.space import DEFAULT_HEAD_GRID, SearchSpace
 
 HERE = Path(__file__).resolve().parent
 
@@ -63,6 +63,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(every estimate from the profiled table alone; profile it first with `jdnas profile`)",
     )
     p.add_argument("--archs", type=int, default=100, help="architectures sampled per detector")
+    p.add_argument(
+        "--size-ratios",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_HEAD_GRID["size"]),
+        help="input sizes of the space, ratios of the base's (the runs recorded before the 1.25x step: 0.5 0.75 1.0)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     p.add_argument("--name", default="latency_accuracy", help="results file stem")
@@ -116,6 +123,7 @@ def accuracy(
     on_miss: str = "measure",
     repeat: int = 0,
     speed_refs: int = 0,
+    size_ratios: tuple[float, ...] = DEFAULT_HEAD_GRID["size"],
 ) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
@@ -126,7 +134,7 @@ def accuracy(
     base_model = load_detector(model_file)
     spec, base = describe(base_model)
     size = (spec.min_size, spec.min_size)
-    space = SearchSpace(base, spec=spec if heads else None)
+    space = SearchSpace(base, spec=spec if heads else None, heads={**DEFAULT_HEAD_GRID, "size": size_ratios})
     # what the table lacks (a student's new kernels, its head setting's fixed entry) is measured on
     # demand, as a search's confirmation does (the table must be this machine's: checked in main),
     # or, with on_miss="error", every estimate comes from the profiled table alone
@@ -492,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 on_miss=args.on_miss,
                 repeat=min(args.repeat, args.archs),
                 speed_refs=args.speed_refs,
+                size_ratios=tuple(args.size_ratios),
             )
             for m in args.models
         ]

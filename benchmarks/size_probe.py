@@ -2,7 +2,7 @@
 
 The search space's input size used to stop at the base's. On the benchmark's Faster R-CNN the joint
 search reaches 0.35x by keeping fewer proposals, under a 0.5x target: latency it cannot spend,
-since every other knob only shrinks the detector. A larger input is the one knob that can buy
+since every other head knob only shrinks the detector. A larger input is the one knob that can buy
 accuracy back without training a new weight (anchors are kept; the FPN sees the objects larger).
 This probe scores each detector file at each ``--sizes`` (``min_size``; ``max_size`` scales with
 it) and ``--proposals``, no training, on the ``select`` and ``test`` splits; results with the
@@ -79,16 +79,18 @@ def main(argv: list[str] | None = None) -> int:
             row["wall_s"] = time.perf_counter() - began
             rows.append(row)
             print(f"{path.name} at {size} px: select {100 * row['select_ap']:.1f} test {100 * row['test_ap']:.1f}")
-            _write(args, rows)
+            _write(args, rows, complete=False)
+    _write(args, rows, complete=True)
     return 0
 
 
-def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bool) -> None:
     out = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "command": "python benchmarks/size_probe.py " + shlex.join(sys.argv[1:]),
         "proposals": args.proposals,
+        "complete": complete,
         "rows": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -96,7 +98,8 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     lines = [
         "# A trained detector at larger (and smaller) test inputs, untrained (the search's size step)",
         "",
-        f"Run {out['date']} on {out['machine'].get('cpu', '?')}; `{out['command']}`. Each file's own weights, "
+        f"Run {out['date']} on {out['machine'].get('cpu', '?')}; `{out['command']}`. Status: "
+        f"{'complete' if complete else 'partial'}. Each file's own weights, "
         "only the input size (and, where given, the proposals kept) changed; AP on test, select beside it.",
         "",
         "| model | input (px) | vs its base size | test AP | select AP | AP50 | AP75 | change in test AP |",

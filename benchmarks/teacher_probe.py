@@ -18,11 +18,14 @@ measures that lever alone, no search:
 The only choice, the teacher's check, sees ``select``; ``test`` gives the numbers. Both rows are
 reported as trained (``compress``'s keep-better rule would swap a row for its start where its
 training lost select AP; the table says where it would). Each model is saved in ``--workdir`` as
-it finishes, so a killed probe resumes (by step count: another ``--base`` or ``--data`` needs
-another ``--workdir``); results with the machine in ``benchmarks/results/teacher_probe.{json,md}``.
+it finishes, so a killed probe resumes (by step count, seed and KD weights: another ``--base`` or
+``--data`` needs another ``--workdir``); results with the machine in
+``benchmarks/results/NAME.{json,md}``. The recorded runs (``teacher_probe``: features 1, scores 0.5,
+the default then; ``_kd01``: 0.1 / 0.1; ``_scores``: scores 1 alone):
 
     python benchmarks/teacher_probe.py --base runs/bench/base_fasterrcnn_resnet18.pt \\
-        --data runs/bench/shapes_2000_500_256_s0 --teacher-steps 1200 --steps 400 --seeds 0 1
+        --data runs/bench/shapes_2000_500_256_s0 --teacher-steps 1200 --steps 400 --seeds 0 1 \\
+        --feature-weight 1 --head-weight 0.5
 """
 
 from __future__ import annotations

@@ -27,8 +27,8 @@ DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875,
 #: value (``fpn``, ``size`` = input size, ``box``, ``mask``, ``width``), proposal counts kept at
 #: test time (at most the base's), and convolutions per one-stage head tower. The input size also
 #: goes up a step (1.25x): latency saved elsewhere (an R-CNN's proposals) can buy resolution. On the
-#: benchmark's Faster R-CNN (256 px base) the base's own weights at 320 px scored +1.5 test AP
-#: untrained (384 px: +0.6; ``benchmarks/results/size_probe.md``).
+#: benchmark's Faster R-CNN (256 px base, both at 300 proposals) the base's own weights at 320 px
+#: scored +1.6 test AP untrained (384 px: +0.6; ``benchmarks/results/size_probe.md``).
 DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
     "fpn": (0.5, 0.75, 1.0),
     "size": (0.5, 0.75, 1.0, 1.25),

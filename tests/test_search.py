@@ -416,6 +416,29 @@ def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search
     assert again.candidates == archive.candidates  # resumed: nothing redone, nothing added
 
 
+def test_the_default_space_can_spend_saved_latency_on_a_larger_input() -> None:
+    """The default head grid goes one size above the base's: a free student at fewer proposals and a
+    1.25x input holds the base's weights exactly and runs at the larger size."""
+    from jdnas_sdk.morph import morph_to
+    from jdnas_sdk.search.free import free_students
+    from jdnas_sdk.student import Student
+
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    base = build(spec, BASE).eval()
+    space = SearchSpace(BASE, spec=spec)
+    up = [s for _, s in free_students(Student.of(spec, BASE), space) if s.heads.min_size > spec.min_size]
+    assert {s.heads.proposals for s in up} == set(space.head_values()["proposals"])
+    student = morph_to(base, min(up, key=lambda s: s.heads.proposals)).eval()
+    assert student.transform.min_size == (128,) and student.roi_heads.box_roi_pool is not None
+    assert student.rpn._post_nms_top_n["testing"] == min(space.head_values()["proposals"])
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in student.state_dict().items())
+    image = torch.rand(3, 96, 96)
+    with torch.no_grad():
+        boxes = student([image])[0]["boxes"]
+    assert boxes.numel() == 0 or float(boxes.max()) <= 96  # detections in the image's own coordinates
+
+
 def test_free_moves_are_scored_untrained_before_any_trained_candidate(
     train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
 ) -> None:

@@ -130,7 +130,7 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
     co.add_argument(
         "--no-free-moves",
         action="store_true",
-        help="do not score the students that change no weight (fewer proposals, smaller inputs) first",
+        help="do not score the students that change no weight (fewer proposals, another input size) first",
     )
     co.add_argument(
         "--no-keep-better",

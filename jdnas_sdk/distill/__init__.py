@@ -1,4 +1,4 @@
-"""Detection distillation: KD losses (features, class scores) and the fine-tune loop that uses them."""
+"""Detection distillation: KD losses (features, class scores, box deltas) and the fine-tune loop that uses them."""
 
 from .finetune import FINETUNE_DEFAULTS, finetune
 from .losses import (

@@ -1,8 +1,9 @@
-"""Detection distillation: feature imitation on every FPN level, and class-score distillation.
+"""Detection distillation: feature imitation on every FPN level, class-score distillation, and
+(optional) box-delta distillation on positive rows.
 
 :class:`Distiller` plugs into the training loop's ``extra_losses`` hook. It watches the student's
 forward pass through hooks (the transformed images and targets, the FPN features, the class
-logits, and for R-CNNs the sampled proposals), runs the teacher on the same transformed images
+logits and box deltas, and for R-CNNs the sampled proposals), runs the teacher on the same transformed images
 without gradients, and returns the KD terms. It is an ``nn.Module`` because its 1x1 adapters
 (where student and teacher FPN widths differ) are trained with the student.
 """
@@ -133,7 +134,7 @@ def _match(boxes: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
     """For each of ``boxes`` (R x 4, xyxy), its largest IoU with ``gt`` (G x 4) and the index of
     that ground-truth box (IoU 0 and index 0 without gt)."""
     if not len(gt) or not len(boxes):
-        return boxes.new_zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long)
+        return boxes.new_zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
     lt = torch.max(boxes[:, None, :2], gt[None, :, :2])
     rb = torch.min(boxes[:, None, 2:], gt[None, :, 2:])
     inter = (rb - lt).clamp_min(0).prod(dim=2)
@@ -157,7 +158,7 @@ def positive_labels(boxes: list[Tensor], targets: list[dict[str, Tensor]]) -> Te
     for b, t in zip(boxes, targets):
         labels = t["labels"].to(torch.long)
         index = _match(b.detach(), t["boxes"].to(b.dtype))[1]
-        out.append(labels[index] if len(labels) else torch.zeros(len(b), dtype=torch.long))
+        out.append(labels[index] if len(labels) else torch.zeros(len(b), dtype=torch.long, device=b.device))
     return torch.cat(out)
 
 
@@ -209,7 +210,9 @@ def softmax_kd(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
 def box_kd(student: Tensor, teacher: Tensor, *, beta: float = 1 / 9) -> Tensor:
     """Localisation distillation: the smooth L1 (``beta`` as torchvision's R-CNN box loss) between
     the student's and the teacher's box deltas (R x 4, the same rows), summed over the four
-    deltas and averaged over rows; zero for identical deltas."""
+    deltas and averaged over rows; zero for identical deltas. Averaged over the (positive) rows
+    it is given, where torchvision's R-CNN box loss divides by every sampled row (at most a
+    quarter positive): per unit of weight this term is at least four times as strong."""
     if not len(student):
         return student.sum() * 0.0
     return F.smooth_l1_loss(student, teacher, beta=beta, reduction="sum") / len(student)
@@ -250,7 +253,7 @@ class _Tap:
 class Distiller(nn.Module):
     """KD from ``teacher`` into ``student`` (same family, classes and FPN levels), for ``train``'s
     ``extra_losses``. The teacher is frozen (eval mode, no gradients) while it is attached. It runs
-    on the student's resized batch (never through its own transform), so a student with a smaller
+    on the student's resized batch (never through its own transform), so a student with another
     input size (the detector-level space) learns from the teacher on the very images it sees.
     ``steps``: the length of the training it serves, for ``config.ramp`` (None: no ramp). Its
     call count is a buffer, so a resumed training continues the ramp where it was."""
@@ -269,6 +272,12 @@ class Distiller(nn.Module):
                     "a teacher must see the same images and predict the same classes"
                 )
         self.family = family_of(s_spec)
+        if self.config.box_weight > 0 and not self.family.is_two_stage and s_spec.anchor_sizes != t_spec.anchor_sizes:
+            raise TrainingError(
+                f"teacher and student differ in anchor_sizes ({t_spec.anchor_sizes} vs {s_spec.anchor_sizes}): a "
+                "one-stage detector's box deltas are relative to its anchors, so box distillation needs the same "
+                "anchors; use a teacher with the student's anchors, or box_weight=0"
+            )
         self.adapters = nn.ModuleList()
         if self.config.normalize:
             self.adapters.append(identity_adapter(s_spec.fpn_channels, t_spec.fpn_channels))
@@ -350,26 +359,23 @@ class Distiller(nn.Module):
     def _box_kd(
         self, teacher: nn.Module, t_feats: dict[str, Tensor], targets: list[dict[str, Tensor]] | None
     ) -> Tensor:
-        """:func:`box_kd` on the rows :meth:`_head_kd` distils (the positives, or every row), an
-        R-CNN's per-class deltas read at each row's ground-truth class. FCOS's "anchors" are
-        stride-sized squares that rarely overlap a box by IoU 0.5: few rows, often none, are
-        positive there."""
+        """:func:`box_kd` on the positive rows (IoU >= ``positive_iou``, whatever ``positives_only``
+        says: a background row's deltas are never trained, by the detector's own loss either), an
+        R-CNN's per-class deltas read at each row's ground-truth class. Zero without targets or
+        positives. FCOS's "anchors" are stride-sized squares that rarely overlap a box by IoU 0.5:
+        few rows, often none, are positive there."""
         taps = self._step_taps()
         student, teacher_deltas = self.family.kd_deltas(taps, teacher, t_feats)
         width = student.shape[-1]
         student, teacher_deltas = student.reshape(-1, width), teacher_deltas.reshape(-1, width)
+        if targets is None:
+            return student.sum() * 0.0
         boxes = self.family.kd_boxes(taps)
-        if self.config.positives_only and targets is not None:
-            keep = positive_rows(boxes, targets, self.config.positive_iou)
-        else:
-            keep = torch.ones(len(student), dtype=torch.bool)
+        keep = positive_rows(boxes, targets, self.config.positive_iou).to(student.device)
         if width > 4:  # per class (R-CNN): the deltas of each row's ground-truth class
-            if targets is None:
-                raise TrainingError("per-class box distillation needs the targets (the rows' classes)")
-            rows = torch.arange(len(student))
-            labels = positive_labels(boxes, targets)
-            columns = labels[:, None] * 4 + torch.arange(4)
-            student, teacher_deltas = student[rows[:, None], columns], teacher_deltas[rows[:, None], columns]
+            labels = positive_labels(boxes, targets).to(student.device)
+            columns = labels[:, None] * 4 + torch.arange(4, device=student.device)
+            student, teacher_deltas = student.gather(1, columns), teacher_deltas.gather(1, columns)
         return box_kd(student[keep], teacher_deltas[keep])
 
     def _head_kd(

@@ -193,7 +193,8 @@ class Family:
     # -- distillation -------------------------------------------------------------------------
     def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
         """Modules distillation hooks on the student, beyond the transform and the backbone:
-        ``logits`` (the class scores) and whatever :meth:`kd_logits` needs besides."""
+        ``logits`` (the class scores) and whatever :meth:`kd_logits`, :meth:`kd_deltas` and
+        :meth:`kd_boxes` need besides (one-stage: ``deltas``, the regression head, and ``anchors``)."""
         raise NotImplementedError
 
     def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:

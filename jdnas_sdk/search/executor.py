@@ -138,7 +138,7 @@ def run_candidate(
                 metadata=job.metadata,
                 progress=progress,
             )
-        else:  # a move that changes no weight (fewer proposals, a smaller input): scored as it is
+        else:  # a move that changes no weight (fewer proposals, another input size): scored as it is
             save_detector(student, job.out_file, metadata={**job.metadata, "steps": 0})
         if job.bn_images:  # score (and hand down) the student with statistics that match its weights
             recalibrate_bn(student, train_data, images=job.bn_images)

@@ -1,6 +1,6 @@
 """Free moves: the students that differ from the base only in settings that change no weight.
 
-Fewer R-CNN proposals at test time and a smaller input change what a detector computes but not
+Fewer R-CNN proposals at test time and another input size change what a detector computes but not
 one of its weights, so such a student is scored as it is: no training, no teacher, one evaluation.
 The joint search scores every one of them that is faster than the base before any candidate that
 needs training (``SearchConfig.free_moves``): candidates 1..F of the archive, jobs of 0 steps, in

@@ -122,7 +122,7 @@ def search_settings(
         "seed": config.seed,
         "space": [list(space.width_ratios), list(space.depth)]
         + ([{k: list(v) for k, v in space.head_values().items()}] if space.head_values() else []),
-        "kd": config.kd.__dict__,
+        "kd": {k: v for k, v in config.kd.__dict__.items() if k != "box_weight" or v},  # as archives made before
         **extra,
         **({"bn_images": config.bn_images} if config.bn_images else {}),
         **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
