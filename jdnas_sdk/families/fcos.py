@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
-from torch import Tensor, nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 
 from ..layers import Op, conv
-from .base import KDTap, SpecLike, dense_kd_deltas, dense_kd_logits
+from .base import SpecLike
 from .retinanet import OneStageFamily
 
 __all__ = ["FCOSFamily"]
@@ -44,17 +42,3 @@ class FCOSFamily(OneStageFamily):
                 conv(t, 1, 3, 1, h, w, norm="none", act="none", owns=owns),
             ]
         return tuple(ops)
-
-    def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
-        head = student.head
-        return {
-            "logits": (head.classification_head, "output"),
-            "deltas": (head.regression_head, "output"),
-            "anchors": (student.anchor_generator, "output"),
-        }
-
-    def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return dense_kd_logits(taps, teacher, features)
-
-    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return dense_kd_deltas(taps, teacher, features)

@@ -82,6 +82,21 @@ class OneStageFamily(Family):
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
         return p6p7_ops(channels, top, extra)
 
+    # -- distillation: the class and regression heads, per anchor (both one-stage families) --------
+    def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
+        head = student.head
+        return {
+            "logits": (head.classification_head, "output"),
+            "deltas": (head.regression_head, "output"),
+            "anchors": (student.anchor_generator, "output"),
+        }
+
+    def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_logits(taps, teacher, features)
+
+    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        return dense_kd_deltas(taps, teacher, features)
+
 
 class RetinaNetFamily(OneStageFamily):
     """torchvision's ``RetinaNet`` on the spec's FPN (levels P3-P7 by default)."""
@@ -108,17 +123,3 @@ class RetinaNetFamily(OneStageFamily):
                 conv(t, 4 * _ANCHORS, 3, 1, h, w, norm="none", act="none", owns=owns),
             ]
         return tuple(ops)
-
-    def kd_taps(self, student: nn.Module) -> dict[str, KDTap]:
-        head = student.head
-        return {
-            "logits": (head.classification_head, "output"),
-            "deltas": (head.regression_head, "output"),
-            "anchors": (student.anchor_generator, "output"),
-        }
-
-    def kd_logits(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return dense_kd_logits(taps, teacher, features)
-
-    def kd_deltas(self, taps: dict[str, Any], teacher: nn.Module, features: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        return dense_kd_deltas(taps, teacher, features)
