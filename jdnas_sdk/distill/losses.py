@@ -314,6 +314,12 @@ class Distiller(nn.Module):
             self._shared = {name: tap.value for name, tap in self._taps.items()}
         return self._shared
 
+    def _positives(self, taps: dict[str, Any], targets: list[dict[str, Tensor]]) -> Tensor:
+        """:func:`positive_rows` of this step's rows, computed once for the score and box terms."""
+        if "positives" not in taps:
+            taps["positives"] = positive_rows(self.family.kd_boxes(taps), targets, self.config.positive_iou)
+        return taps["positives"]
+
     def ramp_factor(self) -> float:
         """The share of the KD weights in force at this call: rising linearly over the first
         ``config.ramp`` of ``steps`` calls (1 without a ramp)."""
@@ -359,21 +365,18 @@ class Distiller(nn.Module):
     def _box_kd(
         self, teacher: nn.Module, t_feats: dict[str, Tensor], targets: list[dict[str, Tensor]] | None
     ) -> Tensor:
-        """:func:`box_kd` on the positive rows (IoU >= ``positive_iou``, whatever ``positives_only``
-        says: a background row's deltas are never trained, by the detector's own loss either), an
-        R-CNN's per-class deltas read at each row's ground-truth class. Zero without targets or
-        positives. FCOS's "anchors" are stride-sized squares that rarely overlap a box by IoU 0.5:
-        few rows, often none, are positive there."""
+        """:func:`box_kd` on the positive rows whatever ``positives_only`` says (a background row's
+        deltas are never trained), an R-CNN's per-class deltas at each row's ground-truth class.
+        Zero without targets or positives (FCOS's stride-sized "anchors" rarely have any)."""
         taps = self._step_taps()
         student, teacher_deltas = self.family.kd_deltas(taps, teacher, t_feats)
         width = student.shape[-1]
         student, teacher_deltas = student.reshape(-1, width), teacher_deltas.reshape(-1, width)
         if targets is None:
             return student.sum() * 0.0
-        boxes = self.family.kd_boxes(taps)
-        keep = positive_rows(boxes, targets, self.config.positive_iou).to(student.device)
+        keep = self._positives(taps, targets).to(student.device)
         if width > 4:  # per class (R-CNN): the deltas of each row's ground-truth class
-            labels = positive_labels(boxes, targets).to(student.device)
+            labels = positive_labels(self.family.kd_boxes(taps), targets).to(student.device)
             columns = labels[:, None] * 4 + torch.arange(4, device=student.device)
             student, teacher_deltas = student.gather(1, columns), teacher_deltas.gather(1, columns)
         return box_kd(student[keep], teacher_deltas[keep])
@@ -386,7 +389,7 @@ class Distiller(nn.Module):
         if self.config.positives_only and targets is not None:
             classes = student_logits.shape[-1]
             student_logits, teacher_logits = student_logits.reshape(-1, classes), teacher_logits.reshape(-1, classes)
-            keep = positive_rows(self.family.kd_boxes(taps), targets, self.config.positive_iou)
+            keep = self._positives(taps, targets)
             if not bool(keep.any()):
                 return student_logits.sum() * 0.0  # no positive here: nothing to distil, gradients stay defined
             student_logits, teacher_logits = student_logits[keep], teacher_logits[keep]
