@@ -3,7 +3,8 @@
 On a synthetic COCO-format dataset (generated here: nothing is downloaded) this trains each
 requested family on a ResNet-FPN backbone from scratch under the protocol of issue 13: the
 ``train`` split trains, the ``select`` half of ``val`` decides when to stop (every ``--eval-every``
-steps; stop after ``--patience`` evaluations without a gain, or at ``--steps``; the best weights
+steps; stop after ``--patience`` evaluations without a gain once the line through the last
+``--trend-window`` evaluations has stopped rising, or at ``--steps``; the best weights
 are kept) and the ``test`` half gives the reported AP. The curve is kept beside each detector file
 (``*.pt.curve.json``) and in ``benchmarks/results/train_base.{json,md}``, with the machine it ran on.
 Killed? Run the same command: datasets are reused and training resumes from its checkpoints.
@@ -52,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=100, help="steps between select evaluations")
     p.add_argument("--patience", type=int, default=3, help="evaluations without a gain before stopping")
     p.add_argument(
+        "--trend-window",
+        type=int,
+        default=8,
+        help="patience stops only once the line through the last this many evaluations rises < 1 AP (0: patience "
+        "alone, as the recorded bases were trained)",
+    )
+    p.add_argument(
         "--cooldown", type=int, default=300, help="steps of decaying rate after the plateau (kept if select gains)"
     )
     p.add_argument("--batch-size", type=int, default=4)
@@ -98,7 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         earlier_wall = json.loads(wall_file.read_text())["train_wall_s"] if wall_file.is_file() else 0.0
         model = build_detector(spec)
         converge = ConvergeConfig(
-            eval_every=args.eval_every, patience=args.patience, max_steps=args.steps, cooldown_steps=args.cooldown
+            eval_every=args.eval_every,
+            patience=args.patience,
+            max_steps=args.steps,
+            cooldown_steps=args.cooldown,
+            trend_window=args.trend_window,
         )
         curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
         wall = earlier_wall + time.perf_counter() - started  # summed over runs (time lost to a kill is not counted)
@@ -117,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 "curve": curve.curve,
                 "select_ap": curve.best_ap,
                 "cooldown": curve.cooldown,
+                "stopping_rule": curve.rule,  # None: trained before the trend rule, by patience alone
                 "batch_size": args.batch_size,
                 "optimizer": args.optimizer,
                 "lr": args.lr,
@@ -158,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['machine']['torch']}",
         f"- dataset: {len(train_set)} train / {len(select_set)} select / {len(test_set)} test images, {args.size} px, "
         f"seed {args.seed}; select decides when to stop (every {args.eval_every} steps, patience {args.patience}, "
+        f"trend window {args.trend_window} (each row's own rule: the JSON's `stopping_rule`), "
         f"at most {args.steps} steps; then {args.cooldown} steps with the rate decayed, kept if select gains), "
         "test reports",
         f"- command: `{report['command'].strip()}`",

@@ -5,8 +5,14 @@ extra training steps would be compared with a base that never got them. :func:`t
 trains in chunks of ``eval_every`` steps at a constant rate after the warm-up (so the rate does
 not depend on when training stops), evaluates on ``select`` after each chunk, keeps the best
 weights, and stops after ``patience`` evaluations without an improvement of at least
-``min_delta`` AP (or at ``max_steps``; its checkpoint is then kept, so the same call with a larger
-``max_steps`` continues exactly where it stopped). With ``cooldown_steps``, the best weights then train that many
+``min_delta`` AP, unless the curve's trend still climbs (or at ``max_steps``; its checkpoint is then
+kept, so the same call with a larger ``max_steps`` continues exactly where it stopped). The trend
+guards against stopping on noise: a select AP that jumps +/-1 AP between evaluations can set a best
+that three later evaluations miss while the curve still rises (the benchmark Faster R-CNN base,
+stopped that way, gained 4.8 test AP from 1,200 more steps: ``benchmarks/results/teacher_probe.md``),
+so patience only ends training when the least-squares line through the last ``trend_window``
+evaluations rises less than ``min_trend`` AP across them. The rule a run stopped by is recorded
+with its curve. With ``cooldown_steps``, the best weights then train that many
 more steps with the rate decayed to its floor (cosine), the step that settles a constant-rate
 plateau: without it a base sits on its plateau's noise, and any student or control trained after it
 with a decaying rate gains from the decay alone, which flatters both. The cooled weights are kept
@@ -33,7 +39,7 @@ from .errors import TrainingError
 from .evaluate import evaluate
 from .train import TrainConfig, checkpoint_path, train
 
-__all__ = ["ConvergeConfig", "ConvergeResult", "train_until_converged", "curve_path"]
+__all__ = ["ConvergeConfig", "ConvergeResult", "train_until_converged", "curve_path", "trend_rise"]
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +47,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ConvergeConfig:
     """When to evaluate and when to stop: every ``eval_every`` steps on ``select``; stop after
-    ``patience`` evaluations without ``min_delta`` (AP, 0-1) over the best so far, or at ``max_steps``."""
+    ``patience`` evaluations without ``min_delta`` (AP, 0-1) over the best so far once the line
+    fitted to the last ``trend_window`` evaluations rises less than ``min_trend`` (AP, 0-1) across
+    them (``trend_window=0``: patience alone), or at ``max_steps``."""
 
     eval_every: int = 100
     patience: int = 3
     min_delta: float = 0.002
     max_steps: int = 3000
     cooldown_steps: int = 0
+    trend_window: int = 8
+    min_trend: float = 0.01
 
     def __post_init__(self) -> None:
         bad = self.eval_every < 1 or self.patience < 1 or self.max_steps < self.eval_every or self.min_delta < 0
@@ -57,15 +67,21 @@ class ConvergeConfig:
                 f">= 0, got {self.eval_every}, {self.patience}, {self.max_steps}, {self.min_delta}, "
                 f"{self.cooldown_steps}"
             )
+        if self.trend_window < 0 or self.trend_window in (1, 2) or self.min_trend < 0:
+            raise TrainingError(
+                f"need trend_window 0 (off) or >= 3 evaluations and min_trend >= 0, got {self.trend_window} and "
+                f"{self.min_trend}"
+            )
 
 
 @dataclass
 class ConvergeResult:
     """The curve (``[{"step", "select_ap"}]``), the step of the best select AP (whose weights are
     kept) and of the last improvement by ``min_delta`` (patience counts from it), whether training
-    stopped by patience (``converged``) rather than at ``max_steps``, and the steps trained;
+    stopped by its stopping rule (``converged``) rather than at ``max_steps``, and the steps trained;
     ``cooldown``: the cool-down's steps, its select AP and whether its weights were kept (None
-    before it ran)."""
+    before it ran); ``rule``: the stopping rule it trained under (``patience``, ``min_delta``,
+    ``trend_window``, ``min_trend``; None in curves recorded before the trend rule: patience alone)."""
 
     curve: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
@@ -74,6 +90,7 @@ class ConvergeResult:
     converged: bool = False
     steps: int = 0
     cooldown: dict[str, Any] | None = None
+    rule: dict[str, float] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,9 +102,39 @@ def curve_path(out: str | os.PathLike[str]) -> Path:
     return path.with_name(path.name + ".curve.json")
 
 
-def _stalled(result: ConvergeResult, patience: int) -> bool:
+def trend_rise(curve: list[dict[str, float]], window: int) -> float | None:
+    """How much the least-squares line through the last ``window`` points of ``curve`` rises
+    across them (AP, 0-1), or None with fewer than three points (or ``window`` 0). A line, not the
+    best point: one lucky evaluation sets a best that noise then keeps out of reach, while the
+    line follows where the evaluations around it are heading."""
+    points = curve[-window:] if window else []
+    if len(points) < 3:
+        return None
+    steps = [float(p["step"]) for p in points]
+    aps = [float(p["select_ap"]) for p in points]
+    mean_step, mean_ap = sum(steps) / len(steps), sum(aps) / len(aps)
+    spread = sum((s - mean_step) ** 2 for s in steps)
+    slope = sum((s - mean_step) * (a - mean_ap) for s, a in zip(steps, aps)) / spread
+    return slope * (steps[-1] - steps[0])
+
+
+def _rule(converge: ConvergeConfig) -> dict[str, float]:
+    """The stopping rule of ``converge``, as a run records it beside its curve."""
+    return {
+        "patience": converge.patience,
+        "min_delta": converge.min_delta,
+        "trend_window": converge.trend_window,
+        "min_trend": converge.min_trend,
+    }
+
+
+def _stalled(result: ConvergeResult, converge: ConvergeConfig) -> bool:
+    """Patience is spent and the trend no longer climbs (see the module docstring)."""
     after = [p for p in result.curve if p["step"] > result.improved_step]
-    return len(after) >= patience
+    if len(after) < converge.patience:
+        return False
+    rise = trend_rise(result.curve, converge.trend_window)
+    return rise is None or rise < converge.min_trend
 
 
 def train_until_converged(
@@ -118,6 +165,14 @@ def train_until_converged(
     ckpt = checkpoint_path(out)
     saved = out.is_file() and curve_file.is_file()  # an earlier run ended: the file holds the best weights
     if saved and (result.converged or result.steps >= converge.max_steps or not ckpt.exists()):  # done before
+        if result.rule != _rule(converge):
+            log.warning(
+                "[converge] %s was trained before under another stopping rule (%s, asked: %s); reusing it as it is "
+                "(delete it, or give another output file, to train under this one)",
+                out,
+                result.rule or "patience alone",
+                _rule(converge),
+            )
         model.load_state_dict(load_detector(out).state_dict())
         if converge.cooldown_steps and result.cooldown is None:  # converged by an earlier run without one
             _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
@@ -129,11 +184,12 @@ def train_until_converged(
         if not best_file.is_file():
             atomic_torch_save(best_file, load_detector(out).state_dict())
         result.cooldown = None  # a cool-down follows the new plateau
+    result.rule = _rule(converge)
     if start_ap is not None and not result.curve:  # a fresh start: the starting weights are a candidate
         result.curve.append({"step": 0, "select_ap": start_ap})
         result.best_ap, result.best_step, result.improved_step = start_ap, 0, 0
         atomic_torch_save(best_file, model.state_dict())
-    while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge.patience):
+    while not result.converged and result.steps < converge.max_steps and not _stalled(result, converge):
         steps = result.steps + converge.eval_every
         train(model, train_data, config=replace(config, steps=steps), checkpoint=ckpt, progress=progress)
         ap = evaluate(model, select_data, progress=False).ap
@@ -144,15 +200,18 @@ def train_until_converged(
         if ap > result.best_ap:
             result.best_ap, result.best_step = ap, steps
             atomic_torch_save(best_file, model.state_dict())
+        rise = trend_rise(result.curve, converge.trend_window)
         log.info(
-            "[converge] step %d: select AP %.1f (best %.1f at step %d)",
+            "[converge] step %d: select AP %.1f (best %.1f at step %d; trend %s AP over the last %d evaluations)",
             steps,
             100 * ap,
             100 * result.best_ap,
             result.best_step,
+            "n/a" if rise is None else f"{100 * rise:+.1f}",
+            min(len(result.curve), converge.trend_window) if rise is not None else 0,
         )
         atomic_write_json(curve_file, result.to_json())
-    result.converged = _stalled(result, converge.patience)
+    result.converged = _stalled(result, converge)
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
     _save(model, out, result, metadata)

@@ -287,6 +287,7 @@ def teacher_pool(
             patience=3,
             max_steps=max(1, grow_steps),
             cooldown_steps=grow_steps // 3,  # the base's rate was decayed: so must the teacher's be
+            trend_window=0,  # a grown network dips below its start and climbs back: a rise, not a base still learning
         )
         grown = grow_teacher(
             trained,

@@ -81,7 +81,7 @@ def test_recalibrating_bn_fixes_deliberately_wrong_statistics(train_set: object)
 def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_curve(
     train_set: object, val_set: object, tmp_path: Path
 ) -> None:
-    from jdnas_sdk.converge import ConvergeConfig, curve_path, train_until_converged
+    from jdnas_sdk.converge import ConvergeConfig, _stalled, curve_path, train_until_converged
 
     torch.manual_seed(0)
     model = build(tiny_spec(), ARCH)
@@ -98,7 +98,9 @@ def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_
     )
     steps = [p["step"] for p in result.curve]
     assert steps == list(range(2, result.steps + 1, 2)) and result.steps <= 8
-    assert result.converged == (result.steps < 8 or result.curve[-1]["select_ap"] <= result.best_ap)
+    assert result.converged == _stalled(result, ConvergeConfig(eval_every=2, patience=1, max_steps=8))
+    assert result.converged or result.steps == 8
+    assert result.rule == {"patience": 1, "min_delta": 0.002, "trend_window": 8, "min_trend": 0.01}
     assert result.best_ap == max(p["select_ap"] for p in result.curve)
     saved = json.loads(curve_path(out).read_text())
     assert saved["curve"] == result.curve and json.loads(read_detector_file(out)["metadata"]["curve"]) == result.curve
@@ -159,6 +161,48 @@ def test_a_base_stopped_at_max_steps_continues_exactly_with_a_larger_max_steps(
     more = run(tmp_path / "base.pt", 4)
     assert [p["step"] for p in more.curve] == [2, 4]
     assert more.curve == straight.curve and more.best_ap == straight.best_ap  # as if never stopped
+
+
+# select AP curves of the benchmark bases (benchmarks/results/train_base.md, steps 2200-2900 and
+# 3000-3700): patience 3 stopped both, on noise, while each curve still rose
+_FRCNN_TAIL = [60.2, 61.9, 64.4, 65.7, 66.7, 64.3, 64.9, 64.6]
+_RETINA_TAIL = [33.2, 36.5, 37.5, 40.1, 41.0, 41.1, 40.4, 38.1]
+
+
+def _curve(aps: list[float], start: int = 100, every: int = 100) -> list[dict[str, float]]:
+    return [{"step": start + every * i, "select_ap": ap / 100} for i, ap in enumerate(aps)]
+
+
+def test_patience_does_not_stop_a_curve_whose_trend_still_climbs() -> None:
+    from jdnas_sdk.converge import ConvergeConfig, ConvergeResult, _stalled, trend_rise
+
+    for tail, start in ((_FRCNN_TAIL, 2200), (_RETINA_TAIL, 3000)):
+        curve = _curve(tail, start=start)
+        # the last gain by min_delta (0.2 AP): 66.7 and 41.0 (RetinaNet's 41.1 after it gained only 0.1)
+        improved = curve[4]["step"]
+        result = ConvergeResult(curve=curve, best_step=improved, improved_step=improved)
+        assert trend_rise(curve, 8) > 0.02  # both rose more than 2 AP across the window
+        assert _stalled(result, ConvergeConfig(trend_window=0))  # what stopped them: patience alone
+        assert not _stalled(result, ConvergeConfig())  # the default goes on
+    # a plateau with evaluation noise (+-1 AP around 65) stops once patience is spent
+    flat = _curve([65.0, 66.1, 64.2, 65.4, 66.3, 64.8, 65.9, 64.6, 65.2, 65.0], start=2000)
+    assert abs(trend_rise(flat, 8)) < 0.01
+    plateau = ConvergeResult(curve=flat, best_step=2400, improved_step=2400)
+    assert _stalled(plateau, ConvergeConfig()) and not _stalled(plateau, ConvergeConfig(patience=6))
+    # a falling curve stops; fewer than three points leave patience alone to judge
+    falling = ConvergeResult(curve=_curve([50.0, 48.0, 46.0, 45.0]), best_step=100, improved_step=100)
+    assert trend_rise(falling.curve, 8) < 0 and _stalled(falling, ConvergeConfig())
+    short = ConvergeResult(curve=_curve([10.0, 20.0]), best_step=200, improved_step=0)
+    assert trend_rise(short.curve, 8) is None and _stalled(short, ConvergeConfig(patience=2))
+
+
+@pytest.mark.parametrize("window", [-1, 1, 2])
+def test_a_trend_window_that_cannot_fit_a_line_is_refused(window: int) -> None:
+    from jdnas_sdk.converge import ConvergeConfig
+    from jdnas_sdk.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="trend_window 0 \\(off\\) or >= 3"):
+        ConvergeConfig(trend_window=window)
 
 
 def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_better(

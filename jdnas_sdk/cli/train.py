@@ -47,6 +47,14 @@ def add_parser(verbs: Any) -> None:
         help="with --until-converged: evaluations without improvement before stopping",
     )
     tr.add_argument(
+        "--trend-window",
+        type=int,
+        default=8,
+        help="with --until-converged: patience stops training only once the line fitted to the last this many "
+        "evaluations rises less than 1 AP across them (a best set by noise does not stop a climbing curve; 0: "
+        "patience alone)",
+    )
+    tr.add_argument(
         "--cooldown",
         type=int,
         default=0,
@@ -147,6 +155,7 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
     converge = ConvergeConfig(
         eval_every=args.eval_every,
         patience=args.patience,
+        trend_window=args.trend_window,
         max_steps=max(args.steps, args.eval_every),
         cooldown_steps=args.cooldown,
     )

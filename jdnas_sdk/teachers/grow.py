@@ -70,7 +70,8 @@ def grow_teacher(
     improving; ``pool.model`` holds the best weights on return and ``out`` is their frozen copy, a
     plain detector file. Killed, the same call resumes; done before, it reads ``out`` back."""
     config = config or TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10)
-    converge = converge or ConvergeConfig(eval_every=50, patience=3, max_steps=600)
+    # patience alone: a grown network dips below its start and climbs back, a rise that is no base still learning
+    converge = converge or ConvergeConfig(eval_every=50, patience=3, max_steps=600, trend_window=0)
     fresh = not curve_path(out).is_file()
     start_ap = evaluate(pool.model, select_data, progress=False).ap if fresh else None
     result = train_until_converged(
