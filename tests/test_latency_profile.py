@@ -195,6 +195,31 @@ def test_a_fixed_entry_is_scaled_to_the_speed_its_ops_were_measured_at(profiled:
     assert entry.median_ms == pytest.approx(residual, rel=1e-4)
 
 
+def test_every_fixed_entry_reads_the_machine_speed_on_the_base_own_largest_ops(
+    profiled: LatencyTable, tmp_path: Path
+) -> None:
+    """A head setting at half the input size still reads the machine's speed on the base's largest
+    ops at the base's size (small ops read it badly): made 100x slow in the table, those two ops
+    scale both fixed entries, the half-size one included, whose own ops are untouched."""
+    from dataclasses import replace as replace_entry
+
+    from jdnas_sdk.latency.drift import reference_ops
+
+    spec = tiny_spec()
+    one = {"fpn": (1.0,), "proposals": (1000,), "box": (1.0,)}  # only the input size varies
+    space = SearchSpace(BASE, spec=spec, width_ratios=(1.0,), heads={**one, "size": (0.5, 1.0)})
+    refs = dict(reference_ops(profiled, spec, BASE, SIZE, count=2))
+    backend = OrtBackend(timing=FAST)
+    table = open_table(tmp_path / "refs.json", "tiny", backend)
+    for key, entry in profiled.entries.items():
+        if key.kind != "fixed":
+            table.put(key, replace_entry(entry, median_ms=entry.median_ms * (100 if key in refs else 1)))
+    profile(table, backend, spec, base=BASE, input_sizes=[SIZE], space=space, progress=False, reference_count=2)
+    fixed = {k: e for k, e in table.entries.items() if k.kind == "fixed"}
+    assert len(fixed) == 2 and min(k.values[-2] for k in fixed) < 96 == max(k.values[-2] for k in fixed)
+    assert all(e.info["speed"] < 0.05 for e in fixed.values()), {k: e.info.get("speed") for k, e in fixed.items()}
+
+
 def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTable) -> None:
     with pytest.raises(LatencyTableError, match="threads: 1 != 2"):
         open_table(profiled.path, "tiny", OrtBackend(threads=2))  # type: ignore[arg-type]

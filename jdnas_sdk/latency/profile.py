@@ -28,6 +28,7 @@ from .drift import machine_speed, reference_ops
 from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
+from .ops import OpKey
 from .reach import fixed_specs, reachable_ops
 from .table import LatencyTable
 
@@ -130,10 +131,10 @@ def profile(
     to sampled architectures) describe what the search will meet better than the base alone.
     Another head setting's fixed entry is the mean residual over ``variant_models(setting)``
     (default: the base backbone with that setting and random weights). Before and after each fixed
-    entry's detectors, ``reference_count`` of their largest ops are timed again, and the end-to-end
-    times are scaled to the speed the table's ops were measured at (:mod:`~jdnas_sdk.latency.drift`;
-    0: not checked). Give detectors with trained
-    weights where you have them: how many boxes survive the score threshold and NMS, and so the
+    entry's detectors, ``reference_count`` of the profiled detector's largest ops (at its own input
+    size, the same for every setting) are timed again, and the end-to-end times are scaled to the
+    speed the table's ops were measured at (:mod:`~jdnas_sdk.latency.drift`; 0: not checked).
+    Give detectors with trained weights where you have them: how many boxes survive the score threshold and NMS, and so the
     post-processing time, follows the weights (at 1,000 proposals a trained Faster R-CNN ran 8-10%
     faster than the same detector with random weights).
     With ``executor="ray"`` the ops are measured by Ray workers of the table's device type, split
@@ -214,9 +215,10 @@ def _profile(
         bar.close()
         _save(table, backend)
     for size in input_sizes:
+        refs = reference_ops(table, spec, base, size, count=reference_count) if reference_count else []
         for variant in fixed_specs(spec, space):
             detectors = _fixed_detectors(spec, variant, base, model, fixed_models, variant_models)
-            _fixed_entry(table, backend, variant, size, detectors, progress, reference_count=reference_count)
+            _fixed_entry(table, backend, variant, size, detectors, progress, refs=refs)
     return table
 
 
@@ -246,11 +248,16 @@ def _fixed_entry(
     detectors: Callable[[], list[nn.Module]],
     progress: bool,
     *,
-    reference_count: int = 6,
+    refs: list[tuple[OpKey, int]],
 ) -> None:
     """Measure the fixed entry of head setting ``variant`` at ``size`` unless the table has it: the
     mean residual (end-to-end time minus the op entries) over ``detectors()``, the end-to-end times
-    scaled to the op entries' speed by ``reference_count`` ops timed before and after."""
+    scaled to the op entries' speed by ops ``refs`` timed before and after. The references are the
+    profiled detector's own largest ops at its own input size, whatever the setting: the machine's
+    speed is the machine's, and small ops read it badly (on one AMD EPYC, a 128 px setting's
+    largest ops read 6-12% fast against their entries, while the base's 256 px ops, timed between
+    students in the accuracy benchmark straight after, read within 4% of theirs; the scaled 128 px
+    entries put those students' estimates 13% high on average)."""
     key = fixed_key(variant, size)
     if key in table:
         return
@@ -271,7 +278,6 @@ def _fixed_entry(
             )
         archs.append(arch)
     estimator = Estimator(table, variant, size, on_miss="error")
-    refs = reference_ops(table, variant, archs[0], size, count=reference_count) if reference_count else []
     before = machine_speed(table, backend, refs)
     timed = []
     for index, (detector, arch) in enumerate(zip(models, archs), start=1):
