@@ -69,12 +69,11 @@ def test_kd_gradients_reach_the_student_and_never_the_teacher(family: str, train
     losses = student(images, targets)
     kd = distiller(student, images, targets, losses)
     assert set(kd) == {"kd_feature", "kd_head", "kd_box"} and kd["kd_feature"].item() > 0 and kd["kd_head"].item() > 0
-    if family != "fcos":  # FCOS's stride-sized "anchors" overlap no box here by IoU 0.5: no positive row
-        assert kd["kd_box"].item() > 0, kd
-        kd["kd_box"].backward(retain_graph=True)  # the box term alone reaches the box regression layer
-        head = student.roi_heads.box_predictor.bbox_pred if family == "fasterrcnn" else student.head.regression_head
-        assert sum(p.grad.abs().sum() for p in head.parameters() if p.grad is not None) > 0
-        student.zero_grad()
+    assert kd["kd_box"].item() > 0, kd  # FCOS too: its positives are its own centre-sampled points
+    kd["kd_box"].backward(retain_graph=True)  # the box term alone reaches the box regression layer
+    head = student.roi_heads.box_predictor.bbox_pred if family == "fasterrcnn" else student.head.regression_head
+    assert sum(p.grad.abs().sum() for p in head.parameters() if p.grad is not None) > 0
+    student.zero_grad()
     sum(kd.values()).backward()
     assert student.backbone.body.conv1.weight.grad.abs().sum() > 0
     assert distiller.adapters[0].weight.grad is not None
@@ -198,7 +197,54 @@ def test_positive_rows_are_the_boxes_overlapping_ground_truth() -> None:
     assert positive_rows(boxes, targets, 0.5).tolist() == [True, True, False, False]
 
 
-@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_fcos_positives_are_the_points_fcos_itself_assigns_to_boxes(train_set: CocoDetection) -> None:
+    """The centre rule against torchvision's own FCOS assignment (read from the ``matched_idxs``
+    its loss receives) on real images, where the IoU rule misses most of them."""
+    from jdnas_sdk.distill import centre_positives, positive_rows
+
+    torch.manual_seed(0)
+    model = build(tiny_spec("fcos"), STUDENT).train()
+    seen: dict[str, object] = {}
+    original = model.head.compute_loss
+
+    def recording(targets, head_outputs, anchors, matched_idxs):  # type: ignore[no-untyped-def]
+        seen.update(targets=targets, anchors=anchors, matched=matched_idxs)
+        return original(targets, head_outputs, anchors, matched_idxs)
+
+    model.head.compute_loss = recording
+    features: dict[str, torch.Tensor] = {}
+    model.backbone.register_forward_hook(lambda _m, _i, out: features.update(out))
+    model(*_batch(train_set))
+    levels = [x.shape[-2] * x.shape[-1] for x in features.values()]
+    ours = centre_positives(seen["anchors"], seen["targets"], levels=levels, radius=model.center_sampling_radius)
+    theirs = torch.cat([m >= 0 for m in seen["matched"]])
+    assert theirs.sum() > 0 and torch.equal(ours, theirs)
+    assert positive_rows(seen["anchors"], seen["targets"], 0.5).sum() < theirs.sum()  # why FCOS has its own rule
+    with pytest.raises(ValueError, match="levels"):
+        centre_positives(seen["anchors"], seen["targets"])
+    with pytest.raises(ValueError, match="not several anchors per position"):
+        centre_positives(seen["anchors"], seen["targets"], levels=[*levels, 1])
+    # the Distiller asks the family's rule: its positives on this step are torchvision's own
+    teacher = build(tiny_spec("fcos"), STUDENT)
+    distiller = Distiller(model, teacher, KDConfig(box_weight=1.0))
+    images, targets = _batch(train_set)
+    model(images, targets)
+    assert torch.equal(
+        distiller._positives(distiller._step_taps(), seen["targets"]), torch.cat([m >= 0 for m in seen["matched"]])
+    )
+    distiller.detach()
+
+
+def test_every_family_names_a_positive_rule_and_a_score_loss_that_exist() -> None:
+    from jdnas_sdk.distill import POSITIVE_RULES
+    from jdnas_sdk.distill.losses import _SCORE_KD
+    from jdnas_sdk.families import REGISTRY
+
+    for name, family in REGISTRY.items():
+        assert family.kd_positives in POSITIVE_RULES and family.kd_scores in _SCORE_KD, name
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet", "fcos"])
 def test_positive_only_score_kd_ignores_background(family: str, train_set: CocoDetection) -> None:
     """Images without objects: every proposal/anchor is background, so positive-only score KD is
     zero however the teacher differs; distilling every row, it is not. Box KD is zero either way."""

@@ -1,4 +1,5 @@
-"""Detection distillation: KD losses (features, class scores, box deltas) and the fine-tune loop that uses them."""
+"""Detection distillation: KD losses (features, class scores, box deltas), the positive rows they
+are restricted to (each family's own assignment rule), and the fine-tune loop that uses them."""
 
 from .finetune import FINETUNE_DEFAULTS, finetune
 from .losses import (
@@ -10,11 +11,10 @@ from .losses import (
     foreground_masks,
     identity_adapter,
     normalized_feature_kd,
-    positive_labels,
-    positive_rows,
     sigmoid_kd,
     softmax_kd,
 )
+from .positives import POSITIVE_RULES, centre_positives, positive_labels, positive_rows
 
 __all__ = [
     "KDConfig",
@@ -28,6 +28,8 @@ __all__ = [
     "channel_normalize",
     "positive_rows",
     "positive_labels",
+    "centre_positives",
+    "POSITIVE_RULES",
     "box_kd",
     "identity_adapter",
     "FINETUNE_DEFAULTS",

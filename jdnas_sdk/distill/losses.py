@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..detectors.inspect import spec_of
 from ..errors import TrainingError
 from ..families import family_of
+from .positives import POSITIVE_RULES, positive_labels
 
 __all__ = [
     "KDConfig",
@@ -32,8 +33,6 @@ __all__ = [
     "softmax_kd",
     "box_kd",
     "foreground_masks",
-    "positive_rows",
-    "positive_labels",
     "identity_adapter",
 ]
 
@@ -54,9 +53,10 @@ class KDConfig:
     ``foreground`` > 0 adds that much extra weight to positions inside ground-truth boxes.
     ``ramp``: the fraction of training over which the KD weights rise linearly from 0 to their
     value (a morphed student first recovers on its own labels, then imitates).
-    ``positives_only`` (default): class scores are distilled on positive proposals (R-CNN) or
-    anchors (one-stage) only, those whose box overlaps a ground-truth box by IoU >= ``positive_iou``;
-    background positions, the vast majority, carry little the labels do not already say.
+    ``positives_only`` (default): class scores are distilled on positive rows only, by the family's
+    own assignment (:mod:`.positives`): proposals (R-CNN) or anchors (RetinaNet) whose box overlaps a
+    ground-truth box by IoU >= ``positive_iou``, FCOS's centre-sampled points (``positive_iou``
+    unused); background positions, the vast majority, carry little the labels do not already say.
     ``temperature`` softens class scores before they are compared.
     ``box_weight`` > 0 adds localisation distillation: the student's box deltas pulled toward the
     teacher's on the same positive rows (for an R-CNN, the deltas of each row's ground-truth class),
@@ -128,38 +128,6 @@ def identity_adapter(cin: int, cout: int) -> nn.Conv2d:
         for c in range(min(cin, cout)):
             conv.weight[c, c, 0, 0] = 1.0
     return conv
-
-
-def _match(boxes: Tensor, gt: Tensor) -> tuple[Tensor, Tensor]:
-    """For each of ``boxes`` (R x 4, xyxy), its largest IoU with ``gt`` (G x 4) and the index of
-    that ground-truth box (IoU 0 and index 0 without gt)."""
-    if not len(gt) or not len(boxes):
-        return boxes.new_zeros(len(boxes)), torch.zeros(len(boxes), dtype=torch.long, device=boxes.device)
-    lt = torch.max(boxes[:, None, :2], gt[None, :, :2])
-    rb = torch.min(boxes[:, None, 2:], gt[None, :, 2:])
-    inter = (rb - lt).clamp_min(0).prod(dim=2)
-    area = lambda b: (b[:, 2] - b[:, 0]).clamp_min(0) * (b[:, 3] - b[:, 1]).clamp_min(0)  # noqa: E731
-    union = area(boxes)[:, None] + area(gt)[None, :] - inter
-    best = (inter / union.clamp_min(1e-9)).max(dim=1)
-    return best.values, best.indices
-
-
-def positive_rows(boxes: list[Tensor], targets: list[dict[str, Tensor]], iou: float) -> Tensor:
-    """Which rows of a class-score tensor are positives: ``boxes`` per image (the proposals or
-    anchors the scores belong to, in the scores' row order), positive when their IoU with a
-    ground-truth box of ``targets`` is at least ``iou``. One flat bool tensor, images in order."""
-    return torch.cat([_match(b.detach(), t["boxes"].to(b.dtype))[0] >= iou for b, t in zip(boxes, targets)])
-
-
-def positive_labels(boxes: list[Tensor], targets: list[dict[str, Tensor]]) -> Tensor:
-    """The label of each row's best-overlapping ground-truth box (rows as in :func:`positive_rows`;
-    0, the background, for an image without boxes). One flat long tensor, images in order."""
-    out = []
-    for b, t in zip(boxes, targets):
-        labels = t["labels"].to(torch.long)
-        index = _match(b.detach(), t["boxes"].to(b.dtype))[1]
-        out.append(labels[index] if len(labels) else torch.zeros(len(b), dtype=torch.long, device=b.device))
-    return torch.cat(out)
 
 
 def feature_kd(
@@ -272,6 +240,7 @@ class Distiller(nn.Module):
                     "a teacher must see the same images and predict the same classes"
                 )
         self.family = family_of(s_spec)
+        self._radius = float(getattr(student, "center_sampling_radius", 1.5))  # FCOS's centre rule
         if self.config.box_weight > 0 and not self.family.is_two_stage and s_spec.anchor_sizes != t_spec.anchor_sizes:
             raise TrainingError(
                 f"teacher and student differ in anchor_sizes ({t_spec.anchor_sizes} vs {s_spec.anchor_sizes}): a "
@@ -315,9 +284,14 @@ class Distiller(nn.Module):
         return self._shared
 
     def _positives(self, taps: dict[str, Any], targets: list[dict[str, Tensor]]) -> Tensor:
-        """:func:`positive_rows` of this step's rows, computed once for the score and box terms."""
+        """This step's positive rows by the family's rule (:mod:`.positives`), computed once for the
+        score and box terms."""
         if "positives" not in taps:
-            taps["positives"] = positive_rows(self.family.kd_boxes(taps), targets, self.config.positive_iou)
+            levels = [x.shape[-2] * x.shape[-1] for x in taps["features"].values()]
+            rule = POSITIVE_RULES[self.family.kd_positives]
+            taps["positives"] = rule(
+                self.family.kd_boxes(taps), targets, self.config.positive_iou, levels=levels, radius=self._radius
+            )
         return taps["positives"]
 
     def ramp_factor(self) -> float:
@@ -367,7 +341,7 @@ class Distiller(nn.Module):
     ) -> Tensor:
         """:func:`box_kd` on the positive rows whatever ``positives_only`` says (a background row's
         deltas are never trained), an R-CNN's per-class deltas at each row's ground-truth class.
-        Zero without targets or positives (FCOS's stride-sized "anchors" rarely have any)."""
+        Zero without targets or positives."""
         taps = self._step_taps()
         student, teacher_deltas = self.family.kd_deltas(taps, teacher, t_feats)
         width = student.shape[-1]

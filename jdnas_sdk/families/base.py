@@ -115,7 +115,9 @@ class Family:
     must be a multiple of; ``head_settings`` the spec fields only this family reads (others are
     reset to their defaults so that equal detectors have equal specs); ``target_fields`` the
     annotations training needs beyond boxes and labels; ``kd_scores`` how its class scores are
-    distilled (``softmax`` over classes per RoI, or ``sigmoid`` per anchor and class).
+    distilled (``softmax`` over classes per RoI, or ``sigmoid`` per anchor and class);
+    ``kd_positives`` which of its rows count as positive for distillation, by the rule it trains
+    with (``iou`` with a ground-truth box, or FCOS's ``centre`` sampling: :mod:`jdnas_sdk.distill.positives`).
     """
 
     name: str = ""
@@ -129,6 +131,7 @@ class Family:
     head_settings: tuple[str, ...] = ()
     target_fields: tuple[str, ...] = ()
     kd_scores: str = "sigmoid"
+    kd_positives: str = "iou"
 
     def __repr__(self) -> str:
         return f"<family {self.name}>"
