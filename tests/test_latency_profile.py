@@ -220,6 +220,14 @@ def test_every_fixed_entry_reads_the_machine_speed_on_the_base_own_largest_ops(
     assert all(e.info["speed"] < 0.05 for e in fixed.values()), {k: e.info.get("speed") for k, e in fixed.items()}
 
 
+def test_a_speed_reading_within_the_tolerance_is_not_applied() -> None:
+    from jdnas_sdk.latency.drift import SPEED_TOLERANCE, applied_speed
+
+    assert SPEED_TOLERANCE == 0.10
+    assert applied_speed(0.93) == applied_speed(1.08) == 1.0  # a reading's own error on a quiet machine
+    assert applied_speed(0.85) == 0.85 and applied_speed(1.2) == 1.2 and applied_speed(0.01) == 0.01
+
+
 def test_profiling_into_a_table_of_another_device_is_refused(profiled: LatencyTable) -> None:
     with pytest.raises(LatencyTableError, match="threads: 1 != 2"):
         open_table(profiled.path, "tiny", OrtBackend(threads=2))  # type: ignore[arg-type]

@@ -24,7 +24,7 @@ from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..space import SearchSpace
 from .backends import Backend, RooflineBackend
-from .drift import machine_speed, reference_ops
+from .drift import applied_speed, machine_speed, reference_ops
 from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
@@ -132,11 +132,12 @@ def profile(
     Another head setting's fixed entry is the mean residual over ``variant_models(setting)``
     (default: the base backbone with that setting and random weights). Before and after each fixed
     entry's detectors, ``reference_count`` of the profiled detector's largest ops (at its own input
-    size, the same for every setting) are timed again, and the end-to-end times are scaled to the
+    size, the same for every setting) are timed again, and where the machine's speed moved by more
+    than :data:`~jdnas_sdk.latency.drift.SPEED_TOLERANCE` the end-to-end times are scaled to the
     speed the table's ops were measured at (:mod:`~jdnas_sdk.latency.drift`; 0: not checked).
-    Give detectors with trained weights where you have them: how many boxes survive the score threshold and NMS, and so the
-    post-processing time, follows the weights (at 1,000 proposals a trained Faster R-CNN ran 8-10%
-    faster than the same detector with random weights).
+    Give detectors with trained weights where you have them: how many boxes survive the score
+    threshold and NMS, and so the post-processing time, follows the weights (at 1,000 proposals a
+    trained Faster R-CNN ran 8-10% faster than the same detector with random weights).
     With ``executor="ray"`` the ops are measured by Ray workers of the table's device type, split
     between them and merged by key (``ray_options``: ``workers``, ``num_cpus``, ``num_gpus``,
     ``address``, ``init`` of :func:`~jdnas_sdk.latency.distributed.measure_ops_on_ray`); workers
@@ -284,8 +285,9 @@ def _fixed_entry(
         if progress:
             log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
         timed.append((backend.measure_detector(detector, size), estimator.ops_ms(arch)))
-    speed = (before + machine_speed(table, backend, refs)) / 2
-    if abs(speed - 1) > 0.05:
+    reading = (before + machine_speed(table, backend, refs)) / 2
+    speed = applied_speed(reading)
+    if speed != 1.0:
         log.warning(
             "fixed entry %s: this machine ran %.0f%% %s than when the ops were measured; its end-to-end times are "
             "scaled to the ops' speed (if this repeats, profile on an idle machine)",
@@ -293,5 +295,7 @@ def _fixed_entry(
             100 * abs(speed - 1),
             "slower" if speed > 1 else "faster",
         )
+    else:
+        log.debug("fixed entry %s: speed read %.3f of the ops', within tolerance: not scaled", key, reading)
     table.put(key, combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops in timed]))
     table.save()
