@@ -6,7 +6,8 @@ moves over that time (shared hosts, turbo budgets), the subtraction hands the wh
 residual: on the benchmark Xeon the fixed entries of one profile ran 14-26% slower end to end than
 the same detectors re-timed half an hour later, while the kernels agreed within 6%, and that alone
 put a small student's estimate 27% high (re-measured in step with its kernels, 1.5%). So before and
-after each fixed entry's detectors, a few of their largest ops are timed again;
+after each fixed entry's detectors, a few of the profiled detector's largest ops (at its own input
+size, the same for every entry) are timed again;
 the ratio of now to the table is the machine's relative speed, and the end-to-end times are divided
 by it: every entry of the table then speaks for the same machine state (the kernels').
 
