@@ -134,11 +134,12 @@ def test_a_missing_fixed_entry_is_measured_on_this_machine(profiled: LatencyTabl
 def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses_other_heads(
     profiled: LatencyTable, tmp_path: Path
 ) -> None:
+    from jdnas_sdk.latency.reach import in_setting
     from jdnas_sdk.morph import morph_to
     from jdnas_sdk.student import Heads, Student
 
     spec = tiny_spec()
-    grid = {"fpn": (1.0,), "size": (1.0,), "proposals": (50, 1000), "box": (1.0,), "mask": (1.0,)}
+    grid = {"fpn": (1.0,), "size": (1.0,), "proposals": (50, 1000), "box": (0.5, 1.0), "mask": (1.0,)}
     space = SearchSpace(BASE, width_ratios=(0.5, 1.0), spec=spec, heads=grid)
     [fewer] = [v for v in fixed_specs(spec, space) if v != spec]
     backend = OrtBackend(timing=FAST)
@@ -147,12 +148,17 @@ def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses
         table.put(key, entry)
     model = build(spec, BASE)
     narrow = SPACE.sample(1)
+    half_box = Student(narrow, replace(Heads.of(spec), box=spec.representation_size // 2))
     asked = []
 
     def trained(variant: object) -> list[torch.nn.Module]:
         asked.append(variant)
         heads = Heads.of(variant)  # type: ignore[arg-type]
-        return [morph_to(model, Student(BASE, heads)), morph_to(model, Student(narrow, heads))]
+        return [
+            morph_to(model, Student(BASE, heads)),
+            morph_to(model, Student(narrow, heads)),
+            morph_to(model, in_setting(half_box, variant)),  # type: ignore[arg-type]
+        ]
 
     with pytest.raises(LatencyTableError, match="runs other head settings"):
         profile(table, backend, spec, base=BASE, input_sizes=[SIZE], space=space, progress=False,
@@ -162,8 +168,16 @@ def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses
             progress=False)  # fmt: skip
     assert asked == [fewer]  # the base setting's entry was already there; only the missing one is built
     entry = table.get(fixed_key(fewer, SIZE))
-    assert entry is not None and entry.info["detectors"] == 2 and len(entry.info["residuals_ms"]) == 2
-    assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 2, rel=1e-4)
+    assert entry is not None and entry.info["detectors"] == 3 and len(entry.info["residuals_ms"]) == 3
+    assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 3, rel=1e-4)
+    # a detector with another box head (a kernel the table times) belongs to the same fixed entry, and
+    # its residual subtracts its own box head's kernels, not the setting's
+    estimator = Estimator(table, fewer, SIZE, on_miss="error")
+    own_ops = estimator.ops_ms(in_setting(half_box, fewer))
+    setting_ops = estimator.ops_ms(Student(narrow, Heads.of(fewer)))
+    assert own_ops < setting_ops
+    ops_each = entry.info["detector_ops_ms"]
+    assert ops_each[1] == pytest.approx(setting_ops, rel=1e-5) and ops_each[2] == pytest.approx(own_ops, rel=1e-5)
 
 
 def test_a_fixed_entry_is_scaled_to_the_speed_its_ops_were_measured_at(profiled: LatencyTable, tmp_path: Path) -> None:

@@ -189,3 +189,25 @@ def test_the_profiler_reaches_every_kernel_and_fixed_entry_of_sampled_students(f
         lowered = lower(student.spec(spec), student.arch, (96, 96))
         assert {k for _, ops in lowered.stages for k, _ in ops} <= reach
         assert lowered.fixed in fixed
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_a_sampled_student_moves_into_every_fixed_setting_keeping_its_timed_heads(family: str) -> None:
+    from jdnas_sdk.latency.lower import fixed_key
+    from jdnas_sdk.latency.reach import fixed_specs, in_setting
+
+    spec = _spec(family)
+    space = SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0), spec=spec)
+    timed = ("box",) if family == "fasterrcnn" else ("convs", "width")
+    rng = random.Random(5)
+    students = [space.sample_student(rng) for _ in range(30)]
+    # the sample holds timed heads other than the base's, so keeping them is not the base's by accident
+    assert any(getattr(s.heads, f) != getattr(Heads.of(spec), f) for s in students for f in timed)
+    for variant in fixed_specs(spec, space):
+        for student in students:
+            moved = in_setting(student, variant)
+            assert moved.arch == student.arch
+            assert fixed_key(moved.spec(spec), (96, 96)) == fixed_key(variant, (96, 96))
+            assert all(getattr(moved.heads, f) == getattr(student.heads, f) for f in timed)
+    backbone_only = in_setting(Student(students[0].arch), spec)
+    assert backbone_only.heads == Heads.of(spec)

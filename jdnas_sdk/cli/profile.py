@@ -156,24 +156,27 @@ def _head_grid(items: list[str] | None) -> dict[str, Any]:
     return {"heads": grid}
 
 
-def _fixed_models(args: argparse.Namespace, model: Any, base: Any, space: Any) -> tuple[list[Any], Any]:
+def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, space: Any) -> tuple[list[Any], Any]:
     """The detectors timed for the fixed entries, from ``--model``: the model morphed to
-    ``--fixed-students`` sampled backbones (the base setting's entry), and a function giving the
-    model and the first ``--variant-students`` of those backbones morphed to another head setting."""
+    ``--fixed-students`` students sampled from the space (the base setting's entry), and a function
+    giving the model and the first ``--variant-students`` of those students, each morphed into
+    another head setting. A student keeps its sampled box head and towers in every setting
+    (:func:`~jdnas_sdk.latency.reach.in_setting`): they decide how many boxes post-processing keeps."""
     if model is None:
         return [], None
     import random
 
+    from ..latency.reach import in_setting
     from ..morph import morph_to
     from ..student import Heads, Student
 
     rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
-    archs = [space.sample(rng) for _ in range(max(args.fixed_students, args.variant_students))]
-    students = [morph_to(model, arch) for arch in archs[: args.fixed_students]]
+    sampled = [space.sample_student(rng) for _ in range(max(args.fixed_students, args.variant_students))]
+    students = [morph_to(model, in_setting(s, spec)) for s in sampled[: args.fixed_students]]
 
     def variant_models(variant: Any) -> list[Any]:
-        heads = Heads.of(variant)
-        return [morph_to(model, Student(arch, heads)) for arch in [base, *archs[: args.variant_students]]]
+        own = morph_to(model, Student(base, Heads.of(variant)))
+        return [own, *(morph_to(model, in_setting(s, variant)) for s in sampled[: args.variant_students])]
 
     return students, variant_models
 
@@ -206,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
         f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries "
         f"already there)"
     )
-    students, variant_models = _fixed_models(args, model, base, space)
+    students, variant_models = _fixed_models(args, model, spec, base, space)
     ray_options = {
         "workers": args.workers,
         "num_cpus": args.cpus_per_worker,

@@ -133,6 +133,7 @@ def combine_residuals(residuals: list[Entry]) -> Entry:
         info={
             **residuals[0].info,
             "residuals_ms": [round(r.median_ms, 6) for r in residuals],
+            "detector_ops_ms": [r.info.get("ops_ms") for r in residuals],
             "detectors": len(residuals),
         },
     )

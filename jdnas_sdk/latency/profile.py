@@ -23,6 +23,7 @@ from ..arch import Arch, DetectorSpec
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError
 from ..space import SearchSpace
+from ..student import Student
 from .backends import Backend, RooflineBackend
 from .drift import applied_speed, machine_speed, reference_ops
 from .estimate import Estimator
@@ -37,7 +38,9 @@ __all__ = ["profile", "open_table", "timing_cache_path", "VariantModels"]
 VariantModels = Callable[[DetectorSpec], Sequence[nn.Module]]
 """Detectors that run a given head setting (a spec of :func:`~jdnas_sdk.latency.reach.fixed_specs`),
 for that setting's fixed entry; the caller builds them (for instance the trained base and a few
-students morphed to that setting, which this stage cannot import)."""
+students morphed to that setting, which this stage cannot import). Their FPN width, input size,
+proposals and mask head must be the setting's; their backbone, box head and towers may be any
+(:func:`~jdnas_sdk.latency.reach.in_setting` moves a sampled student into a setting)."""
 
 
 def timing_cache_path(table_path: str | os.PathLike[str]) -> Path:
@@ -269,22 +272,23 @@ def _fixed_entry(
     models = detectors()
     if not models:
         raise LatencyTableError(f"no detector to time for the fixed entry {key}: variant_models gave none")
-    archs = []
+    students = []
     for detector in models:
         runs, arch = describe(detector)
-        if runs != variant:
+        if fixed_key(runs, size) != key:
             raise LatencyTableError(
                 f"a detector given for the fixed entry {key} runs other head settings ({runs}); "
-                "variant_models must return detectors with exactly the setting it is asked for"
+                "its FPN width, input size, proposals and mask head must be the setting's "
+                "(its box head and towers may differ: the table times those as kernels)"
             )
-        archs.append(arch)
+        students.append(Student.of(runs, arch))
     estimator = Estimator(table, variant, size, on_miss="error")
     before = machine_speed(table, backend, refs)
     timed = []
-    for index, (detector, arch) in enumerate(zip(models, archs), start=1):
+    for index, (detector, student) in enumerate(zip(models, students), start=1):
         if progress:
             log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
-        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(arch)))
+        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(student)))
     reading = (before + machine_speed(table, backend, refs)) / 2
     speed = applied_speed(reading)
     if speed != 1.0:
