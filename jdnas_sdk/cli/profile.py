@@ -89,16 +89,17 @@ def _fixed_entry_options(pr: argparse.ArgumentParser) -> None:
         "--fixed-students",
         type=int,
         default=8,
-        help="with --model: students of the space (the model morphed to random archs) whose timings "
-        "average into the fixed entry, beside the model's own",
+        help="with --model: students of the space (the model morphed to random students, in the model's own "
+        "fixed settings) whose timings average into the fixed entry, beside the model's own",
     )
     pr.add_argument(
         "--variant-students",
         type=int,
         default=2,
         help="with --model: the fixed entry of every other head setting averages over the model and this many "
-        "of those students, each given that setting with its weights inherited (trained weights decide how much "
-        "post-processing is left; without --model the base backbone with random weights is timed)",
+        "of those students, each moved into that setting (its box head and towers kept: with its weights, "
+        "inherited, they decide how much post-processing is left; without --model the base backbone with "
+        "random weights is timed)",
     )
     pr.add_argument(
         "--reference-ops",
