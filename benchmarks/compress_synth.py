@@ -111,6 +111,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--search-lr-ratio", type=float, default=None, help="candidates' rate / the final one's (default: the recipe's)"
     )
+    p.add_argument(
+        "--final-race",
+        type=int,
+        default=1,
+        help="the search's K best candidates within the target race the first --race-share of the final steps (1: off)",
+    )
+    p.add_argument("--race-share", type=float, default=0.25, help="with --final-race: share of the final steps raced")
     return p.parse_args(argv)
 
 
@@ -131,10 +138,11 @@ def run_one(
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
     ratio = {} if args.search_lr_ratio is None else {"search_lr_ratio": args.search_lr_ratio}
-    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio), **edits)
+    race = {"final_race": args.final_race, "race_share": args.race_share}
+    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio, **race), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
-    tag += _teacher_tag(args.teacher)
+    tag += _teacher_tag(args.teacher) + (f"_race{args.final_race}" if args.final_race > 1 else "")
     row: dict[str, Any] = {
         "family": spec_of(model).family,
         "detector": model_file.stem,
@@ -178,6 +186,8 @@ def run_one(
         wall_s=time.monotonic() - t0,
         student_file=str(result.student_file),
         arch=str(result.arch),
+        heads=result.metrics["student"].get("heads"),  # the student's head settings (input size, towers, ...)
+        race=result.metrics["student"].get("race"),
         candidates=len(result.history) - 1,
         recipe=recipe.to_json(),
         chosen_teacher=result.metrics["student"].get("final_teacher"),
@@ -247,9 +257,10 @@ def markdown(report: dict[str, Any]) -> str:
         f"Teacher pools (trained once, reused by every row): {report['pools']}",
         "",
         "| family | method | seed | variant | base test/select | student test/select | control test/select | "
-        "steps | measured ms base / student (ratio) | wall (min) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "steps | measured ms base / student (ratio) | wall (min) | student heads |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    races = []
     for r in report["results"]:
         head = f"| {r['family']} | {r['method']} | {r['seed']} | {r.get('ablation', '')} |"
         if "error" in r:
@@ -263,8 +274,20 @@ def markdown(report: dict[str, Any]) -> str:
         )
         lines.append(
             f"{head} {cell(r['base'])} | {cell(r['student'])} | {cell(r.get('control'))} | {r['steps']} | "
-            f"{timing} | {r['wall_s'] / 60:.1f} |"
+            f"{timing} | {r['wall_s'] / 60:.1f} | {r.get('heads') or ''} |"
         )
+        if r.get("race"):
+            runners = ", ".join(
+                f"{c['candidate']}{' (won)' if c['won'] else ''}: {100 * c['search_select_ap']:.1f} -> "
+                f"{100 * c['race_select_ap']:.1f}"
+                for c in r["race"]
+            )
+            races.append(
+                f"- {r['family']} {r['method']} seed {r['seed']}: select AP search -> after "
+                f"{r['race'][0]['race_steps']} race steps: {runners}"
+            )
+    if races:
+        lines += ["", "Final races (candidate: select AP after the search -> after its race steps):", "", *races]
     return "\n".join(lines + _summary(report["results"])) + "\n"
 
 

@@ -42,6 +42,7 @@ from .prepare import (
     teacher_pool,
 )
 from .protocol import Recipe, claim, lineage_steps, protocol_splits, score
+from .race import final_race
 from .search import Executor, joint_search, pipeline_search
 from .space import SearchSpace
 from .student import Heads, Student
@@ -228,9 +229,13 @@ def compress(
         budget,
     )
     archive, best = _search(run, base, estimator, confirmed, target_ms, space, runner)
+    race = final_race(run, archive, best, target_ms, final_steps)
+    best = race.winner
     arch = (chosen := Student.parse(best.arch)).arch  # the backbone; ``chosen`` is the whole student
     metrics = _metrics_of(archive.candidates[0], best, base_arch, chosen, spec, size)
-    student = finish_student(run, best, final_steps, metrics["student"])
+    if race.contenders:
+        metrics["student"]["race"] = race.to_json()
+    student = finish_student(run, best, final_steps, metrics["student"], started=race.checkpoint)
     steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
     known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
     metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)

@@ -11,6 +11,7 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,11 +35,12 @@ from .report import write_report
 from .search import SearchConfig
 from .student import Student
 from .teachers import TeacherConfig, TeacherPool
-from .train import TrainConfig
+from .train import TrainConfig, checkpoint_path
 
 __all__ = [
     "INFERENCE_ONLY",
     "finish_student",
+    "final_teacher",
     "final_is_control",
     "final_schedule",
     "run_controls",
@@ -49,22 +51,25 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str, Any]) -> nn.Module:
+def finish_student(
+    run: CompressRun, best: Any, final_steps: int, row: dict[str, Any], *, started: Path | None = None
+) -> nn.Module:
     """The chosen student, trained ``final_steps`` more steps (its row notes the search's AP and the
-    final teacher, and its select AP where that was measured here or by the search), in eval mode."""
+    final teacher, and its select AP where that was measured here or by the search), in eval mode.
+    ``started``: a checkpoint of this student's first steps of the same final schedule (the final
+    race's, :mod:`jdnas_sdk.race`); training goes on from it."""
     work = run.work
     if not final_steps:
         student = load_detector(work / "search" / best.file)
         student.eval()
         row.update(select_ap=best.ap)  # the search measured it
         return student
-    if run.method == "pipeline":  # the teacher its distillation stage used
-        pool = run.teacher_pool
-        code = str(pool.largest()) if pool is not None else (run.teacher if run.teacher in ("base", "given") else None)
-        teacher_of = lambda: run.teacher_model  # noqa: E731
-    else:
-        code = best.teacher
-        teacher_of = lambda: _teacher_of(best, run.teacher_pool, run.teacher_model, run.train_data)  # noqa: E731
+    code, teacher_of = final_teacher(run, best)
+    resume = checkpoint_path(work / "final.pt")
+    if started is not None and not (work / "final.pt").is_file() and not resume.is_file():
+        partial = resume.with_name(resume.name + ".part")
+        shutil.copyfile(started, partial)
+        partial.replace(resume)  # whole or absent; a kill later leaves the final's own, further checkpoint
     student = _final(work, best, teacher_of, code, run.train_data, final_steps, run.config, run.recipe, run.progress)
     row.update(search_ap=best.ap, final_steps=final_steps, final_teacher=code)
     if run.recipe.keep_better:
@@ -81,6 +86,16 @@ def finish_student(run: CompressRun, best: Any, final_steps: int, row: dict[str,
             student = load_detector(work / "search" / best.file)
     student.eval()
     return student
+
+
+def final_teacher(run: CompressRun, candidate: Any) -> tuple[str | None, Callable[[], nn.Module | None]]:
+    """The teacher ``candidate`` trains its final steps with: its code (None: no teacher) and a function
+    building it (the pipeline's distillation teacher; the joint search's choice for the candidate)."""
+    if run.method == "pipeline":  # the teacher its distillation stage used
+        pool = run.teacher_pool
+        code = str(pool.largest()) if pool is not None else (run.teacher if run.teacher in ("base", "given") else None)
+        return code, lambda: run.teacher_model
+    return candidate.teacher, lambda: _teacher_of(candidate, run.teacher_pool, run.teacher_model, run.train_data)
 
 
 def final_schedule(recipe: Recipe, config: SearchConfig) -> TrainConfig:

@@ -65,7 +65,9 @@ class Recipe:
     rate, 53.0 at a tenth of it and 43.0 with adaptive BN alone). ``keep_better``: the final
     training, and the extra-steps control's, is kept only where ``select`` says it gained;
     otherwise the weights it started from are (as the base's cool-down is), applied to student and
-    control alike."""
+    control alike. ``final_race``: the search's that many most accurate candidates within the target
+    each train the first ``race_share`` of the final schedule, and the one ``select`` then ranks
+    first finishes it (:mod:`jdnas_sdk.race`; 1: the search's best alone, as before)."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
@@ -77,8 +79,14 @@ class Recipe:
     free_moves: bool = True
     search_lr_ratio: float = 1.0
     keep_better: bool = True
+    final_race: int = 1
+    race_share: float = 0.25
 
     def __post_init__(self) -> None:
+        if self.final_race < 1 or not 0 < self.race_share < 1:
+            raise SearchError(
+                f"recipe: final_race must be >= 1 and race_share in (0, 1), got {self.final_race}, {self.race_share}"
+            )
         if self.base_lr <= 0 or self.bn_images < 0 or self.grow_teacher_steps < 0:
             raise SearchError(
                 f"recipe: base_lr must be > 0, bn_images and grow_teacher_steps >= 0, got {self.base_lr}, "
@@ -112,6 +120,8 @@ class Recipe:
             "free_moves": self.free_moves,
             "search_lr_ratio": self.search_lr_ratio,
             "keep_better": self.keep_better,
+            "final_race": self.final_race,
+            "race_share": self.race_share,
         }
 
 

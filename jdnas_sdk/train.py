@@ -217,14 +217,24 @@ def train(
     checkpoint: str | os.PathLike[str] | None = None,
     extra_losses: ExtraLosses | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place on ``data`` (a :class:`~jdnas_sdk.data.CocoDetection` or alike).
 
     With ``checkpoint`` set, state is saved there every ``config.checkpoint_every`` steps and at the
     end, and a later call with the same path resumes from it. Raises :class:`NonFiniteLossError`
     (leaving the last good checkpoint in place) when a loss becomes NaN or infinite.
+    ``stop_after``: stop once that many steps of the schedule are done (the schedule is still
+    ``config.steps`` long; the checkpoint, required, is saved there), so a later call resumes the
+    same schedule where this one stopped.
     """
     config = config or TrainConfig()
+    if stop_after is not None and (checkpoint is None or not 1 <= stop_after <= config.steps):
+        raise TrainingError(
+            f"stop_after must be within the schedule's 1..{config.steps} steps and needs a checkpoint to resume "
+            f"from, got stop_after={stop_after}, checkpoint={checkpoint}"
+        )
+    end = config.steps if stop_after is None else stop_after
     if len(data) == 0:  # type: ignore[arg-type]
         raise TrainingError("the training dataset is empty; give it at least one image")
     params = [p for p in model.parameters() if p.requires_grad]
@@ -246,10 +256,10 @@ def train(
     model.train()
     began = time.perf_counter()
     smoothed = history[-1][1] if history else float("nan")
-    bar = tqdm(total=config.steps, initial=start, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=end, initial=min(start, end), desc="train", unit="step", disable=not progress, dynamic_ncols=True)
     batches = iter(loader)
     try:
-        for step in range(start, config.steps):
+        for step in range(start, end):
             images, targets = augment(*next(batches), config, step)
             torch.manual_seed(step_seed(config, step))
             lr = learning_rate(config, step)
@@ -280,13 +290,13 @@ def train(
             bar.update(1)
             bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{lr:.3g}")
             done = step + 1
-            if ckpt is not None and (done % config.checkpoint_every == 0 or done == config.steps):
+            if ckpt is not None and (done % config.checkpoint_every == 0 or done in (config.steps, end)):
                 _save_checkpoint(ckpt, model, optimizer, config, done, history, aux)
     finally:
         bar.close()
     wall = time.perf_counter() - began
     final = history[-1][1] if history else float("nan")
-    return TrainResult(steps=config.steps, resumed_from=start, wall_s=wall, final_loss=final, history=history)
+    return TrainResult(steps=max(start, end), resumed_from=start, wall_s=wall, final_loss=final, history=history)
 
 
 def checkpoint_path(out: str | os.PathLike[str]) -> Path:

@@ -451,3 +451,76 @@ def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
     trained = alone.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in shared.state_dict().items())
     assert all(torch.equal(v, trained[k]) for k, v in student.state_dict().items())
+
+
+def test_the_final_race_trains_the_best_candidates_and_the_winner_finishes_its_own_schedule(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    """The race's contenders are the most accurate within the target, one per arch; each trains the
+    first race steps of the final schedule; the winner is the best on select after them (ties: the
+    search's order); its checkpoint seeds the final training, which then equals training the winner
+    straight through (the student receives exactly the final steps); losers' checkpoints go; a rerun
+    reuses the scores; a race with other steps starts over."""
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.detectors import save_detector
+    from jdnas_sdk.distill import finetune
+    from jdnas_sdk.finish import final_schedule, finish_student
+    from jdnas_sdk.prepare import CompressRun
+    from jdnas_sdk.race import final_race, race_steps
+    from jdnas_sdk.search import Candidate, SearchConfig
+    from jdnas_sdk.search.archive import Archive
+    from jdnas_sdk.student import Heads, Student
+
+    torch.manual_seed(0)
+    spec = tiny_spec()
+    base = build(spec, ARCH)
+    folder = tmp_path / "search" / "candidates"
+    save_detector(base, folder / "000.pt")
+    fewer = replace(Heads.of(spec), proposals=20, pre=20)
+    free = build(fewer.apply(spec), ARCH)  # the base at fewer proposals (a free move)
+    free.load_state_dict(base.state_dict())
+    save_detector(free, folder / "001.pt")
+    save_detector(build(spec, ARCH), folder / "002.pt")  # other weights: another lineage's student
+    full, cut = str(Student.of(spec, ARCH)), str(Student(ARCH, fewer))
+
+    def cand(index: int, arch: str, latency: float, ap: float, file: str) -> Candidate:
+        return Candidate(index, arch, 0 if index else None, (), None, latency, ap, ap, ap, file)
+
+    archive = Archive(path=tmp_path / "search" / "archive.json", settings={})
+    archive.candidates = [
+        cand(0, full, 10.0, 0.30, "candidates/000.pt"),  # the base: over the target
+        cand(1, cut, 4.0, 0.20, "candidates/001.pt"),
+        cand(2, full, 4.5, 0.25, "candidates/002.pt"),  # (latencies as the test needs them)
+        cand(3, cut, 4.0, 0.10, "candidates/001.pt"),  # the same student reached again, scored lower
+    ]
+    assert [c.index for c in archive.top(5.0, 3)] == [2, 1]  # within 5 ms, best first, one per arch
+    config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
+    recipe = Recipe(final_race=3, race_share=0.5, keep_better=False)
+    run = CompressRun(tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, recipe)
+    final_steps = 4
+    race = final_race(run, archive, archive.best(5.0), 5.0, final_steps)
+    steps = race_steps(final_steps, 0.5)
+    assert steps == 2 and [r["candidate"] for r in race.contenders] == [2, 1]
+    scores = {r["candidate"]: r["race_select_ap"] for r in race.contenders}
+    expected = max((2, 1), key=lambda i: (scores[i], {2: 0.25, 1: 0.20}[i]))
+    assert race.winner.index == expected and [r["won"] for r in race.contenders] == [expected == 2, expected == 1]
+    assert race.checkpoint == tmp_path / "race" / f"{expected:03d}.ckpt" and race.checkpoint.is_file()
+    assert sorted(p.name for p in (tmp_path / "race").glob("*.ckpt")) == [race.checkpoint.name]
+    assert torch.load(race.checkpoint, weights_only=True)["step"] == steps
+    written = race.checkpoint.stat().st_mtime_ns
+    again = final_race(run, archive, archive.best(5.0), 5.0, final_steps)  # a rerun: nothing trains again
+    assert again.winner.index == expected and race.checkpoint.stat().st_mtime_ns == written
+
+    row: dict[str, object] = {}
+    student = finish_student(run, race.winner, final_steps, row, started=race.checkpoint)
+    assert read_detector_file(tmp_path / "final.pt")["metadata"]["resumed_from"] == steps
+    straight = load_detector(tmp_path / "search" / race.winner.file)
+    finetune(straight, data=train_set, steps=final_steps, config=final_schedule(recipe, config), progress=False)
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value.float(), student.state_dict()[key].float(), atol=1e-5), key
+
+    longer = final_race(run, archive, archive.best(5.0), 5.0, 6)  # another schedule: raced again, 3 steps each
+    assert all(r["race_steps"] == 3 for r in longer.contenders)
+    assert torch.load(longer.checkpoint, weights_only=True)["step"] == 3
+    single = final_race(replace(run, recipe=Recipe()), archive, archive.best(5.0), 5.0, final_steps)
+    assert single.checkpoint is None and single.contenders == () and single.winner.index == 2

@@ -58,6 +58,31 @@ def test_resume_continues_exactly_where_it_stopped(train_set: CocoDetection, tmp
         assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
 
 
+def test_stop_after_trains_the_start_of_the_schedule_and_the_same_call_finishes_it(
+    train_set: CocoDetection, tmp_path: Path
+) -> None:
+    """The final race's contract: stopped after 2 of 4 steps, then resumed, equals 4 straight steps
+    (the schedule is the 4-step one throughout); a stop needs a checkpoint and a step within it."""
+    cfg = TrainConfig(steps=4, batch_size=2, lr=0.01, warmup_steps=1, checkpoint_every=50)
+    torch.manual_seed(3)
+    straight = build_detector(tiny_spec())
+    init = _state(straight)
+    train(straight, train_set, config=cfg, progress=False)
+    ckpt = tmp_path / "race.ckpt"
+    raced = build_detector(tiny_spec())
+    raced.load_state_dict(init)
+    first = train(raced, train_set, config=cfg, checkpoint=ckpt, progress=False, stop_after=2)
+    assert first.steps == 2 and [s for s, _ in first.history] == [1, 2] and ckpt.is_file()
+    resumed = build_detector(tiny_spec())
+    second = train(resumed, train_set, config=cfg, checkpoint=ckpt, progress=False)
+    assert second.resumed_from == 2 and second.steps == 4
+    for key, value in straight.state_dict().items():
+        assert torch.allclose(value.float(), resumed.state_dict()[key].float(), atol=1e-6), key
+    for bad in ({"stop_after": 5, "checkpoint": ckpt}, {"stop_after": 0, "checkpoint": ckpt}, {"stop_after": 2}):
+        with pytest.raises(TrainingError, match="stop_after"):
+            train(build_detector(tiny_spec()), train_set, config=cfg, progress=False, **bad)  # type: ignore[arg-type]
+
+
 def test_checkpoint_of_another_run_is_refused(train_set: CocoDetection, tmp_path: Path) -> None:
     ckpt = tmp_path / "run.ckpt"
     train(

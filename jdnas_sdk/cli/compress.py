@@ -99,7 +99,7 @@ def _training_options(co: argparse.ArgumentParser) -> None:
 
 def _recipe_options(co: argparse.ArgumentParser) -> None:
     """The training recipe (:class:`~jdnas_sdk.protocol.Recipe`): learning rate and its rewinding,
-    adaptive BatchNorm, gradual morphism, free moves first, the candidates' rate, keep-better."""
+    adaptive BatchNorm, gradual morphism, free moves first, the candidates' rate, keep-better, the final race."""
     co.add_argument(
         "--base-lr",
         type=float,
@@ -136,6 +136,17 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         "--no-keep-better",
         action="store_true",
         help="keep the final training (and the control's) even where select says it lost accuracy",
+    )
+    co.add_argument(
+        "--final-race",
+        type=int,
+        default=1,
+        metavar="K",
+        help="the search's K most accurate candidates within the target each train the first --race-share of "
+        "the final steps; the one select ranks first then finishes them (1: the search's best alone)",
+    )
+    co.add_argument(
+        "--race-share", type=float, default=0.25, help="with --final-race: the share of the final steps raced"
     )
 
 
@@ -187,6 +198,8 @@ def run(args: argparse.Namespace) -> int:
         max_step_share=args.max_step_share,
         free_moves=not args.no_free_moves,
         keep_better=not args.no_keep_better,
+        final_race=args.final_race,
+        race_share=args.race_share,
         **({"search_lr_ratio": args.search_lr_ratio} if args.search_lr_ratio is not None else {}),
     )
     result = compress(

@@ -34,6 +34,7 @@ def finetune(
     out: str | os.PathLike[str] | None = None,
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
+    stop_after: int | None = None,
 ) -> TrainResult:
     """Fine-tune ``student`` in place for ``steps`` steps on ``data``; with ``teacher``, add the KD
     terms of ``kd`` (feature imitation on every FPN level and class-score distillation).
@@ -44,6 +45,8 @@ def finetune(
 
     Frozen BatchNorm is not converted here: pass a student from :func:`jdnas_sdk.detectors.thaw`
     to fine-tune its norms. The teacher is put in eval mode and never receives gradients.
+    ``stop_after`` (with ``checkpoint``): train only the first that many steps of the ``steps``-long
+    schedule; the same call without it resumes from the checkpoint and finishes the schedule.
     """
     if steps < 1:
         raise TrainingError(f"steps must be >= 1, got {steps}")
@@ -52,12 +55,22 @@ def finetune(
     distiller = Distiller(student, teacher, kd, steps=cfg.steps) if teacher is not None else None
     if out is not None and checkpoint is not None:
         raise TrainingError("give checkpoint or out, not both: with out the checkpoint sits beside it")
+    if out is not None and stop_after is not None:
+        raise TrainingError("stop_after leaves a schedule unfinished: give a checkpoint, not out (a finished file)")
     try:
         if out is not None:
             return train_to_file(
                 student, data, out, config=cfg, metadata=metadata, extra_losses=distiller, progress=progress
             )
-        return train(student, data, config=cfg, checkpoint=checkpoint, extra_losses=distiller, progress=progress)
+        return train(
+            student,
+            data,
+            config=cfg,
+            checkpoint=checkpoint,
+            extra_losses=distiller,
+            progress=progress,
+            stop_after=stop_after,
+        )
     finally:
         if distiller is not None:
             distiller.detach()

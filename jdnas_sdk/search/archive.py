@@ -205,6 +205,20 @@ class Archive:
         within = [c for c in self.candidates if c.ok and c.latency_ms <= bound_ms]
         return max(within, key=lambda c: (c.ap, -c.latency_ms)) if within else None
 
+    def top(self, bound_ms: float, count: int) -> list[Candidate]:
+        """The ``count`` most accurate candidates within ``bound_ms``, best first (:meth:`best`'s
+        order), one per architecture (a student reached twice counts once, at its better score)."""
+        within = sorted(
+            (c for c in self.candidates if c.ok and c.latency_ms <= bound_ms), key=lambda c: (-c.ap, c.latency_ms)
+        )
+        seen: set[str] = set()
+        out = []
+        for candidate in within:
+            if candidate.arch not in seen:
+                seen.add(candidate.arch)
+                out.append(candidate)
+        return out[:count]
+
     @classmethod
     def open(cls, path: str | os.PathLike[str], settings: dict[str, Any]) -> Archive:
         """The archive at ``path`` (its settings must equal ``settings``), or a new empty one."""
