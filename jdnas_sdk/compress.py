@@ -229,13 +229,8 @@ def compress(
         budget,
     )
     archive, best = _search(run, base, estimator, confirmed, target_ms, space, runner)
-    race = final_race(run, archive, best, target_ms, final_steps)
-    best = race.winner
-    arch = (chosen := Student.parse(best.arch)).arch  # the backbone; ``chosen`` is the whole student
-    metrics = _metrics_of(archive.candidates[0], best, base_arch, chosen, spec, size)
-    if race.contenders:
-        metrics["student"]["race"] = race.to_json()
-    student = finish_student(run, best, final_steps, metrics["student"], started=race.checkpoint)
+    best, chosen, metrics, student = _finish(run, archive, best, target_ms, final_steps, (base_arch, spec, size))
+    arch = chosen.arch  # the backbone; ``chosen`` is the whole student
     steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
     known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
     metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)
@@ -253,6 +248,23 @@ def compress(
         run, estimator, target_ms, best.index, metrics, history, began, recipe, base_arch, chosen, confirmation
     )
     return _result(work, student, arch, base_arch, metrics, history, table)
+
+
+def _finish(
+    run: CompressRun, archive: Any, best: Any, target_ms: float, final_steps: int, base: tuple[Arch, Any, Any]
+) -> tuple[Any, Student, dict[str, dict[str, Any]], nn.Module]:
+    """After the search: the final race where the recipe asks for one, then the chosen student
+    trained its final steps; ``(chosen candidate, its Student, the metrics rows, the student)``.
+    ``base``: the base's backbone, spec and input size."""
+    base_arch, spec, size = base
+    race = final_race(run, archive, best, target_ms, final_steps)
+    best = race.winner
+    chosen = Student.parse(best.arch)
+    metrics = _metrics_of(archive.candidates[0], best, base_arch, chosen, spec, size)
+    if race.contenders:
+        metrics["student"]["race"] = race.to_json()
+    student = finish_student(run, best, final_steps, metrics["student"], started=race.checkpoint)
+    return best, chosen, metrics, student
 
 
 def _search(

@@ -10,6 +10,7 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -65,12 +66,9 @@ def finish_student(
         row.update(select_ap=best.ap)  # the search measured it
         return student
     code, teacher_of = final_teacher(run, best)
-    resume = checkpoint_path(work / "final.pt")
-    if started is not None and not (work / "final.pt").is_file() and not resume.is_file():
-        partial = resume.with_name(resume.name + ".part")
-        shutil.copyfile(started, partial)
-        partial.replace(resume)  # whole or absent; a kill later leaves the final's own, further checkpoint
-    student = _final(work, best, teacher_of, code, run.train_data, final_steps, run.config, run.recipe, run.progress)
+    student = _final(
+        work, best, teacher_of, code, run.train_data, final_steps, run.config, run.recipe, run.progress, started
+    )
     row.update(search_ap=best.ap, final_steps=final_steps, final_teacher=code)
     if run.recipe.keep_better:
         trained_ap = evaluate(student, run.select_data, progress=False).ap
@@ -122,14 +120,17 @@ def _final(
     config: SearchConfig,
     recipe: Recipe,
     progress: bool,
+    started: Path | None = None,
 ) -> nn.Module:
     """The chosen candidate trained ``steps`` more steps with ``teacher_of()`` on the recipe's final
-    schedule (checkpointed: a killed run resumes; a finished one is loaded, its teacher never built)."""
+    schedule (checkpointed: a killed run resumes; a finished one is loaded, its teacher never built),
+    going on from ``started`` (the race's checkpoint of its first steps) where given."""
     done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
         if wanted.items() <= read_detector_file(done)["metadata"].items():
             return load_detector(done)
         done.unlink()  # made for another candidate or step count: train again
+    _own_checkpoint(checkpoint_path(done), wanted, started)
     student, teacher = load_detector(work / "search" / best.file), teacher_of()
     log.info(
         "[compress] training the chosen student (candidate %d) %d more steps %s",
@@ -148,7 +149,37 @@ def _final(
         metadata=wanted,
         progress=progress,
     )
+    _owner(checkpoint_path(done)).unlink(missing_ok=True)
+    if started is not None:
+        started.unlink(missing_ok=True)  # the race's checkpoint has served
     return student
+
+
+def _owner(checkpoint: Path) -> Path:
+    """Where the candidate and step count a final checkpoint belongs to are written."""
+    return checkpoint.with_name(checkpoint.name + ".json")
+
+
+def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | None) -> None:
+    """Make ``checkpoint`` (the final training's) ``wanted``'s: one another candidate or step count
+    left (a run killed before it chose again), or one nothing says whose it is, is removed, since
+    resuming it would train the wrong weights; then, if none is left, the race's ``started`` seeds it."""
+    owner = _owner(checkpoint)
+    try:
+        mine = json.loads(owner.read_text(encoding="utf-8")) == wanted
+    except (OSError, ValueError):
+        mine = False
+    if checkpoint.is_file() and not mine:
+        log.info("[compress] removing %s: a checkpoint of another final training", checkpoint)
+        checkpoint.unlink()
+    if not checkpoint.is_file() and started is not None:
+        if started.is_file():
+            partial = checkpoint.with_name(checkpoint.name + ".part")
+            shutil.copyfile(started, partial)
+            partial.replace(checkpoint)  # whole or absent
+        else:
+            log.warning("[compress] the race's checkpoint %s is gone; the final training starts over", started)
+    atomic_write_json(owner, wanted)
 
 
 #: Detector settings only inference reads (training never looks at them)

@@ -9,24 +9,31 @@ each of the ``Recipe.final_race`` most accurate candidates within the target tra
 ``Recipe.race_share`` of the final schedule itself (same rate, warm-up and decay, its own final
 teacher), is scored on ``select``, and the winner goes on from its checkpoint. The student still
 receives exactly ``final_steps`` final steps, so the extra-steps control is unchanged; the other
-contenders' steps are wall time, recorded with the result. A killed race resumes: each finished
-contender's score is kept in ``race/race.json``, each unfinished one resumes from its checkpoint.
+contenders' steps cost wall time only (inside ``compress``'s). Where the winner's full final
+training then loses on ``select``, ``Recipe.keep_better`` keeps its search weights, as it would
+without a race. A contender whose loss diverges is left out of the race.
+
+A killed race resumes: ``race/race.json`` names the race (contenders, schedule, distillation) and
+holds each finished contender's score; it is written before any contender trains, and checkpoints
+that no record of this race owns are removed, so a race with other settings starts over.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json
 from .detectors import load_detector
 from .distill import finetune
+from .errors import NonFiniteLossError
 from .evaluate import evaluate
 from .finish import final_schedule, final_teacher
 from .prepare import CompressRun
+from .train import checkpoint_identity
 
 __all__ = ["RaceResult", "race_steps", "final_race"]
 
@@ -38,7 +45,7 @@ RACE_FORMAT = "jdnas-final-race"
 @dataclass(frozen=True)
 class RaceResult:
     """The race's winner, the checkpoint it goes on from (None: no race was run) and every
-    contender's scores, best of the search first."""
+    contender's scores, best of the search first (``race_select_ap`` None: its loss diverged)."""
 
     winner: Any
     checkpoint: Path | None
@@ -56,8 +63,8 @@ def race_steps(final_steps: int, share: float) -> int:
 def final_race(run: CompressRun, archive: Any, best: Any, target_ms: float, final_steps: int) -> RaceResult:
     """Race the ``run.recipe.final_race`` most accurate candidates of ``archive`` within
     ``target_ms`` (see the module docstring); ``best`` (the search's own choice) alone, with no
-    race, where the recipe asks for one contender, fewer than two are within the target, or the
-    final training has fewer than two steps."""
+    race, where the recipe asks for one contender, fewer than two are within the target, the
+    final training has fewer than two steps, or every contender diverged."""
     contenders = archive.top(target_ms, run.recipe.final_race)
     if run.recipe.final_race < 2 or len(contenders) < 2 or final_steps < 2:
         return RaceResult(winner=best, checkpoint=None)
@@ -65,12 +72,13 @@ def final_race(run: CompressRun, archive: Any, best: Any, target_ms: float, fina
     folder = run.work / "race"
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "race.json"
-    identity = {"final_steps": final_steps, "steps": steps, "contenders": [c.index for c in contenders]}
+    identity = _identity(run, contenders, final_steps, steps)
     scores = _scores(record, identity)
-    if scores is None:  # another race's (other contenders or steps): its checkpoints are for other schedules
+    if scores is None:  # a new race, or another race's record: checkpoints no record owns are stale
         for stale in folder.glob("*.ckpt"):
             stale.unlink()
         scores = {}
+        atomic_write_json(record, {"format": RACE_FORMAT, **identity, "select_ap": scores})
     for place, candidate in enumerate(contenders, start=1):
         if str(candidate.index) in scores:
             continue
@@ -83,22 +91,13 @@ def final_race(run: CompressRun, archive: Any, best: Any, target_ms: float, fina
             steps,
             final_steps,
         )
-        student = load_detector(run.work / "search" / candidate.file)
-        _, teacher_of = final_teacher(run, candidate)
-        finetune(
-            student,
-            data=run.train_data,
-            steps=final_steps,
-            teacher=teacher_of(),
-            kd=run.config.kd,
-            config=final_schedule(run.recipe, run.config),
-            checkpoint=folder / f"{candidate.index:03d}.ckpt",
-            stop_after=steps,
-            progress=run.progress,
-        )
-        scores[str(candidate.index)] = evaluate(student, run.select_data, progress=False).ap
+        scores[str(candidate.index)] = _run(run, candidate, folder, final_steps, steps)
         atomic_write_json(record, {"format": RACE_FORMAT, **identity, "select_ap": scores})
-    winner = max(contenders, key=lambda c: (scores[str(c.index)], c.ap, -c.latency_ms))
+    finished = [c for c in contenders if scores[str(c.index)] is not None]
+    if not finished:
+        log.warning("[race] every contender diverged; the search's best goes on alone")
+        return RaceResult(winner=best, checkpoint=None)
+    winner = max(finished, key=lambda c: (scores[str(c.index)], c.ap, -c.latency_ms))
     for candidate in contenders:  # only the winner's checkpoint goes on
         if candidate is not winner:
             (folder / f"{candidate.index:03d}.ckpt").unlink(missing_ok=True)
@@ -115,21 +114,61 @@ def final_race(run: CompressRun, archive: Any, best: Any, target_ms: float, fina
         for c in contenders
     )
     log.info(
-        "[race] candidate %d wins (select AP %.1f after %d steps; the search's first, %d, scored %.1f)",
+        "[race] candidate %d wins (select AP %.1f after %d steps; the search's first, %d, scored %s)",
         winner.index,
         100 * scores[str(winner.index)],
         steps,
         contenders[0].index,
-        100 * scores[str(contenders[0].index)],
+        "diverged" if scores[str(contenders[0].index)] is None else f"{100 * scores[str(contenders[0].index)]:.1f}",
     )
     return RaceResult(winner=winner, checkpoint=folder / f"{winner.index:03d}.ckpt", contenders=rows)
 
 
-def _scores(record: Path, identity: dict[str, Any]) -> dict[str, float] | None:
-    """The select APs a killed race already measured: empty for a new race, None for a record of
-    another race (other contenders or steps) or one that cannot be read."""
+def _run(run: CompressRun, candidate: Any, folder: Path, final_steps: int, steps: int) -> float | None:
+    """``candidate`` trained the first ``steps`` of the final schedule (checkpointed in ``folder``),
+    then its select AP; None where its loss diverged (the checkpoint is removed)."""
+    student = load_detector(run.work / "search" / candidate.file)
+    _, teacher_of = final_teacher(run, candidate)
+    checkpoint = folder / f"{candidate.index:03d}.ckpt"
+    try:
+        finetune(
+            student,
+            data=run.train_data,
+            steps=final_steps,
+            teacher=teacher_of(),
+            kd=run.config.kd,
+            config=final_schedule(run.recipe, run.config),
+            checkpoint=checkpoint,
+            stop_after=steps,
+            progress=run.progress,
+        )
+    except NonFiniteLossError as exc:
+        log.warning("[race] candidate %d left out: %s", candidate.index, exc)
+        checkpoint.unlink(missing_ok=True)
+        return None
+    return evaluate(student, run.select_data, progress=False).ap
+
+
+def _identity(run: CompressRun, contenders: list[Any], final_steps: int, steps: int) -> dict[str, Any]:
+    """What makes two races the same race (JSON values, as the record stores them)."""
+    identity = {
+        "final_steps": final_steps,
+        "steps": steps,
+        "schedule": checkpoint_identity(final_schedule(run.recipe, run.config)),
+        "kd": asdict(run.config.kd),
+        "contenders": [
+            {"index": c.index, "arch": c.arch, "file": c.file, "ap": c.ap, "teacher": final_teacher(run, c)[0]}
+            for c in contenders
+        ],
+    }
+    return json.loads(json.dumps(identity))
+
+
+def _scores(record: Path, identity: dict[str, Any]) -> dict[str, float | None] | None:
+    """The select APs a killed race already measured (None for a diverged contender); None when
+    there is no record of this race (none, another race's, or one that cannot be read)."""
     if not record.is_file():
-        return {}
+        return None
     try:
         data = json.loads(record.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
@@ -141,7 +180,7 @@ def _scores(record: Path, identity: dict[str, Any]) -> dict[str, float] | None:
     if any(data.get(k) != v for k, v in identity.items()):
         return None
     scores = data.get("select_ap")
-    if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) for v in scores.values()):
+    if not isinstance(scores, dict) or not all(v is None or isinstance(v, (int, float)) for v in scores.values()):
         log.warning("[race] %s holds no scores it can read; racing again", record)
         return None
-    return {str(k): float(v) for k, v in scores.items()}
+    return {str(k): None if v is None else float(v) for k, v in scores.items()}

@@ -454,13 +454,16 @@ def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
 
 
 def test_the_final_race_trains_the_best_candidates_and_the_winner_finishes_its_own_schedule(
-    train_set: object, val_set: object, tmp_path: Path
+    train_set: object, val_set: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The race's contenders are the most accurate within the target, one per arch; each trains the
-    first race steps of the final schedule; the winner is the best on select after them (ties: the
-    search's order); its checkpoint seeds the final training, which then equals training the winner
-    straight through (the student receives exactly the final steps); losers' checkpoints go; a rerun
-    reuses the scores; a race with other steps starts over."""
+    first race steps of the final schedule and is scored on select alone (never test); the winner
+    is the best on select after them, here the search's second (the race's scores are set, the
+    training and evaluation are real); its checkpoint seeds the final training, which then equals
+    training the winner straight through (the student receives exactly the final steps); losers'
+    checkpoints go; a rerun trains nothing; a race with other steps starts over; a final checkpoint
+    another candidate left is not resumed."""
+    import jdnas_sdk.race as race_module
     from jdnas_sdk.compress import Recipe
     from jdnas_sdk.detectors import save_detector
     from jdnas_sdk.distill import finetune
@@ -494,33 +497,54 @@ def test_the_final_race_trains_the_best_candidates_and_the_winner_finishes_its_o
         cand(3, cut, 4.0, 0.10, "candidates/001.pt"),  # the same student reached again, scored lower
     ]
     assert [c.index for c in archive.top(5.0, 3)] == [2, 1]  # within 5 ms, best first, one per arch
+    test_seen: list[int] = []
+    test = _Watched.wrap(val_set, test_seen)
     config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
     recipe = Recipe(final_race=3, race_share=0.5, keep_better=False)
-    run = CompressRun(tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, recipe)
+    run = CompressRun(tmp_path, "joint", "none", None, None, train_set, val_set, test, config, False, recipe)
+    trained: list[int] = []
+    real_finetune, real_evaluate = race_module.finetune, race_module.evaluate
+
+    def counted(student: torch.nn.Module, **kw: object) -> object:
+        trained.append(kw["stop_after"])  # type: ignore[arg-type]
+        return real_finetune(student, **kw)  # type: ignore[arg-type]
+
+    set_scores = iter([0.05, 0.40])  # candidate 2, then 1: the search's second wins
+
+    def scored(model: torch.nn.Module, dataset: object, **kw: object) -> object:
+        assert dataset is val_set
+        return replace(real_evaluate(model, dataset, **kw), ap=next(set_scores))  # type: ignore[arg-type]
+
+    monkeypatch.setattr(race_module, "finetune", counted)
+    monkeypatch.setattr(race_module, "evaluate", scored)
     final_steps = 4
     race = final_race(run, archive, archive.best(5.0), 5.0, final_steps)
     steps = race_steps(final_steps, 0.5)
-    assert steps == 2 and [r["candidate"] for r in race.contenders] == [2, 1]
-    scores = {r["candidate"]: r["race_select_ap"] for r in race.contenders}
-    expected = max((2, 1), key=lambda i: (scores[i], {2: 0.25, 1: 0.20}[i]))
-    assert race.winner.index == expected and [r["won"] for r in race.contenders] == [expected == 2, expected == 1]
-    assert race.checkpoint == tmp_path / "race" / f"{expected:03d}.ckpt" and race.checkpoint.is_file()
-    assert sorted(p.name for p in (tmp_path / "race").glob("*.ckpt")) == [race.checkpoint.name]
+    assert steps == 2 and trained == [2, 2] and [r["candidate"] for r in race.contenders] == [2, 1]
+    assert race.winner.index == 1 and [r["won"] for r in race.contenders] == [False, True]
+    assert [r["race_select_ap"] for r in race.contenders] == [0.05, 0.40]
+    assert race.checkpoint == tmp_path / "race" / "001.ckpt" and race.checkpoint.is_file()
+    assert sorted(p.name for p in (tmp_path / "race").glob("*.ckpt")) == ["001.ckpt"]
     assert torch.load(race.checkpoint, weights_only=True)["step"] == steps
-    written = race.checkpoint.stat().st_mtime_ns
     again = final_race(run, archive, archive.best(5.0), 5.0, final_steps)  # a rerun: nothing trains again
-    assert again.winner.index == expected and race.checkpoint.stat().st_mtime_ns == written
+    assert again.winner.index == 1 and trained == [2, 2]
 
+    checkpoint = tmp_path / "final.pt.ckpt"  # left by a final training of candidate 2, killed
+    checkpoint.write_bytes((tmp_path / "race" / "001.ckpt").read_bytes())
+    (tmp_path / "final.pt.ckpt.json").write_text(json.dumps({"candidate": 2, "final_steps": final_steps}))
     row: dict[str, object] = {}
     student = finish_student(run, race.winner, final_steps, row, started=race.checkpoint)
     assert read_detector_file(tmp_path / "final.pt")["metadata"]["resumed_from"] == steps
+    assert not race.checkpoint.exists() and not checkpoint.exists()  # served, and the final's own removed
     straight = load_detector(tmp_path / "search" / race.winner.file)
     finetune(straight, data=train_set, steps=final_steps, config=final_schedule(recipe, config), progress=False)
     for key, value in straight.state_dict().items():
         assert torch.allclose(value.float(), student.state_dict()[key].float(), atol=1e-5), key
+    assert test_seen == []  # the race and the final training never read a test image
 
+    monkeypatch.setattr(race_module, "evaluate", real_evaluate)
     longer = final_race(run, archive, archive.best(5.0), 5.0, 6)  # another schedule: raced again, 3 steps each
-    assert all(r["race_steps"] == 3 for r in longer.contenders)
+    assert trained == [2, 2, 3, 3] and all(r["race_steps"] == 3 for r in longer.contenders)
     assert torch.load(longer.checkpoint, weights_only=True)["step"] == 3
     single = final_race(replace(run, recipe=Recipe()), archive, archive.best(5.0), 5.0, final_steps)
     assert single.checkpoint is None and single.contenders == () and single.winner.index == 2

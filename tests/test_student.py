@@ -194,7 +194,7 @@ def test_the_profiler_reaches_every_kernel_and_fixed_entry_of_sampled_students(f
 @pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
 def test_a_sampled_student_moves_into_every_fixed_setting_keeping_its_timed_heads(family: str) -> None:
     from jdnas_sdk.latency.lower import fixed_key
-    from jdnas_sdk.latency.reach import fixed_specs, in_setting
+    from jdnas_sdk.latency.reach import fixed_specs, in_fixed_setting, in_setting
 
     spec = _spec(family)
     space = SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0), spec=spec)
@@ -206,8 +206,11 @@ def test_a_sampled_student_moves_into_every_fixed_setting_keeping_its_timed_head
     for variant in fixed_specs(spec, space):
         for student in students:
             moved = in_setting(student, variant)
-            assert moved.arch == student.arch
+            assert moved.arch == student.arch and space.why_not_student(moved) is None
             assert fixed_key(moved.spec(spec), (96, 96)) == fixed_key(variant, (96, 96))
+            assert in_fixed_setting(moved.spec(spec), variant)
             assert all(getattr(moved.heads, f) == getattr(student.heads, f) for f in timed)
     backbone_only = in_setting(Student(students[0].arch), spec)
     assert backbone_only.heads == Heads.of(spec)
+    # other anchors or thresholds change post-processing: not the entry's detector, whatever its key
+    assert not in_fixed_setting(replace(spec, nms_thresh=0.6), spec)

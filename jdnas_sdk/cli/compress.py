@@ -143,7 +143,7 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         default=1,
         metavar="K",
         help="the search's K most accurate candidates within the target each train the first --race-share of "
-        "the final steps; the one select ranks first then finishes them (1: the search's best alone)",
+        "the final steps; the one select ranks first then finishes it (1: the search's best alone)",
     )
     co.add_argument(
         "--race-share", type=float, default=0.25, help="with --final-race: the share of the final steps raced"

@@ -30,7 +30,7 @@ from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
 from .ops import OpKey
-from .reach import fixed_specs, reachable_ops
+from .reach import fixed_specs, in_fixed_setting, reachable_ops
 from .table import LatencyTable
 
 __all__ = ["profile", "open_table", "timing_cache_path", "VariantModels"]
@@ -275,7 +275,7 @@ def _fixed_entry(
     students = []
     for detector in models:
         runs, arch = describe(detector)
-        if fixed_key(runs, size) != key:
+        if runs.family != variant.family or not in_fixed_setting(runs, variant):
             raise LatencyTableError(
                 f"a detector given for the fixed entry {key} runs other head settings ({runs}); "
                 "its FPN width, input size, proposals and mask head must be the setting's "

@@ -18,7 +18,7 @@ from ..student import Heads, Student
 from .lower import block_ops, detector_input, fixed_key, fpn_lateral_op, fpn_ops, fpn_shared_ops, head_ops, stem_ops
 from .ops import OpKey
 
-__all__ = ["reachable_ops", "head_specs", "fixed_specs", "in_setting"]
+__all__ = ["reachable_ops", "head_specs", "fixed_specs", "in_setting", "in_fixed_setting"]
 
 #: Head settings the fixed entry depends on (besides the input size): see ``Family.fixed_settings``.
 _FIXED_SETTINGS = ("fpn", "size", "proposals", "mask")
@@ -60,6 +60,15 @@ def in_setting(student: Student, variant: DetectorSpec) -> Student:
         return Student(student.arch, own)
     kept = {f: getattr(student.heads, f) for f in _TIMED_HEADS if getattr(own, f) is not None}
     return Student(student.arch, replace(own, **kept))
+
+
+def in_fixed_setting(spec: DetectorSpec, variant: DetectorSpec) -> bool:
+    """Whether a detector of ``spec`` times as head setting ``variant``'s fixed entry: everything
+    but the kernel-timed heads (box head width, tower depth and width) is ``variant``'s, anchors
+    and post-processing thresholds included."""
+    own, wanted = Heads.of(spec), Heads.of(variant)
+    timed = {f: getattr(wanted, f) for f in _TIMED_HEADS if getattr(own, f) is not None}
+    return replace(own, **timed).apply(spec) == variant
 
 
 def reachable_ops(spec: DetectorSpec, space: SearchSpace, input_size: tuple[int, int]) -> list[OpKey]:

@@ -244,10 +244,22 @@ def _final_line(student: dict[str, Any]) -> str:
     if not student.get("final_steps"):
         return ""
     teacher = f"teacher `{student['final_teacher']}`" if student.get("final_teacher") else "no teacher"
+    race = ""
+    if student.get("race"):
+        runners = ", ".join(f"{c['candidate']} ({_race_ap(c['race_select_ap'])})" for c in student["race"])
+        race = (
+            f" It won a final race of the search's best within the target (select AP after "
+            f"{student['race'][0]['race_steps']} of the final steps: {runners}) and went on from there."
+        )
     return (
         f" Then trained {student['final_steps']} more steps with {teacher}: AP {100 * student['search_ap']:.1f} after "
         f"the search, {100 * student['ap']:.1f} at the end (the plots and the table below show the search's APs)."
+        + race
     )
+
+
+def _race_ap(ap: float | None) -> str:
+    return "failed" if ap is None else f"{100 * ap:.1f}"
 
 
 def _lineage(cands: list[Candidate], index: int) -> list[int]:
