@@ -194,7 +194,7 @@ def test_the_profiler_reaches_every_kernel_and_fixed_entry_of_sampled_students(f
 @pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
 def test_a_sampled_student_moves_into_every_fixed_setting_keeping_its_timed_heads(family: str) -> None:
     from jdnas_sdk.latency.lower import fixed_key
-    from jdnas_sdk.latency.reach import fixed_specs, in_fixed_setting, in_setting
+    from jdnas_sdk.latency.reach import fixed_specs, in_fixed_setting, in_setting, spread_timed
 
     spec = _spec(family)
     space = SearchSpace(standard_arch("resnet18"), width_ratios=(0.5, 1.0), spec=spec)
@@ -210,6 +210,14 @@ def test_a_sampled_student_moves_into_every_fixed_setting_keeping_its_timed_head
             assert fixed_key(moved.spec(spec), (96, 96)) == fixed_key(variant, (96, 96))
             assert in_fixed_setting(moved.spec(spec), variant)
             assert all(getattr(moved.heads, f) == getattr(student.heads, f) for f in timed)
+    spread = spread_timed(students[: len(space.head_values()[timed[0]])], space)
+    for f in timed:  # as many students as the grid has values: each value once
+        assert sorted(getattr(s.heads, f) for s in spread[: len(space.head_values()[f])]) == sorted(
+            space.head_values()[f]
+        )
+    for before, after in zip(students, spread):  # only the timed heads move: the same fixed entry
+        assert after.arch == before.arch and space.why_not_student(after) is None
+        assert fixed_key(after.spec(spec), (96, 96)) == fixed_key(before.spec(spec), (96, 96))
     backbone_only = in_setting(Student(students[0].arch), spec)
     assert backbone_only.heads == Heads.of(spec)
     # other anchors or thresholds change post-processing: not the entry's detector, whatever its key

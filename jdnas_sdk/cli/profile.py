@@ -161,18 +161,20 @@ def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, sp
     """The detectors timed for the fixed entries, from ``--model``: the model morphed to
     ``--fixed-students`` students sampled from the space (the base setting's entry), and a function
     giving the model and the first ``--variant-students`` of those students, each morphed into
-    another head setting. A student keeps its sampled box head and towers in every setting
-    (:func:`~jdnas_sdk.latency.reach.in_setting`): they decide how many boxes post-processing keeps."""
+    another head setting. A student keeps its box head and towers in every setting
+    (:func:`~jdnas_sdk.latency.reach.in_setting`): they decide how many boxes post-processing keeps;
+    the students' take every value of the grid in turn (:func:`~jdnas_sdk.latency.reach.spread_timed`)."""
     if model is None:
         return [], None
     import random
 
-    from ..latency.reach import in_setting
+    from ..latency.reach import in_setting, spread_timed
     from ..morph import morph_to
     from ..student import Heads, Student
 
     rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
-    sampled = [space.sample_student(rng) for _ in range(max(args.fixed_students, args.variant_students))]
+    count = max(args.fixed_students, args.variant_students)
+    sampled = spread_timed([space.sample_student(rng) for _ in range(count)], space)  # every timed head covered
     students = [morph_to(model, in_setting(s, spec)) for s in sampled[: args.fixed_students]]
 
     def variant_models(variant: Any) -> list[Any]:
