@@ -95,11 +95,11 @@ def _fixed_entry_options(pr: argparse.ArgumentParser) -> None:
     pr.add_argument(
         "--variant-students",
         type=int,
-        default=2,
+        default=3,
         help="with --model: the fixed entry of every other head setting averages over the model and this many "
         "of those students, each moved into that setting (its box head and towers kept: with its weights, "
-        "inherited, they decide how much post-processing is left; without --model the base backbone with "
-        "random weights is timed)",
+        "inherited, they decide how much post-processing is left; 3 with the model's own covers a one-stage "
+        "detector's four tower depths; without --model the base backbone with random weights is timed)",
     )
     pr.add_argument(
         "--reference-ops",
