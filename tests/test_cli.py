@@ -48,6 +48,23 @@ def test_help_teaches_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
         "jdnas data synth --out",
     ):
         assert verb in text
+
+
+def test_every_subcommand_help_renders(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse formats each help string with %: a bare "10%" broke `jdnas profile --help` once."""
+    import argparse
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    stack = list(subparsers.choices.items())
+    assert len(stack) >= 10
+    while stack:
+        name, sub = stack.pop()
+        text = sub.format_help()  # raises on a help string % cannot format
+        assert "usage:" in text, name
+        for action in sub._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                stack += [(f"{name} {k}", v) for k, v in action.choices.items()]
     train_help = build_parser().parse_args(["train", "--data", "d", "--model", "m", "--out", "o"])
     assert train_help.steps > 0 and train_help.lr > 0
 

@@ -107,7 +107,7 @@ def _fixed_entry_options(pr: argparse.ArgumentParser) -> None:
         default=6,
         help="the profiled detector's largest ops (at its input size), timed again before and after each fixed "
         "entry's detectors: their end-to-end times are scaled to "
-        "the speed the ops were measured at where it moved by more than 10%, so a machine whose speed moved "
+        "the speed the ops were measured at where it moved by more than 10%%, so a machine whose speed moved "
         "meanwhile does not skew the residual (0: not checked)",
     )
 
