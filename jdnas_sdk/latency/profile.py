@@ -275,7 +275,7 @@ def _fixed_entry(
     students = []
     for detector in models:
         runs, arch = describe(detector)
-        if runs.family != variant.family or not in_fixed_setting(runs, variant):
+        if fixed_key(runs, size) != key or not in_fixed_setting(runs, variant):
             raise LatencyTableError(
                 f"a detector given for the fixed entry {key} runs other head settings ({runs}); "
                 "its FPN width, input size, proposals and mask head must be the setting's "

@@ -84,9 +84,9 @@ def spread_timed(students: list[Student], space: SearchSpace) -> list[Student]:
 
 
 def in_fixed_setting(spec: DetectorSpec, variant: DetectorSpec) -> bool:
-    """Whether a detector of ``spec`` times as head setting ``variant``'s fixed entry: everything
-    but the kernel-timed heads (box head width, tower depth and width) is ``variant``'s, anchors
-    and post-processing thresholds included."""
+    """Whether a detector of ``spec`` (of ``variant``'s family: compare their fixed keys first) times
+    as head setting ``variant``'s fixed entry: everything but the kernel-timed heads (box head width,
+    tower depth and width) is ``variant``'s, anchors and post-processing thresholds included."""
     own, wanted = Heads.of(spec), Heads.of(variant)
     timed = {f: getattr(wanted, f) for f in _TIMED_HEADS if getattr(own, f) is not None}
     return replace(own, **timed).apply(spec) == variant
