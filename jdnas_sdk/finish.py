@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_write_json
+from ._io import atomic_path, atomic_write_json
 from .arch import Arch
 from .data import CocoDetection
 from .detectors import load_detector, read_detector_file, save_detector
@@ -174,9 +174,8 @@ def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | No
         checkpoint.unlink()
     if not checkpoint.is_file() and started is not None:
         if started.is_file():
-            partial = checkpoint.with_name(checkpoint.name + ".part")
-            shutil.copyfile(started, partial)
-            partial.replace(checkpoint)  # whole or absent
+            with atomic_path(checkpoint) as partial:  # whole or absent
+                shutil.copyfile(started, partial)
         else:
             log.warning("[compress] the race's checkpoint %s is gone; the final training starts over", started)
     atomic_write_json(owner, wanted)
