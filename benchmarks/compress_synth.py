@@ -142,7 +142,7 @@ def run_one(
     recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio, **race), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
-    tag += _teacher_tag(args.teacher) + (f"_race{args.final_race}" if args.final_race > 1 else "")
+    tag += _teacher_tag(args.teacher) + _race_tag(args.final_race)
     row: dict[str, Any] = {
         "family": spec_of(model).family,
         "detector": model_file.stem,
@@ -151,6 +151,7 @@ def run_one(
         "target_ratio": args.latency,
         "teacher": teacher,
         **({"ablation": variant} if variant else {}),
+        "settings": _run_settings(args),
     }
     t0 = time.monotonic()
     try:
@@ -350,12 +351,43 @@ def _teacher_tag(teacher: str) -> str:
     return "" if teacher in TEACHER_SOURCES else f"_t-{Path(teacher).stem}"
 
 
-def _row_file(rows_dir: Path, detector: str, method: str, seed: int, variant: str | None, teacher: str) -> Path:
-    """Where one (detector, method, seed[, ablation variant], teacher) row is kept once finished."""
+#: The options that shape a row besides its (detector, method, seed, variant, teacher, race) key.
+_SETTINGS = (
+    "data", "target", "latency", "candidates", "finetune_steps", "final_steps", "pool_steps", "grow_teacher_steps",
+    "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share",
+)  # fmt: skip
+
+
+def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What a finished row was made with, kept in it: a rerun with other options refuses to reuse it."""
+    return {name: str(v) if isinstance(v := getattr(args, name), Path) else v for name in _SETTINGS}
+
+
+def _reused(key: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The finished row in ``key``, refused when it was made with other options than ``args``."""
+    row = json.loads(key.read_text())
+    made, now = row.get("settings"), _run_settings(args)
+    if made is not None and made != now:
+        changed = ", ".join(f"{k}: {made.get(k)!r} -> {now[k]!r}" for k in now if made.get(k) != now[k])
+        raise SystemExit(f"{key} was made with other options ({changed}); rerun with another --workdir")
+    return row
+
+
+def _race_tag(final_race: int) -> str:
+    """``""`` without a final race, else ``_raceK``: rows and workdirs of runs with and without one
+    (or with another K) never stand for each other."""
+    return f"_race{final_race}" if final_race > 1 else ""
+
+
+def _row_file(
+    rows_dir: Path, detector: str, method: str, seed: int, variant: str | None, args: argparse.Namespace
+) -> Path:
+    """Where one (detector, method, seed[, ablation variant], teacher, race) row is kept once finished."""
     return rows_dir / (
         f"{detector}_{method}_s{seed}"
         + (f"_{list(ABLATION).index(variant)}" if variant else "")
-        + _teacher_tag(teacher)
+        + _teacher_tag(args.teacher)
+        + _race_tag(args.final_race)
         + ".json"
     )
 
@@ -379,9 +411,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.ablation
         else [(f, m, s, None) for f in args.models for m in args.methods for s in args.seeds]
     )
-    keys = [_row_file(rows_dir, f.stem, m, s, v, args.teacher) for f, m, s, v in plan]
+    keys = [_row_file(rows_dir, f.stem, m, s, v, args) for f, m, s, v in plan]
     # finished rows first, so that a partial report written after the next row still holds them all
-    rows: list[dict[str, Any]] = [json.loads(key.read_text()) for key in keys if key.is_file()]
+    rows: list[dict[str, Any]] = [_reused(key, args) for key in keys if key.is_file()]
     pools: dict[str, Any] = {}
     for (model_file, method, seed, variant), key in zip(plan, keys):
         if key.is_file():

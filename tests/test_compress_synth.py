@@ -1,0 +1,36 @@
+"""benchmarks/compress_synth.py's finished rows: reused only by a rerun of the same run."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("compress_synth", ROOT / "benchmarks" / "compress_synth.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compress_synth"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_with_and_without_a_final_race_are_kept_apart(bench, tmp_path: Path) -> None:
+    plain, raced = bench.parse_args([]), bench.parse_args(["--final-race", "3"])
+    files = {bench._row_file(tmp_path, "base", "joint", 0, None, a) for a in (plain, raced)}
+    assert len(files) == 2
+
+
+def test_a_finished_row_is_reused_only_with_the_options_it_was_made_with(bench, tmp_path: Path) -> None:
+    args = bench.parse_args(["--final-steps", "400"])
+    key = tmp_path / "row.json"
+    key.write_text(json.dumps({"seed": 0, "settings": bench._run_settings(args)}))
+    assert bench._reused(key, args)["seed"] == 0
+    with pytest.raises(SystemExit, match=r"final_steps: 400 -> 300.*another --workdir"):
+        bench._reused(key, bench.parse_args(["--final-steps", "300"]))
