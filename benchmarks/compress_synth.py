@@ -118,6 +118,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the search's K best candidates within the target race the first --race-share of the final steps (1: off)",
     )
     p.add_argument("--race-share", type=float, default=0.25, help="with --final-race: share of the final steps raced")
+    p.add_argument(
+        "--parent-reach",
+        type=float,
+        default=None,
+        help="a candidate over the search's latency bound may be a parent when cutting this share brings it within",
+    )
     return p.parse_args(argv)
 
 
@@ -138,7 +144,7 @@ def run_one(
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
     ratio = {} if args.search_lr_ratio is None else {"search_lr_ratio": args.search_lr_ratio}
-    race = {"final_race": args.final_race, "race_share": args.race_share}
+    race = {"final_race": args.final_race, "race_share": args.race_share, "parent_reach": args.parent_reach}
     recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio, **race), **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
@@ -354,7 +360,7 @@ def _teacher_tag(teacher: str) -> str:
 #: The options that shape a row besides its (detector, method, seed, variant, teacher, race) key.
 _SETTINGS = (
     "data", "target", "latency", "candidates", "finetune_steps", "final_steps", "pool_steps", "grow_teacher_steps",
-    "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share",
+    "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share", "parent_reach",
 )  # fmt: skip
 
 

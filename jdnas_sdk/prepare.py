@@ -117,6 +117,7 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
         max_step_share=recipe.max_step_share,
         teacher_gap=recipe.teacher_gap,
         free_moves=recipe.free_moves,
+        parent_reach=recipe.parent_reach,
     )
 
 

@@ -67,7 +67,10 @@ class Recipe:
     otherwise the weights it started from are (as the base's cool-down is), applied to student and
     control alike. ``final_race``: the search's that many most accurate candidates within the target
     each train the first ``race_share`` of the final schedule, and the one ``select`` then ranks
-    first finishes it (:mod:`jdnas_sdk.race`; 1: the search's best alone, as before)."""
+    first finishes it (:mod:`jdnas_sdk.race`; 1: the search's best alone, as before).
+    ``parent_reach``: a candidate over the search's current latency bound may still be a parent
+    when cutting that share of its latency brings it within
+    (:class:`~jdnas_sdk.search.joint.SearchConfig`; None: only those within, as before)."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
@@ -81,6 +84,7 @@ class Recipe:
     keep_better: bool = True
     final_race: int = 1
     race_share: float = 0.25
+    parent_reach: float | None = None
 
     def __post_init__(self) -> None:
         if self.final_race < 1 or not 0 < self.race_share < 1:
@@ -98,6 +102,8 @@ class Recipe:
             raise SearchError(f"recipe: teacher_gap must be > 0 or None, got {self.teacher_gap}")
         if self.max_step_share is not None and not 0 < self.max_step_share < 1:
             raise SearchError(f"recipe: max_step_share must be in (0, 1) or None, got {self.max_step_share}")
+        if self.parent_reach is not None and not 0 < self.parent_reach < 1:
+            raise SearchError(f"recipe: parent_reach must be in (0, 1) or None, got {self.parent_reach}")
 
     def train_config(self) -> TrainConfig:
         """The schedule of the final student and the extra-steps control."""
@@ -122,6 +128,7 @@ class Recipe:
             "keep_better": self.keep_better,
             "final_race": self.final_race,
             "race_share": self.race_share,
+            "parent_reach": self.parent_reach,
         }
 
 

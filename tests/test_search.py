@@ -487,3 +487,20 @@ def test_free_moves_are_scored_untrained_before_any_trained_candidate(
     (tmp_path / "archive.json").write_text(json.dumps(data))
     resumed = joint_search(base, workdir=tmp_path, **kwargs)
     assert [(c.arch, c.ap) for c in resumed.candidates] == [(c.arch, c.ap) for c in archive.candidates]
+
+
+def test_parent_reach_keeps_a_more_accurate_lineage_a_step_behind_the_bound_alive() -> None:
+    from jdnas_sdk.search.archive import Candidate
+    from jdnas_sdk.search.joint import _pick_parent
+
+    def cand(index: int, ms: float, ap: float) -> Candidate:
+        return Candidate(index, f"a{index}", 0, (), None, ms, ap, ap, ap, f"{index:03d}.pt")
+
+    # the base, a 192 px student (accurate, a step over the bound) and a 128 px one (within, poor)
+    base, near, within = cand(0, 31.9, 0.64), cand(1, 20.8, 0.54), cand(2, 11.4, 0.34)
+    archive = [base, near, within]
+    assert {_pick_parent(archive, 15.9, random.Random(s)).index for s in range(20)} == {2}
+    assert {_pick_parent(archive, 15.9, random.Random(s), reach=0.3).index for s in range(20)} == {1}
+    assert _pick_parent(archive, 7.0, random.Random(0), reach=0.3).index == 2  # none in reach: the fastest
+    with pytest.raises(SearchError, match="parent_reach"):
+        SearchConfig(parent_reach=1.0)

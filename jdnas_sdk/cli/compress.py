@@ -122,6 +122,13 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         help="gradual morphism: each candidate removes at most this share of its parent's latency",
     )
     co.add_argument(
+        "--parent-reach",
+        type=float,
+        default=None,
+        help="a candidate over the search's current latency bound may still be a parent when cutting this "
+        "share of its latency brings it within (default: only candidates within the bound)",
+    )
+    co.add_argument(
         "--search-lr-ratio",
         type=float,
         default=None,
@@ -200,6 +207,7 @@ def run(args: argparse.Namespace) -> int:
         keep_better=not args.no_keep_better,
         final_race=args.final_race,
         race_share=args.race_share,
+        parent_reach=args.parent_reach,
         **({"search_lr_ratio": args.search_lr_ratio} if args.search_lr_ratio is not None else {}),
     )
     result = compress(

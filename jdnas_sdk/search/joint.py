@@ -63,7 +63,12 @@ class SearchConfig:
     candidates from the archive as it stood at the round's start (1: one at a time).
     ``free_moves``: before the trained candidates, every student that differs from the base only in
     settings that change no weight (:data:`~jdnas_sdk.search.moves.FREE_KNOBS`) and is faster is
-    scored untrained and joins the archive; they do not count against ``candidates``."""
+    scored untrained and joins the archive; they do not count against ``candidates``.
+    ``parent_reach``: a candidate over the current bound may still be a parent when cutting that
+    share of its latency would bring it within (``None``: only candidates within the bound). Without
+    it, the first lineage to reach the bound keeps the search to itself, however it got there (an
+    input-size cut that costs accuracy no training recovers, say), and a more accurate one a step
+    behind is never continued."""
 
     candidates: int = 12
     wall_s: float | None = None
@@ -80,6 +85,7 @@ class SearchConfig:
     max_step_share: float | None = None
     teacher_gap: float | None = None
     free_moves: bool = False
+    parent_reach: float | None = None
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
@@ -94,6 +100,8 @@ class SearchConfig:
                 f"bn_images must be >= 0 and max_step_share in (0, 1) or None, got {self.bn_images}, "
                 f"{self.max_step_share}"
             )
+        if self.parent_reach is not None and not 0 < self.parent_reach < 1:
+            raise SearchError(f"parent_reach must be in (0, 1) or None, got {self.parent_reach}")
 
 
 def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_ms: float) -> float:
@@ -128,6 +136,7 @@ def search_settings(
         **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
         **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
         **({"free_moves": True} if config.free_moves else {}),
+        **({"parent_reach": config.parent_reach} if config.parent_reach is not None else {}),
         **({"parallel": config.parallel} if config.parallel != 1 else {}),
     }  # 1: as archives made before rounds
 
@@ -144,9 +153,14 @@ def open_archive(work: Path, settings: dict[str, Any], confirmed: ConfirmedLaten
     return archive
 
 
-def _pick_parent(candidates: list[Candidate], bound_ms: float, rng: random.Random) -> Candidate:
+def _pick_parent(
+    candidates: list[Candidate], bound_ms: float, rng: random.Random, *, reach: float | None = None
+) -> Candidate:
+    """The more accurate of three drawn from those within ``bound_ms`` (or, with ``reach``, whom
+    cutting that share of their latency brings within it); none: the fastest."""
     alive = [c for c in candidates if c.ok]  # a failed candidate has no student to morph
-    within = [c for c in alive if c.latency_ms <= bound_ms]
+    limit = bound_ms if reach is None else bound_ms / (1 - reach)
+    within = [c for c in alive if c.latency_ms <= limit]
     if within:
         contenders = rng.sample(within, min(3, len(within)))
         return max(contenders, key=lambda c: (c.ap, -c.latency_ms))
@@ -176,7 +190,7 @@ class _Round:
         config = self.config
         rng = random.Random(config.seed * 1_000_003 + index)
         bound = latency_bound(index - self.free, config, self.base_ms, self.target_ms)
-        parent = _pick_parent(candidates, bound, rng)
+        parent = _pick_parent(candidates, bound, rng, reach=config.parent_reach)
         floor = 0.0
         if config.max_step_share is not None:  # gradual: this step keeps >= (1 - share) of the parent's latency
             floor = parent.latency_ms * (1 - config.max_step_share)
