@@ -213,7 +213,7 @@ def target_latency(
     table, spec, size = estimator.table, estimator.spec, estimator.input_size
     if estimator.backend is not None and fixed_key(spec, size) not in table:
         log.info("[compress] measuring the fixed part (pre/post-processing) of this detector on %s", table.target)
-        estimator.calibrate_fixed(model)  # the detector at hand (the probe's full load makes any weights alike)
+        estimator.calibrate_fixed(model)  # the detector at hand: its own weights give its NMS load
     base_ms = estimator.total_ms(base_arch)
     if ms is not None:
         target_ms = float(ms)
