@@ -437,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         _write(args, rows, pools, splits, argv, complete=False)
     measure(rows, models)  # rows recorded before rows were measured one by one
     for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
-        key = _row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation"), args.teacher)
+        key = _row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation"), args)
         atomic_write_json(key, row)
     _write(args, rows, pools, splits, argv, complete=True)
     print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())
