@@ -370,7 +370,8 @@ def _run_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _reused(key: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """The finished row in ``key``, refused when it was made with other options than ``args``."""
+    """The finished row in ``key``, refused when it was made with other options than ``args`` (a row
+    from before rows recorded their options is taken as it is)."""
     row = json.loads(key.read_text())
     made, now = row.get("settings"), _run_settings(args)
     if made is not None and made != now:
