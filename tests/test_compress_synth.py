@@ -34,3 +34,22 @@ def test_a_finished_row_is_reused_only_with_the_options_it_was_made_with(bench, 
     assert bench._reused(key, args)["seed"] == 0
     with pytest.raises(SystemExit, match=r"final_steps: 400 -> 300.*another --workdir"):
         bench._reused(key, bench.parse_args(["--final-steps", "300"]))
+
+
+def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reuse_it(
+    bench, synth_root: Path, tmp_path: Path
+) -> None:
+    import jdnas_sdk
+
+    from .conftest import tiny_spec
+
+    model = jdnas_sdk.save_detector(jdnas_sdk.build(tiny_spec("retinanet")), tmp_path / "tiny.pt")
+    run = ["--models", str(model), "--data", str(synth_root), "--workdir", str(tmp_path / "w")]
+    run += ["--results", str(tmp_path / "r"), "--methods", "joint", "--seeds", "0", "--target", "v100-trt"]
+    run += ["--teacher", "none", "--latency", "0.0001"]  # below any student: refused before any training
+    assert bench.main(run) == 0
+    rows = json.loads((tmp_path / "r" / "compress_synth.json").read_text())["results"]
+    assert len(rows) == 1 and "below anything the search space reaches" in rows[0]["error"]
+    assert json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.json").read_text())["settings"]["latency"] == 0.0001
+    with pytest.raises(SystemExit, match=r"latency: 0.0001 -> 0.0002"):
+        bench.main([*run[:-1], "0.0002"])
