@@ -420,7 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     keys = [_row_file(rows_dir, f.stem, m, s, v, args) for f, m, s, v in plan]
     # finished rows first, so that a partial report written after the next row still holds them all
-    rows: list[dict[str, Any]] = [_reused(key, args) for key in keys if key.is_file()]
+    files = [key for key in keys if key.is_file()]  # each row's file, beside it in ``rows``
+    rows: list[dict[str, Any]] = [_reused(key, args) for key in files]
     pools: dict[str, Any] = {}
     for (model_file, method, seed, variant), key in zip(plan, keys):
         if key.is_file():
@@ -431,14 +432,14 @@ def main(argv: list[str] | None = None) -> int:
         measure([row], models)  # its training is over and nothing else runs: a killed plan keeps measured rows
         atomic_write_json(key, row)
         rows.append(row)
+        files.append(key)
         print(
             {k: v for k, v in row.items() if k in ("detector", "method", "seed", "ablation", "error", "wall_s")},
             file=sys.stderr,
         )
         _write(args, rows, pools, splits, argv, complete=False)
     measure(rows, models)  # rows recorded before rows were measured one by one
-    for row in rows:  # keep the measurements with the rows, so a rerun does not time them again
-        key = _row_file(rows_dir, row["detector"], row["method"], row["seed"], row.get("ablation"), args)
+    for key, row in zip(files, rows, strict=True):  # keep the measurements with the rows: a rerun does not time them
         atomic_write_json(key, row)
     _write(args, rows, pools, splits, argv, complete=True)
     print((args.results / ("compress_ablation.md" if args.ablation else "compress_synth.md")).read_text())
