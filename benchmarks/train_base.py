@@ -62,6 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--cooldown", type=int, default=300, help="steps of decaying rate after the plateau (kept if select gains)"
     )
+    p.add_argument(
+        "--cycle-steps",
+        type=int,
+        default=1600,
+        help="then rewound cycles of this many steps (the peak rate again, cosine decay: what an extra-steps "
+        "control trains) while one gains --cycle-min-gain select AP; match compress_synth's --final-steps (0: none)",
+    )
+    p.add_argument("--max-cycles", type=int, default=3)
+    p.add_argument("--cycle-min-gain", type=float, default=1.0, help="AP points a cycle must gain to go on")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--optimizer", default="adamw", choices=("sgd", "adamw"))
     p.add_argument("--lr", type=float, default=1e-3)
@@ -111,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             max_steps=args.steps,
             cooldown_steps=args.cooldown,
             trend_window=args.trend_window,
+            cycle_steps=args.cycle_steps,
+            max_cycles=args.max_cycles,
+            cycle_min_gain=args.cycle_min_gain / 100,
         )
         curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
         wall = earlier_wall + time.perf_counter() - started  # summed over runs (time lost to a kill is not counted)
@@ -123,12 +135,13 @@ def main(argv: list[str] | None = None) -> int:
                 "backbone": args.backbone,
                 "fpn_channels": args.fpn_channels,
                 "parameters": params,
-                "steps": curve.best_step,
+                "steps": curve.best_weights_steps,
                 "trained_steps": curve.steps,
                 "converged": curve.converged,
                 "curve": curve.curve,
                 "select_ap": curve.best_ap,
                 "cooldown": curve.cooldown,
+                "cycles": curve.cycles,
                 "stopping_rule": curve.rule,  # None: trained before the trend rule, by patience alone
                 "batch_size": args.batch_size,
                 "optimizer": args.optimizer,
@@ -172,14 +185,14 @@ def main(argv: list[str] | None = None) -> int:
         f"- dataset: {len(train_set)} train / {len(select_set)} select / {len(test_set)} test images, {args.size} px, "
         f"seed {args.seed}; select decides when to stop (every {args.eval_every} steps, patience {args.patience}, "
         f"trend window {args.trend_window} (each row's own rule: the JSON's `stopping_rule`), "
-        f"at most {args.steps} steps; then {args.cooldown} steps with the rate decayed, kept if select gains), "
-        "test reports",
+        f"at most {args.steps} steps; then {args.cooldown} steps with the rate decayed, kept if select gains; then "
+        f"up to {args.max_cycles} rewound cycles of {args.cycle_steps} steps while one gains {args.cycle_min_gain:g} "
+        "select AP), test reports",
         f"- command: `{report['command'].strip()}`",
         "",
-        "| family | backbone | params | best step / trained | converged | cool-down select AP | optimizer, lr "
-        "| wall (min) | select AP "
-        "| test AP | AP50 | AP75 | APs | APm | APl |",
-        "| --- | --- | ---: | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| family | backbone | params | best step / trained | converged | cool-down select AP | rewound cycles "
+        "(select AP) | optimizer, lr | wall (min) | select AP | test AP | AP50 | AP75 | APs | APm | APl |",
+        "| --- | --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         m = r["metrics"]
@@ -190,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | "
             f"{r['steps']} / {r['trained_steps']} | {'yes' if r['converged'] else 'no (step limit)'} | "
-            f"{_cooldown(r.get('cooldown'))} | "
+            f"{_cooldown(r.get('cooldown'))} | {_cycles(r.get('cycles'))} | "
             f"{r['optimizer']} {r['lr']:g} | {r['train_wall_s'] / 60:.1f} | {100 * r['select_ap']:.1f} | "
             + " | ".join(cells)
             + " |"
@@ -208,6 +221,12 @@ def _cooldown(record: dict | None) -> str:
     if not record:
         return "none"
     return f"{100 * record['select_ap']:.1f} after {record['steps']} ({'kept' if record['kept'] else 'not kept'})"
+
+
+def _cycles(records: list[dict] | None) -> str:
+    if not records:
+        return "none"
+    return ", ".join(f"{100 * c['select_ap']:.1f} ({'kept' if c['kept'] else 'not kept'})" for c in records)
 
 
 if __name__ == "__main__":

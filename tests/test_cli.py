@@ -110,14 +110,17 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
         == 2
     )
     assert "--force" in capsys.readouterr().err
-    # until converged on select (val cut in halves here), then a cool-down the output reports
+    # until converged on select (val cut in halves here), then a cool-down and a rewound cycle the output reports
     conv = tmp_path / "conv.pt"
     argv = ["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(conv), "--until-converged"]
     argv += ["--steps", "2", "--eval-every", "1", "--patience", "1", "--cooldown", "1", "--batch-size", "2", *TINY]
+    argv += ["--cycle-steps", "1", "--max-cycles", "1"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "best select AP" in printed and "cool-down of 1 steps: select AP" in printed
-    assert json.loads(read_detector_file(conv)["metadata"]["cooldown"])["steps"] == 1
+    assert "rewound cycle 1 of 1 steps: select AP" in printed
+    meta = read_detector_file(conv)["metadata"]
+    assert json.loads(meta["cooldown"])["steps"] == 1 and len(json.loads(meta["cycles"])) == 1
 
 
 @pytest.mark.parametrize(

@@ -238,6 +238,69 @@ def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_bett
     assert again.cooldown == cooled.cooldown
 
 
+def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_a_crash(
+    train_set: object, val_set: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import jdnas_sdk.converge as converge_module
+    from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+    from jdnas_sdk.evaluate import evaluate
+
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=1)
+    plain = ConvergeConfig(eval_every=2, patience=1, max_steps=4)
+    torch.manual_seed(0)
+    base = tmp_path / "a" / "base.pt"
+    base.parent.mkdir()
+    first = train_until_converged(build(tiny_spec(), ARCH), train_set, val_set, base, config=config, converge=plain)
+    for name in ("b", "c"):
+        (tmp_path / name).mkdir()
+        for f in base.parent.iterdir():
+            (tmp_path / name / f.name).write_bytes(f.read_bytes())
+    # a gain of 100 AP is never reached: exactly one cycle runs, kept only where select beats the best
+    once = replace(plain, cycle_steps=3, cycle_min_gain=1.0)
+    model = build(tiny_spec(), ARCH)
+    result = train_until_converged(model, train_set, val_set, base, config=config, converge=once, progress=False)
+    assert result.curve == first.curve and len(result.cycles) == 1
+    cycle = result.cycles[0]
+    assert cycle["steps"] == 3 and cycle["gain"] == pytest.approx(cycle["select_ap"] - first.best_ap)
+    assert cycle["kept"] == (cycle["select_ap"] > first.best_ap) and result.best_ap == max(
+        cycle["select_ap"], first.best_ap
+    )
+    meta = read_detector_file(base)["metadata"]
+    assert json.loads(meta["cycles"]) == result.cycles
+    assert meta["steps"] == first.best_step + (3 if cycle["kept"] else 0)
+    assert evaluate(load_detector(base), val_set, progress=False).ap == pytest.approx(result.best_ap, abs=1e-9)
+    assert not list(base.parent.glob("*.ckpt"))
+    # no gain asked: cycles go on to max_cycles unless one loses (a loss always stops them)
+    two = replace(plain, cycle_steps=3, cycle_min_gain=0.0, max_cycles=2)
+    more = train_until_converged(
+        build(tiny_spec(), ARCH),
+        train_set,
+        val_set,
+        tmp_path / "b" / "base.pt",
+        config=config,
+        converge=two,
+        progress=False,
+    )
+    assert 1 <= len(more.cycles) <= 2 and (len(more.cycles) == 2 or more.cycles[0]["gain"] <= 0)
+    # killed after a cycle trained but before it was scored: the same call finishes it from its checkpoint
+    crashed = tmp_path / "c" / "base.pt"
+
+    def killed(*_: object, **__: object) -> object:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(converge_module, "evaluate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_until_converged(
+            build(tiny_spec(), ARCH), train_set, val_set, crashed, config=config, converge=once, progress=False
+        )
+    assert (tmp_path / "c" / "base.pt.cycle1.ckpt").is_file()
+    monkeypatch.undo()
+    resumed = train_until_converged(
+        build(tiny_spec(), ARCH), train_set, val_set, crashed, config=config, converge=once, progress=False
+    )
+    assert resumed.cycles == result.cycles and not list(crashed.parent.glob("*.ckpt"))
+
+
 class _Watched:
     """Records which image ids a dataset's images were loaded for (a CocoDetection, really read)."""
 

@@ -61,6 +61,18 @@ def add_parser(verbs: Any) -> None:
         help="with --until-converged: then this many steps from the best weights with the rate decayed to its "
         "floor (what settles a constant-rate plateau), kept if the select AP gains",
     )
+    tr.add_argument(
+        "--cycle-steps",
+        type=int,
+        default=0,
+        help="with --until-converged: then rewound cycles of this many steps (peak rate again, cosine decay) while "
+        "each gains --cycle-min-gain select AP; give the steps a student or control will train after it, so the "
+        "base is converged under that schedule (0: none)",
+    )
+    tr.add_argument("--max-cycles", type=int, default=3, help="with --cycle-steps: at most this many cycles")
+    tr.add_argument(
+        "--cycle-min-gain", type=float, default=1.0, help="with --cycle-steps: AP points a cycle must gain to go on"
+    )
     tr.add_argument("--batch-size", type=int, default=4, help="images per step")
     tr.add_argument(
         "--optimizer",
@@ -158,6 +170,9 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         trend_window=args.trend_window,
         max_steps=max(args.steps, args.eval_every),
         cooldown_steps=args.cooldown,
+        cycle_steps=args.cycle_steps,
+        max_cycles=args.max_cycles,
+        cycle_min_gain=args.cycle_min_gain / 100,
     )
     result = train_until_converged(
         model,
@@ -179,5 +194,10 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         print(
             f"cool-down of {cool['steps']} steps: select AP {100 * cool['select_ap']:.1f}, "
             + ("kept" if cool["kept"] else "not kept (the best weights before it stay)")
+        )
+    for i, cycle in enumerate(result.cycles, 1):
+        print(
+            f"rewound cycle {i} of {cycle['steps']} steps: select AP {100 * cycle['select_ap']:.1f} "
+            f"({100 * cycle['gain']:+.1f}), " + ("kept" if cycle["kept"] else "not kept")
         )
     return 0
