@@ -131,6 +131,22 @@ def _rival(row: dict[str, Any]) -> float:
     return max(row["base"]["test_ap"], row.get("control", {}).get("test_ap", -1.0))
 
 
+def _base_training(model_file: Path) -> dict[str, Any]:
+    """How the base was trained, from its file's metadata (``train_base.py``, ``jdnas train
+    --until-converged``): the steps in its weights and its rewound cycles, so a reader sees whether
+    the schedule the control gets could still improve it. Empty for a file without that record."""
+    meta = read_detector_file(model_file)["metadata"]  # its values are strings
+    record: dict[str, Any] = {}
+    if str(meta.get("steps", "")).isdigit():
+        record["steps"] = int(meta["steps"])
+    if "converged" in meta:
+        record["converged"] = str(meta["converged"]) == "True"
+    for key in ("cooldown", "cycles"):
+        if isinstance(meta.get(key), str):
+            record[key] = json.loads(meta[key])
+    return record
+
+
 def run_one(
     model_file: Path,
     method: str,
@@ -158,6 +174,7 @@ def run_one(
         "teacher": teacher,
         **({"ablation": variant} if variant else {}),
         "settings": _run_settings(args),
+        "base_training": _base_training(model_file),
     }
     t0 = time.monotonic()
     try:
@@ -295,6 +312,12 @@ def markdown(report: dict[str, Any]) -> str:
             )
     if races:
         lines += ["", "Final races (candidate: select AP after the search -> after its race steps):", "", *races]
+    bases = {r["detector"]: r["base_training"] for r in report["results"] if r.get("base_training")}
+    if bases:
+        lines += ["", "Bases (steps in the kept weights; rewound cycles: select AP, gain over the best before):", ""]
+        for name, b in bases.items():
+            cycles = ", ".join(f"{100 * c['select_ap']:.1f} ({100 * c['gain']:+.1f})" for c in b.get("cycles", []))
+            lines.append(f"- {name}: {b.get('steps', '?')} steps; cycles: {cycles or 'none'}")
     return "\n".join(lines + _summary(report["results"])) + "\n"
 
 

@@ -53,3 +53,32 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     assert json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.json").read_text())["settings"]["latency"] == 0.0001
     with pytest.raises(SystemExit, match=r"latency: 0.0001 -> 0.0002"):
         bench.main([*run[:-1], "0.0002"])
+
+
+def test_a_row_records_how_its_base_was_trained_and_its_cycles(bench, synth_root: Path, tmp_path: Path) -> None:
+    import jdnas_sdk
+    from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+    from jdnas_sdk.data import load_protocol_splits
+    from jdnas_sdk.train import TrainConfig
+
+    from .conftest import tiny_spec
+
+    train_set, select_set, _ = load_protocol_splits(synth_root)
+    out = tmp_path / "base.pt"
+    converge = ConvergeConfig(eval_every=1, patience=1, max_steps=2, trend_window=0, cycle_steps=1, max_cycles=1)
+    config = TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=0)
+    result = train_until_converged(
+        jdnas_sdk.build(tiny_spec("retinanet")),
+        train_set,
+        select_set,
+        out,
+        config=config,
+        converge=converge,
+        progress=False,
+    )
+    record = bench._base_training(out)
+    assert record["steps"] == result.best_weights_steps and record["converged"] == result.converged
+    assert record["cycles"] == result.cycles and len(record["cycles"]) == 1
+    # a detector file without that record (saved by hand) gives an empty one, not an error
+    bare = jdnas_sdk.save_detector(jdnas_sdk.build(tiny_spec("retinanet")), tmp_path / "bare.pt")
+    assert bench._base_training(bare) == {}
