@@ -67,6 +67,7 @@ ABLATION: dict[str, tuple[dict[str, Any], str | None]] = {
     "no free moves first (proposals and input size only as random moves)": ({"free_moves": False}, None),
     "candidates at a tenth of the final rate (search_lr_ratio 0.1)": ({"search_lr_ratio": 0.1}, None),
     "final training kept whatever select says": ({"keep_better": False}, None),
+    "no tower refit": ({"refit_images": 0}, None),  # last: a row's file names its variant by index
 }
 
 
@@ -124,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="a candidate over the search's latency bound may be a parent when cutting this share brings it within",
     )
+    p.add_argument(
+        "--refit-images",
+        type=int,
+        default=16,
+        help="training images for the least-squares refit beside a removed tower conv (0: off, as rows before it)",
+    )
     return p.parse_args(argv)
 
 
@@ -160,8 +167,10 @@ def run_one(
     model = load_detector(model_file)
     edits, teacher = ABLATION[variant] if variant else ({}, None)
     ratio = {} if args.search_lr_ratio is None else {"search_lr_ratio": args.search_lr_ratio}
-    race = {"final_race": args.final_race, "race_share": args.race_share, "parent_reach": args.parent_reach}
-    recipe = replace(Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio, **race), **edits)
+    search = {"final_race": args.final_race, "race_share": args.race_share, "parent_reach": args.parent_reach}
+    search["refit_images"] = args.refit_images
+    recipe = Recipe(base_lr=args.base_lr, grow_teacher_steps=args.grow_teacher_steps, **ratio, **search)
+    recipe = replace(recipe, **edits)
     teacher = teacher or args.teacher
     tag = f"{model_file.stem}_{method}_s{seed}" + (f"_{list(ABLATION).index(variant)}" if variant else "")
     tag += _teacher_tag(args.teacher) + _race_tag(args.final_race)
@@ -384,6 +393,7 @@ def _teacher_tag(teacher: str) -> str:
 _SETTINGS = (
     "data", "target", "latency", "candidates", "finetune_steps", "final_steps", "pool_steps", "grow_teacher_steps",
     "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share", "parent_reach",
+    "refit_images",
 )  # fmt: skip
 
 

@@ -114,6 +114,7 @@ def search_config(budget: int | str, finetune_steps: int, seed: int, parallel: i
         train=recipe.search_train_config(),
         kd=recipe.kd,
         bn_images=recipe.bn_images,
+        refit_images=recipe.refit_images,
         max_step_share=recipe.max_step_share,
         teacher_gap=recipe.teacher_gap,
         free_moves=recipe.free_moves,

@@ -116,6 +116,13 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         help="adaptive BatchNorm: recalibrate each candidate on N training images before scoring (0: off)",
     )
     co.add_argument(
+        "--refit-images",
+        type=int,
+        default=16,
+        help="a candidate that removed a head tower conv has the conv beside it refit by least squares on N "
+        "training images before it trains (0: off)",
+    )
+    co.add_argument(
         "--max-step-share",
         type=float,
         default=None,
@@ -202,6 +209,7 @@ def run(args: argparse.Namespace) -> int:
         lr_rewind=not args.no_lr_rewind,
         base_lr=args.base_lr,
         bn_images=args.bn_images,
+        refit_images=args.refit_images,
         max_step_share=args.max_step_share,
         free_moves=not args.no_free_moves,
         keep_better=not args.no_keep_better,

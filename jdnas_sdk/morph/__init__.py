@@ -15,6 +15,7 @@ from .actions import (
 from .apply import morph, morph_step, morph_to
 from .heads import HEAD_KNOBS, SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance, bn_scale, l1_norm
+from .refit import Refit, refit_towers
 from .sample import sample_arch
 
 __all__ = [
@@ -36,6 +37,8 @@ __all__ = [
     "bn_scale",
     "l1_norm",
     "sample_arch",
+    "Refit",
+    "refit_towers",
     "SetHead",
     "HEAD_KNOBS",
     "apply_head",

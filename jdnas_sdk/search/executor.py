@@ -29,6 +29,7 @@ from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
+from ..morph.refit import refit_towers, training_images
 from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
 
@@ -45,7 +46,9 @@ class CandidateJob:
     arch code, or left as it is when both are empty), fine-tuned ``steps`` steps (0: not trained,
     for moves that change no weight) with the teacher
     at ``teacher_file`` (none: no distillation), its BatchNorm statistics recalibrated on the first
-    ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated."""
+    ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated. With
+    ``refit_images``, a tower conv beside one the morphism removed is first refit by least squares
+    on that many training images (:func:`~jdnas_sdk.morph.refit.refit_towers`; 0: not)."""
 
     index: int
     parent_file: str
@@ -58,6 +61,7 @@ class CandidateJob:
     teacher_file: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     bn_images: int = 0
+    refit_images: int = 0
 
     @property
     def result_file(self) -> Path:
@@ -75,7 +79,8 @@ class CandidateJob:
             "steps": self.steps,
             "seed": self.train.seed,
             **({"bn_images": self.bn_images} if self.bn_images else {}),
-        }  # 0: as keys made before it
+            **({"refit_images": self.refit_images} if self.refit_images else {}),
+        }  # 0: as keys made before them
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,11 @@ def run_candidate(
             student = morph_to(parent, Student.parse(job.morph_to))
         else:
             student = morph(parent, list(job.actions)) if job.actions else parent
+        metadata = dict(job.metadata)
+        if job.refit_images and student is not parent:  # a removed tower conv: the one beside it takes over
+            refits = refit_towers(student, parent, training_images(train_data, job.refit_images))
+            if refits:
+                metadata["refit"] = "; ".join(f"{r.conv} {r.error_before:.3g}->{r.error_after:.3g}" for r in refits)
         if job.steps:
             finetune(
                 student,
@@ -135,11 +145,11 @@ def run_candidate(
                 kd=job.kd,
                 config=job.train,
                 out=job.out_file,
-                metadata=job.metadata,
+                metadata=metadata,
                 progress=progress,
             )
         else:  # a move that changes no weight (fewer proposals, another input size): scored as it is
-            save_detector(student, job.out_file, metadata={**job.metadata, "steps": 0})
+            save_detector(student, job.out_file, metadata={**metadata, "steps": 0})
         if job.bn_images:  # score (and hand down) the student with statistics that match its weights
             recalibrate_bn(student, train_data, images=job.bn_images)
             save_detector(

@@ -68,7 +68,9 @@ class SearchConfig:
     share of its latency would bring it within (``None``: only candidates within the bound). Without
     it, the first lineage to reach the bound keeps the search to itself, however it got there (an
     input-size cut that costs accuracy no training recovers, say), and a more accurate one a step
-    behind is never continued."""
+    behind is never continued. ``refit_images``: a tower conv beside one a move removed is refit by
+    least squares on that many training images before the candidate trains (0: not;
+    :mod:`jdnas_sdk.morph.refit`)."""
 
     candidates: int = 12
     wall_s: float | None = None
@@ -86,6 +88,7 @@ class SearchConfig:
     teacher_gap: float | None = None
     free_moves: bool = False
     parent_reach: float | None = None
+    refit_images: int = 0
 
     def __post_init__(self) -> None:
         if self.candidates < 1 or self.finetune_steps < 1 or self.max_actions < 1 or self.parallel < 1:
@@ -102,6 +105,8 @@ class SearchConfig:
             )
         if self.parent_reach is not None and not 0 < self.parent_reach < 1:
             raise SearchError(f"parent_reach must be in (0, 1) or None, got {self.parent_reach}")
+        if self.refit_images < 0:
+            raise SearchError(f"refit_images must be >= 0, got {self.refit_images}")
 
 
 def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_ms: float) -> float:
@@ -133,6 +138,7 @@ def search_settings(
         "kd": {k: v for k, v in config.kd.__dict__.items() if k != "box_weight" or v},  # as archives made before
         **extra,
         **({"bn_images": config.bn_images} if config.bn_images else {}),
+        **({"refit_images": config.refit_images} if config.refit_images else {}),
         **({"max_step_share": config.max_step_share} if config.max_step_share is not None else {}),
         **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
         **({"free_moves": True} if config.free_moves else {}),
@@ -232,6 +238,7 @@ class _Round:
             teacher_file=teacher_file,
             metadata={"candidate": index, "parent": parent.index},
             bn_images=config.bn_images,
+            refit_images=config.refit_images,
         )
         return Slot(
             index=index,

@@ -256,6 +256,7 @@ def _slot(
         teacher_file=None if teacher_file is None else str(teacher_file),
         metadata={"candidate": index, "stage": what},
         bn_images=config.bn_images,
+        refit_images=config.refit_images,
     )
     return Slot(
         index=index,
