@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         for how in ("drop", "refit"):
             started = time.monotonic()
             student = morph_heads(base, replace(heads, convs=depth))
-            refits = refit_towers(student, base, training_images(train_set, args.refit_images)) if how == "refit" else []
+            images = training_images(train_set, args.refit_images)
+            refits = refit_towers(student, base, images) if how == "refit" else []
             refit_s = time.monotonic() - started
             untrained = score(student.eval())
             state = {k: v.clone() for k, v in student.state_dict().items()}
