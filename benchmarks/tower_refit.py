@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 torch.manual_seed(seed)
                 t0 = time.monotonic()
                 config = replace(Recipe().search_train_config(), steps=args.steps, seed=seed)
-                finetune(student, data=train_set, steps=args.steps, config=config)
+                finetune(student, data=train_set, steps=args.steps, config=config, progress=False)
                 rows.append(
                     {
                         "depth": depth,

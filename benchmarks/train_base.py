@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(
             f"| {r['family']} | {r['backbone']}-FPN{r['fpn_channels']} | {r['parameters'] / 1e6:.1f}M | "
             f"{r['steps']} / {r['trained_steps']} | {'yes' if r['converged'] else 'no (step limit)'} | "
-            f"{_cooldown(r.get('cooldown'))} | {_cycles(r.get('cycles'))} | "
+            f"{_cooldown(r.get('cooldown'))} | {_cycles(r.get('cycles'), args.cycle_min_gain / 100)} | "
             f"{r['optimizer']} {r['lr']:g} | {r['train_wall_s'] / 60:.1f} | {100 * r['select_ap']:.1f} | "
             + " | ".join(cells)
             + " |"
@@ -223,10 +223,11 @@ def _cooldown(record: dict | None) -> str:
     return f"{100 * record['select_ap']:.1f} after {record['steps']} ({'kept' if record['kept'] else 'not kept'})"
 
 
-def _cycles(records: list[dict] | None) -> str:
+def _cycles(records: list[dict] | None, min_gain: float) -> str:
     if not records:
         return "none"
-    return ", ".join(f"{100 * c['select_ap']:.1f} ({'kept' if c['kept'] else 'not kept'})" for c in records)
+    text = ", ".join(f"{100 * c['select_ap']:.1f} ({'kept' if c['kept'] else 'not kept'})" for c in records)
+    return text + (" **still gaining at the last**" if records[-1]["gain"] >= min_gain else "")
 
 
 if __name__ == "__main__":

@@ -344,7 +344,9 @@ def _cycles(
     floor; a fresh optimiser and its own data order) and is kept where ``select`` beats the best;
     they stop once one gains less than ``cycle_min_gain`` or after ``max_cycles``. Each cycle
     checkpoints and is recorded as it ends, so a killed run resumes inside the cycle it was in."""
+    ran = False
     while not _cycles_done(result, converge):
+        ran = True
         index, steps = len(result.cycles), converge.cycle_steps
         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         cycle = replace(
@@ -374,4 +376,12 @@ def _cycles(
             100 * gain,
             "kept" if kept else "not kept",
             100 * result.best_ap,
+        )
+    if ran and result.cycles[-1]["gain"] >= converge.cycle_min_gain:
+        log.warning(
+            "[converge] %s still gained %.1f AP from its last rewound cycle (%d cycles, the most asked): a student's "
+            "or control's training of that length may still improve it; give more cycles to settle it",
+            out,
+            100 * result.cycles[-1]["gain"],
+            len(result.cycles),
         )

@@ -239,7 +239,11 @@ def test_a_cool_down_after_convergence_is_kept_only_where_select_says_it_is_bett
 
 
 def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_a_crash(
-    train_set: object, val_set: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    train_set: object,
+    val_set: object,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     import jdnas_sdk.converge as converge_module
     from jdnas_sdk.converge import ConvergeConfig, train_until_converged
@@ -272,6 +276,7 @@ def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_
     assert not list(base.parent.glob("*.ckpt"))
     # no gain asked: cycles go on to max_cycles unless one loses (a loss always stops them)
     two = replace(plain, cycle_steps=3, cycle_min_gain=0.0, max_cycles=2)
+    caplog.set_level("WARNING", logger="jdnas_sdk.converge")
     more = train_until_converged(
         build(tiny_spec(), ARCH),
         train_set,
@@ -282,6 +287,8 @@ def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_
         progress=False,
     )
     assert 1 <= len(more.cycles) <= 2 and (len(more.cycles) == 2 or more.cycles[0]["gain"] <= 0)
+    still = len(more.cycles) == 2 and more.cycles[-1]["gain"] >= 0  # the most cycles ran and the last gained
+    assert ("still gained" in caplog.text) == still
     # killed after a cycle trained but before it was scored: the same call finishes it from its checkpoint
     crashed = tmp_path / "c" / "base.pt"
 
