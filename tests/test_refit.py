@@ -129,3 +129,46 @@ def test_a_search_job_that_removes_a_tower_conv_refits_it_and_records_the_refit(
     refit = jdnas_sdk.load_detector(tmp_path / "cand4.pt")
     plain = jdnas_sdk.load_detector(tmp_path / "cand0.pt")
     assert _head_error(parent, refit) < _head_error(parent, plain)
+
+
+def test_the_refit_follows_the_depth_step_whatever_else_the_candidate_changes(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    """Depth cut beside an input-size change (the maps differ from the parent's) and a narrower tower
+    (the kept convs are no longer the parent's): the refit runs between the depth step's two detectors."""
+    from jdnas_sdk import Student
+    from jdnas_sdk.distill import KDConfig
+    from jdnas_sdk.morph import morph, morph_to
+    from jdnas_sdk.search.executor import CandidateJob, run_candidate
+    from jdnas_sdk.train import TrainConfig
+
+    parent = _retina()
+    _near_identity(parent, 1, noise=0.05)
+    parent_file = jdnas_sdk.save_detector(parent, tmp_path / "parent.pt")
+    moves = {
+        "size": (SetHead("size", 64), SetHead("convs", 3)),
+        "width": (SetHead("convs", 3), SetHead("width", 16)),
+    }
+    for name, actions in moves.items():
+        for images in (0, 4):
+            job = CandidateJob(
+                index=images,
+                parent_file=str(parent_file),
+                out_file=str(tmp_path / f"{name}{images}.pt"),
+                steps=0,
+                train=TrainConfig(),
+                kd=KDConfig(),
+                actions=actions,
+                refit_images=images,
+            )
+            assert run_candidate(job, train_set, val_set).error is None
+        assert "regression_head" in read_detector_file(tmp_path / f"{name}4.pt")["metadata"]["refit"]
+    # at 64 px the parent itself is the reference: the refit student is the closer to it
+    reference = morph(parent, SetHead("size", 64))
+    refit, plain = (jdnas_sdk.load_detector(tmp_path / f"size{n}.pt") for n in (4, 0))
+    assert _head_error(reference, refit) < _head_error(reference, plain)
+    # the pipeline's morph_to takes the depth as its own step when a hook asks for steps
+    seen: list[object] = []
+    target = Student.parse(str(Student.of(*jdnas_sdk.describe(jdnas_sdk.load_detector(tmp_path / "width4.pt")))))
+    got = morph_to(parent, target, after_step=lambda before, after, action: seen.append(action))
+    assert SetHead("convs", 3) in seen and Student.of(*jdnas_sdk.describe(got)) == target

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from math import lcm
 
@@ -29,7 +29,12 @@ from .heads import SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance
 from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
 
-__all__ = ["morph", "morph_step", "morph_to"]
+__all__ = ["morph", "morph_step", "morph_to", "AfterStep"]
+
+#: Called after each morphism step as ``after_step(before, after, action)``; it may change
+#: ``after``'s weights in place (a data-driven repair such as :func:`~jdnas_sdk.morph.refit.refit_towers`,
+#: which needs the two detectors one step apart: same input size, same channels).
+AfterStep = Callable[[nn.Module, nn.Module, "Action | SetHead"], None]
 
 
 def _plan(parent: nn.Module, arch: Arch, action: Action, importance: Importance) -> Plan:
@@ -88,19 +93,23 @@ def morph(
     *,
     importance: str | Importance = "bn",
     multiple: int = 8,
+    after_step: AfterStep | None = None,
 ) -> nn.Module:
     """Apply ``actions`` in order; returns the student (``model`` is left untouched).
 
     ``importance`` ranks channels for narrowing and widening: ``"bn"`` (``|gamma| + |beta|`` of
     the norms), ``"l1"`` (filter L1 norms) or any :data:`~jdnas_sdk.morph.importance.Importance`.
-    Widths snap to ``multiple`` (mid widths also to the ResNeXt groups).
+    Widths snap to ``multiple`` (mid widths also to the ResNeXt groups). ``after_step``: see
+    :data:`AfterStep` (None: the morph is a function of the weights alone).
     """
     if isinstance(importance, str) and importance not in IMPORTANCES:
         raise ArchError(f"importance must be one of {sorted(IMPORTANCES)} or a callable, got {importance!r}")
     steps = [actions] if not isinstance(actions, Sequence) else list(actions)
     current = model
     for action in steps:
-        current = morph_step(current, action, importance=importance, multiple=multiple)
+        before, current = current, morph_step(current, action, importance=importance, multiple=multiple)
+        if after_step is not None:
+            after_step(before, current, action)
     if current is model:  # no actions: still hand back an independent copy
         spec, arch = describe(model)
         current = build_detector(spec, arch)
@@ -110,16 +119,31 @@ def morph(
 
 
 def morph_to(
-    model: nn.Module, arch: Arch | Student, *, importance: str | Importance = "bn", multiple: int = 8
+    model: nn.Module,
+    arch: Arch | Student,
+    *,
+    importance: str | Importance = "bn",
+    multiple: int = 8,
+    after_step: AfterStep | None = None,
 ) -> nn.Module:
     """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`;
-    a whole :class:`~jdnas_sdk.student.Student` also takes its head settings (:func:`morph_heads`)."""
+    a whole :class:`~jdnas_sdk.student.Student` also takes its head settings (:func:`morph_heads`).
+    With ``after_step``, a change of tower depth is its own step (depth first, then the other head
+    settings), so the hook sees it between two detectors that differ in nothing else."""
     heads = arch.heads if isinstance(arch, Student) else None
     arch = arch.arch if isinstance(arch, Student) else arch
-    student = morph(model, actions_to(describe(model)[1], arch), importance=importance, multiple=multiple)
+    student = morph(
+        model, actions_to(describe(model)[1], arch), importance=importance, multiple=multiple, after_step=after_step
+    )
     got = describe(student)[1]
     if got != arch:
         raise ArchError(f"morphing reached {got}, not {arch} (widths snap to multiples of {multiple})")
-    if heads is not None and heads != Heads.of(describe(student)[0]):
+    current = Heads.of(describe(student)[0])
+    if heads is not None and after_step is not None and heads.convs != current.convs:
+        depth = SetHead("convs", heads.convs)  # type: ignore[arg-type]
+        before, student = student, morph_heads(student, apply_head(current, depth), importance=importance)
+        after_step(before, student, depth)
+        current = Heads.of(describe(student)[0])
+    if heads is not None and heads != current:
         student = morph_heads(student, heads, importance=importance)
     return student

@@ -29,7 +29,9 @@ from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
-from ..morph.refit import refit_towers, training_images
+from ..morph.apply import AfterStep
+from ..morph.heads import SetHead
+from ..morph.refit import Refit, refit_towers, training_images
 from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
 
@@ -47,8 +49,9 @@ class CandidateJob:
     for moves that change no weight) with the teacher
     at ``teacher_file`` (none: no distillation), its BatchNorm statistics recalibrated on the first
     ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated. With
-    ``refit_images``, a tower conv beside one the morphism removed is first refit by least squares
-    on that many training images (:func:`~jdnas_sdk.morph.refit.refit_towers`; 0: not)."""
+    ``refit_images``, a tower conv beside those a depth step of the morphism removed is refit by
+    least squares right after that step, on that many training images
+    (:func:`~jdnas_sdk.morph.refit.refit_towers`; 0: not)."""
 
     index: int
     parent_file: str
@@ -127,15 +130,15 @@ def run_candidate(
     torch.manual_seed(job.train.seed)  # new blocks and KD adapters start the same in any process
     try:
         parent = load_detector(job.parent_file)
+        refits: list[Refit] = []
+        hook = _refit_hook(train_data, job.refit_images, refits) if job.refit_images else None
         if job.morph_to is not None:
-            student = morph_to(parent, Student.parse(job.morph_to))
+            student = morph_to(parent, Student.parse(job.morph_to), after_step=hook)
         else:
-            student = morph(parent, list(job.actions)) if job.actions else parent
+            student = morph(parent, list(job.actions), after_step=hook) if job.actions else parent
         metadata = dict(job.metadata)
-        if job.refit_images and student is not parent:  # a removed tower conv: the one beside it takes over
-            refits = refit_towers(student, parent, training_images(train_data, job.refit_images))
-            if refits:
-                metadata["refit"] = "; ".join(f"{r.conv} {r.error_before:.3g}->{r.error_after:.3g}" for r in refits)
+        if refits:
+            metadata["refit"] = "; ".join(f"{r.conv} {r.error_before:.3g}->{r.error_after:.3g}" for r in refits)
         if job.steps:
             finetune(
                 student,
@@ -167,6 +170,21 @@ def run_candidate(
         )
     atomic_write_json(job.result_file, {"key": job.key(), "outcome": asdict(outcome)})
     return outcome
+
+
+def _refit_hook(train_data: Any, images: int, refits: list[Refit]) -> AfterStep:
+    """The morph step hook that refits a tower beside the convs a depth step removed, between the
+    two detectors of that step (same input size and channels, whatever the other moves), on the
+    first ``images`` training images (read once, when a depth step first needs them)."""
+    loaded: list[torch.Tensor] = []
+
+    def after_step(before: torch.nn.Module, after: torch.nn.Module, action: object) -> None:
+        if isinstance(action, SetHead) and action.knob == "convs":
+            if not loaded:
+                loaded.extend(training_images(train_data, images))
+            refits.extend(refit_towers(after, before, loaded))
+
+    return after_step
 
 
 class Executor(Protocol):
