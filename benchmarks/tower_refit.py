@@ -2,9 +2,10 @@
 
 From a trained one-stage base (``benchmarks/train_base.py`` writes it), each tower loses one or
 two convs by the depth move (:func:`jdnas_sdk.morph.heads.morph_heads`: the convs closest to the
-identity go); the student is then scored as it is (**drop**) or after
-:func:`jdnas_sdk.morph.refit.refit_towers` on the first ``--refit-images`` *training* images
-(**refit**), untrained and after ``--steps`` fine-tuning steps on the search's candidate schedule
+identity go), or is narrowed by the width move (channels by importance); the student is then
+scored as it is (**drop**) or after :func:`jdnas_sdk.morph.refit.refit_towers` (depth) or
+:func:`~jdnas_sdk.morph.refit.refit_narrowed` (width) on the first ``--refit-images`` *training*
+images (**refit**), untrained and after ``--steps`` fine-tuning steps on the search's candidate schedule
 (``Recipe().search_train_config()``, as ``run_candidate`` trains them), once per seed. COCO AP on
 the ``select`` and ``test`` halves of the validation images (nothing here is chosen). Results,
 with the machine and wall times, go to ``benchmarks/results/tower_refit.{json,md}``.
@@ -32,7 +33,8 @@ from jdnas_sdk.distill import finetune
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_heads, refit_towers
-from jdnas_sdk.morph.refit import training_images
+from jdnas_sdk.morph.heads import head_maps
+from jdnas_sdk.morph.refit import refit_narrowed, training_images
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base", type=Path, default=Path("runs/bench/base_retinanet_resnet18.pt"))
     p.add_argument("--data", type=Path, default=Path("runs/bench/shapes_2000_500_256_s0"))
     p.add_argument("--depths", type=int, nargs="+", default=[3, 2], help="tower depths to cut to")
+    p.add_argument("--widths", type=int, nargs="*", default=[48, 32], help="tower widths to narrow to")
     p.add_argument("--steps", type=int, default=30, help="fine-tuning steps (the search's candidates train 30)")
     p.add_argument("--refit-images", type=int, default=16)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
@@ -62,12 +65,19 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: list[dict] = []
     base_scores = score(base)
-    for depth in args.depths:
+    cuts = [("depth", d, replace(heads, convs=d)) for d in args.depths]
+    cuts += [("width", w, replace(heads, width=w)) for w in args.widths]
+    for knob, value, cut in cuts:
         for how in ("drop", "refit"):
             started = time.monotonic()
-            student = morph_heads(base, replace(heads, convs=depth))
+            student = morph_heads(base, cut)
             images = training_images(train_set, args.refit_images)
-            refits = refit_towers(student, base, images) if how == "refit" else []
+            if how == "drop":
+                refits = []
+            elif knob == "depth":
+                refits = refit_towers(student, base, images)
+            else:
+                refits = refit_narrowed(student, base, images, head_maps(base, cut))
             refit_s = time.monotonic() - started
             untrained = score(student.eval())
             state = {k: v.clone() for k, v in student.state_dict().items()}
@@ -79,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 finetune(student, data=train_set, steps=args.steps, config=config, progress=False)
                 rows.append(
                     {
-                        "depth": depth,
+                        "cut": knob,
+                        "value": value,
                         "how": how,
                         "seed": seed,
                         "untrained": untrained,
@@ -90,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                     }
                 )
                 print(
-                    f"depth {depth} {how} seed {seed}: select AP untrained {100 * untrained['select_ap']:.1f}, after "
+                    f"{knob} {value} {how} seed {seed}: select AP untrained {100 * untrained['select_ap']:.1f}, after "
                     f"{args.steps} steps {100 * rows[-1]['trained']['select_ap']:.1f}",
                     flush=True,
                 )
@@ -118,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.steps} steps on the search's candidate schedule; {len(select_set)} select / {len(test_set)} test "
         "images (nothing chosen here).",
         "",
-        "| tower depth | how | seed | untrained select / test AP | after steps select / test AP | refit error "
+        "| tower cut | how | seed | untrained select / test AP | after steps select / test AP | refit error "
         "(relative, before -> after) | morph + refit s |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -126,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         cell = lambda m: f"{100 * m['select_ap']:.1f} / {100 * m['test_ap']:.1f}"  # noqa: E731
         errors = ", ".join(f"{f['error_before']:.2f} -> {f['error_after']:.2f}" for f in r["refits"]) or "-"
         lines.append(
-            f"| {r['depth']} | {r['how']} | {r['seed']} | {cell(r['untrained'])} | {cell(r['trained'])} | {errors} | "
-            f"{r['refit_s']:.1f} |"
+            f"| {r['cut']} {r['value']} | {r['how']} | {r['seed']} | {cell(r['untrained'])} | {cell(r['trained'])} | "
+            f"{errors} | {r['refit_s']:.1f} |"
         )
     lines += ["", f"Command: `{report['command']}`"]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -163,6 +163,8 @@ def test_the_refit_follows_the_depth_step_whatever_else_the_candidate_changes(
             )
             assert run_candidate(job, train_set, val_set).error is None
         assert "regression_head" in read_detector_file(tmp_path / f"{name}4.pt")["metadata"]["refit"]
+    # the width step after the depth step: its consumers (here the predictors too) were refit as well
+    assert "cls_logits" in read_detector_file(tmp_path / "width4.pt")["metadata"]["refit"]
     # at 64 px the parent itself is the reference: the refit student is the closer to it
     reference = morph(parent, SetHead("size", 64))
     refit, plain = (jdnas_sdk.load_detector(tmp_path / f"size{n}.pt") for n in (4, 0))
@@ -171,4 +173,27 @@ def test_the_refit_follows_the_depth_step_whatever_else_the_candidate_changes(
     seen: list[object] = []
     target = Student.parse(str(Student.of(*jdnas_sdk.describe(jdnas_sdk.load_detector(tmp_path / "width4.pt")))))
     got = morph_to(parent, target, after_step=lambda before, after, action: seen.append(action))
-    assert SetHead("convs", 3) in seen and Student.of(*jdnas_sdk.describe(got)) == target
+    assert seen == [SetHead("convs", 3), SetHead("width", 16)] and Student.of(*jdnas_sdk.describe(got)) == target
+
+
+def test_narrowed_towers_have_their_consumers_refit_on_the_channels_they_kept() -> None:
+    from jdnas_sdk.morph.heads import head_maps
+    from jdnas_sdk.morph.refit import refit_narrowed
+
+    parent = _retina()
+    narrow = replace(Heads.of(jdnas_sdk.describe(parent)[0]), width=16)
+    student = morph_heads(parent, narrow)
+    dropped = _head_error(parent, student)
+    refits = refit_narrowed(student, parent, IMAGES, head_maps(parent, narrow))
+    # per side the three tower convs after the first read narrowed channels (the predictors too,
+    # refit where that lowers their error: a near-constant output of the init's prior may not be)
+    convs = {r.conv for r in refits if ".conv." in r.conv}
+    sides = ("classification_head", "regression_head")
+    assert convs == {f"head.{side}.conv.{i}.0" for side in sides for i in (1, 2, 3)}
+    assert all(r.error_after < r.error_before for r in refits)
+    assert _head_error(parent, student) < 0.5 * dropped
+    # widened towers (new channels) and depth changes are not its case
+    wide = replace(Heads.of(jdnas_sdk.describe(parent)[0]), width=48)
+    assert refit_narrowed(morph_heads(parent, wide), parent, IMAGES, head_maps(parent, wide)) == []
+    deeper = replace(Heads.of(jdnas_sdk.describe(parent)[0]), convs=3)
+    assert refit_narrowed(morph_heads(parent, deeper), parent, IMAGES, head_maps(parent, deeper)) == []

@@ -128,8 +128,8 @@ def morph_to(
 ) -> nn.Module:
     """A student of backbone ``arch`` inheriting ``model``'s weights, reached by :func:`actions_to`;
     a whole :class:`~jdnas_sdk.student.Student` also takes its head settings (:func:`morph_heads`).
-    With ``after_step``, a change of tower depth is its own step (depth first, then the other head
-    settings), so the hook sees it between two detectors that differ in nothing else."""
+    With ``after_step``, a change of tower depth, then of tower width, is its own step (then the
+    other head settings), so the hook sees each between two detectors that differ in nothing else."""
     heads = arch.heads if isinstance(arch, Student) else None
     arch = arch.arch if isinstance(arch, Student) else arch
     student = morph(
@@ -139,11 +139,12 @@ def morph_to(
     if got != arch:
         raise ArchError(f"morphing reached {got}, not {arch} (widths snap to multiples of {multiple})")
     current = Heads.of(describe(student)[0])
-    if heads is not None and after_step is not None and heads.convs != current.convs:
-        depth = SetHead("convs", heads.convs)  # type: ignore[arg-type]
-        before, student = student, morph_heads(student, apply_head(current, depth), importance=importance)
-        after_step(before, student, depth)
-        current = Heads.of(describe(student)[0])
+    for knob in ("convs", "width") if heads is not None and after_step is not None else ():
+        if getattr(heads, knob) != getattr(current, knob):  # its own step, seen by the hook
+            step = SetHead(knob, getattr(heads, knob))
+            before, student = student, morph_heads(student, apply_head(current, step), importance=importance)
+            after_step(before, student, step)  # type: ignore[misc]
+            current = Heads.of(describe(student)[0])
     if heads is not None and heads != current:
         student = morph_heads(student, heads, importance=importance)
     return student

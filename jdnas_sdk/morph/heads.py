@@ -32,7 +32,7 @@ from ..student import Heads
 from .importance import IMPORTANCES, Importance
 from .inherit import IndexMap, _gather, select_channels
 
-__all__ = ["SetHead", "HEAD_KNOBS", "apply_head", "morph_heads"]
+__all__ = ["SetHead", "HEAD_KNOBS", "apply_head", "morph_heads", "head_maps"]
 
 #: Head settings a :class:`SetHead` may change (the :class:`Heads` fields; ``size`` is ``min_size``).
 HEAD_KNOBS: tuple[str, ...] = ("fpn", "size", "proposals", "box", "mask", "convs", "width")
@@ -84,14 +84,10 @@ def _convs(seq: nn.Module) -> list[nn.Conv2d]:
 def morph_heads(model: nn.Module, heads: Heads, *, importance: str | Importance = "bn") -> nn.Module:
     """The student of ``model`` with head settings ``heads`` (same backbone), its weights inherited
     (see the module doc). Returned in ``model``'s train/eval mode."""
-    score = IMPORTANCES[importance] if isinstance(importance, str) else importance
     spec, arch = describe(model)
-    new_spec = heads.apply(spec)
-    student = build_detector(new_spec, arch)
-    maps = _fpn_maps(model, spec.fpn_channels, heads.fpn, score)
-    maps.update(_roi_maps(model, heads, score, maps))
+    student = build_detector(heads.apply(spec), arch)
+    maps, renames = _head_plan(model, student, heads, importance)
     source, target = model.state_dict(), student.state_dict()
-    renames = _tower_maps(model, student, heads, score, maps)
     filled = {}
     for key, dst in target.items():
         src_key = renames.get(key, key)
@@ -110,6 +106,27 @@ def morph_heads(model: nn.Module, heads: Heads, *, importance: str | Importance 
     _identity_convs(student, renames)
     student.train(model.training)
     return student
+
+
+def head_maps(
+    model: nn.Module, heads: Heads, *, importance: str | Importance = "bn"
+) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+    """Per parent tensor name, the ``(output, input)`` channel maps :func:`morph_heads` uses to
+    reach ``heads`` (None: all channels; -1: a new channel), for repairs that must know which
+    parent channels a student's channel came from (:mod:`jdnas_sdk.morph.refit`). Tower tensors
+    are named as in the parent."""
+    spec, arch = describe(model)
+    return _head_plan(model, build_detector(heads.apply(spec), arch), heads, importance)[0]
+
+
+def _head_plan(
+    model: nn.Module, student: nn.Module, heads: Heads, importance: str | Importance
+) -> tuple[dict[str, tuple[IndexMap | None, IndexMap | None]], dict[str, str | None]]:
+    score = IMPORTANCES[importance] if isinstance(importance, str) else importance
+    maps = _fpn_maps(model, describe(model)[0].fpn_channels, heads.fpn, score)
+    maps.update(_roi_maps(model, heads, score, maps))
+    renames = _tower_maps(model, student, heads, score, maps)
+    return maps, renames
 
 
 def _fpn_maps(

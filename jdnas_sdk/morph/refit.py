@@ -14,7 +14,14 @@ select images): 51.0 select AP untrained, 54.5 after 30 steps.
 It applies where the student is its parent with tower convs removed and the kept convs unchanged
 (the depth move of :mod:`jdnas_sdk.morph.heads`; other moves in the same step may change the
 backbone, FPN and other settings, as long as the kept tower convs are the parent's own and the
-feature maps have the parent's sizes); elsewhere it changes nothing and says why.
+feature maps have the parent's sizes); elsewhere it changes nothing and says why. The search runs
+it between the two detectors of the depth step itself (``morph(after_step=...)``).
+
+:func:`refit_narrowed` does the same after a tower-*width* step: every layer reading channels the
+importance dropped (the tower convs after the first, the predictors) is refit, in forward order, to
+give the parent's output on the channels it kept (the reconstruction of He et al. 2017 proper).
+Ad hoc on the same base (60 select images, untrained): towers at 48 of 64 channels 21.2 AP dropped,
+38.3 refit; at 32, 10.8 and 12.4.
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .heads import _convs, _kept
+from .inherit import IndexMap
 
-__all__ = ["Refit", "refit_towers", "training_images"]
+__all__ = ["Refit", "refit_towers", "refit_narrowed", "training_images"]
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +152,8 @@ def refit_towers(
             p_tower = getattr(parent.head, side).conv
             for j, target in plan:
                 conv = s_towers[side][j]
-                refit = _solve(conv, s_tower, p_tower, p_towers[side][target], s_feats, p_feats, ridge, max_rows, seed)
+                target_conv = p_towers[side][target]
+                refit = _solve(conv, s_tower, p_tower, target_conv, None, s_feats, p_feats, ridge, max_rows, seed)
                 if refit is not None:
                     done.append(Refit(names[id(conv)], *refit))
                     log.info("[refit] %s: relative error %.3f -> %.3f", names[id(conv)], *refit)
@@ -164,14 +173,16 @@ def _solve(
     s_tower: nn.Module,
     p_tower: nn.Module,
     target: nn.Conv2d,
+    channels: IndexMap | None,
     s_feats: list[Tensor],
     p_feats: list[Tensor],
     ridge: float,
     max_rows: int,
     seed: int,
 ) -> tuple[float, float] | None:
-    """Ridge-regress ``target``'s output in the parent on the patches ``conv`` reads in the
-    student, over every level; set ``conv``'s weights where that lowers the error."""
+    """Ridge-regress ``target``'s output in the parent (its ``channels``; None: all) on the
+    patches ``conv`` reads in the student, over every level, running each level through
+    ``s_tower`` and ``p_tower``; set ``conv``'s weights where that lowers the error."""
     if conv.bias is None:
         return None
     gen = torch.Generator().manual_seed(seed)
@@ -192,7 +203,7 @@ def _solve(
                 h.remove()
         for x, y in zip(ins[0], outs[0]):  # image by image
             rows = _patches(x[None], conv).double()
-            ys = y.flatten(1).T.double()
+            ys = (y if channels is None else y[channels]).flatten(1).T.double()
             if len(rows) != len(ys):
                 return None
             if len(rows) > max_rows:
@@ -220,3 +231,72 @@ def _solve(
     conv.weight.copy_(solved[:-1].T.reshape_as(conv.weight).to(conv.weight.dtype))
     conv.bias.copy_(solved[-1].to(conv.bias.dtype))
     return before, after
+
+
+@torch.no_grad()
+def refit_narrowed(
+    student: nn.Module,
+    parent: nn.Module,
+    images: Sequence[Tensor],
+    maps: dict[str, tuple[IndexMap | None, IndexMap | None]],
+    *,
+    ridge: float = 1e-3,
+    max_rows: int = 2048,
+    seed: int = 0,
+) -> list[Refit]:
+    """After a tower-width step (``student`` is ``parent`` with narrower towers, ``maps`` the
+    channel maps it was made with: :func:`~jdnas_sdk.morph.heads.head_maps`), refit, in place and in
+    forward order, every tower layer that reads narrowed channels (each tower conv after the first,
+    and the class and box predictors) so that it gives the parent's pre-activation on the channels
+    it kept, from what it now reads: importance drops channels, the reconstruction step of channel
+    pruning (He et al. 2017) makes their consumers do without them. Widened towers (new channels)
+    and detectors without towers are left alone."""
+    s_towers, p_towers = _towers(student), _towers(parent)
+    if not images or not s_towers or set(s_towers) != set(p_towers):
+        return []
+    if any(len(s_towers[side]) != len(p_towers[side]) for side in s_towers):
+        return []  # a depth change: refit_towers' case
+    modes = student.training, parent.training
+    student.eval(), parent.eval()
+    try:
+        s_feats, p_feats = _features(student, images), _features(parent, images)
+        if [f.shape[-2:] for f in s_feats] != [f.shape[-2:] for f in p_feats]:
+            return []
+        names = {id(m): n for n, m in parent.named_modules()}
+        done = []
+        for side in s_towers:
+            s_side, p_side = getattr(student.head, side), getattr(parent.head, side)
+            layers = list(zip(s_towers[side][1:], p_towers[side][1:]))
+            layers += [
+                (getattr(s_side, name), getattr(p_side, name))
+                for name in ("cls_logits", "bbox_reg", "bbox_ctrness")
+                if isinstance(getattr(p_side, name, None), nn.Conv2d)
+            ]
+            for s_layer, p_layer in layers:
+                out_map, in_map = maps.get(f"{names[id(p_layer)]}.weight", (None, None))
+                if in_map is None or -1 in in_map or (out_map is not None and -1 in out_map):
+                    continue  # reads what the parent's layer read, or new channels
+                refit = _solve(
+                    s_layer, _Side(s_side), _Side(p_side), p_layer, out_map, s_feats, p_feats, ridge, max_rows, seed
+                )
+                if refit is not None:
+                    done.append(Refit(names[id(p_layer)], *refit))
+                    log.info("[refit] %s: relative error %.3f -> %.3f", names[id(p_layer)], *refit)
+        return done
+    finally:
+        student.train(modes[0]), parent.train(modes[1])
+
+
+class _Side(nn.Module):
+    """A head side run on one level: its tower, then every predictor reading the tower's output."""
+
+    def __init__(self, side: nn.Module) -> None:
+        super().__init__()
+        self.side = side
+
+    def forward(self, x: Tensor) -> None:
+        out = self.side.conv(x)
+        for name in ("cls_logits", "bbox_reg", "bbox_ctrness"):
+            layer = getattr(self.side, name, None)
+            if isinstance(layer, nn.Conv2d):
+                layer(out)
