@@ -292,23 +292,10 @@ def _cool_down(
     """Train the best weights (in ``model``) ``converge.cooldown_steps`` more steps, the rate
     warmed up briefly (a fresh optimiser) and decayed by cosine to its floor; keep them where their
     select AP beats the best, else restore the best. Resumable from its own checkpoint."""
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     steps = converge.cooldown_steps
-    cool = replace(
-        config,
-        steps=steps,
-        schedule="cosine",
-        warmup_steps=min(config.warmup_steps, steps // 10),
-        checkpoint_every=max(1, min(converge.eval_every, steps)),
+    ap, _, kept, ckpt = _train_decayed(
+        model, train_data, select_data, out, config, converge, result, progress, steps=steps
     )
-    ckpt = checkpoint_path(out.with_name(out.name + ".cooldown"))
-    train(model, train_data, config=cool, checkpoint=ckpt, progress=progress)
-    ap = evaluate(model, select_data, progress=False).ap
-    kept = ap > result.best_ap
-    if kept:
-        result.best_ap = ap
-    else:
-        model.load_state_dict(best)
     result.cooldown = {"steps": steps, "select_ap": ap, "kept": kept}
     _save(model, out, result, metadata)
     ckpt.unlink(missing_ok=True)
@@ -319,6 +306,45 @@ def _cool_down(
         "kept" if kept else "not kept",
         100 * result.best_ap,
     )
+
+
+def _train_decayed(
+    model: nn.Module,
+    train_data: Any,
+    select_data: Any,
+    out: Path,
+    config: TrainConfig,
+    converge: ConvergeConfig,
+    result: ConvergeResult,
+    progress: bool,
+    *,
+    steps: int,
+    cycle: int = 0,
+) -> tuple[float, float, bool, Path]:
+    """Train the best weights (in ``model``) ``steps`` steps from a fresh optimiser, the rate warmed
+    up briefly and decayed by cosine to its floor (checkpointed beside ``out``: the cool-down's, or
+    rewound cycle ``cycle``'s, with its own data order), then keep them where their select AP beats
+    the best (``result.best_ap`` is raised), else restore the best. Returns the select AP, its gain
+    over the best before, whether it was kept, and the checkpoint (for the caller to remove once the
+    outcome is saved)."""
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    schedule = replace(
+        config,
+        steps=steps,
+        schedule="cosine",
+        warmup_steps=min(config.warmup_steps, steps // 10),
+        seed=config.seed + cycle,
+        checkpoint_every=max(1, min(converge.eval_every, steps)),
+    )
+    ckpt = checkpoint_path(out.with_name(out.name + (f".cycle{cycle}" if cycle else ".cooldown")))
+    train(model, train_data, config=schedule, checkpoint=ckpt, progress=progress)
+    ap = evaluate(model, select_data, progress=False).ap
+    gain, kept = ap - result.best_ap, ap > result.best_ap
+    if kept:
+        result.best_ap = ap
+    else:
+        model.load_state_dict(best)
+    return ap, gain, kept, ckpt
 
 
 def _cycles_done(result: ConvergeResult, converge: ConvergeConfig) -> bool:
@@ -348,23 +374,9 @@ def _cycles(
     while not _cycles_done(result, converge):
         ran = True
         index, steps = len(result.cycles), converge.cycle_steps
-        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        cycle = replace(
-            config,
-            steps=steps,
-            schedule="cosine",
-            warmup_steps=min(config.warmup_steps, steps // 10),
-            seed=config.seed + 1 + index,
-            checkpoint_every=max(1, min(converge.eval_every, steps)),
+        ap, gain, kept, ckpt = _train_decayed(
+            model, train_data, select_data, out, config, converge, result, progress, steps=steps, cycle=index + 1
         )
-        ckpt = checkpoint_path(out.with_name(f"{out.name}.cycle{index + 1}"))
-        train(model, train_data, config=cycle, checkpoint=ckpt, progress=progress)
-        ap = evaluate(model, select_data, progress=False).ap
-        gain, kept = ap - result.best_ap, ap > result.best_ap
-        if kept:
-            result.best_ap = ap
-        else:
-            model.load_state_dict(best)
         result.cycles.append({"steps": steps, "select_ap": ap, "gain": gain, "kept": kept})
         _save(model, out, result, metadata)
         ckpt.unlink(missing_ok=True)
