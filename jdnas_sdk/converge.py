@@ -41,9 +41,10 @@ import torch
 from torch import nn
 
 from ._io import atomic_torch_save, atomic_write_json
-from .detectors import load_detector, save_detector
+from .detectors import load_detector
 from .errors import TrainingError
 from .evaluate import evaluate
+from .settle import curve_path, save_result, settle
 from .train import TrainConfig, checkpoint_path, train
 
 __all__ = ["ConvergeConfig", "ConvergeResult", "train_until_converged", "curve_path", "trend_rise"]
@@ -122,12 +123,6 @@ class ConvergeResult:
         return self.best_step + cooled + sum(c["steps"] for c in self.cycles if c["kept"])
 
 
-def curve_path(out: str | os.PathLike[str]) -> Path:
-    """The JSON beside the detector file ``out`` that holds its training curve."""
-    path = Path(out)
-    return path.with_name(path.name + ".curve.json")
-
-
 def trend_rise(curve: list[dict[str, float]], window: int) -> float | None:
     """How much the least-squares line through the last ``window`` points of ``curve`` rises
     across them (AP, 0-1), or None with fewer than three points (or ``window`` 0). A line, not the
@@ -200,9 +195,7 @@ def train_until_converged(
                 _rule(converge),
             )
         model.load_state_dict(load_detector(out).state_dict())
-        if converge.cooldown_steps and result.cooldown is None:  # converged by an earlier run without one
-            _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
-        _cycles(model, train_data, select_data, out, config, converge, result, metadata, progress)
+        settle(model, train_data, select_data, out, config, converge, result, metadata, progress)
         return result
     if saved:  # stopped at a lower max_steps before: go on from its checkpoint
         log.info(
@@ -241,13 +234,11 @@ def train_until_converged(
     result.converged = _stalled(result, converge)
     if best_file.is_file():
         model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
-    _save(model, out, result, metadata)
+    save_result(model, out, result, metadata)
     if result.converged:  # a plateau ends it; stopped by max_steps, the checkpoint stays for a larger max_steps
         ckpt.unlink(missing_ok=True)
     best_file.unlink(missing_ok=True)
-    if converge.cooldown_steps:
-        _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
-    _cycles(model, train_data, select_data, out, config, converge, result, metadata, progress)
+    settle(model, train_data, select_data, out, config, converge, result, metadata, progress)
     log.info(
         "[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
         "converged" if result.converged else "stopped at max_steps",
@@ -257,143 +248,3 @@ def train_until_converged(
         curve_file,
     )
     return result
-
-
-def _save(model: nn.Module, out: Path, result: ConvergeResult, metadata: dict[str, Any] | None) -> None:
-    """The detector file (``model``'s weights, the curve in its metadata), then the curve's JSON."""
-    save_detector(
-        model,
-        out,
-        metadata={
-            "steps": result.best_weights_steps,
-            "trained_steps": result.steps,
-            "best_select_ap": result.best_ap,
-            "converged": result.converged,
-            "curve": json.dumps(result.curve),
-            "cooldown": json.dumps(result.cooldown),
-            "cycles": json.dumps(result.cycles),
-            **(metadata or {}),
-        },
-    )
-    atomic_write_json(curve_path(out), result.to_json())
-
-
-def _cool_down(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    metadata: dict[str, Any] | None,
-    progress: bool,
-) -> None:
-    """Train the best weights (in ``model``) ``converge.cooldown_steps`` more steps, the rate
-    warmed up briefly (a fresh optimiser) and decayed by cosine to its floor; keep them where their
-    select AP beats the best, else restore the best. Resumable from its own checkpoint."""
-    steps = converge.cooldown_steps
-    ap, _, kept, ckpt = _train_decayed(
-        model, train_data, select_data, out, config, converge, result, progress, steps=steps
-    )
-    result.cooldown = {"steps": steps, "select_ap": ap, "kept": kept}
-    _save(model, out, result, metadata)
-    ckpt.unlink(missing_ok=True)
-    log.info(
-        "[converge] cool-down of %d steps: select AP %.1f, %s (best %.1f)",
-        steps,
-        100 * ap,
-        "kept" if kept else "not kept",
-        100 * result.best_ap,
-    )
-
-
-def _train_decayed(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    progress: bool,
-    *,
-    steps: int,
-    cycle: int = 0,
-) -> tuple[float, float, bool, Path]:
-    """Train the best weights (in ``model``) ``steps`` steps from a fresh optimiser, the rate warmed
-    up briefly and decayed by cosine to its floor (checkpointed beside ``out``: the cool-down's, or
-    rewound cycle ``cycle``'s, with its own data order), then keep them where their select AP beats
-    the best (``result.best_ap`` is raised), else restore the best. Returns the select AP, its gain
-    over the best before, whether it was kept, and the checkpoint (for the caller to remove once the
-    outcome is saved)."""
-    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    schedule = replace(
-        config,
-        steps=steps,
-        schedule="cosine",
-        warmup_steps=min(config.warmup_steps, steps // 10),
-        seed=config.seed + cycle,
-        checkpoint_every=max(1, min(converge.eval_every, steps)),
-    )
-    ckpt = checkpoint_path(out.with_name(out.name + (f".cycle{cycle}" if cycle else ".cooldown")))
-    train(model, train_data, config=schedule, checkpoint=ckpt, progress=progress)
-    ap = evaluate(model, select_data, progress=False).ap
-    gain, kept = ap - result.best_ap, ap > result.best_ap
-    if kept:
-        result.best_ap = ap
-    else:
-        model.load_state_dict(best)
-    return ap, gain, kept, ckpt
-
-
-def _cycles_done(result: ConvergeResult, converge: ConvergeConfig) -> bool:
-    """No cycle asked, ``max_cycles`` run, or the last one gained less than ``cycle_min_gain``."""
-    if not converge.cycle_steps or len(result.cycles) >= converge.max_cycles:
-        return True
-    return bool(result.cycles) and result.cycles[-1]["gain"] < converge.cycle_min_gain
-
-
-def _cycles(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    metadata: dict[str, Any] | None,
-    progress: bool,
-) -> None:
-    """Rewound cycles (see the module docstring): from the best weights (in ``model``), each
-    trains ``converge.cycle_steps`` steps at the peak rate again (warm-up, then cosine decay to the
-    floor; a fresh optimiser and its own data order) and is kept where ``select`` beats the best;
-    they stop once one gains less than ``cycle_min_gain`` or after ``max_cycles``. Each cycle
-    checkpoints and is recorded as it ends, so a killed run resumes inside the cycle it was in."""
-    ran = False
-    while not _cycles_done(result, converge):
-        ran = True
-        index, steps = len(result.cycles), converge.cycle_steps
-        ap, gain, kept, ckpt = _train_decayed(
-            model, train_data, select_data, out, config, converge, result, progress, steps=steps, cycle=index + 1
-        )
-        result.cycles.append({"steps": steps, "select_ap": ap, "gain": gain, "kept": kept})
-        _save(model, out, result, metadata)
-        ckpt.unlink(missing_ok=True)
-        log.info(
-            "[converge] rewound cycle %d of %d steps: select AP %.1f (%+.1f), %s (best %.1f)",
-            index + 1,
-            steps,
-            100 * ap,
-            100 * gain,
-            "kept" if kept else "not kept",
-            100 * result.best_ap,
-        )
-    if ran and result.cycles[-1]["gain"] >= converge.cycle_min_gain:
-        log.warning(
-            "[converge] %s still gained %.1f AP from its last rewound cycle (%d cycles, the most asked): a student's "
-            "or control's training of that length may still improve it; give more cycles to settle it",
-            out,
-            100 * result.cycles[-1]["gain"],
-            len(result.cycles),
-        )

@@ -245,7 +245,7 @@ def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    import jdnas_sdk.converge as converge_module
+    import jdnas_sdk.settle as settle_module
     from jdnas_sdk.converge import ConvergeConfig, train_until_converged
     from jdnas_sdk.evaluate import evaluate
 
@@ -295,7 +295,7 @@ def test_rewound_cycles_run_while_one_gains_are_kept_by_select_and_resume_after_
     def killed(*_: object, **__: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(converge_module, "evaluate", killed)
+    monkeypatch.setattr(settle_module, "evaluate", killed)
     with pytest.raises(KeyboardInterrupt):
         train_until_converged(
             build(tiny_spec(), ARCH), train_set, val_set, crashed, config=config, converge=once, progress=False
