@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,61 +69,58 @@ def settle(
     progress: bool,
 ) -> None:
     """After the plateau: the cool-down (unless one ran already: a file converged by an earlier
-    run gets one if it lacks it), then the rewound cycles still due."""
+    run gets one if it lacks it), then the rewound cycles still due. ``model`` holds the best
+    weights; ``result`` is the record, saved with them into ``out`` as each step ends."""
+    run = _Run(model, train_data, select_data, out, config, converge, result, metadata, progress)
     if converge.cooldown_steps and result.cooldown is None:
-        _cool_down(model, train_data, select_data, out, config, converge, result, metadata, progress)
-    _cycles(model, train_data, select_data, out, config, converge, result, metadata, progress)
+        _cool_down(run)
+    _cycles(run)
 
 
-def _cool_down(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    metadata: dict[str, Any] | None,
-    progress: bool,
-) -> None:
-    """Train the best weights (in ``model``) ``converge.cooldown_steps`` more steps, the rate
-    warmed up briefly (a fresh optimiser) and decayed by cosine to its floor; keep them where their
-    select AP beats the best, else restore the best. Resumable from its own checkpoint."""
-    steps = converge.cooldown_steps
-    ap, _, kept, ckpt = _train_decayed(
-        model, train_data, select_data, out, config, converge, result, progress, steps=steps
-    )
-    result.cooldown = {"steps": steps, "select_ap": ap, "kept": kept}
-    save_result(model, out, result, metadata)
+@dataclass
+class _Run:
+    """What the cool-down and the cycles work on (the arguments of :func:`settle`)."""
+
+    model: nn.Module
+    train_data: Any
+    select_data: Any
+    out: Path
+    config: TrainConfig
+    converge: ConvergeConfig
+    result: ConvergeResult
+    metadata: dict[str, Any] | None
+    progress: bool
+
+    def save(self) -> None:
+        save_result(self.model, self.out, self.result, self.metadata)
+
+
+def _cool_down(run: _Run) -> None:
+    """Train the best weights ``converge.cooldown_steps`` more steps, the rate warmed up briefly (a
+    fresh optimiser) and decayed by cosine to its floor; keep them where their select AP beats the
+    best, else restore the best. Resumable from its own checkpoint."""
+    steps = run.converge.cooldown_steps
+    ap, _, kept, ckpt = _train_decayed(run, steps=steps)
+    run.result.cooldown = {"steps": steps, "select_ap": ap, "kept": kept}
+    run.save()
     ckpt.unlink(missing_ok=True)
     log.info(
         "[converge] cool-down of %d steps: select AP %.1f, %s (best %.1f)",
         steps,
         100 * ap,
         "kept" if kept else "not kept",
-        100 * result.best_ap,
+        100 * run.result.best_ap,
     )
 
 
-def _train_decayed(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    progress: bool,
-    *,
-    steps: int,
-    cycle: int = 0,
-) -> tuple[float, float, bool, Path]:
-    """Train the best weights (in ``model``) ``steps`` steps from a fresh optimiser, the rate warmed
-    up briefly and decayed by cosine to its floor (checkpointed beside ``out``: the cool-down's, or
+def _train_decayed(run: _Run, *, steps: int, cycle: int = 0) -> tuple[float, float, bool, Path]:
+    """Train the best weights ``steps`` steps from a fresh optimiser, the rate warmed up briefly
+    and decayed by cosine to its floor (checkpointed beside the detector file: the cool-down's, or
     rewound cycle ``cycle``'s, with its own data order), then keep them where their select AP beats
     the best (``result.best_ap`` is raised), else restore the best. Returns the select AP, its gain
     over the best before, whether it was kept, and the checkpoint (for the caller to remove once the
     outcome is saved)."""
+    model, config, result = run.model, run.config, run.result
     best = {k: v.detach().clone() for k, v in model.state_dict().items()}
     schedule = replace(
         config,
@@ -131,11 +128,11 @@ def _train_decayed(
         schedule="cosine",
         warmup_steps=min(config.warmup_steps, steps // 10),
         seed=config.seed + cycle,
-        checkpoint_every=max(1, min(converge.eval_every, steps)),
+        checkpoint_every=max(1, min(run.converge.eval_every, steps)),
     )
-    ckpt = checkpoint_path(out.with_name(out.name + (f".cycle{cycle}" if cycle else ".cooldown")))
-    train(model, train_data, config=schedule, checkpoint=ckpt, progress=progress)
-    ap = evaluate(model, select_data, progress=False).ap
+    ckpt = checkpoint_path(run.out.with_name(run.out.name + (f".cycle{cycle}" if cycle else ".cooldown")))
+    train(model, run.train_data, config=schedule, checkpoint=ckpt, progress=run.progress)
+    ap = evaluate(model, run.select_data, progress=False).ap
     gain, kept = ap - result.best_ap, ap > result.best_ap
     if kept:
         result.best_ap = ap
@@ -151,31 +148,19 @@ def _cycles_done(result: ConvergeResult, converge: ConvergeConfig) -> bool:
     return bool(result.cycles) and result.cycles[-1]["gain"] < converge.cycle_min_gain
 
 
-def _cycles(
-    model: nn.Module,
-    train_data: Any,
-    select_data: Any,
-    out: Path,
-    config: TrainConfig,
-    converge: ConvergeConfig,
-    result: ConvergeResult,
-    metadata: dict[str, Any] | None,
-    progress: bool,
-) -> None:
-    """Rewound cycles (see the module docstring): from the best weights (in ``model``), each
-    trains ``converge.cycle_steps`` steps at the peak rate again (warm-up, then cosine decay to the
-    floor; a fresh optimiser and its own data order) and is kept where ``select`` beats the best;
-    they stop once one gains less than ``cycle_min_gain`` or after ``max_cycles``. Each cycle
-    checkpoints and is recorded as it ends, so a killed run resumes inside the cycle it was in."""
-    ran = False
+def _cycles(run: _Run) -> None:
+    """Rewound cycles (see the module docstring): from the best weights, each trains
+    ``converge.cycle_steps`` steps at the peak rate again (warm-up, then cosine decay to the floor;
+    a fresh optimiser and its own data order) and is kept where ``select`` beats the best; they stop
+    once one gains less than ``cycle_min_gain`` or after ``max_cycles``. Each cycle checkpoints and
+    is recorded as it ends, so a killed run resumes inside the cycle it was in."""
+    result, converge, ran = run.result, run.converge, False
     while not _cycles_done(result, converge):
         ran = True
         index, steps = len(result.cycles), converge.cycle_steps
-        ap, gain, kept, ckpt = _train_decayed(
-            model, train_data, select_data, out, config, converge, result, progress, steps=steps, cycle=index + 1
-        )
+        ap, gain, kept, ckpt = _train_decayed(run, steps=steps, cycle=index + 1)
         result.cycles.append({"steps": steps, "select_ap": ap, "gain": gain, "kept": kept})
-        save_result(model, out, result, metadata)
+        run.save()
         ckpt.unlink(missing_ok=True)
         log.info(
             "[converge] rewound cycle %d of %d steps: select AP %.1f (%+.1f), %s (best %.1f)",
@@ -190,7 +175,7 @@ def _cycles(
         log.warning(
             "[converge] %s still gained %.1f AP from its last rewound cycle (%d cycles, the most asked): a student's "
             "or control's training of that length may still improve it; give more cycles to settle it",
-            out,
+            run.out,
             100 * result.cycles[-1]["gain"],
             len(result.cycles),
         )
