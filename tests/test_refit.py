@@ -163,8 +163,8 @@ def test_the_refit_follows_the_depth_step_whatever_else_the_candidate_changes(
             )
             assert run_candidate(job, train_set, val_set).error is None
         assert "regression_head" in read_detector_file(tmp_path / f"{name}4.pt")["metadata"]["refit"]
-    # the width step after the depth step: its consumers (here the predictors too) were refit as well
-    assert "cls_logits" in read_detector_file(tmp_path / "width4.pt")["metadata"]["refit"]
+    # the width step after the depth step is not refit (measured no better after fine-tuning)
+    assert "cls_logits" not in read_detector_file(tmp_path / "width4.pt")["metadata"]["refit"]
     # at 64 px the parent itself is the reference: the refit student is the closer to it
     reference = morph(parent, SetHead("size", 64))
     refit, plain = (jdnas_sdk.load_detector(tmp_path / f"size{n}.pt") for n in (4, 0))

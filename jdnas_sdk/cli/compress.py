@@ -119,8 +119,8 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         "--refit-images",
         type=int,
         default=16,
-        help="a candidate that removed a head tower conv (or narrowed its towers) has the layers beside the cut "
-        "refit by least squares on N training images before it trains (0: off)",
+        help="a candidate that removed a head tower conv has the conv beside the gap refit by least squares on N "
+        "training images before it trains (0: off)",
     )
     co.add_argument(
         "--max-step-share",

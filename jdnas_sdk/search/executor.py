@@ -24,15 +24,15 @@ import torch
 
 from .._io import atomic_write_json
 from .._ray import worker_id
-from ..detectors import describe, load_detector, read_detector_file, save_detector
+from ..detectors import load_detector, read_detector_file, save_detector
 from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
 from ..morph.apply import AfterStep
-from ..morph.heads import SetHead, head_maps
-from ..morph.refit import Refit, refit_narrowed, refit_towers, training_images
-from ..student import Heads, Student
+from ..morph.heads import SetHead
+from ..morph.refit import Refit, refit_towers, training_images
+from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
 
 __all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished", "run_candidate", "worker_id"]
@@ -49,9 +49,9 @@ class CandidateJob:
     for moves that change no weight) with the teacher
     at ``teacher_file`` (none: no distillation), its BatchNorm statistics recalibrated on the first
     ``bn_images`` training images (adaptive BN; 0: not), saved at ``out_file``, evaluated. With
-    ``refit_images``, a tower conv beside those a depth step of the morphism removed, and the layers
-    reading channels a width step dropped, are refit by least squares right after that step, on
-    that many training images (:mod:`jdnas_sdk.morph.refit`; 0: not)."""
+    ``refit_images``, a tower conv beside those a depth step of the morphism removed is refit by
+    least squares right after that step, on that many training images (:mod:`jdnas_sdk.morph.refit`;
+    0: not)."""
 
     index: int
     parent_file: str
@@ -179,15 +179,13 @@ def _refit_hook(train_data: Any, images: int, refits: list[Refit]) -> AfterStep:
     loaded: list[torch.Tensor] = []
 
     def after_step(before: torch.nn.Module, after: torch.nn.Module, action: object) -> None:
-        if not isinstance(action, SetHead) or action.knob not in ("convs", "width"):
+        # depth steps only: refit_narrowed after width steps scored better untrained but no better (48 of
+        # 64 channels) or worse (32) after the search's 30 steps (benchmarks/results/epyc29/tower_refit.md)
+        if not isinstance(action, SetHead) or action.knob != "convs":
             return
         if not loaded:
             loaded.extend(training_images(train_data, images))
-        if action.knob == "convs":
-            refits.extend(refit_towers(after, before, loaded))
-        else:
-            maps = head_maps(before, Heads.of(describe(after)[0]))
-            refits.extend(refit_narrowed(after, before, loaded, maps))
+        refits.extend(refit_towers(after, before, loaded))
 
     return after_step
 
