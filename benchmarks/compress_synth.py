@@ -39,11 +39,12 @@ from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
-from jdnas_sdk.detectors import read_detector_file, spec_of
+from jdnas_sdk.detectors import describe, read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.preflight import TEACHER_SOURCES
+from jdnas_sdk.space import SearchSpace
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
@@ -131,6 +132,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=16,
         help="training images for the least-squares refit beside a removed tower conv (0: off, as rows before it)",
     )
+    p.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        default=None,
+        help="input sizes the search may give, as ratios of the base's (1.0: keep the base's; default: the "
+        "space's grid, 0.5 to 1.25)",
+    )
     return p.parse_args(argv)
 
 
@@ -203,6 +212,7 @@ def run_one(
             final_steps=args.final_steps,
             seed=seed,
             recipe=recipe,
+            space=_space(model, args.sizes),
             arch_control=args.arch_control,
             measure=False,
             progress=False,
@@ -227,6 +237,14 @@ def run_one(
         search_s=sum(c.get("wall_s") or 0.0 for c in result.history),
     )
     return row
+
+
+def _space(model: Any, sizes: list[float] | None) -> SearchSpace | None:
+    """The whole-detector space with the input sizes ``sizes`` (ratios of the base's); None: the default."""
+    if sizes is None:
+        return None
+    spec, arch = describe(model)
+    return SearchSpace(arch, spec=spec, heads={"size": tuple(sizes)})
 
 
 def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
@@ -393,7 +411,7 @@ def _teacher_tag(teacher: str) -> str:
 _SETTINGS = (
     "data", "target", "latency", "candidates", "finetune_steps", "final_steps", "pool_steps", "grow_teacher_steps",
     "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share", "parent_reach",
-    "refit_images",
+    "refit_images", "sizes",
 )  # fmt: skip
 
 
@@ -407,7 +425,7 @@ def _reused(key: Path, args: argparse.Namespace) -> dict[str, Any]:
     from before rows recorded their options is taken as it is)."""
     row = json.loads(key.read_text())
     made, now = row.get("settings"), _run_settings(args)
-    if made is not None and made != now:
+    if made is not None and any(made.get(k) != v for k, v in now.items()):  # an option newer than the row: None
         changed = ", ".join(f"{k}: {made.get(k)!r} -> {now[k]!r}" for k in now if made.get(k) != now[k])
         raise SystemExit(f"{key} was made with other options ({changed}); rerun with another --workdir")
     return row

@@ -36,6 +36,28 @@ def test_a_finished_row_is_reused_only_with_the_options_it_was_made_with(bench, 
         bench._reused(key, bench.parse_args(["--final-steps", "300"]))
 
 
+def test_a_row_made_before_an_option_existed_is_reused_at_its_default(bench, tmp_path: Path) -> None:
+    args = bench.parse_args([])
+    made = {k: v for k, v in bench._run_settings(args).items() if k != "sizes"}  # a row from before --sizes
+    key = tmp_path / "row.json"
+    key.write_text(json.dumps({"seed": 1, "settings": made}))
+    assert bench._reused(key, args)["seed"] == 1
+    with pytest.raises(SystemExit, match=r"sizes: None -> \[1.0\]"):
+        bench._reused(key, bench.parse_args(["--sizes", "1.0"]))
+
+
+def test_sizes_fix_the_input_size_of_the_search_space(bench) -> None:
+    import jdnas_sdk
+
+    from .conftest import tiny_spec
+
+    model = jdnas_sdk.build(tiny_spec("retinanet"))
+    assert bench._space(model, None) is None  # compress's own default space
+    kept = bench._space(model, [1.0]).head_values()["size"]
+    assert kept == (jdnas_sdk.spec_of(model).min_size,)
+    assert len(bench._space(model, [0.5, 1.0]).head_values()["size"]) == 2
+
+
 def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reuse_it(
     bench, synth_root: Path, tmp_path: Path
 ) -> None:
