@@ -504,3 +504,27 @@ def test_parent_reach_keeps_a_more_accurate_lineage_a_step_behind_the_bound_aliv
     assert _pick_parent(archive, 7.0, random.Random(0), reach=0.3).index == 2  # none in reach: the fastest
     with pytest.raises(SearchError, match="parent_reach"):
         SearchConfig(parent_reach=1.0)
+
+
+def test_compress_sizes_keeps_the_input_size_the_default_space_would_change(
+    synth_root: Path, tmp_path: Path, slow_table: Path
+) -> None:
+    """``jdnas compress --sizes 1.0``: no candidate takes another input size, where the default
+    space's free moves start with one (a smaller input can cap what a student reaches)."""
+    from jdnas_sdk.cli import main
+    from jdnas_sdk.student import Student
+
+    spec = tiny_spec()
+    save_detector(build(spec, BASE), base_file := tmp_path / "base.pt")
+    args = ["compress", "--model", str(base_file), "--data", str(synth_root), "--target", str(slow_table)]
+    args += ["--latency", "0.9", "--budget", "1", "--finetune-steps", "1", "--teacher", "none", "--final-steps", "0"]
+    args += ["--select-images", "2", "--no-control", "-q"]
+
+    def sizes(work: Path) -> set[int]:
+        history = json.loads((work / "search" / "archive.json").read_text())["candidates"]
+        return {Student.parse(c["arch"]).heads.min_size for c in history if "@" in c["arch"]}
+
+    assert main([*args, "--workdir", str(tmp_path / "default")]) == 0
+    assert main([*args, "--workdir", str(tmp_path / "kept"), "--sizes", "1.0"]) == 0
+    assert sizes(tmp_path / "default") - {spec.min_size}  # the default space tried a smaller input
+    assert sizes(tmp_path / "kept") <= {spec.min_size}

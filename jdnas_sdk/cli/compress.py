@@ -51,6 +51,14 @@ def _request_options(co: argparse.ArgumentParser) -> None:
     co.add_argument(
         "--method", choices=("joint", "pipeline"), default="joint", help="joint search or the naive pipeline"
     )
+    co.add_argument(
+        "--sizes",
+        type=float,
+        nargs="+",
+        metavar="RATIO",
+        help="input sizes the student may take, as ratios of the base's (1.0: keep the base's input size, where a "
+        "smaller one would cap the accuracy; default: 0.5 0.75 1.0 1.25)",
+    )
 
 
 def _teacher_options(co: argparse.ArgumentParser) -> None:
@@ -197,7 +205,8 @@ def _executor(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..compress import Recipe, compress
     from ..data import load_protocol_splits
-    from ..detectors import load_detector
+    from ..detectors import describe, load_detector
+    from ..space import SearchSpace
 
     executor = _executor(args)
     model = load_detector(args.model)
@@ -205,6 +214,8 @@ def run(args: argparse.Namespace) -> int:
     if args.select_images:
         select_set = select_set.head(args.select_images)
     budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
+    spec, arch = describe(model)
+    space = SearchSpace(arch, spec=spec, heads={"size": tuple(args.sizes)}) if args.sizes else None
     recipe = Recipe(
         lr_rewind=not args.no_lr_rewind,
         base_lr=args.base_lr,
@@ -225,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         select_data=select_set,
         test_data=test_set,
         recipe=recipe,
+        space=space,
         control=not args.no_control,
         arch_control=args.arch_control,
         latency=None if args.ms else args.latency,
