@@ -197,3 +197,27 @@ def test_narrowed_towers_have_their_consumers_refit_on_the_channels_they_kept() 
     assert refit_narrowed(morph_heads(parent, wide), parent, IMAGES, head_maps(parent, wide)) == []
     deeper = replace(Heads.of(jdnas_sdk.describe(parent)[0]), convs=3)
     assert refit_narrowed(morph_heads(parent, deeper), parent, IMAGES, head_maps(parent, deeper)) == []
+
+
+def test_the_depth_refit_hook_refits_a_morph_to_student_only_where_a_tower_lost_convs(train_set: object) -> None:
+    """``depth_refit_hook`` (the search's, and the latency benchmark's students'): ``morph_to`` a
+    student with fewer tower convs refits them and brings its heads closer to the parent; a student
+    with only a narrower tower is left as the morphism made it."""
+    from jdnas_sdk import Student
+    from jdnas_sdk.morph import morph_to
+    from jdnas_sdk.morph.refit import depth_refit_hook
+
+    parent = _retina()
+    _near_identity(parent, 1, noise=0.05)
+    base = Student.of(*jdnas_sdk.describe(parent))
+    shallower = Student(base.arch, replace(base.heads, convs=3))
+    refits: list = []
+    refit = morph_to(parent, shallower, after_step=depth_refit_hook(train_set, 4, refits))
+    assert {r.conv.split(".")[1] for r in refits} == {"classification_head", "regression_head"}
+    assert all(r.error_after < r.error_before for r in refits)
+    assert _head_error(parent, refit) < _head_error(parent, morph_to(parent, shallower))
+    narrower: list = []
+    morph_to(
+        parent, Student(base.arch, replace(base.heads, width=16)), after_step=depth_refit_hook(train_set, 4, narrower)
+    )
+    assert narrower == []

@@ -35,10 +35,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .heads import _convs, _kept
+from .apply import AfterStep
+from .heads import SetHead, _convs, _kept
 from .inherit import IndexMap
 
-__all__ = ["Refit", "refit_towers", "refit_narrowed", "training_images"]
+__all__ = ["Refit", "refit_towers", "refit_narrowed", "training_images", "depth_refit_hook"]
 
 log = logging.getLogger(__name__)
 
@@ -301,3 +302,23 @@ class _Side(nn.Module):
             layer = getattr(self.side, name, None)
             if isinstance(layer, nn.Conv2d):
                 layer(out)
+
+
+def depth_refit_hook(train_data: object, images: int, refits: list[Refit]) -> AfterStep:
+    """The ``after_step`` hook of :func:`~jdnas_sdk.morph.morph` that refits a tower beside the
+    convs a depth step removed, between the two detectors of that step (same input size and
+    channels, whatever the other moves), on the first ``images`` training images (read once, when a
+    depth step first needs them); what it refit is appended to ``refits``. The search's candidates
+    are made with it, and so are the latency benchmark's students (their NMS load is the search's)."""
+    loaded: list[Tensor] = []
+
+    def after_step(before: nn.Module, after: nn.Module, action: object) -> None:
+        # depth steps only: refit_narrowed after width steps scored better untrained but no better (48 of
+        # 64 channels) or worse (32) after the search's 30 steps (benchmarks/results/epyc29/tower_refit.md)
+        if not isinstance(action, SetHead) or action.knob != "convs":
+            return
+        if not loaded:
+            loaded.extend(training_images(train_data, images))
+        refits.extend(refit_towers(after, before, loaded))
+
+    return after_step

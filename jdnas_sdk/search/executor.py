@@ -29,9 +29,7 @@ from ..distill import KDConfig, finetune
 from ..errors import ArchError, SearchError, TrainingError
 from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
-from ..morph.apply import AfterStep
-from ..morph.heads import SetHead
-from ..morph.refit import Refit, refit_towers, training_images
+from ..morph.refit import Refit, depth_refit_hook
 from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
 
@@ -131,7 +129,7 @@ def run_candidate(
     try:
         parent = load_detector(job.parent_file)
         refits: list[Refit] = []
-        hook = _refit_hook(train_data, job.refit_images, refits) if job.refit_images else None
+        hook = depth_refit_hook(train_data, job.refit_images, refits) if job.refit_images else None
         if job.morph_to is not None:
             student = morph_to(parent, Student.parse(job.morph_to), after_step=hook)
         else:
@@ -170,24 +168,6 @@ def run_candidate(
         )
     atomic_write_json(job.result_file, {"key": job.key(), "outcome": asdict(outcome)})
     return outcome
-
-
-def _refit_hook(train_data: Any, images: int, refits: list[Refit]) -> AfterStep:
-    """The morph step hook that refits a tower beside the convs a depth step removed, between the
-    two detectors of that step (same input size and channels, whatever the other moves), on the
-    first ``images`` training images (read once, when a depth step first needs them)."""
-    loaded: list[torch.Tensor] = []
-
-    def after_step(before: torch.nn.Module, after: torch.nn.Module, action: object) -> None:
-        # depth steps only: refit_narrowed after width steps scored better untrained but no better (48 of
-        # 64 channels) or worse (32) after the search's 30 steps (benchmarks/results/epyc29/tower_refit.md)
-        if not isinstance(action, SetHead) or action.knob != "convs":
-            return
-        if not loaded:
-            loaded.extend(training_images(train_data, images))
-        refits.extend(refit_towers(after, before, loaded))
-
-    return after_step
 
 
 class Executor(Protocol):
