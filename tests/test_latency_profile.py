@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jdnas_sdk import Arch, LatencyTableError, build, save_detector
+from jdnas_sdk import Arch, LatencyTableError, build, load_detector, save_detector
 from jdnas_sdk.latency import (
     Estimator,
     LatencyTable,
@@ -415,3 +415,42 @@ def test_latency_command_estimates_measures_and_reports_misses(profiled: Latency
         timeout=300,
     )
     assert run.returncode == 2 and "has no entry for conv(" in run.stderr and "jdnas profile" in run.stderr
+
+
+def test_profile_refit_data_makes_the_fixed_entries_students_as_the_search_does(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--refit-data``: the students a fixed entry is timed on have their cut towers refit (their
+    scores, and so NMS's work, are the search's candidates'); the others are the plain morphs."""
+    from jdnas_sdk.cli import build_parser, main
+    from jdnas_sdk.cli.profile import _fixed_models
+    from jdnas_sdk.detectors import describe
+
+    spec = tiny_spec("retinanet")
+    model_file = save_detector(build(spec, BASE), tmp_path / "tiny.pt")
+    model = load_detector(model_file)
+    spec, base = describe(model)
+    space = SearchSpace(BASE, width_ratios=(1,), spec=spec)
+    common = ["profile", "--target", "t", "--model", str(model_file), "--fixed-students", "4"]
+    plain, _ = _fixed_models(build_parser().parse_args(common), model, spec, base, space)
+    refit, _ = _fixed_models(
+        build_parser().parse_args([*common, "--refit-data", str(synth_root)]), model, spec, base, space
+    )
+    depths = [len(m.head.classification_head.conv) for m in plain]
+    assert sorted(depths) == [1, 2, 3, 4]  # spread over every tower depth
+    for a, b, depth in zip(plain, refit, depths, strict=True):
+        same = all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+        assert same == (depth == 4), depth
+    argv = [
+        "profile",
+        "--target",
+        "t",
+        "--refit-data",
+        str(synth_root),
+        "--family",
+        "retinanet",
+        "--backbone",
+        "resnet18",
+    ]
+    assert main(argv) == 2
+    assert "give --model too" in capsys.readouterr().err

@@ -102,6 +102,12 @@ def _fixed_entry_options(pr: argparse.ArgumentParser) -> None:
         "detector's four tower depths; without --model the base backbone with random weights is timed)",
     )
     pr.add_argument(
+        "--refit-data",
+        help="with --model: a dataset folder; students with fewer tower convs are refit by least squares on its "
+        "first 16 training images, as the search's candidates are, so the boxes post-processing keeps are "
+        "the search's (default: plain morphs)",
+    )
+    pr.add_argument(
         "--reference-ops",
         type=int,
         default=6,
@@ -170,18 +176,28 @@ def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, sp
 
     from ..latency.reach import in_setting, spread_timed
     from ..morph import morph_to
+    from ..morph.refit import depth_refit_hook
     from ..student import Heads, Student
 
     rng = random.Random(10_000_019 + args.seed)  # a stream of its own, apart from benchmark seeds
     count = max(args.fixed_students, args.variant_students)
     sampled = spread_timed([space.sample_student(rng) for _ in range(count)], space)  # every timed head covered
-    students = [morph_to(model, in_setting(s, spec)) for s in sampled[: args.fixed_students]]
+    hook = depth_refit_hook(_refit_images(args.refit_data), 16, []) if args.refit_data else None
+    students = [morph_to(model, in_setting(s, spec), after_step=hook) for s in sampled[: args.fixed_students]]
 
     def variant_models(variant: Any) -> list[Any]:
         own = morph_to(model, Student(base, Heads.of(variant)))
-        return [own, *(morph_to(model, in_setting(s, variant)) for s in sampled[: args.variant_students])]
+        chosen = sampled[: args.variant_students]
+        return [own, *(morph_to(model, in_setting(s, variant), after_step=hook) for s in chosen)]
 
     return students, variant_models
+
+
+def _refit_images(folder: str) -> Any:
+    """The training split of ``folder``, checked before any timing."""
+    from ..data import load_split
+
+    return load_split(folder, "train")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -191,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.address and args.executor != "ray":
         raise JdnasError("--address names a Ray cluster: give it with --executor ray")
+    if args.refit_data and not args.model:
+        raise JdnasError("--refit-data refits the students of --model's fixed entries: give --model too")
     sizes = [common.parse_input_size(t) for t in args.input_size]
     model, spec, base = _detector(args, sizes)
     ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
