@@ -618,3 +618,21 @@ def test_the_final_race_trains_the_best_candidates_and_the_winner_finishes_its_o
     assert torch.load(longer.checkpoint, weights_only=True)["step"] == 3
     single = final_race(replace(run, recipe=Recipe()), archive, archive.best(5.0), 5.0, final_steps)
     assert single.checkpoint is None and single.contenders == () and single.winner.index == 2
+
+
+def test_a_failed_claim_with_a_smaller_input_names_the_cap_and_the_fix() -> None:
+    from jdnas_sdk.protocol import claim, size_hint
+
+    def row(ap: float, heads: str) -> dict:
+        return {"test_ap": ap, "estimated_ms": 10.0, "heads": heads}
+
+    base = row(0.749, "fpn64,in256x256,c4,w64")
+    small, same = row(0.694, "fpn64,in192x192,c4,w64"), row(0.716, "fpn32,in256x256,c4,w48")
+    control = {"test_ap": 0.764}
+    hint = size_hint({"base": base, "student": small, "control": control})
+    assert hint is not None and "192 px" in hint and "256 px" in hint and "--sizes 1.0" in hint
+    assert "LESS accurate" in claim({"base": base, "student": small, "control": control})
+    assert size_hint({"base": base, "student": same, "control": control}) is None  # the input is the base's
+    winner = row(0.77, "fpn64,in192x192,c4,w64")
+    assert size_hint({"base": base, "student": winner, "control": control}) is None  # the claim holds
+    assert size_hint({"base": {"test_ap": 0.7}, "student": {"test_ap": 0.6}}) is None  # no head codes: backbone only
