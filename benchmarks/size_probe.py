@@ -8,6 +8,11 @@ This probe scores each detector file at each ``--sizes`` (``min_size``; ``max_si
 it) and ``--proposals``, no training, on the ``select`` and ``test`` splits; results with the
 machine in ``benchmarks/results/size_probe.{json,md}``.
 
+``--train-steps N`` also trains each file N steps at each size (the final student's schedule: AdamW
+at the recipe's rate, warm-up and cosine decay) and scores it again: what a size leaves within
+reach. A student at a smaller input than its base is held to the base's accuracy at the base's
+size, so the base's own accuracy after training at the smaller size is the ceiling to compare.
+
     python benchmarks/size_probe.py --models runs/bench/base_fasterrcnn_resnet18.pt \\
         --data runs/bench/shapes_2000_500_256_s0 --sizes 256 288 320 384 --proposals 300
 """
@@ -27,9 +32,10 @@ from jdnas_sdk import load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import describe
+from jdnas_sdk.distill import finetune
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
-from jdnas_sdk.protocol import score
+from jdnas_sdk.protocol import Recipe, score
 from jdnas_sdk.student import Heads, Student
 
 HERE = Path(__file__).resolve().parent
@@ -43,6 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--proposals", type=int, default=None, help="R-CNN proposals kept at test time (default: each file's)"
     )
+    p.add_argument(
+        "--train-steps", type=int, default=0, help="also train each file this many steps at each size (0: untrained)"
+    )
+    p.add_argument("--workdir", type=Path, default=Path("runs/size_probe"), help="with --train-steps: trained files")
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--name", default="size_probe", help="results file stem")
     return p.parse_args(argv)
@@ -62,7 +72,7 @@ def at_size(model: Any, size: int, proposals: int | None) -> tuple[Any, str]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    _, select, test = load_protocol_splits(args.data)
+    train, select, test = load_protocol_splits(args.data)
     rows: list[dict[str, Any]] = []
     for path in args.models:
         base_size = describe(load_detector(path))[0].min_size
@@ -76,12 +86,24 @@ def main(argv: list[str] | None = None) -> int:
                 "code": code,
                 **score(student, select, test),
             }
+            if args.train_steps:
+                trained = _trained(student, train, args.train_steps, args.workdir / f"{path.stem}_{size}")
+                row["trained"] = {"steps": args.train_steps, **score(trained, select, test)}
             row["wall_s"] = time.perf_counter() - began
             rows.append(row)
             print(f"{path.name} at {size} px: select {100 * row['select_ap']:.1f} test {100 * row['test_ap']:.1f}")
             _write(args, rows, complete=False)
     _write(args, rows, complete=True)
     return 0
+
+
+def _trained(student: Any, train: Any, steps: int, checkpoint: Path) -> Any:
+    """``student`` trained ``steps`` steps on the final student's schedule (checkpointed: a killed run resumes)."""
+    finetune(
+        student, data=train, steps=steps, config=Recipe().train_config(), checkpoint=checkpoint.with_suffix(".ckpt")
+    )
+    checkpoint.with_suffix(".ckpt").unlink(missing_ok=True)
+    return student
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bool) -> None:
@@ -102,8 +124,9 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bo
         f"{'complete' if complete else 'partial'}. Each file's own weights, "
         "only the input size (and, where given, the proposals kept) changed; AP on test, select beside it.",
         "",
-        "| model | input (px) | vs its base size | test AP | select AP | AP50 | AP75 | change in test AP |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | input (px) | vs its base size | test AP | select AP | AP50 | AP75 | change in test AP "
+        "| trained: steps | test AP | select AP |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     at_base = {r["model"]: r["test_ap"] for r in rows if r["size"] == r["base_size"]}
     for r in rows:
@@ -111,7 +134,13 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bo
         change = "" if ref is None else f"{100 * (r['test_ap'] - ref):+.1f}"
         lines.append(
             f"| {r['model']} | {r['size']} | {r['size'] / r['base_size']:.2f}x | {100 * r['test_ap']:.1f} | "
-            f"{100 * r['select_ap']:.1f} | {100 * r['ap50']:.1f} | {100 * r['ap75']:.1f} | {change} |"
+            f"{100 * r['select_ap']:.1f} | {100 * r['ap50']:.1f} | {100 * r['ap75']:.1f} | {change} | "
+            + (
+                f"{r['trained']['steps']} | {100 * r['trained']['test_ap']:.1f} | "
+                f"{100 * r['trained']['select_ap']:.1f} |"
+                if "trained" in r
+                else "| | |"
+            )
         )
     (args.results / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
