@@ -264,8 +264,8 @@ def size_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
     """What to try when the claim fails with a student whose input is smaller than the base's (None
     otherwise): a smaller input caps what any student can reach. On the benchmark RetinaNet (256 px,
     select AP 74.2) the base itself, trained 1,600 more steps at 192 px, reached 69.4, the level of
-    the 192 px students the search chose; with the input kept, the same search gave 71.6
-    (``benchmarks/results/epyc30/``)."""
+    the 192 px students the search chose (an ad hoc probe: README, Measured, stop 30); with the input
+    kept, the same search gave 71.6 (``benchmarks/results/epyc30/compress_synth_retina_sizes1.md``)."""
     codes = [metrics[k].get("heads") for k in ("student", "base")]
     if claim_gap(metrics)[1] >= 0 or not all(codes):
         return None
