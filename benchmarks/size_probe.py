@@ -97,13 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _trained(student: Any, train: Any, steps: int, checkpoint: Path) -> Any:
-    """``student`` trained ``steps`` steps on the final student's schedule (checkpointed: a killed run resumes)."""
-    finetune(
-        student, data=train, steps=steps, config=Recipe().train_config(), checkpoint=checkpoint.with_suffix(".ckpt")
-    )
-    checkpoint.with_suffix(".ckpt").unlink(missing_ok=True)
-    return student
+def _trained(student: Any, train: Any, steps: int, out: Path) -> Any:
+    """``student`` trained ``steps`` steps on the final student's schedule into ``out`` (a detector
+    file, checkpointed beside it while it trains: a killed run resumes; a finished one is loaded)."""
+    out = out.with_suffix(f".s{steps}.pt")
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        finetune(student, data=train, steps=steps, config=Recipe().train_config(), out=out, progress=False)
+    return load_detector(out)
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bool) -> None:
