@@ -156,10 +156,11 @@ def accuracy(
     kept = []
     refs = reference_ops(table, spec, base, size, count=speed_refs) if speed_refs else []
     speed_before = machine_speed(table, backend, refs)
+    refits: list = []  # one hook for every student: the refit images are read once
+    hook = depth_refit_hook(refit_data, refit_images, refits) if refit_data is not None else None
     for index in range(archs):
         arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
-        refits: list = []
-        hook = depth_refit_hook(refit_data, refit_images, refits) if refit_data is not None else None
+        first = len(refits)
         student = morph_to(base_model, arch, after_step=hook)
         measured = backend.measure_detector(student, size)
         speed_after = machine_speed(table, backend, refs)
@@ -179,7 +180,7 @@ def accuracy(
                 "measured_ms": measured.median_ms,
                 "measured_iqr_ms": measured.spread_ms,
                 "detections": measured.info.get("detections"),
-                "refit": [r.conv for r in refits],
+                "refit": [r.conv for r in refits[first:]],
                 "error_pct": 100 * (estimated - measured.median_ms) / measured.median_ms,
                 "variable_estimated_ms": variable_est,
                 "variable_measured_ms": variable_meas,
