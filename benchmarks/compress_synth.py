@@ -39,12 +39,11 @@ from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
-from jdnas_sdk.detectors import describe, read_detector_file, spec_of
+from jdnas_sdk.detectors import read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.preflight import TEACHER_SOURCES
-from jdnas_sdk.space import SearchSpace
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
@@ -140,6 +139,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="input sizes the search may give, as ratios of the base's (1.0: keep the base's; default: the "
         "space's grid, 0.5 to 1.25)",
     )
+    p.add_argument(
+        "--topk",
+        type=int,
+        nargs="+",
+        default=None,
+        help="one-stage boxes kept per level before NMS the search may give (counts, e.g. 300 1000; default: the "
+        "base's, torchvision's 1000); the target table needs their fixed entries (jdnas profile --heads topk=...)",
+    )
     return p.parse_args(argv)
 
 
@@ -212,7 +219,7 @@ def run_one(
             final_steps=args.final_steps,
             seed=seed,
             recipe=recipe,
-            space=_space(model, args.sizes),
+            heads=_heads(args),
             arch_control=args.arch_control,
             measure=False,
             progress=False,
@@ -239,12 +246,10 @@ def run_one(
     return row
 
 
-def _space(model: Any, sizes: list[float] | None) -> SearchSpace | None:
-    """The whole-detector space with the input sizes ``sizes`` (ratios of the base's); None: the default."""
-    if sizes is None:
-        return None
-    spec, arch = describe(model)
-    return SearchSpace(arch, spec=spec, heads={"size": tuple(sizes)})
+def _heads(args: argparse.Namespace) -> dict[str, tuple[float, ...]] | None:
+    """The head grid of ``--sizes`` and ``--topk`` (the rest as the default space's); None: the default."""
+    grid = {k: tuple(v) for k, v in (("size", args.sizes), ("topk", args.topk)) if v}
+    return grid or None
 
 
 def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
@@ -411,7 +416,7 @@ def _teacher_tag(teacher: str) -> str:
 _SETTINGS = (
     "data", "target", "latency", "candidates", "finetune_steps", "final_steps", "pool_steps", "grow_teacher_steps",
     "select_images", "test_images", "arch_control", "base_lr", "search_lr_ratio", "race_share", "parent_reach",
-    "refit_images", "sizes",
+    "refit_images", "sizes", "topk",
 )  # fmt: skip
 
 

@@ -45,6 +45,7 @@ _HEAD_DEFAULTS: dict[str, int] = {
     "mask_head_width": 256,
     "head_convs": 4,
     "head_width": 0,
+    "topk_candidates": 1000,
 }
 
 
@@ -70,8 +71,9 @@ class DetectorSpec:
     the default): R-CNN ``rpn_pre_nms_top_n_test`` / ``rpn_post_nms_top_n_test`` (proposals kept
     at test time, per level before NMS / in all after it) and ``representation_size`` (the
     ``TwoMLPHead`` width), Mask R-CNN ``mask_head_width`` (its four mask convs), RetinaNet and
-    FCOS ``head_convs`` (convs per head tower, torchvision builds 4) and ``head_width`` (their
-    width; 0 means ``fpn_channels``).
+    FCOS ``head_convs`` (convs per head tower, torchvision builds 4), ``head_width`` (their
+    width; 0 means ``fpn_channels``) and ``topk_candidates`` (boxes kept per level before NMS at
+    test time, torchvision's 1000: a weight-free knob like R-CNN proposals).
     """
 
     family: str
@@ -91,6 +93,7 @@ class DetectorSpec:
     mask_head_width: int = 256
     head_convs: int = 4
     head_width: int = 0
+    topk_candidates: int = 1000
     score_thresh: float | None = None
     nms_thresh: float | None = None
     detections_per_img: int | None = None
@@ -114,6 +117,7 @@ class DetectorSpec:
             "mask_head_width",
             "head_convs",
             "head_width",
+            "topk_candidates",
         ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):

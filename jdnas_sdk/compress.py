@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,11 @@ from typing import Any
 from torch import nn
 
 from ._lock import holds_workdir
-from .arch import Arch
+from .arch import Arch, DetectorSpec
 from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, thaw
-from .errors import SearchError
+from .errors import ArchError, SearchError
 from .finish import final_is_control, finish_student, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
 from .preflight import parse_budget, smallest_arch, validate_request
@@ -142,6 +143,18 @@ def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> di
     }
 
 
+def _space(
+    space: SearchSpace | None, heads: Mapping[str, Sequence[float]] | None, arch: Arch, spec: DetectorSpec
+) -> SearchSpace | None:
+    """``space``, or the whole-detector space around the base with head grid ``heads`` (``None``:
+    ``before_work`` makes the default one). Both given is an error: which one to follow is unclear."""
+    if heads is None:
+        return space
+    if space is not None:
+        raise ArchError("give compress either space= (a whole SearchSpace) or heads= (its head grid), not both")
+    return SearchSpace(arch, spec=spec, heads=dict(heads))
+
+
 @holds_workdir
 def compress(
     model: nn.Module,
@@ -167,6 +180,7 @@ def compress(
     arch_control: bool = False,
     input_size: tuple[int, int] | None = None,
     space: SearchSpace | None = None,
+    heads: Mapping[str, Sequence[float]] | None = None,
     seed: int = 0,
     measure: bool = True,
     progress: bool = True,
@@ -184,17 +198,19 @@ def compress(
     candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
     ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"``, ``"none"``, or a detector
     file of your own (same family and classes, e.g. a larger or longer-trained model) every student
-    distils from. The
-    chosen student then trains ``final_steps`` more steps with its teacher. ``recipe``: how
-    candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`); ``control`` /
-    ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against the
-    best of base and ``control``). On a modelled table (``v100-trt``) latencies are estimates only.
-    ``executor`` trains rounds of ``parallel`` candidates. All lands in ``workdir``; a rerun
-    resumes (``wait``: :func:`~jdnas_sdk.prepare.before_work`).
+    distils from. The chosen student then trains ``final_steps`` more steps with its teacher.
+    ``recipe``: how candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`);
+    ``control`` / ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against
+    the best of base and ``control``). ``heads``: the default space's head grid, per setting (e.g.
+    ``{"size": (1.0,), "topk": (300, 1000)}``; the rest as :data:`~jdnas_sdk.space.DEFAULT_HEAD_GRID`),
+    or ``space``, a whole :class:`~jdnas_sdk.space.SearchSpace` of your own. On a modelled table
+    (``v100-trt``) latencies are estimates only. ``executor`` trains rounds of ``parallel`` candidates.
+    All lands in ``workdir``; a rerun resumes (``wait``: :func:`~jdnas_sdk.prepare.before_work`).
     """
     began, recipe = time.monotonic(), recipe or Recipe()
     train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
+    space = _space(space, heads, base_arch, spec)
     check_data(spec, train_data, select_data, test_data)
     request = validate_request(
         latency=latency,

@@ -16,7 +16,7 @@ from math import lcm
 from .arch import Arch, DetectorSpec, Stage
 from .errors import ArchError
 from .families import get_family
-from .student import Heads, Student
+from .student import TOPK_DEFAULT, Heads, Student
 
 __all__ = ["SearchSpace", "DEFAULT_WIDTH_RATIOS", "DEFAULT_HEAD_GRID"]
 
@@ -28,7 +28,10 @@ DEFAULT_WIDTH_RATIOS: tuple[float, ...] = (0.25, 0.375, 0.5, 0.625, 0.75, 0.875,
 #: test time (at most the base's), and convolutions per one-stage head tower. The input size also
 #: goes up a step (1.25x): latency saved elsewhere (an R-CNN's proposals) can buy resolution. On the
 #: benchmark's Faster R-CNN (256 px base, both at 300 proposals) the base's own weights at 320 px
-#: scored +1.6 test AP untrained (384 px: +0.6; ``benchmarks/results/size_probe.md``).
+#: scored +1.6 test AP untrained (384 px: +0.6; ``benchmarks/results/size_probe.md``). ``topk``
+#: (one-stage boxes kept per level before NMS, counts, at most the base's) stays at torchvision's
+#: 1000 by default: tables profiled before it hold no fixed entry for other counts; ask for it with
+#: ``heads={"topk": (300, 1000)}`` (``jdnas profile --heads topk=300,1000`` profiles them).
 DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
     "fpn": (0.5, 0.75, 1.0),
     "size": (0.5, 0.75, 1.0, 1.25),
@@ -37,6 +40,7 @@ DEFAULT_HEAD_GRID: dict[str, tuple[float, ...]] = {
     "mask": (0.25, 0.5, 1.0),
     "convs": (1, 2, 3, 4),
     "width": (0.5, 0.75, 1.0),
+    "topk": (1000,),
 }
 #: Input sizes snap to torchvision's padding multiple.
 _SIZE_MULTIPLE = 32
@@ -157,6 +161,8 @@ class SearchSpace:
         if base.convs is not None:
             out["convs"] = tuple(sorted({int(c) for c in grid["convs"]}))
             out["width"] = self._head_grid(spec.head_width, grid["width"], lcm(self.multiple, fam.fpn_multiple))
+        if "topk_candidates" in fam.head_settings:
+            out["topk"] = tuple(sorted({min(int(k), spec.topk_candidates) for k in grid["topk"]}))
         return out
 
     @staticmethod
@@ -182,6 +188,7 @@ class SearchSpace:
             mask=values.get("mask"),
             convs=values.get("convs"),
             width=values.get("width"),
+            topk=values.get("topk"),
         )
 
     def heads_of(self, heads: Heads) -> dict[str, int]:
@@ -194,7 +201,14 @@ class SearchSpace:
             "mask": heads.mask,
             "convs": heads.convs,
             "width": heads.width,
+            "topk": self._topk(heads),
         }
+
+    def _topk(self, heads: Heads) -> int | None:
+        """``heads.topk`` as the grid spells it (``None`` is torchvision's 1000 on a family that has it)."""
+        if heads.topk is not None or self.spec is None:
+            return heads.topk
+        return TOPK_DEFAULT if "topk_candidates" in get_family(self.spec.family).head_settings else None
 
     def why_not_student(self, student: Student) -> str | None:
         """``None`` when ``student`` is in the space, else what puts it outside."""

@@ -3,14 +3,17 @@
 :class:`Heads` holds the detector-level knobs, each a :class:`~jdnas_sdk.arch.DetectorSpec`
 field: the FPN width, the input size (``min_size``/``max_size``; anchors are kept), and the
 family's own ``head_settings`` — R-CNN proposals kept at test time and box-head width, Mask
-R-CNN's mask-head width, RetinaNet/FCOS convolutions per head tower and their width.
+R-CNN's mask-head width, RetinaNet/FCOS convolutions per head tower, their width and the boxes
+kept per level before NMS (``topk``; ``None`` is torchvision's 1000, so codes written before the
+knob existed read the same).
 :class:`Student` pairs it with the backbone. Both are frozen and round-trip through one code::
 
     basic:64|64:64x2|128:128x2|256:256x2|512:512x2@fpn64,in256x256,p300,b256
 
-(the backbone's code, ``@``, then the heads: ``fpnN`` FPN width, ``inMINxMAX`` input size,
-``pN`` or ``pPRE/POST`` proposals, ``bN`` box head, ``mN`` mask head, ``cN`` tower convs,
-``wN`` tower width). A backbone-only code (no ``@``) still parses: its heads are the spec's.
+(the backbone's code, ``@``, then the heads: ``fpnN`` FPN width, ``inMINxMAX`` input size, ``pN`` or
+``pPRE/POST`` proposals, ``bN`` box head, ``mN`` mask head, ``cN`` tower convs, ``wN`` tower width,
+``kN`` one-stage boxes per level before NMS, written only where not 1000). A backbone-only code (no
+``@``) still parses: its heads are the spec's.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .arch import Arch, DetectorSpec
 from .errors import ArchError
 from .families import get_family
 
-__all__ = ["Heads", "Student", "as_student", "HEAD_FIELDS"]
+__all__ = ["Heads", "Student", "as_student", "HEAD_FIELDS", "TOPK_DEFAULT"]
 
 #: Each :class:`Heads` field with its code prefix and the spec fields it sets. ``None`` on a
 #: Heads field means the family has no such head.
@@ -35,8 +38,11 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "mask": ("m", ("mask_head_width",)),
     "convs": ("c", ("head_convs",)),
     "width": ("w", ("head_width",)),
+    "topk": ("k", ("topk_candidates",)),
 }
-_TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w)(\d{1,6})(?:[x/](\d{1,6}))?$")
+#: torchvision's ``topk_candidates``: a :class:`Heads` ``topk`` of ``None`` means this value.
+TOPK_DEFAULT = 1000
+_TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$")
 
 
 @dataclass(frozen=True)
@@ -52,9 +58,12 @@ class Heads:
     mask: int | None = None
     convs: int | None = None
     width: int | None = None
+    topk: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("fpn", "min_size", "max_size", "proposals", "pre", "box", "mask", "convs", "width"):
+        if self.topk == TOPK_DEFAULT:  # one spelling of the default, so that equal heads compare equal
+            object.__setattr__(self, "topk", None)
+        for name in ("fpn", "min_size", "max_size", "proposals", "pre", "box", "mask", "convs", "width", "topk"):
             value = getattr(self, name)
             if value is None and name not in ("fpn", "min_size", "max_size"):
                 continue
@@ -80,6 +89,8 @@ class Heads:
         spec's family has no head for raises :class:`ArchError`."""
         has = get_family(spec.family).head_settings
         changes: dict[str, Any] = {"fpn_channels": self.fpn, "min_size": self.min_size, "max_size": self.max_size}
+        if "topk_candidates" in has:
+            changes["topk_candidates"] = TOPK_DEFAULT if self.topk is None else self.topk
         for name, (_, fields_) in HEAD_FIELDS.items():
             value = getattr(self, name)
             if name == "fpn" or value is None:
@@ -87,7 +98,9 @@ class Heads:
             if fields_[0] not in has:
                 raise ArchError(f"head setting {name}={value} does not apply to {spec.family} (its heads: {list(has)})")
             changes.update(dict.fromkeys(fields_, value))
-        missing = [n for n, (_, f) in HEAD_FIELDS.items() if n != "fpn" and f[0] in has and getattr(self, n) is None]
+        optional = ("fpn", "topk")  # topk None is torchvision's 1000
+        missing = [n for n, (_, f) in HEAD_FIELDS.items() if n not in optional and f[0] in has]
+        missing = [n for n in missing if getattr(self, n) is None]
         if missing:
             raise ArchError(f"head settings {missing} are needed for {spec.family}")
         return replace(spec, **changes)
@@ -96,7 +109,7 @@ class Heads:
         parts = [f"fpn{self.fpn}", f"in{self.min_size}x{self.max_size}"]
         if self.proposals is not None:
             parts.append(f"p{self.proposals}" if self.pre == self.proposals else f"p{self.pre}/{self.proposals}")
-        for name in ("box", "mask", "convs", "width"):
+        for name in ("box", "mask", "convs", "width", "topk"):
             value = getattr(self, name)
             if value is not None:
                 parts.append(f"{HEAD_FIELDS[name][0]}{value}")
@@ -106,7 +119,7 @@ class Heads:
     def parse(cls, code: str) -> Heads:
         """Read a code written by ``str(heads)``; anything else raises :class:`ArchError`."""
         values: dict[str, int] = {}
-        names = {"fpn": "fpn", "b": "box", "m": "mask", "c": "convs", "w": "width"}
+        names = {"fpn": "fpn", "b": "box", "m": "mask", "c": "convs", "w": "width", "k": "topk"}
         for token in code.split(","):
             match = _TOKEN.match(token.strip())
             if not match:

@@ -46,16 +46,21 @@ def test_a_row_made_before_an_option_existed_is_reused_at_its_default(bench, tmp
         bench._reused(key, bench.parse_args(["--sizes", "1.0"]))
 
 
-def test_sizes_fix_the_input_size_of_the_search_space(bench) -> None:
+def test_sizes_and_topk_make_the_head_grid_compress_searches(bench) -> None:
     import jdnas_sdk
+    from jdnas_sdk.compress import _space
 
     from .conftest import tiny_spec
 
-    model = jdnas_sdk.build(tiny_spec("retinanet"))
-    assert bench._space(model, None) is None  # compress's own default space
-    kept = bench._space(model, [1.0]).head_values()["size"]
-    assert kept == (jdnas_sdk.spec_of(model).min_size,)
-    assert len(bench._space(model, [0.5, 1.0]).head_values()["size"]) == 2
+    spec, arch = jdnas_sdk.describe(jdnas_sdk.build(tiny_spec("retinanet")))
+    assert bench._heads(bench.parse_args([])) is None  # compress's own default space
+    grid = bench._heads(bench.parse_args(["--sizes", "1.0", "--topk", "300", "1000"]))
+    values = _space(None, grid, arch, spec).head_values()
+    assert values["size"] == (spec.min_size,) and values["topk"] == (300, 1000)
+    assert (
+        len(_space(None, bench._heads(bench.parse_args(["--sizes", "0.5", "1.0"])), arch, spec).head_values()["size"])
+        == 2
+    )
 
 
 def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reuse_it(

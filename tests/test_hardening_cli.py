@@ -95,6 +95,8 @@ def test_two_compress_runs_on_one_workdir_the_second_refuses_naming_the_first(
         (["--latency", "inf"], "latency must be a finite"),
         (["--budget", "0s"], "out of range"),
         (["--ms", "0.01"], "below anything the search space reaches"),
+        (["--heads", "topk=many"], "--heads topk must be comma-separated positive numbers"),
+        (["--heads", "depth=1"], "--heads takes KNOB=V,V"),
     ],
 )
 def test_an_impossible_request_fails_in_seconds_and_leaves_no_workdir(

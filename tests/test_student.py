@@ -38,6 +38,7 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
         f"{SMALL}@fpn32,in96x96,c2,w48",
     ):
         assert str(Student.parse(code)) == code
+    assert Heads.parse("fpn32,in96x96,c2,w48,k1000") == Heads.parse("fpn32,in96x96,c2,w48")  # 1000: the default
     old = Student.parse(R18)
     assert old.heads is None and str(old) == R18
     for bad in (f"{R18}@fpn64", f"{R18}@fpn64,in96x96,q3", f"{R18}@fpn0,in96x96"):
@@ -53,7 +54,7 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
         ("fasterrcnn", "fpn32,in64x96,p50,b32"),
         ("maskrcnn", "fpn32,in96x96,p100,b32,m16"),
         ("retinanet", "fpn32,in64x64,c1,w16"),
-        ("fcos", "fpn32,in96x96,c2,w64"),
+        ("fcos", "fpn32,in96x96,c2,w64,k100"),
     ],
 )
 def test_build_describe_file_and_cost_of_a_student(family: str, heads: str, tmp_path) -> None:
@@ -157,6 +158,34 @@ def test_proposals_and_input_size_keep_every_weight() -> None:
     assert student.rpn._post_nms_top_n["testing"] == 50 and student.transform.min_size == (64,)
     a, b = model.state_dict(), student.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_one_stage_topk_keeps_every_weight_and_keys_its_own_fixed_entry() -> None:
+    """``topk`` (one-stage boxes kept per level before NMS) is weight-free like proposals; its fixed
+    entry differs from the default's only where it is not 1000, so tables profiled before it keep theirs."""
+    from jdnas_sdk.latency.lower import fixed_key
+    from jdnas_sdk.latency.reach import fixed_specs
+    from jdnas_sdk.search.free import free_students
+
+    model = jdnas_sdk.build(_spec("retinanet"))
+    spec = jdnas_sdk.describe(model)[0]
+    student = morph_heads(model, apply_head(Heads.of(spec), SetHead("topk", 300)))
+    assert student.topk_candidates == 300 and jdnas_sdk.describe(student)[0].topk_candidates == 300
+    a, b = model.state_dict(), student.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fixed_key(spec, (96, 96))["pre"] == 0  # the key tables held before the knob
+    assert fixed_key(replace(spec, topk_candidates=300), (96, 96))["pre"] == 300
+    arch = standard_arch("resnet18")
+    assert SearchSpace(arch, spec=spec).head_values()["topk"] == (1000,)  # off by default
+    space = SearchSpace(arch, spec=spec, heads={"topk": (100, 300, 1000, 2000)})
+    assert space.head_values()["topk"] == (100, 300, 1000)  # at most the base's
+    assert "topk" not in SearchSpace(arch, spec=_spec("fasterrcnn"), heads={"topk": (300,)}).head_values()
+    base_keys = {fixed_key(s, (96, 96)) for s in fixed_specs(spec, SearchSpace(arch, spec=spec))}
+    keys = {fixed_key(s, (96, 96)) for s in fixed_specs(spec, space)}
+    assert base_keys < keys and {k["pre"] for k in keys} == {0, 100, 300}
+    moved = {str(s.heads) for _, s in free_students(Student.of(spec, arch), space)}
+    assert {f"fpn64,in96x96,c4,w64,k{k}" for k in (100, 300)} <= moved
+    assert Student.of(spec, arch) in space and all(s in space for _, s in free_students(Student.of(spec, arch), space))
 
 
 def test_the_estimator_times_whole_students_as_its_breakdown_does() -> None:

@@ -20,6 +20,8 @@ __all__ = [
     "check_trainable",
     "data",
     "force",
+    "head_grid",
+    "heads",
     "input_side",
     "input_size",
     "model",
@@ -176,6 +178,32 @@ def check_trainable(family: str) -> None:
             f"training {family} needs {', '.join(unread)} annotations, which this loader does not read "
             "yet; train it elsewhere and pass the trained file with --model"
         )
+
+
+def heads(what: str = "the space") -> argparse.ArgumentParser:
+    """``--heads KNOB=V,V ...``: the head grid of the space (:func:`head_grid` reads it)."""
+    p = _parent()
+    p.add_argument(
+        "--heads",
+        nargs="+",
+        metavar="KNOB=V,V",
+        help=f"head grid of {what}, e.g. fpn=0.5,1 size=1 proposals=300,1000 topk=300,1000 (ratios of the base's "
+        "value; proposals, topk and convs are counts; unnamed knobs: jdnas_sdk.space.DEFAULT_HEAD_GRID)",
+    )
+    return p
+
+
+def head_grid(items: list[str] | None) -> dict[str, tuple[float, ...]]:
+    """``{knob: values}`` from ``--heads KNOB=V,V ...`` (empty: the default grid)."""
+    from ..space import DEFAULT_HEAD_GRID
+
+    grid: dict[str, tuple[float, ...]] = {}
+    for item in items or ():
+        knob, sep, values = item.partition("=")
+        if not sep or knob not in DEFAULT_HEAD_GRID:
+            raise JdnasError(f"--heads takes KNOB=V,V with KNOB one of {sorted(DEFAULT_HEAD_GRID)}, got {item!r}")
+        grid[knob] = ratios(values, f"--heads {knob}")
+    return grid
 
 
 def ratios(text: str, what: str) -> tuple[float, ...]:

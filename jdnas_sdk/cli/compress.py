@@ -32,6 +32,7 @@ def add_parser(verbs: Any) -> None:
             common.seed("random seed (same seed and --parallel, same search)"),
             common.ray_cluster("candidates are trained"),
             common.wait(),
+            common.heads("the space the search explores"),
         ],
     )
     _request_options(co)
@@ -57,7 +58,7 @@ def _request_options(co: argparse.ArgumentParser) -> None:
         nargs="+",
         metavar="RATIO",
         help="input sizes the student may take, as ratios of the base's (1.0: keep the base's input size, where a "
-        "smaller one would cap the accuracy; default: 0.5 0.75 1.0 1.25)",
+        "smaller one would cap the accuracy; default: 0.5 0.75 1.0 1.25); the same as --heads size=RATIO,...",
     )
 
 
@@ -205,17 +206,15 @@ def _executor(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..compress import Recipe, compress
     from ..data import load_protocol_splits
-    from ..detectors import describe, load_detector
-    from ..space import SearchSpace
+    from ..detectors import load_detector
 
+    grid = common.head_grid(args.heads) | ({"size": tuple(args.sizes)} if args.sizes else {})
     executor = _executor(args)
     model = load_detector(args.model)
     train_set, select_set, test_set = load_protocol_splits(args.data)
     if args.select_images:
         select_set = select_set.head(args.select_images)
     budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
-    spec, arch = describe(model)
-    space = SearchSpace(arch, spec=spec, heads={"size": tuple(args.sizes)}) if args.sizes else None
     recipe = Recipe(
         lr_rewind=not args.no_lr_rewind,
         base_lr=args.base_lr,
@@ -236,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         select_data=select_set,
         test_data=test_set,
         recipe=recipe,
-        space=space,
+        heads=grid or None,
         control=not args.no_control,
         arch_control=args.arch_control,
         latency=None if args.ms else args.latency,

@@ -33,6 +33,7 @@ def add_parser(verbs: Any) -> None:
             common.seed("seed of those students' architectures"),
             common.ray_cluster("the ops are measured (Ray: split between workers of this device type)"),
             common.wait("another profile of this table"),
+            common.heads("the space to profile"),
         ],
     )
     pr.add_argument("--family", choices=sorted(FAMILIES), help="or: a detector family ...")
@@ -62,13 +63,6 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
-    pr.add_argument(
-        "--heads",
-        nargs="+",
-        metavar="KNOB=V,V",
-        help="head grid of the space, e.g. fpn=0.5,1 size=1 proposals=300,1000 (ratios of the base's value; "
-        "proposals and convs are counts; default: jdnas_sdk.space.DEFAULT_HEAD_GRID)",
-    )
     pr.add_argument(
         "--backbone-only",
         action="store_true",
@@ -145,24 +139,6 @@ def _detector(args: argparse.Namespace, sizes: list[tuple[int, int]]) -> tuple[A
     raise JdnasError("name the detector to profile around: --model FILE, or --family F --backbone B")
 
 
-def _head_grid(items: list[str] | None) -> dict[str, Any]:
-    """``{"heads": {knob: values}}`` from ``--heads KNOB=V,V ...`` (empty: the default grid)."""
-    from ..space import DEFAULT_HEAD_GRID
-
-    if not items:
-        return {}
-    grid: dict[str, tuple[float, ...]] = {}
-    for item in items:
-        knob, sep, values = item.partition("=")
-        if not sep or knob not in DEFAULT_HEAD_GRID:
-            raise JdnasError(f"--heads takes KNOB=V,V with KNOB one of {sorted(DEFAULT_HEAD_GRID)}, got {item!r}")
-        try:
-            grid[knob] = tuple(float(v) for v in values.split(","))
-        except ValueError:
-            raise JdnasError(f"--heads {item!r}: values must be numbers, e.g. fpn=0.5,1") from None
-    return {"heads": grid}
-
-
 def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, space: Any) -> tuple[list[Any], Any]:
     """The detectors timed for the fixed entries, from ``--model``: the model morphed to
     ``--fixed-students`` students sampled from the space (the base setting's entry), and a function
@@ -213,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
     model, spec, base = _detector(args, sizes)
     ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
     heads = None if args.backbone_only else spec
-    grid = _head_grid(args.heads)
+    grid = {"heads": g} if (g := common.head_grid(args.heads)) else {}
     space = SearchSpace(base, **({"width_ratios": ratios} if ratios else {}), spec=heads, **grid)
     if args.dry_run:
         ops = {k for size in sizes for k in reachable_ops(spec, space, size)}

@@ -178,8 +178,9 @@ class Family:
     # -- lowering -----------------------------------------------------------------------------
     def fixed_settings(self, spec: SpecLike) -> tuple[int, int, int]:
         """The head settings the latency table's ``fixed`` entry depends on besides the input
-        size: (proposals per level before the RPN's NMS, proposals after it, width of the heads
-        that run inside the fixed entry); 0 where the family has none."""
+        size: (proposals per level before the RPN's NMS, or a one-stage detector's boxes per level
+        before NMS where not torchvision's 1000; proposals after it; width of the heads that run
+        inside the fixed entry); 0 where the family has none."""
         return 0, 0, 0
 
     def fpn_extra_ops(self, channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:

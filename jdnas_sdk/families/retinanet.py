@@ -30,6 +30,8 @@ __all__ = ["OneStageFamily", "RetinaNetFamily", "p6p7_ops"]
 _ANCHORS = 9
 #: Convolutions in each of the classification and regression towers (torchvision builds 4).
 TOWER = 4
+#: Boxes torchvision keeps per level before NMS at test time (``topk_candidates``).
+TOPK = 1000
 
 
 def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int]]) -> tuple[Op, ...]:
@@ -45,9 +47,12 @@ def p6p7_ops(channels: int, top: tuple[int, int], extra: Sequence[tuple[int, int
 class OneStageFamily(Family):
     """What torchvision's one-stage detectors (RetinaNet, FCOS) share: P6/P7 from the top FPN
     output, and head towers whose depth and width the search may change. ``tower_group_norm``:
-    whether the towers normalise with GroupNorm (FCOS) or not (RetinaNet)."""
+    whether the towers normalise with GroupNorm (FCOS) or not (RetinaNet). ``topk_candidates``
+    (boxes kept per level before NMS) changes no weight: like R-CNN proposals it only moves the
+    fixed entry, whose ``pre`` field holds it where it differs from torchvision's 1000 (0 there, so
+    that tables profiled before it keep their entries)."""
 
-    head_settings = ("head_convs", "head_width")
+    head_settings = ("head_convs", "head_width", "topk_candidates")
     tower_group_norm: bool = False
 
     def build(self, spec: SpecLike, backbone: nn.Module, anchors: AnchorGenerator) -> nn.Module:
@@ -60,6 +65,7 @@ class OneStageFamily(Family):
             score_thresh=spec.score_thresh,
             nms_thresh=spec.nms_thresh,
             detections_per_img=spec.detections_per_img,
+            topk_candidates=spec.topk_candidates,
         )
         set_towers(model.head, spec.fpn_channels, spec.head_convs, spec.head_width, gn=self.tower_group_norm)
         return model
@@ -71,7 +77,11 @@ class OneStageFamily(Family):
             anchor_sizes=sizes,
             **dict(zip(("head_convs", "head_width"), read_towers(model.head))),
             **dense_postprocess(model),
+            topk_candidates=int(model.topk_candidates),
         )
+
+    def fixed_settings(self, spec: SpecLike) -> tuple[int, int, int]:
+        return (0 if spec.topk_candidates == TOPK else spec.topk_candidates), 0, 0
 
     def check(self, spec: SpecLike) -> str | None:
         return super().check(spec) or tower_check(spec, self.name, self.fpn_multiple)

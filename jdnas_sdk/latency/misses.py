@@ -63,8 +63,8 @@ def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
     1,000 at 128 px as at 192. So: the line through the two nearest proposal counts among entries
     equal to ``key`` but for the proposal counts, where there are two; else the nearest entry
     scaled by the proposal count. Without proposals (one-stage), post-processing runs over every
-    anchor: the nearest entry scaled by image area. Interpolated entries are guesses: a search
-    confirms them by measuring."""
+    anchor: the nearest entry (in image area and boxes kept before NMS, ``pre``) scaled by image
+    area. Interpolated entries are guesses: a search confirms them by measuring."""
     area, props = _area(key), int(key["props"])
     if props > 0:
         rest = _but_proposals(key)
@@ -80,11 +80,20 @@ def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
     alike = [kv for kv in pool if _but_proposals(kv[0]) == _but_proposals(key)]  # same but for proposals
     other, entry = min(
         alike or pool,
-        key=lambda kv: abs(math.log(_area(kv[0]) / area)) + abs(math.log((int(kv[0]["props"]) + 1) / (props + 1))),
+        key=lambda kv: (
+            abs(math.log(_area(kv[0]) / area))
+            + abs(math.log((int(kv[0]["props"]) + 1) / (props + 1)))
+            + abs(math.log(_pre(kv[0]) / _pre(key)))
+        ),
     )
     if props > 0 and int(other["props"]) > 0:
         return entry.median_ms * props / int(other["props"])
     return entry.median_ms * area / _area(other)
+
+
+def _pre(key: OpKey) -> int:
+    """Boxes kept per level before NMS: R-CNN proposals, or a one-stage ``topk_candidates`` (0: 1000)."""
+    return int(key["pre"]) or 1000
 
 
 def _but_proposals(key: OpKey) -> tuple[object, ...]:

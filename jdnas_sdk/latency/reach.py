@@ -21,7 +21,7 @@ from .ops import OpKey
 __all__ = ["reachable_ops", "head_specs", "fixed_specs", "in_setting", "in_fixed_setting", "spread_timed"]
 
 #: Head settings the fixed entry depends on (besides the input size): see ``Family.fixed_settings``.
-_FIXED_SETTINGS = ("fpn", "size", "proposals", "mask")
+_FIXED_SETTINGS = ("fpn", "size", "proposals", "mask", "topk")
 #: The :class:`~jdnas_sdk.student.Heads` fields the table times as kernels (box head, one-stage
 #: towers): a fixed entry holds for every value of these.
 _TIMED_HEADS = ("box", "convs", "width")

@@ -13,7 +13,7 @@ builds the student and fills it through channel maps, as the backbone's morphism
 - **Tower depth**: a removed conv is the one closest to the identity among those after the first
   (they read ReLU outputs, so an identity conv there is exactly removable); an added conv is the
   identity (Dirac weights, zero bias), appended after the last one: the function is kept.
-- **Proposals, input size**: no weight changes.
+- **Proposals, input size, one-stage boxes kept before NMS** (``topk``): no weight changes.
 
 Narrowing drops zero-importance channels exactly; widening repeats channels and divides their
 consumers (Net2Net), so it keeps the function where no GroupNorm sees the channels (FCOS towers).
@@ -35,7 +35,7 @@ from .inherit import IndexMap, _gather, select_channels
 __all__ = ["SetHead", "HEAD_KNOBS", "apply_head", "morph_heads", "head_maps"]
 
 #: Head settings a :class:`SetHead` may change (the :class:`Heads` fields; ``size`` is ``min_size``).
-HEAD_KNOBS: tuple[str, ...] = ("fpn", "size", "proposals", "box", "mask", "convs", "width")
+HEAD_KNOBS: tuple[str, ...] = ("fpn", "size", "proposals", "box", "mask", "convs", "width", "topk")
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ def apply_head(heads: Heads, action: SetHead) -> Heads:
     if action.knob == "size":
         scaled = max(action.value, round(heads.max_size * action.value / heads.min_size))
         return replace(heads, min_size=action.value, max_size=scaled)
-    if action.knob != "fpn" and getattr(heads, action.knob) is None:
+    if action.knob not in ("fpn", "topk") and getattr(heads, action.knob) is None:  # topk None: 1000
         raise ArchError(f"head setting {action.knob} does not apply to this detector's family")
     if action.knob == "proposals":
         return replace(heads, proposals=action.value, pre=action.value)

@@ -1,10 +1,11 @@
 """Free moves: the students that differ from the base only in settings that change no weight.
 
-Fewer R-CNN proposals at test time and another input size change what a detector computes but not
-one of its weights, so such a student is scored as it is: no training, no teacher, one evaluation.
-The joint search scores every one of them that is faster than the base before any candidate that
-needs training (``SearchConfig.free_moves``): candidates 1..F of the archive, jobs of 0 steps, in
-a fixed order, so a resumed search finds them in place. They can then be parents like any other.
+Fewer R-CNN proposals (or one-stage boxes before NMS) at test time and another input size change what a
+detector computes but not one of its weights, so such a student is scored as it is: no training, no
+teacher, one evaluation. The joint search scores every one of them that is faster than the base before
+any candidate that needs training (``SearchConfig.free_moves``): candidates 1..F of the archive, jobs of
+0 steps, in a fixed order, so a resumed search finds them in place. They can then be parents like any
+other.
 """
 
 from __future__ import annotations
@@ -22,12 +23,12 @@ from .rounds import Slot, relative
 
 __all__ = ["FREE_KNOBS", "free_students", "free_slots"]
 
-#: Head settings a student changes without changing a weight: the proposals an R-CNN keeps at test
-#: time and the input size. A student that differs from its parent only in these needs no training
-#: to be scored, so the joint search scores all of them before any move that needs training
-#: (:func:`free_students`). On small inputs they are where the time is: at 256 px on a CPU, 1,000
-#: proposals are about 60% of a Faster R-CNN R18's latency.
-FREE_KNOBS: tuple[str, ...] = ("proposals", "size")
+#: Head settings a student changes without changing a weight: the proposals an R-CNN keeps at test time,
+#: the input size and the boxes a one-stage detector keeps per level before NMS. A student that differs
+#: from its parent only in these needs no training to be scored, so the joint search scores all of them
+#: before any move that needs training (:func:`free_students`). On small inputs they are where the time
+#: is: at 256 px on a CPU, 1,000 proposals are about 60% of a Faster R-CNN R18's latency.
+FREE_KNOBS: tuple[str, ...] = ("proposals", "size", "topk")
 
 
 def free_students(parent: Student, space: SearchSpace) -> list[tuple[tuple[SetHead, ...], Student]]:
