@@ -25,6 +25,7 @@ from typing import Any
 from .arch import Arch, DetectorSpec
 from .errors import ArchError
 from .families import get_family
+from .families.retinanet import TOPK
 
 __all__ = ["Heads", "Student", "as_student", "HEAD_FIELDS", "TOPK_DEFAULT"]
 
@@ -41,7 +42,7 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "topk": ("k", ("topk_candidates",)),
 }
 #: torchvision's ``topk_candidates``: a :class:`Heads` ``topk`` of ``None`` means this value.
-TOPK_DEFAULT = 1000
+TOPK_DEFAULT = TOPK
 _TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 
 from ..errors import LatencyTableError, NegativeResidualError
+from ..families.retinanet import TOPK
 from .neighbours import fit as _fit
 from .neighbours import neighbours as _neighbours
 from .ops import OP_FIELDS, OpKey, op_macs
@@ -93,7 +94,7 @@ def _fixed_ms(pool: list[tuple[OpKey, Entry]], key: OpKey) -> float:
 
 def _pre(key: OpKey) -> int:
     """Boxes kept per level before NMS: R-CNN proposals, or a one-stage ``topk_candidates`` (0: 1000)."""
-    return int(key["pre"]) or 1000
+    return int(key["pre"]) or TOPK
 
 
 def _but_proposals(key: OpKey) -> tuple[object, ...]:
