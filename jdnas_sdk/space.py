@@ -16,7 +16,7 @@ from math import lcm
 from .arch import Arch, DetectorSpec, Stage
 from .errors import ArchError
 from .families import get_family
-from .student import TOPK_DEFAULT, Heads, Student
+from .student import Heads, Student
 
 __all__ = ["SearchSpace", "DEFAULT_WIDTH_RATIOS", "DEFAULT_HEAD_GRID"]
 
@@ -193,22 +193,7 @@ class SearchSpace:
 
     def heads_of(self, heads: Heads) -> dict[str, int]:
         """The setting -> value choice ``heads`` makes (the inverse of :meth:`make_heads`)."""
-        return {
-            "fpn": heads.fpn,
-            "size": heads.min_size,
-            "proposals": heads.proposals,
-            "box": heads.box,
-            "mask": heads.mask,
-            "convs": heads.convs,
-            "width": heads.width,
-            "topk": self._topk(heads),
-        }
-
-    def _topk(self, heads: Heads) -> int | None:
-        """``heads.topk`` as the grid spells it (``None`` is torchvision's 1000 on a family that has it)."""
-        if heads.topk is not None or self.spec is None:
-            return heads.topk
-        return TOPK_DEFAULT if "topk_candidates" in get_family(self.spec.family).head_settings else None
+        return {knob: heads.value(knob) for knob in DEFAULT_HEAD_GRID}  # type: ignore[misc]
 
     def why_not_student(self, student: Student) -> str | None:
         """``None`` when ``student`` is in the space, else what puts it outside."""

@@ -75,6 +75,15 @@ class Heads:
         if (self.convs is None) != (self.width is None):
             raise ArchError("head settings convs and width (one-stage head towers) go together")
 
+    def value(self, knob: str) -> int | None:
+        """Setting ``knob`` as a search grid spells it: ``size`` is ``min_size``, a ``topk`` of
+        ``None`` is torchvision's 1000; ``None`` where the family has no such head."""
+        if knob == "size":
+            return self.min_size
+        if knob == "topk":
+            return TOPK_DEFAULT if self.topk is None else self.topk
+        return getattr(self, knob)
+
     @classmethod
     def of(cls, spec: DetectorSpec) -> Heads:
         """The head settings of ``spec`` (only those its family has)."""

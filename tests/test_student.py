@@ -166,6 +166,7 @@ def test_one_stage_topk_keeps_every_weight_and_keys_its_own_fixed_entry() -> Non
     from jdnas_sdk.latency.lower import fixed_key
     from jdnas_sdk.latency.reach import fixed_specs
     from jdnas_sdk.search.free import free_students
+    from jdnas_sdk.search.moves import propose
 
     model = jdnas_sdk.build(_spec("retinanet"))
     spec = jdnas_sdk.describe(model)[0]
@@ -183,6 +184,10 @@ def test_one_stage_topk_keeps_every_weight_and_keys_its_own_fixed_entry() -> Non
     base_keys = {fixed_key(s, (96, 96)) for s in fixed_specs(spec, SearchSpace(arch, spec=spec))}
     keys = {fixed_key(s, (96, 96)) for s in fixed_specs(spec, space)}
     assert base_keys < keys and {k["pre"] for k in keys} == {0, 100, 300}
+    # the search's moves: with only topk cheaper, every proposal within the bound cuts topk
+    fewer = lambda s: 1.0 if s.heads.value("topk") < 1000 else 2.0  # noqa: E731
+    _, proposed, _, _ = propose(Student.of(spec, arch), space, fewer, 1.5, random.Random(0), max_actions=1)
+    assert proposed.heads.topk in (100, 300)
     moved = {str(s.heads) for _, s in free_students(Student.of(spec, arch), space)}
     assert {f"fpn64,in96x96,c4,w64,k{k}" for k in (100, 300)} <= moved
     assert Student.of(spec, arch) in space and all(s in space for _, s in free_students(Student.of(spec, arch), space))

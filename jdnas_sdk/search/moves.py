@@ -30,7 +30,7 @@ from ..morph import (
     apply_head,
 )
 from ..space import SearchSpace
-from ..student import Heads, Student
+from ..student import Student
 
 __all__ = [
     "moves",
@@ -103,9 +103,7 @@ def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student
 
 def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:
     if isinstance(action, SetHead):
-        return (
-            isinstance(arch, Student) and arch.heads is not None and action.value < _head_value(arch.heads, action.knob)
-        )
+        return isinstance(arch, Student) and arch.heads is not None and action.value < arch.heads.value(action.knob)
     if isinstance(arch, Student):
         arch = arch.arch
     if isinstance(action, RemoveBlock):
@@ -115,10 +113,6 @@ def _shrinks(action: Action | SetHead, arch: Arch | Student) -> bool:
     if isinstance(action, SetBlockWidth):
         return action.mid < arch.stages[action.stage - 1].mids[action.index]
     return False
-
-
-def _head_value(heads: Heads, knob: str) -> int:
-    return heads.min_size if knob == "size" else getattr(heads, knob)
 
 
 #: The table a search on a measured table guesses from, pinned in the search's folder at its start
