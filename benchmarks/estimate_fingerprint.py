@@ -79,6 +79,7 @@ _LATER_FIELDS = {
     "rpn_post_nms_top_n_test": 1000,
     "mask_head_width": 256,
     "head_convs": 4,
+    "topk_candidates": 1000,
 }
 
 

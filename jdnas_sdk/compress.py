@@ -42,7 +42,7 @@ from .prepare import (
     target_latency,
     teacher_pool,
 )
-from .protocol import Recipe, claim, lineage_steps, protocol_splits, score, size_hint
+from .protocol import Recipe, claim, hints, lineage_steps, protocol_splits, score
 from .race import final_race
 from .search import Executor, joint_search, pipeline_search
 from .space import SearchSpace
@@ -97,8 +97,7 @@ class CompressResult:
                 f"AP50 {100 * row['ap50']:5.1f}  {when}  {row.get('arch', '')}".rstrip()
             )
         lines.append(claim(self.metrics))
-        if hint := size_hint(self.metrics):
-            lines.append(hint)
+        lines += hints(self.metrics)
         if self.modelled:
             lines.append(f"latency: MODELLED ({self.target} is a roofline table: estimates, not measurements)")
         lines.append(f"student: {self.student_file}; report: {self.report}")

@@ -31,7 +31,7 @@ from .evaluate import evaluate
 from .latency import Estimator
 from .latency.local import describe_table
 from .prepare import CompressRun
-from .protocol import Recipe, claim, score, size_hint, train_control
+from .protocol import Recipe, claim, hints, score, train_control
 from .report import write_report
 from .search import SearchConfig
 from .student import Student
@@ -309,7 +309,7 @@ def write_result(
         },
     )
     log.info("[compress] %s", claim(metrics))
-    if hint := size_hint(metrics):
+    for hint in hints(metrics):
         log.warning("[compress] %s", hint)
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "claim",
     "claim_gap",
     "size_hint",
+    "base_hint",
+    "hints",
 ]
 
 log = logging.getLogger(__name__)
@@ -275,5 +277,37 @@ def size_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
     return (
         f"hint: the student's input ({student.min_size} px) is smaller than the base's ({base.min_size} px), which "
         "caps the AP any student can reach; keep the base's input size with `jdnas compress --sizes 1.0` "
-        "(compress(space=SearchSpace(arch, spec=spec, heads={'size': (1.0,)})))"
+        "(compress(..., heads={'size': (1.0,)}))"
     )
+
+
+#: Select AP points the extra-steps control may gain over the base before :func:`base_hint` calls
+#: the base still improving.
+STILL_IMPROVING = 1.0
+
+
+def base_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
+    """What to try when the claim fails because the base was still improving (None otherwise): the
+    control, the base trained as many more steps as the student, beat the base by at least
+    :data:`STILL_IMPROVING` select AP. Then no student of that schedule is judged against a finished
+    base: train the base first with rewound cycles as long as the student's schedule. On the benchmark
+    RetinaNet, a base that three 1,600-step cycles had flattened gained 2.8-3.1 test AP from one
+    4,800-step schedule (``benchmarks/results/epyc30/``, ``epyc31/``); the student matched the base."""
+    control, base = metrics.get("control"), metrics["base"]
+    if control is None or claim_gap(metrics)[1] >= 0:
+        return None
+    gain = 100 * (control["select_ap"] - base["select_ap"])
+    if gain < STILL_IMPROVING:
+        return None
+    steps = metrics["student"].get("steps", 0)
+    return (
+        f"hint: the base was still improving: the control (the base trained {steps} more steps) gained {gain:.1f} "
+        "select AP over it, so the student was judged against a base trained longer than the one it started from; "
+        f"train the base first until cycles of that length stop gaining (`jdnas train --model BASE --data DIR "
+        f"--until-converged --cycle-steps {steps} --out BASE2`), then compress BASE2"
+    )
+
+
+def hints(metrics: dict[str, dict[str, Any]]) -> list[str]:
+    """Every hint for a failed claim (:func:`size_hint`, :func:`base_hint`); empty when it holds."""
+    return [h for h in (size_hint(metrics), base_hint(metrics)) if h]

@@ -636,3 +636,24 @@ def test_a_failed_claim_with_a_smaller_input_names_the_cap_and_the_fix() -> None
     winner = row(0.77, "fpn64,in192x192,c4,w64")
     assert size_hint({"base": base, "student": winner, "control": control}) is None  # the claim holds
     assert size_hint({"base": {"test_ap": 0.7}, "student": {"test_ap": 0.6}}) is None  # no head codes: backbone only
+
+
+def test_a_failed_claim_against_a_control_that_beat_the_base_names_a_longer_trained_base() -> None:
+    from jdnas_sdk.protocol import base_hint, hints
+
+    base = {"test_ap": 0.749, "select_ap": 0.742, "estimated_ms": 32.0, "heads": "fpn64,in256x256,c4,w64"}
+    student = {
+        "test_ap": 0.748,
+        "select_ap": 0.750,
+        "estimated_ms": 15.0,
+        "steps": 4890,
+        "heads": "fpn48,in256x256,c4,w64",
+    }
+    improving = {"test_ap": 0.777, "select_ap": 0.774}  # the stop-31 row: +3.2 select AP from 4,890 steps
+    hint = base_hint({"base": base, "student": student, "control": improving})
+    assert hint is not None and "gained 3.2 select AP" in hint and "--cycle-steps 4890" in hint
+    assert hints({"base": base, "student": student, "control": improving}) == [hint]  # the input was kept
+    flat = {"test_ap": 0.755, "select_ap": 0.748}  # +0.6: the base had stopped improving
+    assert base_hint({"base": base, "student": student, "control": flat}) is None
+    assert base_hint({"base": base, "student": {**student, "test_ap": 0.78}, "control": improving}) is None  # held
+    assert base_hint({"base": base, "student": {**student, "test_ap": 0.70}}) is None  # no control to read
