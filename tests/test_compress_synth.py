@@ -109,3 +109,29 @@ def test_a_row_records_how_its_base_was_trained_and_its_cycles(bench, synth_root
     # a detector file without that record (saved by hand) gives an empty one, not an error
     bare = jdnas_sdk.save_detector(jdnas_sdk.build(tiny_spec("retinanet")), tmp_path / "bare.pt")
     assert bench._base_training(bare) == {}
+
+
+def test_the_ablation_table_names_what_changed_between_results_files_per_seed(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "benchmarks" / "ablation_table.py")
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+
+    def row(seed: int, student: float, **settings: object) -> dict:
+        ap = {"test_ap": 0.7, "select_ap": 0.7}
+        return {"family": "retinanet", "method": "joint", "seed": seed, "settings": settings, "base": ap,
+                "control": {**ap, "test_ap": 0.75}, "student": {"test_ap": student, "select_ap": student},
+                "measured_ratio": 0.47}  # fmt: skip
+
+    files = []
+    for name, rows in (
+        ("a.json", [row(0, 0.69, sizes=None, target="/x/t1.json"), row(1, 0.68, sizes=None, target="/x/t1.json")]),
+        ("b.json", [row(0, 0.74, sizes=[1.0], target="/y/t1.json")]),
+    ):
+        (path := tmp_path / name).write_text(json.dumps({"machine": {"cpu": "AMD EPYC", "cores": 2}, "results": rows}))
+        files.append(path)
+    lines = ablation.table(files).splitlines()
+    assert any("AMD EPYC (2 cores)" in line for line in lines)
+    rows = [line for line in lines if line.startswith(f"| {tmp_path.name}/")]
+    assert len(rows) == 3 and "| start |" in rows[0] and "| start |" in rows[1]
+    assert "| sizes None -> [1.0] |" in rows[2]  # the same table file name in another folder is no change
+    assert "| 74.0 / 74.0 | 70.0 | 75.0 | -1.0 | 0.47 |" in rows[2]
