@@ -294,7 +294,7 @@ def base_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
     RetinaNet, a base that three 1,600-step cycles had flattened gained 2.8-3.1 test AP from one
     4,800-step schedule (``benchmarks/results/epyc30/``, ``epyc31/``); the student matched the base."""
     control, base = metrics.get("control"), metrics["base"]
-    if control is None or claim_gap(metrics)[1] >= 0:
+    if control is None or "select_ap" not in control or "select_ap" not in base or claim_gap(metrics)[1] >= 0:
         return None
     gain = 100 * (control["select_ap"] - base["select_ap"])
     if gain < STILL_IMPROVING:
