@@ -181,9 +181,17 @@ def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | No
     atomic_write_json(owner, wanted)
 
 
-#: Detector settings only inference reads (training never looks at them)
+#: Detector settings only inference reads (training never looks at them; one-stage ``topk_candidates``
+#: is read by ``postprocess_detections`` alone)
 INFERENCE_ONLY = frozenset(
-    {"rpn_pre_nms_top_n_test", "rpn_post_nms_top_n_test", "score_thresh", "nms_thresh", "detections_per_img"}
+    {
+        "rpn_pre_nms_top_n_test",
+        "rpn_post_nms_top_n_test",
+        "score_thresh",
+        "nms_thresh",
+        "detections_per_img",
+        "topk_candidates",
+    }
 )
 
 

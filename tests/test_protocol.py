@@ -464,6 +464,35 @@ def test_the_final_training_and_the_control_are_kept_only_where_select_says_they
     assert "final_kept" not in row
 
 
+def test_a_one_stage_student_that_only_keeps_fewer_boxes_trains_as_its_control(
+    train_set: object, val_set: object, tmp_path: Path
+) -> None:
+    """``topk_candidates`` is read by inference alone: a candidate that is the base with fewer boxes
+    kept before NMS trains step for step as the control; one that also takes another input does not."""
+    from jdnas_sdk.compress import Recipe
+    from jdnas_sdk.detectors import save_detector
+    from jdnas_sdk.finish import final_is_control
+    from jdnas_sdk.prepare import CompressRun
+    from jdnas_sdk.search import Candidate, SearchConfig
+
+    base = build(tiny_spec("retinanet"), ARCH)
+    folder = tmp_path / "search" / "candidates"
+    save_detector(base, folder / "000.pt")
+    for index, edits in ((1, dict(topk_candidates=300)), (2, dict(topk_candidates=300, min_size=64))):
+        student = build(replace(tiny_spec("retinanet"), **edits), ARCH)
+        student.load_state_dict(base.state_dict())
+        save_detector(student, folder / f"{index:03d}.pt")
+    save_detector(base, tmp_path / "final.pt")  # the final training's output (only its presence is read)
+    config = SearchConfig(candidates=1, finetune_steps=1, train=TrainConfig(batch_size=2, optimizer="adamw"))
+    run = CompressRun(tmp_path, "joint", "none", None, None, train_set, val_set, val_set, config, False, Recipe())
+
+    def chosen(index: int) -> Candidate:
+        return Candidate(index, str(ARCH), 0, (), None, 1.0, 0.1, 0.1, 0.1, f"candidates/{index:03d}.pt")
+
+    assert final_is_control(run, chosen(1), {"final_steps": 3}, 3)
+    assert not final_is_control(run, chosen(2), {"final_steps": 3}, 3)  # the input size: training reads it
+
+
 def test_a_control_that_would_repeat_the_final_training_takes_the_final_weights(
     train_set: object, val_set: object, tmp_path: Path
 ) -> None:
