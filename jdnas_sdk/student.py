@@ -100,7 +100,7 @@ class Heads:
         has = get_family(spec.family).head_settings
         changes: dict[str, Any] = {"fpn_channels": self.fpn, "min_size": self.min_size, "max_size": self.max_size}
         if "topk_candidates" in has:
-            changes["topk_candidates"] = TOPK_DEFAULT if self.topk is None else self.topk
+            changes["topk_candidates"] = self.value("topk")
         for name, (_, fields_) in HEAD_FIELDS.items():
             value = getattr(self, name)
             if name == "fpn" or value is None:
