@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from jdnas_sdk import load_detector
 from jdnas_sdk.cli import build_parser, main
@@ -121,6 +122,17 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     assert "rewound cycle 1 of 1 steps: select AP" in printed
     meta = read_detector_file(conv)["metadata"]
     assert json.loads(meta["cooldown"])["steps"] == 1 and len(json.loads(meta["cycles"])) == 1
+    # a trained detector file re-converged (protocol.base_hint's advice): its weights are step 0, kept when
+    # training (here at a rate that wrecks them) never beats them
+    again = tmp_path / "again.pt"
+    argv = ["train", "--data", str(data), "--model", str(out), "--out", str(again), "--until-converged", "--steps", "1"]
+    argv += ["--eval-every", "1", "--patience", "1", "--trend-window", "0", "--optimizer", "sgd", "--lr", "1e4"]
+    assert main(argv + ["--batch-size", "2"]) == 0
+    assert "starting weights" in capsys.readouterr().out
+    curve = json.loads(Path(str(again) + ".curve.json").read_text())
+    assert [p["step"] for p in curve["curve"]] == [0, 1] and curve["best_step"] == 0
+    start, kept = load_detector(out).state_dict(), load_detector(again).state_dict()
+    assert all(torch.equal(start[k], kept[k]) for k in start)
 
 
 @pytest.mark.parametrize(

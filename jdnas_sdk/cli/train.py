@@ -37,7 +37,8 @@ def add_parser(verbs: Any) -> None:
         "--until-converged",
         action="store_true",
         help="train until the AP on the select split (or, in a folder without one, on half of val) stops "
-        "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata",
+        "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata (a detector file "
+        "as --model is step 0: training that never beats it returns it)",
     )
     tr.add_argument("--eval-every", type=int, default=100, help="with --until-converged: steps between evaluations")
     tr.add_argument(
@@ -160,6 +161,7 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
     from ..converge import ConvergeConfig, curve_path, train_until_converged
     from ..data import load_protocol_splits
     from ..detectors import spec_of
+    from ..evaluate import evaluate
     from ..families import get_family
 
     masks = "masks" in get_family(spec_of(model).family).target_fields
@@ -174,6 +176,10 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         max_cycles=args.max_cycles,
         cycle_min_gain=args.cycle_min_gain / 100,
     )
+    start_ap = None
+    if Path(args.model).is_file() and not curve_path(out).is_file():  # trained weights are step 0's candidate
+        start_ap = evaluate(model, select, progress=False).ap
+        print(f"starting weights ({args.model}): select AP {100 * start_ap:.1f}, kept unless training beats them")
     result = train_until_converged(
         model,
         data,
@@ -183,6 +189,7 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         converge=converge,
         metadata={"data": str(args.data)},
         progress=not args.quiet,
+        start_ap=start_ap,
     )
     how = "converged" if result.converged else "stopped at --steps"
     print(
