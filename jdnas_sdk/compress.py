@@ -60,7 +60,8 @@ class CompressResult:
     with ``test_ap``, the final number, and ``select_ap``, what choices saw), the search history
     (every candidate) and where the report and files are. ``modelled`` is true when the target's
     table is MODELLED (roofline, e.g. ``v100-trt``): every latency in ``metrics`` is then an
-    estimate from published peaks, nothing was measured on the target."""
+    estimate from published peaks, nothing was measured on the target. ``recipe``: how the student
+    and the control trained (what the summary's hints repeat)."""
 
     student: nn.Module
     arch: Arch
@@ -72,6 +73,7 @@ class CompressResult:
     extra: dict[str, Any] = field(default_factory=dict)
     target: str = ""
     modelled: bool = False
+    recipe: Recipe | None = None
 
     @property
     def latency_source(self) -> str:
@@ -97,7 +99,7 @@ class CompressResult:
                 f"AP50 {100 * row['ap50']:5.1f}  {when}  {row.get('arch', '')}".rstrip()
             )
         lines.append(claim(self.metrics))
-        lines += hints(self.metrics)
+        lines += hints(self.metrics, train=self.recipe.train_config() if self.recipe else None)
         if self.modelled:
             lines.append(f"latency: MODELLED ({self.target} is a roofline table: estimates, not measurements)")
         lines.append(f"student: {self.student_file}; report: {self.report}")
@@ -264,7 +266,7 @@ def compress(
     write_result(
         run, estimator, target_ms, best.index, metrics, history, began, recipe, base_arch, chosen, confirmation
     )
-    return _result(work, student, arch, base_arch, metrics, history, table)
+    return _result(work, student, arch, base_arch, metrics, history, table, recipe)
 
 
 def _finish(
@@ -336,6 +338,7 @@ def _result(
     metrics: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
     table: Any,
+    recipe: Recipe,
 ) -> CompressResult:
     """The student's file and the report written beside ``result.json``, and what compress returns."""
     student_file, report = write_outputs(work, student, base_arch, table)
@@ -349,4 +352,5 @@ def _result(
         student_file=student_file,
         target=table.target,
         modelled=table.modelled,
+        recipe=recipe,
     )

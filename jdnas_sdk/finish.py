@@ -317,7 +317,7 @@ def write_result(
         },
     )
     log.info("[compress] %s", claim(metrics))
-    for hint in hints(metrics):
+    for hint in hints(metrics, train=recipe.train_config()):
         log.warning("[compress] %s", hint)
 
 

@@ -286,28 +286,31 @@ def size_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
 STILL_IMPROVING = 1.0
 
 
-def base_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
+def base_hint(metrics: dict[str, dict[str, Any]], *, train: TrainConfig | None = None) -> str | None:
     """What to try when the claim fails because the base was still improving (None otherwise): the
     control, the base trained as many more steps as the student, beat the base by at least
     :data:`STILL_IMPROVING` select AP. Then no student of that schedule is judged against a finished
     base: train the base first with rewound cycles as long as the student's schedule. On the benchmark
     RetinaNet, a base that three 1,600-step cycles had flattened gained 2.8-3.1 test AP from one
-    4,800-step schedule (``benchmarks/results/epyc30/``, ``epyc31/``); the student matched the base."""
+    4,800-step schedule (``benchmarks/results/epyc30/``, ``epyc31/``); the student matched the base.
+    ``train``: the control's schedule (the default :class:`Recipe`'s), which the named command repeats."""
     control, base = metrics.get("control"), metrics["base"]
     if control is None or "select_ap" not in control or "select_ap" not in base or claim_gap(metrics)[1] >= 0:
         return None
     gain = 100 * (control["select_ap"] - base["select_ap"])
     if gain < STILL_IMPROVING:
         return None
-    steps = metrics["student"].get("steps", 0)
+    steps, t = metrics["student"].get("steps", 0), train or Recipe().train_config()
+    schedule = f"--optimizer {t.optimizer} --lr {t.lr:g} --weight-decay {t.weight_decay:g} --warmup {t.warmup_steps}"
     return (
         f"hint: the base was still improving: the control (the base trained {steps} more steps) gained {gain:.1f} "
         "select AP over it, so the student was judged against a base trained longer than the one it started from; "
         f"train the base first until cycles of that length stop gaining (`jdnas train --model BASE --data DIR "
-        f"--until-converged --cycle-steps {steps} --out BASE2`), then compress BASE2"
+        f"--until-converged --steps 100 --cycle-steps {steps} {schedule} --out BASE2`: the control's schedule, "
+        "the base's weights kept where training does not beat them), then compress BASE2"
     )
 
 
-def hints(metrics: dict[str, dict[str, Any]]) -> list[str]:
+def hints(metrics: dict[str, dict[str, Any]], *, train: TrainConfig | None = None) -> list[str]:
     """Every hint for a failed claim (:func:`size_hint`, :func:`base_hint`); empty when it holds."""
-    return [h for h in (size_hint(metrics), base_hint(metrics)) if h]
+    return [h for h in (size_hint(metrics), base_hint(metrics, train=train)) if h]

@@ -668,7 +668,7 @@ def test_a_failed_claim_with_a_smaller_input_names_the_cap_and_the_fix() -> None
 
 
 def test_a_failed_claim_against_a_control_that_beat_the_base_names_a_longer_trained_base() -> None:
-    from jdnas_sdk.protocol import base_hint, hints
+    from jdnas_sdk.protocol import Recipe, base_hint, hints
 
     base = {"test_ap": 0.749, "select_ap": 0.742, "estimated_ms": 32.0, "heads": "fpn64,in256x256,c4,w64"}
     student = {
@@ -681,6 +681,10 @@ def test_a_failed_claim_against_a_control_that_beat_the_base_names_a_longer_trai
     improving = {"test_ap": 0.777, "select_ap": 0.774}  # the stop-31 row: +3.2 select AP from 4,890 steps
     hint = base_hint({"base": base, "student": student, "control": improving})
     assert hint is not None and "gained 3.2 select AP" in hint and "--cycle-steps 4890" in hint
+    assert "--optimizer adamw --lr 0.001 --weight-decay 0.05" in hint  # the control's schedule, repeated
+    slower = Recipe(base_lr=2e-4).train_config()
+    slow = base_hint({"base": base, "student": student, "control": improving}, train=slower)
+    assert slow is not None and "--lr 0.0002" in slow
     assert hints({"base": base, "student": student, "control": improving}) == [hint]  # the input was kept
     flat = {"test_ap": 0.755, "select_ap": 0.748}  # +0.6: the base had stopped improving
     assert base_hint({"base": base, "student": student, "control": flat}) is None

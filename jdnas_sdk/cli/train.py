@@ -36,9 +36,8 @@ def add_parser(verbs: Any) -> None:
     tr.add_argument(
         "--until-converged",
         action="store_true",
-        help="train until the AP on the select split (or, in a folder without one, on half of val) stops "
-        "improving; keeps the best weights, the curve in OUT.curve.json and the file's metadata (a detector file "
-        "as --model is step 0: training that never beats it returns it)",
+        help="train until the select split's AP (in a folder without one: half of val's) stops improving; keeps "
+        "the best weights (a detector file as --model is step 0), the curve in OUT.curve.json and the metadata",
     )
     tr.add_argument("--eval-every", type=int, default=100, help="with --until-converged: steps between evaluations")
     tr.add_argument(
