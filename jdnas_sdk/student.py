@@ -27,7 +27,7 @@ from .errors import ArchError
 from .families import get_family
 from .families.retinanet import TOPK
 
-__all__ = ["Heads", "Student", "as_student", "HEAD_FIELDS", "TOPK_DEFAULT"]
+__all__ = ["Heads", "Student", "as_student", "HEAD_FIELDS"]
 
 #: Each :class:`Heads` field with its code prefix and the spec fields it sets. ``None`` on a
 #: Heads field means the family has no such head.
@@ -41,8 +41,6 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "width": ("w", ("head_width",)),
     "topk": ("k", ("topk_candidates",)),
 }
-#: torchvision's ``topk_candidates``: a :class:`Heads` ``topk`` of ``None`` means this value.
-TOPK_DEFAULT = TOPK
 _TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$")
 
 
@@ -62,7 +60,7 @@ class Heads:
     topk: int | None = None
 
     def __post_init__(self) -> None:
-        if self.topk == TOPK_DEFAULT:  # one spelling of the default, so that equal heads compare equal
+        if self.topk == TOPK:  # torchvision's default is spelled None, so that equal heads compare equal
             object.__setattr__(self, "topk", None)
         for name in ("fpn", "min_size", "max_size", "proposals", "pre", "box", "mask", "convs", "width", "topk"):
             value = getattr(self, name)
@@ -81,7 +79,7 @@ class Heads:
         if knob == "size":
             return self.min_size
         if knob == "topk":
-            return TOPK_DEFAULT if self.topk is None else self.topk
+            return TOPK if self.topk is None else self.topk
         return getattr(self, knob)
 
     @classmethod
