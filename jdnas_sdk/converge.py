@@ -122,6 +122,13 @@ class ConvergeResult:
         cooled = self.cooldown["steps"] if self.cooldown and self.cooldown["kept"] else 0
         return self.best_step + cooled + sum(c["steps"] for c in self.cycles if c["kept"])
 
+    def best_text(self) -> str:
+        """``best select AP 78.5 at step 0, then 4800 steps of cool-down and cycles``: which weights
+        were kept, in words (the cool-down and cycles train on after the plateau's best step)."""
+        text = f"best select AP {100 * self.best_ap:.1f} at step {self.best_step}"
+        after = self.best_weights_steps - self.best_step
+        return text + (f", then {after} steps of cool-down and cycles" if after else "")
+
 
 def trend_rise(curve: list[dict[str, float]], window: int) -> float | None:
     """How much the least-squares line through the last ``window`` points of ``curve`` rises
@@ -240,11 +247,10 @@ def train_until_converged(
     best_file.unlink(missing_ok=True)
     settle(model, train_data, select_data, out, config, converge, result, metadata, progress)
     log.info(
-        "[converge] %s after %d steps: best select AP %.1f at step %d; curve in %s",
+        "[converge] %s after %d steps: %s; curve in %s",
         "converged" if result.converged else "stopped at max_steps",
         result.steps,
-        100 * result.best_ap,
-        result.best_step,
+        result.best_text(),
         curve_file,
     )
     return result

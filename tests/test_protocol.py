@@ -196,6 +196,19 @@ def test_patience_does_not_stop_a_curve_whose_trend_still_climbs() -> None:
     assert trend_rise(short.curve, 8) is None and _stalled(short, ConvergeConfig(patience=2))
 
 
+def test_the_kept_weights_are_named_with_the_steps_after_the_plateau_that_were_kept() -> None:
+    from jdnas_sdk.converge import ConvergeResult
+
+    # session 32's base: its starting weights (step 0) won the plateau, then one 4,800-step cycle was kept
+    cycled = ConvergeResult(best_step=0, best_ap=0.785, cooldown=None)
+    cycled.cycles = [{"steps": 4800, "select_ap": 0.785, "gain": 0.011, "kept": True}]
+    assert cycled.best_text() == "best select AP 78.5 at step 0, then 4800 steps of cool-down and cycles"
+    cycled.cooldown = {"steps": 300, "select_ap": 0.70, "kept": False}  # a cool-down select refused
+    cycled.cycles.append({"steps": 4800, "select_ap": 0.780, "gain": -0.005, "kept": False})
+    assert cycled.best_text().endswith("then 4800 steps of cool-down and cycles")
+    assert ConvergeResult(best_step=300, best_ap=0.5).best_text() == "best select AP 50.0 at step 300"
+
+
 @pytest.mark.parametrize("window", [-1, 1, 2])
 def test_a_trend_window_that_cannot_fit_a_line_is_refused(window: int) -> None:
     from jdnas_sdk.converge import ConvergeConfig

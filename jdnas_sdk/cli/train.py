@@ -191,10 +191,7 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         start_ap=start_ap,
     )
     how = "converged" if result.converged else "stopped at --steps"
-    print(
-        f"{how} after {result.steps} steps: best select AP {100 * result.best_ap:.1f} at step {result.best_step}; "
-        f"saved {out} (curve: {curve_path(out)})"
-    )
+    print(f"{how} after {result.steps} steps: {result.best_text()}; saved {out} (curve: {curve_path(out)})")
     if result.cooldown:
         cool = result.cooldown
         print(
