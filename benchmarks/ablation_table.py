@@ -3,8 +3,9 @@
 Each argument is a ``compress_synth.json`` (a results file with its machine), in the order the
 changes were made. Per (family, method, seed) row, the table shows what changed from the previous
 file's row of the same family, method and seed (``settings`` that differ, the table's file name
-included), the student's test and select AP, the base's and the control's test AP, the student's
-gap to the best of them, and the measured latency ratio. Nothing is measured here: the numbers are
+included; a base of another test AP: one trained on under the same file name), the student's test
+and select AP, the base's and the control's test AP, the student's gap to the best of them, and the
+measured latency ratio. Nothing is measured here: the numbers are
 the files'. Changes made one after another on one seed are a path, not a factorial ablation; the
 table says which files and seeds each line rests on.
 
@@ -47,7 +48,7 @@ def table(files: list[Path]) -> str:
         "| student - best | measured ratio |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    last: dict[tuple[str, str, int], dict[str, Any]] = {}
+    last: dict[tuple[str, str, int], tuple[dict[str, Any], float]] = {}
     sources = []
     for path in files:
         data = json.loads(path.read_text())
@@ -63,15 +64,20 @@ def table(files: list[Path]) -> str:
             settings = row.get("settings", {})
             control = row.get("control", {}).get("test_ap", float("nan"))
             best = max(row["base"]["test_ap"], -1.0 if control != control else control)
-            ratio = row.get("measured_ratio")
+            ratio, base = row.get("measured_ratio"), row["base"]["test_ap"]
+            change = "start" if key not in last else changes(last[key][0], settings)
+            if key in last and abs(last[key][1] - base) >= 0.0005:  # another base under the same file name
+                change = f"base test AP {100 * last[key][1]:.1f} -> {100 * base:.1f}" + (
+                    "" if change == "same settings" else f"; {change}"
+                )
             lines.append(
                 f"| {path.parent.name}/{path.name} | {row['family']} | {row['method']} | {row['seed']} "
-                f"| {changes(last.get(key), settings)} "
+                f"| {change} "
                 f"| {100 * row['student']['test_ap']:.1f} / {100 * row['student']['select_ap']:.1f} "
                 f"| {100 * row['base']['test_ap']:.1f} | {100 * control:.1f} "
                 f"| {100 * (row['student']['test_ap'] - best):+.1f} | {'' if ratio is None else f'{ratio:.2f}'} |"
             )
-            last[key] = settings
+            last[key] = (settings, base)
     head = "Read from (each row's numbers are that file's; nothing measured here):\n\n" + "\n".join(sources)
     return head + "\n\n" + "\n".join(lines) + "\n"
 

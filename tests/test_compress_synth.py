@@ -135,3 +135,8 @@ def test_the_ablation_table_names_what_changed_between_results_files_per_seed(tm
     assert len(rows) == 3 and "| start |" in rows[0] and "| start |" in rows[1]
     assert "| sizes None -> [1.0] |" in rows[2]  # the same table file name in another folder is no change
     assert "| 74.0 / 74.0 | 70.0 | 75.0 | -1.0 | 0.47 |" in rows[2]
+    # the same settings on a base trained longer (the same file name): the base's change is named
+    longer = row(0, 0.77, sizes=[1.0], target="/y/t1.json")
+    (path := tmp_path / "c.json").write_text(json.dumps({"results": [{**longer, "base": {"test_ap": 0.785}}]}))
+    last = [line for line in ablation.table([*files, path]).splitlines() if "/c.json |" in line]
+    assert len(last) == 1 and "| base test AP 70.0 -> 78.5 |" in last[0]
