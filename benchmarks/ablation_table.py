@@ -5,9 +5,9 @@ changes were made. Per (family, method, seed) row, the table shows what changed 
 file's row of the same family, method and seed (``settings`` that differ, the table's file name
 included; a base of another test AP: one trained on under the same file name), the student's test
 and select AP, the base's and the control's test AP, the student's gap to the best of them, and the
-measured latency ratio. Nothing is measured here: the numbers are
-the files'. Changes made one after another on one seed are a path, not a factorial ablation; the
-table says which files and seeds each line rests on.
+measured latency ratio. Nothing is measured here: the numbers are the files'. Changes made one
+after another on one seed are a path, not a factorial ablation; the table says which files and
+seeds each line rests on.
 
 Usage::
 
