@@ -175,14 +175,15 @@ def train_until_converged(
     converge: ConvergeConfig | None = None,
     metadata: dict[str, Any] | None = None,
     progress: bool = True,
-    start_ap: float | None = None,
+    keep_start: bool = False,
 ) -> ConvergeResult:
     """Train ``model`` on ``train_data`` until its AP on ``select_data`` stops improving; save the
     best weights as the detector file ``out`` (``model`` holds them on return). ``config`` gives the
     optimiser, rate and warm-up (its ``steps`` and ``schedule`` are replaced: constant after the
-    warm-up, in chunks); ``converge`` when to stop. ``start_ap``: ``model``'s select AP before any
-    training (for weights that are already good, such as a network grown from a converged base):
-    step 0 of the curve, so training that never beats the starting weights returns them."""
+    warm-up, in chunks); ``converge`` when to stop. ``keep_start``: for weights that are already
+    good (a trained detector file re-converged, a network grown from a converged base), ``model`` is
+    evaluated on ``select_data`` before any training and is step 0 of the curve, so training that
+    never beats the starting weights returns them (a constant-rate first phase can wreck them)."""
     config, converge = config or TrainConfig(), converge or ConvergeConfig()
     config = replace(config, schedule="constant", checkpoint_every=converge.eval_every)
     out, curve_file = Path(out), curve_path(out)
@@ -212,7 +213,9 @@ def train_until_converged(
             atomic_torch_save(best_file, load_detector(out).state_dict())
         result.cooldown, result.cycles = None, []  # a cool-down and cycles follow the new plateau
     result.rule = _rule(converge)
-    if start_ap is not None and not result.curve:  # a fresh start: the starting weights are a candidate
+    if keep_start and not result.curve:  # a fresh start: the starting weights are a candidate
+        start_ap = evaluate(model, select_data, progress=False).ap
+        log.info("[converge] starting weights: select AP %.1f, kept unless training beats them", 100 * start_ap)
         result.curve.append({"step": 0, "select_ap": start_ap})
         result.best_ap, result.best_step, result.improved_step = start_ap, 0, 0
         atomic_torch_save(best_file, model.state_dict())

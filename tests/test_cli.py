@@ -99,6 +99,10 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     metrics = tmp_path / "m.json"
     assert main(["eval", "--model", str(out), "--data", str(data), "--json", str(metrics)]) == 0
     assert set(json.loads(metrics.read_text())) >= {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"}
+    # the protocol's test split, the images compress reports on (a folder with only val: its test half,
+    # tests/test_protocol.py)
+    assert main(["eval", "--model", str(out), "--data", str(data), "--split", "test"]) == 0
+    assert "[test, 100 images]" in capsys.readouterr().out
     assert main(["info", "--model", str(out)]) == 0
     assert '"family": "fasterrcnn"' in capsys.readouterr().out
     # a detector file fine-tunes (its own spec, the same categories)

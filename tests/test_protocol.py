@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,14 @@ import pytest
 import torch
 
 from jdnas_sdk import Arch, DataError, build, load_detector
-from jdnas_sdk.data import check_disjoint, load_protocol_splits, load_split, make_synthetic_dataset, split_val
+from jdnas_sdk.data import (
+    check_disjoint,
+    load_any_split,
+    load_protocol_splits,
+    load_split,
+    make_synthetic_dataset,
+    split_val,
+)
 from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.train import TrainConfig, recalibrate_bn
 
@@ -40,6 +48,12 @@ def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(
     assert select.image_ids() == split_val(val)[0].image_ids()  # deterministic
     kept = set(test.image_ids())
     assert {a["image_id"] for a in test.coco_ground_truth()["annotations"]} <= kept  # ground truth follows
+    # one split by name (jdnas eval --split test): the same halves, so a result's test AP can be reproduced
+    assert load_any_split(synth_root, "test").image_ids() == test.image_ids()
+    assert load_any_split(synth_root, "select").image_ids() == select.image_ids()
+    assert load_any_split(synth_root, "train").image_ids() == load_split(synth_root, "train").image_ids()
+    with pytest.raises(DataError, match="no 'nope' split"):
+        load_any_split(synth_root, "nope")
 
 
 def test_overlapping_splits_and_folders_without_held_out_images_are_refused(synth_root: Path, tmp_path: Path) -> None:
@@ -120,22 +134,24 @@ def test_training_that_never_beats_the_starting_ap_returns_the_starting_weights_
     train_set: object, val_set: object, tmp_path: Path
 ) -> None:
     from jdnas_sdk.converge import ConvergeConfig, train_until_converged
+    from jdnas_sdk.evaluate import evaluate
 
     torch.manual_seed(0)
     model = build(tiny_spec(), ARCH)
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    start_ap = evaluate(copy.deepcopy(model), val_set, progress=False).ap
     result = train_until_converged(
         model,
         train_set,
         val_set,
         tmp_path / "grown.pt",
-        config=TrainConfig(batch_size=2, optimizer="adamw", lr=1e-3, warmup_steps=0),
+        config=TrainConfig(batch_size=2, optimizer="sgd", lr=1e4, warmup_steps=0),  # a rate that wrecks them
         converge=ConvergeConfig(eval_every=1, patience=2, max_steps=4),
         progress=False,
-        start_ap=1.0,  # weights no training can beat
+        keep_start=True,
     )
-    assert result.curve[0] == {"step": 0, "select_ap": 1.0} and len(result.curve) == 3  # 0, then 2 without a gain
-    assert result.best_step == 0 and result.best_ap == 1.0 and result.converged
+    assert result.curve[0] == {"step": 0, "select_ap": start_ap} and len(result.curve) == 3  # 0, 2 without a gain
+    assert result.best_step == 0 and result.best_ap == start_ap and result.converged
     for state in (model.state_dict(), load_detector(tmp_path / "grown.pt").state_dict()):
         assert all(torch.equal(v, before[k]) for k, v in state.items())
 

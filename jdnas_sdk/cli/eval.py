@@ -18,7 +18,11 @@ def add_parser(verbs: Any) -> None:
         help="COCO mAP of a detector file on a dataset",
         parents=[common.verbosity(top=False), common.model(), common.data()],
     )
-    ev.add_argument("--split", default="val", help="split to evaluate on")
+    ev.add_argument(
+        "--split",
+        default="val",
+        help="split to evaluate on (select / test of a folder with only val: that half of val, as compress cuts it)",
+    )
     ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     ev.add_argument("--json", help="also write the metrics to this JSON file")
     ev.set_defaults(func=run)
@@ -26,12 +30,12 @@ def add_parser(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
-    from ..data import load_split
+    from ..data import load_any_split
     from ..detectors import load_detector
     from ..evaluate import evaluate
 
     model = load_detector(args.model)
-    data = load_split(args.data, args.split)
+    data = load_any_split(args.data, args.split)
     result = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
     print(f"{args.model} on {args.data} [{args.split}, {result.images} images]: {result.summary()}")
     if args.json:

@@ -140,14 +140,14 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json, atomic_write_text
-    from ..data import load_split
+    from ..data import load_any_split, load_split
     from ..report import pool_report
     from ..teachers import TeacherPool
 
     pool = TeacherPool.load(args.pool)
     report = pool_report(
         pool,
-        val_data=load_split(args.data, args.split),
+        val_data=load_any_split(args.data, args.split),
         calibration=load_split(args.data, "train"),
         target=args.target,
         count=args.count,

@@ -160,7 +160,6 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
     from ..converge import ConvergeConfig, curve_path, train_until_converged
     from ..data import load_protocol_splits
     from ..detectors import spec_of
-    from ..evaluate import evaluate
     from ..families import get_family
 
     masks = "masks" in get_family(spec_of(model).family).target_fields
@@ -175,10 +174,6 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         max_cycles=args.max_cycles,
         cycle_min_gain=args.cycle_min_gain / 100,
     )
-    start_ap = None
-    if Path(args.model).is_file() and not curve_path(out).is_file():  # trained weights are step 0's candidate
-        start_ap = evaluate(model, select, progress=False).ap
-        print(f"starting weights ({args.model}): select AP {100 * start_ap:.1f}, kept unless training beats them")
     result = train_until_converged(
         model,
         data,
@@ -188,8 +183,10 @@ def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: An
         converge=converge,
         metadata={"data": str(args.data)},
         progress=not args.quiet,
-        start_ap=start_ap,
+        keep_start=Path(args.model).is_file(),  # a detector file's trained weights are step 0's candidate
     )
+    if result.curve and result.curve[0]["step"] == 0:
+        print(f"starting weights ({args.model}): select AP {100 * result.curve[0]['select_ap']:.1f}")
     how = "converged" if result.converged else "stopped at --steps"
     print(f"{how} after {result.steps} steps: {result.best_text()}; saved {out} (curve: {curve_path(out)})")
     if result.cooldown:

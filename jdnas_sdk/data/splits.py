@@ -21,7 +21,15 @@ from typing import Any
 from ..errors import DataError
 from .coco import CocoDetection, find_split, load_split
 
-__all__ = ["PROTOCOL_SPLITS", "ProtocolSplits", "split_val", "load_protocol_splits", "check_disjoint", "image_keys"]
+__all__ = [
+    "PROTOCOL_SPLITS",
+    "ProtocolSplits",
+    "split_val",
+    "load_protocol_splits",
+    "load_any_split",
+    "check_disjoint",
+    "image_keys",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +87,19 @@ def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> Protoco
         )
     check_disjoint(train=train, select=select, test=test)
     return train, select, test
+
+
+def load_any_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> CocoDetection:
+    """The split ``split`` of ``root`` as the rest of the SDK sees it: the folder's own split where it
+    has one; ``select`` or ``test`` of a folder with only ``val`` is that half of :func:`split_val`
+    (the images a compress run chose on or reported on), so ``jdnas eval --split test`` reproduces
+    a result's test AP on any folder."""
+    base = Path(root)
+    if split in ("select", "test") and not _has(base, split) and _has(base, "val"):
+        select, test = split_val(load_split(base, "val", **kwargs))
+        log.info("%s has no %s split: using that half of its val split, as compress does", base, split)
+        return select if split == "select" else test
+    return load_split(base, split, **kwargs)
 
 
 def image_keys(dataset: Any) -> set[tuple[str, Any]]:

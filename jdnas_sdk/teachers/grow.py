@@ -24,8 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..converge import ConvergeConfig, curve_path, train_until_converged
-from ..evaluate import evaluate
+from ..converge import ConvergeConfig, train_until_converged
 from ..train import TrainConfig
 from .pool import TeacherPool
 
@@ -72,8 +71,6 @@ def grow_teacher(
     config = config or TrainConfig(optimizer="adamw", lr=2e-4, weight_decay=0.05, warmup_steps=10)
     # patience alone: a grown network dips below its start and climbs back, a rise that is no base still learning
     converge = converge or ConvergeConfig(eval_every=50, patience=3, max_steps=600, trend_window=0)
-    fresh = not curve_path(out).is_file()
-    start_ap = evaluate(pool.model, select_data, progress=False).ap if fresh else None
     result = train_until_converged(
         pool.model,
         train_data,
@@ -83,7 +80,7 @@ def grow_teacher(
         converge=converge,
         metadata={"teacher": str(pool.largest()), "role": "grown teacher", "base_select_ap": base_select_ap},
         progress=progress,
-        start_ap=start_ap,
+        keep_start=True,
     )
     grown = GrownTeacher(
         file=str(Path(out)),
