@@ -56,6 +56,13 @@ def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(
         load_any_split(synth_root, "nope")
 
 
+def test_one_split_by_name_follows_the_protocols_rule_in_a_folder_with_select_but_no_test(tmp_path: Path) -> None:
+    root = make_synthetic_dataset(tmp_path / "d", train=2, val=4, select=3, test=0, size=64, seed=1, progress=False)
+    _, select, test = load_protocol_splits(root)  # no test split: val's halves, as compress uses them
+    assert load_any_split(root, "select").image_ids() == select.image_ids() and len(select) == 2
+    assert load_any_split(root, "test").image_ids() == test.image_ids()
+
+
 def test_overlapping_splits_and_folders_without_held_out_images_are_refused(synth_root: Path, tmp_path: Path) -> None:
     train = load_split(synth_root, "train")
     with pytest.raises(DataError, match="train and select splits share 12"):

@@ -59,6 +59,12 @@ def _has(root: str | os.PathLike[str], split: str) -> bool:
     return True
 
 
+def _cuts_val(base: Path) -> bool:
+    """Whether the protocol's select and test of ``base`` are the halves of its val split (the rule of
+    :func:`load_protocol_splits`): a folder without both select and test splits, with a val split."""
+    return not (_has(base, "select") and _has(base, "test")) and _has(base, "val")
+
+
 def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> ProtocolSplits:
     """``(train, select, test)`` of the dataset folder ``root``.
 
@@ -95,7 +101,7 @@ def load_any_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> C
     (the images a compress run chose on or reported on), so ``jdnas eval --split test`` reproduces
     a result's test AP on any folder."""
     base = Path(root)
-    if split in ("select", "test") and not _has(base, split) and _has(base, "val"):
+    if split in ("select", "test") and _cuts_val(base):  # the same rule as load_protocol_splits
         select, test = split_val(load_split(base, "val", **kwargs))
         log.info("%s has no %s split: using that half of its val split, as compress does", base, split)
         return select if split == "select" else test
