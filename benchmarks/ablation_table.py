@@ -63,8 +63,8 @@ def table(files: list[Path]) -> str:
             key = (row["family"], row["method"], row["seed"])
             settings = row.get("settings", {})
             control = row.get("control", {}).get("test_ap", float("nan"))
-            best = max(row["base"]["test_ap"], -1.0 if control != control else control)
             ratio, base = row.get("measured_ratio"), row["base"]["test_ap"]
+            best = max(base, -1.0 if control != control else control)
             change = "start" if key not in last else changes(last[key][0], settings)
             if key in last and abs(last[key][1] - base) >= 0.0005:  # another base under the same file name
                 change = f"base test AP {100 * last[key][1]:.1f} -> {100 * base:.1f}" + (
