@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import statistics
 import sys
 import time
@@ -457,6 +458,9 @@ def _row_file(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # the library's phase lines (search rounds, race, final training, control) with their times: a long row's
+    # log shows where it is, not only each row's end
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     if args.teacher not in TEACHER_SOURCES and not (Path(args.teacher).is_file() and len(args.models) == 1):
         raise SystemExit(
             f"--teacher {args.teacher}: pool, base, none, or a detector file with one detector in --models"
