@@ -1,9 +1,9 @@
 """``compress``: the SDK's one call, from a trained detector to a faster, trained student.
 
 Everything that can be checked before training is checked first, so an impossible request fails
-in seconds: the model must be a supported detector, the target must have a table, the validation
-set must hold images, and the latency asked for must be reachable by the search space at all
-(the fixed part of a detector, pre- and post-processing, is the floor no backbone change removes).
+in seconds: the model must be a supported detector, the target must have a table, the train, select
+and test sets must hold disjoint images, and the latency asked for must be reachable by the search
+space at all (the fixed part of a detector, pre- and post-processing, is a floor no move removes).
 
 This module keeps the run's order of steps; the set-up between the checks and the search lives in
 :mod:`jdnas_sdk.prepare`, the steps after the search (final training, controls, ``result.json``,

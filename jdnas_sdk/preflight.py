@@ -31,6 +31,7 @@ __all__ = [
     "validate_request",
     "smallest_arch",
     "check_floor",
+    "floor_error",
     "checkpoint_bytes",
     "check_output_space",
     "TEACHER_SOURCES",
@@ -160,12 +161,18 @@ def check_floor(
     exact = not estimator.misses
     if target_ms < floor * (1.0 if exact else 1.0 - FLOOR_TOLERANCE):
         how = "" if exact else f" (estimated from the {entries} entries the table has, +-{FLOOR_TOLERANCE:.0%})"
-        raise SearchError(
-            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
-            f"runs in {floor:.2f} ms{how}, the base in {base_ms:.2f} ms; pre/post-processing and heads are a floor no "
-            "backbone change removes. Ask for more latency, or a wider space"
-        )
+        raise floor_error(target_ms, floor, base_ms, table.target, how=how)
     return target_ms
+
+
+def floor_error(target_ms: float, floor_ms: float, base_ms: float, target: str, *, how: str = "") -> SearchError:
+    """The refusal of a latency below the space's cheapest student, naming the least latency it can ask for."""
+    return SearchError(
+        f"{target_ms:.2f} ms is below anything the search space reaches on {target}: its smallest student runs in "
+        f"{floor_ms:.2f} ms{how}, the base in {base_ms:.2f} ms; what the space does not change (pre- and "
+        f"post-processing) is a floor. Ask for latency >= {floor_ms / base_ms:.2f} (ms >= {floor_ms:.2f}), or a "
+        "space that reaches further (`jdnas latency --model FILE --target T --floor` names its cheapest student)"
+    )
 
 
 def checkpoint_bytes(model: nn.Module, *, copies: int = 3) -> int:

@@ -32,7 +32,15 @@ from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .latency import Estimator, fixed_key, load_table
 from .latency.local import measure_missing_ops
-from .preflight import TEACHER_SOURCES, Request, check_floor, check_output_space, parse_budget, smallest_arch
+from .preflight import (
+    TEACHER_SOURCES,
+    Request,
+    check_floor,
+    check_output_space,
+    floor_error,
+    parse_budget,
+    smallest_arch,
+)
 from .protocol import Recipe
 from .search import Executor, SearchConfig, make_executor
 from .space import SearchSpace
@@ -224,13 +232,7 @@ def target_latency(
         raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
     floor = estimator.total_ms(space.smallest() if space.head_values() else smallest_arch(space))
     if target_ms < floor:
-        fixed = estimator.estimate(base_arch).by_stage
-        raise SearchError(
-            f"{target_ms:.2f} ms is below anything the search space reaches on {table.target}: its smallest student "
-            f"runs in {floor:.2f} ms (the base in {base_ms:.2f} ms, of which "
-            f"{fixed['heads'] + fixed['fixed']:.2f} ms are "
-            "heads and pre/post-processing that no backbone change removes). Ask for more latency, or a wider space"
-        )
+        raise floor_error(target_ms, floor, base_ms, table.target)
     return base_ms, target_ms
 
 
