@@ -94,9 +94,10 @@ class CompressResult:
                 if "estimated_ms" in row
                 else f"{row.get('steps', 0)} more steps, no teacher"
             )
+            code = row.get("arch", "") + (f"@{row['heads']}" if row.get("heads") else "")  # the whole detector
             lines.append(
                 f"{name:12s} test AP {100 * row['test_ap']:5.1f}  select AP {100 * row['select_ap']:5.1f}  "
-                f"AP50 {100 * row['ap50']:5.1f}  {when}  {row.get('arch', '')}".rstrip()
+                f"AP50 {100 * row['ap50']:5.1f}  {when}  {code}".rstrip()
             )
         lines.append(claim(self.metrics))
         lines += hints(self.metrics, train=self.recipe.train_config() if self.recipe else None)

@@ -407,6 +407,7 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
     for name in ("base", "student", "control"):
         assert 0 <= m[name]["test_ap"] <= 1 and 0 <= m[name]["select_ap"] <= 1
     assert "claim: student test AP" in result.summary() and "control" in result.summary()
+    assert f"{result.arch}@{m['student']['heads']}" in result.summary()  # the whole student, heads too
     for c in lineage:
         parent = result.history[c["parent"]]
         assert c["latency_ms"] >= 0.7 * parent["latency_ms"] - 1e-9  # gradual: at most 30% per step
