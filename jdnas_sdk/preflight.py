@@ -166,11 +166,13 @@ def check_floor(
 
 
 def floor_error(target_ms: float, floor_ms: float, base_ms: float, target: str, *, how: str = "") -> SearchError:
-    """The refusal of a latency below the space's cheapest student, naming the least latency it can ask for."""
+    """The refusal of a latency below the space's cheapest student, naming the least latency it can ask for
+    (rounded up, so that asking for exactly that is accepted)."""
+    least_ratio, least_ms = (math.ceil(x * 100) / 100 for x in (floor_ms / base_ms, floor_ms))
     return SearchError(
         f"{target_ms:.2f} ms is below anything the search space reaches on {target}: its smallest student runs in "
         f"{floor_ms:.2f} ms{how}, the base in {base_ms:.2f} ms; what the space does not change (pre- and "
-        f"post-processing) is a floor. Ask for latency >= {floor_ms / base_ms:.2f} (ms >= {floor_ms:.2f}), or a "
+        f"post-processing) is a floor. Ask for latency >= {least_ratio:.2f} (ms >= {least_ms:.2f}), or a "
         "space that reaches further (`jdnas latency --model FILE --target T --floor` names its cheapest student)"
     )
 

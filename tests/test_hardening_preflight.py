@@ -81,10 +81,12 @@ def test_the_floor_check_never_measures_nor_writes_the_table(tmp_path: Path) -> 
         check_floor(table, spec, base, space, SIZE, validate_request(latency=None, ms=0.5, budget=3))
     with pytest.raises(SearchError, match="smallest student runs in") as refused:
         check_floor(table, spec, base, space, SIZE, validate_request(latency=0.01, ms=None, budget=3))
-    # the refusal names the least latency to ask for, and asking for it (rounded up) is accepted
-    least = float(re.search(r"Ask for latency >= (\d+\.\d+)", str(refused.value)).group(1))
-    assert 0.01 < least < 1.0
-    assert check_floor(table, spec, base, space, SIZE, validate_request(latency=least + 0.01, ms=None, budget=3))
+    # the refusal names the least latency (and ms) to ask for, and asking for exactly that is accepted
+    least = re.search(r"Ask for latency >= (\d+\.\d+) \(ms >= (\d+\.\d+)\)", str(refused.value))
+    ratio, ms = float(least.group(1)), float(least.group(2))
+    assert 0.01 < ratio < 1.0
+    assert check_floor(table, spec, base, space, SIZE, validate_request(latency=ratio, ms=None, budget=3))
+    assert check_floor(table, spec, base, space, SIZE, validate_request(latency=None, ms=ms, budget=3)) == ms
     ok = check_floor(table, spec, base, space, SIZE, validate_request(latency=0.95, ms=None, budget=3))
     assert ok is not None and ok > 1.0
     partial = LatencyTable.load(path)  # misses interpolated from what it has, not measured
