@@ -15,8 +15,10 @@ else runs), one model at a time.
 off) on the first detector: which part moved test AP by how much.
 
 Resumable: each finished row is a JSON file under ``WORKDIR/rows/``; a rerun skips them (and each
-compress resumes from its workdir). Partial results are written after every row to
-``benchmarks/results/compress_synth.{json,md}`` (``--ablation``: ``compress_ablation.*``).
+compress resumes from its workdir). A row's ``wall_s`` is its time over all its sittings (kept beside
+it in ``rows/*.wall.json`` while it runs; ``sitting_wall_s``: its last sitting's compress alone).
+Partial results are written after every row to ``benchmarks/results/compress_synth.{json,md}``
+(``--ablation``: ``compress_ablation.*``).
 
     python benchmarks/compress_synth.py --seeds 0 1                       # the recorded run (hours on 2 cores)
     python benchmarks/compress_synth.py --candidates 2 --finetune-steps 2 --final-steps 2 --pool-steps 2 \\
@@ -38,6 +40,7 @@ from typing import Any
 
 from jdnas_sdk import JdnasError, load_detector
 from jdnas_sdk._io import atomic_write_json
+from jdnas_sdk._stopwatch import Stopwatch
 from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import read_detector_file, spec_of
@@ -488,8 +491,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         grow = (ABLATION[variant][0] if variant else {}).get("grow_teacher_steps", args.grow_teacher_steps)
         pool = _pool(model_file, grow, args, splits, pools) if args.teacher == "pool" else None
-        row = run_one(model_file, method, seed, variant, pool, args, splits)
-        measure([row], models)  # its training is over and nothing else runs: a killed plan keeps measured rows
+        with Stopwatch(key.with_suffix(".wall.json")) as watch:  # the row's time over all its sittings
+            row = run_one(model_file, method, seed, variant, pool, args, splits)
+            measure([row], models)  # its training is over and nothing else runs: a killed plan keeps measured rows
+        row.update(sitting_wall_s=row["wall_s"], wall_s=watch.elapsed(), sittings=watch.sittings)
         atomic_write_json(key, row)
         rows.append(row)
         files.append(key)

@@ -77,6 +77,8 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     assert bench.main(run) == 0
     rows = json.loads((tmp_path / "r" / "compress_synth.json").read_text())["results"]
     assert len(rows) == 1 and "below anything the search space reaches" in rows[0]["error"]
+    wall = json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.wall.json").read_text())  # its time, all sittings
+    assert rows[0]["sittings"] == wall["sittings"] == 1 and rows[0]["wall_s"] == wall["wall_s"] > 0
     assert json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.json").read_text())["settings"]["latency"] == 0.0001
     with pytest.raises(SystemExit, match=r"latency: 0.0001 -> 0.0002"):
         bench.main([*run[:-1], "0.0002"])

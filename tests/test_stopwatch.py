@@ -1,0 +1,59 @@
+"""A resumable job's wall time over all its sittings, kill -9 included (``jdnas_sdk._stopwatch``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from jdnas_sdk._stopwatch import Stopwatch
+
+
+def test_the_total_is_kept_while_running_and_carried_into_the_next_sitting(tmp_path: Path) -> None:
+    file = tmp_path / "row.wall.json"
+    with Stopwatch(file, every=0.05) as watch:
+        time.sleep(0.3)
+        mid = json.loads(file.read_text())  # rewritten while it runs, not only at the end
+        assert 0.1 < mid["wall_s"] <= watch.elapsed() and mid["sittings"] == 1
+    first = watch.elapsed()
+    assert first >= 0.3 and json.loads(file.read_text()) == {"wall_s": first, "sittings": 1}
+    with Stopwatch(file, every=0.05) as again:
+        assert again.elapsed() >= first
+        time.sleep(0.1)
+    saved = json.loads(file.read_text())
+    assert saved["sittings"] == 2 and saved["wall_s"] >= first + 0.1 and saved["wall_s"] == again.elapsed()
+
+
+def test_a_killed_sitting_keeps_its_time_but_the_last_few_seconds(tmp_path: Path) -> None:
+    file = tmp_path / "row.wall.json"
+    code = f"import time; from jdnas_sdk._stopwatch import Stopwatch\nwith Stopwatch({str(file)!r}, every=0.05):\n"
+    code += "    time.sleep(60)\n"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if file.is_file() and json.loads(file.read_text() or "{}").get("wall_s", 0) > 0.5:
+                break
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    killed = json.loads(file.read_text())  # whole (written atomically), not a half-written file
+    assert killed["wall_s"] > 0.5 and killed["sittings"] == 1
+    with Stopwatch(file) as resumed:
+        assert resumed.elapsed() >= killed["wall_s"]
+    assert json.loads(file.read_text())["sittings"] == 2
+
+
+def test_a_file_that_is_not_a_stopwatch_is_reported_not_restarted(tmp_path: Path) -> None:
+    file = tmp_path / "row.wall.json"
+    file.write_text('{"wall": 3')
+    with pytest.raises(ValueError, match="row.wall.json is not a stopwatch file.*remove it"):
+        Stopwatch(file)
+    assert file.read_text() == '{"wall": 3'  # left as it was
