@@ -73,9 +73,7 @@ def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> Protoco
     the log. ``kwargs`` go to every :class:`CocoDetection` (e.g. ``with_masks=True``)."""
     base = Path(root)
     train = load_split(base, "train", **kwargs)
-    if _has(base, "select") and _has(base, "test"):
-        select, test = load_split(base, "select", **kwargs), load_split(base, "test", **kwargs)
-    elif _has(base, "val"):
+    if _cuts_val(base):  # one rule with load_any_split
         val = load_split(base, "val", **kwargs)
         select, test = split_val(val)
         log.info(
@@ -86,6 +84,8 @@ def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> Protoco
             len(select),
             len(test),
         )
+    elif _has(base, "select") and _has(base, "test"):
+        select, test = load_split(base, "select", **kwargs), load_split(base, "test", **kwargs)
     else:
         raise DataError(
             f"{base} has neither select and test splits nor a val split to cut into them; make a dataset "
