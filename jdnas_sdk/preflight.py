@@ -24,12 +24,14 @@ from .arch import Arch, DetectorSpec, Stage
 from .errors import LatencyTableError, SearchError
 from .latency import Estimator, LatencyTable
 from .space import SearchSpace
+from .student import Student
 
 __all__ = [
     "Request",
     "parse_budget",
     "validate_request",
     "smallest_arch",
+    "cheapest",
     "check_floor",
     "floor_error",
     "checkpoint_bytes",
@@ -139,6 +141,12 @@ def smallest_arch(space: SearchSpace) -> Arch:
     return Arch(block=base.block, stem=stem, stages=stages, groups=base.groups)
 
 
+def cheapest(space: SearchSpace) -> Arch | Student:
+    """The student the latency floor is read from: the whole detector's cheapest where ``space`` has a
+    head grid, else the narrowest backbone (:func:`smallest_arch`)."""
+    return space.smallest() if space.head_values() else smallest_arch(space)
+
+
 def check_floor(
     table: LatencyTable, spec: DetectorSpec, base: Arch, space: SearchSpace, size: tuple[int, int], request: Request
 ) -> float | None:
@@ -151,7 +159,7 @@ def check_floor(
     entries = len(table.entries)
     try:
         base_ms = estimator.total_ms(base)
-        floor = estimator.total_ms(space.smallest() if space.head_values() else smallest_arch(space))
+        floor = estimator.total_ms(cheapest(space))
     except LatencyTableError as exc:
         log.info("the latency floor cannot be checked before measuring (%s); the search measures as it goes", exc)
         return None

@@ -35,11 +35,11 @@ from .latency.local import measure_missing_ops
 from .preflight import (
     TEACHER_SOURCES,
     Request,
+    cheapest,
     check_floor,
     check_output_space,
     floor_error,
     parse_budget,
-    smallest_arch,
 )
 from .protocol import Recipe
 from .search import Executor, SearchConfig, make_executor
@@ -230,7 +230,7 @@ def target_latency(
         target_ms = base_ms * float(latency)
     else:
         raise SearchError("give latency=RATIO (0 < RATIO) or ms=MILLISECONDS")
-    floor = estimator.total_ms(space.smallest() if space.head_values() else smallest_arch(space))
+    floor = estimator.total_ms(cheapest(space))
     if target_ms < floor:
         raise floor_error(target_ms, floor, base_ms, table.target)
     return base_ms, target_ms
