@@ -20,13 +20,13 @@ import datetime as dt
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from jdnas_sdk import DetectorSpec, build_detector
 from jdnas_sdk._io import atomic_write_json
+from jdnas_sdk._stopwatch import Stopwatch
 from jdnas_sdk.converge import ConvergeConfig, train_until_converged
 from jdnas_sdk.data import load_protocol_splits, make_synthetic_dataset
 from jdnas_sdk.evaluate import evaluate
@@ -114,8 +114,6 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             seed=args.seed,
         )
-        started, wall_file = time.perf_counter(), out.with_name(out.name + ".wall.json")
-        earlier_wall = json.loads(wall_file.read_text())["train_wall_s"] if wall_file.is_file() else 0.0
         model = build_detector(spec)
         converge = ConvergeConfig(
             eval_every=args.eval_every,
@@ -127,9 +125,10 @@ def main(argv: list[str] | None = None) -> int:
             max_cycles=args.max_cycles,
             cycle_min_gain=args.cycle_min_gain / 100,
         )
-        curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
-        wall = earlier_wall + time.perf_counter() - started  # summed over runs (time lost to a kill is not counted)
-        atomic_write_json(wall_file, {"train_wall_s": wall})
+        # the training's time over all its sittings (a kill loses at most 30 s of it)
+        with Stopwatch(out.with_name(out.name + ".wall.json")) as watch:
+            curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
+        wall = watch.elapsed()
         metrics = evaluate(model, test_set)
         params = sum(p.numel() for p in model.parameters())
         rows.append(
@@ -151,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 "lr": args.lr,
                 "weight_decay": args.weight_decay,
                 "train_wall_s": wall,
+                "train_sittings": watch.sittings,
                 "metrics": metrics.to_dict(),
                 "detector_file": str(out),
             }
