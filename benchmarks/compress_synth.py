@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import logging
 import statistics
@@ -45,9 +46,10 @@ from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
+from jdnas_sdk.latency import load_table
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
-from jdnas_sdk.preflight import TEACHER_SOURCES
+from jdnas_sdk.preflight import TEACHER_SOURCES, validate_request
 
 HERE = Path(__file__).resolve().parent
 METHODS = ("joint", "pipeline")
@@ -151,7 +153,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="one-stage boxes kept per level before NMS the search may give (counts, e.g. 300 1000; default: the "
         "base's, torchvision's 1000); the target table needs their fixed entries (jdnas profile --heads topk=...)",
     )
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.digests = {}  # each model file's content digest by name, filled by _preflight
+    return args
 
 
 def _rival(row: dict[str, Any]) -> float:
@@ -203,6 +207,7 @@ def run_one(
         "teacher": teacher,
         **({"ablation": variant} if variant else {}),
         "settings": _run_settings(args),
+        "model_sha256": args.digests[model_file.stem],  # the detector file's content: a rerun on another refuses
         "base_training": _base_training(model_file),
     }
     t0 = time.monotonic()
@@ -386,7 +391,8 @@ def _pool(model_file: Path, grow: int, args: argparse.Namespace, splits: Any, po
     """The detector's teacher pool, trained once (its largest first grown on select for at most
     ``grow`` steps) and reused by every row; its wall time and the grown teacher's select AP against
     the base's are kept in ``pools``."""
-    name = f"{model_file.stem}_pool" + ("" if grow else "_shrink_only")
+    # the file's content in the name: a pool grown from another detector of the same name is never reused
+    name = f"{model_file.stem}_{args.digests[model_file.stem][:8]}_pool" + ("" if grow else "_shrink_only")
     t0, pool_file = time.monotonic(), args.workdir / f"{name}.pt"
     reused = pool_file.is_file()
     pool = teacher_pool(
@@ -433,6 +439,12 @@ def _reused(key: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The finished row in ``key``, refused when it was made with other options than ``args`` (a row
     from before rows recorded their options is taken as it is)."""
     row = json.loads(key.read_text())
+    digest = args.digests.get(row.get("detector"))
+    if row.get("model_sha256") not in (None, digest):  # a row from before rows recorded it: taken as it is
+        raise SystemExit(
+            f"{key} was made from another detector file named {row.get('detector')} (sha256 {row['model_sha256']}..., "
+            f"now {digest}...); rerun with another --workdir"
+        )
     made, now = row.get("settings"), _run_settings(args)
     if made is not None and any(made.get(k) != v for k, v in now.items()):  # an option newer than the row: None
         changed = ", ".join(f"{k}: {made.get(k)!r} -> {now[k]!r}" for k in now if made.get(k) != now[k])
@@ -459,16 +471,45 @@ def _row_file(
     )
 
 
+def _preflight(args: argparse.Namespace) -> dict[str, str]:
+    """Every argument checked before any work (a bad one ends the run in seconds with one line, not
+    after a pool or a row has trained): the teacher, the request, the target's table, each model file
+    (a detector); returns each model's content digest, which ties its rows and pool to that file."""
+    if args.teacher not in TEACHER_SOURCES and not (Path(args.teacher).is_file() and len(args.models) == 1):
+        raise SystemExit(
+            f"--teacher {args.teacher}: pool, base, none, or a detector file with one detector in --models"
+        )
+    try:
+        validate_request(
+            latency=args.latency,
+            ms=None,
+            budget=args.candidates,
+            finetune_steps=args.finetune_steps,
+            final_steps=args.final_steps,
+            pool_steps=args.pool_steps,
+        )
+        load_table(args.target)
+        for model_file in args.models:
+            spec_of(load_detector(model_file))
+    except JdnasError as exc:
+        raise SystemExit(f"compress_synth: {exc}") from None
+    digests = {str(f): hashlib.sha256(Path(f).read_bytes()).hexdigest()[:16] for f in args.models}
+    stems = [Path(f).stem for f in digests]
+    if len(set(stems)) < len(stems):  # rows and pools are named by the file's stem
+        raise SystemExit(f"--models: two files share a name ({', '.join(map(str, args.models))}); rename one")
+    return {Path(f).stem: d for f, d in digests.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # the library's phase lines (search rounds, race, final training, control) with their times: a long row's
     # log shows where it is, not only each row's end
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.teacher not in TEACHER_SOURCES and not (Path(args.teacher).is_file() and len(args.models) == 1):
-        raise SystemExit(
-            f"--teacher {args.teacher}: pool, base, none, or a detector file with one detector in --models"
-        )
-    train, select, test = load_protocol_splits(args.data)
+    args.digests = _preflight(args)
+    try:
+        train, select, test = load_protocol_splits(args.data)
+    except JdnasError as exc:
+        raise SystemExit(f"compress_synth: {exc}") from None
     splits = (
         train,
         select.head(args.select_images) if args.select_images else select,

@@ -46,6 +46,9 @@ _DISK_ERRORS = {
     errno.EROFS: "the file system is read-only",
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
+    errno.ENOTDIR: "a part of its path is a file, not a folder",
+    errno.EEXIST: "a part of its path is a file, not a folder",
+    errno.ENOENT: "its folder does not exist and cannot be made there (or cannot hold files)",
 }
 #: A temporary without a pid in its name (older SDK versions) is stale after this many seconds.
 _ANONYMOUS_STALE_S = 600.0
@@ -64,6 +67,8 @@ def storage_error(exc: OSError, where: str | os.PathLike[str]) -> StorageError |
     fix = (
         "free some space or write elsewhere"
         if "full" in reason or "quota" in reason
+        else "choose a folder (or fix that path)"
+        if "part of its path" in reason
         else "choose a writable folder (or fix its permissions)"
     )
     err = StorageError(f"cannot write {where}: {reason} ({exc.strerror or exc}); {fix}")

@@ -226,6 +226,8 @@ def compress(
         seed=seed,
     )
     given = given_teacher(teacher, spec, pool=pool)  # the user's own teacher file, loaded and checked before any work
+    if isinstance(pool, (str, Path)):  # a pool file, read now: a missing or foreign one is refused before any work
+        pool = TeacherPool.load(pool)
     runner, config = (
         make_runner(executor, parallel, progress),
         search_config(budget, finetune_steps, seed, parallel, recipe),

@@ -106,6 +106,11 @@ def validate_request(
             f"latency must be a finite ratio of the base's latency > 0 (0.5: twice as fast), got {latency!r}; "
             "or give ms=MILLISECONDS"
         )
+    elif latency >= 1:
+        raise SearchError(
+            f"latency is a ratio of the base's latency and must be below 1 (0.5: twice as fast), got {latency!r}: "
+            "the base itself already meets a ratio of 1 or more; ask for a faster student, e.g. latency=0.8"
+        )
     if method not in ("joint", "pipeline"):
         raise SearchError(f"method must be 'joint' or 'pipeline', got {method!r}")
     if teacher not in TEACHER_SOURCES and not (isinstance(teacher, (str, os.PathLike)) and Path(teacher).is_file()):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import jdnas_sdk
-from jdnas_sdk import Arch, DataError, build, save_detector
+from jdnas_sdk import Arch, DataError, DetectorFileError, build, save_detector
 from jdnas_sdk.data import make_synthetic_dataset
 from jdnas_sdk.latency import DeviceModel, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
@@ -96,6 +96,14 @@ def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Pa
     assert result.modelled and result.latency_source == "MODELLED" and result.target == "v100-trt"
     assert "measured_ms" not in result.metrics["base"] and "MODELLED" in result.summary()
     assert "**MODELLED**" in (tmp_path / "report.md").read_text()
+
+
+def test_a_pool_file_is_read_before_any_work(synth_root: Path, tmp_path: Path) -> None:
+    base = build(tiny_spec(), BASE)
+    for bad in (tmp_path / "nopool.pt", save_detector(base, tmp_path / "detector.pt")):  # missing; not a pool
+        with pytest.raises(DetectorFileError, match=bad.name):
+            jdnas_sdk.compress(base, target="v100-trt", data=synth_root, pool=bad, workdir=tmp_path / "w")
+    assert not (tmp_path / "w").exists()  # nothing was started
 
 
 def test_data_is_asked_for_before_any_work(

@@ -36,6 +36,17 @@ def test_a_finished_row_is_reused_only_with_the_options_it_was_made_with(bench, 
         bench._reused(key, bench.parse_args(["--final-steps", "300"]))
 
 
+def test_a_finished_row_is_reused_only_from_the_same_detector_file(bench, tmp_path: Path) -> None:
+    args = bench.parse_args([])
+    key = tmp_path / "row.json"
+    key.write_text(json.dumps({"detector": "base", "model_sha256": "aaaa", "settings": bench._run_settings(args)}))
+    args.digests = {"base": "aaaa"}
+    assert bench._reused(key, args)["detector"] == "base"
+    args.digests = {"base": "bbbb"}  # another file under the same name
+    with pytest.raises(SystemExit, match=r"made from another detector file named base.*another --workdir"):
+        bench._reused(key, args)
+
+
 def test_a_row_made_before_an_option_existed_is_reused_at_its_default(bench, tmp_path: Path) -> None:
     args = bench.parse_args([])
     made = {k: v for k, v in bench._run_settings(args).items() if k != "sizes"}  # a row from before --sizes
@@ -82,6 +93,18 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     assert json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.json").read_text())["settings"]["latency"] == 0.0001
     with pytest.raises(SystemExit, match=r"latency: 0.0001 -> 0.0002"):
         bench.main([*run[:-1], "0.0002"])
+    jdnas_sdk.save_detector(jdnas_sdk.build(tiny_spec("retinanet")), model)  # another detector, the same name
+    with pytest.raises(SystemExit, match=r"made from another detector file named tiny"):
+        bench.main(run)
+    fresh = [*run[:4], "--workdir", str(tmp_path / "fresh"), *run[6:]]
+    for bad, problem in (
+        (["--target", "nosuch"], "compress_synth: .*nosuch"),
+        (["--latency", "1.5"], "compress_synth: latency .* must be below 1"),
+        (["--models", str(tmp_path / "nowhere.pt")], "compress_synth: .*nowhere.pt"),
+    ):  # refused in seconds, one line, before any work
+        with pytest.raises(SystemExit, match=problem):
+            bench.main([*fresh, *bad])
+    assert not (tmp_path / "fresh").exists()
 
 
 def test_a_row_records_how_its_base_was_trained_and_its_cycles(bench, synth_root: Path, tmp_path: Path) -> None:

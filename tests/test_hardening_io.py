@@ -303,3 +303,13 @@ def test_a_released_lock_leaves_no_file_and_a_waiter_relocks_the_path(tmp_path: 
     out, err = waiter.communicate(timeout=120)
     assert holder.wait(timeout=30) == 0 and "got True" in out, err
     assert not lock_file.exists()
+
+
+def test_a_workdir_that_is_a_file_or_under_one_is_refused_naming_it(tmp_path: Path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    for workdir in (afile, afile / "run"):  # the folder itself, or a folder inside a file
+        with pytest.raises(StorageError, match=r"afile.*part of its path is a file, not a folder .*; choose a folder"):
+            with workdir_run(workdir):
+                pass
+    assert afile.read_text() == "mine"
