@@ -98,7 +98,7 @@ class SearchSpace:
         return self.base.stem == self.base.stages[0].width
 
     def _grid(self, width: int, multiple: int) -> tuple[int, ...]:
-        return tuple(sorted({_snap(width * r, multiple) for r in self.width_ratios}))
+        return tuple(sorted({width if r == 1 else _snap(width * r, multiple) for r in self.width_ratios}))
 
     def stem_widths(self) -> tuple[int, ...]:
         """The stem follows stage 1 where tied to it; otherwise it keeps the base's width (no
@@ -167,7 +167,9 @@ class SearchSpace:
 
     @staticmethod
     def _head_grid(value: int, ratios: tuple[float, ...], multiple: int) -> tuple[int, ...]:
-        return tuple(sorted({_snap(value * r, multiple) for r in ratios}))
+        """The values ``value * ratio`` snapped to ``multiple``; ratio 1 is the base's own value as it
+        is (a base off the multiple, e.g. 112 px, stays inside its own space)."""
+        return tuple(sorted({value if r == 1 else _snap(value * r, multiple) for r in ratios}))
 
     def make_heads(self, values: dict[str, int]) -> Heads:
         """The :class:`Heads` of one choice per setting (``size`` = ``min_size``; ``max_size``
@@ -176,7 +178,8 @@ class SearchSpace:
             raise ArchError("this search space has no detector spec: its heads are fixed")
         spec = self.spec
         size = values["size"]
-        max_size = max(size, _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE))
+        scaled = _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE)
+        max_size = spec.max_size if size == spec.min_size else max(size, scaled)  # the base's own, as it is
         p = values.get("proposals")
         return Heads(
             fpn=values["fpn"],

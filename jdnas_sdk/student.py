@@ -41,7 +41,7 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "width": ("w", ("head_width",)),
     "topk": ("k", ("topk_candidates",)),
 }
-_TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$")
+_TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$", re.ASCII)  # 0-9 only
 
 
 @dataclass(frozen=True)
@@ -127,12 +127,16 @@ class Heads:
     def parse(cls, code: str) -> Heads:
         """Read a code written by ``str(heads)``; anything else raises :class:`ArchError`."""
         values: dict[str, int] = {}
+        seen: set[str] = set()
         names = {"fpn": "fpn", "b": "box", "m": "mask", "c": "convs", "w": "width", "k": "topk"}
         for token in code.split(","):
             match = _TOKEN.match(token.strip())
             if not match:
                 raise ArchError(f"head code {code!r}: bad part {token!r}; example: fpn64,in256x256,p300,b256")
             prefix, first, second = match.group(1), int(match.group(2)), match.group(3)
+            if prefix in seen:  # two values for one setting: which was meant cannot be told
+                raise ArchError(f"head code {code!r}: {prefix!r} is given twice; give each setting once")
+            seen.add(prefix)
             if prefix == "in":
                 values["min_size"], values["max_size"] = first, int(second or first)
             elif prefix == "p":

@@ -46,6 +46,11 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
             Student.parse(bad)
     with pytest.raises(ArchError, match="does not apply"):
         Heads.parse("fpn64,in96x96,c2,w32").apply(_spec("fasterrcnn"))
+    for twice in ("fpn64,fpn32,in96x96", "fpn64,in96x96,b128,b256", "fpn64,in96x96,in128x128"):
+        with pytest.raises(ArchError, match="given twice"):  # not the last one silently
+            Heads.parse(twice)
+    with pytest.raises(ArchError, match="bad part"):
+        Heads.parse("fpn64,in96x96,b\u0661\u0662\u0668")  # Arabic-Indic digits are not 128
 
 
 @pytest.mark.parametrize(
@@ -80,6 +85,17 @@ def test_space_holds_students_and_its_smallest_is_cheapest_by_cost() -> None:
     macs = lambda s: detector_cost(s.spec(spec), s.arch, input_size=(96, 96)).total_macs  # noqa: E731
     assert all(macs(floor) <= macs(s) for s in students)
     assert Student(floor.arch, replace(floor.heads, box=24)) not in space
+
+
+@pytest.mark.parametrize("family", ["fasterrcnn", "retinanet"])
+def test_a_base_off_the_grid_multiples_is_inside_its_own_space(family: str) -> None:
+    spec = replace(_spec(family), min_size=112, max_size=144, fpn_channels=36)  # off the 32 px / 8 multiples
+    space = SearchSpace(standard_arch("resnet18"), spec=spec)
+    values = space.head_values()
+    assert spec.min_size in values["size"] and spec.fpn_channels in values["fpn"]
+    base = Student(standard_arch("resnet18"), Heads.of(spec))
+    assert space.why_not_student(base) is None
+    assert space.make_heads(space.heads_of(base.heads)) == base.heads  # 144 px kept, not snapped
 
 
 def _logits(model: torch.nn.Module, image: torch.Tensor) -> list[torch.Tensor]:
