@@ -10,7 +10,9 @@ are kept) and the ``test`` half gives the reported AP. The curve is kept beside 
 Killed? Run the same command: datasets are reused and training resumes from its checkpoints.
 
     python benchmarks/train_base.py                                  # the defaults below, an hour or more here
-    python benchmarks/train_base.py --steps 40 --eval-every 20 --train 100 --val 50   # a quick smoke run
+    # a quick smoke run, away from the real bases and results:
+    python benchmarks/train_base.py --workdir /tmp/smoke --results /tmp/smoke \\
+        --steps 40 --eval-every 20 --train 100 --val 50 --cooldown 0 --cycle-steps 0
 """
 
 from __future__ import annotations

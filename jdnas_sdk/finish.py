@@ -41,6 +41,7 @@ from .train import TrainConfig, checkpoint_path
 __all__ = [
     "INFERENCE_ONLY",
     "finish_student",
+    "split_ids",
     "final_teacher",
     "final_is_control",
     "final_schedule",
@@ -272,6 +273,16 @@ def run_controls(
             metrics[name].update(kept="trained" if gained else "start", trained_select_ap=trained)
 
 
+def split_ids(splits: tuple[Any, Any, Any]) -> dict[str, list[int] | None]:
+    """The image ids of the select and test splits (``None`` for a dataset without ids): what a
+    reader checks the held-out claim with (the two are disjoint, and disjoint from train, which
+    loading already enforced)."""
+    return {
+        name: list(data.image_ids()) if hasattr(data, "image_ids") else None
+        for name, data in zip(("select", "test"), splits[1:])
+    }
+
+
 def write_result(
     run: CompressRun,
     estimator: Estimator,
@@ -308,6 +319,7 @@ def write_result(
             "wall_s": time.monotonic() - began,
             "recipe": recipe.to_json(),
             "splits": dict(zip(("train", "select", "test"), map(len, splits))),
+            "split_ids": split_ids(splits),
             "claim": claim(metrics),
             "breakdown": {
                 "base": estimator.estimate(base_arch).by_stage,

@@ -153,6 +153,15 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
             "batch_size=0",
         ),
         (
+            ["train", "--data", "{data}", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt", "--steps", "0"],
+            "--steps must be at least 1",
+        ),
+        (["demo", "--workdir", "{tmp}/garbage.pt"], "part of its path is a file, not a folder"),
+        (
+            ["train", "--data", "{tmp}/garbage.pt", "--model", "fasterrcnn_resnet18", "--out", "{tmp}/x.pt"],
+            "is a file, not a folder: give the folder",
+        ),
+        (
             [
                 "train",
                 "--data",

@@ -86,7 +86,9 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     run += ["--results", str(tmp_path / "r"), "--methods", "joint", "--seeds", "0", "--target", "v100-trt"]
     run += ["--teacher", "none", "--latency", "0.0001"]  # below any student: refused before any training
     assert bench.main(run) == 0
-    rows = json.loads((tmp_path / "r" / "compress_synth.json").read_text())["results"]
+    report = json.loads((tmp_path / "r" / "compress_synth.json").read_text())
+    rows, ids = report["results"], report["split_ids"]
+    assert len(ids["test"]) == report["splits"]["test"] and not set(ids["select"]) & set(ids["test"])
     assert len(rows) == 1 and "below anything the search space reaches" in rows[0]["error"]
     wall = json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.wall.json").read_text())  # its time, all sittings
     assert rows[0]["sittings"] == wall["sittings"] == 1 and rows[0]["wall_s"] == wall["wall_s"] > 0

@@ -203,8 +203,12 @@ def test_compress_returns_a_trained_student_and_a_report(
     assert result.metrics["student"]["estimated_ms"] <= 0.85 * result.metrics["base"]["estimated_ms"]
     student = result.metrics["student"]
     assert student["final_steps"] == 3 and student["final_teacher"] == "base" and (tmp_path / "final.pt").is_file()
-    chosen = result.history[json.loads((tmp_path / "result.json").read_text())["chosen"]]
+    record = json.loads((tmp_path / "result.json").read_text())
+    chosen = result.history[record["chosen"]]
     assert student["search_ap"] == chosen["ap"] and str(result.arch) == chosen["arch"]
+    ids = record["split_ids"]  # the held-out claim, readable from the results file: select and test apart
+    assert len(ids["select"]) == record["splits"]["select"] and len(ids["test"]) == record["splits"]["test"]
+    assert ids["select"] and ids["test"] and not set(ids["select"]) & set(ids["test"])
     searched = load_detector(tmp_path / "search" / chosen["file"]).state_dict()  # the final steps changed the weights
     assert any(not torch.equal(v, result.student.state_dict()[k]) for k, v in searched.items() if v.is_floating_point())
     assert not result.student.training and result.arch in SPACE

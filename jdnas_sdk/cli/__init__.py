@@ -22,13 +22,14 @@ VERBS = (data, train, eval, info, doctor, profile, latency, teachers, export, co
 
 _EPILOG = """\
 a typical session:
-  jdnas data synth --out data/shapes --train 600 --val 100 --size 256
-  jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --steps 300
-  jdnas eval  --model base.pt --data data/shapes
+  jdnas data synth --out data/shapes --train 600 --select 100 --test 100 --size 256
+  jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --until-converged --steps 3000
+  jdnas eval  --model base.pt --data data/shapes          # on the test split
   jdnas info  --model base.pt
   jdnas doctor                      # what this machine can measure (GPU, CUDA, TensorRT, targets)
   jdnas latency --model base.pt --target cpu-ort --measure
   jdnas profile --target cpu-ort --model base.pt --input-size 256
+  jdnas compress --model base.pt --data data/shapes --target cpu-ort --latency 0.5
 or all of it at once, on a fresh machine:  jdnas demo
 """
 

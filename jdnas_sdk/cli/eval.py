@@ -20,8 +20,9 @@ def add_parser(verbs: Any) -> None:
     )
     ev.add_argument(
         "--split",
-        default="val",
-        help="split to evaluate on (select / test of a folder with only val: that half of val, as compress cuts it)",
+        default="test",
+        help="split to evaluate on: test (the final numbers), select, val, train; a folder with only val gives "
+        "select / test as that half of val, as compress cuts it",
     )
     ev.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
     ev.add_argument("--json", help="also write the metrics to this JSON file")

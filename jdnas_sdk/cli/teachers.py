@@ -58,7 +58,12 @@ def add_parser(verbs: Any) -> None:
         ],
     )
     tr.add_argument("--pool", required=True, help="pool file")
-    tr.add_argument("--split", default="val", help="split to evaluate on")
+    tr.add_argument(
+        "--split",
+        default="select",
+        help="split the teachers are scored on: select (where choices are made), test, val; a folder with only val "
+        "gives select / test as that half of val",
+    )
     tr.add_argument("--count", type=int, default=6, help="teachers: largest, base, smallest, then random")
     tr.add_argument("--md", help="also write the Markdown report here")
     tr.add_argument("--json", help="also write the report as JSON here")

@@ -105,6 +105,8 @@ def run(args: argparse.Namespace) -> int:
     from ..preflight import check_output_space
     from ..train import TrainConfig, checkpoint_path, train_to_file
 
+    if args.steps < 1:  # 0 would save the untrained detector as if trained
+        raise JdnasError(f"--steps must be at least 1 (the optimisation steps to train), got {args.steps}")
     out = Path(args.out)
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:

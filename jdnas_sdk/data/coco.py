@@ -366,6 +366,11 @@ def find_split(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
     and COCO's (``<split>2017/`` + ``annotations/instances_<split>2017.json``).
     """
     base = Path(root)
+    if base.exists() and not base.is_dir():
+        raise DataError(
+            f"dataset {base} is a file, not a folder: give the folder that holds images/ and annotations/ "
+            "(COCO's layout: train2017/, val2017/, annotations/)"
+        )
     if not base.is_dir():
         raise DataError(f"dataset folder {base} does not exist; make one with `jdnas data synth --out {base}`")
     candidates = [
