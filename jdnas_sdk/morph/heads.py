@@ -7,9 +7,11 @@ builds the student and fills it through channel maps, as the backbone's morphism
 - **FPN width**: two channel spaces are cut (or widened) consistently everywhere: the top-down
   space (written by every lateral conv, read by the 3x3 output convs) and the output space
   (written by the output convs and the extra levels, read by the RPN conv, the RoI box head's
-  first linear, the mask head and the one-stage towers; heads share weights over levels, so every
-  level keeps the same channels). The RPN conv's own output space follows the FPN width too.
-- **Box head, mask head, tower width**: each layer's output space is ranked by the importance.
+  first linear, the mask and keypoint heads' first convs and the one-stage towers; heads share
+  weights over levels, so every level keeps the same channels). The RPN conv's own output space
+  follows the FPN width too.
+- **Box head, mask head, tower width**: each layer's output space is ranked by the importance; a
+  transposed conv (the mask predictor's ``conv5_mask``) is scored on its output channels too.
 - **Tower depth**: a removed conv is the one closest to the identity among those after the first
   (they read ReLU outputs, so an identity conv there is exactly removable); an added conv is the
   identity (Dirac weights, zero bias), appended after the last one: the function is kept.
@@ -25,6 +27,7 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
+from torch.nn.utils import skip_init
 
 from ..detectors import build_detector, describe
 from ..errors import ArchError
@@ -67,14 +70,39 @@ class _Scored:
     channel that outputs exactly zero."""
 
     def __init__(self, layer: nn.Module) -> None:
-        w = layer.weight.detach()
-        w = w.transpose(0, 1) if isinstance(layer, nn.ConvTranspose2d) else w
-        self.weight = w.abs().flatten(1).sum(1)
+        self.weight = layer.weight.detach().abs().flatten(1).sum(1)
         self.bias = layer.bias.detach() if layer.bias is not None else torch.zeros_like(self.weight)
 
 
+def _as_conv(layer: nn.Module) -> nn.Module:
+    """``layer`` laid out as importances read a writer: ``weight`` indexed by output channel first.
+
+    A transposed conv stores its weight as (in, out / groups, k, k), so an importance reading dim 0
+    (``l1``) would score its *input* channels; it is seen instead as the ``Conv2d`` holding the same
+    weights as (out, in / groups, k, k) (a detached copy, built without drawing random numbers).
+    Other layers already put the output channel first and are returned as they are.
+    """
+    if not isinstance(layer, nn.ConvTranspose2d):
+        return layer
+    w, g = layer.weight.detach(), layer.groups
+    cin, per_out, *kernel = w.shape
+    w = w.reshape(g, cin // g, per_out, *kernel).transpose(1, 2).reshape(g * per_out, cin // g, *kernel)
+    has_bias = layer.bias is not None
+    view = skip_init(
+        nn.Conv2d, cin, g * per_out, layer.kernel_size, groups=g, bias=has_bias, device=w.device, dtype=w.dtype
+    )
+    view.weight = nn.Parameter(w.clone(), requires_grad=False)
+    if has_bias:
+        view.bias = nn.Parameter(layer.bias.detach().clone(), requires_grad=False)
+    return view
+
+
 def _writer(layer: nn.Module, norm: nn.Module | None = None) -> tuple[nn.Module, object]:
-    return layer, (norm if norm is not None else _Scored(layer))
+    """The (writer, norm) pair an importance scores ``layer``'s output channels from: the layer
+    seen output-first (:func:`_as_conv`), and its norm, or a :class:`_Scored` view where it has
+    none, so that every importance ranks the same channels whatever the layer's weight layout."""
+    conv = _as_conv(layer)
+    return conv, (norm if norm is not None else _Scored(conv))
 
 
 def _convs(seq: nn.Module) -> list[nn.Conv2d]:
@@ -158,7 +186,8 @@ def _fpn_maps(
 def _roi_maps(
     model: nn.Module, heads: Heads, score: Importance, fpn: dict[str, tuple[IndexMap | None, IndexMap | None]]
 ) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
-    """Maps of the R-CNN heads: RPN, box head (reading the pooled FPN output) and mask head."""
+    """Maps of the R-CNN heads: RPN, box head, mask head and keypoint head (the last three read
+    the pooled FPN output, so their first layer's inputs follow the FPN's output map)."""
     out = fpn.get("__fpn_out__", (None, None))[0]
     maps: dict[str, tuple[IndexMap | None, IndexMap | None]] = {}
     rpn = getattr(model, "rpn", None)
@@ -185,21 +214,40 @@ def _roi_maps(
             "roi_heads.box_predictor.bbox_pred.weight": (None, fc7),
         }
     )
+    maps.update(_mask_maps(model, heads, score, out))
+    keypoint_head = getattr(model.roi_heads, "keypoint_head", None)
+    if keypoint_head is not None:  # only its first conv reads the pooled FPN output; its width is fixed
+        maps[f"roi_heads.keypoint_head.{_first_conv(keypoint_head)}.weight"] = (None, out)
+    return maps
+
+
+def _first_conv(seq: nn.Module) -> str:
+    """The name, inside ``seq``, of its first ``Conv2d`` (the one reading ``seq``'s input)."""
+    return next(name for name, m in seq.named_modules() if isinstance(m, nn.Conv2d))
+
+
+def _mask_maps(
+    model: nn.Module, heads: Heads, score: Importance, out: IndexMap | None
+) -> dict[str, tuple[IndexMap | None, IndexMap | None]]:
+    """Maps of a Mask R-CNN's mask head (its first conv reading the FPN output map ``out``, each
+    conv's output ranked by ``score`` when the width changes) and of the predictor after it."""
+    maps: dict[str, tuple[IndexMap | None, IndexMap | None]] = {}
     mask_head = getattr(model.roi_heads, "mask_head", None)
-    if mask_head is not None and heads.mask is not None:
-        reads = out
-        for i, layer in enumerate(_convs(mask_head)):
-            own = select_channels(score([_writer(layer)]), heads.mask) if heads.mask != layer.out_channels else None
-            maps[f"roi_heads.mask_head.{i}.0.weight"], maps[f"roi_heads.mask_head.{i}.0.bias"] = (
-                (own, reads),
-                (own, None),
-            )
-            reads = own
-        up = model.roi_heads.mask_predictor.conv5_mask
-        own = select_channels(score([_writer(up)]), heads.mask) if heads.mask != up.out_channels else None
-        maps["roi_heads.mask_predictor.conv5_mask.weight"] = (own, reads)
-        maps["roi_heads.mask_predictor.conv5_mask.bias"] = (own, None)
-        maps["roi_heads.mask_predictor.mask_fcn_logits.weight"] = (None, own)
+    if mask_head is None:
+        return maps
+    width = heads.mask
+    reads = out
+    names = {id(m): n for n, m in mask_head.named_modules()}
+    for layer in _convs(mask_head):
+        own = select_channels(score([_writer(layer)]), width) if width not in (None, layer.out_channels) else None
+        prefix = f"roi_heads.mask_head.{names[id(layer)]}"
+        maps[f"{prefix}.weight"], maps[f"{prefix}.bias"] = (own, reads), (own, None)
+        reads = own
+    up = model.roi_heads.mask_predictor.conv5_mask
+    own = select_channels(score([_writer(up)]), width) if width not in (None, up.out_channels) else None
+    maps["roi_heads.mask_predictor.conv5_mask.weight"] = (own, reads)
+    maps["roi_heads.mask_predictor.conv5_mask.bias"] = (own, None)
+    maps["roi_heads.mask_predictor.mask_fcn_logits.weight"] = (None, own)
     return maps
 
 
