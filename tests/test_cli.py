@@ -360,3 +360,23 @@ def test_latency_floor_names_the_cheapest_student_of_the_space(
     assert estimate["code"] == report["floor"]["code"]
     assert estimate["estimate"]["total_ms"] == pytest.approx(report["floor"]["estimated_ms"], rel=1e-9)
     assert estimate["estimate"]["total_ms"] < report["base"]["estimated_ms"]
+
+
+def test_a_measured_student_carries_the_models_weights(tmp_path: Path) -> None:
+    """``--measure`` of a student (``--arch`` or the floor) times it with the model's weights morphed
+    in, as the search makes it: the same detector each time, not fresh random weights per run."""
+    from jdnas_sdk import DetectorSpec, Student, build, describe
+    from jdnas_sdk.cli.latency import _inherited
+    from jdnas_sdk.space import SearchSpace
+
+    spec = DetectorSpec(
+        family="retinanet", backbone="resnet18", num_classes=4, min_size=96, max_size=96, fpn_channels=32
+    )
+    model = build(spec)
+    floor = SearchSpace(describe(model)[1], spec=spec).smallest()
+    first, second = _inherited(model, floor), _inherited(model, floor)
+    assert str(Student.of(*describe(first))) == str(floor)
+    kept = first.state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in second.state_dict().items())
+    head = "head.classification_head.cls_logits.bias"  # a tensor no narrowing touches: the model's own
+    assert torch.equal(kept[head], model.state_dict()[head])

@@ -52,7 +52,7 @@ def add_parser(verbs: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .._io import atomic_write_json
-    from ..detectors import build_detector, describe, load_detector
+    from ..detectors import describe, load_detector
     from ..latency import Estimator, load_table
     from ..latency.local import measure_missing_ops
     from ..student import Student, as_student
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                 f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
             )
         if args.arch:
-            model = build_detector(spec, arch)
+            model = _inherited(model, Student.of(spec, arch))
         measured = backend.measure_detector(model, size)
         error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
         print(
@@ -92,10 +92,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _inherited(model: Any, student: Any) -> Any:
+    """``student`` with ``model``'s weights, morphed as the search makes it: a detector's time follows
+    its weights (how many boxes reach NMS), so a student with fresh random weights would time another
+    detector, and another one for each seed. A code morphing cannot reach is built with random weights."""
+    from ..detectors import build_detector, describe
+    from ..errors import ArchError
+    from ..morph import morph_to
+
+    try:
+        return morph_to(model, student)
+    except ArchError as exc:
+        print(f"note: {exc}; measuring {student} with random weights")
+        return build_detector(describe(model)[0], student)
+
+
 def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     """``--floor``: the base and the cheapest student of its default space, estimated (and measured)."""
     from .._io import atomic_write_json
-    from ..detectors import build_detector
     from ..latency import Estimator, load_table
     from ..space import SearchSpace
     from ..student import Student
@@ -118,7 +132,7 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
         estimated = estimator.total_ms(student)
         measured = None
         if args.measure:
-            detector = detector if detector is not None else build_detector(spec, student)
+            detector = detector if detector is not None else _inherited(model, student)
             measured = backend.measure_detector(detector, size).median_ms
         report[name] = {"code": str(student), "estimated_ms": estimated, "measured_ms": measured}
         shown = f", measured {measured:.2f} ms" if measured is not None else ""
