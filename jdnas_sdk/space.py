@@ -98,7 +98,7 @@ class SearchSpace:
         return self.base.stem == self.base.stages[0].width
 
     def _grid(self, width: int, multiple: int) -> tuple[int, ...]:
-        return tuple(sorted({width if r == 1 else _snap(width * r, multiple) for r in self.width_ratios}))
+        return self._ratio_grid(width, self.width_ratios, multiple)
 
     def stem_widths(self) -> tuple[int, ...]:
         """The stem follows stage 1 where tied to it; otherwise it keeps the base's width (no
@@ -150,23 +150,23 @@ class SearchSpace:
         spec, grid, base = self.spec, dict(self.heads), Heads.of(self.spec)
         fam = get_family(spec.family)
         out: dict[str, tuple[int, ...]] = {
-            "fpn": self._head_grid(spec.fpn_channels, grid["fpn"], lcm(self.multiple, fam.fpn_multiple)),
-            "size": self._head_grid(spec.min_size, grid["size"], _SIZE_MULTIPLE),
+            "fpn": self._ratio_grid(spec.fpn_channels, grid["fpn"], lcm(self.multiple, fam.fpn_multiple)),
+            "size": self._ratio_grid(spec.min_size, grid["size"], _SIZE_MULTIPLE),
         }
         if base.proposals is not None:
             out["proposals"] = tuple(sorted({min(int(p), base.proposals) for p in grid["proposals"]}))
-            out["box"] = self._head_grid(spec.representation_size, grid["box"], self.multiple)
+            out["box"] = self._ratio_grid(spec.representation_size, grid["box"], self.multiple)
         if base.mask is not None:
-            out["mask"] = self._head_grid(spec.mask_head_width, grid["mask"], self.multiple)
+            out["mask"] = self._ratio_grid(spec.mask_head_width, grid["mask"], self.multiple)
         if base.convs is not None:
             out["convs"] = tuple(sorted({int(c) for c in grid["convs"]}))
-            out["width"] = self._head_grid(spec.head_width, grid["width"], lcm(self.multiple, fam.fpn_multiple))
+            out["width"] = self._ratio_grid(spec.head_width, grid["width"], lcm(self.multiple, fam.fpn_multiple))
         if "topk_candidates" in fam.head_settings:
             out["topk"] = tuple(sorted({min(int(k), spec.topk_candidates) for k in grid["topk"]}))
         return out
 
     @staticmethod
-    def _head_grid(value: int, ratios: tuple[float, ...], multiple: int) -> tuple[int, ...]:
+    def _ratio_grid(value: int, ratios: tuple[float, ...], multiple: int) -> tuple[int, ...]:
         """The values ``value * ratio`` snapped to ``multiple``; ratio 1 is the base's own value as it
         is (a base off the multiple, e.g. 112 px, stays inside its own space)."""
         return tuple(sorted({value if r == 1 else _snap(value * r, multiple) for r in ratios}))
