@@ -45,7 +45,7 @@ from .detectors import load_detector
 from .errors import TrainingError
 from .evaluate import evaluate
 from .settle import curve_path, save_result, settle
-from .train import TrainConfig, checkpoint_path, train
+from .train import TrainConfig, checkpoint_path, data_fingerprint, train
 
 __all__ = ["ConvergeConfig", "ConvergeResult", "train_until_converged", "curve_path", "trend_rise"]
 
@@ -100,7 +100,8 @@ class ConvergeResult:
     ``cooldown``: the cool-down's steps, its select AP and whether its weights were kept (None
     before it ran); ``rule``: the stopping rule it trained under (``patience``, ``min_delta``,
     ``trend_window``, ``min_trend``; None in curves recorded before the trend rule: patience alone);
-    ``cycles``: the rewound cycles so far, each ``{"steps", "select_ap", "gain", "kept"}``."""
+    ``cycles``: the rewound cycles so far, each ``{"steps", "select_ap", "gain", "kept"}``; ``data``: the
+    ``train`` and ``select`` datasets' fingerprints (None in curves recorded before them)."""
 
     curve: list[dict[str, float]] = field(default_factory=list)
     best_step: int = 0
@@ -111,6 +112,7 @@ class ConvergeResult:
     cooldown: dict[str, Any] | None = None
     rule: dict[str, float] | None = None
     cycles: list[dict[str, Any]] = field(default_factory=list)
+    data: dict[str, str | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,6 +167,24 @@ def _stalled(result: ConvergeResult, converge: ConvergeConfig) -> bool:
     return rise is None or rise < converge.min_trend
 
 
+def _recorded(curve_file: Path, train_data: Any, select_data: Any) -> ConvergeResult:
+    """The curve recorded so far (empty before the first evaluation), refused if it was recorded on
+    other train or select data: continuing (or reusing) it would mix two datasets in one base."""
+    result = ConvergeResult()
+    if curve_file.is_file():
+        result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
+    data = {"train": data_fingerprint(train_data), "select": data_fingerprint(select_data)}
+    for split, now in data.items():
+        was = (result.data or {}).get(split)
+        if None not in (was, now) and was != now:
+            raise TrainingError(
+                f"{curve_file} was recorded with other {split} data (fingerprint {was}, this dataset's {now}); give "
+                "the data it was trained on, or another output file (or delete it and its checkpoint) to start over"
+            )
+    result.data = data
+    return result
+
+
 def train_until_converged(
     model: nn.Module,
     train_data: Any,
@@ -188,9 +208,7 @@ def train_until_converged(
     config = replace(config, schedule="constant", checkpoint_every=converge.eval_every)
     out, curve_file = Path(out), curve_path(out)
     best_file = out.with_name(out.name + ".best")
-    result = ConvergeResult()
-    if curve_file.is_file():
-        result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
+    result = _recorded(curve_file, train_data, select_data)
     ckpt = checkpoint_path(out)
     saved = out.is_file() and curve_file.is_file()  # an earlier run ended: the file holds the best weights
     if saved and (result.converged or result.steps >= converge.max_steps or not ckpt.exists()):  # done before

@@ -41,6 +41,7 @@ __all__ = [
     "augment",
     "step_seed",
     "checkpoint_identity",
+    "data_fingerprint",
     "recalibrate_bn",
 ]
 
@@ -155,8 +156,19 @@ def checkpoint_identity(config: TrainConfig) -> dict[str, Any]:
     return out
 
 
+def data_fingerprint(data: Any) -> str | None:
+    """The dataset's :meth:`~jdnas_sdk.data.CocoDetection.fingerprint` (None for a dataset without one)."""
+    fingerprint = getattr(data, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
 def _load_checkpoint(
-    path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, aux: nn.Module | None = None
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    aux: nn.Module | None = None,
+    data: str | None = None,
 ) -> tuple[int, list[tuple[int, float]]]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -172,6 +184,11 @@ def _load_checkpoint(
         raise TrainingError(
             f"checkpoint {path} belongs to a different run (other model or training options); "
             "delete it to start over, or rerun with the options it was written with"
+        )
+    if None not in (data, state.get("data")) and state["data"] != data:
+        raise TrainingError(
+            f"checkpoint {path} was trained on other data (fingerprint {state['data']}, this dataset's {data}); "
+            "give the dataset it was trained on, or delete it to start over"
         )
     model.load_state_dict(state["model"])
     if aux is not None:
@@ -192,11 +209,13 @@ def _save_checkpoint(
     step: int,
     history: Sequence[tuple[int, float]],
     aux: nn.Module | None = None,
+    data: str | None = None,
 ) -> None:
     atomic_torch_save(
         path,
         {
             **({"aux": aux.state_dict()} if aux is not None else {}),
+            **({"data": data} if data is not None else {}),
             "format": CHECKPOINT_FORMAT,
             "version": 1,
             "step": step,
@@ -246,8 +265,9 @@ def train(
     optimizer = make_optimizer(config, params)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     start, history = 0, list[tuple[int, float]]()
+    fingerprint = data_fingerprint(data) if ckpt is not None else None
     if ckpt is not None and ckpt.exists():
-        start, history = _load_checkpoint(ckpt, model, optimizer, config, aux)
+        start, history = _load_checkpoint(ckpt, model, optimizer, config, aux, fingerprint)
         log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)
     sampler = ResumableSampler(data, seed=config.seed, start=start * config.batch_size)
     loader = DataLoader(
@@ -291,7 +311,7 @@ def train(
             bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{lr:.3g}")
             done = step + 1
             if ckpt is not None and (done % config.checkpoint_every == 0 or done in (config.steps, end)):
-                _save_checkpoint(ckpt, model, optimizer, config, done, history, aux)
+                _save_checkpoint(ckpt, model, optimizer, config, done, history, aux, fingerprint)
     finally:
         bar.close()
     wall = time.perf_counter() - began

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, build, load_detector
+from jdnas_sdk import Arch, DataError, TrainingError, build, load_detector
 from jdnas_sdk.data import (
     check_disjoint,
     load_any_split,
@@ -184,6 +184,18 @@ def test_a_base_stopped_at_max_steps_continues_exactly_with_a_larger_max_steps(
     more = run(tmp_path / "base.pt", 4)
     assert [p["step"] for p in more.curve] == [2, 4]
     assert more.curve == straight.curve and more.best_ap == straight.best_ap  # as if never stopped
+    other = val_set.head(len(val_set) - 1)  # type: ignore[attr-defined]
+    for max_steps in (4, 6):  # done before (reused as it is) and continued (from its checkpoint)
+        with pytest.raises(TrainingError, match="other select data"):
+            train_until_converged(
+                build(tiny_spec(), ARCH),
+                train_set,
+                other,
+                tmp_path / "base.pt",
+                config=config,
+                converge=ConvergeConfig(eval_every=2, patience=9, max_steps=max_steps),
+                progress=False,
+            )
 
 
 # select AP curves of the benchmark bases (benchmarks/results/train_base.md, steps 2200-2900 and

@@ -111,6 +111,17 @@ def test_checkpoint_of_another_run_is_refused(train_set: CocoDetection, tmp_path
         )
 
 
+def test_checkpoint_trained_on_other_data_is_refused(train_set: CocoDetection, tmp_path: Path) -> None:
+    ckpt, config = tmp_path / "run.ckpt", TrainConfig(steps=2, batch_size=1, checkpoint_every=1)
+    fewer = train_set.head(len(train_set) - 1)
+    assert fewer.fingerprint() != train_set.fingerprint() == train_set.subset(train_set.image_ids()).fingerprint()
+    train(build_detector(tiny_spec()), train_set, config=config, checkpoint=ckpt, progress=False, stop_after=1)
+    with pytest.raises(TrainingError, match="trained on other data"):
+        train(build_detector(tiny_spec()), fewer, config=config, checkpoint=ckpt, progress=False)
+    assert torch.load(ckpt, weights_only=True)["step"] == 1  # refused before any step: the checkpoint is intact
+    assert train(build_detector(tiny_spec()), train_set, config=config, checkpoint=ckpt, progress=False).steps == 2
+
+
 def test_non_finite_loss_is_reported_and_checkpoint_kept(train_set: CocoDetection, tmp_path: Path) -> None:
     ckpt = tmp_path / "run.ckpt"
     model = build_detector(tiny_spec())

@@ -10,6 +10,7 @@ annotations stay in the dataset. Bad boxes are clipped or dropped and counted; b
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -207,6 +208,12 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
             "annotations": [{k: v for k, v in a.items() if k != "segmentation"} for a in self._gt_annotations],
             "categories": [{"id": c.id, "name": c.name} for c in self.categories],
         }
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the sha256 of the cleaned ground truth (images, boxes, categories): what
+        a training checkpoint records so that a resume on other data is refused, not mixed in."""
+        text = json.dumps(self.coco_ground_truth(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
     def image_info(self, index: int) -> dict[str, Any]:
         return self.images[index]
