@@ -72,7 +72,8 @@ def test_every_subcommand_help_renders(capsys: pytest.CaptureFixture[str]) -> No
 
 def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "data"
-    assert main(["data", "synth", "--out", str(data), "--train", "4", "--val", "3", "--size", "96", "--seed", "1"]) == 0
+    argv = ["data", "synth", "--out", str(data), "--train", "4", "--select", "3", "--test", "3", "--size", "96"]
+    assert main([*argv, "--seed", "1"]) == 0
     out = tmp_path / "det.pt"
     assert (
         main(
@@ -99,10 +100,9 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
     metrics = tmp_path / "m.json"
     assert main(["eval", "--model", str(out), "--data", str(data), "--json", str(metrics)]) == 0
     assert set(json.loads(metrics.read_text())) >= {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"}
-    # the protocol's test split, the images compress reports on (a folder with only val: its test half,
-    # tests/test_protocol.py)
+    # the protocol's test split, the images compress reports on
     assert main(["eval", "--model", str(out), "--data", str(data), "--split", "test"]) == 0
-    assert "[test, 100 images]" in capsys.readouterr().out
+    assert "[test, 3 images]" in capsys.readouterr().out
     assert main(["info", "--model", str(out)]) == 0
     assert '"family": "fasterrcnn"' in capsys.readouterr().out
     # a detector file fine-tunes (its own spec, the same categories)
@@ -115,7 +115,7 @@ def test_synth_train_eval_info_from_the_shell(tmp_path: Path, capsys: pytest.Cap
         == 2
     )
     assert "--force" in capsys.readouterr().err
-    # until converged on select (val cut in halves here), then a cool-down and a rewound cycle the output reports
+    # until converged on select, then a cool-down and a rewound cycle the output reports
     conv = tmp_path / "conv.pt"
     argv = ["train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(conv), "--until-converged"]
     argv += ["--steps", "2", "--eval-every", "1", "--patience", "1", "--cooldown", "1", "--batch-size", "2", *TINY]
