@@ -85,8 +85,8 @@ def test_a_pool_trained_with_grow_steps_records_its_frozen_teacher_and_loads_it_
     assert json.loads(read_detector_file(frozen)["metadata"]["curve"])  # its select curve is kept
     again = TeacherPool.load(path)
     assert again.frozen_largest == frozen.resolve()
-    given = again.sample(again.largest())
-    assert all(torch.equal(v, load_detector(frozen).state_dict()[k]) for k, v in given.state_dict().items())
+    given, kept = again.sample(again.largest()), load_detector(frozen).state_dict()
+    assert all(torch.equal(v, kept[k]) for k, v in given.state_dict().items())
 
 
 @pytest.mark.parametrize("name", ["../elsewhere.pt", "missing.pt", "/etc/passwd"])
