@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,10 @@ from jdnas_sdk import DetectorSpec
 from jdnas_sdk.data import CocoDetection, load_split, make_synthetic_dataset
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# ONNX Runtime timings flush the CPU caches before each run with twice the last-level cache (up to
+# 128 MiB, ~20 ms a flush on a large-L3 Xeon); no test asserts a speed, so the suite, and the commands
+# it runs in subprocesses, flush 1 MiB
+os.environ.setdefault("JDNAS_FLUSH_MIB", "1")
 
 
 @pytest.fixture(scope="session")

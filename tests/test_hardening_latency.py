@@ -191,3 +191,18 @@ def test_a_modelled_table_never_estimates_below_zero() -> None:
         table = load_table("t4-trt")
     estimate = estimate_latency(build_detector(tiny_spec(), standard_arch("resnet18")), target=table, input_size=96)
     assert estimate.total_ms > 0 and all(op.ms >= 0 for op in estimate.ops)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "1.5", "lots", "\u0663"])
+def test_a_bad_flush_size_in_the_environment_is_named_before_any_timing(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("JDNAS_FLUSH_MIB", value)
+    with pytest.raises(LatencyTableError, match="JDNAS_FLUSH_MIB must be a whole number of MiB"):
+        OrtBackend()
+    monkeypatch.setenv("JDNAS_FLUSH_MIB", "3")
+    assert OrtBackend()._flush.nbytes == 3 * 2**20 and OrtBackend(flush_mib=2)._flush.nbytes == 2 * 2**20
+    monkeypatch.delenv("JDNAS_FLUSH_MIB")
+    from jdnas_sdk.latency.backends.ort import MAX_FLUSH_MIB, _last_level_cache_mib
+
+    assert OrtBackend()._flush.nbytes == min(2 * _last_level_cache_mib(), MAX_FLUSH_MIB) * 2**20

@@ -10,7 +10,8 @@ Without the flush, weight-heavy ops (stage 4, at 1/32 resolution) measured 10-15
 writes twice the last-level cache, capped at ``MAX_FLUSH_MIB``: what evicts an op's data inside a
 detector is one inference's traffic (tens of MB for the detectors this SDK targets), not a whole
 server socket's L3 (480 MB reported on one Xeon VM here, where the uncapped flush cost 0.35 s per
-timed run and a single kernel took 20 s to measure).
+timed run and a single kernel took 20 s to measure). ``JDNAS_FLUSH_MIB`` sets another size for
+every backend that is not given one (the test suite sets 1: its timings assert no speed).
 
 The whole detector is timed by wall clock around ``session.run``, which is what a user sees,
 over several sessions (one session's memory layout can make it a few percent faster or slower
@@ -34,6 +35,7 @@ import onnxruntime as ort
 from torch import nn
 
 from ...detectors import detector_onnx
+from ...errors import LatencyTableError
 from ...machine import cpu_model
 from ..kernels import WARM_NAME, op_inputs, op_onnx
 from ..ops import OpKey
@@ -197,7 +199,15 @@ MAX_FLUSH_MIB = 128
 
 
 def _default_flush_mib() -> int:
-    return min(2 * _last_level_cache_mib(), MAX_FLUSH_MIB)
+    """``JDNAS_FLUSH_MIB`` where set, else twice the last-level cache, at most ``MAX_FLUSH_MIB``."""
+    text = os.environ.get("JDNAS_FLUSH_MIB", "").strip()
+    if not text:
+        return min(2 * _last_level_cache_mib(), MAX_FLUSH_MIB)
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise LatencyTableError(
+            f"JDNAS_FLUSH_MIB must be a whole number of MiB >= 1, got {text!r}; unset it for the default"
+        )
+    return int(text)
 
 
 def _last_level_cache_mib() -> int:
