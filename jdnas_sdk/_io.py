@@ -35,6 +35,7 @@ __all__ = [
     "check_writable",
     "clean_stale_temporaries",
     "fsync_dir",
+    "read_json",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,3 +273,17 @@ def check_writable(folder: str | os.PathLike[str], *, need_bytes: int = 0, what:
             f"{need_bytes / 2**20:.0f} MiB needed); free some space or write elsewhere"
         )
     return path
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """The JSON in ``path``, strictly: ``NaN``/``Infinity`` are refused as well as bad UTF-8 and bad
+    syntax (each a ``ValueError``; a file that cannot be read raises ``OSError``; ``RecursionError``
+    is turned into ``ValueError``). Callers check the shape of what they read."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"), parse_constant=_no_constant)
+    except RecursionError as exc:
+        raise ValueError("it nests too deeply") from exc

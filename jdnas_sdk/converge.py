@@ -30,7 +30,6 @@ training from its checkpoint, the curve from its JSON.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field, replace
@@ -40,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json
+from ._io import atomic_torch_save, atomic_write_json, read_json
 from .detectors import load_detector
 from .errors import TrainingError
 from .evaluate import evaluate
@@ -167,12 +166,68 @@ def _stalled(result: ConvergeResult, converge: ConvergeConfig) -> bool:
     return rise is None or rise < converge.min_trend
 
 
-def _recorded(curve_file: Path, train_data: Any, select_data: Any) -> ConvergeResult:
-    """The curve recorded so far (empty before the first evaluation), refused if it was recorded on
-    other train or select data: continuing (or reusing) it would mix two datasets in one base."""
-    result = ConvergeResult()
-    if curve_file.is_file():
-        result = ConvergeResult(**json.loads(curve_file.read_text(encoding="utf-8")))
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 10**9
+
+
+def _stage(value: Any) -> bool:
+    """A cool-down or cycle record: its steps, select AP and whether its weights were kept."""
+    return (
+        isinstance(value, dict)
+        and _count(value.get("steps"))
+        and _ap(value.get("select_ap"))
+        and isinstance(value.get("kept"), bool)
+    )
+
+
+def _ap(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and -1.0 <= value <= 1.0
+
+
+def _parse_curve(raw: Any) -> ConvergeResult:
+    """A curve file's JSON as a :class:`ConvergeResult`; ``ValueError`` naming the first field that
+    is not what this module writes."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"it holds a {type(raw).__name__}, not an object")
+    unknown = sorted(set(raw) - set(ConvergeResult.__dataclass_fields__))
+    points = raw.get("curve", [])
+    checks = {
+        "unknown keys": not unknown,
+        "curve": isinstance(points, list)
+        and all(isinstance(p, dict) and _count(p.get("step")) and _ap(p.get("select_ap")) for p in points),
+        "best_ap": _ap(raw.get("best_ap", -1.0)),
+        "converged": isinstance(raw.get("converged", False), bool),
+        "cooldown": raw.get("cooldown") is None or _stage(raw["cooldown"]),
+        "cycles": isinstance(raw.get("cycles", []), list) and all(_stage(c) for c in raw.get("cycles", [])),
+        "rule": raw.get("rule") is None or isinstance(raw["rule"], dict),
+        "data": raw.get("data") is None or isinstance(raw["data"], dict),
+        **{key: _count(raw.get(key, 0)) for key in ("best_step", "improved_step", "steps")},
+    }
+    bad = [key for key, ok in checks.items() if not ok]
+    if bad:
+        raise ValueError(f"{bad[0]}: {unknown}" if bad[0] == "unknown keys" else f"field {bad[0]!r} is malformed")
+    return ConvergeResult(**raw)
+
+
+def _recorded(out: Path, train_data: Any, select_data: Any) -> ConvergeResult:
+    """The curve recorded so far beside ``out`` (empty before the first evaluation). Refused, before
+    any training: a damaged curve file; one whose weights are gone (neither ``out`` nor its
+    checkpoint exists: going on would save untrained weights as trained); one recorded on other
+    train or select data (continuing or reusing it would mix two datasets in one base)."""
+    curve_file, result = curve_path(out), ConvergeResult()
+    if curve_file.exists():
+        try:
+            result = _parse_curve(read_json(curve_file))
+        except (OSError, ValueError) as exc:
+            raise TrainingError(
+                f"the curve file {curve_file} is damaged ({exc}); delete it (and {checkpoint_path(out).name} beside "
+                "it) to train from the start"
+            ) from exc
+        if result.steps and not out.is_file() and not checkpoint_path(out).is_file():
+            raise TrainingError(
+                f"the curve file {curve_file} records {result.steps} steps, but neither {out.name} nor its checkpoint "
+                "is there to hold their weights; delete the curve file to train from the start"
+            )
     data = {"train": data_fingerprint(train_data), "select": data_fingerprint(select_data)}
     for split, now in data.items():
         was = (result.data or {}).get(split)
@@ -208,7 +263,7 @@ def train_until_converged(
     config = replace(config, schedule="constant", checkpoint_every=converge.eval_every)
     out, curve_file = Path(out), curve_path(out)
     best_file = out.with_name(out.name + ".best")
-    result = _recorded(curve_file, train_data, select_data)
+    result = _recorded(out, train_data, select_data)
     ckpt = checkpoint_path(out)
     saved = out.is_file() and curve_file.is_file()  # an earlier run ended: the file holds the best weights
     if saved and (result.converged or result.steps >= converge.max_steps or not ckpt.exists()):  # done before

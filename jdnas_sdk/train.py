@@ -14,8 +14,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ._io import atomic_torch_save
+from .checkpoint import checkpoint_identity, checkpoint_path, data_fingerprint, load_checkpoint, save_checkpoint
 from .data.loader import ResumableSampler, collate, hflip
-from .detectors import save_detector, spec_of
+from .detectors import save_detector
 from .errors import NonFiniteLossError, TrainingError
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_FORMAT = "jdnas-train-checkpoint"
 
 #: ``extra_losses(model, images, targets, losses) -> {name: loss}``, added to the detector's losses.
 #: When it is an ``nn.Module`` (a distiller with adapters), its parameters are trained with the
@@ -148,86 +146,6 @@ def augment(
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def checkpoint_identity(config: TrainConfig) -> dict[str, Any]:
-    """The settings a checkpoint must share with the run resuming it (steps may grow)."""
-    out = asdict(config)
-    for free in ("steps", "checkpoint_every", "num_workers"):
-        out.pop(free)
-    return out
-
-
-def data_fingerprint(data: Any) -> str | None:
-    """The dataset's :meth:`~jdnas_sdk.data.CocoDetection.fingerprint` (None for a dataset without one)."""
-    fingerprint = getattr(data, "fingerprint", None)
-    return fingerprint() if callable(fingerprint) else None
-
-
-def _load_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    aux: nn.Module | None = None,
-    data: str | None = None,
-) -> tuple[int, list[tuple[int, float]]]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise TrainingError(
-            f"checkpoint {path} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-            "delete it to start over"
-        ) from exc
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise TrainingError(f"{path} is not a jdnas training checkpoint; delete it or choose another output path")
-    spec = spec_of(model).to_dict()
-    if state.get("spec") != spec or state.get("config") != checkpoint_identity(config):
-        raise TrainingError(
-            f"checkpoint {path} belongs to a different run (other model or training options); "
-            "delete it to start over, or rerun with the options it was written with"
-        )
-    if None not in (data, state.get("data")) and state["data"] != data:
-        raise TrainingError(
-            f"checkpoint {path} was trained on other data (fingerprint {state['data']}, this dataset's {data}); "
-            "give the dataset it was trained on, or delete it to start over"
-        )
-    model.load_state_dict(state["model"])
-    if aux is not None:
-        if "aux" not in state:
-            raise TrainingError(
-                f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over"
-            )
-        aux.load_state_dict(state["aux"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]
-
-
-def _save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    config: TrainConfig,
-    step: int,
-    history: Sequence[tuple[int, float]],
-    aux: nn.Module | None = None,
-    data: str | None = None,
-) -> None:
-    atomic_torch_save(
-        path,
-        {
-            **({"aux": aux.state_dict()} if aux is not None else {}),
-            **({"data": data} if data is not None else {}),
-            "format": CHECKPOINT_FORMAT,
-            "version": 1,
-            "step": step,
-            "spec": spec_of(model).to_dict(),
-            "config": checkpoint_identity(config),
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "history": [list(item) for item in history],
-        },
-    )
-
-
 def train(
     model: nn.Module,
     data: Dataset[Any],
@@ -267,7 +185,7 @@ def train(
     start, history = 0, list[tuple[int, float]]()
     fingerprint = data_fingerprint(data) if ckpt is not None else None
     if ckpt is not None and ckpt.exists():
-        start, history = _load_checkpoint(ckpt, model, optimizer, config, aux, fingerprint)
+        start, history = load_checkpoint(ckpt, model, optimizer, config, aux, fingerprint)
         log.info("resuming from %s at step %d of %d", ckpt, start, config.steps)
     sampler = ResumableSampler(data, seed=config.seed, start=start * config.batch_size)
     loader = DataLoader(
@@ -311,18 +229,12 @@ def train(
             bar.set_postfix(loss=f"{smoothed:.3f}", lr=f"{lr:.3g}")
             done = step + 1
             if ckpt is not None and (done % config.checkpoint_every == 0 or done in (config.steps, end)):
-                _save_checkpoint(ckpt, model, optimizer, config, done, history, aux, fingerprint)
+                save_checkpoint(ckpt, model, optimizer, config, done, history, aux, fingerprint)
     finally:
         bar.close()
     wall = time.perf_counter() - began
     final = history[-1][1] if history else float("nan")
     return TrainResult(steps=max(start, end), resumed_from=start, wall_s=wall, final_loss=final, history=history)
-
-
-def checkpoint_path(out: str | os.PathLike[str]) -> Path:
-    """Where :func:`train_to_file` keeps its checkpoint for the detector file ``out``."""
-    path = Path(out)
-    return path.with_name(path.name + ".ckpt")
 
 
 def train_to_file(

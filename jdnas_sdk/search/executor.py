@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 import torch
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, read_json
 from .._ray import worker_id
 from ..detectors import load_detector, read_detector_file, save_detector
 from ..distill import KDConfig, finetune
@@ -99,15 +99,44 @@ class CandidateOutcome:
     ended: float = 0.0
 
 
-def finished(job: CandidateJob) -> CandidateOutcome | None:
-    """The outcome of ``job`` already on disk (its student written and evaluated), else None."""
+def _outcome(raw: Any) -> CandidateOutcome:
+    """A result file's outcome; ``ValueError`` naming what is not as :func:`run_candidate` writes it
+    (an AP outside 0..1 or -1 (no ground truth), a time that is no time, another field)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"its outcome is a {type(raw).__name__}, not an object")
     try:
-        data = json.loads(job.result_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        outcome = CandidateOutcome(**raw)
+    except TypeError as exc:
+        raise ValueError(str(exc)) from exc
+
+    def number(value: Any, low: float, high: float) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+
+    aps = (outcome.ap, outcome.ap50, outcome.ap75)
+    if not all(number(ap, 0.0, 1.0) or ap == -1 for ap in aps):
+        raise ValueError(f"an AP is outside 0..1: {aps}")
+    times = (outcome.started, outcome.ended)
+    if not isinstance(outcome.index, int) or not all(number(t, 0.0, 1e11) for t in times):
+        raise ValueError("its index or times are malformed")
+    if not isinstance(outcome.error, (str, type(None))) or not isinstance(outcome.worker, str):
+        raise ValueError("its error or worker is malformed")
+    return outcome
+
+
+def finished(job: CandidateJob) -> CandidateOutcome | None:
+    """The outcome of ``job`` already on disk (its student written and evaluated), else None: a
+    result file that is missing, another job's, or damaged (logged) means the job runs again, never
+    that a damaged score ranks a candidate."""
+    if not job.result_file.exists():
         return None
-    if data.get("key") != json.loads(json.dumps(job.key())) or not isinstance(data.get("outcome"), dict):
+    try:
+        data = read_json(job.result_file)
+        if not isinstance(data, dict) or data.get("key") != json.loads(json.dumps(job.key())):
+            return None
+        outcome = _outcome(data.get("outcome"))
+    except (OSError, ValueError) as exc:
+        logger.warning("[search] %s is damaged (%s); training candidate %d again", job.result_file, exc, job.index)
         return None
-    outcome = CandidateOutcome(**data["outcome"])
     return outcome if outcome.error is not None or Path(job.out_file).is_file() else None
 
 

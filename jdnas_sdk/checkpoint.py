@@ -1,0 +1,135 @@
+"""Training checkpoints: what a killed run leaves so that the same call resumes it, and what a
+resuming run must share with the one that wrote it (model spec, training options, the data's
+fingerprint) before any of it is used. A checkpoint that cannot be read, belongs to another run or
+is damaged is refused in one line naming the file and the fix, never half-loaded."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._io import atomic_torch_save
+from .detectors import spec_of
+from .errors import TrainingError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "checkpoint_identity",
+    "checkpoint_path",
+    "data_fingerprint",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FORMAT = "jdnas-train-checkpoint"
+
+
+def checkpoint_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`train_to_file` keeps its checkpoint for the detector file ``out``."""
+    path = Path(out)
+    return path.with_name(path.name + ".ckpt")
+
+
+def checkpoint_identity(config: Any) -> dict[str, Any]:
+    """The settings of ``config`` (a :class:`~jdnas_sdk.train.TrainConfig`, which imports this module)
+    that a checkpoint must share with the run resuming it (steps may grow)."""
+    out = asdict(config)
+    for free in ("steps", "checkpoint_every", "num_workers"):
+        out.pop(free)
+    return out
+
+
+def data_fingerprint(data: Any) -> str | None:
+    """The dataset's :meth:`~jdnas_sdk.data.CocoDetection.fingerprint` (None for a dataset without one)."""
+    fingerprint = getattr(data, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else None
+
+
+def load_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    aux: nn.Module | None = None,
+    data: str | None = None,
+) -> tuple[int, list[tuple[int, float]]]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
+        raise TrainingError(
+            f"checkpoint {path} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            "delete it to start over"
+        ) from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"{path} is not a jdnas training checkpoint; delete it or choose another output path")
+    spec = spec_of(model).to_dict()
+    if state.get("spec") != spec or state.get("config") != checkpoint_identity(config):
+        raise TrainingError(
+            f"checkpoint {path} belongs to a different run (other model or training options); "
+            "delete it to start over, or rerun with the options it was written with"
+        )
+    if None not in (data, state.get("data")) and state["data"] != data:
+        raise TrainingError(
+            f"checkpoint {path} was trained on other data (fingerprint {state['data']}, this dataset's {data}); "
+            "give the dataset it was trained on, or delete it to start over"
+        )
+    if aux is not None and "aux" not in state:
+        raise TrainingError(
+            f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over"
+        )
+    step = state.get("step")
+    if isinstance(step, int) and not isinstance(step, bool) and step > config.steps >= 0:
+        raise TrainingError(
+            f"checkpoint {path} is at step {step}, beyond this run's {config.steps} steps; rerun with at least "
+            f"{step} steps, or delete it to start over"
+        )
+    try:  # fields a damaged or hand-edited file lacks or holds wrongly: refused before any of it is used
+        history = [(int(s), float(v)) for s, v in state["history"]]
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise ValueError(f"step {step!r} is not a step count")
+        if not all(math.isfinite(v) for _, v in history):
+            raise ValueError("its loss history is not finite")
+        model.load_state_dict(state["model"])
+        if aux is not None:
+            aux.load_state_dict(state["aux"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise TrainingError(
+            f"checkpoint {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else '?'}); "
+            "delete it to start over"
+        ) from exc
+    return step, history
+
+
+def save_checkpoint(
+    path: Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    config: Any,
+    step: int,
+    history: Sequence[tuple[int, float]],
+    aux: nn.Module | None = None,
+    data: str | None = None,
+) -> None:
+    atomic_torch_save(
+        path,
+        {
+            **({"aux": aux.state_dict()} if aux is not None else {}),
+            **({"data": data} if data is not None else {}),
+            "format": CHECKPOINT_FORMAT,
+            "version": 1,
+            "step": step,
+            "spec": spec_of(model).to_dict(),
+            "config": checkpoint_identity(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "history": [list(item) for item in history],
+        },
+    )
