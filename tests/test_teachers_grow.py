@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DetectorFileError, build, describe, load_detector
+from jdnas_sdk import Arch, DetectorFileError, build, describe, load_detector, save_detector
 from jdnas_sdk.converge import ConvergeConfig
 from jdnas_sdk.data import CocoDetection
 from jdnas_sdk.detectors import read_detector_file
@@ -101,3 +101,15 @@ def test_a_pool_file_naming_a_frozen_teacher_outside_its_folder_or_missing_is_re
     pool.save(folder / "pool.pt", metadata={"frozen_largest": name})
     with pytest.raises(DetectorFileError, match="frozen largest teacher"):
         TeacherPool.load(folder / "pool.pt")
+
+
+def test_a_pool_file_naming_another_network_as_its_frozen_teacher_is_refused(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    pool = TeacherPool.from_base(build(tiny_spec(), BASE), widths=(1.0, 1.25), depth_delta=0)
+    save_detector(build(tiny_spec(), BASE), tmp_path / "base.pt")  # the narrower base, not the largest network
+    save_detector(pool.extract(pool.largest()), tmp_path / "largest.pt")
+    pool.save(tmp_path / "pool.pt", metadata={"frozen_largest": "base.pt"})
+    with pytest.raises(DetectorFileError, match="frozen largest teacher base.pt is not the pool's largest network"):
+        TeacherPool.load(tmp_path / "pool.pt")
+    pool.save(tmp_path / "pool.pt", metadata={"frozen_largest": "largest.pt"})
+    assert TeacherPool.load(tmp_path / "pool.pt").frozen_largest == (tmp_path / "largest.pt").resolve()

@@ -296,7 +296,15 @@ class TeacherPool:
         except ArchError as exc:
             raise DetectorFileError(f"{path}: the teacher-pool metadata does not fit its network ({exc})") from exc
         if "frozen_largest" in meta:
-            pool.frozen_largest = _beside(Path(path), str(meta["frozen_largest"]))
+            frozen = _beside(Path(path), str(meta["frozen_largest"]))
+            frozen_spec, frozen_arch = describe(load_detector(frozen))
+            if frozen_spec != spec or frozen_arch != pool.arch_of(pool.largest()):
+                raise DetectorFileError(
+                    f"{path}: its frozen largest teacher {frozen.name} is not the pool's largest network "
+                    f"({frozen_spec.family} {frozen_arch} beside {spec.family} {pool.arch_of(pool.largest())}); "
+                    "retrain the pool with `jdnas teachers train`"
+                )
+            pool.frozen_largest = frozen
         return pool
 
     @classmethod
