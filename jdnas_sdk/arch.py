@@ -13,7 +13,7 @@ from typing import Any
 from .errors import ArchError
 from .families import REGISTRY, get_family
 
-__all__ = ["FAMILIES", "BACKBONES", "BLOCK_TYPES", "DetectorSpec", "Stage", "Arch", "standard_arch"]
+__all__ = ["FAMILIES", "BACKBONES", "BLOCK_TYPES", "MAX_INPUT_SIDE", "DetectorSpec", "Stage", "Arch", "standard_arch"]
 
 #: Detector families the SDK builds, keyed by name, with the torchvision class each produces
 #: (each family's home is its module under :mod:`jdnas_sdk.families`).
@@ -56,6 +56,11 @@ def _tuple_of_ints(name: str, value: Any) -> tuple[int, ...]:
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in items):
         raise ArchError(f"{name} must hold integers only, got {value!r}")
     return items
+
+
+#: The largest input side a detector spec may ask for: far beyond any detector in use (COCO's 1333),
+#: and what keeps a damaged file's size from becoming a terabyte allocation.
+MAX_INPUT_SIDE = 16384
 
 
 @dataclass(frozen=True)
@@ -124,8 +129,11 @@ class DetectorSpec:
                 raise ArchError(f"{name} must be an integer, got {value!r}")
         if self.num_classes < 2:
             raise ArchError(f"num_classes must be >= 2 (background + at least one class), got {self.num_classes}")
-        if not 16 <= self.min_size <= self.max_size:
-            raise ArchError(f"need 16 <= min_size <= max_size, got min_size={self.min_size}, max_size={self.max_size}")
+        if not 16 <= self.min_size <= self.max_size <= MAX_INPUT_SIDE:
+            raise ArchError(
+                f"need 16 <= min_size <= max_size <= {MAX_INPUT_SIDE}, got min_size={self.min_size}, "
+                f"max_size={self.max_size}"
+            )
         if self.fpn_channels < 1:
             raise ArchError(f"fpn_channels must be positive, got {self.fpn_channels}")
         if not 0 <= self.trainable_layers <= 5:
@@ -168,6 +176,8 @@ class DetectorSpec:
         if cats and len(cats) != self.num_classes - 1:
             raise ArchError(f"category_ids needs num_classes-1 = {self.num_classes - 1} entries, got {len(cats)}")
         object.__setattr__(self, "category_ids", cats)
+        if not isinstance(self.class_names, (tuple, list)):
+            raise ArchError(f"class_names must be a list of strings, got {self.class_names!r}")
         names = tuple(self.class_names)
         if names and (len(names) != self.num_classes - 1 or not all(isinstance(n, str) for n in names)):
             raise ArchError(f"class_names needs num_classes-1 = {self.num_classes - 1} strings, got {names!r}")

@@ -40,6 +40,9 @@ def test_default_returned_layers_follow_torchvision() -> None:
         ({"score_thresh": 2.0}, "score_thresh"),
         ({"num_classes": "9"}, "num_classes must be an integer"),
         ({"family": "fcos", "fpn_channels": 48}, "multiple of 32"),
+        ({"min_size": 10**6, "max_size": 10**6}, "max_size <= 16384"),  # a damaged file: not a 12 TB allocation
+        ({"num_classes": 6, "class_names": 5}, "class_names must be a list of strings, got 5"),
+        ({"num_classes": 4, "class_names": "abc"}, "class_names must be a list of strings"),
     ],
 )
 def test_invalid_specs_name_the_problem(changes: dict[str, object], message: str) -> None:
