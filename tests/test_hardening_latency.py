@@ -158,6 +158,16 @@ def _table_file(tmp_path: Path, edit: Any) -> Path:
             ),
             "peak_tflops",
         ),
+        *(
+            (
+                lambda d, f=field, v=value: d.update(
+                    source="modelled",
+                    model={"name": "m", "precision": "fp16", "peak_tflops": 10, "bandwidth_gbs": 100, f: v},
+                ),
+                f"{field} must be within",
+            )  # numbers no device has, where the roofline's estimates overflow to infinity
+            for field, value in (("peak_tflops", 1e-320), ("launch_us", 1e308), ("fixed_kernels", 1e300))
+        ),
         (
             lambda d: d["entries"].update(
                 {

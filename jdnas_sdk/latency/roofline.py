@@ -29,6 +29,19 @@ def finite_number(value: object) -> bool:
         return False
 
 
+#: What a device model's numbers may be: beyond these no device is, and the roofline's arithmetic
+#: overflows (a peak of 1e-320 TFLOP/s made every estimate infinite).
+_DEVICE_BOUNDS = {
+    "peak_tflops": (1e-6, 1e6),
+    "bandwidth_gbs": (1e-3, 1e7),
+    "compute_efficiency": (1e-3, 1.0),
+    "memory_efficiency": (1e-3, 1.0),
+    "launch_us": (0.0, 1e6),
+    "postprocess_ms": (0.0, 1e6),
+    "fixed_kernels": (0, 10**6),
+}
+
+
 @dataclass(frozen=True)
 class DeviceModel:
     """A device as a roofline: peak compute (TFLOP/s at ``precision``), memory bandwidth (GB/s),
@@ -50,22 +63,14 @@ class DeviceModel:
         for name in ("name", "precision", "reference"):
             if not isinstance(getattr(self, name), str):
                 raise LatencyTableError(f"device model field {name} must be a string, got {getattr(self, name)!r}")
-        for name in (
-            "peak_tflops",
-            "bandwidth_gbs",
-            "compute_efficiency",
-            "memory_efficiency",
-            "launch_us",
-            "postprocess_ms",
-            "fixed_kernels",
-        ):
+        for name, (low, high) in _DEVICE_BOUNDS.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not finite_number(value):
                 raise LatencyTableError(f"device model {self.name!r}: {name} must be a finite number, got {value!r}")
-            positive = name in ("peak_tflops", "bandwidth_gbs", "compute_efficiency", "memory_efficiency")
-            if value < 0 or (positive and value == 0):
+            if not low <= value <= high:
                 raise LatencyTableError(
-                    f"device model {self.name!r}: {name} must be {'positive' if positive else '>= 0'}, got {value!r}"
+                    f"device model {self.name!r}: {name} must be within {low:g}..{high:g}, got {value!r} (a device "
+                    "no machine is; check the table's model fields)"
                 )
         if self.precision not in ("fp32", "fp16"):
             raise LatencyTableError(f"device model {self.name!r}: precision must be fp32 or fp16")
