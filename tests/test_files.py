@@ -60,6 +60,19 @@ def test_truncated_and_garbage_files_are_reported(saved: tuple[torch.nn.Module, 
         load_detector(garbage)
 
 
+def test_a_flipped_bit_inside_the_weights_is_reported_not_loaded(
+    saved: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside a weight tensor's record: the archive's structure stays intact
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    flipped = tmp_path / "flipped.pt"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(DetectorFileError, match="fails its checksum"):
+        load_detector(flipped)
+
+
 class Exploit:
     """Unpickling this would create a file: proof that code ran."""
 

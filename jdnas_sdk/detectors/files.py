@@ -62,6 +62,16 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DetectorFileError(
             f"{file} is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)"
         )
+    try:  # torch.load does not check the archive's checksums: a flipped bit would load as other weights
+        with zipfile.ZipFile(file) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise DetectorFileError(f"{file} is corrupt or truncated ({_first_line(exc)})") from exc
+    if bad is not None:
+        raise DetectorFileError(
+            f"{file} is corrupt: its part {bad} fails its checksum (a damaged copy or disk); copy the file again "
+            "from where it was written"
+        )
     try:
         payload = torch.load(file, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
