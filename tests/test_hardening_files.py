@@ -82,3 +82,30 @@ def test_pool_metadata_with_zero_nan_or_inf_is_a_detector_file_error(
 
 def test_an_intact_pool_still_loads(pool_file: Path) -> None:
     assert TeacherPool.load(pool_file).widths == (1.0, 1.25)
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda p: p["state_dict"].update({"extra": [1, 2]}), "other than named tensors"),
+        (lambda p: p["state_dict"].update({7: torch.zeros(1)}), "other than named tensors"),
+        (lambda p: p["metadata"].update(note=torch.zeros(2)), "metadata is not plain data"),
+        (lambda p: p["spec"].update(family=5), "invalid detector spec"),
+    ],
+)
+def test_jdnas_info_on_a_damaged_file_says_so_in_one_line(
+    detector_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], edit: Any, problem: str
+) -> None:
+    from jdnas_sdk.cli import main
+
+    payload = torch.load(detector_file, weights_only=True)
+    edit(payload)
+    torch.save(payload, tmp_path / "bad.pt")
+    assert main(["info", "--model", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("jdnas info: error: ") and problem in err and len(err.strip().splitlines()) == 1
+    payload = torch.load(detector_file, weights_only=True)
+    del payload["sdk_version"]  # written by older versions: shown as unknown, not a KeyError
+    torch.save(payload, tmp_path / "old.pt")
+    assert main(["info", "--model", str(tmp_path / "old.pt")]) == 0
+    assert '"sdk_version": null' in capsys.readouterr().out

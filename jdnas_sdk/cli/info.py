@@ -20,9 +20,15 @@ def add_parser(verbs: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..arch import DetectorSpec
     from ..detectors import read_detector_file
+    from ..errors import ArchError, DetectorFileError
 
     payload = read_detector_file(args.model)
+    try:  # a spec that loading would refuse is refused here too, not shown as if valid
+        DetectorSpec.from_dict(payload["spec"])
+    except ArchError as exc:
+        raise DetectorFileError(f"{args.model} has an invalid detector spec: {exc}") from exc
     params = sum(
         v.numel()
         for k, v in payload["state_dict"].items()
@@ -34,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
                 "spec": payload["spec"],
                 "metadata": payload["metadata"],
                 "parameters": params,
-                "sdk_version": payload["sdk_version"],
+                "sdk_version": payload.get("sdk_version"),
             },
             indent=1,
         )

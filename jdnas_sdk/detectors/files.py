@@ -5,6 +5,7 @@ The format is specified in ``FORMAT.md`` beside this module.
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import zipfile
@@ -101,6 +102,12 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     for key, kind in (("spec", dict), ("state_dict", dict), ("metadata", dict)):
         if not isinstance(payload.get(key), kind):
             raise DetectorFileError(f"{file} is damaged: field {key!r} is missing or not a {kind.__name__}")
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
+        raise DetectorFileError(f"{file} is damaged: its state_dict holds something other than named tensors")
+    try:
+        json.dumps(payload["metadata"])
+    except (TypeError, ValueError) as exc:
+        raise DetectorFileError(f"{file} is damaged: its metadata is not plain data ({_first_line(exc)})") from exc
     return payload
 
 
