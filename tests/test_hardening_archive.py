@@ -115,6 +115,15 @@ def test_a_valid_result_gives_a_report_written_atomically(tmp_path: Path) -> Non
         (_result([_candidate(1, None)]), "has index 1"),
         (_result([_candidate(0, None)], target_ms="fast"), "field 'target_ms'"),
         (_result([_candidate(0, None)], metrics=[]), "field 'metrics'"),
+        *(
+            (_result([_candidate(0, None)], metrics={"base": {"ap": 0.3}, "student": {key: value}}), field)
+            for key, value, field in (
+                ("test_ap", 1e308, "'metrics.student.test_ap' must be a finite number within -1..1"),
+                ("select_ap", float("nan"), "'metrics.student.select_ap'"),
+                ("ap", 30.0, "'metrics.student.ap'"),  # a percentage where fractions belong
+                ("measured_ms", -2.0, "'metrics.student.measured_ms' must be a finite number within 0..inf"),
+            )
+        ),
         (b"\x89PNG\x00\xff\xfe garbage", "corrupt"),
         ("[" * 50_000 + "]" * 50_000, "corrupt"),
     ],

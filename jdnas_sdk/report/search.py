@@ -354,3 +354,13 @@ def check_result(result: Any, *, origin: str) -> None:
         part = result.get(name)
         if not isinstance(part, dict) or not all(isinstance(part.get(w), dict) for w in ("base", "student")):
             raise SearchError(f"{origin}: field {name!r} must hold 'base' and 'student' objects")
+    for who, values in result["metrics"].items():
+        for key, value in values.items() if isinstance(values, dict) else ():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue  # codes, names and notes
+            low, high = (-1.0, 1.0) if key == "ap" or key.endswith("_ap") or key.startswith("ap") else (0.0, math.inf)
+            if not _finite(value) or not low <= value <= high:
+                raise SearchError(
+                    f"{origin}: field 'metrics.{who}.{key}' must be a finite number within {low:g}..{high:g} "
+                    f"(APs are fractions), got {value!r}"
+                )
