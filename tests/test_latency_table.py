@@ -112,3 +112,11 @@ def test_unknown_target_names_the_known_ones_and_the_fix(monkeypatch: pytest.Mon
     with pytest.raises(LatencyTableError, match="jdnas profile --target nowhere") as info:
         table_path("nowhere")
     assert "mine" in str(info.value) and "cpu-ort" in str(info.value)
+
+
+def test_a_missing_table_and_a_folder_are_named_as_such(tmp_path: Path) -> None:
+    with pytest.raises(LatencyTableError, match="t.json does not exist"):
+        LatencyTable.load(tmp_path / "t.json")
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(LatencyTableError, match="d.json is a folder, not a table file"):
+        LatencyTable.load(tmp_path / "d.json")

@@ -209,7 +209,8 @@ class LatencyTable:
         """Read and validate a table file; every problem raises :class:`LatencyTableError`."""
         path = Path(path)
         if not path.is_file():
-            raise LatencyTableError(f"latency table {path} does not exist")
+            what = "is a folder, not a table file" if path.is_dir() else "does not exist"
+            raise LatencyTableError(f"latency table {path} {what}")
         try:
             data = json.loads(path.read_bytes().decode("utf-8"))
         except RecursionError as exc:
