@@ -96,7 +96,13 @@ def load_checkpoint(
             raise ValueError(f"step {step!r} is not a step count")
         if not all(math.isfinite(v) for _, v in history):
             raise ValueError("its loss history is not finite")
-        model.load_state_dict(state["model"])
+        weights = state["model"]
+        if not isinstance(weights, dict):
+            raise TypeError(f"its model weights are a {type(weights).__name__}, not a state_dict")
+        floats = [v for v in weights.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
+        if not all(v.isfinite().all() for v in floats):
+            raise ValueError("its model weights are not finite (NaN or inf)")
+        model.load_state_dict(weights)
         if aux is not None:
             aux.load_state_dict(state["aux"])
         optimizer.load_state_dict(state["optimizer"])

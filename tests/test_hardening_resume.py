@@ -37,7 +37,8 @@ def _edit(state: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
         ("step", 10**30, "beyond this run's 2 steps"),
         ("history", [[1]], "damaged"),
         ("history", [[1, float("nan")]], "loss history is not finite"),
-        ("model", [1], "damaged"),
+        ("model", [1], "model weights are a list, not a state_dict"),
+        ("model", {"x": torch.tensor([float("nan")])}, "model weights are not finite"),  # not "lower the rate"
         ("optimizer", KeyError, "damaged \\(KeyError: 'optimizer'\\)"),
     ],
 )
