@@ -26,6 +26,7 @@ from ._io import atomic_write_bytes
 from .arch import Arch
 from .converge import ConvergeConfig
 from .data import CocoDetection
+from .data.checks import check_images
 from .detectors import describe, load_detector, spec_of, thaw
 from .distill.losses import SAME_AS_STUDENT
 from .errors import DataError, SearchError
@@ -87,8 +88,8 @@ class CompressRun:
 
 
 def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> None:
-    """Every split holds images, and each CocoDetection's classes fit the detector (a user's own
-    training set is taken as it is)."""
+    """Every split holds images, and each CocoDetection's classes fit the detector and its images
+    decode (:func:`~jdnas_sdk.data.checks.check_images`; a user's own training set is taken as it is)."""
     for name, split, why in (
         ("select", select_data, "choices of the search are made on it"),
         ("test", test_data, "the final numbers are measured on it"),
@@ -98,6 +99,7 @@ def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> 
             raise DataError(f"the {name} set is empty: {why}")
         if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
             split.check_compatible(spec)
+            check_images(split, name=f"the {name} set")
 
 
 def make_runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:

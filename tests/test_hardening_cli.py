@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -170,3 +171,27 @@ def test_train_into_a_read_only_folder_fails_before_training_in_one_line(
         assert time.monotonic() - began < 30  # refused before a training step
     finally:
         subprocess.run(["umount", "-l", str(ro)], capture_output=True)
+
+
+def test_a_damaged_image_stops_compress_and_train_before_any_work(
+    model_file: Path, synth_root: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synth_root, data)
+    images = sorted((data / "images" / "val").glob("*.*"))  # cut into select and test: read after the search
+    images[0].write_bytes(images[0].read_bytes()[:300])
+    work = tmp_path / "work"
+    run = _compress(model_file, data, work, "--latency", "0.98")
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 2 and "Traceback" not in err, err
+    assert re.search("1 of the 3 images of the (select|test) set cannot be used", err) and images[0].name in err, err
+    assert not work.exists()
+    train = sorted((data / "images" / "train").glob("*.*"))
+    train[-1].write_bytes(b"")
+    out = tmp_path / "det.pt"
+    run = _jdnas("train", "--data", str(data), "--model", "fasterrcnn_resnet18", "--out", str(out), *TINY)
+    _, err = run.communicate(timeout=120)
+    assert run.returncode == 2 and "images of the train split cannot be used" in err and train[-1].name in err, err
+    assert not out.exists() and not Path(str(out) + ".ckpt").exists()

@@ -100,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
     from .._seed import seeded
     from ..arch import DetectorSpec
     from ..data import load_split
+    from ..data.checks import check_images
     from ..detectors import build_detector, load_detector, spec_of
     from ..families import get_family
     from ..preflight import check_output_space
@@ -144,6 +145,7 @@ def run(args: argparse.Namespace) -> int:
         num_workers=args.workers,
     )
     check_output_space(out.parent, model, what="the detector and its checkpoints")  # before a training step
+    check_images(data, name=f"the {args.split} split", progress=not args.quiet)  # not after hours of training
     with lock_output(out):  # two runs never share one --out and its checkpoints
         if args.until_converged:
             return _until_converged(args, model, data, config, out)
@@ -161,11 +163,13 @@ def run(args: argparse.Namespace) -> int:
 def _until_converged(args: argparse.Namespace, model: Any, data: Any, config: Any, out: Path) -> int:
     from ..converge import ConvergeConfig, curve_path, train_until_converged
     from ..data import load_protocol_splits
+    from ..data.checks import check_images
     from ..detectors import spec_of
     from ..families import get_family
 
     masks = "masks" in get_family(spec_of(model).family).target_fields
     select = load_protocol_splits(args.data, with_masks=masks)[1]
+    check_images(select, name="the select split", progress=not args.quiet)
     converge = ConvergeConfig(
         eval_every=args.eval_every,
         patience=args.patience,

@@ -19,7 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
 
-__all__ = ["contained_path", "read_rgb", "check_segmentation", "INT64_MAX", "MAX_SIDE"]
+__all__ = ["contained_path", "read_rgb", "check_images", "check_segmentation", "INT64_MAX", "MAX_SIDE"]
 
 INT64_MAX = 2**63 - 1
 #: The largest image side a dataset may declare (larger is corrupt or hostile).
@@ -52,6 +52,27 @@ def read_rgb(path: Path) -> np.ndarray:
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_images(data: Any, *, name: str = "dataset", progress: bool = False) -> None:
+    """Decode every image of ``data`` (a :class:`~jdnas_sdk.data.CocoDetection`) once, its size
+    checked against the annotations, so that a damaged file stops a run before any training rather
+    than hours into it (images are otherwise read only when a batch needs them). A
+    :class:`DataError` gives how many cannot be used and names the first three."""
+    from tqdm.auto import tqdm
+
+    bad: list[str] = []
+    for index in tqdm(range(len(data)), desc=f"check {name} images", unit="img", disable=not progress, leave=False):
+        try:
+            data.load_image(index)
+        except DataError as exc:
+            bad.append(str(exc))
+    if bad:
+        more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
+        raise DataError(
+            f"{len(bad)} of the {len(data)} images of {name} cannot be used: {'; '.join(bad[:3])}{more}; replace "
+            "those files, or remove them and their annotations"
+        )
 
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
