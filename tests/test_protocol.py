@@ -377,7 +377,8 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
     synth_root: Path, tmp_path: Path
 ) -> None:
     """The search's evaluations never load a test image: test images are read exactly three times
-    each (base, student, control). The control trained as many steps as the student received.
+    each for numbers (base, student, control), besides the decode check before any work. The control
+    trained as many steps as the student received.
     Candidates are recalibrated (adaptive BN) and each removes at most its share of latency."""
     import jdnas_sdk
     from jdnas_sdk.compress import Recipe
@@ -406,8 +407,9 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
         space=SearchSpace(BASE),
         progress=False,
     )
-    assert sorted(test_seen) == sorted(list(test.image_ids()) * 3)
-    assert set(select_seen) == set(select.image_ids()) and len(select_seen) >= 4 * len(select)  # base + 3 candidates
+    # once each by the check before any work (decoded, seen by no model), then base, student and control
+    assert sorted(test_seen) == sorted(list(test.image_ids()) * 4)
+    assert set(select_seen) == set(select.image_ids()) and len(select_seen) >= 5 * len(select)  # check, base, 3 more
     m = result.metrics
     lineage = [c for c in result.history if c["index"] != 0]
     chosen = next(c for c in result.history if c["arch"] == str(result.arch) and c["index"] != 0)
