@@ -166,3 +166,20 @@ def test_synth_onto_a_real_full_disk_is_refused_before_drawing(tmp_path: Path) -
         assert list(small.iterdir()) == []
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
+
+
+def test_synth_never_replaces_a_dataset_it_did_not_write(tmp_path: Path) -> None:
+    from jdnas_sdk.data import make_synthetic_dataset
+    from jdnas_sdk.errors import DataError as _DataError
+
+    mine = tmp_path / "real"
+    (mine / "images" / "train").mkdir(parents=True)
+    (mine / "annotations").mkdir()
+    (mine / "images" / "train" / "cat.jpg").write_bytes(b"my photo")
+    (mine / "annotations" / "instances_train.json").write_text("{}")
+    with pytest.raises(_DataError, match="did not write"):
+        make_synthetic_dataset(mine, train=2, val=1, size=64, progress=False)
+    assert (mine / "images" / "train" / "cat.jpg").read_bytes() == b"my photo"  # nothing lost
+    made = make_synthetic_dataset(tmp_path / "synth", train=2, val=1, size=64, progress=False)
+    again = make_synthetic_dataset(made, train=3, val=1, size=64, progress=False)  # its own: replaced whole
+    assert len(list((again / "images" / "train").iterdir())) == 3

@@ -240,13 +240,24 @@ def _write_split(root: Path, split: str, count: int, seed: int, cfg: SynthConfig
     return atomic_write_json(root / "annotations" / f"instances_{split}.json", data, indent=None)
 
 
+#: The file that marks a folder as a synthetic dataset this generator wrote (and may replace).
+MARKER = ".jdnas-synthetic"
+
+
 def _check_target(root: Path, cfg: SynthConfig, count: int) -> None:
-    """Before any image is drawn: ``root`` holds nothing but an earlier synthetic dataset (it is
-    replaced whole), and its disk is writable with room for the images (checked roughly)."""
-    if root.exists() and (not root.is_dir() or any(p.name not in ("images", "annotations") for p in root.iterdir())):
+    """Before any image is drawn: ``root`` is new, empty or an earlier synthetic dataset (marked
+    by :data:`MARKER`; it is replaced whole): a COCO dataset of the user's own in the same layout is
+    never replaced. Its disk is writable with room for the images (checked roughly)."""
+    entries = {p.name for p in root.iterdir()} if root.is_dir() else set()
+    if root.exists() and (not root.is_dir() or entries - {"images", "annotations", MARKER}):
         raise DataError(
             f"{root} exists and holds other files; pass a new or empty folder (a synthetic dataset "
             "replaces its folder whole)"
+        )
+    if entries and MARKER not in entries:
+        raise DataError(
+            f"{root} holds a dataset that `jdnas data synth` did not write (no {MARKER} file), perhaps your "
+            "own; pass a new or empty folder, or delete it first if it is a synthetic dataset to replace"
         )
     per_image = cfg.size * cfg.size * 3 * (0.25 if cfg.image_format == "jpg" else 1.0) + 4096
     check_writable(root.parent, need_bytes=int(per_image * count), what="the dataset")
@@ -287,6 +298,7 @@ def make_synthetic_dataset(
         for split, count in counts.items():
             if count:
                 _write_split(tmp, split, count, seed, cfg, progress)
+        (tmp / MARKER).write_text(f"written by jdnas data synth: {counts}, size {cfg.size}, seed {seed}\n")
     log.info(
         "wrote synthetic dataset to %s (%s, %d px)",
         root,
