@@ -50,6 +50,7 @@ _DISK_ERRORS = {
     errno.ENOTDIR: "a part of its path is a file, not a folder",
     errno.EEXIST: "a part of its path is a file, not a folder",
     errno.ENOENT: "its folder does not exist and cannot be made there (or cannot hold files)",
+    errno.EISDIR: "a part of its path is a folder where a file must be",
 }
 #: A temporary without a pid in its name (older SDK versions) is stale after this many seconds.
 _ANONYMOUS_STALE_S = 600.0
@@ -177,6 +178,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     read-only disk raises :class:`StorageError` naming ``path``.
     """
     target = Path(path)
+    if target.is_dir():  # before the caller's work, not when the rename fails after it
+        raise StorageError(f"cannot write {target}: it is a folder; give a file path (e.g. {target / 'NAME'})")
     tmp = _mkstemp_beside(target)
     try:
         with storage_errors(target):

@@ -313,3 +313,14 @@ def test_a_workdir_that_is_a_file_or_under_one_is_refused_naming_it(tmp_path: Pa
             with workdir_run(workdir):
                 pass
     assert afile.read_text() == "mine"
+
+
+def test_an_output_path_that_is_a_folder_is_one_storage_error_and_the_folder_is_kept(tmp_path: Path) -> None:
+    from jdnas_sdk._io import atomic_write_json
+    from jdnas_sdk.errors import StorageError
+
+    folder = tmp_path / "out.json"
+    (folder / "inside").mkdir(parents=True)
+    with pytest.raises(StorageError, match="out.json: it is a folder; give a file path"):
+        atomic_write_json(folder, {"a": 1})
+    assert (folder / "inside").is_dir() and [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary
