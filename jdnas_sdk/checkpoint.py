@@ -60,6 +60,10 @@ def load_checkpoint(
     aux: nn.Module | None = None,
     data: str | None = None,
 ) -> tuple[int, list[tuple[int, float]]]:
+    """Load the checkpoint at ``path`` into ``model``, ``optimizer`` (and ``aux``, the extra-loss
+    module); returns the step it was written at and the loss history. Refused with a
+    :class:`TrainingError` naming the file and the fix: unreadable, another run's (spec, options,
+    ``data`` fingerprint), beyond this run's steps, or a damaged field."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
@@ -124,6 +128,7 @@ def save_checkpoint(
     aux: nn.Module | None = None,
     data: str | None = None,
 ) -> None:
+    """Write what :func:`load_checkpoint` reads, atomically (a kill leaves the previous one)."""
     atomic_torch_save(
         path,
         {
