@@ -25,6 +25,7 @@ __all__ = [
     "checkpoint_path",
     "data_fingerprint",
     "load_checkpoint",
+    "restore",
     "save_checkpoint",
 ]
 
@@ -88,10 +89,26 @@ def load_checkpoint(
         raise TrainingError(
             f"checkpoint {path} was written without the extra-loss module this run has; delete it to start over"
         )
+    return restore(path, state, model, optimizer, steps=config.steps, aux=aux)
+
+
+def restore(
+    path: Path,
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    steps: int | None = None,
+    aux: nn.Module | None = None,
+) -> tuple[int, list[tuple[int, float]]]:
+    """Load the checkpoint ``state`` read from ``path`` (its identity already checked by the caller)
+    into ``model``, ``optimizer`` and ``aux``; returns its step and loss history. A step beyond
+    ``steps`` (the resuming run's schedule; None: unbounded) or a damaged field is a
+    :class:`TrainingError` naming the file, raised before the weights are used."""
     step = state.get("step")
-    if isinstance(step, int) and not isinstance(step, bool) and step > config.steps >= 0:
+    if steps is not None and isinstance(step, int) and not isinstance(step, bool) and step > steps >= 0:
         raise TrainingError(
-            f"checkpoint {path} is at step {step}, beyond this run's {config.steps} steps; rerun with at least "
+            f"checkpoint {path} is at step {step}, beyond this run's {steps} steps; rerun with at least "
             f"{step} steps, or delete it to start over"
         )
     try:  # fields a damaged or hand-edited file lacks or holds wrongly: refused before any of it is used

@@ -116,3 +116,18 @@ def test_a_damaged_candidate_result_is_trained_again_never_ranked(
     assert reused or "is damaged" in caplog.text and "training candidate 3 again" in caplog.text
     job.result_file.write_text('{"key": 1, "outcome": NaN', encoding="utf-8")  # truncated, or not JSON's
     assert finished(job) is None
+
+
+def test_a_damaged_teacher_pool_checkpoint_is_named_too(tmp_path: Path) -> None:
+    from jdnas_sdk import Arch, build
+    from jdnas_sdk.teachers import ShrinkConfig, TeacherPool, shrink
+
+    pool = TeacherPool.from_base(build(tiny_spec(), Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")),
+                                 widths=(1.0,), depth_delta=0)  # fmt: skip
+    config, optimizer = ShrinkConfig(), torch.optim.SGD(pool.model.parameters(), lr=0.1)
+    identity = shrink._identity(pool, config)
+    state = {"format": shrink.CHECKPOINT_FORMAT, "version": 1, "step": "abc", "identity": identity,
+             "model": pool.model.state_dict(), "optimizer": optimizer.state_dict(), "history": []}  # fmt: skip
+    torch.save(state, tmp_path / "pool.ckpt")
+    with pytest.raises(TrainingError, match="pool.ckpt is damaged \\(ValueError: step 'abc' is not a step count"):
+        shrink._load(tmp_path / "pool.ckpt", pool, optimizer, config)

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._io import atomic_torch_save
+from ..checkpoint import restore
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
 from ..errors import NonFiniteLossError, TrainingError
@@ -244,6 +245,4 @@ def _load(
         raise TrainingError(
             f"checkpoint {path} belongs to another pool or other training options; delete it to start over"
         )
-    pool.model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"]), [(int(s), float(v)) for s, v in state["history"]]
+    return restore(path, state, pool.model, optimizer)
