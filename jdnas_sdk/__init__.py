@@ -10,6 +10,7 @@ from .deploy import export  # the function; the subpackage is jdnas_sdk.deploy (
 from .detectors import build_detector, describe, load_detector, save_detector, spec_of
 from .errors import (
     ArchError,
+    ArgumentError,
     DataError,
     DetectorFileError,
     ExportError,
@@ -58,6 +59,7 @@ __all__ = [
     "save_detector",
     "load_detector",
     "JdnasError",
+    "ArgumentError",
     "DataError",
     "DetectorFileError",
     "UnsupportedModelError",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._args import as_arch, as_input_size, as_spec
 from .arch import Arch, DetectorSpec
 from .lowering import lower_ops
 
@@ -56,7 +57,8 @@ def detector_cost(
     """Parameters and MACs of the detector ``(spec, arch)`` on a ``(height, width)`` input
     (default: a square ``spec.max_size`` image), the image taken as the backbone sees it, with
     ``rois`` regions of interest per image for RoI heads (default: as many as the family keeps)."""
-    h, w = input_size or (spec.max_size, spec.max_size)
+    spec, arch = as_spec(spec), as_arch(arch)
+    h, w = as_input_size(input_size) or (spec.max_size, spec.max_size)
     stages = dict(lower_ops(spec, arch, h, w, rois=rois))
     params = {part: sum(op.params for s in names for op in stages[s]) for part, names in _PARTS.items()}
     macs = {part: sum(op.macs for s in names for op in stages[s]) for part, names in _PARTS.items()}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "JdnasError",
+    "ArgumentError",
     "DataError",
     "DetectorFileError",
     "UnsupportedModelError",
@@ -26,6 +27,10 @@ __all__ = [
 
 class JdnasError(Exception):
     """Base class of every error the SDK raises deliberately."""
+
+
+class ArgumentError(JdnasError, TypeError, ValueError):
+    """A public function was handed an argument of the wrong type or value (the message names it)."""
 
 
 class DataError(JdnasError, ValueError):

@@ -24,6 +24,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torch.utils.data import Dataset
 
+from .._args import as_path
 from ..arch import DetectorSpec
 from ..errors import DataError
 from .checks import INT64_MAX, MAX_SIDE, check_segmentation, contained_path, read_rgb
@@ -372,7 +373,7 @@ def find_split(root: str | os.PathLike[str], split: str) -> tuple[Path, Path]:
     Understands this SDK's layout (``images/<split>/`` + ``annotations/instances_<split>.json``)
     and COCO's (``<split>2017/`` + ``annotations/instances_<split>2017.json``).
     """
-    base = Path(root)
+    base = as_path(root, "dataset folder")
     if base.exists() and not base.is_dir():
         raise DataError(
             f"dataset {base} is a file, not a folder: give the folder that holds images/ and annotations/ "

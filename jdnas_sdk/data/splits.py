@@ -18,6 +18,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .._args import as_path
 from ..errors import DataError
 from .coco import CocoDetection, find_split, load_split
 
@@ -71,7 +72,7 @@ def load_protocol_splits(root: str | os.PathLike[str], **kwargs: Any) -> Protoco
     A folder with ``select`` and ``test`` splits gives them as they are; a folder with only ``val``
     (made before the protocol) gives ``val`` cut in two halves by :func:`split_val`, and says so in
     the log. ``kwargs`` go to every :class:`CocoDetection` (e.g. ``with_masks=True``)."""
-    base = Path(root)
+    base = as_path(root, "dataset folder")
     train = load_split(base, "train", **kwargs)
     if _cuts_val(base):  # one rule with load_any_split
         val = load_split(base, "val", **kwargs)
@@ -100,7 +101,7 @@ def load_any_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> C
     has one; ``select`` or ``test`` of a folder with only ``val`` is that half of :func:`split_val`
     (the images a compress run chose on or reported on), so ``jdnas eval --split test`` reproduces
     a result's test AP on any folder."""
-    base = Path(root)
+    base = as_path(root, "dataset folder")
     if split in ("select", "test") and _cuts_val(base):  # the same rule as load_protocol_splits
         select, test = split_val(load_split(base, "val", **kwargs))
         log.info("%s has no %s split: using that half of its val split, as compress does", base, split)

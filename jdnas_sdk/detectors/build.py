@@ -14,6 +14,7 @@ from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.backbone_utils import BackboneWithFPN
 from torchvision.ops.misc import FrozenBatchNorm2d
 
+from .._args import as_spec
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..families import family_of
 from ..student import Student, as_student
@@ -71,7 +72,7 @@ def build_detector(spec: DetectorSpec, arch: Arch | Student | str | None = None)
     defaults to the standard shape of ``spec.backbone``. Spec and arch travel with the model
     (``model.jdnas_spec``, ``model.jdnas_arch``) so that saving needs nothing else.
     """
-    spec, arch = as_student(spec, arch, standard_arch(spec.backbone))
+    spec, arch = as_student(as_spec(spec), arch, standard_arch(spec.backbone))
     model = family_of(spec).build(spec, resnet_fpn_backbone(spec, arch), anchor_generator(spec))
     setattr(model, SPEC_ATTR, spec)
     setattr(model, ARCH_ATTR, arch)

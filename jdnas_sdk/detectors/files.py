@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._args import as_path
 from .._io import atomic_torch_save
 from .._version import __version__
 from ..arch import Arch, DetectorSpec, standard_arch
@@ -33,6 +34,7 @@ _META_TYPES = (str, int, float, bool, type(None))
 
 def save_detector(model: nn.Module, path: str | os.PathLike[str], *, metadata: dict[str, Any] | None = None) -> Path:
     """Write ``model`` (any supported torchvision detector) to ``path`` atomically."""
+    path = as_path(path, "path")
     spec, arch = describe(model)
     meta = dict(metadata or {})
     bad = {k: type(v).__name__ for k, v in meta.items() if not isinstance(k, str) or not isinstance(v, _META_TYPES)}
@@ -53,7 +55,7 @@ def save_detector(model: nn.Module, path: str | os.PathLike[str], *, metadata: d
 
 def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The validated top-level mapping of a detector file (weights not yet loaded into a model)."""
-    file = Path(path)
+    file = as_path(path, "path")
     if not file.is_file():
         hint = "it is a directory" if file.is_dir() else "no such file"
         raise DetectorFileError(

@@ -19,6 +19,7 @@ from typing import Any
 
 from torch import nn
 
+from .._args import as_input_size
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
 from ..errors import LatencyTableError, UnsupportedModelError
@@ -322,10 +323,7 @@ def estimate_latency(
             f"{type(model_or_arch).__name__} {str(model_or_arch)[:60]!r}; build the detector first "
             f"(jdnas_sdk.load_detector)"
         )
-    if input_size is None:
-        input_size = (spec.min_size, spec.min_size)
-    elif isinstance(input_size, int):
-        input_size = (input_size, input_size)
+    input_size = as_input_size(input_size) or (spec.min_size, spec.min_size)
     table = load_table(target)
     if backend is not None and backend.fingerprint() != table.fingerprint:
         raise LatencyTableError(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .._args import as_path
 from ..arch import Arch, DetectorSpec
 from ..errors import LatencyTableError
 from .backends import Backend, backend_for, local_fingerprint
@@ -180,7 +181,7 @@ def load_table(target: str | LatencyTable) -> LatencyTable:
     as is and warns (:class:`~jdnas_sdk.latency.table.DeviceMismatchWarning`)."""
     if isinstance(target, LatencyTable):
         return target
-    table = LatencyTable.load(table_path(target))
+    table = LatencyTable.load(table_path(as_path(target, "target (a table name or file)")))
     if not table.modelled and _is_name(target):
         table = resolve_local(table)  # a name means the target on *this* machine
     if not table.modelled:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from math import lcm
 
+from .._args import as_arch
 from ..arch import Arch, Stage
 from ..errors import ArchError
 from .actions import snap
@@ -25,6 +26,7 @@ def sample_arch(
 
     Block type and groups are the base's; a stem tied to stage 1 (no projection) stays tied.
     """
+    base = as_arch(base, "base")
     for name, (lo, hi) in (("depth", depth), ("width", width)):
         if not 0 < lo <= hi:
             raise ArchError(f"{name} range must satisfy 0 < low <= high, got {(lo, hi)}")

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .._args import as_path
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import SearchError
 from ..search.archive import Candidate, pareto_front, validate_candidates
@@ -311,8 +312,11 @@ def _html(markdown: str) -> str:
 
 def write_report(workdir: str | os.PathLike[str]) -> Path:
     """Write ``report.md``, ``report.html`` and the plots into ``workdir``; returns the HTML's path."""
-    work = Path(workdir)
+    work = as_path(workdir, "workdir")
     source = work / "result.json"
+    if not work.is_dir():
+        what = "is a file, not a compress workdir" if work.exists() else "does not exist"
+        raise SearchError(f"{work} {what}: give the --workdir of a compress run (its folder holds result.json)")
     if not source.is_file():
         raise SearchError(
             f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first"
