@@ -32,6 +32,7 @@ __all__ = [
     "atomic_dir",
     "storage_errors",
     "storage_error",
+    "check_output_file",
     "check_writable",
     "clean_stale_temporaries",
     "fsync_dir",
@@ -276,6 +277,20 @@ def check_writable(folder: str | os.PathLike[str], *, need_bytes: int = 0, what:
             f"{need_bytes / 2**20:.0f} MiB needed); free some space or write elsewhere"
         )
     return path
+
+
+def check_output_file(path: str | os.PathLike[str], *, what: str = "output") -> Path:
+    """Check, before any work, that ``path`` can be written as a file: a path is given, it is not a
+    folder, and its folder (created if missing) takes a file; otherwise one :class:`StorageError`
+    line. The write itself stays atomic (:func:`atomic_path`); this only moves its errors ahead of
+    the work that would be lost."""
+    if not os.fspath(path).strip():
+        raise StorageError(f"{what}: the file path is empty; give a file path")
+    target = Path(path)
+    if target.is_dir():
+        raise StorageError(f"cannot write {what} {target}: it is a folder; give a file path (e.g. {target / 'NAME'})")
+    check_writable(target.parent, what=what)
+    return target
 
 
 def _no_constant(name: str) -> Any:

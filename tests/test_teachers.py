@@ -123,7 +123,8 @@ def test_progressive_shrinking_trains_every_phase(train_set: CocoDetection, tmp_
 def test_pool_report_lists_accuracy_and_modelled_latency(
     pool: TeacherPool, train_set: CocoDetection, val_set: CocoDetection
 ) -> None:
-    report = pool_report(pool, val_data=val_set, calibration=train_set, target="v100-trt", count=3)
+    report = pool_report(pool, val_data=val_set, calibration=train_set, target="v100-trt", count=3, split="test")
+    assert f"`test` split ({len(val_set)} images)" in report.to_markdown() and report.to_dict()["split"] == "test"
     assert [r.config for r in report.rows] == [str(pool.largest()), str(pool.base_config()), str(pool.smallest())]
     assert all(r.latency_ms > 0 and 0 <= r.ap <= 1 for r in report.rows)
     assert report.rows[0].latency_ms > report.rows[2].latency_ms and report.rows[0].params > report.rows[2].params
@@ -132,6 +133,8 @@ def test_pool_report_lists_accuracy_and_modelled_latency(
     single = TeacherPool.from_base(build(tiny_spec(), BASE).eval(), widths=(1.0,), depth_delta=0)  # one teacher only
     lone = pool_report(single, val_data=val_set, calibration=train_set, target="v100-trt", count=6)
     assert [r.config for r in lone.rows] == [str(single.largest())]
+    two = pool_report(pool, val_data=val_set, calibration=train_set, target="v100-trt", count=2)
+    assert [r.config for r in two.rows] == [str(pool.largest()), str(pool.base_config())]  # --count 2: two
 
 
 def test_kill_9_during_teacher_training_then_the_same_command_resumes(synth_root: Path, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ once; ``help=`` and ``default=`` may differ per verb where the flag means someth
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ..arch import BACKBONES, FAMILIES
@@ -17,6 +18,7 @@ from ..families import get_family
 __all__ = [
     "FMT",
     "anchor_sizes",
+    "check_outputs",
     "check_trainable",
     "data",
     "force",
@@ -24,6 +26,7 @@ __all__ = [
     "heads",
     "input_side",
     "input_size",
+    "local_table",
     "model",
     "parse_input_size",
     "parse_model_name",
@@ -212,7 +215,7 @@ def ratios(text: str, what: str) -> tuple[float, ...]:
         values = tuple(float(v) for v in text.split(","))
     except ValueError:
         values = ()
-    if not values or min(values) <= 0:
+    if not values or not all(math.isfinite(v) and v > 0 for v in values):
         raise JdnasError(f"{what} must be comma-separated positive numbers, got {text!r}")
     return values
 
@@ -224,6 +227,31 @@ def phases(text: str) -> tuple[float, float, float]:
     except ValueError as exc:
         raise JdnasError(f"--phases must be three fractions summing to 1, e.g. 0.2,0.3,0.5; got {text!r}") from exc
     return a, b, c
+
+
+def check_outputs(**paths: str | None) -> None:
+    """Before any work: each output file given (``check_outputs(json=args.json)``) can be written;
+    one :class:`~jdnas_sdk.errors.StorageError` line naming the flag otherwise, not after the work."""
+    from .._io import check_output_file
+
+    for flag, path in paths.items():
+        if path is not None:
+            check_output_file(path, what=f"--{flag.replace('_', '-')}")
+
+
+def local_table(target: str) -> Any:
+    """``--measure``: the target's table, refused before any work unless this machine is its device
+    (the measurement would time another device than the estimate)."""
+    from ..latency import load_table
+    from ..latency.backends import backend_for
+
+    table = load_table(target)
+    if table.modelled or backend_for(table.fingerprint) is None:
+        raise JdnasError(
+            f"--measure runs the detector on this machine, but target {table.target!r} is "
+            f"[{table.fingerprint.describe()}]; measure on that device, or leave out --measure"
+        )
+    return table
 
 
 def print_result(result: CompressResult) -> None:

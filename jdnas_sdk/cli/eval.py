@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import JdnasError
 from . import common
 
 __all__ = ["add_parser", "run"]
@@ -35,11 +36,14 @@ def run(args: argparse.Namespace) -> int:
     from ..detectors import load_detector
     from ..evaluate import evaluate
 
+    common.check_outputs(json=args.json)
+    if args.batch_size < 1:
+        raise JdnasError(f"--batch-size must be at least 1 image, got {args.batch_size}")
     model = load_detector(args.model)
     data = load_any_split(args.data, args.split)
     result = evaluate(model, data, batch_size=args.batch_size, progress=not args.quiet)
     print(f"{args.model} on {args.data} [{args.split}, {result.images} images]: {result.summary()}")
-    if args.json:
+    if args.json is not None:
         atomic_write_json(args.json, result.to_dict())
         print(f"metrics written to {args.json}")
     return 0

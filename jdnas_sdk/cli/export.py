@@ -38,9 +38,14 @@ def run(args: argparse.Namespace) -> int:
     from ..deploy import export
     from ..detectors import describe, load_detector
     from ..errors import ExportError
-    from ..latency import Estimator, load_table
+    from ..latency import Estimator, tensorrt_available
     from ..latency.local import measure_missing_ops
 
+    common.check_outputs(onnx=args.onnx, engine=args.engine)  # every refusal before the export
+    reason = tensorrt_available() if args.engine is not None else None
+    if reason:
+        raise JdnasError(f"--engine needs TensorRT here: {reason}; leave out --engine to write the ONNX only")
+    table = common.local_table(args.target) if args.measure else None
     model = load_detector(args.model)
     size = common.parse_input_size(args.input_size) if args.input_size else None
     try:
@@ -48,14 +53,9 @@ def run(args: argparse.Namespace) -> int:
     except ExportError as exc:
         raise JdnasError(str(exc)) from exc
     print(result.summary())
-    if args.measure:
-        table = load_table(args.target)
+    if table is not None:
         spec, arch = describe(model)
         estimator = Estimator(table, spec, result.input_size)
-        if estimator.backend is None:
-            raise JdnasError(
-                f"--measure runs on this machine, which is not {table.target!r} [{table.fingerprint.describe()}]"
-            )
         measure_missing_ops(table, spec, arch, result.input_size, progress=not args.quiet)  # counted, with a bar
         measured = estimator.backend.measure_detector(model, result.input_size)
         estimated = estimator.total_ms(arch)

@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from ..latency.local import measure_missing_ops
     from ..student import Student, as_student
 
+    common.check_outputs(json=args.json)
     model = load_detector(args.model)
     spec, arch = describe(model)
     if args.floor:
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
     if args.arch:  # the image stays the file's; a whole student code brings its own heads (and resize)
         spec, arch = as_student(spec, args.arch, arch)
-    table = load_table(args.target)
+    table = common.local_table(args.target) if args.measure else load_table(args.target)
     if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
@@ -72,12 +73,7 @@ def run(args: argparse.Namespace) -> int:
     print(estimate)
     report: dict[str, object] = {"code": str(Student.of(spec, arch)), "estimate": estimate.to_dict()}
     if args.measure:
-        backend = estimator.backend
-        if backend is None:
-            raise JdnasError(
-                f"--measure runs the detector on this machine, but target {table.target!r} is "
-                f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
-            )
+        backend = estimator.backend  # this machine's: local_table checked
         if args.arch:
             model = _inherited(model, Student.of(spec, arch))
         measured = backend.measure_detector(model, size)
@@ -87,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             f"{measured.samples} runs, full detection load); estimate error {error:+.1f}%"
         )
         report["measured_ms"] = measured.median_ms
-    if args.json:
+    if args.json is not None:
         atomic_write_json(args.json, report)
     return 0
 
@@ -117,16 +113,11 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     if args.arch:
         raise JdnasError("--floor searches the space around the model's own backbone: leave out --arch")
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
-    table = load_table(args.target)
+    table = common.local_table(args.target) if args.measure else load_table(args.target)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
     base = Student.of(spec, arch)
     floor = SearchSpace(arch, spec=spec).cheapest(estimator.total_ms)
     backend = estimator.backend
-    if args.measure and backend is None:
-        raise JdnasError(
-            f"--measure runs the detectors on this machine, but target {table.target!r} is "
-            f"[{table.fingerprint.describe()}]; measure on that device, or estimate without --measure"
-        )
     report: dict[str, dict[str, Any]] = {}
     for name, student, detector in (("base", base, model), ("floor", floor, None)):
         estimated = estimator.total_ms(student)
@@ -142,6 +133,6 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     if args.measure:
         line += f", {report['floor']['measured_ms'] / report['base']['measured_ms']:.3f}x measured"
     print(line)
-    if args.json:
+    if args.json is not None:
         atomic_write_json(args.json, report)
     return 0

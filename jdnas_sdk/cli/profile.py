@@ -61,7 +61,12 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
     pr.add_argument("--min-runs", type=int, default=10, help="timed runs per op, at least")
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
-    pr.add_argument("--out", help="table file (default: latency_tables/TARGET.json)")
+    pr.add_argument(
+        "--out",
+        help="table file (default: the one a later --target TARGET reads here: this machine's cached table of a "
+        "shipped measured target such as cpu-ort, else TARGET.json in the first folder of $JDNAS_LATENCY_TABLES "
+        "or the package's latency_tables/)",
+    )
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
     pr.add_argument(
         "--backbone-only",
@@ -169,6 +174,32 @@ def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, sp
     return students, variant_models
 
 
+def _default_out(target: str, backend: Any) -> Path:
+    """The table a later ``--target TARGET`` reads on this machine, so that what is profiled is used:
+    for a shipped measured target whose backend runs here (``cpu-ort``), this machine's cached table
+    (the shipped file is only read; see :func:`~jdnas_sdk.latency.local.resolve_local`); for a
+    new name, ``TARGET.json`` where names are looked up first; otherwise the file the name finds."""
+    from ..errors import LatencyTableError
+    from ..latency.backends import backend_for, local_fingerprint
+    from ..latency.local import local_table_path
+    from ..latency.table import LatencyTable, table_path, tables_dirs
+
+    try:
+        found = table_path(target)
+    except LatencyTableError:  # a new target: where the name will be found
+        return tables_dirs()[0] / f"{target}.json"
+    shipped = LatencyTable.load(found)
+    read = local_fingerprint(shipped.fingerprint)  # what a later --target TARGET reads here
+    if shipped.modelled or backend_for(read) is None:
+        return found  # open_table explains a table made another way
+    if backend.fingerprint() != read:
+        print(
+            f"note: a later --target {target} reads this machine's table measured as [{read.describe()}], not "
+            f"[{backend.fingerprint().describe()}] as asked here: pass this table by path (--target FILE)"
+        )
+    return local_table_path(target, backend.fingerprint())
+
+
 def _refit_images(folder: str) -> Any:
     """The training split of ``folder``, checked before any timing."""
     from ..data import load_split
@@ -186,8 +217,10 @@ def run(args: argparse.Namespace) -> int:
     if args.refit_data and not args.model:
         raise JdnasError("--refit-data refits the students of --model's fixed entries: give --model too")
     sizes = [common.parse_input_size(t) for t in args.input_size]
+    timing = Timing(min_runs=args.min_runs, max_runs=max(200, args.min_runs), min_time_s=args.min_time)  # checked now
+    common.check_outputs(out=args.out)
     model, spec, base = _detector(args, sizes)
-    ratios = tuple(float(r) for r in args.width_ratios.split(",")) if args.width_ratios else None
+    ratios = common.ratios(args.width_ratios, "--width-ratios") if args.width_ratios else None
     heads = None if args.backbone_only else spec
     grid = {"heads": g} if (g := common.head_grid(args.heads)) else {}
     space = SearchSpace(base, **({"width_ratios": ratios} if ratios else {}), spec=heads, **grid)
@@ -195,12 +228,11 @@ def run(args: argparse.Namespace) -> int:
         ops = {k for size in sizes for k in reachable_ops(spec, space, size)}
         print(f"{len(ops)} ops reachable around {spec.family} {base} at {', '.join(f'{h}x{w}' for h, w in sizes)}")
         return 0
-    timing = Timing(min_runs=args.min_runs, min_time_s=args.min_time)
     native = {"auto": None, "native": True, "python": False}[args.trt_profiler]
     backend = make_backend(
         args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing, native=native
     )
-    out = Path(args.out) if args.out else Path("latency_tables") / f"{args.target}.json"
+    out = Path(args.out) if args.out else _default_out(args.target, backend)
     table = open_table(out, args.target, backend)
     print(
         f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries "

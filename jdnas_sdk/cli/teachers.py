@@ -106,6 +106,7 @@ def run_train(args: argparse.Namespace) -> int:
     from ..teachers import ShrinkConfig, TeacherPool, train_pool_to_file
     from ..train import TrainConfig, checkpoint_path
 
+    common.check_outputs(out=args.out)  # a folder or an unwritable place: refused before training
     out = Path(args.out)
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
@@ -149,6 +150,9 @@ def run_report(args: argparse.Namespace) -> int:
     from ..report import pool_report
     from ..teachers import TeacherPool
 
+    common.check_outputs(md=args.md, json=args.json)
+    if args.count < 1:
+        raise JdnasError(f"--count must be at least 1 teacher, got {args.count}")
     pool = TeacherPool.load(args.pool)
     report = pool_report(
         pool,
@@ -157,12 +161,13 @@ def run_report(args: argparse.Namespace) -> int:
         target=args.target,
         count=args.count,
         seed=args.seed,
+        split=args.split,
         progress=not args.quiet,
     )
     text = report.to_markdown()
     print(text)
-    if args.md:
+    if args.md is not None:
         atomic_write_text(args.md, text)
-    if args.json:
+    if args.json is not None:
         atomic_write_json(args.json, report.to_dict())
     return 0

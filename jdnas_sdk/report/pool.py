@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import JdnasError
 from ..evaluate import evaluate
 from ..latency import Estimator, load_table
 from ..teachers import TeacherConfig, TeacherPool
@@ -32,6 +33,8 @@ class PoolReport:
     input_size: tuple[int, int]
     rows: list[PoolRow] = field(default_factory=list)
     wall_s: float = 0.0
+    split: str = "select"
+    images: int = 0
 
     def to_markdown(self) -> str:
         label = "MODELLED latency (roofline, not measured)" if self.modelled else "latency from a measured table"
@@ -39,7 +42,7 @@ class PoolReport:
             f"# Teacher pool: {len(self.rows)} teachers",
             "",
             f"{label}, target `{self.target}`, input {self.input_size[0]}x{self.input_size[1]}; "
-            "COCO AP on the validation split after BatchNorm recalibration, no training.",
+            f"COCO AP on the `{self.split}` split ({self.images} images) after BatchNorm recalibration, no training.",
             "",
             "| teacher | params (M) | AP | AP50 | est. latency (ms) | backbone |",
             "|---|---|---|---|---|---|",
@@ -56,6 +59,8 @@ class PoolReport:
             "target": self.target,
             "modelled": self.modelled,
             "input_size": list(self.input_size),
+            "split": self.split,
+            "images": self.images,
             "wall_s": self.wall_s,
             "rows": [r.__dict__ for r in self.rows],
         }
@@ -71,14 +76,18 @@ def pool_report(
     count: int = 6,
     seed: int = 0,
     input_size: tuple[int, int] | None = None,
+    split: str = "select",
     progress: bool = False,
 ) -> PoolReport:
     """Sample ``configs`` (default: largest, base, smallest and ``count - 3`` random teachers),
-    recalibrate each on ``calibration``, evaluate it on ``val_data`` and estimate its latency."""
+    recalibrate each on ``calibration``, evaluate it on ``val_data`` (the dataset's ``split``, named
+    in the report) and estimate its latency."""
     began = time.perf_counter()
     if configs is None:
+        if count < 1:
+            raise JdnasError(f"count must be at least 1 teacher (largest, base, smallest, then random), got {count}")
         rng = random.Random(seed)
-        configs = list(dict.fromkeys([pool.largest(), pool.base_config(), pool.smallest()]))  # may coincide
+        configs = list(dict.fromkeys([pool.largest(), pool.base_config(), pool.smallest()]))[:count]  # may coincide
         wanted = min(count, sum(1 for _ in pool.configs()))  # a small pool has fewer teachers than asked for
         while len(configs) < wanted:
             candidate = pool.random(rng)
@@ -87,7 +96,9 @@ def pool_report(
     size = input_size or (pool.spec.min_size, pool.spec.min_size)
     table = load_table(target)
     estimator = Estimator(table, pool.spec, size)
-    report = PoolReport(target=table.target, modelled=table.modelled, input_size=size)
+    report = PoolReport(
+        target=table.target, modelled=table.modelled, input_size=size, split=split, images=len(val_data)
+    )
     for config in configs:
         teacher = pool.sample(config, calibration=calibration)
         metrics = evaluate(teacher, val_data, progress=progress)

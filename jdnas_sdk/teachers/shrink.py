@@ -62,8 +62,8 @@ class ShrinkConfig:
     def __post_init__(self) -> None:
         if len(self.phases) != 3 or any(p < 0 for p in self.phases) or not math.isclose(sum(self.phases), 1.0):
             raise TrainingError(f"phases must be 3 non-negative fractions summing to 1, got {self.phases}")
-        if self.inplace_kd < 0:
-            raise TrainingError(f"inplace_kd must be >= 0, got {self.inplace_kd}")
+        if not (math.isfinite(self.inplace_kd) and self.inplace_kd >= 0):  # NaN would turn in-place KD off
+            raise TrainingError(f"inplace_kd must be a finite number >= 0, got {self.inplace_kd}")
 
 
 def phase_of(config: ShrinkConfig, step: int) -> int:

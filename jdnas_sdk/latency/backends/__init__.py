@@ -44,12 +44,17 @@ def make_backend(
     ``device`` names the device model (a key of :data:`~jdnas_sdk.latency.roofline.GPU_MODELS`).
     For ``tensorrt``, ``native`` picks the native profiler binary (default: where it is built, see
     :mod:`.tensorrt_native`) or TensorRT's Python API."""
+    if threads < 1:
+        raise LatencyTableError(f"threads must be at least 1, got {threads} (1 gives repeatable per-op numbers)")
     if name == "ort":
         if precision not in (None, "fp32"):
             raise LatencyTableError("the ort backend measures fp32 only")
         return OrtBackend(threads=threads, timing=timing)
     if name == "torch":
-        return TorchBackend(device=device, threads=threads, precision=precision or "fp32", timing=timing)
+        try:
+            return TorchBackend(device=device, threads=threads, precision=precision or "fp32", timing=timing)
+        except (RuntimeError, ValueError) as exc:  # no CUDA here, an unknown device, fp16 on a CPU
+            raise LatencyTableError(f"the torch backend cannot run as asked: {exc}") from exc
     if name == "tensorrt":
         binary = find_profiler() if native is not False else None
         if native and binary is None:

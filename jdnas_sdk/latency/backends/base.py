@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from typing import Protocol
 
 from torch import nn
 
+from ...errors import LatencyTableError
 from ..ops import OpKey
 from ..table import Entry, Fingerprint
 
@@ -38,6 +40,11 @@ class Timing:
     ``min_time_s`` has passed, at most ``max_runs``."""
 
     def __init__(self, *, warmup: int = 3, min_runs: int = 10, max_runs: int = 200, min_time_s: float = 0.25) -> None:
+        if warmup < 0 or not 1 <= min_runs <= max_runs or not (math.isfinite(min_time_s) and min_time_s >= 0):
+            raise LatencyTableError(  # checked here, before any op is timed, not when the first has no samples
+                f"timing needs warm-up >= 0, 1 <= min runs <= max runs ({max_runs}) and a finite min time >= 0 s; "
+                f"got warm-up {warmup}, min runs {min_runs}, min time {min_time_s}"
+            )
         self.warmup, self.min_runs, self.max_runs, self.min_time_s = warmup, min_runs, max_runs, min_time_s
 
 

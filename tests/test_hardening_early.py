@@ -1,0 +1,267 @@
+"""Refusals before any work: output paths, numbers and targets the CLI verbs would have found wrong
+only after estimating, exporting or measuring (the work was lost), and the public functions' argument
+checks (a wrong type was an AttributeError or ZeroDivisionError from deep inside)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import jdnas_sdk
+from jdnas_sdk import ArgumentError, JdnasError, build_detector, save_detector, standard_arch
+from jdnas_sdk.cli import main
+
+from .conftest import tiny_spec
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "base.pt"
+    save_detector(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), path)
+    return path
+
+
+def _refused(capsys: pytest.CaptureFixture[str], args: list[str], *problem: str) -> None:
+    assert main(args) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert all(p in err for p in problem), err
+    assert captured.out == "", captured.out  # nothing estimated, exported or evaluated first
+
+
+def test_output_files_are_checked_before_the_work(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    missing = str(tmp_path / "no-such-data")  # read after the check: its error would show if checked first
+    _refused(capsys, ["eval", "--model", str(model_file), "--data", missing, "--json", str(folder)], "--json", "folder")
+    _refused(capsys, ["latency", "--model", str(model_file), "--json", str(folder)], "--json", "folder")
+    _refused(capsys, ["latency", "--model", str(model_file), "--json", ""], "--json", "empty")
+    onnx = tmp_path / "m.onnx"
+    _refused(capsys, ["export", "--model", str(model_file), "--onnx", str(folder)], "--onnx", "folder")
+    _refused(capsys, ["export", "--model", str(model_file), "--onnx", str(onnx), "--engine", str(folder)], "--engine")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")  # a file where the output's folder should be
+    _refused(capsys, ["export", "--model", str(model_file), "--onnx", str(blocker / "m.onnx")], "is a file")
+    _refused(capsys, ["teachers", "report", "--pool", missing, "--data", missing, "--md", str(folder)], "--md")
+    _refused(capsys, ["train", "--model", str(model_file), "--data", missing, "--out", str(folder)], "--out", "folder")
+    assert not onnx.exists() and list(folder.iterdir()) == []
+
+
+def test_export_refuses_an_engine_without_tensorrt_before_writing_the_onnx(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from jdnas_sdk.latency import tensorrt_available
+
+    if tensorrt_available() is None:
+        pytest.skip("TensorRT runs here: the engine would be built")
+    onnx = tmp_path / "m.onnx"
+    _refused(
+        capsys, ["export", "--model", str(model_file), "--onnx", str(onnx), "--engine", str(tmp_path / "e")], "TensorRT"
+    )
+    assert not onnx.exists()
+
+
+def test_measuring_another_device_is_refused_before_estimating_or_exporting(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out.json"
+    _refused(
+        capsys,
+        ["latency", "--model", str(model_file), "--target", "v100-trt", "--measure", "--json", str(out)],
+        "v100-trt",
+    )
+    onnx = tmp_path / "m.onnx"
+    args = ["export", "--model", str(model_file), "--onnx", str(onnx), "--measure", "--target", "t4-trt"]
+    _refused(capsys, args, "t4-trt", "--measure")
+    assert not out.exists() and not onnx.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        (["--width-ratios", "1,,2"], "--width-ratios"),
+        (["--heads", "fpn=nan"], "--heads fpn"),
+        (["--heads", "fpn=inf"], "--heads fpn"),
+        (["--min-runs", "0", "--min-time", "0"], "min runs"),
+        (["--min-time", "nan"], "min time"),
+        (["--threads", "-2"], "threads"),
+    ],
+)
+def test_profile_numbers_are_checked_first_even_in_a_dry_run(
+    extra: list[str], problem: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["profile", "--target", "x", "--family", "retinanet", "--backbone", "resnet18", "--input-size", "96"]
+    dry = [] if "--threads" in extra else ["--dry-run"]  # the backend (threads) is made after the dry run's count
+    _refused(capsys, [*base, *extra, *dry], problem)
+
+
+def test_profile_refuses_a_backend_that_cannot_run_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: the torch backend runs on it")
+    args = [
+        "profile",
+        "--target",
+        "x",
+        "--family",
+        "retinanet",
+        "--backbone",
+        "resnet18",
+        "--out",
+        str(tmp_path / "t.json"),
+    ]
+    _refused(capsys, [*args, "--backend", "torch", "--device", "cuda"], "CUDA")
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_counts_and_weights_out_of_range_are_refused(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-such")
+    _refused(capsys, ["eval", "--model", str(model_file), "--data", missing, "--batch-size", "0"], "--batch-size")
+    _refused(capsys, ["teachers", "report", "--pool", missing, "--data", missing, "--count", "0"], "--count")
+    for weight in ("nan", "inf", "-1"):
+        from jdnas_sdk.teachers import ShrinkConfig
+
+        with pytest.raises(JdnasError, match="inplace_kd"):
+            ShrinkConfig(inplace_kd=float(weight))
+
+
+@pytest.mark.parametrize("size", [0, -5, 96.5, "96", (96,), (96, 0), True, (96, 96, 96)])
+def test_a_bad_input_size_names_itself(size: object) -> None:
+    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18"))
+    with pytest.raises(ArgumentError, match="input_size"):
+        jdnas_sdk.estimate_latency(model, input_size=size, target="t4-trt")  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match="input_size"):
+        jdnas_sdk.detector_cost(tiny_spec(), standard_arch("resnet18"), input_size=size)  # type: ignore[arg-type]
+
+
+def test_wrong_types_are_one_error_naming_the_argument(tmp_path: Path) -> None:
+    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18"))
+    arch = standard_arch("resnet18")
+    cases = [
+        (lambda: jdnas_sdk.build("x"), "spec must be a DetectorSpec"),
+        (lambda: jdnas_sdk.detector_cost("x", arch), "spec must be a DetectorSpec"),
+        (lambda: jdnas_sdk.detector_cost(tiny_spec(), 5), "arch must be an Arch"),
+        (lambda: jdnas_sdk.sample_arch(5), "base must be an Arch"),
+        (lambda: jdnas_sdk.SearchSpace(5), "base must be an Arch"),
+        (lambda: jdnas_sdk.load_detector(["a"]), "path must be"),
+        (lambda: jdnas_sdk.save_detector(model, ["a"]), "path must be"),
+        (lambda: jdnas_sdk.export(model, ["a"]), "onnx_path must be"),
+        (lambda: jdnas_sdk.estimate_latency(model, target=["cpu-ort"]), "target"),
+        (lambda: jdnas_sdk.compress(model, data=5), "data must be"),
+    ]
+    for call, problem in cases:
+        with pytest.raises(ArgumentError, match=problem):
+            call()
+    # an arch code is taken where an Arch is: the same cost either way
+    assert jdnas_sdk.detector_cost(tiny_spec(), str(arch)) == jdnas_sdk.detector_cost(tiny_spec(), arch)
+    assert isinstance(ArgumentError("x"), TypeError) and isinstance(ArgumentError("x"), ValueError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compress_checks_the_model_and_options_before_reading_data(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-data"
+    with pytest.raises(JdnasError, match="nn.Module"):
+        jdnas_sdk.compress("x", data=missing)  # type: ignore[arg-type]
+    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18"))
+    with pytest.raises(JdnasError, match="latency must be"):
+        jdnas_sdk.compress(model, data=missing, latency="a")  # type: ignore[arg-type]
+    assert not missing.exists() and not (tmp_path / "runs").exists()
+
+
+def test_an_empty_or_wrong_folder_is_named_not_read_as_the_current_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jdnas_sdk.data import load_split
+
+    monkeypatch.chdir(tmp_path)  # "" used to be Path("") == ".": this folder, read as the dataset
+    with pytest.raises(ArgumentError, match="dataset folder must be"):
+        load_split("", "train")
+    _refused(capsys, ["report", str(tmp_path / "gone")], "does not exist")
+    (tmp_path / "f.txt").write_text("x")
+    _refused(capsys, ["report", str(tmp_path / "f.txt")], "is a file")
+
+
+def test_a_mask_rcnn_on_data_without_masks_is_refused_before_step_0(synth_root: Path) -> None:
+    from jdnas_sdk.data import load_split
+    from jdnas_sdk.train import TrainConfig, train
+
+    model = build_detector(tiny_spec("maskrcnn"), standard_arch("resnet18"))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(JdnasError, match="with_masks=True"):
+        train(model, load_split(synth_root, "train"), config=TrainConfig(steps=1, batch_size=1), progress=False)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_fcos_towers_that_cannot_run_one_image_are_refused_and_left_out_of_the_space() -> None:
+    spec = jdnas_sdk.DetectorSpec(
+        family="fcos", backbone="resnet18", num_classes=3, min_size=256, max_size=256, fpn_channels=64
+    )
+    with pytest.raises(JdnasError, match="one channel per GroupNorm group"):  # a 1x1 P7 at 112 px
+        jdnas_sdk.DetectorSpec(
+            family="fcos", backbone="resnet18", num_classes=3, min_size=112, max_size=112, fpn_channels=32
+        )
+    space = jdnas_sdk.SearchSpace(standard_arch("resnet18"), spec=spec)
+    values = space.head_values()
+    assert min(values["size"]) <= 128 and 32 not in values["width"]  # the small sizes kept, the 32-wide towers not
+    narrow = jdnas_sdk.DetectorSpec(
+        family="fcos", backbone="resnet18", num_classes=3, min_size=256, max_size=256, fpn_channels=32
+    )
+    assert min(jdnas_sdk.SearchSpace(standard_arch("resnet18"), spec=narrow).head_values()["size"]) > 128
+    for student in (space.smallest(), *(space.sample_student(seed) for seed in range(8))):
+        size = student.heads.min_size
+        with torch.no_grad():  # each runs one image: the refused ones raised inside torch's group_norm
+            build_detector(spec, student).eval()([torch.rand(3, size, size)])
+
+
+def test_a_pool_grown_from_another_detector_is_refused_before_any_work(synth_root: Path, tmp_path: Path) -> None:
+    from jdnas_sdk.teachers import TeacherPool
+
+    pool = TeacherPool.from_base(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), widths=(1.0,))
+    pool_file = tmp_path / "pool.pt"
+    pool.save(pool_file)
+    model = build_detector(tiny_spec("fasterrcnn"), standard_arch("resnet18"))
+    for given in (pool, pool_file):
+        with pytest.raises(
+            JdnasError, match="teacher pool .*does not match the model .*family retinanet vs fasterrcnn"
+        ):
+            jdnas_sdk.compress(model, data=synth_root, pool=given, workdir=tmp_path / "work", budget=1)
+    assert not (tmp_path / "work").exists()
+
+
+def test_profile_writes_by_default_where_a_later_target_name_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``jdnas profile --target cpu-ort`` without ``--out`` wrote ./latency_tables/cpu-ort.json in the
+    current folder, which no later ``--target cpu-ort`` read (this machine's cached table answers)."""
+    from jdnas_sdk.cli.profile import _default_out
+    from jdnas_sdk.latency import load_table
+    from jdnas_sdk.latency.backends import OrtBackend
+    from jdnas_sdk.latency.table import tables_dirs
+
+    monkeypatch.setenv("JDNAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    backend = OrtBackend(threads=1)
+    assert _default_out("cpu-ort", backend) == load_table("cpu-ort").path  # the file the name reads and saves
+    assert _default_out("a-new-target", backend) == tables_dirs()[0] / "a-new-target.json"
+    assert _default_out("v100-trt", backend) == load_table("v100-trt").path  # modelled: open_table explains
+
+
+def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
+    synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = tmp_path / "base.pt"
+    save_detector(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), base)
+    out = tmp_path / "tuned.pt"
+    args = ["train", "--model", str(base), "--data", str(synth_root), "--out", str(out), "--steps", "1"]
+    _refused(
+        capsys, [*args, "--input-size", "128", "--fpn-channels", "32"], "--input-size, --fpn-channels", "keeps its own"
+    )
+    assert not out.exists()
+    assert main([*args, "--batch-size", "1", "-q"]) == 0
+    assert f"from {base}'s weights" in capsys.readouterr().out  # was "from scratch"
