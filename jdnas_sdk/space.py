@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from math import lcm
 
+from ._args import as_arch, as_spec
 from .arch import Arch, DetectorSpec, Stage
 from .errors import ArchError
 from .families import get_family
@@ -73,6 +74,9 @@ class SearchSpace:
     heads: tuple[tuple[str, tuple[float, ...]], ...] = tuple(DEFAULT_HEAD_GRID.items())
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "base", as_arch(self.base, "base"))
+        if self.spec is not None:
+            as_spec(self.spec)
         ratios = tuple(float(r) for r in self.width_ratios)
         if not ratios or any(not 0 < r <= 8 for r in ratios):
             raise ArchError(f"width_ratios must be positive numbers up to 8, got {self.width_ratios!r}")
@@ -163,7 +167,28 @@ class SearchSpace:
             out["width"] = self._ratio_grid(spec.head_width, grid["width"], lcm(self.multiple, fam.fpn_multiple))
         if "topk_candidates" in fam.head_settings:
             out["topk"] = tuple(sorted({min(int(k), spec.topk_candidates) for k in grid["topk"]}))
-        return out
+        return self._runnable(out)
+
+    def _runnable(self, values: dict[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+        """``values`` less the tower widths and input sizes whose combination the family refuses
+        (FCOS: a 32-wide GroupNorm tower on the 1x1 coarsest level of a small image cannot run one
+        image): first the widths that fail at the smallest size (never the base's own), then the sizes
+        that fail at the narrowest width left. Every student the space holds then builds and runs."""
+        spec = self.spec
+        if spec is None or "width" not in values:
+            return values
+
+        def runs(width: int, size: int) -> bool:
+            try:
+                replace(spec, head_width=width, min_size=size, max_size=max(size, spec.max_size))
+            except ArchError:
+                return False
+            return True
+
+        smallest = min(values["size"])
+        widths = tuple(w for w in values["width"] if w == spec.head_width or runs(w, smallest))
+        sizes = tuple(s for s in values["size"] if runs(min(widths), s))
+        return {**values, "width": widths, "size": sizes}
 
     @staticmethod
     def _ratio_grid(value: int, ratios: tuple[float, ...], multiple: int) -> tuple[int, ...]:

@@ -26,6 +26,26 @@ class FCOSFamily(OneStageFamily):
     tower_group_norm = True
     kd_positives = "centre"  # its points are stride-sized squares: IoU >= 0.5 with a box finds almost none
 
+    def check(self, spec: SpecLike) -> str | None:
+        """Besides the FPN width: a tower whose GroupNorm holds one channel per group (width 32) on a
+        1x1 map (its coarsest level, for an image no larger than that level's stride) normalises a
+        single value, which torch refuses: such a detector cannot run one image."""
+        why = super().check(spec)
+        width = spec.head_width or spec.fpn_channels  # 0: the FPN's width, as the spec fills it in
+        stride = self.coarsest_stride(spec)
+        if why is None and width <= self.fpn_multiple and spec.min_size <= stride:
+            why = (
+                f"fcos towers of width {width} hold one channel per GroupNorm group, and at min_size "
+                f"{spec.min_size} <= {stride} (the stride of its coarsest level) that level is 1x1: one value per "
+                f"group, which cannot run one image; use head_width (or fpn_channels) >= {2 * self.fpn_multiple}, "
+                f"or min_size > {stride}"
+            )
+        return why
+
+    def coarsest_stride(self, spec: SpecLike) -> int:
+        """The stride of the smallest pyramid level (P7: 128 for the standard FPN)."""
+        return int(2 ** (max(spec.returned_layers) + 1 + self.extra_levels))
+
     def anchor_generator(self, spec: SpecLike, strides: Sequence[int]) -> AnchorGenerator:
         return AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * spec.num_levels)
 
