@@ -29,11 +29,13 @@ from .detectors import describe, thaw
 from .errors import ArchError, SearchError
 from .finish import final_is_control, finish_student, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
+from .lowering import detector_input
 from .preflight import parse_budget, smallest_arch, validate_request
 from .prepare import (
     CompressRun,
     before_work,
     check_data,
+    check_pool,
     given_teacher,
     make_runner,
     new_run,
@@ -132,7 +134,9 @@ def _metrics_of(
 
 
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
-    cost = detector_cost(spec, arch, input_size=size)
+    """A row of the result: AP, latency, and the cost at the map the backbone sees, the ``size``
+    image after the detector's own resize (a student with a smaller ``min_size`` sees less)."""
+    cost = detector_cost(spec, arch, input_size=detector_input(spec, size)[2:])
     return {
         "ap": candidate.ap,
         "ap50": candidate.ap50,
@@ -210,11 +214,8 @@ def compress(
     All lands in ``workdir``; a rerun resumes (``wait``: :func:`~jdnas_sdk.prepare.before_work`).
     """
     began, recipe = time.monotonic(), recipe or Recipe()
-    train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
-    space = _space(space, heads, base_arch, spec)
-    check_data(spec, train_data, select_data, test_data)
-    request = validate_request(
+    request = validate_request(  # the options, before any data is read
         latency=latency,
         ms=ms,
         budget=budget,
@@ -225,9 +226,13 @@ def compress(
         pool_steps=pool_steps,
         seed=seed,
     )
+    train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
+    space = _space(space, heads, base_arch, spec)
+    check_data(spec, train_data, select_data, test_data)
     given = given_teacher(teacher, spec, pool=pool)  # the user's own teacher file, loaded and checked before any work
-    if isinstance(pool, (str, Path)):  # a pool file, read now: a missing or foreign one is refused before any work
-        pool = TeacherPool.load(pool)
+    if pool is not None:  # a pool file, read now: a missing or foreign one is refused before any work
+        origin, pool = (pool, TeacherPool.load(pool)) if isinstance(pool, (str, Path)) else (None, pool)
+        check_pool(pool, spec, origin)
     runner, config = (
         make_runner(executor, parallel, progress),
         search_config(budget, finetune_steps, seed, parallel, recipe),

@@ -51,6 +51,7 @@ from .train import TrainConfig
 __all__ = [
     "CompressRun",
     "check_data",
+    "check_pool",
     "make_runner",
     "search_config",
     "pick_teachers",
@@ -147,18 +148,34 @@ def given_teacher(teacher: str | os.PathLike[str], spec: Any, *, pool: Any = Non
     if pool is not None:
         raise SearchError(f"give a pool (teacher='pool') or a teacher file ({teacher}), not both")
     model = load_detector(teacher)  # a DetectorFileError names a damaged or foreign file
-    theirs = spec_of(model)
-    differ = [
-        f"{n} {getattr(theirs, n)} vs {getattr(spec, n)}"
-        for n in TEACHER_MUST_MATCH
-        if getattr(theirs, n) != getattr(spec, n)
-    ]
+    differ = _differences(spec_of(model), spec)
     if differ:
         raise SearchError(
-            f"teacher {teacher} does not match the model ({'; '.join(differ)}): distillation needs the same "
+            f"teacher {teacher} does not match the model ({differ}): distillation needs the same "
             f"family, classes, FPN levels and anchors; give such a teacher, or teacher='pool'"
         )
     return model.eval()
+
+
+def check_pool(pool: Any, spec: Any, origin: str | os.PathLike[str] | None = None) -> None:
+    """Refuse, before any work, a teacher pool grown from another kind of detector than the model
+    (another family, classes, FPN levels or anchors): its teachers could not teach the students,
+    and the search would fail only when it first picks one."""
+    differ = _differences(pool.spec, spec)
+    if differ:
+        raise SearchError(
+            f"teacher pool {origin or '(given)'} does not match the model ({differ}): grow a pool from this "
+            "model (`jdnas teachers train --base MODEL ...`), or leave pool out to train one here"
+        )
+
+
+def _differences(theirs: Any, spec: Any) -> str:
+    """The :data:`TEACHER_MUST_MATCH` fields where ``theirs`` and ``spec`` differ, as ``"family a vs b; ..."``."""
+    return "; ".join(
+        f"{n} {getattr(theirs, n)} vs {getattr(spec, n)}"
+        for n in TEACHER_MUST_MATCH
+        if getattr(theirs, n) != getattr(spec, n)
+    )
 
 
 def new_run(

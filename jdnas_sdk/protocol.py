@@ -23,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from ._args import as_path
 from .arch import Arch
 from .data import CocoDetection, check_disjoint, load_protocol_splits, split_val
 from .detectors import load_detector, read_detector_file
@@ -161,7 +162,7 @@ def protocol_splits(
                 "give data=FOLDER (its train, select and test splits are used) or datasets in memory "
                 "(train_data=, select_data=, test_data=), not both"
             )
-        return load_protocol_splits(data)
+        return load_protocol_splits(as_path(data, "data"))
     if val_data is not None:
         if select_data is not None:
             raise DataError("val_data= is the old name of select_data=; give one of them")

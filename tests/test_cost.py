@@ -30,3 +30,22 @@ def test_macs_grow_with_input_size() -> None:
     small = detector_cost(spec, standard_arch("resnet18"), input_size=(128, 128)).total_macs
     large = detector_cost(spec, standard_arch("resnet18"), input_size=(256, 256)).total_macs
     assert 2 < large / small < 4.5
+
+
+def test_the_result_counts_a_student_at_its_own_resize_not_the_image_fed() -> None:
+    """compress feeds base and student the base's image; a student with a smaller ``min_size``
+    resizes it down first, so its MACs are those of the smaller map (were the fed image's: 4x)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from jdnas_sdk.compress import _metrics
+    from jdnas_sdk.student import Heads, Student
+
+    spec = tiny_spec("retinanet", min_size=128, max_size=128)
+    arch = standard_arch("resnet18")
+    small = Student(arch, replace(Heads.of(spec), min_size=64, max_size=64)).spec(spec)
+    row = SimpleNamespace(ap=0.5, ap50=0.6, ap75=0.4, latency_ms=1.0)
+    fed = (128, 128)
+    assert _metrics(row, arch, small, fed)["macs"] == detector_cost(small, arch, input_size=(64, 64)).total_macs
+    assert _metrics(row, arch, spec, fed)["macs"] == detector_cost(spec, arch, input_size=(128, 128)).total_macs
+    assert 3.5 < detector_cost(spec, arch, input_size=(128, 128)).total_macs / _metrics(row, arch, small, fed)["macs"]
