@@ -34,6 +34,7 @@ __all__ = [
     "TrainResult",
     "ExtraLosses",
     "train",
+    "check_targets",
     "train_to_file",
     "checkpoint_path",
     "learning_rate",
@@ -146,6 +147,25 @@ def augment(
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
+def check_targets(model: nn.Module, data: Any) -> None:
+    """Refuse, before step 0, a dataset without the targets the model trains on: a Mask R-CNN on
+    boxes alone (torchvision's "Every element of targets should have a masks key" from inside the
+    forward pass otherwise); keypoints, which the SDK's loader does not read."""
+    heads = getattr(model, "roi_heads", None)
+    if heads is None:
+        return
+    if heads.has_mask() and getattr(data, "with_masks", True) is False:
+        raise TrainingError(
+            "this Mask R-CNN trains on masks, but the dataset was loaded without them: load it with "
+            "load_split(root, split, with_masks=True)"
+        )
+    if heads.has_keypoint() and getattr(data, "with_masks", None) is not None:  # this SDK's COCO loader
+        raise TrainingError(
+            "this Keypoint R-CNN trains on keypoints, which the SDK's COCO loader does not read: train it "
+            "elsewhere, then compress or export the trained file"
+        )
+
+
 def train(
     model: nn.Module,
     data: Dataset[Any],
@@ -174,6 +194,7 @@ def train(
     end = config.steps if stop_after is None else stop_after
     if len(data) == 0:  # type: ignore[arg-type]
         raise TrainingError("the training dataset is empty; give it at least one image")
+    check_targets(model, data)
     params = [p for p in model.parameters() if p.requires_grad]
     aux = extra_losses if isinstance(extra_losses, nn.Module) else None  # e.g. KD adapters: trained too
     if aux is not None:

@@ -25,7 +25,7 @@ def add_parser(verbs: Any) -> None:
             common.model(
                 "FAMILY_BACKBONE (e.g. fasterrcnn_resnet18, retinanet_resnet50) or a detector file to fine-tune"
             ),
-            common.input_side(),
+            common.input_side("with FAMILY_BACKBONE: longest image side fed to the detector (256 when not given)"),
             common.seed(),
             common.force(),
         ],
@@ -83,16 +83,18 @@ def add_parser(verbs: Any) -> None:
     tr.add_argument("--lr", type=float, default=0.02, help="peak learning rate after warm-up; cosine decay follows")
     tr.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     tr.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
-    tr.add_argument("--fpn-channels", type=int, default=256, help="FPN width (torchvision: 256)")
-    tr.add_argument("--representation-size", type=int, default=1024, help="R-CNN box-head width (torchvision: 1024)")
+    tr.add_argument("--fpn-channels", type=int, help="with FAMILY_BACKBONE: FPN width (256 when not given)")
+    tr.add_argument(
+        "--representation-size", type=int, help="with FAMILY_BACKBONE: R-CNN box-head width (1024 when not given)"
+    )
     tr.add_argument(
         "--anchor-sizes",
-        default="auto",
-        help="base anchor size per level: auto (halved below 512 px), torchvision, or e.g. 16,32,64,128,256",
+        help="with FAMILY_BACKBONE: base anchor size per level: auto (halved below 512 px; when not given), "
+        "torchvision, or e.g. 16,32,64,128,256",
     )
     tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
     tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    tr.set_defaults(func=run)
+    tr.set_defaults(func=run, input_size=None)  # None: not given (a detector file keeps its own shape)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.steps < 1:  # 0 would save the untrained detector as if trained
         raise JdnasError(f"--steps must be at least 1 (the optimisation steps to train), got {args.steps}")
+    common.check_outputs(out=args.out)  # a folder or an unwritable place: refused before training
     out = Path(args.out)
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
@@ -115,19 +118,27 @@ def run(args: argparse.Namespace) -> int:
     model = load_detector(args.model) if Path(args.model).is_file() else None
     family, backbone = (spec_of(model).family, "") if model is not None else common.parse_model_name(args.model)
     data = load_split(args.data, args.split, with_masks="masks" in get_family(family).target_fields)
+    shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
+    shape.update({"--representation-size": args.representation_size, "--anchor-sizes": args.anchor_sizes})
     if model is not None:
+        given = [flag for flag, value in shape.items() if value is not None]
+        if given:  # they were dropped without a word: the file's detector keeps its own shape
+            raise JdnasError(
+                f"{', '.join(given)} shape a detector built from FAMILY_BACKBONE; {args.model} keeps its own"
+            )
         data.check_compatible(spec_of(model))
     else:
         common.check_trainable(family)
+        side = 256 if args.input_size is None else args.input_size
         spec = DetectorSpec(
             family=family,
             backbone=backbone,
             num_classes=data.num_classes,
-            min_size=args.input_size,
-            max_size=args.input_size,
-            fpn_channels=args.fpn_channels,
-            representation_size=args.representation_size,
-            anchor_sizes=common.anchor_sizes(args.anchor_sizes, family, args.input_size),
+            min_size=side,
+            max_size=side,
+            fpn_channels=256 if args.fpn_channels is None else args.fpn_channels,
+            representation_size=1024 if args.representation_size is None else args.representation_size,
+            anchor_sizes=common.anchor_sizes(args.anchor_sizes or "auto", family, side),
             category_ids=data.category_ids,
             class_names=data.class_names,
         )
@@ -152,7 +163,8 @@ def run(args: argparse.Namespace) -> int:
         result = train_to_file(
             model, data, out, config=config, metadata={"data": str(args.data)}, progress=not args.quiet
         )
-    how = f"resumed at step {result.resumed_from}" if result.resumed_from else "from scratch"
+    start = f"from {args.model}'s weights" if Path(args.model).is_file() else "from scratch"
+    how = f"resumed at step {result.resumed_from}" if result.resumed_from else start
     print(
         f"trained {config.steps} steps ({how}) in {result.wall_s:.0f} s, final loss {result.final_loss:.3f}; "
         f"saved {out}"
