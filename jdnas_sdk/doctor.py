@@ -15,10 +15,11 @@ import onnxruntime as ort
 import torch
 
 from .errors import LatencyTableError
-from .latency.backends import backend_for
+from .latency.backends import backend_for, local_fingerprint
 from .latency.backends.tensorrt_native import profiler_status
 from .latency.backends.trt_compat import TARGET_REQUIREMENTS, target_support, trt_version
 from .latency.gpu import GpuInfo, gpu_info, tensorrt_cuda_variant
+from .latency.local import local_table_path
 from .latency.table import LatencyTable, tables_dirs
 from .machine import cpu_model
 
@@ -99,6 +100,17 @@ def _target_status(table: LatencyTable, gpu: GpuInfo | None, tensorrt: str | Non
             device,
             True,
             "measured on this machine's device and software: misses are measured here",
+        )
+    here = local_fingerprint(table.fingerprint)
+    if backend_for(here) is not None:  # by name it resolves to this machine's own table (resolve_local)
+        cached = local_table_path(table.target, here)
+        return TargetStatus(
+            table.target,
+            table.source,
+            device,
+            True,
+            f"shipped table measured on [{table.fingerprint.describe()}]; by name, this machine's own table "
+            f"answers ({cached}), its ops measured here on demand",
         )
     return TargetStatus(
         table.target,

@@ -51,3 +51,15 @@ def test_jdnas_doctor_prints_one_screen(capsys: pytest.CaptureFixture[str]) -> N
     assert main(["doctor", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert {t["target"] for t in data["targets"]} >= {"v100-trt", "t4-trt", "a100-trt", "cpu-ort"}
+
+
+def test_a_cpu_table_measured_on_another_cpu_is_measured_here_by_name() -> None:
+    """``cpu-ort`` shipped from another CPU resolves, by name, to this machine's own table (as
+    ``jdnas latency`` uses it): doctor says so instead of "misses are interpolated"."""
+    from dataclasses import replace
+
+    table = LatencyTable.load(table_path("cpu-ort"))
+    table.fingerprint = replace(table.fingerprint, device="Some Other CPU 9000")
+    status = _target_status(table, None, None)
+    assert status.measurable and "this machine's own table answers" in status.how
+    assert "Some Other CPU 9000" in status.how
