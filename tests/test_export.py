@@ -49,6 +49,18 @@ def test_onnx_holds_the_whole_detector_and_matches_pytorch(family: str, tmp_path
     assert diff["matched"] > (0.95 if family in ("fasterrcnn", "maskrcnn") else 0.3), result.summary()
 
 
+def test_a_detector_that_keeps_no_box_is_compared_at_full_load_not_passed_on_0_against_0(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build(tiny_spec("fasterrcnn", score_thresh=1.0), ARCH)  # keeps nothing on the probe image
+    result = export(model, tmp_path / "d.onnx")
+    assert result.max_abs_diff["full_load"] == 1.0 and result.detections[0] == result.detections[1] > 0
+    assert result.max_abs_diff["boxes"] < 1e-2 and "at full detection load" in result.summary()
+    assert onnx.load(tmp_path / "d.onnx")  # the file written is the detector's own graph, its threshold kept
+    session = OrtBackend().session((tmp_path / "d.onnx").read_bytes())
+    boxes = session.run(["boxes"], {"image": torch.rand(3, 96, 96).numpy()})[0]
+    assert boxes.shape[0] == 0
+
+
 def test_an_engine_without_tensorrt_is_refused_after_the_onnx_is_written(tmp_path: Path) -> None:
     if tensorrt_available() is None:
         pytest.skip("TensorRT is installed here")
