@@ -27,7 +27,7 @@ from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, thaw
 from .errors import ArchError, SearchError
-from .finish import final_is_control, finish_student, run_controls, write_outputs, write_result
+from .finish import final_is_control, finish_student, measured_ms, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
 from .preflight import parse_budget, smallest_arch, validate_request
@@ -264,9 +264,9 @@ def compress(
     metrics["base"].update(score(model, select_data, test_data, select_ap=archive.candidates[0].ap))
     same = control and final_is_control(run, best, metrics["student"], steps)
     run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control, same_as_final=same)
-    if measure and estimator.backend is not None:
-        metrics["base"]["measured_ms"] = estimator.backend.measure_detector(model, size).median_ms
-        metrics["student"]["measured_ms"] = estimator.backend.measure_detector(student, size).median_ms
+    if measure and estimator.backend is not None:  # recorded: a finished run called again reports the same
+        metrics["base"]["measured_ms"] = measured_ms(work, "base", model, estimator.backend, size)
+        metrics["student"]["measured_ms"] = measured_ms(work, "student", student, estimator.backend, size)
     history = [c.to_json() for c in archive.candidates]
     if confirmed is not None:  # the guess's caches may predate what the search measured
         estimator = confirmed.measuring

@@ -10,6 +10,7 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -22,14 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_path, atomic_write_json
+from ._io import atomic_path, atomic_write_json, read_json
 from .arch import Arch
 from .data import CocoDetection
 from .detectors import load_detector, read_detector_file, save_detector
 from .distill import finetune
 from .evaluate import evaluate
 from .latency import Estimator
-from .latency.local import describe_table
+from .latency.local import describe_table, fingerprint_hash
 from .prepare import CompressRun
 from .protocol import Recipe, claim, hints, score, train_control
 from .report import write_report
@@ -48,6 +49,7 @@ __all__ = [
     "run_controls",
     "write_result",
     "write_outputs",
+    "measured_ms",
 ]
 
 log = logging.getLogger(__name__)
@@ -339,3 +341,41 @@ def write_outputs(work: Path, student: nn.Module, base_arch: Arch, table: Any) -
     student_file = work / "student.pt"
     save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
     return student_file, write_report(work)
+
+
+def measured_ms(work: Path, name: str, model: nn.Module, backend: Any, size: tuple[int, int]) -> float:
+    """``model``'s measured latency (median ms, full detection load), recorded in ``work/measured.json``
+    under ``name`` with what it was measured on: a finished run called again returns what it
+    reported instead of measuring anew (machine noise moved a claim's ratio from 0.29x to 0.32x).
+    Measured again when the weights, the image size or the device differ."""
+    path = work / "measured.json"
+    key = {
+        "weights": _weights_digest(model),
+        "input_size": list(size),
+        "device": fingerprint_hash(backend.fingerprint()),
+    }
+    try:
+        recorded = read_json(path)
+    except (OSError, ValueError):  # absent or damaged: measured again, the file rewritten
+        recorded = {}
+    row = recorded.get(name) if isinstance(recorded, dict) else None
+    if isinstance(row, dict) and {k: row.get(k) for k in key} == key and _positive(row.get("median_ms")):
+        log.info("%s: measured %.2f ms before, on this device (%s); not measured again", name, row["median_ms"], path)
+        return float(row["median_ms"])
+    median = float(backend.measure_detector(model, size).median_ms)
+    recorded = recorded if isinstance(recorded, dict) else {}
+    atomic_write_json(path, {**recorded, name: {**key, "median_ms": median}})
+    return median
+
+
+def _weights_digest(model: nn.Module) -> str:
+    """16 hex digits of the sha256 of ``model``'s named tensors (names, shapes and values)."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _positive(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")

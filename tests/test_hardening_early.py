@@ -265,3 +265,21 @@ def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
     assert not out.exists()
     assert main([*args, "--batch-size", "1", "-q"]) == 0
     assert f"from {base}'s weights" in capsys.readouterr().out  # was "from scratch"
+
+
+def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(tmp_path: Path) -> None:
+    from jdnas_sdk.finish import measured_ms
+    from jdnas_sdk.latency.backends import OrtBackend, Timing
+
+    backend = OrtBackend(flush_mib=1, timing=Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0))
+    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()
+    first = measured_ms(tmp_path, "student", model, backend, (96, 96))
+    written = (tmp_path / "measured.json").read_bytes()
+    assert measured_ms(tmp_path, "student", model, backend, (96, 96)) == first  # called again: the same number
+    assert (tmp_path / "measured.json").read_bytes() == written
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # other weights: measured anew, the record replaced
+    measured_ms(tmp_path, "student", model, backend, (96, 96))
+    assert (tmp_path / "measured.json").read_bytes() != written
+    (tmp_path / "measured.json").write_text("{not json")  # a damaged record is measured again, not read
+    assert measured_ms(tmp_path, "base", model, backend, (96, 96)) > 0
