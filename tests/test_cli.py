@@ -63,6 +63,8 @@ def test_every_subcommand_help_renders(capsys: pytest.CaptureFixture[str]) -> No
         name, sub = stack.pop()
         text = sub.format_help()  # raises on a help string % cannot format
         assert "usage:" in text, name
+        flat = " ".join(text.split())  # a default shown only where there is one ("(default: None)" was noise)
+        assert "(default: None)" not in flat and "(default: False)" not in flat, name
         for action in sub._actions:
             if isinstance(action, argparse._SubParsersAction):
                 stack += [(f"{name} {k}", v) for k, v in action.choices.items()]

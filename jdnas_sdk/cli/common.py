@@ -40,8 +40,18 @@ __all__ = [
     "wait",
 ]
 
+class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
+    """Each option's default after its help, where it has one to show: not ``(default: None)`` after
+    a help that already says what happens without it, nor ``(default: False)`` after a switch."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 #: the help formatter of every verb: defaults shown after each option's help
-FMT = argparse.ArgumentDefaultsHelpFormatter
+FMT = _DefaultsShown
 
 
 def _parent() -> argparse.ArgumentParser:
