@@ -17,8 +17,8 @@ from .errors import ArgumentError
 
 __all__ = ["as_arch", "as_input_size", "as_path", "as_spec"]
 
-#: the smallest image side a detector is fed (a ResNet-FPN's coarsest level is 1/32 of it)
-MIN_INPUT_SIDE = 32
+#: the smallest image side a detector is fed (``DetectorSpec``'s smallest ``min_size``)
+MIN_INPUT_SIDE = 16
 
 
 def _got(value: Any) -> str:
@@ -47,12 +47,13 @@ def as_arch(value: Any, name: str = "arch") -> Arch:
 
 
 def as_input_size(value: Any, name: str = "input_size") -> tuple[int, int] | None:
-    """``None``, an int side (a square) or a (height, width) pair of ints, each side within
+    """``None``, an int side (a square) or a (height, width) pair of ints (a tuple, list, array or
+    ``torch.Size``), each side within
     ``MIN_INPUT_SIDE..MAX_INPUT_SIDE``; returned as a pair (``None`` stays ``None``)."""
     if value is None:
         return None
     sides = (value, value) if isinstance(value, numbers.Integral) else value
-    ok = isinstance(sides, (tuple, list)) and len(sides) == 2
+    ok = not isinstance(sides, (str, bytes)) and hasattr(sides, "__len__") and len(sides) == 2  # a pair, an array
     ok = ok and all(isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in sides)
     if not ok or not all(MIN_INPUT_SIDE <= s <= MAX_INPUT_SIDE for s in sides):
         raise ArgumentError(
@@ -65,5 +66,5 @@ def as_input_size(value: Any, name: str = "input_size") -> tuple[int, int] | Non
 def as_path(value: Any, name: str) -> Path:
     """A file or folder path: a non-empty ``str`` or ``os.PathLike``."""
     if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
-        raise ArgumentError(f"{name} must be a file or folder path (str or pathlib.Path), got {_got(value)}")
+        raise ArgumentError(f"{name} must be a non-empty file or folder path (str or pathlib.Path), got {_got(value)}")
     return Path(value)

@@ -281,15 +281,20 @@ def check_writable(folder: str | os.PathLike[str], *, need_bytes: int = 0, what:
 
 def check_output_file(path: str | os.PathLike[str], *, what: str = "output") -> Path:
     """Check, before any work, that ``path`` can be written as a file: a path is given, it is not a
-    folder, and its folder (created if missing) takes a file; otherwise one :class:`StorageError`
-    line. The write itself stays atomic (:func:`atomic_path`); this only moves its errors ahead of
-    the work that would be lost."""
+    folder, and its nearest existing folder takes a file (missing folders are made by the write, not
+    here); otherwise one :class:`StorageError` line. The write itself stays atomic
+    (:func:`atomic_path`); this only moves its errors ahead of the work that would be lost."""
     if not os.fspath(path).strip():
         raise StorageError(f"{what}: the file path is empty; give a file path")
     target = Path(path)
     if target.is_dir():
         raise StorageError(f"cannot write {what} {target}: it is a folder; give a file path (e.g. {target / 'NAME'})")
-    check_writable(target.parent, what=what)
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:  # nothing created: a refusal a moment later leaves none
+        folder = folder.parent
+    if not folder.is_dir():
+        raise StorageError(f"cannot write {what} {target}: {folder} on its path is a file; give a path in a folder")
+    check_writable(folder, what=what)
     return target
 
 

@@ -236,9 +236,11 @@ def holds_workdir(func: _F) -> _F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ._args import as_path  # here: _args reads arch, which this low module must not import at load
+
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
-        with workdir_run(bound.arguments["workdir"], wait=bound.arguments.get("wait", False)):
+        with workdir_run(as_path(bound.arguments["workdir"], "workdir"), wait=bound.arguments.get("wait", False)):
             return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]

@@ -21,12 +21,14 @@ from typing import Any
 
 from torch import nn
 
+from ._args import as_input_size, as_path
 from ._lock import holds_workdir
 from .arch import Arch, DetectorSpec
 from .cost import detector_cost
 from .data import CocoDetection
 from .detectors import describe, thaw
 from .errors import ArchError, SearchError
+from .families import get_family
 from .finish import final_is_control, finish_student, measured_ms, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
@@ -35,7 +37,7 @@ from .prepare import (
     CompressRun,
     before_work,
     check_data,
-    check_pool,
+    given_pool,
     given_teacher,
     make_runner,
     new_run,
@@ -135,7 +137,8 @@ def _metrics_of(
 
 def _metrics(candidate: Any, arch: Arch, spec: Any, size: tuple[int, int]) -> dict[str, Any]:
     """A row of the result: AP, latency, and the cost at the map the backbone sees, the ``size``
-    image after the detector's own resize (a student with a smaller ``min_size`` sees less)."""
+    image after the detector's own resize, padded to a multiple of 32 (a student with a smaller
+    ``min_size`` sees less; a base off the multiple, e.g. 112 px, is counted at 128)."""
     cost = detector_cost(spec, arch, input_size=detector_input(spec, size)[2:])
     return {
         "ap": candidate.ap,
@@ -215,6 +218,7 @@ def compress(
     """
     began, recipe = time.monotonic(), recipe or Recipe()
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
+    input_size, workdir = as_input_size(input_size), as_path(workdir, "workdir")
     request = validate_request(  # the options, before any data is read
         latency=latency,
         ms=ms,
@@ -226,17 +230,15 @@ def compress(
         pool_steps=pool_steps,
         seed=seed,
     )
-    train_data, select_data, test_data = protocol_splits(data, train_data, select_data, test_data, val_data)
-    space = _space(space, heads, base_arch, spec)
-    check_data(spec, train_data, select_data, test_data)
+    space, config = _space(space, heads, base_arch, spec), search_config(budget, finetune_steps, seed, parallel, recipe)
     given = given_teacher(teacher, spec, pool=pool)  # the user's own teacher file, loaded and checked before any work
-    if pool is not None:  # a pool file, read now: a missing or foreign one is refused before any work
-        origin, pool = (pool, TeacherPool.load(pool)) if isinstance(pool, (str, Path)) else (None, pool)
-        check_pool(pool, spec, origin)
-    runner, config = (
-        make_runner(executor, parallel, progress),
-        search_config(budget, finetune_steps, seed, parallel, recipe),
+    pool = given_pool(pool, spec)  # a pool file, read now: a missing or foreign one is refused before any work
+    masks = "masks" in get_family(spec.family).target_fields  # a Mask R-CNN trains on them
+    train_data, select_data, test_data = protocol_splits(
+        data, train_data, select_data, test_data, val_data, with_masks=masks
     )
+    check_data(spec, train_data, select_data, test_data)
+    runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     estimator, confirmed = _search_estimator(table, spec, size)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, latency, ms)

@@ -31,6 +31,7 @@ from .detectors import describe, load_detector, spec_of, thaw
 from .distill.losses import SAME_AS_STUDENT
 from .errors import DataError, SearchError
 from .evaluate import evaluate
+from .families import get_family
 from .latency import Estimator, fixed_key, load_table
 from .latency.local import measure_missing_ops
 from .preflight import (
@@ -51,7 +52,7 @@ from .train import TrainConfig
 __all__ = [
     "CompressRun",
     "check_data",
-    "check_pool",
+    "given_pool",
     "make_runner",
     "search_config",
     "pick_teachers",
@@ -101,6 +102,11 @@ def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> 
         if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
             split.check_compatible(spec)
             check_images(split, name=f"the {name} set")
+    if "masks" in get_family(spec.family).target_fields and getattr(train_data, "with_masks", True) is False:
+        raise DataError(
+            f"a {spec.family} trains on masks, but the training set was loaded without them: load it with "
+            "load_protocol_splits(root, with_masks=True), or pass data=FOLDER"
+        )
 
 
 def make_runner(executor: str | Executor, parallel: int, progress: bool) -> Executor:
@@ -157,16 +163,21 @@ def given_teacher(teacher: str | os.PathLike[str], spec: Any, *, pool: Any = Non
     return model.eval()
 
 
-def check_pool(pool: Any, spec: Any, origin: str | os.PathLike[str] | None = None) -> None:
-    """Refuse, before any work, a teacher pool grown from another kind of detector than the model
-    (another family, classes, FPN levels or anchors): its teachers could not teach the students,
-    and the search would fail only when it first picks one."""
+def given_pool(pool: Any, spec: Any) -> TeacherPool | None:
+    """The user's teacher pool (a :class:`TeacherPool` or its file, loaded), ``None`` for none.
+    Refused before any work when grown from another kind of detector than the model (another
+    family, classes, FPN levels or anchors): its teachers could not teach the students, and the
+    search would fail only when it first picks one."""
+    if pool is None:
+        return None
+    origin, pool = (pool, TeacherPool.load(pool)) if isinstance(pool, (str, os.PathLike)) else ("(given)", pool)
     differ = _differences(pool.spec, spec)
     if differ:
         raise SearchError(
-            f"teacher pool {origin or '(given)'} does not match the model ({differ}): grow a pool from this "
+            f"teacher pool {origin} does not match the model ({differ}): grow a pool from this "
             "model (`jdnas teachers train --base MODEL ...`), or leave pool out to train one here"
         )
+    return pool
 
 
 def _differences(theirs: Any, spec: Any) -> str:

@@ -151,7 +151,13 @@ class Recipe:
 
 
 def protocol_splits(
-    data: str | Path | None, train_data: Any, select_data: Any, test_data: Any, val_data: Any
+    data: str | Path | None,
+    train_data: Any,
+    select_data: Any,
+    test_data: Any,
+    val_data: Any,
+    *,
+    with_masks: bool = False,
 ) -> tuple[Any, Any, Any]:
     """``(train, select, test)`` from a dataset folder or the datasets given (see :func:`~jdnas_sdk.compress.compress`);
     a DataError naming what is missing, or splits that share an image, before any work."""
@@ -162,7 +168,7 @@ def protocol_splits(
                 "give data=FOLDER (its train, select and test splits are used) or datasets in memory "
                 "(train_data=, select_data=, test_data=), not both"
             )
-        return load_protocol_splits(as_path(data, "data"))
+        return load_protocol_splits(as_path(data, "data"), with_masks=with_masks)
     if val_data is not None:
         if select_data is not None:
             raise DataError("val_data= is the old name of select_data=; give one of them")

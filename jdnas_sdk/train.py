@@ -157,12 +157,12 @@ def check_targets(model: nn.Module, data: Any) -> None:
     if heads.has_mask() and getattr(data, "with_masks", True) is False:
         raise TrainingError(
             "this Mask R-CNN trains on masks, but the dataset was loaded without them: load it with "
-            "load_split(root, split, with_masks=True)"
+            "load_split(root, split, with_masks=True) or load_protocol_splits(root, with_masks=True)"
         )
     if heads.has_keypoint() and getattr(data, "with_masks", None) is not None:  # this SDK's COCO loader
         raise TrainingError(
-            "this Keypoint R-CNN trains on keypoints, which the SDK's COCO loader does not read: train it "
-            "elsewhere, then compress or export the trained file"
+            "this Keypoint R-CNN trains on keypoints, which the SDK's COCO loader does not read: training, "
+            "compress and teacher pools need them; train it elsewhere (jdnas eval, latency and export take it)"
         )
 
 

@@ -63,3 +63,7 @@ def test_a_cpu_table_measured_on_another_cpu_is_measured_here_by_name() -> None:
     status = _target_status(table, None, None)
     assert status.measurable and "this machine's own table answers" in status.how
     assert "Some Other CPU 9000" in status.how
+    from jdnas_sdk.latency.backends import local_fingerprint
+    from jdnas_sdk.latency.local import local_table_path
+
+    assert str(local_table_path("cpu-ort", local_fingerprint(table.fingerprint))) in status.how  # resolve_local's

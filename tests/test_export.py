@@ -59,6 +59,9 @@ def test_a_detector_that_keeps_no_box_is_compared_at_full_load_not_passed_on_0_a
     session = OrtBackend().session((tmp_path / "d.onnx").read_bytes())
     boxes = session.run(["boxes"], {"image": torch.rand(3, 96, 96).numpy()})[0]
     assert boxes.shape[0] == 0
+    split = export(model, tmp_path / "s.onnx", split=True).split  # the graphs TensorRT gets: the same rule
+    assert split is not None and split.max_abs_diff["full_load"] == 1.0 and min(split.detections) > 0
+    assert split.max_abs_diff["boxes"] < 1e-2
 
 
 def test_an_engine_without_tensorrt_is_refused_after_the_onnx_is_written(tmp_path: Path) -> None:

@@ -89,15 +89,16 @@ def test_measuring_another_device_is_refused_before_estimating_or_exporting(
         (["--heads", "fpn=inf"], "--heads fpn"),
         (["--min-runs", "0", "--min-time", "0"], "min runs"),
         (["--min-time", "nan"], "min time"),
-        (["--threads", "-2"], "threads"),
+        (["--threads", "-2"], "--threads -2"),
+        (["--fixed-students", "-1"], "--fixed-students -1"),
+        (["--cpus-per-worker", "nan"], "--cpus-per-worker"),
     ],
 )
 def test_profile_numbers_are_checked_first_even_in_a_dry_run(
     extra: list[str], problem: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["profile", "--target", "x", "--family", "retinanet", "--backbone", "resnet18", "--input-size", "96"]
-    dry = [] if "--threads" in extra else ["--dry-run"]  # the backend (threads) is made after the dry run's count
-    _refused(capsys, [*base, *extra, *dry], problem)
+    _refused(capsys, [*base, *extra, "--dry-run"], problem)
 
 
 def test_profile_refuses_a_backend_that_cannot_run_here(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -242,14 +243,22 @@ def test_profile_writes_by_default_where_a_later_target_name_reads(
     from jdnas_sdk.cli.profile import _default_out
     from jdnas_sdk.latency import load_table
     from jdnas_sdk.latency.backends import OrtBackend
-    from jdnas_sdk.latency.table import tables_dirs
+    from jdnas_sdk.latency.places import TABLES_ENV, user_tables_dir
+    from jdnas_sdk.latency.profile import open_table
 
     monkeypatch.setenv("JDNAS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(TABLES_ENV, raising=False)
     monkeypatch.chdir(tmp_path)
     backend = OrtBackend(threads=1)
     assert _default_out("cpu-ort", backend) == load_table("cpu-ort").path  # the file the name reads and saves
-    assert _default_out("a-new-target", backend) == tables_dirs()[0] / "a-new-target.json"
     assert _default_out("v100-trt", backend) == load_table("v100-trt").path  # modelled: open_table explains
+    new = _default_out("a-new-target", backend)
+    assert new == user_tables_dir() / "a-new-target.json" and tmp_path in new.parents  # the cache, not the package
+    open_table(new, "a-new-target", backend).save()  # a killed first run left its table there ...
+    assert _default_out("a-new-target", backend) == new  # ... and the same command goes on in it
+    assert load_table("a-new-target").target == "a-new-target"  # found by name from any folder
+    assert _default_out("own.json", backend) == Path("own.json")  # a path target: exactly there
+    assert not (tmp_path / "latency_tables").exists()
 
 
 def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
@@ -259,8 +268,12 @@ def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
     save_detector(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), base)
     out = tmp_path / "tuned.pt"
     args = ["train", "--model", str(base), "--data", str(synth_root), "--out", str(out), "--steps", "1"]
+    gone = ["--data", str(tmp_path / "no-such-data")]  # the last --data wins: read only after the check
     _refused(
-        capsys, [*args, "--input-size", "128", "--fpn-channels", "32"], "--input-size, --fpn-channels", "keeps its own"
+        capsys,
+        [*args, *gone, "--input-size", "128", "--fpn-channels", "32"],
+        "--input-size, --fpn-channels",
+        "keeps its own",
     )
     assert not out.exists()
     assert main([*args, "--batch-size", "1", "-q"]) == 0
@@ -283,3 +296,49 @@ def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(tmp_path:
     assert (tmp_path / "measured.json").read_bytes() != written
     (tmp_path / "measured.json").write_text("{not json")  # a damaged record is measured again, not read
     assert measured_ms(tmp_path, "base", model, backend, (96, 96)) > 0
+
+
+def test_compress_of_a_mask_rcnn_reads_masks_and_refuses_data_without_them(synth_root: Path, tmp_path: Path) -> None:
+    """compress(data=FOLDER) loaded the splits without masks: a Mask R-CNN's first candidate failed inside
+    torchvision. Now the folder is read with masks; datasets in memory without them are refused at once."""
+    from jdnas_sdk.data import load_protocol_splits
+    from jdnas_sdk.protocol import protocol_splits
+
+    train, select, test = protocol_splits(synth_root, None, None, None, None, with_masks=True)
+    assert train.with_masks and select.with_masks and test.with_masks
+    model = build_detector(tiny_spec("maskrcnn"), standard_arch("resnet18"))
+    plain = load_protocol_splits(synth_root)  # without masks
+    with pytest.raises(JdnasError, match="with_masks=True"):
+        jdnas_sdk.compress(
+            model, train_data=plain[0], select_data=plain[1], test_data=plain[2], workdir=tmp_path / "w", budget=1
+        )
+    assert not (tmp_path / "w").exists()
+
+
+def test_teachers_train_checks_its_numbers_and_shape_flags_before_reading_data(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-such-data")  # read after the checks: its error would show if checked first
+    base = ["teachers", "train", "--data", missing, "--out", str(tmp_path / "pool.pt")]
+    _refused(capsys, [*base, "--base", str(model_file), "--steps", "0"], "--steps")
+    _refused(capsys, [*base, "--base", str(model_file), "--inplace-kd", "nan"], "inplace_kd")
+    _refused(capsys, [*base, "--base", str(model_file), "--widths", "1,,2"], "--widths")
+    _refused(capsys, [*base, "--base", str(model_file), "--input-size", "128"], "--input-size", "keeps its own")
+    assert not (tmp_path / "pool.pt").exists()
+
+
+def test_good_input_sizes_of_every_kind_are_taken(tmp_path: Path) -> None:
+    import numpy as np
+
+    spec, arch = tiny_spec(), standard_arch("resnet18")
+    want = jdnas_sdk.detector_cost(spec, arch, input_size=(96, 128)).total_macs
+    for size in ((96, 128), [96, 128], np.array([96, 128]), torch.Size([96, 128]), (np.int64(96), 128)):
+        assert jdnas_sdk.detector_cost(spec, arch, input_size=size).total_macs == want  # type: ignore[arg-type]
+    assert jdnas_sdk.detector_cost(spec, arch, input_size=24).total_macs > 0  # as small as a spec may be
+    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18"))
+    with pytest.raises(ArgumentError, match="input_size"):
+        jdnas_sdk.compress(model, data=tmp_path / "none", input_size=0)
+    with pytest.raises(ArgumentError, match="workdir"):
+        jdnas_sdk.compress(model, data=tmp_path / "none", workdir=5)  # type: ignore[arg-type]
+    with pytest.raises(ArgumentError, match="arch must be"):
+        jdnas_sdk.available_actions(5)  # type: ignore[arg-type]

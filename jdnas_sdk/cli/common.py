@@ -40,6 +40,7 @@ __all__ = [
     "wait",
 ]
 
+
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's default after its help, where it has one to show: not ``(default: None)`` after
     a help that already says what happens without it, nor ``(default: False)`` after a switch."""

@@ -206,12 +206,14 @@ def _executor(args: argparse.Namespace) -> Any:
 def run(args: argparse.Namespace) -> int:
     from ..compress import Recipe, compress
     from ..data import load_protocol_splits
-    from ..detectors import load_detector
+    from ..detectors import load_detector, spec_of
+    from ..families import get_family
 
     grid = common.head_grid(args.heads) | ({"size": tuple(args.sizes)} if args.sizes else {})
     executor = _executor(args)
     model = load_detector(args.model)
-    train_set, select_set, test_set = load_protocol_splits(args.data)
+    masks = "masks" in get_family(spec_of(model).family).target_fields  # a Mask R-CNN trains on them
+    train_set, select_set, test_set = load_protocol_splits(args.data, with_masks=masks)
     if args.select_images:
         select_set = select_set.head(args.select_images)
     budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -174,20 +175,47 @@ def _fixed_models(args: argparse.Namespace, model: Any, spec: Any, base: Any, sp
     return students, variant_models
 
 
+def _check_counts(args: argparse.Namespace) -> None:
+    """The profile's counts and Ray shares, before any work (a dry run included): ``-1`` students
+    were taken as a slice end (one fewer, silently), ``--threads -2`` passed a dry run."""
+    import math
+
+    least = [
+        ("--fixed-students", args.fixed_students, 0),
+        ("--variant-students", args.variant_students, 0),
+        ("--reference-ops", args.reference_ops, 0),
+        ("--threads", args.threads, 1),
+        ("--workers", 1 if args.workers is None else args.workers, 1),
+    ]
+    bad = [f"{flag} {value} (at least {floor})" for flag, value, floor in least if value < floor]
+    if not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
+        bad.append(f"--cpus-per-worker {args.cpus_per_worker} (more than 0)")
+    if not (math.isfinite(args.gpus_per_worker) and args.gpus_per_worker >= 0):
+        bad.append(f"--gpus-per-worker {args.gpus_per_worker} (0 or more)")
+    if bad:
+        raise JdnasError(f"out of range: {'; '.join(bad)}")
+
+
 def _default_out(target: str, backend: Any) -> Path:
-    """The table a later ``--target TARGET`` reads on this machine, so that what is profiled is used:
-    for a shipped measured target whose backend runs here (``cpu-ort``), this machine's cached table
-    (the shipped file is only read; see :func:`~jdnas_sdk.latency.local.resolve_local`); for a
-    new name, ``TARGET.json`` where names are looked up first; otherwise the file the name finds."""
+    """The table a later ``--target TARGET`` reads on this machine, so that what is profiled is used
+    and a killed run's rerun finds its table: a path target is written where it names; a new name
+    goes to ``TARGET.json`` in the first folder names are looked up in (``$JDNAS_LATENCY_TABLES``,
+    else this user's tables); a name of the user's own table is that file; a *shipped* measured
+    table whose backend runs here (``cpu-ort``) is only read, so this machine's cached table of it
+    (:func:`~jdnas_sdk.latency.local.resolve_local`)."""
     from ..errors import LatencyTableError
     from ..latency.backends import backend_for, local_fingerprint
     from ..latency.local import local_table_path
-    from ..latency.table import LatencyTable, table_path, tables_dirs
+    from ..latency.table import SHIPPED_TABLES, LatencyTable, table_path, tables_dirs
 
+    if target.endswith(".json") or os.sep in target:
+        return Path(target)
     try:
         found = table_path(target)
     except LatencyTableError:  # a new target: where the name will be found
         return tables_dirs()[0] / f"{target}.json"
+    if found.parent.resolve() != SHIPPED_TABLES:
+        return found  # the user's own table: profiling goes on in it
     shipped = LatencyTable.load(found)
     read = local_fingerprint(shipped.fingerprint)  # what a later --target TARGET reads here
     if shipped.modelled or backend_for(read) is None:
@@ -218,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         raise JdnasError("--refit-data refits the students of --model's fixed entries: give --model too")
     sizes = [common.parse_input_size(t) for t in args.input_size]
     timing = Timing(min_runs=args.min_runs, max_runs=max(200, args.min_runs), min_time_s=args.min_time)  # checked now
+    _check_counts(args)
     common.check_outputs(out=args.out)
     model, spec, base = _detector(args, sizes)
     ratios = common.ratios(args.width_ratios, "--width-ratios") if args.width_ratios else None
@@ -233,6 +262,7 @@ def run(args: argparse.Namespace) -> int:
         args.backend, threads=args.threads, device=args.device, precision=args.precision, timing=timing, native=native
     )
     out = Path(args.out) if args.out else _default_out(args.target, backend)
+    common.check_outputs(out=str(out))  # the default too: writable before the first op is timed
     table = open_table(out, args.target, backend)
     print(
         f"profiling {args.target} on [{backend.fingerprint().describe()}] into {out} ({len(table)} entries "

@@ -26,7 +26,7 @@ def add_parser(verbs: Any) -> None:
         parents=[
             common.verbosity(top=False),
             common.data(),
-            common.input_side("with --family: image side"),
+            common.input_side("with --family: image side (256 when not given)"),
             common.seed(),
             common.force(),
         ],
@@ -43,9 +43,9 @@ def add_parser(verbs: Any) -> None:
     tt.add_argument("--depth-delta", type=int, default=1, help="teachers' blocks per stage: base depth +- this")
     tt.add_argument("--phases", default="0.2,0.3,0.5", help="step fractions: largest only, + depth, + width")
     tt.add_argument("--inplace-kd", type=float, default=1.0, help="weight of smaller teachers imitating the largest")
-    tt.add_argument("--fpn-channels", type=int, default=256, help="with --family: FPN width")
+    tt.add_argument("--fpn-channels", type=int, help="with --family: FPN width (256 when not given)")
     tt.add_argument("--checkpoint-every", type=int, default=20, help="steps between checkpoints")
-    tt.set_defaults(func=run_train)
+    tt.set_defaults(func=run_train, input_size=None)  # None: not given (a --base file keeps its own shape)
     tr = te_verbs.add_parser(
         "report",
         formatter_class=common.FMT,
@@ -70,27 +70,43 @@ def add_parser(verbs: Any) -> None:
     tr.set_defaults(func=run_report)
 
 
-def _base(args: argparse.Namespace, data: Any) -> Any:
-    """The detector the pool grows from: ``--base FILE`` or a fresh ``--family/--backbone``."""
+def _given_base(args: argparse.Namespace) -> Any:
+    """``--base FILE``'s detector (trainable), or ``None`` for ``--family/--backbone``."""
+    from ..detectors import load_detector, thaw
+
+    if not args.base:
+        return None
+    if args.family or args.backbone:
+        raise JdnasError("give either --base FILE or --family/--backbone, not both")
+    shape = [
+        flag
+        for flag, value in (("--input-size", args.input_size), ("--fpn-channels", args.fpn_channels))
+        if value is not None
+    ]
+    if shape:  # they were dropped without a word: the file's detector keeps its own shape
+        raise JdnasError(f"{', '.join(shape)} shape a pool built with --family; {args.base} keeps its own")
+    return thaw(load_detector(args.base))
+
+
+def _base(args: argparse.Namespace, data: Any, given: Any) -> Any:
+    """The detector the pool grows from: ``--base FILE`` (``given``) or a fresh ``--family/--backbone``."""
     from .._seed import seeded
     from ..arch import DetectorSpec
-    from ..detectors import build_detector, load_detector, spec_of, thaw
+    from ..detectors import build_detector, spec_of
 
-    if args.base:
-        if args.family or args.backbone:
-            raise JdnasError("give either --base FILE or --family/--backbone, not both")
-        base = thaw(load_detector(args.base))
-        data.check_compatible(spec_of(base))
-        return base
+    if given is not None:
+        data.check_compatible(spec_of(given))
+        return given
     if args.family and args.backbone:
+        side = 256 if args.input_size is None else args.input_size
         spec = DetectorSpec(
             family=args.family,
             backbone=args.backbone,
             num_classes=data.num_classes,
-            min_size=args.input_size,
-            max_size=args.input_size,
-            fpn_channels=args.fpn_channels,
-            anchor_sizes=common.anchor_sizes("auto", args.family, args.input_size),
+            min_size=side,
+            max_size=side,
+            fpn_channels=256 if args.fpn_channels is None else args.fpn_channels,
+            anchor_sizes=common.anchor_sizes("auto", args.family, side),
             category_ids=data.category_ids,
             class_names=data.class_names,
         )
@@ -102,6 +118,8 @@ def _base(args: argparse.Namespace, data: Any) -> Any:
 def run_train(args: argparse.Namespace) -> int:
     from .._lock import lock_output
     from ..data import load_split
+    from ..detectors import spec_of
+    from ..families import get_family
     from ..preflight import check_output_space
     from ..teachers import ShrinkConfig, TeacherPool, train_pool_to_file
     from ..train import TrainConfig, checkpoint_path
@@ -111,12 +129,10 @@ def run_train(args: argparse.Namespace) -> int:
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
-    data = load_split(args.data, args.split)
-    base = _base(args, data)
-    pool = TeacherPool.from_base(
-        base, widths=common.ratios(args.widths, "--widths"), depth_delta=args.depth_delta, seed=args.seed
-    )
-    config = ShrinkConfig(
+    if args.steps < 1:  # 0 would save the grown, untrained pool as if trained
+        raise JdnasError(f"--steps must be at least 1 (the optimisation steps to train), got {args.steps}")
+    widths = common.ratios(args.widths, "--widths")
+    config = ShrinkConfig(  # its numbers checked here, before the data is read and the pool grown
         train=TrainConfig(
             steps=args.steps,
             batch_size=args.batch_size,
@@ -130,6 +146,12 @@ def run_train(args: argparse.Namespace) -> int:
         phases=common.phases(args.phases),
         inplace_kd=args.inplace_kd,
     )
+    given = _given_base(args)
+    family = spec_of(given).family if given is not None else args.family
+    masks = family is not None and "masks" in get_family(family).target_fields  # a Mask R-CNN trains on them
+    data = load_split(args.data, args.split, with_masks=masks)
+    base = _base(args, data, given)
+    pool = TeacherPool.from_base(base, widths=widths, depth_delta=args.depth_delta, seed=args.seed)
     print(
         f"pool: base {pool.base_arch}; largest teacher {pool.max_arch}; "
         f"{sum(1 for _ in pool.configs())} teachers (depth +-{pool.depth_delta}, widths {pool.widths})"

@@ -83,6 +83,14 @@ def add_parser(verbs: Any) -> None:
     tr.add_argument("--lr", type=float, default=0.02, help="peak learning rate after warm-up; cosine decay follows")
     tr.add_argument("--weight-decay", type=float, default=1e-4, help="weight decay")
     tr.add_argument("--warmup", type=int, default=50, help="linear warm-up steps")
+    _shape_flags(tr)
+    tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
+    tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
+    tr.set_defaults(func=run, input_size=None)  # None: not given (a detector file keeps its own shape)
+
+
+def _shape_flags(tr: argparse.ArgumentParser) -> None:
+    """The shape of a detector built from FAMILY_BACKBONE (a detector file keeps its own: refused there)."""
     tr.add_argument("--fpn-channels", type=int, help="with FAMILY_BACKBONE: FPN width (256 when not given)")
     tr.add_argument(
         "--representation-size", type=int, help="with FAMILY_BACKBONE: R-CNN box-head width (1024 when not given)"
@@ -92,9 +100,6 @@ def add_parser(verbs: Any) -> None:
         help="with FAMILY_BACKBONE: base anchor size per level: auto (halved below 512 px; when not given), "
         "torchvision, or e.g. 16,32,64,128,256",
     )
-    tr.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints")
-    tr.add_argument("--workers", type=int, default=0, help="data-loading worker processes")
-    tr.set_defaults(func=run, input_size=None)  # None: not given (a detector file keeps its own shape)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -115,17 +120,15 @@ def run(args: argparse.Namespace) -> int:
     ckpt = checkpoint_path(out)
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
+    shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
+    shape.update({"--representation-size": args.representation_size, "--anchor-sizes": args.anchor_sizes})
+    given = [flag for flag, value in shape.items() if value is not None]
+    if given and Path(args.model).is_file():  # they were dropped without a word: the file keeps its own shape
+        raise JdnasError(f"{', '.join(given)} shape a detector built from FAMILY_BACKBONE; {args.model} keeps its own")
     model = load_detector(args.model) if Path(args.model).is_file() else None
     family, backbone = (spec_of(model).family, "") if model is not None else common.parse_model_name(args.model)
     data = load_split(args.data, args.split, with_masks="masks" in get_family(family).target_fields)
-    shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
-    shape.update({"--representation-size": args.representation_size, "--anchor-sizes": args.anchor_sizes})
     if model is not None:
-        given = [flag for flag, value in shape.items() if value is not None]
-        if given:  # they were dropped without a word: the file's detector keeps its own shape
-            raise JdnasError(
-                f"{', '.join(given)} shape a detector built from FAMILY_BACKBONE; {args.model} keeps its own"
-            )
         data.check_compatible(spec_of(model))
     else:
         common.check_trainable(family)

@@ -63,6 +63,8 @@ class ExportResult:
                 f"; for TensorRT, dense graphs {s.dense_path} and {s.box_head_path} (anchors, proposals, RoI align "
                 f"and NMS in torch), split vs PyTorch: {s.detections[0]} vs {s.detections[1]} detections, "
                 f"boxes {s.max_abs_diff.get('boxes', 0):.2e} px"
+                + (" (at full detection load)" if s.max_abs_diff.get("full_load") else "")
+                + (" (nothing detected: not compared)" if s.max_abs_diff and not max(s.detections) else "")
             )
         return (
             f"ONNX {self.onnx_path} ({self.input_size[0]}x{self.input_size[1]}); ONNX Runtime vs PyTorch: "

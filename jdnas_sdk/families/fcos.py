@@ -35,10 +35,10 @@ class FCOSFamily(OneStageFamily):
         stride = self.coarsest_stride(spec)
         if why is None and width <= self.fpn_multiple and spec.min_size <= stride:
             why = (
-                f"fcos towers of width {width} hold one channel per GroupNorm group, and at min_size "
-                f"{spec.min_size} <= {stride} (the stride of its coarsest level) that level is 1x1: one value per "
-                f"group, which cannot run one image; use head_width (or fpn_channels) >= {2 * self.fpn_multiple}, "
-                f"or min_size > {stride}"
+                f"fcos towers of width {width} hold one channel per GroupNorm group, and a square image at "
+                f"min_size {spec.min_size} <= {stride} (the stride of its coarsest level) makes that level 1x1: "
+                f"one value per group, which torch refuses, so such an image cannot run; use head_width (or "
+                f"fpn_channels) >= {2 * self.fpn_multiple}, or min_size > {stride}"
             )
         return why
 

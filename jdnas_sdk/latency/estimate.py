@@ -19,10 +19,10 @@ from typing import Any
 
 from torch import nn
 
-from .._args import as_input_size
+from .._args import as_input_size, as_spec
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
-from ..errors import LatencyTableError, UnsupportedModelError
+from ..errors import ArgumentError, LatencyTableError, UnsupportedModelError
 from ..lowering import walk
 from ..student import Heads, Student
 from .backends import Backend, backend_for
@@ -77,7 +77,10 @@ class Estimator:
     ) -> None:
         if on_miss not in MISS_POLICIES:
             raise LatencyTableError(f"on_miss must be one of {MISS_POLICIES}, got {on_miss!r}")
-        self.table, self.spec, self.input_size = table, spec, (int(input_size[0]), int(input_size[1]))
+        size = as_input_size(input_size)
+        if size is None:
+            raise ArgumentError("input_size is the image fed to the detector: give one, e.g. (256, 256)")
+        self.table, self.spec, self.input_size = table, as_spec(spec), size
         self.on_miss, self.save = on_miss, save
         self.device_model = DeviceModel.from_dict(table.model) if table.model else None
         self._backend = backend

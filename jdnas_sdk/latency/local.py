@@ -27,7 +27,7 @@ from ..arch import Arch, DetectorSpec
 from ..errors import LatencyTableError
 from .backends import Backend, backend_for, local_fingerprint
 from .lower import lower
-from .table import Fingerprint, LatencyTable, table_path
+from .table import CACHE_ENV, Fingerprint, LatencyTable, cache_root, table_path
 
 __all__ = [
     "CACHE_ENV",
@@ -42,18 +42,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Environment variable naming the user cache folder (default ``$XDG_CACHE_HOME/jdnas`` or ``~/.cache/jdnas``).
-CACHE_ENV = "JDNAS_CACHE"
-
 
 def cache_dir() -> Path:
-    """The folder of this machine's own latency tables."""
-    root = os.environ.get(CACHE_ENV)
-    if not root:
-        root = os.path.join(
-            os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "jdnas"
-        )
-    return Path(root) / "latency"
+    """The folder of this machine's own latency tables (one subfolder per device and software)."""
+    return cache_root() / "latency"
 
 
 def fingerprint_hash(fingerprint: Fingerprint) -> str:

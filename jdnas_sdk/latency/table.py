@@ -21,6 +21,15 @@ from .._io import atomic_write_json
 from .._lock import lock_table
 from ..errors import LatencyTableError
 from .ops import OpKey
+from .places import (  # re-exported: where tables are found lives in .places
+    CACHE_ENV,
+    SHIPPED_TABLES,
+    TABLES_ENV,
+    cache_root,
+    table_path,
+    tables_dirs,
+    user_tables_dir,
+)
 from .roofline import DeviceModel, finite_number
 
 __all__ = [
@@ -32,6 +41,11 @@ __all__ = [
     "LatencyTable",
     "DeviceMismatchWarning",
     "tables_dirs",
+    "user_tables_dir",
+    "cache_root",
+    "CACHE_ENV",
+    "SHIPPED_TABLES",
+    "TABLES_ENV",
     "table_path",
 ]
 
@@ -41,8 +55,6 @@ FORMAT_NAME = "jdnas-latency-table"
 SCHEMA_VERSION = 1
 SOURCES = ("measured", "modelled")
 ENTRY_SOURCES = ("measured", "modelled", "residual")
-#: Environment variable naming extra directories (``os.pathsep``-separated) searched for tables.
-TABLES_ENV = "JDNAS_LATENCY_TABLES"
 
 
 class DeviceMismatchWarning(UserWarning):
@@ -356,27 +368,3 @@ def _entry(raw: Any) -> Entry:
 
 def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def tables_dirs() -> list[Path]:
-    """Where targets are looked up: ``$JDNAS_LATENCY_TABLES`` entries, then the shipped tables."""
-    dirs = [Path(p) for p in os.environ.get(TABLES_ENV, "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "latency_tables")
-    return dirs
-
-
-def table_path(target: str | os.PathLike[str]) -> Path:
-    """The file of ``target``: a path to a ``.json`` file, or a target name found in :func:`tables_dirs`."""
-    text = os.fspath(target)
-    if text.endswith(".json") or os.sep in text:
-        return Path(text)
-    for directory in tables_dirs():
-        candidate = directory / f"{text}.json"
-        if candidate.is_file():
-            return candidate
-    known = sorted({p.stem for d in tables_dirs() if d.is_dir() for p in d.glob("*.json")})
-    raise LatencyTableError(
-        f"no latency table for target {text!r}; known targets: {', '.join(known) or 'none'}. "
-        f"Profile it with `jdnas profile --target {text} ...` on the device, or point ${TABLES_ENV} at a "
-        f"directory holding {text}.json"
-    )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from math import lcm
 
+from .._args import as_arch
 from ..arch import Arch, Stage
 from ..errors import ArchError
 
@@ -145,7 +146,7 @@ def available_actions(
 ) -> list[Action]:
     """Every action applicable to ``arch``: add/remove a block, move a boundary, and width changes
     by ``ratios`` snapped to ``multiple`` (and to the groups of a ResNeXt for mid widths)."""
-    out: list[Action] = []
+    arch, out = as_arch(arch), list[Action]()
     mid_multiple = lcm(multiple, arch.groups)
     for s, st in enumerate(arch.stages, start=1):
         if st.depth < max_depth:

@@ -33,6 +33,7 @@ from ..train import (
     TrainConfig,
     TrainResult,
     augment,
+    check_targets,
     checkpoint_identity,
     checkpoint_path,
     learning_rate,
@@ -106,6 +107,7 @@ def train_pool(
     tc = config.train
     if len(data) == 0:
         raise TrainingError("the training dataset is empty; give it at least one image")
+    check_targets(pool.model, data)
     model = pool.model
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(tc, params)
