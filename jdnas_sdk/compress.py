@@ -174,7 +174,7 @@ def compress(
     select_data: CocoDetection | None = None,
     test_data: CocoDetection | None = None,
     val_data: CocoDetection | None = None,
-    latency: float | None = 0.5,
+    latency: float | None = None,
     ms: float | None = None,
     budget: int | str = 12,
     workdir: str | Path = "runs/compress",
@@ -203,7 +203,8 @@ def compress(
     and ``test`` split gives the final numbers only (a folder with only ``val`` has it cut into
     select/test halves by image id); or ``train_data``, ``select_data``, ``test_data`` in memory
     (``val_data``: the deprecated name of ``select_data``, cut in halves without ``test_data``).
-    ``latency``: a fraction of the base's estimated latency, or ``ms`` a bound. ``budget``:
+    ``latency``: a fraction of the base's estimated latency (0.5 when neither is given), or ``ms`` a
+    bound, not both. ``budget``:
     candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
     ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"``, ``"none"``, or a detector
     file of your own (same family and classes, e.g. a larger or longer-trained model) every student
@@ -241,7 +242,7 @@ def compress(
     runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     estimator, confirmed = _search_estimator(table, spec, size)
-    base_ms, target_ms = target_latency(model, estimator, base_arch, space, latency, ms)
+    base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)
     run = new_run(work, method, teacher, given, (train_data, select_data, test_data), config, progress, recipe)

@@ -84,6 +84,10 @@ def parse_budget(budget: int | str) -> tuple[int | None, float | None]:
     return None, seconds
 
 
+#: the latency asked for when neither a ratio nor a bound is given: twice as fast as the base
+DEFAULT_LATENCY = 0.5
+
+
 def validate_request(
     *,
     latency: float | None,
@@ -97,7 +101,11 @@ def validate_request(
     seed: int = 0,
 ) -> Request:
     """Check every argument of a compression before any work; a :class:`SearchError` names the bad
-    one and its fix. ``latency`` (a ratio of the base) is used when ``ms`` is ``None``."""
+    one and its fix. ``latency`` (a ratio of the base; 0.5 when neither is given) or ``ms``, not both."""
+    if ms is not None and latency is not None:  # one was silently dropped
+        raise SearchError(f"give latency (a ratio of the base, got {latency!r}) or ms (a bound, got {ms!r}), not both")
+    if ms is None and latency is None:
+        latency = DEFAULT_LATENCY
     if ms is not None:
         if not _finite_positive(ms):
             raise SearchError(f"ms must be a finite number of milliseconds > 0, got {ms!r}")

@@ -43,10 +43,11 @@ SIZE = (96, 96)
         (dict(final_steps=-1), "final_steps"),
         (dict(finetune_steps=0), "finetune_steps"),
         (dict(seed=-3), "seed"),
+        (dict(latency=0.5, ms=100.0), "not both"),  # --latency was silently dropped for --ms
     ],
 )
 def test_impossible_arguments_are_refused_before_any_work(kwargs: dict[str, object], problem: str) -> None:
-    args: dict[str, object] = dict(latency=0.5, ms=None, budget=4)
+    args: dict[str, object] = dict(latency=None if "ms" in kwargs else 0.5, ms=None, budget=4)
     args.update(kwargs)
     with pytest.raises(SearchError, match=problem):
         validate_request(**args)  # type: ignore[arg-type]
@@ -54,8 +55,9 @@ def test_impossible_arguments_are_refused_before_any_work(kwargs: dict[str, obje
 
 def test_valid_requests_are_normalised() -> None:
     assert validate_request(latency=0.5, ms=None, budget="2m") == validate_request(latency=0.5, ms=None, budget="120s")
-    request = validate_request(latency=0.5, ms=3, budget=7)
+    request = validate_request(latency=None, ms=3, budget=7)
     assert (request.candidates, request.wall_s, request.ratio, request.ms) == (7, None, None, 3.0)
+    assert validate_request(latency=None, ms=None, budget=7).ratio == 0.5  # neither given: twice as fast
     assert parse_budget("1.5h") == (None, 5400.0)
 
 

@@ -45,8 +45,10 @@ def add_parser(verbs: Any) -> None:
 
 def _request_options(co: argparse.ArgumentParser) -> None:
     """What is asked for: the latency (a ratio or a bound), the budget, the workdir and the method."""
-    co.add_argument("--latency", type=float, default=0.5, help="wanted fraction of the base's estimated latency")
-    co.add_argument("--ms", type=float, help="or an absolute latency bound in ms")
+    co.add_argument(
+        "--latency", type=float, help="wanted fraction of the base's estimated latency (0.5 when --ms is not given)"
+    )
+    co.add_argument("--ms", type=float, help="or an absolute latency bound in ms (not both)")
     co.add_argument("--budget", default="12", help="candidates (12) or wall time (90s, 30m, 2h)")
     co.add_argument("--workdir", default="runs/compress", help="where candidates, archive, student and report go")
     co.add_argument(
@@ -240,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
         heads=grid or None,
         control=not args.no_control,
         arch_control=args.arch_control,
-        latency=None if args.ms else args.latency,
+        latency=args.latency,
         ms=args.ms,
         budget=budget,
         workdir=args.workdir,
