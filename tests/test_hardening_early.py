@@ -342,3 +342,15 @@ def test_good_input_sizes_of_every_kind_are_taken(tmp_path: Path) -> None:
         jdnas_sdk.compress(model, data=tmp_path / "none", workdir=5)  # type: ignore[arg-type]
     with pytest.raises(ArgumentError, match="arch must be"):
         jdnas_sdk.available_actions(5)  # type: ignore[arg-type]
+
+
+def test_data_synth_replaces_an_earlier_synthetic_dataset_only_with_force(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["data", "synth", "--out", str(tmp_path / "d"), "--train", "2", "--select", "1", "--test", "1"]
+    assert main([*args, "--size", "64", "-q"]) == 0
+    capsys.readouterr()
+    first = sorted(p.name for p in (tmp_path / "d" / "images" / "train").iterdir())
+    _refused(capsys, [*args, "--size", "96"], "holds a synthetic dataset", "--force")  # was replaced without a word
+    assert sorted(p.name for p in (tmp_path / "d" / "images" / "train").iterdir()) == first
+    assert main([*args, "--size", "96", "--force", "-q"]) == 0

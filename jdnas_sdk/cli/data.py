@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
+from ..errors import JdnasError
 from . import common
 
 __all__ = ["add_parser", "run_synth"]
@@ -18,7 +20,7 @@ def add_parser(verbs: Any) -> None:
         "synth",
         formatter_class=common.FMT,
         help="write a synthetic COCO-format dataset",
-        parents=[common.verbosity(top=False), common.seed()],
+        parents=[common.verbosity(top=False), common.seed(), common.force()],
         description="Write a synthetic COCO-format shapes dataset (images + instances JSON), deterministic by seed.",
     )
     synth.add_argument("--out", required=True, help="folder to write (images/, annotations/)")
@@ -43,7 +45,12 @@ def add_parser(verbs: Any) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     from ..data import SynthConfig, make_synthetic_dataset
+    from ..data.synth import MARKER
 
+    marker = Path(args.out) / MARKER
+    if marker.is_file() and not args.force:  # an earlier synthetic dataset, maybe the one a workdir was run on
+        made = marker.read_text(encoding="utf-8", errors="replace").strip()
+        raise JdnasError(f"{args.out} holds a synthetic dataset ({made}); pass --force to replace it, or another --out")
     cfg = SynthConfig(size=args.size, image_format=args.format)
     root = make_synthetic_dataset(
         args.out,
