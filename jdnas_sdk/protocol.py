@@ -263,8 +263,9 @@ def claim(metrics: dict[str, dict[str, Any]]) -> str:
     kind = "measured" if "measured_ms" in student and "measured_ms" in metrics["base"] else "estimated"
     ratio = student[f"{kind}_ms"] / metrics["base"][f"{kind}_ms"]
     verdict = "at least as accurate as" if gap >= 0 else "LESS accurate than"
+    rivals = "the best of base and control" if "control" in metrics else "the base (no control trained)"
     return (
-        f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} the best of base and control "
+        f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} {rivals} "
         f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency"
     )
 

@@ -711,7 +711,11 @@ def test_a_failed_claim_with_a_smaller_input_names_the_cap_and_the_fix() -> None
     control = {"test_ap": 0.764}
     hint = size_hint({"base": base, "student": small, "control": control})
     assert hint is not None and "192 px" in hint and "256 px" in hint and "--sizes 1.0" in hint
-    assert "LESS accurate" in claim({"base": base, "student": small, "control": control})
+    assert "LESS accurate than the best of base and control" in claim(
+        {"base": base, "student": small, "control": control}
+    )
+    alone = claim({"base": base, "student": small})  # control=False: no control to have been beaten
+    assert "LESS accurate than the base (no control trained)" in alone and "control (" not in alone
     assert size_hint({"base": base, "student": same, "control": control}) is None  # the input is the base's
     winner = row(0.77, "fpn64,in192x192,c4,w64")
     assert size_hint({"base": base, "student": winner, "control": control}) is None  # the claim holds

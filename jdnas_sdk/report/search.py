@@ -219,8 +219,12 @@ def _protocol_lines(result: dict[str, Any]) -> list[str]:
         "## Protocol: held-out test images, controls",
         "",
         f"Choices were made on {splits.get('select', '?')} select images; the AP above and below is on "
-        f"{splits.get('test', '?')} test images no choice saw ({splits.get('train', '?')} training images). The "
-        "control is the base trained as many more steps as the student received, same schedule, no teacher.",
+        f"{splits.get('test', '?')} test images no choice saw ({splits.get('train', '?')} training images). "
+        + (
+            "The control is the base trained as many more steps as the student received, same schedule, no teacher."
+            if "control" in m
+            else "No control was trained (control=False): the student stands against the base alone."
+        ),
         "",
         "| | test AP | select AP | steps |",
         "|---|---|---|---|",
