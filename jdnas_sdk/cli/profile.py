@@ -64,9 +64,9 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument(
         "--out",
-        help="table file (default: the one a later --target TARGET reads here: this machine's cached table of a "
-        "shipped measured target such as cpu-ort, else TARGET.json in the first folder of $JDNAS_LATENCY_TABLES "
-        "or the package's latency_tables/)",
+        help="table file (default: the one a later --target TARGET reads here, so a rerun resumes it: this "
+        "machine's cached table of a shipped measured target such as cpu-ort, the file of a table of your own, else "
+        "TARGET.json in the first folder of $JDNAS_LATENCY_TABLES or in $JDNAS_CACHE/tables)",
     )
     pr.add_argument("--dry-run", action="store_true", help="only count the ops to measure")
     pr.add_argument(
