@@ -136,6 +136,11 @@ def validate_request(
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63:
         raise SearchError(f"seed must be an integer from 0 to 2^63 - 1, got {seed!r}")
     candidates, wall_s = parse_budget(budget)
+    if method == "pipeline" and wall_s is not None:  # it spent a 10,000-candidate budget in steps instead
+        raise SearchError(
+            f"the pipeline baseline spends its budget in fine-tuning steps (candidates x finetune_steps), not wall "
+            f"time; give budget as a number of candidates for method='pipeline', got {budget!r}"
+        )
     return Request(
         candidates=candidates,
         wall_s=wall_s,

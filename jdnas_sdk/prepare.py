@@ -116,6 +116,12 @@ def make_runner(executor: str | Executor, parallel: int, progress: bool) -> Exec
     fails here saying how to install it."""
     if parallel < 1:  # SearchConfig says so too, but only after the executor was made
         raise SearchError(f"parallel (candidates per round) must be >= 1, got {parallel}")
+    if executor == "local" and parallel > 1:
+        log.info(
+            "parallel=%d with the local executor: each round's candidates train one after another in this "
+            "process (the same archive as on Ray, no speed-up); executor='ray' trains them at once",
+            parallel,
+        )
     return make_executor(executor, **({"progress": progress} if executor == "local" else {}))
 
 

@@ -184,6 +184,8 @@ def test_an_empty_or_wrong_folder_is_named_not_read_as_the_current_one(
     with pytest.raises(ArgumentError, match="dataset folder must be"):
         load_split("", "train")
     _refused(capsys, ["report", str(tmp_path / "gone")], "does not exist")
+    (tmp_path / "killed" / "search").mkdir(parents=True)  # a compress killed mid-search
+    _refused(capsys, ["report", str(tmp_path / "killed")], "has not finished", "rerun the same compress command")
     (tmp_path / "f.txt").write_text("x")
     _refused(capsys, ["report", str(tmp_path / "f.txt")], "is a file")
 

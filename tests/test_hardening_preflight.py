@@ -44,6 +44,7 @@ SIZE = (96, 96)
         (dict(finetune_steps=0), "finetune_steps"),
         (dict(seed=-3), "seed"),
         (dict(latency=0.5, ms=100.0), "not both"),  # --latency was silently dropped for --ms
+        (dict(method="pipeline", budget="40s"), "pipeline baseline spends its budget in fine-tuning steps"),
     ],
 )
 def test_impossible_arguments_are_refused_before_any_work(kwargs: dict[str, object], problem: str) -> None:

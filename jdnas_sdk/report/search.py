@@ -321,6 +321,11 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
     if not work.is_dir():
         what = "is a file, not a compress workdir" if work.exists() else "does not exist"
         raise SearchError(f"{work} {what}: give the --workdir of a compress run (its folder holds result.json)")
+    if not source.is_file() and (work / "search").is_dir():
+        raise SearchError(
+            f"{work} holds a compress run that has not finished (its search, no result yet): rerun the same "
+            "compress command to finish it, then report"
+        )
     if not source.is_file():
         raise SearchError(
             f"{work} holds no result.json: run `jdnas compress` (or jdnas_sdk.compress) with this workdir first"
