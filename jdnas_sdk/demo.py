@@ -33,8 +33,9 @@ from .converge import ConvergeConfig, train_until_converged
 from .data import load_protocol_splits, make_synthetic_dataset
 from .deploy import ExportResult, export
 from .detectors import build_detector, describe
-from .errors import WorkdirError
+from .errors import SearchError, WorkdirError
 from .evaluate import EvalResult, evaluate
+from .preflight import validate_request
 from .space import DEFAULT_HEAD_GRID, SearchSpace
 from .train import TrainConfig
 
@@ -97,6 +98,7 @@ def run_demo(
     30 s to measure on a fresh machine, and a search tries several (``jdnas profile`` measures them
     ahead, after which they cost nothing)."""
     settings = {k: v for k, v in locals().items() if k not in ("workdir", "say", "progress")}  # the options only
+    _check_options(settings)  # before the dataset is written: compress would refuse them only after the base
     work = Path(workdir)
     _same_settings(work, settings)  # before any work: a folder of another demo is refused, not half-reused
     began = time.perf_counter()
@@ -200,6 +202,30 @@ def _dataset(
     )
     make_synthetic_dataset(
         data_dir, train=train, val=0, select=select, test=test, size=size, seed=seed, progress=progress
+    )
+
+
+def _check_options(options: dict[str, Any]) -> None:
+    """The demo's options, checked before any work: its own counts, then what compress will be asked
+    (compress checks them itself, but only after the dataset is written and the base trained)."""
+    low = [
+        f"{name} {options[name]!r}"
+        for name in ("steps", "eval_every", "patience", "train_images", "select_images", "test_images")
+        if not isinstance(options[name], int) or isinstance(options[name], bool) or options[name] < 1
+    ]
+    if low:
+        raise SearchError(f"the demo needs at least 1 of each: got {', '.join(low)}")
+    if options["teacher"] not in ("auto", "pool", "base", "none"):
+        raise SearchError(f"teacher must be auto, pool, base or none, got {options['teacher']!r}")
+    validate_request(
+        latency=options["latency"],
+        ms=None,
+        budget=options["candidates"],
+        teacher="none" if options["teacher"] == "auto" else options["teacher"],
+        finetune_steps=options["finetune_steps"],
+        final_steps=options["final_steps"],
+        pool_steps=options["pool_steps"],
+        seed=options["seed"],
     )
 
 

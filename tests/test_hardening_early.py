@@ -356,3 +356,26 @@ def test_data_synth_replaces_an_earlier_synthetic_dataset_only_with_force(
     _refused(capsys, [*args, "--size", "96"], "holds a synthetic dataset", "--force")  # was replaced without a word
     assert sorted(p.name for p in (tmp_path / "d" / "images" / "train").iterdir()) == first
     assert main([*args, "--size", "96", "--force", "-q"]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [["--candidates", "0"], ["--steps", "0"], ["--latency", "2"], ["--final-steps", "-1"], ["--train-images", "0"]],
+)
+def test_the_demo_refuses_its_options_before_writing_the_dataset(
+    extra: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    work = tmp_path / "demo"
+    assert main(["demo", "--workdir", str(work), *extra]) == 2  # it wrote 800 images and trained first
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert not (work / "data").exists()
+
+
+def test_ray_only_compress_flags_without_ray_are_refused(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["compress", "--model", str(model_file), "--data", str(tmp_path / "none"), "--workdir", str(tmp_path / "w")]
+    for flag, value in (("--cpus-per-candidate", "4"), ("--threads-per-candidate", "4"), ("--retries", "1")):
+        _refused(capsys, [*args, flag, value], flag, "--executor ray")  # they did nothing in this process
+    assert not (tmp_path / "w").exists()

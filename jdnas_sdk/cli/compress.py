@@ -178,30 +178,34 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
 def _executor_options(co: argparse.ArgumentParser) -> None:
     """Where candidates train: rounds of --parallel, and each one's Ray resources with --executor ray."""
     co.add_argument("--parallel", type=int, default=1, help="candidates per round, trained at once by --executor ray")
-    co.add_argument("--cpus-per-candidate", type=float, default=1.0, help="with --executor ray: Ray CPUs per candidate")
-    co.add_argument("--gpus-per-candidate", type=float, default=0.0, help="with --executor ray: Ray GPUs per candidate")
-    co.add_argument(
-        "--threads-per-candidate", type=int, default=1, help="with --executor ray: torch threads per candidate"
-    )
-    co.add_argument(
-        "--retries", type=int, default=3, help="with --executor ray: retries of a candidate whose worker died"
-    )
+    co.add_argument("--cpus-per-candidate", type=float, help="with --executor ray: Ray CPUs per candidate (1)")
+    co.add_argument("--gpus-per-candidate", type=float, help="with --executor ray: Ray GPUs per candidate (0)")
+    co.add_argument("--threads-per-candidate", type=int, help="with --executor ray: torch threads per candidate (1)")
+    co.add_argument("--retries", type=int, help="with --executor ray: retries of a candidate whose worker died (3)")
 
 
 def _executor(args: argparse.Namespace) -> Any:
     """``"local"`` or a RayExecutor from the flags (a SearchError at once when Ray is not installed)."""
+    ray_only = {
+        "--address": args.address,
+        "--cpus-per-candidate": args.cpus_per_candidate,
+        "--gpus-per-candidate": args.gpus_per_candidate,
+        "--threads-per-candidate": args.threads_per_candidate,
+        "--retries": args.retries,
+    }
     if args.executor == "local":
-        if args.address:
-            raise JdnasError("--address names a Ray cluster: give it with --executor ray")
+        given = [flag for flag, value in ray_only.items() if value is not None]
+        if given:  # they would do nothing in this process
+            raise JdnasError(f"{', '.join(given)} set how Ray runs candidates: give them with --executor ray")
         return "local"
     from ..search import RayExecutor
 
     return RayExecutor(
         address=args.address,
-        num_cpus=args.cpus_per_candidate,
-        num_gpus=args.gpus_per_candidate,
-        threads=args.threads_per_candidate,
-        max_retries=args.retries,
+        num_cpus=1.0 if args.cpus_per_candidate is None else args.cpus_per_candidate,
+        num_gpus=0.0 if args.gpus_per_candidate is None else args.gpus_per_candidate,
+        threads=1 if args.threads_per_candidate is None else args.threads_per_candidate,
+        max_retries=3 if args.retries is None else args.retries,
     )
 
 
