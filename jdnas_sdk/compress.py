@@ -199,23 +199,22 @@ def compress(
 ) -> CompressResult:
     """Search a student of ``model`` that is faster on ``target`` and as accurate as possible.
 
-    ``data``: a dataset folder whose ``train`` split trains, ``select`` split decides every choice
-    and ``test`` split gives the final numbers only (a folder with only ``val`` has it cut into
-    select/test halves by image id); or ``train_data``, ``select_data``, ``test_data`` in memory
-    (``val_data``: the deprecated name of ``select_data``, cut in halves without ``test_data``).
-    ``latency``: a fraction of the base's estimated latency (0.5 when neither is given), or ``ms`` a
-    bound, not both. ``budget``:
-    candidates or a wall time (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``:
-    ``"pool"`` (``pool``, or one trained here for ``pool_steps``), ``"base"``, ``"none"``, or a detector
-    file of your own (same family and classes, e.g. a larger or longer-trained model) every student
-    distils from. The chosen student then trains ``final_steps`` more steps with its teacher.
-    ``recipe``: how candidates and the final student train (:class:`~jdnas_sdk.protocol.Recipe`);
-    ``control`` / ``arch_control``: the controls of :mod:`jdnas_sdk.protocol` (the claim is made against
-    the best of base and ``control``). ``heads``: the default space's head grid, per setting (e.g.
-    ``{"size": (1.0,), "topk": (300, 1000)}``; the rest as :data:`~jdnas_sdk.space.DEFAULT_HEAD_GRID`),
-    or ``space``, a whole :class:`~jdnas_sdk.space.SearchSpace` of your own. On a modelled table
-    (``v100-trt``) latencies are estimates only. ``executor`` trains rounds of ``parallel`` candidates.
-    All lands in ``workdir``; a rerun resumes (``wait``: :func:`~jdnas_sdk.prepare.before_work`).
+    ``data``: a dataset folder whose ``train`` split trains, ``select`` split decides every choice and ``test``
+    split gives the final numbers only (a folder with only ``val`` has it cut into select/test halves by image
+    id); or ``train_data``, ``select_data``, ``test_data`` in memory (``val_data``: the deprecated name of
+    ``select_data``, cut in halves without ``test_data``). ``latency``: a fraction of the base's estimated
+    latency (0.5 when neither is given), or ``ms`` a bound, not both. ``budget``: candidates or a wall time
+    (``"2h"``). ``method``: ``"joint"`` or ``"pipeline"``. ``teacher``: ``"pool"`` (``pool``, or one trained
+    here for ``pool_steps``), ``"base"``, ``"none"``, or a detector file of your own (same family and classes,
+    e.g. a larger or longer-trained model) every student distils from. The chosen student then trains
+    ``final_steps`` more steps with its teacher. ``recipe``: how candidates and the final student train
+    (:class:`~jdnas_sdk.protocol.Recipe`); ``control`` / ``arch_control``: the controls of
+    :mod:`jdnas_sdk.protocol` (the claim is made against the best of base and ``control``). ``heads``: the
+    default space's head grid, per setting (e.g. ``{"size": (1.0,), "topk": (300, 1000)}``; the rest as
+    :data:`~jdnas_sdk.space.DEFAULT_HEAD_GRID`), or ``space``, a whole :class:`~jdnas_sdk.space.SearchSpace` of
+    your own. On a modelled table (``v100-trt``) latencies are estimates only. ``executor`` trains rounds of
+    ``parallel`` candidates. All lands in ``workdir``; a rerun resumes (``wait``:
+    :func:`~jdnas_sdk.prepare.before_work`).
     """
     began, recipe = time.monotonic(), recipe or Recipe()
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
