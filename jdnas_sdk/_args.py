@@ -48,8 +48,8 @@ def as_arch(value: Any, name: str = "arch") -> Arch:
 
 def as_input_size(value: Any, name: str = "input_size") -> tuple[int, int] | None:
     """``None``, an int side (a square) or a (height, width) pair of ints (a tuple, list, array or
-    ``torch.Size``), each side within
-    ``MIN_INPUT_SIDE..MAX_INPUT_SIDE``; returned as a pair (``None`` stays ``None``)."""
+    ``torch.Size``), each side within ``MIN_INPUT_SIDE..MAX_INPUT_SIDE``; returned as a pair
+    (``None`` stays ``None``)."""
     if value is None:
         return None
     sides = (value, value) if isinstance(value, numbers.Integral) else value
