@@ -31,6 +31,7 @@ from .distill import finetune
 from .evaluate import evaluate
 from .latency import Estimator
 from .latency.local import describe_table, fingerprint_hash
+from .latency.roofline import finite_number
 from .prepare import CompressRun
 from .protocol import Recipe, claim, hints, score, train_control
 from .report import write_report
@@ -359,7 +360,8 @@ def measured_ms(work: Path, name: str, model: nn.Module, backend: Any, size: tup
     except (OSError, ValueError):  # absent or damaged: measured again, the file rewritten
         recorded = {}
     row = recorded.get(name) if isinstance(recorded, dict) else None
-    if isinstance(row, dict) and {k: row.get(k) for k in key} == key and _positive(row.get("median_ms")):
+    recorded_ms = row.get("median_ms") if isinstance(row, dict) else None
+    if isinstance(row, dict) and {k: row.get(k) for k in key} == key and finite_number(recorded_ms) and recorded_ms > 0:
         log.info("%s: measured %.2f ms before, on this device (%s); not measured again", name, row["median_ms"], path)
         return float(row["median_ms"])
     median = float(backend.measure_detector(model, size).median_ms)
@@ -375,7 +377,3 @@ def _weights_digest(model: nn.Module) -> str:
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()[:16]
-
-
-def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")

@@ -33,6 +33,7 @@ __all__ = [
     "phases",
     "print_result",
     "ratios",
+    "refuse_given",
     "ray_cluster",
     "seed",
     "target",
@@ -248,6 +249,14 @@ def check_outputs(**paths: str | None) -> None:
     for flag, path in paths.items():
         if path is not None:
             check_output_file(path, what=f"--{flag.replace('_', '-')}")
+
+
+def refuse_given(flags: dict[str, object], why: str) -> None:
+    """Refuse, before any work, the ``flags`` (``{"--flag": value}``) that were given (not ``None``)
+    where they would do nothing: one line naming them and ``why``."""
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise JdnasError(f"{', '.join(given)} {why}")
 
 
 def local_table(target: str) -> Any:

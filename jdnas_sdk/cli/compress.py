@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..errors import JdnasError
 from . import common
 
 __all__ = ["add_parser", "run"]
@@ -193,10 +192,8 @@ def _executor(args: argparse.Namespace) -> Any:
         "--threads-per-candidate": args.threads_per_candidate,
         "--retries": args.retries,
     }
-    if args.executor == "local":
-        given = [flag for flag, value in ray_only.items() if value is not None]
-        if given:  # they would do nothing in this process
-            raise JdnasError(f"{', '.join(given)} set how Ray runs candidates: give them with --executor ray")
+    if args.executor == "local":  # they would do nothing in this process
+        common.refuse_given(ray_only, "set how Ray runs candidates: give them with --executor ray")
         return "local"
     from ..search import RayExecutor
 

@@ -78,13 +78,8 @@ def _given_base(args: argparse.Namespace) -> Any:
         return None
     if args.family or args.backbone:
         raise JdnasError("give either --base FILE or --family/--backbone, not both")
-    shape = [
-        flag
-        for flag, value in (("--input-size", args.input_size), ("--fpn-channels", args.fpn_channels))
-        if value is not None
-    ]
-    if shape:  # they were dropped without a word: the file's detector keeps its own shape
-        raise JdnasError(f"{', '.join(shape)} shape a pool built with --family; {args.base} keeps its own")
+    shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
+    common.refuse_given(shape, f"shape a pool built with --family; {args.base} keeps its own")  # were dropped
     return thaw(load_detector(args.base))
 
 

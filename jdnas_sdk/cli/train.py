@@ -122,9 +122,8 @@ def run(args: argparse.Namespace) -> int:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
     shape.update({"--representation-size": args.representation_size, "--anchor-sizes": args.anchor_sizes})
-    given = [flag for flag, value in shape.items() if value is not None]
-    if given and Path(args.model).is_file():  # they were dropped without a word: the file keeps its own shape
-        raise JdnasError(f"{', '.join(given)} shape a detector built from FAMILY_BACKBONE; {args.model} keeps its own")
+    if Path(args.model).is_file():  # they were dropped without a word: the file keeps its own shape
+        common.refuse_given(shape, f"shape a detector built from FAMILY_BACKBONE; {args.model} keeps its own")
     model = load_detector(args.model) if Path(args.model).is_file() else None
     family, backbone = (spec_of(model).family, "") if model is not None else common.parse_model_name(args.model)
     data = load_split(args.data, args.split, with_masks="masks" in get_family(family).target_fields)
