@@ -11,7 +11,9 @@ import torch
 from jdnas_sdk import DetectorSpec
 from jdnas_sdk.data import CocoDetection, load_split, make_synthetic_dataset
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# under pytest-xdist (the README's `-n 2`) each worker is one process on one core: one torch thread
+# each, so two workers do not oversubscribe two cores; alone, two threads
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 # ONNX Runtime timings flush the CPU caches before each run with twice the last-level cache (up to
 # 128 MiB, ~20 ms a flush on a large-L3 Xeon); no test asserts a speed, so the suite, and the commands
 # it runs in subprocesses, flush 1 MiB
