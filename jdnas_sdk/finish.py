@@ -131,8 +131,18 @@ def _final(
     going on from ``started`` (the race's checkpoint of its first steps) where given."""
     done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
-        if wanted.items() <= read_detector_file(done)["metadata"].items():
+        had = read_detector_file(done)["metadata"]
+        if wanted.items() <= had.items():
             return load_detector(done)
+        log.warning(
+            "[compress] %s holds candidate %s trained %s final steps; this run asks candidate %d, %d steps: "
+            "training it again",
+            done,
+            had.get("candidate"),
+            had.get("final_steps"),
+            best.index,
+            steps,
+        )
         done.unlink()  # made for another candidate or step count: train again
     _own_checkpoint(checkpoint_path(done), wanted, started)
     student, teacher = load_detector(work / "search" / best.file), teacher_of()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -374,7 +375,7 @@ class _Watched:
 
 
 def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_trains_a_fair_control(
-    synth_root: Path, tmp_path: Path
+    synth_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The search's evaluations never load a test image: test images are read exactly three times
     each for numbers (base, student, control), besides the decode check before any work. The control
@@ -429,6 +430,28 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
         assert meta["bn_images"] == 4
     report = (tmp_path / "w" / "report.md").read_text()
     assert "## Protocol" in report and "| control |" in report
+    # called again with more final steps: the final training is redone, and says so; the control follows
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="jdnas_sdk"):
+        again = jdnas_sdk.compress(
+            base,
+            target=str(tmp_path / "slow.json"),
+            train_data=train,
+            select_data=select,
+            test_data=test,
+            latency=0.85,
+            budget=3,
+            workdir=tmp_path / "w",
+            teacher="none",
+            finetune_steps=2,
+            final_steps=4,
+            recipe=Recipe(bn_images=4, max_step_share=0.3),
+            space=SearchSpace(BASE),
+            progress=False,
+        )
+    assert "3 final steps; this run asks" in caplog.text and "training it again" in caplog.text
+    assert again.arch == result.arch and again.metrics["student"]["steps"] == m["student"]["steps"] + 1
+    assert again.metrics["control"]["steps"] == again.metrics["student"]["steps"]
 
 
 def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
