@@ -15,11 +15,10 @@ import onnxruntime as ort
 import torch
 
 from .errors import LatencyTableError
-from .latency.backends import backend_for, local_fingerprint
 from .latency.backends.tensorrt_native import profiler_status
 from .latency.backends.trt_compat import TARGET_REQUIREMENTS, target_support, trt_version
 from .latency.gpu import GpuInfo, gpu_info, tensorrt_cuda_variant
-from .latency.local import local_table_path
+from .latency.local import local_device, local_table_path
 from .latency.table import LatencyTable, tables_dirs
 from .machine import cpu_model
 
@@ -93,7 +92,8 @@ def _target_status(table: LatencyTable, gpu: GpuInfo | None, tensorrt: str | Non
         return TargetStatus(table.target, table.source, device, True, f"{kind}; this machine can profile it ({needs})")
     if table.modelled:
         return TargetStatus(table.target, table.source, device, False, "modelled (roofline): no device to measure")
-    if backend_for(table.fingerprint) is not None:
+    here = local_device(table)
+    if here == table.fingerprint:
         return TargetStatus(
             table.target,
             table.source,
@@ -101,8 +101,7 @@ def _target_status(table: LatencyTable, gpu: GpuInfo | None, tensorrt: str | Non
             True,
             "measured on this machine's device and software: misses are measured here",
         )
-    here = local_fingerprint(table.fingerprint)
-    if backend_for(here) is not None:  # by name it resolves to this machine's own table (resolve_local)
+    if here is not None:  # by name it resolves to this machine's own table (resolve_local)
         cached = local_table_path(table.target, here)
         return TargetStatus(
             table.target,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from jdnas_sdk import build_detector, standard_arch
 from jdnas_sdk.errors import LatencyTableError, UnsupportedModelError
@@ -216,3 +217,21 @@ def test_a_bad_flush_size_in_the_environment_is_named_before_any_timing(
     from jdnas_sdk.latency.backends.ort import MAX_FLUSH_MIB, _last_level_cache_mib
 
     assert OrtBackend()._flush.nbytes == min(2 * _last_level_cache_mib(), MAX_FLUSH_MIB) * 2**20
+
+
+def test_one_rule_says_whose_table_answers_a_target_here(foreign_reference: Path) -> None:
+    """``local_device`` is the rule resolve_local, ``jdnas profile``'s default output and ``jdnas doctor``
+    follow (each restated it): another CPU's cpu-ort answers from this machine's table, this machine's
+    from its own, a modelled or a GPU table from nowhere here."""
+    from jdnas_sdk.latency.local import local_device, local_table_path, resolve_local
+
+    here = OrtBackend().fingerprint()
+    foreign = LatencyTable.load(foreign_reference)
+    assert foreign.fingerprint != here and local_device(foreign) == here
+    assert resolve_local(foreign).path == local_table_path("cpu-ort", here)
+    own = LatencyTable(target="cpu-ort", source="measured", fingerprint=here)
+    assert local_device(own) == here
+    gpu = Fingerprint(device="Tesla V100-SXM2-16GB", backend="tensorrt", backend_version="10.3.0")
+    if not torch.cuda.is_available():  # where TensorRT runs, this machine's own GPU would answer
+        assert local_device(LatencyTable(target="v100-trt", source="measured", fingerprint=gpu)) is None
+    assert local_device(load_table("v100-trt")) is None  # the shipped one is modelled

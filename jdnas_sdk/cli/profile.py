@@ -204,8 +204,7 @@ def _default_out(target: str, backend: Any) -> Path:
     table whose backend runs here (``cpu-ort``) is only read, so this machine's cached table of it
     (:func:`~jdnas_sdk.latency.local.resolve_local`)."""
     from ..errors import LatencyTableError
-    from ..latency.backends import backend_for, local_fingerprint
-    from ..latency.local import local_table_path
+    from ..latency.local import local_device, local_table_path
     from ..latency.table import SHIPPED_TABLES, LatencyTable, table_path, tables_dirs
 
     if target.endswith(".json") or os.sep in target:
@@ -217,8 +216,8 @@ def _default_out(target: str, backend: Any) -> Path:
     if found.parent.resolve() != SHIPPED_TABLES:
         return found  # the user's own table: profiling goes on in it
     shipped = LatencyTable.load(found)
-    read = local_fingerprint(shipped.fingerprint)  # what a later --target TARGET reads here
-    if shipped.modelled or backend_for(read) is None:
+    read = local_device(shipped)  # whose table a later --target TARGET reads here
+    if read is None:
         return found  # open_table explains a table made another way
     if backend.fingerprint() != read:
         print(

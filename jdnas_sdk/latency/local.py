@@ -34,6 +34,7 @@ __all__ = [
     "cache_dir",
     "fingerprint_hash",
     "local_table_path",
+    "local_device",
     "resolve_local",
     "describe_table",
     "measure_missing_ops",
@@ -59,6 +60,20 @@ def local_table_path(target: str, fingerprint: Fingerprint) -> Path:
     return cache_dir() / fingerprint_hash(fingerprint) / f"{target}.json"
 
 
+def local_device(reference: LatencyTable) -> Fingerprint | None:
+    """The device whose table answers for ``reference``'s target on this machine: the reference's
+    own where this machine is its device, else this machine as measured by the same backend
+    (:func:`~jdnas_sdk.latency.backends.local_fingerprint`) where that backend runs here; ``None``
+    for a modelled table or one whose backend cannot run here. The one rule :func:`resolve_local`,
+    ``jdnas profile``'s default output and ``jdnas doctor`` follow."""
+    if reference.modelled:
+        return None
+    if backend_for(reference.fingerprint) is not None:
+        return reference.fingerprint
+    here = local_fingerprint(reference.fingerprint)
+    return here if backend_for(here) is not None else None
+
+
 def resolve_local(reference: LatencyTable) -> LatencyTable:
     """The table to use here for ``reference`` (a measured table found by target name).
 
@@ -70,16 +85,14 @@ def resolve_local(reference: LatencyTable) -> LatencyTable:
     as is (its misses interpolated). Otherwise this machine's cached table of the same target,
     created empty (not yet written) if there is none.
     """
-    if reference.modelled:
+    here = local_device(reference)
+    if here is None:  # modelled, or its backend does not run here (no GPU, ...): keep the reference
         return reference
-    if backend_for(reference.fingerprint) is not None:
+    if here == reference.fingerprint:
         path = local_table_path(reference.target, reference.fingerprint)
         reference.merge_saved(path)  # kernels measured here before; nothing when absent or another table
         reference.shipped, reference.path = reference.path, path
         log.info("latency table %r answers from %s (this machine is its device)", reference.target, reference.shipped)
-        return reference
-    here = local_fingerprint(reference.fingerprint)
-    if backend_for(here) is None:  # the backend does not run here (no GPU, ...): keep the reference
         return reference
     path = local_table_path(reference.target, here)
     if path.is_file():
