@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-from ._io import storage_errors
+from ._io import read_json, storage_errors
 from .errors import LockError
 
 __all__ = [
@@ -55,7 +55,7 @@ _HELD: dict[str, int] = {}
 def lock_holder(lock_file: str | os.PathLike[str]) -> dict[str, Any] | None:
     """What the lock file says about its last holder (``None`` if it says nothing readable)."""
     try:
-        data = json.loads(Path(lock_file).read_text(encoding="utf-8") or "null")
+        data = read_json(lock_file) if Path(lock_file).stat().st_size else None
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None

@@ -8,13 +8,12 @@ that much) and once more at the end; a later sitting starts from the total it fi
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
-from ._io import atomic_write_json
+from ._io import atomic_write_json, read_json
 
 __all__ = ["Stopwatch"]
 
@@ -36,7 +35,7 @@ class Stopwatch:
         if not self.file.is_file():
             return 0.0, 0
         try:
-            data = json.loads(self.file.read_text())
+            data = read_json(self.file)
             return float(data["wall_s"]), int(data["sittings"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(

@@ -16,7 +16,6 @@ improving: the student would outgrow it).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_json
+from ._io import atomic_write_json, read_json
 from ._lock import holds_workdir
 from ._seed import seeded
 from .arch import DetectorSpec
@@ -163,9 +162,14 @@ def _same_settings(work: Path, settings: dict[str, Any]) -> None:
     record = work / SETTINGS_FILE
     if record.is_file():
         try:
-            before = json.loads(record.read_text(encoding="utf-8"))
+            before = read_json(record)
         except (OSError, ValueError) as exc:
             raise WorkdirError(f"{record} is unreadable ({exc}); remove {work} or pass another --workdir") from exc
+        if not isinstance(before, dict):
+            raise WorkdirError(
+                f"{record} holds {type(before).__name__}, not the demo's settings; remove {work} or pass another "
+                "--workdir"
+            )
         changed = sorted(k for k in settings.keys() | before.keys() if before.get(k) != settings.get(k))
         if changed:
             diff = ", ".join(f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed)

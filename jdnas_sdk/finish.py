@@ -11,7 +11,6 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import shutil
 import time
@@ -180,7 +179,7 @@ def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | No
     resuming it would train the wrong weights; then, if none is left, the race's ``started`` seeds it."""
     owner = _owner(checkpoint)
     try:
-        mine = json.loads(owner.read_text(encoding="utf-8")) == wanted
+        mine = read_json(owner) == wanted
     except (OSError, ValueError):
         mine = False
     if checkpoint.is_file() and not mine:

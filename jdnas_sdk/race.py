@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ._io import atomic_write_json
+from ._io import atomic_write_json, read_json
 from .detectors import load_detector
 from .distill import finetune
 from .errors import NonFiniteLossError
@@ -170,7 +170,7 @@ def _scores(record: Path, identity: dict[str, Any]) -> dict[str, float | None] |
     if not record.is_file():
         return None
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
+        data = read_json(record)
     except (OSError, ValueError) as exc:
         log.warning("[race] %s is unreadable (%s); racing again", record, exc)
         return None

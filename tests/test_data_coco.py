@@ -74,6 +74,8 @@ def test_reads_coco_into_torchvision_targets(tmp_path: Path, caplog: pytest.LogC
     ("content", "message"),
     [
         ("{not json", "not valid JSON"),
+        # an integer past Python's 4300-digit limit was a traceback
+        ('{"images": [{"id": 1' + "1" * 5000 + '}], "annotations": [], "categories": [{"id": 1}]}', "not valid JSON"),
         ("[1, 2]", "not a COCO instances file"),
         ('{"images": []}', "not a COCO instances file"),
         ('{"images": {}, "annotations": [], "categories": [{"id": 1}]}', "'images' must be a list"),

@@ -379,3 +379,15 @@ def test_ray_only_compress_flags_without_ray_are_refused(
     for flag, value in (("--cpus-per-candidate", "4"), ("--threads-per-candidate", "4"), ("--retries", "1")):
         _refused(capsys, [*args, flag, value], flag, "--executor ray")  # they did nothing in this process
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize("record", ["[" * 100_000 + "]" * 100_000, "[1, 2]", '{"size": 1' + "0" * 5000 + "}"])
+def test_a_damaged_demo_settings_record_is_one_line_and_the_folder_is_kept(
+    record: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Deep nesting (a RecursionError) and a list where the record is an object were tracebacks."""
+    work = tmp_path / "demo"
+    work.mkdir()
+    (work / "demo_settings.json").write_text(record)
+    _refused(capsys, ["demo", "--workdir", str(work)], "demo_settings.json", "--workdir")
+    assert sorted(p.name for p in work.iterdir() if p.suffix != ".lock") == ["demo_settings.json"]

@@ -315,7 +315,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as handle:
             raw = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # bad syntax or UTF-8, an integer past Python's 4300 digits
         raise DataError(f"{path} is not valid JSON ({exc}); is the file truncated?") from exc
     except RecursionError as exc:
         raise DataError(f"{path} nests too deeply to be a COCO instances file; it is corrupt") from exc
