@@ -36,7 +36,10 @@ __all__ = [
     "check_writable",
     "clean_stale_temporaries",
     "fsync_dir",
+    "CorruptFile",
+    "first_line",
     "read_json",
+    "torch_load",
 ]
 
 log = logging.getLogger(__name__)
@@ -250,6 +253,38 @@ def atomic_torch_save(path: str | os.PathLike[str], obj: Any) -> Path:
     import torch
 
     return _write_with(path, lambda h: torch.save(obj, h), "wb")
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of ``exc``'s message (its type's name when it has none): for one-line errors."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class CorruptFile(ValueError):
+    """A file that is not what its writer wrote: its message completes "FILE ..." (``is corrupt: ...``)."""
+
+
+def torch_load(path: str | os.PathLike[str]) -> Any:
+    """What ``torch.save`` wrote to ``path``, read as tensors and plain data only (``weights_only``:
+    loading never runs code) after checking the archive's checksums, which ``torch.load`` does not
+    (a flipped bit would load as other numbers). A file that is not such an archive, or whose part
+    fails its checksum, raises :class:`CorruptFile` saying which ("is corrupt ..."); a pickle holding other
+    objects raises ``pickle.UnpicklingError``; torch's own errors pass through."""
+    import zipfile
+
+    import torch
+
+    if not zipfile.is_zipfile(path):
+        raise CorruptFile("is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise CorruptFile(f"is corrupt or truncated ({first_line(exc)})") from exc
+    if bad is not None:
+        raise CorruptFile(f"is corrupt: its part {bad} fails its checksum (a damaged copy or disk)")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def check_writable(folder: str | os.PathLike[str], *, need_bytes: int = 0, what: str = "output") -> Path:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._io import atomic_torch_save
+from ._io import atomic_torch_save, first_line, torch_load
 from .detectors import spec_of
 from .errors import TrainingError
 
@@ -66,12 +66,9 @@ def load_checkpoint(
     :class:`TrainingError` naming the file and the fix: unreadable, another run's (spec, options,
     ``data`` fingerprint), beyond this run's steps, or a damaged field."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)  # checksums checked: a flipped bit is refused, not loaded as other numbers
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
-        raise TrainingError(
-            f"checkpoint {path} cannot be read ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
-            "delete it to start over"
-        ) from exc
+        raise TrainingError(f"checkpoint {path} cannot be read ({first_line(exc)}); delete it to start over") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a jdnas training checkpoint; delete it or choose another output path")
     spec = spec_of(model).to_dict()
@@ -127,12 +124,30 @@ def restore(
         if aux is not None:
             aux.load_state_dict(state["aux"])
         optimizer.load_state_dict(state["optimizer"])
+        _check_optimizer_state(optimizer)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise TrainingError(
-            f"checkpoint {path} is damaged ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else '?'}); "
-            "delete it to start over"
+            f"checkpoint {path} is damaged ({type(exc).__name__}: {first_line(exc)}); delete it to start over"
         ) from exc
     return step, history
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
+    """Each parameter's optimizer buffers (momentum, Adam's moments) have its shape and are finite:
+    torch's ``load_state_dict`` checks neither, and a wrong shape failed steps later inside the
+    optimizer, a NaN as a "non-finite loss" blamed on the learning rate."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if value.dim() and value.shape != param.shape:
+                    raise ValueError(
+                        f"its optimizer state {name!r} has shape {tuple(value.shape)} for a parameter of "
+                        f"{tuple(param.shape)}"
+                    )
+                if value.is_floating_point() and not bool(value.isfinite().all()):
+                    raise ValueError(f"its optimizer state {name!r} is not finite (NaN or inf)")
 
 
 def save_checkpoint(

@@ -36,10 +36,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
-from ._io import atomic_torch_save, atomic_write_json, read_json
+from ._io import atomic_torch_save, atomic_write_json, first_line, read_json, torch_load
 from .detectors import load_detector
 from .errors import TrainingError
 from .evaluate import evaluate
@@ -240,6 +239,17 @@ def _recorded(out: Path, train_data: Any, select_data: Any) -> ConvergeResult:
     return result
 
 
+def _load_best(model: nn.Module, best_file: Path, ckpt: Path, curve_file: Path) -> None:
+    """The best weights so far into ``model``; a damaged file is refused naming it (never loaded as other numbers)."""
+    try:
+        model.load_state_dict(torch_load(best_file))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
+        raise TrainingError(
+            f"{best_file}, the best weights so far, cannot be read ({first_line(exc)}); "
+            f"restore it, or delete it with {ckpt} and {curve_file} to train from the start"
+        ) from exc
+
+
 def train_until_converged(
     model: nn.Module,
     train_data: Any,
@@ -316,7 +326,7 @@ def train_until_converged(
         atomic_write_json(curve_file, result.to_json())
     result.converged = _stalled(result, converge)
     if best_file.is_file():
-        model.load_state_dict(torch.load(best_file, map_location="cpu", weights_only=True))
+        _load_best(model, best_file, ckpt, curve_file)
     save_result(model, out, result, metadata)
     if result.converged:  # a plateau ends it; stopped by max_steps, the checkpoint stays for a larger max_steps
         ckpt.unlink(missing_ok=True)

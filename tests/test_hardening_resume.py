@@ -131,3 +131,41 @@ def test_a_damaged_teacher_pool_checkpoint_is_named_too(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "pool.ckpt")
     with pytest.raises(TrainingError, match="pool.ckpt is damaged \\(ValueError: step 'abc' is not a step count"):
         shrink._load(tmp_path / "pool.ckpt", pool, optimizer, config)
+    torch.save({**state, "step": 0}, tmp_path / "pool.ckpt")
+    _flip_middle(tmp_path / "pool.ckpt")
+    with pytest.raises(TrainingError, match="pool.ckpt cannot be read .*fails its checksum"):
+        shrink._load(tmp_path / "pool.ckpt", pool, optimizer, config)
+
+
+def _flip_middle(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2  # inside a tensor's record: the archive's structure stays intact
+    data[middle : middle + 8] = bytes(b ^ 0xFF for b in data[middle : middle + 8])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ("shape", "optimizer state 'momentum_buffer' has shape \\(3,\\) for a parameter of"),  # failed steps later
+        ("nan", "optimizer state 'momentum_buffer' is not finite"),  # was "lower the learning rate"
+        ("flip", "fails its checksum"),  # loaded as other weights without a word
+    ],
+)
+def test_a_damaged_optimizer_state_or_a_flipped_bit_is_refused_before_any_step(
+    train_set: CocoDetection, tmp_path: Path, change: str, problem: str
+) -> None:
+    ckpt = tmp_path / "run.ckpt"
+    train(build_detector(tiny_spec()), train_set, config=CONFIG, checkpoint=ckpt, progress=False, stop_after=1)
+    if change == "flip":
+        _flip_middle(ckpt)
+    else:
+        state = torch.load(ckpt, weights_only=True)
+        buffers = next(iter(state["optimizer"]["state"].values()))  # the first parameter's
+        momentum = buffers["momentum_buffer"]
+        buffers["momentum_buffer"] = torch.zeros(3) if change == "shape" else torch.full_like(momentum, float("nan"))
+        torch.save(state, ckpt)
+    before = ckpt.read_bytes()
+    with pytest.raises(TrainingError, match=problem):
+        train(build_detector(tiny_spec()), train_set, config=CONFIG, checkpoint=ckpt, progress=False)
+    assert ckpt.read_bytes() == before

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._args import as_path
-from .._io import atomic_torch_save
+from .._io import CorruptFile, atomic_torch_save, first_line, torch_load
 from .._version import __version__
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..errors import ArchError, DetectorFileError
@@ -61,30 +61,19 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise DetectorFileError(
             f"cannot read detector file {file}: {hint}; pass the .pt written by `jdnas train` or save_detector()"
         )
-    if not zipfile.is_zipfile(file):
-        raise DetectorFileError(
-            f"{file} is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)"
-        )
-    try:  # torch.load does not check the archive's checksums: a flipped bit would load as other weights
-        with zipfile.ZipFile(file) as archive:
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise DetectorFileError(f"{file} is corrupt or truncated ({_first_line(exc)})") from exc
-    if bad is not None:
-        raise DetectorFileError(
-            f"{file} is corrupt: its part {bad} fails its checksum (a damaged copy or disk); copy the file again "
-            "from where it was written"
-        )
     try:
-        payload = torch.load(file, map_location="cpu", weights_only=True)
+        payload = torch_load(file)
+    except CorruptFile as exc:  # not an archive, or a part failing its checksum (torch.load checks none)
+        fix = "; copy the file again from where it was written" if "checksum" in str(exc) else ""
+        raise DetectorFileError(f"{file} {exc}{fix}") from exc
     except pickle.UnpicklingError as exc:
         raise DetectorFileError(
             f"{file} holds pickled objects other than tensors and plain data, so it was not loaded "
             f"(loading it could run code). Re-save the detector with jdnas_sdk.save_detector(). Detail: "
-            f"{_first_line(exc)}"
+            f"{first_line(exc)}"
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({_first_line(exc)})") from exc
+        raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         what = (
             "a bare state_dict"
@@ -109,7 +98,7 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     try:
         json.dumps(payload["metadata"])
     except (TypeError, ValueError) as exc:
-        raise DetectorFileError(f"{file} is damaged: its metadata is not plain data ({_first_line(exc)})") from exc
+        raise DetectorFileError(f"{file} is damaged: its metadata is not plain data ({first_line(exc)})") from exc
     return payload
 
 
@@ -153,10 +142,5 @@ def _meta_state(spec: DetectorSpec, arch: Arch, path: str | os.PathLike[str]) ->
             return build_detector(spec, arch).state_dict()
     except (ArchError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
         raise DetectorFileError(
-            f"{path}: its spec and architecture do not describe a buildable detector ({_first_line(exc)})"
+            f"{path}: its spec and architecture do not describe a buildable detector ({first_line(exc)})"
         ) from exc
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

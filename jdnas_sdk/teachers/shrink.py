@@ -24,7 +24,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .._io import atomic_torch_save
+from .._io import atomic_torch_save, first_line, torch_load
 from ..checkpoint import restore
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
@@ -236,10 +236,10 @@ def _load(
     path: Path, pool: TeacherPool, optimizer: torch.optim.Optimizer, config: ShrinkConfig
 ) -> tuple[int, list[tuple[int, float]]]:
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)  # checksums checked
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint gets the same advice
         raise TrainingError(
-            f"pool checkpoint {path} cannot be read ({type(exc).__name__}); delete it to start over"
+            f"pool checkpoint {path} cannot be read ({type(exc).__name__}: {first_line(exc)}); delete it to start over"
         ) from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise TrainingError(f"{path} is not a teacher-pool checkpoint; delete it or choose another output")
