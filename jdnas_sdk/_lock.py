@@ -10,6 +10,7 @@ waits for it with ``wait=`` (``True``: forever, a number: that many seconds).
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import inspect
@@ -17,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -115,7 +117,7 @@ class RunLock:
         while True:
             with storage_errors(self.path):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                fd = self._open()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -145,6 +147,25 @@ class RunLock:
         _HELD[key] = 1
         self._record()
         return self
+
+    def _open(self) -> int:
+        """The lock file, opened without following a link: a symbolic link planted at the lock's
+        path (a workdir received from someone else) would have its target overwritten by the
+        holder's record; it, or anything not a plain file, is refused instead."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EISDIR, errno.ENXIO):
+                raise
+            fd = None
+        if fd is not None and stat.S_ISREG(os.fstat(fd).st_mode):
+            return fd
+        if fd is not None:
+            os.close(fd)
+        raise LockError(
+            f"{self.path}, the lock of {self.what}, is a link or not a plain file; a lock written there would "
+            "overwrite what it is: remove it (it holds nothing of the run) and run again"
+        )
 
     def _record(self) -> None:
         assert self._fd is not None

@@ -324,3 +324,20 @@ def test_an_output_path_that_is_a_folder_is_one_storage_error_and_the_folder_is_
     with pytest.raises(StorageError, match="out.json: it is a folder; give a file path"):
         atomic_write_json(folder, {"a": 1})
     assert (folder / "inside").is_dir() and [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary
+
+
+def test_a_link_or_a_fifo_at_a_lock_path_is_refused_and_what_it_points_to_is_kept(tmp_path: Path) -> None:
+    """A workdir received from someone else with ``.jdnas.lock -> ~/somefile``: compress truncated the
+    target and wrote its holder record there."""
+    victim = tmp_path / "precious.txt"
+    victim.write_text("precious")
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / ".jdnas.lock").symlink_to(victim)
+    with pytest.raises(LockError, match="is a link or not a plain file"), workdir_run(work):
+        pass
+    assert victim.read_text() == "precious" and (work / ".jdnas.lock").is_symlink()
+    out = tmp_path / "t.json"
+    os.mkfifo(tmp_path / "t.json.lock")
+    with pytest.raises(LockError, match="t.json.lock, the lock of latency table"), lock_table(out, wait=False):
+        pass

@@ -235,3 +235,10 @@ def test_one_rule_says_whose_table_answers_a_target_here(foreign_reference: Path
     if not torch.cuda.is_available():  # where TensorRT runs, this machine's own GPU would answer
         assert local_device(LatencyTable(target="v100-trt", source="measured", fingerprint=gpu)) is None
     assert local_device(load_table("v100-trt")) is None  # the shipped one is modelled
+
+
+def test_a_table_with_an_integer_past_pythons_digit_limit_is_a_table_error(tmp_path: Path) -> None:
+    path = tmp_path / "t.json"  # a traceback (ValueError from int()) before
+    path.write_text('{"format": "jdnas-latency-table", "entries": [{"samples": 1' + "0" * 5000 + "}]}")
+    with pytest.raises(LatencyTableError, match="t.json is not valid JSON .*4300"):
+        LatencyTable.load(path)

@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json
+from .._io import atomic_write_json, first_line
 from .._lock import lock_table
 from ..errors import LatencyTableError
 from .ops import OpKey
@@ -241,6 +241,11 @@ class LatencyTable:
             raise LatencyTableError(
                 f"latency table {path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}): "
                 "it is corrupt or truncated; restore it or re-run `jdnas profile` (it resumes from a good table)"
+            ) from exc
+        except ValueError as exc:  # an integer past Python's 4300 digits
+            raise LatencyTableError(
+                f"latency table {path} is not valid JSON ({first_line(exc)}): it is corrupt; restore it or re-run "
+                "`jdnas profile`"
             ) from exc
         table = cls.from_json(data, origin=str(path))
         table.path = path
