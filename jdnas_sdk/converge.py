@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from ._io import atomic_torch_save, atomic_write_json, first_line, read_json, torch_load
@@ -239,15 +240,20 @@ def _recorded(out: Path, train_data: Any, select_data: Any) -> ConvergeResult:
     return result
 
 
-def _load_best(model: nn.Module, best_file: Path, ckpt: Path, curve_file: Path) -> None:
-    """The best weights so far into ``model``; a damaged file is refused naming it (never loaded as other numbers)."""
+def _read_best(best_file: Path, ckpt: Path, curve_file: Path) -> dict[str, Any]:
+    """The best weights so far; a damaged file is refused naming it (never loaded as other numbers)."""
     try:
-        model.load_state_dict(torch_load(best_file))
+        weights = torch_load(best_file)
+        if not isinstance(weights, dict) or not all(
+            v.isfinite().all() for v in weights.values() if isinstance(v, torch.Tensor) and v.is_floating_point()
+        ):
+            raise ValueError("not the finite weights of a detector")
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise TrainingError(
             f"{best_file}, the best weights so far, cannot be read ({first_line(exc)}); "
             f"restore it, or delete it with {ckpt} and {curve_file} to train from the start"
         ) from exc
+    return weights
 
 
 def train_until_converged(
@@ -295,6 +301,8 @@ def train_until_converged(
         if not best_file.is_file():
             atomic_torch_save(best_file, load_detector(out).state_dict())
         result.cooldown, result.cycles = None, []  # a cool-down and cycles follow the new plateau
+    if best_file.is_file():  # a resumed run's best weights: checked before any step
+        _read_best(best_file, ckpt, curve_file)
     result.rule = _rule(converge)
     if keep_start and not result.curve:  # a fresh start: the starting weights are a candidate
         start_ap = evaluate(model, select_data, progress=False).ap
@@ -326,7 +334,7 @@ def train_until_converged(
         atomic_write_json(curve_file, result.to_json())
     result.converged = _stalled(result, converge)
     if best_file.is_file():
-        _load_best(model, best_file, ckpt, curve_file)
+        model.load_state_dict(_read_best(best_file, ckpt, curve_file))
     save_result(model, out, result, metadata)
     if result.converged:  # a plateau ends it; stopped by max_steps, the checkpoint stays for a larger max_steps
         ckpt.unlink(missing_ok=True)

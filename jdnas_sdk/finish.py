@@ -130,16 +130,19 @@ def _final(
     going on from ``started`` (the race's checkpoint of its first steps) where given."""
     done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
-        had = read_detector_file(done)["metadata"]
-        if wanted.items() <= had.items():
+        found, chosen = read_detector_file(done), read_detector_file(work / "search" / best.file)
+        had = found["metadata"]
+        shaped = (found["spec"], found.get("arch")) == (chosen["spec"], chosen.get("arch"))  # not another detector's
+        if wanted.items() <= had.items() and shaped:
             return load_detector(done)
         log.warning(
-            "[compress] %s holds candidate %s trained %s final steps; this run asks candidate %d, %d steps: "
-            "training it again",
+            "[compress] %s holds %s trained %s final steps; this run asks candidate %d (%s), %d steps: training it "
+            "again",
             done,
-            had.get("candidate"),
+            f"candidate {had.get('candidate')}" if shaped else f"another detector ({found.get('student')})",
             had.get("final_steps"),
             best.index,
+            chosen.get("student"),
             steps,
         )
         done.unlink()  # made for another candidate or step count: train again

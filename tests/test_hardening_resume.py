@@ -169,3 +169,36 @@ def test_a_damaged_optimizer_state_or_a_flipped_bit_is_refused_before_any_step(
     with pytest.raises(TrainingError, match=problem):
         train(build_detector(tiny_spec()), train_set, config=CONFIG, checkpoint=ckpt, progress=False)
     assert ckpt.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (b"PK\x03\x04 truncated", "corrupt or truncated|not a zip"),
+        ([1, 2], "not the finite weights"),
+        ("nan", "not the finite weights"),  # was saved as the detector without a word
+    ],
+)
+def test_a_damaged_best_weights_file_is_refused_before_the_resumed_run_trains(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, damage: Any, problem: str
+) -> None:
+    out, best = tmp_path / "base.pt", tmp_path / "base.pt.best"
+    first = ConvergeConfig(eval_every=1, patience=9, max_steps=1, trend_window=0)
+    train_until_converged(
+        build_detector(tiny_spec()), train_set, val_set, out, config=CONFIG, converge=first, progress=False
+    )
+    if isinstance(damage, bytes):
+        best.write_bytes(damage)
+    elif damage == "nan":
+        weights = torch.load(out, weights_only=True)["state_dict"]
+        next(v for v in weights.values() if v.is_floating_point()).fill_(float("nan"))
+        torch.save(weights, best)
+    else:
+        torch.save(damage, best)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    again = ConvergeConfig(eval_every=1, patience=9, max_steps=2, trend_window=0)
+    with pytest.raises(TrainingError, match=f"base.pt.best, the best weights so far, cannot be read .*({problem})"):
+        train_until_converged(
+            build_detector(tiny_spec()), train_set, val_set, out, config=CONFIG, converge=again, progress=False
+        )
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # nothing trained or saved

@@ -7,11 +7,12 @@ import json
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
-from jdnas_sdk import Arch, DataError, TrainingError, build, load_detector
+from jdnas_sdk import Arch, DataError, TrainingError, build, load_detector, save_detector
 from jdnas_sdk.data import (
     check_disjoint,
     load_any_split,
@@ -430,10 +431,10 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
         assert meta["bn_images"] == 4
     report = (tmp_path / "w" / "report.md").read_text()
     assert "## Protocol" in report and "| control |" in report
+
     # called again with more final steps: the final training is redone, and says so; the control follows
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="jdnas_sdk"):
-        again = jdnas_sdk.compress(
+    def rerun() -> Any:
+        return jdnas_sdk.compress(
             base,
             target=str(tmp_path / "slow.json"),
             train_data=train,
@@ -449,9 +450,22 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
             space=SearchSpace(BASE),
             progress=False,
         )
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="jdnas_sdk"):
+        again = rerun()
     assert "3 final steps; this run asks" in caplog.text and "training it again" in caplog.text
     assert again.arch == result.arch and again.metrics["student"]["steps"] == m["student"]["steps"] + 1
     assert again.metrics["control"]["steps"] == again.metrics["student"]["steps"]
+    # another detector's file under final.pt's name, even with the right metadata, is not adopted as the student
+    final = tmp_path / "w" / "final.pt"
+    forged = build(tiny_spec("retinanet"), BASE)
+    save_detector(forged, final, metadata=read_detector_file(final)["metadata"])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="jdnas_sdk"):
+        third = rerun()
+    assert "holds another detector" in caplog.text and third.arch == result.arch
+    assert type(load_detector(tmp_path / "w" / "student.pt")).__name__ == "FasterRCNN"
 
 
 def test_the_capacity_gap_gives_a_smaller_student_a_smaller_teacher() -> None:
