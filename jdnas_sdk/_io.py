@@ -13,6 +13,7 @@ import errno
 import json
 import logging
 import os
+import pickle
 import shutil
 import tempfile
 import time
@@ -269,8 +270,9 @@ def torch_load(path: str | os.PathLike[str]) -> Any:
     """What ``torch.save`` wrote to ``path``, read as tensors and plain data only (``weights_only``:
     loading never runs code) after checking the archive's checksums, which ``torch.load`` does not
     (a flipped bit would load as other numbers). A file that is not such an archive, or whose part
-    fails its checksum, raises :class:`CorruptFile` saying which ("is corrupt ..."); a pickle holding other
-    objects raises ``pickle.UnpicklingError``; torch's own errors pass through."""
+    fails its checksum, or a pickle holding objects other than tensors and plain data, raises
+    :class:`CorruptFile` saying which ("is corrupt ...", "holds pickled objects ..."); torch's other
+    errors pass through."""
     import zipfile
 
     import torch
@@ -284,7 +286,14 @@ def torch_load(path: str | os.PathLike[str]) -> Any:
         raise CorruptFile(f"is corrupt or truncated ({first_line(exc)})") from exc
     if bad is not None:
         raise CorruptFile(f"is corrupt: its part {bad} fails its checksum (a damaged copy or disk)")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # torch's text ends by advising weights_only=False: not ours to repeat
+        lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
+        raise CorruptFile(
+            f"holds pickled objects other than tensors and plain data ({lines[0] if lines else 'unsupported'}), "
+            "so it was not loaded: loading it could run code"
+        ) from exc
 
 
 def check_writable(folder: str | os.PathLike[str], *, need_bytes: int = 0, what: str = "output") -> Path:

@@ -29,9 +29,10 @@ from .data import CocoDetection
 from .detectors import describe, thaw
 from .errors import ArchError, SearchError
 from .families import get_family
-from .finish import final_is_control, finish_student, measured_ms, run_controls, write_outputs, write_result
+from .finish import final_is_control, finish_student, run_controls, write_outputs, write_result
 from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
+from .measured import measured_ms
 from .preflight import parse_budget, smallest_arch, validate_request
 from .prepare import (
     CompressRun,

@@ -10,7 +10,6 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import time
@@ -27,10 +26,10 @@ from .arch import Arch
 from .data import CocoDetection
 from .detectors import load_detector, read_detector_file, save_detector
 from .distill import finetune
+from .errors import DetectorFileError
 from .evaluate import evaluate
 from .latency import Estimator
-from .latency.local import describe_table, fingerprint_hash
-from .latency.roofline import finite_number
+from .latency.local import describe_table
 from .prepare import CompressRun
 from .protocol import Recipe, claim, hints, score, train_control
 from .report import write_report
@@ -49,7 +48,6 @@ __all__ = [
     "run_controls",
     "write_result",
     "write_outputs",
-    "measured_ms",
 ]
 
 log = logging.getLogger(__name__)
@@ -130,22 +128,9 @@ def _final(
     going on from ``started`` (the race's checkpoint of its first steps) where given."""
     done, wanted = work / "final.pt", {"candidate": best.index, "final_steps": steps}
     if done.is_file():
-        found, chosen = read_detector_file(done), read_detector_file(work / "search" / best.file)
-        had = found["metadata"]
-        shaped = (found["spec"], found.get("arch")) == (chosen["spec"], chosen.get("arch"))  # not another detector's
-        if wanted.items() <= had.items() and shaped:
+        if _is_final_of(done, work / "search" / best.file, wanted):
             return load_detector(done)
-        log.warning(
-            "[compress] %s holds %s trained %s final steps; this run asks candidate %d (%s), %d steps: training it "
-            "again",
-            done,
-            f"candidate {had.get('candidate')}" if shaped else f"another detector ({found.get('student')})",
-            had.get("final_steps"),
-            best.index,
-            chosen.get("student"),
-            steps,
-        )
-        done.unlink()  # made for another candidate or step count: train again
+        done.unlink()  # made for another candidate, step count or detector, or damaged: train again
     _own_checkpoint(checkpoint_path(done), wanted, started)
     student, teacher = load_detector(work / "search" / best.file), teacher_of()
     log.info(
@@ -174,6 +159,31 @@ def _final(
 def _owner(checkpoint: Path) -> Path:
     """Where the candidate and step count a final checkpoint belongs to are written."""
     return checkpoint.with_name(checkpoint.name + ".json")
+
+
+def _is_final_of(done: Path, chosen_file: Path, wanted: dict[str, Any]) -> bool:
+    """Whether ``done`` is the chosen candidate's final training as ``wanted`` asks (its metadata, and its
+    detector the candidate's own); if not, the warning says what it holds instead."""
+    chosen = read_detector_file(chosen_file)
+    try:
+        found = read_detector_file(done)
+    except DetectorFileError as exc:
+        log.warning("[compress] %s; training the chosen student's final steps again", exc)
+        return False
+    had = found["metadata"]
+    shaped = (found["spec"], found.get("arch")) == (chosen["spec"], chosen.get("arch"))  # not another detector's
+    if wanted.items() <= had.items() and shaped:
+        return True
+    log.warning(
+        "[compress] %s holds %s trained %s final steps; this run asks candidate %d (%s), %d steps: training it again",
+        done,
+        f"candidate {had.get('candidate')}" if shaped else f"another detector ({found.get('student')})",
+        had.get("final_steps"),
+        wanted["candidate"],
+        chosen.get("student"),
+        wanted["final_steps"],
+    )
+    return False
 
 
 def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | None) -> None:
@@ -354,38 +364,3 @@ def write_outputs(work: Path, student: nn.Module, base_arch: Arch, table: Any) -
     student_file = work / "student.pt"
     save_detector(student, student_file, metadata={"base_arch": str(base_arch), "target": table.target})
     return student_file, write_report(work)
-
-
-def measured_ms(work: Path, name: str, model: nn.Module, backend: Any, size: tuple[int, int]) -> float:
-    """``model``'s measured latency (median ms, full detection load), recorded in ``work/measured.json``
-    under ``name`` with what it was measured on: a finished run called again returns what it
-    reported instead of measuring anew (machine noise moved a claim's ratio from 0.29x to 0.32x).
-    Measured again when the weights, the image size or the device differ."""
-    path = work / "measured.json"
-    key = {
-        "weights": _weights_digest(model),
-        "input_size": list(size),
-        "device": fingerprint_hash(backend.fingerprint()),
-    }
-    try:
-        recorded = read_json(path)
-    except (OSError, ValueError):  # absent or damaged: measured again, the file rewritten
-        recorded = {}
-    row = recorded.get(name) if isinstance(recorded, dict) else None
-    recorded_ms = row.get("median_ms") if isinstance(row, dict) else None
-    if isinstance(row, dict) and {k: row.get(k) for k in key} == key and finite_number(recorded_ms) and recorded_ms > 0:
-        log.info("%s: measured %.2f ms before, on this device (%s); not measured again", name, row["median_ms"], path)
-        return float(row["median_ms"])
-    median = float(backend.measure_detector(model, size).median_ms)
-    recorded = recorded if isinstance(recorded, dict) else {}
-    atomic_write_json(path, {**recorded, name: {**key, "median_ms": median}})
-    return median
-
-
-def _weights_digest(model: nn.Module) -> str:
-    """16 hex digits of the sha256 of ``model``'s named tensors (names, shapes and values)."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]

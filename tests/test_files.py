@@ -88,9 +88,23 @@ def test_pickled_code_is_never_executed(tmp_path: Path) -> None:
     evil.marker = marker
     path = tmp_path / "evil.pt"
     torch.save({"format": "jdnas-detector", "format_version": 1, "payload": evil}, path)
-    with pytest.raises(DetectorFileError, match="could run code"):
+    with pytest.raises(DetectorFileError, match="could run code") as info:
         load_detector(path)
     assert not marker.exists()
+    assert "weights_only` set to `False`" not in str(info.value)  # torch's advice to load it unsafely is not repeated
+    assert "Path.touch" in str(info.value) or "GLOBAL" in str(info.value)  # what it would have run
+
+
+def test_a_detector_file_with_nan_weights_is_refused_naming_the_tensor(
+    saved: tuple[torch.nn.Module, Path], tmp_path: Path
+) -> None:
+    """It loaded without a word: eval reported AP 0.0, compress ran its search and blamed the rate."""
+    model, _ = saved
+    with torch.no_grad():
+        next(p for p in model.parameters()).view(-1)[0] = float("nan")
+    save_detector(model, tmp_path / "nan.pt")
+    with pytest.raises(DetectorFileError, match="nan.pt is damaged: its weights hold NaN or inf \\(backbone"):
+        load_detector(tmp_path / "nan.pt")
 
 
 def test_foreign_files_are_named(tmp_path: Path) -> None:

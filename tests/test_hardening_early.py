@@ -283,8 +283,8 @@ def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
 
 
 def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(tmp_path: Path) -> None:
-    from jdnas_sdk.finish import measured_ms
     from jdnas_sdk.latency.backends import OrtBackend, Timing
+    from jdnas_sdk.measured import measured_ms
 
     backend = OrtBackend(flush_mib=1, timing=Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0))
     model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()

@@ -202,3 +202,23 @@ def test_a_damaged_best_weights_file_is_refused_before_the_resumed_run_trains(
             build_detector(tiny_spec()), train_set, val_set, out, config=CONFIG, converge=again, progress=False
         )
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # nothing trained or saved
+
+
+def test_a_final_training_file_is_reused_only_whole_for_the_chosen_candidate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """final.pt was trusted on its metadata alone (another family's detector became the student); a truncated
+    one stopped the run naming no fix. Either is trained again, with a warning saying why."""
+    from jdnas_sdk import save_detector
+    from jdnas_sdk.finish import _is_final_of
+
+    chosen, done = tmp_path / "005.pt", tmp_path / "final.pt"
+    wanted = {"candidate": 5, "final_steps": 4}
+    save_detector(build_detector(tiny_spec()), chosen)
+    save_detector(build_detector(tiny_spec()), done, metadata=wanted)
+    assert _is_final_of(done, chosen, wanted)
+    assert not _is_final_of(done, chosen, {**wanted, "final_steps": 8}) and "4 final steps" in caplog.text
+    save_detector(build_detector(tiny_spec("retinanet")), done, metadata=wanted)
+    assert not _is_final_of(done, chosen, wanted) and "holds another detector" in caplog.text
+    done.write_bytes(done.read_bytes()[:1000])
+    assert not _is_final_of(done, chosen, wanted) and "final.pt is corrupt" in caplog.text

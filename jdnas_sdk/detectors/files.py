@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -63,15 +62,12 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     try:
         payload = torch_load(file)
-    except CorruptFile as exc:  # not an archive, or a part failing its checksum (torch.load checks none)
-        fix = "; copy the file again from where it was written" if "checksum" in str(exc) else ""
-        raise DetectorFileError(f"{file} {exc}{fix}") from exc
-    except pickle.UnpicklingError as exc:
-        raise DetectorFileError(
-            f"{file} holds pickled objects other than tensors and plain data, so it was not loaded "
-            f"(loading it could run code). Re-save the detector with jdnas_sdk.save_detector(). Detail: "
-            f"{first_line(exc)}"
-        ) from exc
+    except CorruptFile as exc:  # not an archive, a part failing its checksum, or a pickle of other objects
+        fix = {
+            "checksum": "; copy the file again from where it was written",
+            "pickled": "; re-save the detector with jdnas_sdk.save_detector() where it was made",
+        }
+        raise DetectorFileError(f"{file} {exc}{next((v for k, v in fix.items() if k in str(exc)), '')}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
@@ -95,6 +91,12 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise DetectorFileError(f"{file} is damaged: field {key!r} is missing or not a {kind.__name__}")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
         raise DetectorFileError(f"{file} is damaged: its state_dict holds something other than named tensors")
+    bad = next((k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None)
+    if bad is not None:  # evaluated as AP 0, or trained into "loss became nan ... lower the learning rate"
+        raise DetectorFileError(
+            f"{file} is damaged: its weights hold NaN or inf ({bad}); copy it again from where it was written, or "
+            "train it again"
+        )
     try:
         json.dumps(payload["metadata"])
     except (TypeError, ValueError) as exc:
