@@ -24,7 +24,7 @@ consumers (Net2Net), keeping the function, where no GroupNorm sees the channels.
 ``GroupNorm(32, C)``: a narrower or wider tower regroups the channels it keeps, so their
 normalisation changes whatever the dropped channels' importance (measured on one image of an R-34
 FCOS: 0.86 of the output's range narrowing 64 -> 32, 0.41 widening 64 -> 96, 0.36-0.47 adding a
-conv); the search's fine-tuning recovers it, as it does any approximate step.
+conv); the search fine-tunes every candidate after its steps, approximate or not.
 """
 
 from __future__ import annotations
