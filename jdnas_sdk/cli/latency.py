@@ -116,6 +116,11 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     table = common.local_table(args.target) if args.measure else load_table(args.target)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
     base = Student.of(spec, arch)
+    if not args.quiet and estimator.backend is not None:  # each grid step estimated; kernels the table lacks timed
+        print(
+            f"finding the cheapest student of the default space on {table.target}; kernels this machine's table "
+            "lacks are measured as they are met (minutes on a new machine)"
+        )
     floor = SearchSpace(arch, spec=spec).cheapest(estimator.total_ms)
     backend = estimator.backend
     report: dict[str, dict[str, Any]] = {}
