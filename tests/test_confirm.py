@@ -13,7 +13,7 @@ import torch
 from jdnas_sdk import build_detector, standard_arch
 from jdnas_sdk.data import CocoDetection
 from jdnas_sdk.errors import SearchError
-from jdnas_sdk.latency import ConfirmedLatency, Entry, LatencyTable, OrtBackend, fixed_key, lower
+from jdnas_sdk.latency import ConfirmedLatency, Entry, Estimator, LatencyTable, OrtBackend, fixed_key, lower
 from jdnas_sdk.latency.backends.base import Timing
 from jdnas_sdk.latency.misses import interpolate_ms
 from jdnas_sdk.search import SearchConfig, joint_search
@@ -112,6 +112,12 @@ def test_a_negative_residual_is_clamped_when_confirming(seeded_table: tuple) -> 
     entry = table.get(fixed_key(student.spec(spec), SIZE))
     assert entry.median_ms == 0.0 and "clamped" in entry.info
     assert ms == pytest.approx(confirmed.measuring.ops_ms(student))
+    # the estimator's own on-demand path (jdnas latency --measure, --floor) clamps too: it raised, naming a busy
+    # machine, when a tiny detector's kernels timed alone added up to more than the whole
+    other = Student(arch, replace(Heads.of(spec), proposals=30, pre=30))
+    estimator = Estimator(table, spec, SIZE, on_miss="measure", save=False)
+    assert estimator.total_ms(other) == pytest.approx(estimator.ops_ms(other))
+    assert "clamped" in table.get(fixed_key(other.spec(spec), SIZE)).info
 
 
 def _size(student: Student) -> float:

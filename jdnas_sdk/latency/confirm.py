@@ -27,12 +27,10 @@ from pathlib import Path
 
 from .._io import atomic_write_json
 from ..arch import Arch, DetectorSpec
-from ..errors import NegativeResidualError
 from ..student import Student
 from .backends import Backend
 from .estimate import Estimator
-from .lower import fixed_key
-from .table import Entry, LatencyTable
+from .table import LatencyTable
 
 __all__ = ["ConfirmedLatency"]
 
@@ -92,10 +90,7 @@ class ConfirmedLatency:
     def confirm(self, arch: Arch | Student) -> float:
         """Estimated ms with every missing entry measured first: what a candidate is held to."""
         before, began = len(self.table), time.monotonic()
-        try:
-            ms = self._measure.total_ms(arch)
-        except NegativeResidualError as exc:  # kernels timed cold add up to more than the whole
-            ms = self._clamped(arch, exc)
+        ms = self._measure.total_ms(arch)  # a negative residual is clamped to 0 there (Estimator._measure)
         added, spent = len(self.table) - before, time.monotonic() - began
         if added:
             if self._guess.table is self.table:  # unpinned: its caches hold interpolations of what is now measured
@@ -112,13 +107,3 @@ class ConfirmedLatency:
             )
         self.confirmed += 1
         return ms
-
-    def _clamped(self, arch: Arch | Student, exc: NegativeResidualError) -> float:
-        """A fixed entry of 0 ms for a detector that ran faster than its kernels' entries sum to
-        (the estimate is then the kernels' sum, an overestimate), kept in the table, flagged."""
-        spec = arch.spec(self.spec) if isinstance(arch, Student) else self.spec
-        log.warning("%s: its fixed entry is clamped to 0 ms (%s)", arch, exc)
-        self.table.put(fixed_key(spec, self.input_size), Entry(0.0, source="residual", info={"clamped": str(exc)}))
-        if self.table.path is not None:
-            self.table.save()
-        return self._measure.total_ms(arch)
