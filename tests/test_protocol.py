@@ -393,21 +393,24 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
     test_seen: list[int] = []
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
-    result = jdnas_sdk.compress(
-        base,
+    run: dict[str, Any] = dict(
         target=str(_slow_table(tmp_path / "slow.json")),
         train_data=train,
-        select_data=_Watched.wrap(select, select_seen),
-        test_data=_Watched.wrap(test, test_seen),
         latency=0.85,
         budget=3,
         workdir=tmp_path / "w",
         teacher="none",
         finetune_steps=2,
-        final_steps=3,
         recipe=Recipe(bn_images=4, max_step_share=0.3),
         space=SearchSpace(BASE),
         progress=False,
+    )
+    result = jdnas_sdk.compress(
+        base,
+        select_data=_Watched.wrap(select, select_seen),
+        test_data=_Watched.wrap(test, test_seen),
+        final_steps=3,
+        **run,
     )
     # once each by the check before any work (decoded, seen by no model), then base, student and control
     assert sorted(test_seen) == sorted(list(test.image_ids()) * 4)
@@ -434,22 +437,7 @@ def test_compress_chooses_on_select_reads_test_only_for_the_final_numbers_and_tr
 
     # called again with more final steps: the final training is redone, and says so; the control follows
     def rerun() -> Any:
-        return jdnas_sdk.compress(
-            base,
-            target=str(tmp_path / "slow.json"),
-            train_data=train,
-            select_data=select,
-            test_data=test,
-            latency=0.85,
-            budget=3,
-            workdir=tmp_path / "w",
-            teacher="none",
-            finetune_steps=2,
-            final_steps=4,
-            recipe=Recipe(bn_images=4, max_step_share=0.3),
-            space=SearchSpace(BASE),
-            progress=False,
-        )
+        return jdnas_sdk.compress(base, select_data=select, test_data=test, final_steps=4, **run)
 
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="jdnas_sdk"):
