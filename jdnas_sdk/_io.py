@@ -263,7 +263,12 @@ def first_line(exc: BaseException) -> str:
 
 
 class CorruptFile(ValueError):
-    """A file that is not what its writer wrote: its message completes "FILE ..." (``is corrupt: ...``)."""
+    """A file that is not what its writer wrote: its message completes "FILE ..." (``is corrupt: ...``);
+    ``kind`` says how (``"archive"``, ``"checksum"`` or ``"pickle"``), for the caller's advice."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def torch_load(path: str | os.PathLike[str]) -> Any:
@@ -278,21 +283,24 @@ def torch_load(path: str | os.PathLike[str]) -> Any:
     import torch
 
     if not zipfile.is_zipfile(path):
-        raise CorruptFile("is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)")
+        raise CorruptFile(
+            "is corrupt, truncated or not a PyTorch file (not a zip archive as torch.save writes)", "archive"
+        )
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise CorruptFile(f"is corrupt or truncated ({first_line(exc)})") from exc
+        raise CorruptFile(f"is corrupt or truncated ({first_line(exc)})", "archive") from exc
     if bad is not None:
-        raise CorruptFile(f"is corrupt: its part {bad} fails its checksum (a damaged copy or disk)")
+        raise CorruptFile(f"is corrupt: its part {bad} fails its checksum (a damaged copy or disk)", "checksum")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:  # torch's text ends by advising weights_only=False: not ours to repeat
         lines = [line.strip() for line in str(exc).splitlines() if "GLOBAL" in line or "Unsupported" in line]
         raise CorruptFile(
             f"holds pickled objects other than tensors and plain data ({lines[0] if lines else 'unsupported'}), "
-            "so it was not loaded: loading it could run code"
+            "so it was not loaded: loading it could run code",
+            "pickle",
         ) from exc
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_torch_save, first_line, torch_load
-from .detectors import spec_of
+from .detectors import nonfinite_tensor, spec_of
 from .errors import TrainingError
 
 __all__ = [
@@ -117,8 +117,7 @@ def restore(
         weights = state["model"]
         if not isinstance(weights, dict):
             raise TypeError(f"its model weights are a {type(weights).__name__}, not a state_dict")
-        floats = [v for v in weights.values() if isinstance(v, torch.Tensor) and v.is_floating_point()]
-        if not all(v.isfinite().all() for v in floats):
+        if nonfinite_tensor(weights) is not None:
             raise ValueError("its model weights are not finite (NaN or inf)")
         model.load_state_dict(weights)
         if aux is not None:

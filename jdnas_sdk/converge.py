@@ -36,11 +36,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ._io import atomic_torch_save, atomic_write_json, first_line, read_json, torch_load
-from .detectors import load_detector
+from .detectors import load_detector, nonfinite_tensor
 from .errors import TrainingError
 from .evaluate import evaluate
 from .settle import curve_path, save_result, settle
@@ -244,9 +243,7 @@ def _read_best(best_file: Path, ckpt: Path, curve_file: Path) -> dict[str, Any]:
     """The best weights so far; a damaged file is refused naming it (never loaded as other numbers)."""
     try:
         weights = torch_load(best_file)
-        if not isinstance(weights, dict) or not all(
-            v.isfinite().all() for v in weights.values() if isinstance(v, torch.Tensor) and v.is_floating_point()
-        ):
+        if not isinstance(weights, dict) or nonfinite_tensor(weights) is not None:
             raise ValueError("not the finite weights of a detector")
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same advice
         raise TrainingError(

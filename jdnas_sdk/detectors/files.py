@@ -23,7 +23,7 @@ from ..student import Student
 from .build import build_detector
 from .inspect import describe
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_detector", "load_detector", "read_detector_file"]
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "save_detector", "load_detector", "read_detector_file", "nonfinite_tensor"]
 
 FORMAT_NAME = "jdnas-detector"
 FORMAT_VERSION = 2
@@ -65,9 +65,9 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except CorruptFile as exc:  # not an archive, a part failing its checksum, or a pickle of other objects
         fix = {
             "checksum": "; copy the file again from where it was written",
-            "pickled": "; re-save the detector with jdnas_sdk.save_detector() where it was made",
+            "pickle": "; re-save the detector with jdnas_sdk.save_detector() where it was made",
         }
-        raise DetectorFileError(f"{file} {exc}{next((v for k, v in fix.items() if k in str(exc)), '')}") from exc
+        raise DetectorFileError(f"{file} {exc}{fix.get(exc.kind, '')}") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DetectorFileError(f"{file} is corrupt, truncated or not a PyTorch file ({first_line(exc)})") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
@@ -91,7 +91,7 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
             raise DetectorFileError(f"{file} is damaged: field {key!r} is missing or not a {kind.__name__}")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["state_dict"].items()):
         raise DetectorFileError(f"{file} is damaged: its state_dict holds something other than named tensors")
-    bad = next((k for k, v in payload["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()), None)
+    bad = nonfinite_tensor(payload["state_dict"])
     if bad is not None:  # evaluated as AP 0, or trained into "loss became nan ... lower the learning rate"
         raise DetectorFileError(
             f"{file} is damaged: its weights hold NaN or inf ({bad}); copy it again from where it was written, or "
@@ -102,6 +102,19 @@ def read_detector_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     except (TypeError, ValueError) as exc:
         raise DetectorFileError(f"{file} is damaged: its metadata is not plain data ({first_line(exc)})") from exc
     return payload
+
+
+def nonfinite_tensor(state: dict[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of ``state`` (a state_dict) holding NaN or inf, else
+    ``None``: what detector files, training checkpoints and best-weights files are refused for."""
+    return next(
+        (
+            k
+            for k, v in state.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not v.isfinite().all()
+        ),
+        None,
+    )
 
 
 def load_detector(path: str | os.PathLike[str]) -> nn.Module:
