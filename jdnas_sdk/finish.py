@@ -33,7 +33,7 @@ from .latency.local import describe_table
 from .prepare import CompressRun
 from .protocol import Recipe, claim, hints, score, train_control
 from .report import write_report
-from .search import SearchConfig
+from .search import SearchConfig, load_candidate
 from .student import Student
 from .teachers import TeacherConfig, TeacherPool
 from .train import TrainConfig, checkpoint_path
@@ -62,7 +62,7 @@ def finish_student(
     race's, :mod:`jdnas_sdk.race`); training goes on from it."""
     work = run.work
     if not final_steps:
-        student = load_detector(work / "search" / best.file)
+        student = load_candidate(work / "search" / best.file)
         student.eval()
         row.update(select_ap=best.ap)  # the search measured it
         return student
@@ -82,7 +82,7 @@ def finish_student(
             kept,
         )
         if kept == "start":
-            student = load_detector(work / "search" / best.file)
+            student = load_candidate(work / "search" / best.file)
     student.eval()
     return student
 
@@ -132,7 +132,7 @@ def _final(
             return load_detector(done)
         done.unlink()  # made for another candidate, step count or detector, or damaged: train again
     _own_checkpoint(checkpoint_path(done), wanted, started)
-    student, teacher = load_detector(work / "search" / best.file), teacher_of()
+    student, teacher = load_candidate(work / "search" / best.file), teacher_of()
     log.info(
         "[compress] training the chosen student (candidate %d) %d more steps %s",
         best.index,

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from ._io import atomic_write_json, read_json
-from .detectors import load_detector
 from .distill import finetune
 from .errors import NonFiniteLossError
 from .evaluate import evaluate
 from .finish import final_schedule, final_teacher
 from .prepare import CompressRun
+from .search import load_candidate
 from .train import checkpoint_identity
 
 __all__ = ["RaceResult", "race_steps", "final_race"]
@@ -127,7 +127,7 @@ def final_race(run: CompressRun, archive: Any, best: Any, target_ms: float, fina
 def _run(run: CompressRun, candidate: Any, folder: Path, final_steps: int, steps: int) -> float | None:
     """``candidate`` trained the first ``steps`` of the final schedule (checkpointed in ``folder``),
     then its select AP; None where its loss diverged (the checkpoint is removed)."""
-    student = load_detector(run.work / "search" / candidate.file)
+    student = load_candidate(run.work / "search" / candidate.file)
     _, teacher_of = final_teacher(run, candidate)
     checkpoint = folder / f"{candidate.index:03d}.ckpt"
     try:

@@ -172,3 +172,21 @@ def test_archive_lineage_and_garbage_are_search_errors(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(SearchError, match="unreadable"):
         Archive.open(path, {})
+
+
+def test_a_damaged_candidate_file_says_the_run_starts_again_in_a_new_workdir(tmp_path: Path) -> None:
+    from jdnas_sdk import build, save_detector
+    from jdnas_sdk.errors import DetectorFileError
+    from jdnas_sdk.search import load_candidate
+
+    from .conftest import tiny_spec
+
+    path = tmp_path / "search" / "candidates" / "005.pt"
+    path.parent.mkdir(parents=True)
+    model = build(tiny_spec())
+    save_detector(model, path)
+    loaded = load_candidate(path).state_dict()  # a whole file loads as the detector saved
+    assert all(loaded[k].equal(v) for k, v in model.state_dict().items())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DetectorFileError, match="005.pt is corrupt.*The search wrote this file.*new workdir"):
+        load_candidate(path)

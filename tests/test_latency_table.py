@@ -52,6 +52,7 @@ def _rewrite(path: Path, edit: object) -> None:
         (lambda d: d.update(source="guessed"), "source must be one of"),
         (lambda d: d["entries"].update({"conv(cin=1)": {"median_ms": 1}}), "needs fields"),
         (lambda d: d["entries"][str(KEY)].update(median_ms=-1), "finite number >= 0"),
+        (lambda d: d["entries"][str(KEY)].update(median_ms=1e308), "at most 3600000"),
         (lambda d: d["entries"][str(KEY)].update(samples=1.5), "samples must be an integer"),
         (lambda d: d["entries"][str(KEY)].update(p99=3), "unknown fields"),
         (lambda d: d.update(source="modelled"), "must carry its device model"),

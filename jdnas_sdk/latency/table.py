@@ -55,6 +55,7 @@ FORMAT_NAME = "jdnas-latency-table"
 SCHEMA_VERSION = 1
 SOURCES = ("measured", "modelled")
 ENTRY_SOURCES = ("measured", "modelled", "residual")
+MAX_ENTRY_MS = 3_600_000.0  # an hour: no kernel or fixed entry takes longer (a damaged file; sums overflow)
 
 
 class DeviceMismatchWarning(UserWarning):
@@ -358,8 +359,10 @@ def _entry(raw: Any) -> Entry:
         raise LatencyTableError(f"entry has unknown fields {sorted(unknown)}")
     median, spread, samples = raw.get("median_ms"), raw.get("spread_ms", 0.0), raw.get("samples", 0)
     for name, value in (("median_ms", median), ("spread_ms", spread)):
-        if not finite_number(value) or value < 0:
-            raise LatencyTableError(f"entry {name} must be a finite number >= 0, got {value!r}")
+        if not finite_number(value) or not 0 <= value <= MAX_ENTRY_MS:
+            raise LatencyTableError(
+                f"entry {name} must be a finite number >= 0 and at most {MAX_ENTRY_MS:.0f} (an hour), got {value!r}"
+            )
     if not isinstance(samples, int) or isinstance(samples, bool) or not 0 <= samples < 2**53:
         raise LatencyTableError(f"entry samples must be an integer >= 0, got {samples!r}")
     source = raw.get("source", "measured")

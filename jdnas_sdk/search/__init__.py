@@ -1,7 +1,7 @@
 """The search: the joint loop (morphism + dynamic distillation), the pipeline baseline, the archive,
 and the executors that train candidates (in this process, or as Ray tasks)."""
 
-from .archive import Archive, Candidate, pareto_front
+from .archive import Archive, Candidate, load_candidate, pareto_front
 from .executor import CandidateJob, CandidateOutcome, Executor, LocalExecutor, run_candidate
 from .joint import SearchConfig, joint_search, latency_bound
 from .moves import moves, propose
@@ -13,6 +13,7 @@ __all__ = [
     "Archive",
     "Candidate",
     "pareto_front",
+    "load_candidate",
     "SearchConfig",
     "joint_search",
     "latency_bound",

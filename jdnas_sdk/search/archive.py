@@ -15,10 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .._io import atomic_write_json
-from ..errors import SearchError
+from torch import nn
 
-__all__ = ["Candidate", "Archive", "pareto_front", "validate_candidates", "contained_file"]
+from .._io import atomic_write_json
+from ..detectors import load_detector
+from ..errors import DetectorFileError, SearchError
+
+__all__ = ["Candidate", "Archive", "pareto_front", "validate_candidates", "contained_file", "load_candidate"]
 
 ARCHIVE_FORMAT = "jdnas-search-archive"
 
@@ -155,6 +158,18 @@ def contained_file(workdir: str | os.PathLike[str], name: Any, *, origin: str) -
     if not path.is_relative_to(base):
         raise SearchError(f"{origin}: field 'file' {name!r} points outside the workdir {workdir}")
     return path
+
+
+def load_candidate(path: str | os.PathLike[str]) -> nn.Module:
+    """The detector of a candidate file the search wrote in its workdir. A damaged one says that the run
+    cannot go on from it (copying the file "again" is no fix for a file the run made itself)."""
+    try:
+        return load_detector(path)
+    except DetectorFileError as exc:
+        raise DetectorFileError(
+            f"{exc}. The search wrote this file; the run cannot go on from a damaged one: start it again "
+            "with a new workdir"
+        ) from exc
 
 
 def pareto_front(candidates: list[Candidate]) -> list[Candidate]:

@@ -32,6 +32,7 @@ from ..morph import Action, morph, morph_to
 from ..morph.refit import Refit, depth_refit_hook
 from ..student import Student
 from ..train import TrainConfig, recalibrate_bn
+from .archive import load_candidate
 
 __all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished", "run_candidate", "worker_id"]
 
@@ -156,7 +157,7 @@ def run_candidate(
     started = time.time()
     torch.manual_seed(job.train.seed)  # new blocks and KD adapters start the same in any process
     try:
-        parent = load_detector(job.parent_file)
+        parent = load_candidate(job.parent_file)
         refits: list[Refit] = []
         hook = depth_refit_hook(train_data, job.refit_images, refits) if job.refit_images else None
         if job.morph_to is not None:
