@@ -102,6 +102,13 @@ def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> 
         if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
             split.check_compatible(spec)
             check_images(split, name=f"the {name} set")
+    unread = [name for name in get_family(spec.family).target_fields if name != "masks"]
+    if unread and hasattr(train_data, "with_masks"):  # the SDK's COCO loader: boxes and masks, no keypoints
+        raise DataError(
+            f"a {spec.family} trains on {', '.join(unread)}, which the SDK's COCO loader does not read, and "
+            "compress trains every student: it cannot compress this detector (jdnas eval, latency and export "
+            "take it)"
+        )
     if "masks" in get_family(spec.family).target_fields and getattr(train_data, "with_masks", True) is False:
         raise DataError(
             f"a {spec.family} trains on masks, but the training set was loaded without them: load it with "

@@ -317,6 +317,20 @@ def test_compress_of_a_mask_rcnn_reads_masks_and_refuses_data_without_them(synth
     assert not (tmp_path / "w").exists()
 
 
+def test_compress_of_a_keypoint_rcnn_is_refused_before_any_work(synth_root: Path, tmp_path: Path) -> None:
+    """The loader reads no keypoints, so no student could train: compress measured and searched for
+    minutes before (an independent check found it); now it is refused before the workdir is made."""
+    from jdnas_sdk.data import load_protocol_splits
+
+    model = build_detector(tiny_spec("keypointrcnn"), standard_arch("resnet18"))
+    splits = load_protocol_splits(synth_root)
+    with pytest.raises(JdnasError, match="trains on keypoints.*cannot compress"):
+        jdnas_sdk.compress(
+            model, train_data=splits[0], select_data=splits[1], test_data=splits[2], workdir=tmp_path / "w", budget=1
+        )
+    assert not (tmp_path / "w").exists()
+
+
 def test_teachers_train_checks_its_numbers_and_shape_flags_before_reading_data(
     model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
