@@ -63,6 +63,8 @@ def test_every_subcommand_help_renders(capsys: pytest.CaptureFixture[str]) -> No
         name, sub = stack.pop()
         text = sub.format_help()  # raises on a help string % cannot format
         assert "usage:" in text, name
+        # it teaches: what the verb does, and an example kept on its own line (argparse re-wraps epilogs)
+        assert sub.description and f"\n  jdnas {name.split()[0]}" in text, name
         flat = " ".join(text.split())  # a default shown only where there is one ("(default: None)" was noise)
         assert "(default: None)" not in flat and "(default: False)" not in flat, name
         for action in sub._actions:

@@ -44,12 +44,18 @@ __all__ = [
 
 class _DefaultsShown(argparse.ArgumentDefaultsHelpFormatter):
     """Each option's default after its help, where it has one to show: not ``(default: None)`` after
-    a help that already says what happens without it, nor ``(default: False)`` after a switch."""
+    a help that already says what happens without it, nor ``(default: False)`` after a switch. A
+    description or epilog with line breaks (the examples) keeps its lines."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         if action.default is None or action.default is False:
             return action.help or ""
         return super()._get_help_string(action) or ""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        if "\n" in text:  # an example block: its lines as written (argparse would join and re-wrap them)
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 #: the help formatter of every verb: defaults shown after each option's help
@@ -126,7 +132,7 @@ def ray_cluster(what: str) -> argparse.ArgumentParser:
         "--executor",
         choices=("local", "ray"),
         default="local",
-        help=f"where {what} run: in this process, or as Ray tasks (pip install -e '.[ray]')",
+        help=f"where {what}: in this process, or as Ray tasks (pip install -e '.[ray]')",
     )
     p.add_argument(
         "--address",

@@ -29,7 +29,7 @@ def add_parser(verbs: Any) -> None:
             ),
             common.target(),
             common.seed("random seed (same seed and --parallel, same search)"),
-            common.ray_cluster("candidates are trained"),
+            common.ray_cluster("candidates train"),
             common.wait(),
             common.heads("the space the search explores"),
         ],
@@ -136,7 +136,7 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         "--max-step-share",
         type=float,
         default=None,
-        help="gradual morphism: each candidate removes at most this share of its parent's latency",
+        help="gradual morphism: each candidate removes at most this share of its parent's latency (default: no bound)",
     )
     co.add_argument(
         "--parent-reach",

@@ -14,7 +14,14 @@ __all__ = ["add_parser", "run_synth"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``data`` and its action ``synth``."""
-    data = verbs.add_parser("data", help="datasets: make a synthetic one")
+    data = verbs.add_parser(
+        "data",
+        formatter_class=common.FMT,
+        help="datasets: make a synthetic one",
+        description="Datasets in COCO format: `synth` writes a synthetic one (no download) with train, select "
+        "and test splits.",
+        epilog="example:\n  jdnas data synth --out data/shapes --train 600 --select 100 --test 100 --size 256",
+    )
     data_verbs = data.add_subparsers(dest="data_verb", metavar="ACTION", required=True)
     synth = data_verbs.add_parser(
         "synth",
@@ -22,6 +29,7 @@ def add_parser(verbs: Any) -> None:
         help="write a synthetic COCO-format dataset",
         parents=[common.verbosity(top=False), common.seed(), common.force()],
         description="Write a synthetic COCO-format shapes dataset (images + instances JSON), deterministic by seed.",
+        epilog="example:\n  jdnas data synth --out data/shapes --train 600 --select 100 --test 100 --size 256",
     )
     synth.add_argument("--out", required=True, help="folder to write (images/, annotations/)")
     synth.add_argument("--train", type=int, default=600, help="number of training images")

@@ -27,6 +27,7 @@ def add_parser(verbs: Any) -> None:
         "compress "
         "it for this machine's CPU (cpu-ort), show base, student and the extra-steps control on the test "
         "images, export the student to ONNX and write the report. Reuses what a previous run left in WORKDIR.",
+        epilog="examples:\n  jdnas demo\n  jdnas demo --workdir runs/demo2 --seed 1",
         parents=[
             common.verbosity(top=False),
             common.seed(),

@@ -17,7 +17,12 @@ def add_parser(verbs: Any) -> None:
     """Add ``doctor``."""
     doctor = verbs.add_parser(
         "doctor",
+        formatter_class=common.FMT,
         help="what this machine can measure, before profiling new hardware",
+        description="What this machine can measure before you profile it: CPU, GPU, CUDA, ONNX Runtime and "
+        "TensorRT, which targets it can time (and the table each would use), and what is missing with how to "
+        "install it.",
+        epilog="examples:\n  jdnas doctor\n  jdnas doctor --json > doctor.json",
         parents=[common.verbosity(top=False)],
     )
     doctor.add_argument("--json", action="store_true", help="print the report as JSON instead of text")

@@ -17,6 +17,9 @@ def add_parser(verbs: Any) -> None:
         "eval",
         formatter_class=common.FMT,
         help="COCO mAP of a detector file on a dataset",
+        description="COCO mAP (pycocotools: AP, AP50, AP75, by object size) of a detector file on one split of a "
+        "COCO-format dataset; the test split by default, the images that report final numbers.",
+        epilog="example:\n  jdnas eval --model student.pt --data data/shapes --json metrics.json",
         parents=[common.verbosity(top=False), common.model(), common.data()],
     )
     ev.add_argument(

@@ -20,6 +20,8 @@ def add_parser(verbs: Any) -> None:
         description="Export the whole detector (pre-processing and NMS included) to ONNX, check it with "
         "onnx.checker and against PyTorch in ONNX Runtime, and build a TensorRT engine where TensorRT is "
         "installed.",
+        epilog="examples:\n  jdnas export --model student.pt --onnx student.onnx\n"
+        "  jdnas export --model student.pt --onnx student.onnx --engine student.plan --precision fp16   # on a GPU",
         parents=[
             common.verbosity(top=False),
             common.model(),

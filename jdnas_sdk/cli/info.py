@@ -14,7 +14,13 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``info``."""
     info = verbs.add_parser(
-        "info", help="show what a detector file holds", parents=[common.verbosity(top=False), common.model()]
+        "info",
+        formatter_class=common.FMT,
+        help="show what a detector file holds",
+        description="What a detector file holds, as JSON: its spec (family, backbone, classes, input size, head "
+        "settings), its parameter count, the metadata it was saved with (how it was trained) and the SDK version.",
+        epilog="example:\n  jdnas info --model runs/compress/student.pt",
+        parents=[common.verbosity(top=False), common.model()],
     )
     info.set_defaults(func=run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from ..errors import JdnasError
@@ -19,6 +20,8 @@ def add_parser(verbs: Any) -> None:
         help="estimate a detector's latency on a target",
         description="Estimate a detector's latency from a target's table: total, breakdown by stage, misses. "
         "With --measure, also run it on this machine (the target must be this machine).",
+        epilog="examples:\n  jdnas latency --model base.pt --target cpu-ort --measure\n"
+        "  jdnas latency --model base.pt --target cpu-ort --floor --json floor.json",
         parents=[
             common.verbosity(top=False),
             common.model(),
@@ -99,7 +102,7 @@ def _inherited(model: Any, student: Any) -> Any:
     try:
         return morph_to(model, student)
     except ArchError as exc:
-        print(f"note: {exc}; measuring {student} with random weights")
+        print(f"note: {exc}; measuring {student} with random weights", file=sys.stderr)
         return build_detector(describe(model)[0], student)
 
 

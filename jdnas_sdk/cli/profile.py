@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,11 @@ def add_parser(verbs: Any) -> None:
     )
     pr.add_argument("--threads", type=int, default=1, help="CPU threads (1 gives repeatable numbers)")
     pr.add_argument("--device", default="cpu", help="torch backend: cpu or cuda; roofline backend: the device model")
-    pr.add_argument("--precision", choices=("fp32", "fp16"), help="fp16: torch on CUDA, tensorrt (its default)")
+    pr.add_argument(
+        "--precision",
+        choices=("fp32", "fp16"),
+        help="fp16: torch on CUDA, tensorrt (default: fp16 for tensorrt, fp32 for ort and torch)",
+    )
     pr.add_argument("--min-runs", type=int, default=10, help="timed runs per op, at least")
     pr.add_argument("--min-time", type=float, default=0.25, help="seconds of timed runs per op, at least")
     pr.add_argument(
@@ -222,7 +227,8 @@ def _default_out(target: str, backend: Any) -> Path:
     if backend.fingerprint() != read:
         print(
             f"note: a later --target {target} reads this machine's table measured as [{read.describe()}], not "
-            f"[{backend.fingerprint().describe()}] as asked here: pass this table by path (--target FILE)"
+            f"[{backend.fingerprint().describe()}] as asked here: pass this table by path (--target FILE)",
+            file=sys.stderr,  # a warning: stdout holds results only
         )
     return local_table_path(target, backend.fingerprint())
 

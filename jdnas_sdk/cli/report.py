@@ -13,7 +13,13 @@ __all__ = ["add_parser", "run"]
 def add_parser(verbs: Any) -> None:
     """Add ``report``."""
     rp = verbs.add_parser(
-        "report", help="write the HTML/Markdown report of a compress workdir", parents=[common.verbosity(top=False)]
+        "report",
+        formatter_class=common.FMT,
+        help="write the HTML/Markdown report of a compress workdir",
+        description="(Re)write report.html and report.md of a compress run from its workdir (the search archive "
+        "and result.json): the Pareto front, every candidate's lineage, teachers and latency, the claim.",
+        epilog="example:\n  jdnas report runs/compress",
+        parents=[common.verbosity(top=False)],
     )
     rp.add_argument("workdir", help="the --workdir of a compress run")
     rp.set_defaults(func=run)

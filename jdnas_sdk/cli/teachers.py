@@ -15,7 +15,15 @@ __all__ = ["add_parser", "run_report", "run_train"]
 
 def add_parser(verbs: Any) -> None:
     """Add ``teachers`` and its actions ``train`` and ``report``."""
-    te = verbs.add_parser("teachers", help="the elastic teacher pool: train it, report on it")
+    te = verbs.add_parser(
+        "teachers",
+        formatter_class=common.FMT,
+        help="the elastic teacher pool: train it, report on it",
+        description="The elastic teacher pool that compress's dynamic distillation samples teachers from: trained "
+        "once per base, reused by every search (jdnas compress --teacher pool trains one itself).",
+        epilog="examples:\n  jdnas teachers train --base base.pt --data data/shapes --out pool.pt --steps 600\n"
+        "  jdnas teachers report --pool pool.pt --data data/shapes --target cpu-ort",
+    )
     te_verbs = te.add_subparsers(dest="teachers_verb", metavar="ACTION", required=True)
     tt = te_verbs.add_parser(
         "train",
@@ -23,6 +31,7 @@ def add_parser(verbs: Any) -> None:
         help="train an elastic teacher pool by progressive shrinking",
         description="Grow a trained detector into an elastic pool (deeper, wider; function-preserving) and train "
         "every teacher in it at once. Killed? Run the same command again: it resumes from OUT.ckpt.",
+        epilog="example:\n  jdnas teachers train --base base.pt --data data/shapes --out pool.pt --steps 600",
         parents=[
             common.verbosity(top=False),
             common.data(),
@@ -50,6 +59,9 @@ def add_parser(verbs: Any) -> None:
         "report",
         formatter_class=common.FMT,
         help="mAP and estimated latency of sampled teachers",
+        description="Sample teachers from a trained pool (BatchNorm recalibrated on the train split) and report "
+        "each one's mAP on a split and estimated latency on a target, as Markdown and JSON.",
+        epilog="example:\n  jdnas teachers report --pool pool.pt --data data/shapes --target cpu-ort --count 4",
         parents=[
             common.verbosity(top=False),
             common.data("dataset folder (train split recalibrates BatchNorm)"),

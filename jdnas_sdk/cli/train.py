@@ -19,6 +19,10 @@ def add_parser(verbs: Any) -> None:
         formatter_class=common.FMT,
         help="train a detector on a COCO-format dataset",
         description="Train a detector. Killed? Run the same command again: it resumes from OUT.ckpt.",
+        epilog="examples:\n"
+        "  jdnas train --data data/shapes --model fasterrcnn_resnet18 --out base.pt --until-converged --steps 3000\n"
+        "  jdnas train --data data/shapes --model retinanet_resnet18 --out base.pt --optimizer adamw --lr 1e-3 "
+        "--weight-decay 0.05",
         parents=[
             common.verbosity(top=False),
             common.data("dataset folder (images/<split>/ + annotations/instances_<split>.json, or COCO's layout)"),
