@@ -134,3 +134,28 @@ def test_no_import_circles_and_no_module_imports_the_package_face() -> None:
             visit(name)
     unexpected = [c for c in cycles if c not in ALLOWED_CYCLES]
     assert not unexpected, f"import circles: {unexpected}"
+
+
+def _stage_ranks() -> dict[str, int]:
+    """Each top-level module or package's stage, from CONTRIBUTING.md's "Stage order" block (the one
+    place it is written: this test holds the code to it)."""
+    text = (ROOT / "CONTRIBUTING.md").read_text().split("## Stage order", 1)[1]
+    block = text.split("```", 2)[1]
+    return {name.strip(): rank for rank, group in enumerate(block.split("->")) for name in group.split(",")}
+
+
+def test_modules_import_only_earlier_stages() -> None:
+    ranks = _stage_ranks()
+    paths = _modules()
+    top = {name: name.split(".")[1] for name in paths if name.count(".") >= 1}
+    assert not set(top.values()) - set(ranks), (
+        f"modules missing from CONTRIBUTING's stage order: {set(top.values()) - set(ranks)}"
+    )
+    late = sorted(
+        f"{name} imports {dep}"
+        for name, path in paths.items()
+        if name in top
+        for dep in _imports(name, path, set(paths))
+        if dep in top and ranks[top[dep]] > ranks[top[name]]
+    )
+    assert not late, f"imports of a later stage (CONTRIBUTING.md, Stage order): {late}"
