@@ -112,7 +112,9 @@ class CompressResult:
         return "\n".join(lines)
 
 
-def _search_estimator(table: Any, spec: Any, size: tuple[int, int]) -> tuple[Estimator, ConfirmedLatency | None]:
+def _search_estimator(
+    table: Any, spec: Any, size: tuple[int, int], progress: bool
+) -> tuple[Estimator, ConfirmedLatency | None]:
     """The search's estimator, and on a table this machine measures (``cpu-ort`` here) its
     :class:`~jdnas_sdk.latency.ConfirmedLatency`: proposals are guessed (missing kernels
     interpolated, not measured one by one: proposals touch hundreds of new kernels) and each
@@ -122,7 +124,7 @@ def _search_estimator(table: Any, spec: Any, size: tuple[int, int]) -> tuple[Est
     estimator = Estimator(table, spec, size)
     if estimator.backend is None:
         return estimator, None
-    confirmed = ConfirmedLatency(table, spec, size, estimator.backend)
+    confirmed = ConfirmedLatency(table, spec, size, estimator.backend, progress=progress)
     return confirmed.estimator, confirmed
 
 
@@ -241,7 +243,7 @@ def compress(
     check_data(spec, train_data, select_data, test_data)
     runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
-    estimator, confirmed = _search_estimator(table, spec, size)
+    estimator, confirmed = _search_estimator(table, spec, size, progress)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     base = thaw(model)

@@ -44,9 +44,11 @@ def seeded_table(tmp_path: Path) -> tuple[LatencyTable, object, object]:
     return table, spec, arch
 
 
-def test_a_confirmed_student_is_measured_and_later_guesses_use_the_measurement(seeded_table: tuple) -> None:
+def test_a_confirmed_student_is_measured_and_later_guesses_use_the_measurement(
+    seeded_table: tuple, capsys: pytest.CaptureFixture[str]
+) -> None:
     table, spec, arch = seeded_table
-    confirmed = ConfirmedLatency(table, spec, SIZE, _backend())
+    confirmed = ConfirmedLatency(table, spec, SIZE, _backend(), progress=True)
     base = Student.of(spec, arch)
     assert confirmed.confirm(base) == pytest.approx(confirmed.guess(base)) and confirmed.measured == 0
     student = Student(arch, replace(Heads.of(spec), proposals=20, pre=20, box=16))
@@ -56,6 +58,8 @@ def test_a_confirmed_student_is_measured_and_later_guesses_use_the_measurement(s
     ms = confirmed.confirm(student)
     assert fixed_key(student_spec, SIZE) in table and table.get(fixed_key(student_spec, SIZE)).source == "residual"
     assert confirmed.measured >= 2 and confirmed.confirmed == 2 and confirmed.seconds > 0
+    # the kernels were measured under a bar that counts them (a Python caller sees no log)
+    assert f"measuring {confirmed.measured - 1} cpu-ort kernels on this machine" in capsys.readouterr().err
     record = confirmed.to_json()  # what compress writes to result.json
     assert record["confirmed"] == 2 and record["entries_measured"] == confirmed.measured and not record["pinned"]
     assert ms != pytest.approx(guessed)

@@ -149,7 +149,7 @@ def _recipe_options(co: argparse.ArgumentParser) -> None:
         "--search-lr-ratio",
         type=float,
         default=None,
-        help="candidates fine-tune at this fraction of the final student's rate (default: the recipe's)",
+        help="candidates fine-tune at this fraction of the final student's rate (default: the recipe's, 1.0)",
     )
     co.add_argument(
         "--no-free-moves",

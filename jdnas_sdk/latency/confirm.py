@@ -30,6 +30,7 @@ from ..arch import Arch, DetectorSpec
 from ..student import Student
 from .backends import Backend
 from .estimate import Estimator
+from .local import measure_missing_ops
 from .table import LatencyTable
 
 __all__ = ["ConfirmedLatency"]
@@ -41,10 +42,21 @@ class ConfirmedLatency:
     """:meth:`guess` (interpolated misses, fast) and :meth:`confirm` (missing entries measured on
     ``backend``, this machine, and saved into ``table``) for detectors with head ``spec`` on
     ``input_size`` images. Unpinned, guesses learn from each confirmation; pinned
-    (:meth:`pin`), they come from the pinned table alone."""
+    (:meth:`pin`), they come from the pinned table alone. ``progress``: a bar while a confirmation
+    measures kernels (a new input size or width can need hundreds: minutes, which a caller of the
+    Python API, who sees no log, would otherwise watch in silence)."""
 
-    def __init__(self, table: LatencyTable, spec: DetectorSpec, input_size: tuple[int, int], backend: Backend) -> None:
+    def __init__(
+        self,
+        table: LatencyTable,
+        spec: DetectorSpec,
+        input_size: tuple[int, int],
+        backend: Backend,
+        *,
+        progress: bool = False,
+    ) -> None:
         self.table, self.spec, self.input_size, self.backend = table, spec, input_size, backend
+        self.progress = progress
         self._measure = Estimator(table, spec, input_size, on_miss="measure", backend=backend)
         self._guess = self._guessing(table)
         self.confirmed = 0
@@ -90,6 +102,15 @@ class ConfirmedLatency:
     def confirm(self, arch: Arch | Student) -> float:
         """Estimated ms with every missing entry measured first: what a candidate is held to."""
         before, began = len(self.table), time.monotonic()
+        student = arch if isinstance(arch, Student) else Student(arch)
+        measure_missing_ops(  # the kernels, counted, with a bar; the fixed entry below (one whole-detector timing)
+            self.table,
+            student.spec(self.spec),
+            student.arch,
+            self.input_size,
+            backend=self.backend,
+            progress=self.progress,
+        )
         ms = self._measure.total_ms(arch)  # a negative residual is clamped to 0 there (Estimator._measure)
         added, spent = len(self.table) - before, time.monotonic() - began
         if added:

@@ -68,6 +68,6 @@ def record_base(
     elif len(archive.candidates) > 1:
         say(
             log,
-            f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, next is "
-            f"{len(archive.candidates)}/{candidates}",
+            f"[search] resuming: {len(archive.candidates) - 1} candidates already on disk, "
+            f"{sum(not c.free for c in archive.candidates[1:])} of the {candidates} trained ones",
         )
