@@ -130,7 +130,8 @@ def _trainable_layers(body: nn.Module) -> int:
 
 
 def _leaves(model: nn.Module) -> dict[str, str]:
-    return {name: repr(m) for name, m in model.named_modules() if not list(m.children())}
+    """Each leaf module's repr on one line (a transform's repr spans lines; an error names it in one)."""
+    return {name: " ".join(repr(m).split()) for name, m in model.named_modules() if not list(m.children())}
 
 
 def _check_rebuild(model: nn.Module, spec: DetectorSpec, arch: Arch, family: Family) -> None:
