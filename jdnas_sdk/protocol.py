@@ -264,10 +264,13 @@ def claim(metrics: dict[str, dict[str, Any]]) -> str:
     ratio = student[f"{kind}_ms"] / metrics["base"][f"{kind}_ms"]
     verdict = "at least as accurate as" if gap >= 0 else "LESS accurate than"
     rivals = "the best of base and control" if "control" in metrics else "the base (no control trained)"
-    return (
+    line = (
         f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} {rivals} "
         f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency"
     )
+    if max(100 * metrics[k]["test_ap"] for k in ("student", "base", "control") if k in metrics) < 0.05:
+        line += " -- every test AP is 0, so the tie says nothing: train the base until it detects, then compress"
+    return line
 
 
 def size_hint(metrics: dict[str, dict[str, Any]]) -> str | None:
