@@ -129,3 +129,16 @@ def test_a_student_with_other_heads_exports_whole_and_matches_pytorch(family: st
     result = export(model, tmp_path / "s.onnx", input_size=(96, 128))
     assert result.detections[0] == result.detections[1] > 0
     assert result.max_abs_diff["scores"] < 1e-4 and result.max_abs_diff["ranked_scores"] < 1e-4, result.summary()
+
+
+def test_a_degenerate_box_pairs_with_itself() -> None:
+    """A zero-height box (four of an FCOS student's detections, an independent check found) scored IoU 0/0 = 0
+    against its own copy, and export reported 50% paired where ONNX and PyTorch agreed exactly."""
+    import numpy as np
+
+    from jdnas_sdk.deploy.onnx_export import _iou
+
+    boxes = np.array([[10.0, 20.0, 30.0, 20.0], [0.0, 0.0, 8.0, 8.0]], dtype=np.float32)
+    iou = _iou(boxes, boxes + np.float32(1e-5))
+    assert iou[0, 0] == 1.0 and iou[1, 1] > 0.99 and iou[0, 1] == 0.0  # equal pairs, distinct do not
+    assert _iou(boxes, boxes[[0]] + np.float32([0.0, 0.0, 0.0, 0.5]))[0, 0] == 0.0  # a moved degenerate box is not

@@ -109,12 +109,16 @@ def onnx_parity(
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU; boxes equal to 1e-4 px count as 1, so that a degenerate box (zero width or height,
+    which an untrained or narrow student can output) pairs with itself rather than scoring 0/0."""
     lt = np.maximum(a[:, None, :2], b[None, :, :2])
     rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
     inter = np.clip(rb - lt, 0, None).prod(axis=2)
     area_a = (a[:, 2:] - a[:, :2]).clip(0).prod(axis=1)
     area_b = (b[:, 2:] - b[:, :2]).clip(0).prod(axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    iou = inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
+    same = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2, initial=0.0) <= 1e-4
+    return np.where(same, 1.0, iou)
 
 
 def export(
