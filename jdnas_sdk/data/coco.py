@@ -193,8 +193,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         """Raise :class:`DataError` unless a detector of ``spec`` predicts this dataset's categories."""
         if spec.num_classes != self.num_classes:
             raise DataError(
-                f"the model predicts {_classes(spec.num_classes - 1)}, the dataset {self.annotation_file} "
-                f"has {self.num_classes - 1}; use data with the categories the model was trained on"
+                f"the model predicts {spec.num_classes - 1} class{'es' * (spec.num_classes != 2)}, the dataset "
+                f"{self.annotation_file} has {self.num_classes - 1}; use data with the categories it was trained on"
             )
         if spec.category_ids and spec.category_ids != self.category_ids:
             raise DataError(
@@ -397,7 +397,3 @@ def load_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> CocoD
     """``CocoDetection`` for ``split`` of the dataset folder ``root`` (see :func:`find_split`)."""
     images, ann = find_split(root, split)
     return CocoDetection(images, ann, **kwargs)
-
-
-def _classes(count: int) -> str:
-    return f"{count} class" if count == 1 else f"{count} classes"
