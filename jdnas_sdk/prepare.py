@@ -26,7 +26,7 @@ from ._io import atomic_write_bytes
 from .arch import Arch
 from .converge import ConvergeConfig
 from .data import CocoDetection
-from .data.checks import check_images
+from .data.checks import check_images, unread_targets
 from .detectors import describe, load_detector, spec_of, thaw
 from .distill.losses import SAME_AS_STUDENT
 from .errors import DataError, SearchError
@@ -102,7 +102,7 @@ def check_data(spec: Any, train_data: Any, select_data: Any, test_data: Any) -> 
         if hasattr(split, "check_compatible"):  # a CocoDetection; a user's own training set is taken as it is
             split.check_compatible(spec)
             check_images(split, name=f"the {name} set")
-    unread = [name for name in get_family(spec.family).target_fields if name != "masks"]
+    unread = unread_targets(spec.family)
     if unread and hasattr(train_data, "with_masks"):  # the SDK's COCO loader: boxes and masks, no keypoints
         raise DataError(
             f"a {spec.family} trains on {', '.join(unread)}, which the SDK's COCO loader does not read, and "

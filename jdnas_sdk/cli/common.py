@@ -12,6 +12,7 @@ from typing import Any
 
 from ..arch import BACKBONES, FAMILIES
 from ..compress import CompressResult
+from ..data.checks import unread_targets
 from ..errors import JdnasError
 from ..families import get_family
 
@@ -193,7 +194,7 @@ def anchor_sizes(text: str, family: str, input_size: int) -> tuple[int, ...] | N
 def check_trainable(family: str) -> None:
     """Refuse a family ``jdnas train`` cannot train from this loader's annotations (it reads boxes
     and masks; the family names the targets it needs)."""
-    unread = [field for field in get_family(family).target_fields if field != "masks"]
+    unread = unread_targets(family)
     if unread:
         raise JdnasError(
             f"training {family} needs {', '.join(unread)} annotations, which this loader does not read "

@@ -18,8 +18,17 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import DataError
+from ..families import get_family
 
-__all__ = ["contained_path", "read_rgb", "check_images", "check_segmentation", "INT64_MAX", "MAX_SIDE"]
+__all__ = [
+    "contained_path",
+    "read_rgb",
+    "check_images",
+    "check_segmentation",
+    "unread_targets",
+    "INT64_MAX",
+    "MAX_SIDE",
+]
 
 INT64_MAX = 2**63 - 1
 #: The largest image side a dataset may declare (larger is corrupt or hostile).
@@ -141,3 +150,9 @@ def _rle_counts(text: str, where: str) -> list[int]:
             value += counts[-2]
         counts.append(value)
     return counts
+
+
+def unread_targets(family: str) -> list[str]:
+    """The targets a detector of ``family`` trains on that the SDK's COCO loader does not read (it
+    reads boxes and masks): what makes ``jdnas train`` and ``compress`` refuse it before any work."""
+    return [name for name in get_family(family).target_fields if name != "masks"]
