@@ -113,7 +113,7 @@ def residual_entry(end_to_end: Entry, ops_ms: float, *, speed: float = 1.0) -> E
             f"entries add up to {ops_ms:.3f} ms: "
             "the op entries are inflated (another load on the machine while profiling?); re-profile on an idle machine"
         )
-    extra = {"speed": round(speed, 6)} if speed != 1.0 else {}
+    extra = {"speed": float(f"{speed:.6g}")} if speed != 1.0 else {}  # 6 digits however slow the ops were
     return Entry(
         median_ms=residual,
         spread_ms=end_to_end.spread_ms / speed,
