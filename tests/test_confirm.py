@@ -122,6 +122,10 @@ def test_a_negative_residual_is_clamped_when_confirming(seeded_table: tuple) -> 
     estimator = Estimator(table, spec, SIZE, on_miss="measure", save=False)
     assert estimator.total_ms(other) == pytest.approx(estimator.ops_ms(other))
     assert "clamped" in table.get(fixed_key(other.spec(spec), SIZE)).info
+    # and so does the fixed entry compress measures on the user's own detector (it raised there, refusing the
+    # detector before any search)
+    estimator.calibrate_fixed(build_detector(spec, arch))
+    assert "clamped" in table.get(fixed_key(spec, SIZE)).info and table.get(fixed_key(spec, SIZE)).median_ms == 0.0
 
 
 def _size(student: Student) -> float:

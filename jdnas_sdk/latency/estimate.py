@@ -177,7 +177,8 @@ class Estimator:
                 f"table {self.table.target!r} is not this machine's: its fixed entry cannot be measured here"
             )
         key = fixed_key(self.spec, self.input_size)
-        entry = residual_entry(backend.measure_detector(detector, self.input_size), self.ops_ms(describe(detector)[1]))
+        end_to_end = backend.measure_detector(detector, self.input_size)
+        entry = _clamped_residual(key, end_to_end, self.ops_ms(describe(detector)[1]))
         self.table.put(key, entry)
         self._ms.pop(key, None)
         self._fixed = None
@@ -190,11 +191,7 @@ class Estimator:
             return backend.measure_op(key)
         arch = arch or standard_arch(spec.backbone)
         end_to_end = backend.measure_detector(build_detector(spec, arch), self.input_size)
-        try:
-            return residual_entry(end_to_end, self.ops_ms(Student.of(spec, arch)))
-        except NegativeResidualError as exc:  # tiny kernels timed alone add up to more than the whole detector
-            log.warning("%s: its fixed entry is clamped to 0 ms, so its estimate is its kernels' sum (%s)", key, exc)
-            return Entry(0.0, source="residual", info={"clamped": str(exc)})
+        return _clamped_residual(key, end_to_end, self.ops_ms(Student.of(spec, arch)))
 
     # -- estimates ---------------------------------------------------------------------------------
     def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:
@@ -343,3 +340,14 @@ def estimate_latency(
     if save and on_miss in ("auto", "measure"):  # measure what this machine's table lacks, with a progress bar
         measure_missing_ops(table, spec, arch, input_size, backend=backend, progress=progress)
     return Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend).estimate(arch)
+
+
+def _clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:
+    """The fixed entry measured on this machine, 0 ms where a tiny detector's kernels timed alone add up
+    to more than the whole (a busy machine, or kernels too small to time alone): its estimate is then its
+    kernels' sum, and the entry says why (``info["clamped"]``)."""
+    try:
+        return residual_entry(end_to_end, ops_ms)
+    except NegativeResidualError as exc:
+        log.warning("%s: its fixed entry is clamped to 0 ms, so its estimate is its kernels' sum (%s)", key, exc)
+        return Entry(0.0, source="residual", info={"clamped": str(exc)})
