@@ -21,11 +21,13 @@ __all__ = ["Stopwatch"]
 class Stopwatch:
     """``with Stopwatch(file) as watch: ...``; ``watch.elapsed()`` is the seconds of every sitting
     so far, this one included. The file holds ``{"wall_s": ..., "sittings": ...}``; one that cannot
-    be read as that is reported (:class:`ValueError` naming it), not silently restarted from zero."""
+    be read as that is reported (:class:`ValueError` naming it), not silently restarted from zero.
+    ``started``: when this sitting began (a :func:`time.monotonic` value), where work came before the
+    file could be written (checks before a workdir is made); entering the ``with`` by default."""
 
-    def __init__(self, file: str | Path, *, every: float = 30.0) -> None:
+    def __init__(self, file: str | Path, *, every: float = 30.0, started: float | None = None) -> None:
         self.file = Path(file)
-        self.every = every
+        self.every, self.started = every, started
         self.before, self.sittings = self._read()
         self._started: float | None = None
         self._stop = threading.Event()
@@ -55,7 +57,8 @@ class Stopwatch:
             self._save()
 
     def __enter__(self) -> Stopwatch:
-        self._started, self._stop = time.monotonic(), threading.Event()
+        self._started, self.started = time.monotonic() if self.started is None else self.started, None
+        self._stop = threading.Event()
         self._save()
         self._thread = threading.Thread(target=self._tick, name="stopwatch", daemon=True)
         self._thread.start()

@@ -23,6 +23,7 @@ from torch import nn
 
 from ._args import as_input_size, as_path
 from ._lock import holds_workdir
+from ._stopwatch import Stopwatch
 from .arch import Arch, DetectorSpec
 from .cost import detector_cost
 from .data import CocoDetection
@@ -57,6 +58,9 @@ from .teachers import TeacherPool
 __all__ = ["CompressResult", "Recipe", "compress", "parse_budget", "smallest_arch", "teacher_pool"]
 
 log = logging.getLogger(__name__)
+
+#: The run's wall time over all its sittings (a killed run resumed counts both), beside result.json.
+WALL_FILE = "wall.json"
 
 
 @dataclass
@@ -246,39 +250,34 @@ def compress(
     estimator, confirmed = _search_estimator(table, spec, size, progress)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
-    base = thaw(model)
-    run = new_run(work, method, teacher, given, (train_data, select_data, test_data), config, progress, recipe)
-    run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)
-    log.info(
-        "[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s",
-        spec.family,
-        base_arch,
-        table.target,
-        " (MODELLED table)" if table.modelled else "",
-        base_ms,
-        target_ms,
-        method,
-        budget,
-    )
-    archive, best = _search(run, base, estimator, confirmed, target_ms, space, runner)
-    best, chosen, metrics, student = _finish(run, archive, best, target_ms, final_steps, (base_arch, spec, size))
-    arch = chosen.arch  # the backbone; ``chosen`` is the whole student
-    steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
-    known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
-    metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)
-    metrics["base"].update(score(model, select_data, test_data, select_ap=archive.candidates[0].ap))
-    same = control and final_is_control(run, best, metrics["student"], steps)
-    run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control, same_as_final=same)
-    if measure and estimator.backend is not None:  # recorded: a finished run called again reports the same
-        metrics["base"]["measured_ms"] = measured_ms(work, "base", model, estimator.backend, size)
-        metrics["student"]["measured_ms"] = measured_ms(work, "student", student, estimator.backend, size)
-    history = [c.to_json() for c in archive.candidates]
-    if confirmed is not None:  # the guess's caches may predate what the search measured
-        estimator = confirmed.measuring
-    confirmation = None if confirmed is None else confirmed.to_json()
-    write_result(
-        run, estimator, target_ms, best.index, metrics, history, began, recipe, base_arch, chosen, confirmation
-    )
+    with Stopwatch(work / WALL_FILE, started=began) as watch:  # every sitting's time, a killed one's too
+        base = thaw(model)
+        run = new_run(work, method, teacher, given, (train_data, select_data, test_data), config, progress, recipe)
+        run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)
+        log.info(
+            "[compress] %s %s on %s%s: base %.2f ms estimated, target %.2f ms; %s search, budget %s",
+            *(spec.family, base_arch, table.target, " (MODELLED table)" if table.modelled else ""),
+            *(base_ms, target_ms, method, budget),
+        )
+        archive, best = _search(run, base, estimator, confirmed, target_ms, space, runner)
+        best, chosen, metrics, student = _finish(run, archive, best, target_ms, final_steps, (base_arch, spec, size))
+        arch = chosen.arch  # the backbone; ``chosen`` is the whole student
+        steps = lineage_steps(work / "search", archive.candidates, best.index) + final_steps
+        known = metrics["student"].get("select_ap")  # measured by the search or the keep-better check
+        metrics["student"].update(score(student, select_data, test_data, select_ap=known), steps=steps)
+        metrics["base"].update(score(model, select_data, test_data, select_ap=archive.candidates[0].ap))
+        same = control and final_is_control(run, best, metrics["student"], steps)
+        run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control, same_as_final=same)
+        if measure and estimator.backend is not None:  # recorded: a finished run called again reports the same
+            metrics["base"]["measured_ms"] = measured_ms(work, "base", model, estimator.backend, size)
+            metrics["student"]["measured_ms"] = measured_ms(work, "student", student, estimator.backend, size)
+        history = [c.to_json() for c in archive.candidates]
+        if confirmed is not None:  # the guess's caches may predate what the search measured
+            estimator = confirmed.measuring
+        confirmation = None if confirmed is None else confirmed.to_json()
+        write_result(
+            run, estimator, target_ms, best.index, metrics, history, watch, recipe, base_arch, chosen, confirmation
+        )
     return _result(work, student, arch, base_arch, metrics, history, table, recipe)
 
 

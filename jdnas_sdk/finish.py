@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -22,6 +21,7 @@ import torch
 from torch import nn
 
 from ._io import atomic_path, atomic_write_json, read_json
+from ._stopwatch import Stopwatch
 from .arch import Arch
 from .data import CocoDetection
 from .detectors import load_detector, read_detector_file, save_detector
@@ -315,7 +315,7 @@ def write_result(
     chosen: int,
     metrics: dict[str, dict[str, Any]],
     history: list[dict[str, Any]],
-    began: float,
+    watch: Stopwatch,
     recipe: Recipe,
     base_arch: Arch,
     student: Student,
@@ -341,7 +341,8 @@ def write_result(
             "chosen": chosen,
             "metrics": metrics,
             "history": history,
-            "wall_s": time.monotonic() - began,
+            "wall_s": watch.elapsed(),  # every sitting of this run, a killed one's included
+            "sittings": watch.sittings + 1,
             "recipe": recipe.to_json(),
             "splits": dict(zip(("train", "select", "test"), map(len, splits))),
             "split_ids": split_ids(splits),

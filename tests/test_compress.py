@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import torch
 
 import jdnas_sdk
 from jdnas_sdk import Arch, DataError, DetectorFileError, build, save_detector
+from jdnas_sdk.compress import WALL_FILE
 from jdnas_sdk.data import make_synthetic_dataset
 from jdnas_sdk.latency import DeviceModel, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
@@ -80,6 +82,8 @@ def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Pa
     On a V100 a toy detector is nearly all fixed cost (pre/post-processing), hence latency=0.99."""
     torch.manual_seed(0)
     base = build(tiny_spec(), BASE)
+    # a first sitting killed after 1,000 s left its time beside the run (the stopwatch rewrites it as it goes)
+    (tmp_path / WALL_FILE).write_text(json.dumps({"wall_s": 1000.0, "sittings": 1}))
     result = jdnas_sdk.compress(
         base,
         target="v100-trt",
@@ -96,6 +100,12 @@ def test_a_modelled_target_runs_and_says_modelled(synth_root: Path, tmp_path: Pa
     assert result.modelled and result.latency_source == "MODELLED" and result.target == "v100-trt"
     assert "measured_ms" not in result.metrics["base"] and "MODELLED" in result.summary()
     assert "**MODELLED**" in (tmp_path / "report.md").read_text()
+    # the run's wall time counts every sitting: result.json and the report say so (it counted the last one)
+    record = json.loads((tmp_path / "result.json").read_text())
+    assert record["sittings"] == 2 and 1000 < record["wall_s"] < 1600
+    wall = json.loads((tmp_path / WALL_FILE).read_text())  # closed a moment after result.json was written
+    assert wall["sittings"] == 2 and record["wall_s"] <= wall["wall_s"] < record["wall_s"] + 60
+    assert " min over 2 sittings (resumed after a stop)." in (tmp_path / "report.md").read_text()
 
 
 def test_a_pool_file_is_read_before_any_work(synth_root: Path, tmp_path: Path) -> None:

@@ -147,7 +147,8 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
         "",
         f"Latency table: {label}; device: {result['device']}. Input "
         f"{result['input_size'][0]}x{result['input_size'][1]}, "
-        f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min."
+        f"target {result['target_ms']:.2f} ms (estimated). Wall time {result['wall_s'] / 60:.1f} min"
+        + _sittings(result.get("sittings"))
         + (f" Table that answered: {result['table']}." if isinstance(result.get("table"), str) else "")
         + _confirmation(result.get("latency_confirmation")),
         "",
@@ -196,6 +197,14 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
             f"{c.teacher or ''} | {'; '.join(c.actions)}{' (free: untrained)' if c.free else ''} |"
         )
     return "\n".join([*lines, *timeline]) + "\n"
+
+
+def _sittings(sittings: object) -> str:
+    """`` over N sittings (resumed after a kill).`` where the run was resumed; ``.`` otherwise (and for a
+    result.json written before the field)."""
+    if isinstance(sittings, int) and not isinstance(sittings, bool) and sittings > 1:
+        return f" over {sittings} sittings (resumed after a stop)."
+    return "."
 
 
 def _confirmation(record: Any) -> str:
