@@ -23,6 +23,7 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "checkpoint_identity",
     "checkpoint_path",
+    "wall_path",
     "data_fingerprint",
     "load_checkpoint",
     "restore",
@@ -36,6 +37,13 @@ def checkpoint_path(out: str | os.PathLike[str]) -> Path:
     """Where :func:`train_to_file` keeps its checkpoint for the detector file ``out``."""
     path = Path(out)
     return path.with_name(path.name + ".ckpt")
+
+
+def wall_path(out: str | os.PathLike[str]) -> Path:
+    """Where :func:`train_to_file` keeps the training's time over its sittings for the file ``out``
+    (a :class:`~jdnas_sdk._stopwatch.Stopwatch`), removed with the checkpoint once ``out`` is written."""
+    path = Path(out)
+    return path.with_name(path.name + ".train-wall.json")
 
 
 def checkpoint_identity(config: Any) -> dict[str, Any]:

@@ -36,7 +36,7 @@ from .report import write_report
 from .search import SearchConfig, load_candidate
 from .student import Student
 from .teachers import TeacherConfig, TeacherPool
-from .train import TrainConfig, checkpoint_path
+from .train import TrainConfig, checkpoint_path, wall_path
 
 __all__ = [
     "INFERENCE_ONLY",
@@ -198,6 +198,8 @@ def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | No
     if checkpoint.is_file() and not mine:
         log.info("[compress] removing %s: a checkpoint of another final training", checkpoint)
         checkpoint.unlink()
+    if not mine:  # nor is the time that training spent this one's
+        wall_path(checkpoint.with_suffix("")).unlink(missing_ok=True)
     if not checkpoint.is_file() and started is not None:
         if started.is_file():
             with atomic_path(checkpoint) as partial:  # whole or absent

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,15 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoint import checkpoint_identity, checkpoint_path, data_fingerprint, load_checkpoint, save_checkpoint
+from ._stopwatch import Stopwatch
+from .checkpoint import (
+    checkpoint_identity,
+    checkpoint_path,
+    data_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+    wall_path,
+)
 from .data.loader import ResumableSampler, collate, hflip
 from .detectors import save_detector
 from .errors import NonFiniteLossError, TrainingError
@@ -36,7 +44,10 @@ __all__ = [
     "train",
     "check_targets",
     "train_to_file",
+    "sittings_metadata",
+    "finished",
     "checkpoint_path",
+    "wall_path",
     "learning_rate",
     "make_optimizer",
     "augment",
@@ -271,25 +282,36 @@ def train_to_file(
     """Train ``model`` and save it as the detector file ``out``, checkpointing beside it.
 
     Killed, the same call resumes from ``checkpoint_path(out)``; the checkpoint is removed once
-    the detector file is written. The file's metadata records steps, final loss, wall time and
-    the step training resumed from, plus ``metadata``. ``extra_losses`` is :func:`train`'s.
+    the detector file is written. The file's metadata records steps, final loss, the wall time over
+    every sitting (``wall_path(out)`` keeps it while training) and how many, and the step training
+    resumed from, plus ``metadata``; the result's ``wall_s`` is that total. ``extra_losses`` is
+    :func:`train`'s.
     """
     config = config or TrainConfig()
     ckpt = checkpoint_path(out)
-    result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
-    save_detector(
-        model,
-        out,
-        metadata={
-            "steps": config.steps,
-            "final_loss": result.final_loss,
-            "train_wall_s": result.wall_s,
-            "resumed_from": result.resumed_from,
-            **(metadata or {}),
-        },
-    )
-    ckpt.unlink(missing_ok=True)
-    return result
+    with Stopwatch(wall_path(out)) as watch:
+        result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
+    save_detector(model, out, metadata={"steps": config.steps, **sittings_metadata(result, watch), **(metadata or {})})
+    finished(out)
+    return replace(result, wall_s=watch.elapsed())
+
+
+def sittings_metadata(result: TrainResult, watch: Stopwatch) -> dict[str, Any]:
+    """The metadata a trained file records of its training: final loss, wall time over every sitting
+    and how many, the step the last sitting resumed from."""
+    return {
+        "final_loss": result.final_loss,
+        "train_wall_s": watch.elapsed(),
+        "sittings": watch.sittings,
+        "resumed_from": result.resumed_from,
+    }
+
+
+def finished(out: str | os.PathLike[str]) -> None:
+    """Remove what training kept beside ``out`` once ``out`` is written: its wall-time file, then its
+    checkpoint (killed between the two, a rerun resumes the finished checkpoint and counts anew)."""
+    wall_path(out).unlink(missing_ok=True)
+    checkpoint_path(out).unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -14,6 +14,7 @@ import torch
 from jdnas_sdk import load_detector
 from jdnas_sdk.cli import build_parser, main
 from jdnas_sdk.detectors import read_detector_file
+from jdnas_sdk.train import wall_path
 
 TINY = ["--input-size", "96", "--fpn-channels", "16", "--representation-size", "32", "--anchor-sizes", "8,16,32,64,128"]
 
@@ -236,7 +237,12 @@ def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth
     assert "resumed at step" in text and "from scratch" not in text, text
     resumed_at = int(text.split("resumed at step ")[1].split(")")[0])
     assert 2 <= resumed_at < 12 and resumed_at % 2 == 0
-    assert out.is_file() and not ckpt.exists()
+    assert out.is_file() and not ckpt.exists() and not wall_path(out).exists()
+    # the file's training time is its sittings' (the killed one's as its stopwatch last saved it; test_stopwatch)
+    meta = read_detector_file(out)["metadata"]
+    assert meta["sittings"] == 2 and meta["resumed_from"] == resumed_at
+    said = float(text.split(" s, final loss")[0].rsplit(" in ", 1)[1])
+    assert meta["train_wall_s"] == pytest.approx(said, abs=1)
 
 
 def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:

@@ -15,9 +15,10 @@ import torch
 
 from jdnas_sdk import Arch, ArchError, DetectorFileError, build, describe, save_detector
 from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.report import pool_report
 from jdnas_sdk.teachers import ShrinkConfig, TeacherConfig, TeacherPool, phase_of, train_pool
-from jdnas_sdk.train import TrainConfig
+from jdnas_sdk.train import TrainConfig, wall_path
 
 from .conftest import tiny_spec
 
@@ -177,3 +178,5 @@ def test_kill_9_during_teacher_training_then_the_same_command_resumes(synth_root
     assert second.returncode == 0, second.stdout + second.stderr
     assert "resumed at step" in second.stdout and not ckpt.exists()
     assert TeacherPool.load(out).max_arch.depths == (3, 3, 3, 3)
+    # the pool's training time counts both sittings, as a detector file's does (test_cli's kill -9)
+    assert read_detector_file(out)["metadata"]["sittings"] == 2 and not wall_path(out).exists()

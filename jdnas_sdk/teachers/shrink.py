@@ -15,7 +15,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._io import atomic_torch_save, first_line, torch_load
+from .._stopwatch import Stopwatch
 from ..checkpoint import restore
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
@@ -36,9 +37,12 @@ from ..train import (
     check_targets,
     checkpoint_identity,
     checkpoint_path,
+    finished,
     learning_rate,
     make_optimizer,
+    sittings_metadata,
     step_seed,
+    wall_path,
 )
 from .pool import TeacherConfig, TeacherPool
 
@@ -194,20 +198,11 @@ def train_pool_to_file(
     :func:`~jdnas_sdk.train.train_to_file`): killed, the same call resumes from
     ``checkpoint_path(out)``, removed once the file is written. The metadata records steps, final
     loss, wall time and the step training resumed from, plus ``metadata``."""
-    ckpt = checkpoint_path(out)
-    result = train_pool(pool, data, config=config, checkpoint=ckpt, progress=progress)
-    pool.save(
-        out,
-        metadata={
-            "steps": result.steps,
-            "final_loss": result.final_loss,
-            "train_wall_s": result.wall_s,
-            "resumed_from": result.resumed_from,
-            **(metadata or {}),
-        },
-    )
-    ckpt.unlink(missing_ok=True)
-    return result
+    with Stopwatch(wall_path(out)) as watch:
+        result = train_pool(pool, data, config=config, checkpoint=checkpoint_path(out), progress=progress)
+    pool.save(out, metadata={"steps": result.steps, **sittings_metadata(result, watch), **(metadata or {})})
+    finished(out)
+    return replace(result, wall_s=watch.elapsed())
 
 
 def _save(
