@@ -86,7 +86,9 @@ class Recipe:
     ``refit_images``: a candidate that removed a head tower conv has the conv beside the gap refit
     by least squares on that many training images before it trains (:mod:`jdnas_sdk.morph.refit`;
     on the benchmark RetinaNet a tower cut scored 49.7 select AP untrained with it, 0.1 without,
-    and 54.5 against 6.4 after 30 steps; 0: not, as before)."""
+    and 54.5 against 6.4 after 30 steps; 0: not, as before). ``checkpoint_every``: every training
+    compress runs (candidates, race, final student, control) saves a checkpoint every that many steps
+    (a kill loses at most that many; not a setting a resumed run must share)."""
 
     lr_rewind: bool = True
     base_lr: float = 1e-3
@@ -102,6 +104,7 @@ class Recipe:
     race_share: float = 0.25
     parent_reach: float | None = None
     refit_images: int = 16
+    checkpoint_every: int = 50
 
     def __post_init__(self) -> None:
         if self.final_race < 1 or not 0 < self.race_share < 1:
@@ -112,6 +115,10 @@ class Recipe:
             raise SearchError(
                 f"recipe: base_lr must be > 0, bn_images, grow_teacher_steps and refit_images >= 0, got "
                 f"{self.base_lr}, {self.bn_images}, {self.grow_teacher_steps}, {self.refit_images}"
+            )
+        if self.checkpoint_every < 1:
+            raise SearchError(
+                f"recipe: checkpoint_every must be >= 1 (steps between checkpoints), got {self.checkpoint_every}"
             )
         if not 0 < self.search_lr_ratio <= 1:
             raise SearchError(f"recipe: search_lr_ratio must be in (0, 1], got {self.search_lr_ratio}")
@@ -124,7 +131,8 @@ class Recipe:
 
     def train_config(self) -> TrainConfig:
         """The schedule of the final student and the extra-steps control."""
-        return replace(FINETUNE_DEFAULTS, lr=self.base_lr if self.lr_rewind else self.base_lr / 5)
+        lr = self.base_lr if self.lr_rewind else self.base_lr / 5
+        return replace(FINETUNE_DEFAULTS, lr=lr, checkpoint_every=self.checkpoint_every)
 
     def search_train_config(self) -> TrainConfig:
         """The schedule of the search's candidates: the final one's at ``search_lr_ratio`` of its rate."""
@@ -147,6 +155,7 @@ class Recipe:
             "race_share": self.race_share,
             "parent_reach": self.parent_reach,
             "refit_images": self.refit_images,
+            "checkpoint_every": self.checkpoint_every,
         }
 
 

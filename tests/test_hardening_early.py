@@ -405,3 +405,21 @@ def test_a_damaged_demo_settings_record_is_one_line_and_the_folder_is_kept(
     (work / "demo_settings.json").write_text(record)
     _refused(capsys, ["demo", "--workdir", str(work)], "demo_settings.json", "--workdir")
     assert sorted(p.name for p in work.iterdir() if p.suffix != ".lock") == ["demo_settings.json"]
+
+
+def test_compress_checkpoint_every_reaches_every_training_and_zero_is_refused(
+    model_file: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A kill of the final training loses at most ``--checkpoint-every`` steps (it was a fixed 50: with
+    fewer final steps a kill anywhere lost them all); 0 is refused before any work."""
+    from jdnas_sdk.finish import final_schedule
+    from jdnas_sdk.protocol import Recipe
+    from jdnas_sdk.search import SearchConfig
+
+    recipe = Recipe(checkpoint_every=7)
+    assert final_schedule(recipe, SearchConfig()).checkpoint_every == 7  # the final training, race and control
+    assert recipe.search_train_config().checkpoint_every == 7 and recipe.to_json()["checkpoint_every"] == 7
+    work = tmp_path / "w"
+    args = ["compress", "--model", str(model_file), "--data", str(synth_root), "--workdir", str(work)]
+    _refused(capsys, [*args, "--checkpoint-every", "0"], "checkpoint_every must be >= 1")
+    assert not work.exists()

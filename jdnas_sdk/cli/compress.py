@@ -88,6 +88,14 @@ def _training_options(co: argparse.ArgumentParser) -> None:
         help="more training steps for the chosen student, with its teacher (0: none)",
     )
     co.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50,
+        metavar="N",
+        help="every training here (candidates, race, final student, control) saves a checkpoint every N steps: "
+        "a kill loses at most N (default 50)",
+    )
+    co.add_argument(
         "--select-images",
         "--val-images",
         type=int,
@@ -214,13 +222,7 @@ def run(args: argparse.Namespace) -> int:
 
     grid = common.head_grid(args.heads) | ({"size": tuple(args.sizes)} if args.sizes else {})
     executor = _executor(args)
-    model = load_detector(args.model)
-    masks = "masks" in get_family(spec_of(model).family).target_fields  # a Mask R-CNN trains on them
-    train_set, select_set, test_set = load_protocol_splits(args.data, with_masks=masks)
-    if args.select_images:
-        select_set = select_set.head(args.select_images)
-    budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
-    recipe = Recipe(
+    recipe = Recipe(  # its settings checked before the model and data are read
         lr_rewind=not args.no_lr_rewind,
         base_lr=args.base_lr,
         bn_images=args.bn_images,
@@ -231,8 +233,15 @@ def run(args: argparse.Namespace) -> int:
         final_race=args.final_race,
         race_share=args.race_share,
         parent_reach=args.parent_reach,
+        checkpoint_every=args.checkpoint_every,
         **({"search_lr_ratio": args.search_lr_ratio} if args.search_lr_ratio is not None else {}),
     )
+    model = load_detector(args.model)
+    masks = "masks" in get_family(spec_of(model).family).target_fields  # a Mask R-CNN trains on them
+    train_set, select_set, test_set = load_protocol_splits(args.data, with_masks=masks)
+    if args.select_images:
+        select_set = select_set.head(args.select_images)
+    budget: int | str = int(args.budget) if args.budget.isdigit() else args.budget
     result = compress(
         model,
         target=args.target,
