@@ -197,7 +197,8 @@ def train_pool_to_file(
     """Train ``pool`` and save it as the pool file ``out``, checkpointing beside it (the pool's
     :func:`~jdnas_sdk.train.train_to_file`): killed, the same call resumes from
     ``checkpoint_path(out)``, removed once the file is written. The metadata records steps, final
-    loss, wall time and the step training resumed from, plus ``metadata``."""
+    loss, the wall time over every sitting and how many, and the step training resumed from, plus
+    ``metadata`` (:func:`~jdnas_sdk.train.sittings_metadata`)."""
     with Stopwatch(wall_path(out)) as watch:
         result = train_pool(pool, data, config=config, checkpoint=checkpoint_path(out), progress=progress)
     pool.save(out, metadata={"steps": result.steps, **sittings_metadata(result, watch), **(metadata or {})})
