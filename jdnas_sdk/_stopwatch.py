@@ -8,12 +8,14 @@ that much) and once more at the end; a later sitting starts from the total it fi
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from pathlib import Path
 from types import TracebackType
 
 from ._io import atomic_write_json, read_json
+from .errors import WorkdirError
 
 __all__ = ["Stopwatch"]
 
@@ -21,7 +23,8 @@ __all__ = ["Stopwatch"]
 class Stopwatch:
     """``with Stopwatch(file) as watch: ...``; ``watch.elapsed()`` is the seconds of every sitting
     so far, this one included. The file holds ``{"wall_s": ..., "sittings": ...}``; one that cannot
-    be read as that is reported (:class:`ValueError` naming it), not silently restarted from zero.
+    be read as that is reported (:class:`~jdnas_sdk.errors.WorkdirError` naming it), not silently
+    restarted from zero.
     ``started``: when this sitting began (a :func:`time.monotonic` value), where work came before the
     file could be written (checks before a workdir is made); entering the ``with`` by default."""
 
@@ -38,9 +41,12 @@ class Stopwatch:
             return 0.0, 0
         try:
             data = read_json(self.file)
-            return float(data["wall_s"]), int(data["sittings"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(
+            wall, sittings = float(data["wall_s"]), data["sittings"]
+            if not (math.isfinite(wall) and wall >= 0 and type(sittings) is int and sittings >= 0):
+                raise ValueError(f"wall_s {data['wall_s']!r} and sittings {sittings!r} must be counts")
+            return wall, sittings
+        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            raise WorkdirError(
                 f"{self.file} is not a stopwatch file ({exc}); remove it to count this job's time from zero"
             ) from exc
 

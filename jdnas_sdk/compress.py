@@ -245,12 +245,13 @@ def compress(
         data, train_data, select_data, test_data, val_data, with_masks=masks
     )
     check_data(spec, train_data, select_data, test_data)
+    watch = Stopwatch(Path(workdir) / WALL_FILE, started=began)  # a damaged one is refused here, before any work
     runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     estimator, confirmed = _search_estimator(table, spec, size, progress)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
-    with Stopwatch(work / WALL_FILE, started=began) as watch:  # every sitting's time, a killed one's too
+    with watch:  # every sitting's time, a killed one's too
         base = thaw(model)
         run = new_run(work, method, teacher, given, (train_data, select_data, test_data), config, progress, recipe)
         run = pick_teachers(run, pool, base, pool_steps, seed, grow_steps=recipe.grow_teacher_steps)

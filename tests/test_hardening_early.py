@@ -423,3 +423,34 @@ def test_compress_checkpoint_every_reaches_every_training_and_zero_is_refused(
     args = ["compress", "--model", str(model_file), "--data", str(synth_root), "--workdir", str(work)]
     _refused(capsys, [*args, "--checkpoint-every", "0"], "checkpoint_every must be >= 1")
     assert not work.exists()
+
+
+def test_a_damaged_training_stopwatch_is_one_line_before_any_step(
+    model_file: Path, synth_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The time a killed ``jdnas train`` left beside its --out (``<out>.train-wall.json``), damaged: one
+    line naming it and the fix (it was a ValueError's traceback), the file kept, nothing trained."""
+    from jdnas_sdk.train import wall_path
+
+    out = tmp_path / "base.pt"
+    wall_path(out).write_text('{"wall_s": 12')
+    args = ["train", "--model", str(model_file), "--data", str(synth_root), "--out", str(out), "--steps", "2"]
+    _refused(capsys, args, "base.pt.train-wall.json is not a stopwatch file", "remove it")
+    assert wall_path(out).read_text() == '{"wall_s": 12' and not out.exists()
+
+
+def test_a_damaged_compress_stopwatch_is_one_line_before_any_work(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``workdir/wall.json`` (a killed compress's time so far), damaged: refused before any kernel is
+    measured or the search starts, the workdir as it was."""
+    from jdnas_sdk.compress import WALL_FILE
+    from jdnas_sdk.data import make_synthetic_dataset
+
+    data = make_synthetic_dataset(tmp_path / "d", train=4, val=0, select=2, test=2, size=96, seed=1, progress=False)
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / WALL_FILE).write_text('{"wall_s": -3, "sittings": 1}')
+    args = ["compress", "--model", str(model_file), "--data", str(data), "--workdir", str(work), "-q"]
+    _refused(capsys, [*args, "--target", "v100-trt"], "wall.json is not a stopwatch file", "remove it")
+    assert sorted(p.name for p in work.iterdir()) == [WALL_FILE]

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from jdnas_sdk._stopwatch import Stopwatch
+from jdnas_sdk.errors import WorkdirError
 
 
 def test_the_total_is_kept_while_running_and_carried_into_the_next_sitting(tmp_path: Path) -> None:
@@ -51,9 +52,13 @@ def test_a_killed_sitting_keeps_its_time_but_the_last_few_seconds(tmp_path: Path
     assert json.loads(file.read_text())["sittings"] == 2
 
 
-def test_a_file_that_is_not_a_stopwatch_is_reported_not_restarted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "text",
+    ['{"wall": 3', '{"wall_s": NaN, "sittings": 1}', '{"wall_s": -5, "sittings": 1}', '{"wall_s": 5, "sittings": 1.5}'],
+)
+def test_a_file_that_is_not_a_stopwatch_is_reported_not_restarted(tmp_path: Path, text: str) -> None:
     file = tmp_path / "row.wall.json"
-    file.write_text('{"wall": 3')
-    with pytest.raises(ValueError, match="row.wall.json is not a stopwatch file.*remove it"):
-        Stopwatch(file)
-    assert file.read_text() == '{"wall": 3'  # left as it was
+    file.write_text(text)
+    with pytest.raises(WorkdirError, match="row.wall.json is not a stopwatch file.*remove it"):
+        Stopwatch(file)  # a JdnasError: the CLI prints its one line (a ValueError was a traceback)
+    assert file.read_text() == text  # left as it was

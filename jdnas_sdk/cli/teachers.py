@@ -124,16 +124,18 @@ def _base(args: argparse.Namespace, data: Any, given: Any) -> Any:
 
 def run_train(args: argparse.Namespace) -> int:
     from .._lock import lock_output
+    from .._stopwatch import Stopwatch
     from ..data import load_split
     from ..detectors import spec_of
     from ..families import get_family
     from ..preflight import check_output_space
     from ..teachers import ShrinkConfig, TeacherPool, train_pool_to_file
-    from ..train import TrainConfig, checkpoint_path
+    from ..train import TrainConfig, checkpoint_path, wall_path
 
     common.check_outputs(out=args.out)  # a folder or an unwritable place: refused before training
     out = Path(args.out)
     ckpt = checkpoint_path(out)
+    Stopwatch(wall_path(out))  # a killed run's time file, damaged: one line now, not after the image check
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     if args.steps < 1:  # 0 would save the grown, untrained pool as if trained

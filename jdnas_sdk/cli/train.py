@@ -109,19 +109,21 @@ def _shape_flags(tr: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from .._lock import lock_output
     from .._seed import seeded
+    from .._stopwatch import Stopwatch
     from ..arch import DetectorSpec
     from ..data import load_split
     from ..data.checks import check_images
     from ..detectors import build_detector, load_detector, spec_of
     from ..families import get_family
     from ..preflight import check_output_space
-    from ..train import TrainConfig, checkpoint_path, train_to_file
+    from ..train import TrainConfig, checkpoint_path, train_to_file, wall_path
 
     if args.steps < 1:  # 0 would save the untrained detector as if trained
         raise JdnasError(f"--steps must be at least 1 (the optimisation steps to train), got {args.steps}")
     common.check_outputs(out=args.out)  # a folder or an unwritable place: refused before training
     out = Path(args.out)
     ckpt = checkpoint_path(out)
+    Stopwatch(wall_path(out))  # a killed run's time file, damaged: one line now, not after the image check
     if out.exists() and not ckpt.exists() and not args.force:
         raise JdnasError(f"{out} already exists; pass --force to train again and replace it, or choose another --out")
     shape = {"--input-size": args.input_size, "--fpn-channels": args.fpn_channels}
