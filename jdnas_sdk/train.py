@@ -45,7 +45,7 @@ __all__ = [
     "check_targets",
     "train_to_file",
     "sittings_metadata",
-    "finished",
+    "remove_training_files",
     "checkpoint_path",
     "wall_path",
     "learning_rate",
@@ -292,7 +292,7 @@ def train_to_file(
     with Stopwatch(wall_path(out)) as watch:
         result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
     save_detector(model, out, metadata={"steps": config.steps, **sittings_metadata(result, watch), **(metadata or {})})
-    finished(out)
+    remove_training_files(out)
     return replace(result, wall_s=watch.elapsed())
 
 
@@ -307,7 +307,7 @@ def sittings_metadata(result: TrainResult, watch: Stopwatch) -> dict[str, Any]:
     }
 
 
-def finished(out: str | os.PathLike[str]) -> None:
+def remove_training_files(out: str | os.PathLike[str]) -> None:
     """Remove what training kept beside ``out`` once ``out`` is written: its wall-time file, then its
     checkpoint (killed between the two, a rerun resumes the finished checkpoint and counts anew)."""
     wall_path(out).unlink(missing_ok=True)

@@ -37,9 +37,9 @@ from ..train import (
     check_targets,
     checkpoint_identity,
     checkpoint_path,
-    finished,
     learning_rate,
     make_optimizer,
+    remove_training_files,
     sittings_metadata,
     step_seed,
     wall_path,
@@ -202,7 +202,7 @@ def train_pool_to_file(
     with Stopwatch(wall_path(out)) as watch:
         result = train_pool(pool, data, config=config, checkpoint=checkpoint_path(out), progress=progress)
     pool.save(out, metadata={"steps": result.steps, **sittings_metadata(result, watch), **(metadata or {})})
-    finished(out)
+    remove_training_files(out)
     return replace(result, wall_s=watch.elapsed())
 
 
