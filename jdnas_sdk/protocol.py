@@ -25,7 +25,7 @@ from torch import nn
 
 from ._args import as_path
 from .arch import Arch
-from .data import CocoDetection, check_disjoint, load_protocol_splits, split_val
+from .data import CocoDetection, check_disjoint, check_given_splits, load_protocol_splits, split_val
 from .detectors import load_detector, read_detector_file
 from .distill import FINETUNE_DEFAULTS, KDConfig, finetune
 from .errors import DataError, SearchError
@@ -203,6 +203,7 @@ def protocol_splits(
             f"e.g. made by `jdnas data synth --out FOLDER`), or train_data=, select_data= and test_data= "
             f"(missing: {', '.join(missing)})"
         )
+    check_given_splits(train_data, select_data, test_data)
     check_disjoint(train=train_data, select=select_data, test=test_data)
     return train_data, select_data, test_data
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import jdnas_sdk
-from jdnas_sdk import Arch, DataError, DetectorFileError, build, save_detector
+from jdnas_sdk import Arch, ArgumentError, DataError, DetectorFileError, build, save_detector
 from jdnas_sdk.compress import WALL_FILE
-from jdnas_sdk.data import make_synthetic_dataset
+from jdnas_sdk.data import CocoDetection, check_given_splits, make_synthetic_dataset, split_val
 from jdnas_sdk.latency import DeviceModel, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.space import SearchSpace
@@ -131,3 +131,28 @@ def test_data_is_asked_for_before_any_work(
     with pytest.raises(DataError, match="does not exist"):
         jdnas_sdk.compress(base, target="v100-trt", data=tmp_path / "nowhere", workdir=tmp_path / "w")
     assert not list(tmp_path.iterdir())  # nothing was started
+
+
+def test_datasets_of_another_kind_are_refused_before_any_work(
+    train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path
+) -> None:
+    """What a user hands compress in memory: a Subset or list as select/test data, or a training set of
+    PIL images (torchvision's CocoDetection), was a bare AttributeError in the first evaluation or 2 min
+    into the search, the workdir written; now one ArgumentError naming the argument and the fix."""
+    import torchvision.transforms.functional as F
+    from torch.utils.data import Subset
+
+    base = build(tiny_spec(), BASE)
+    select, test = split_val(val_set)
+    common = dict(target="v100-trt", workdir=tmp_path / "w")
+    for name, bad in (("select_data", Subset(select, [0])), ("test_data", [test[0]])):
+        data = {"train_data": train_set, "select_data": select, "test_data": test, name: bad}
+        with pytest.raises(ArgumentError, match=f"{name} must be a jdnas_sdk.data.CocoDetection.*got .*subset"):
+            jdnas_sdk.compress(base, **data, **common)
+    pil = [(F.to_pil_image(image), target) for image, target in (train_set[0], train_set[1])]
+    with pytest.raises(ArgumentError, match="train_data's samples must be .*its first is Image and dict"):
+        jdnas_sdk.compress(base, train_data=pil, select_data=select, test_data=test, **common)
+    assert not (tmp_path / "w").exists()  # nothing was started
+    # a training set of the loader's samples in any container is taken as it is
+    tensors = [train_set[i] for i in range(len(train_set))]
+    check_given_splits(tensors, select, test)

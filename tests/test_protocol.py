@@ -69,6 +69,12 @@ def test_overlapping_splits_and_folders_without_held_out_images_are_refused(synt
     train = load_split(synth_root, "train")
     with pytest.raises(DataError, match="train and select splits share 12"):
         check_disjoint(train=train, select=train)
+    # the same files spelled another way ('./a.png', 'sub/../a.png') are the same images: they passed as disjoint
+    respelled = copy.copy(train)
+    respelled.images = [{**img, "file_name": f"x/../{img['file_name']}"} for img in train.images[:2]]
+    respelled.images[1]["file_name"] = "./" + train.images[1]["file_name"]
+    with pytest.raises(DataError, match="train and test splits share 2"):
+        check_disjoint(train=train, test=respelled)
     make_synthetic_dataset(tmp_path / "t", train=2, val=0, size=64, progress=False)
     with pytest.raises(DataError, match="--select 100 --test 100"):
         load_protocol_splits(tmp_path / "t")

@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from .._args import as_path
-from ..errors import DataError
+from ..errors import ArgumentError, DataError
 from .coco import CocoDetection, find_split, load_split
 
 __all__ = [
     "PROTOCOL_SPLITS",
+    "check_given_splits",
     "ProtocolSplits",
     "split_val",
     "load_protocol_splits",
@@ -112,10 +113,50 @@ def load_any_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> C
 def image_keys(dataset: Any) -> set[tuple[str, Any]]:
     """What identifies each image of ``dataset`` across splits: its file (folder and name) for a
     :class:`CocoDetection`; ``("index", i)`` for other datasets (which cannot be compared)."""
-    if isinstance(dataset, CocoDetection):
-        folder = str(dataset.images_dir.resolve())
-        return {(folder, img["file_name"]) for img in dataset.images}
+    if isinstance(dataset, CocoDetection):  # the file itself: 'a.jpg', './a.jpg' and 'sub/../a.jpg' are one image
+        folder = dataset.images_dir.resolve()
+        return {("file", os.path.normpath(folder / img["file_name"])) for img in dataset.images}
     return {("index", i) for i in range(len(dataset))}
+
+
+def check_given_splits(train: Any, select: Any, test: Any) -> None:
+    """Datasets a caller hands compress in memory, checked before any work: ``select`` and ``test``
+    are :class:`CocoDetection` s (AP is scored against their COCO ground truth); ``train`` is one, or
+    any dataset whose samples are ``(float CHW image tensor, {"boxes": Nx4, "labels": N})``, as the
+    SDK's loader gives them (its first sample is read to check)."""
+    import torch
+
+    how = (
+        "load one with jdnas_sdk.data.load_split(FOLDER, SPLIT) or load_protocol_splits(FOLDER), "
+        "or cut one with .subset(ids)"
+    )
+    for name, split in (("select_data", select), ("test_data", test)):
+        if not isinstance(split, CocoDetection):
+            raise ArgumentError(
+                f"{name} must be a jdnas_sdk.data.CocoDetection (AP is scored against its COCO ground truth), "
+                f"got {type(split).__module__}.{type(split).__qualname__}: {how}"
+            )
+    if isinstance(train, CocoDetection) or len(train) == 0:  # an empty one is named by the checks after
+        return
+    sample = train[0]
+    image, target = sample if isinstance(sample, (tuple, list)) and len(sample) == 2 else (None, None)
+    ok = (
+        isinstance(image, torch.Tensor)
+        and image.dim() == 3
+        and image.shape[0] == 3
+        and image.is_floating_point()
+        and isinstance(target, dict)
+        and isinstance(target.get("boxes"), torch.Tensor)
+        and isinstance(target.get("labels"), torch.Tensor)
+    )
+    if not ok:
+        got = type(image).__name__ if image is not None else f"a {type(sample).__name__}"
+        raise ArgumentError(
+            "train_data's samples must be (float image tensor 3xHxW in [0, 1], {'boxes': Nx4 xyxy tensor, "
+            f"'labels': N tensor}}), as jdnas_sdk.data.CocoDetection gives them; its first is {got}"
+            + (f" and {type(target).__name__}" if image is not None else "")
+            + f": {how}"
+        )
 
 
 def check_disjoint(**splits: Any) -> None:
