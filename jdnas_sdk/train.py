@@ -339,6 +339,8 @@ def recalibrate_bn(
     try:
         for start in range(0, count, batch_size):
             batch = [data[i][0] for i in range(start, min(start + batch_size, count))]
+            if len(batch) == 1:  # at a 1x1 map one image is one value per channel, which BatchNorm refuses
+                batch.append(batch[0].flip(-1))  # its mirror joins it
             image_list, _ = model.transform(batch)
             model.backbone(image_list.tensors)
     finally:

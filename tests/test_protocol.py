@@ -105,6 +105,10 @@ def test_recalibrating_bn_fixes_deliberately_wrong_statistics(train_set: object)
     assert not torch.equal(stats, norms[0].running_mean)
     after = error()
     assert after < 0.05 * before and after < 0.01, (before, after)
+    # a last batch of one image at a 32 px student (1x1 maps in stage 4): torch refused it mid-search
+    small = build(tiny_spec(min_size=32, max_size=32), ARCH)
+    for count in (1, 5):
+        assert recalibrate_bn(small, train_set, images=count) == count
 
 
 def test_train_until_converged_stops_by_patience_keeps_the_best_and_records_the_curve(
