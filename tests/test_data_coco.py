@@ -152,6 +152,23 @@ def test_masks_from_synthetic_rle(synth_root: Path) -> None:
         assert [xs.min().item(), ys.min().item(), xs.max().item() + 1, ys.max().item() + 1] == box.tolist()
 
 
+def test_an_object_without_a_mask_is_refused_when_the_json_is_read_not_in_training(tmp_path: Path) -> None:
+    """With masks asked for, a (non-crowd) annotation without a segmentation stopped jdnas train only
+    when a batch drew its image, hours in on a real dataset (probe44); crowd regions need none."""
+    img_dir, ann = _dataset(tmp_path)  # the default annotations have no segmentation; one is crowd
+    polygon = [[5, 5, 15, 5, 15, 15, 5, 15]]
+    data = json.loads(ann.read_text())
+    for a in data["annotations"][:3]:
+        a["segmentation"] = polygon
+    ann.write_text(json.dumps(data))
+    assert len(CocoDetection(img_dir, ann, with_masks=True)) == 2  # the crowd region has none: fine
+    del data["annotations"][1]["segmentation"]
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"annotations\[1\] \(image 'a.png'\) has no 'segmentation'; mask training"):
+        CocoDetection(img_dir, ann, with_masks=True)
+    assert len(CocoDetection(img_dir, ann)) == 2  # boxes only: not needed
+
+
 def test_find_split_layouts(tmp_path: Path, synth_root: Path) -> None:
     images, ann = find_split(synth_root, "val")
     assert images.name == "val" and ann.name == "instances_val.json"

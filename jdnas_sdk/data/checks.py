@@ -99,6 +99,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 def check_segmentation(seg: Any, height: int, width: int, *, where: str) -> None:
     """Refuse a segmentation pycocotools would decode into garbage: polygons are lists of at least
     three finite (x, y) points; an RLE has this image's ``size`` and counts that cover it exactly."""
+    if seg is None:
+        raise DataError(f"{where} has no 'segmentation'; mask training needs one per object (or use a box-only family)")
     if isinstance(seg, list):
         if not seg:
             raise DataError(f"{where}: 'segmentation' polygon list is empty")

@@ -153,12 +153,11 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
                 "area": float(area) if _is_number(area) and area > 0 else (x2 - x1) * (y2 - y1),
                 "iscrowd": int(crowd),
             }
-            if "segmentation" in ann:
-                if self.with_masks:  # pycocotools decodes bad RLE into garbage or crashes: refuse it here
-                    check_segmentation(
-                        ann["segmentation"], height, width, where=f"{where} (image {self._file_of[image_id]!r})"
-                    )
-                clean["segmentation"] = ann["segmentation"]
+            seg = ann.get("segmentation")
+            if self.with_masks and (seg is not None or not crowd):  # bad RLE decodes into garbage: refused here,
+                check_segmentation(seg, height, width, where=f"{where} (image {self._file_of[image_id]!r})")  # or none
+            if seg is not None:
+                clean["segmentation"] = seg
             self._gt_annotations.append(clean)
             self._anns[image_id].append(clean)
             self.stats.annotations += 1
@@ -276,11 +275,6 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         masks = []
         for ann in anns:
             seg = ann.get("segmentation")
-            if seg is None:
-                raise DataError(
-                    f"{self.annotation_file}: annotation on image {info['file_name']} has no 'segmentation'; "
-                    "mask training needs one per object (or use a box-only family)"
-                )
             where = f"{self.annotation_file}: annotation on image {info['file_name']!r}"
             check_segmentation(seg, height, width, where=where)
             try:
