@@ -142,6 +142,26 @@ def test_image_problems_are_reported_with_the_file(tmp_path: Path) -> None:
         ds[1]
 
 
+def test_a_jpeg_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> None:
+    """A phone's JPEG stored 40x30 with EXIF orientation 6 is shown 30x40, as labelling tools draw boxes on
+    it: read that way (it was read as stored and refused with 'fix the JSON's width/height', a fix that
+    misaligns every box; probe44). A JSON with the stored size is refused naming the orientation."""
+    images, ann = _dataset(tmp_path, images=[{"id": 10, "file_name": "a.jpg", "width": 30, "height": 40}])
+    stored = np.zeros((30, 40, 3), dtype=np.uint8)
+    stored[:, :10] = 255  # the stored left edge, which orientation 6 (turn 90 degrees clockwise) puts on top
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(images / "a.jpg", exif=exif, quality=95)
+    image, _ = CocoDetection(images, ann)[0]
+    assert image.shape == (3, 40, 30)
+    assert image[:, :10].mean() > 0.9 and image[:, 12:].mean() < 0.1  # the white band is on top
+    data = json.loads(ann.read_text())
+    data["images"][0].update(width=40, height=30)  # the stored size
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"a\.jpg is 30x40 but .* says 40x30; the file's EXIF orientation \(6\)"):
+        CocoDetection(images, ann)[0]
+
+
 def test_masks_from_synthetic_rle(synth_root: Path) -> None:
     ds = load_split(synth_root, "train", with_masks=True)
     _, target = ds[0]

@@ -1,7 +1,8 @@
 """Checks on what a dataset's files say, before anything is trained on them.
 
 Image files: a decompression bomb is refused (PIL's limit), 16-bit and 32-bit greyscale are
-scaled to [0, 1] instead of clipped to white. Segmentations: polygons and RLE masks are checked
+scaled to [0, 1] instead of clipped to white, a JPEG's EXIF orientation is applied (the image as
+shown, as labelling tools and most detection loaders read it). Segmentations: polygons and RLE masks are checked
 against their image before pycocotools sees them (it decodes invalid RLE into garbage or
 crashes). Paths: a name read from a file resolves inside its folder or is refused.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import DataError
 from ..families import get_family
@@ -24,6 +25,7 @@ __all__ = [
     "contained_path",
     "read_rgb",
     "check_images",
+    "check_size",
     "check_segmentation",
     "unread_targets",
     "INT64_MAX",
@@ -54,13 +56,31 @@ def read_rgb(path: Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(img)
+                return _to_rgb(ImageOps.exif_transpose(img))  # as shown, and as labelling tools draw on it
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"image {path} is too large to decode safely ({exc}); it is corrupt or a decompression bomb"
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"cannot read image {path}: {exc}") from exc
+
+
+def check_size(path: Path, array: np.ndarray, height: int, width: int, *, where: str) -> None:
+    """Refuse an image whose decoded size is not the ``width`` x ``height`` its JSON (``where``) says;
+    where the file turns itself by its EXIF orientation, the message says so (the JSON's size may be
+    the stored one, and its boxes drawn on the stored pixels)."""
+    if array.shape[:2] == (height, width):
+        return
+    fix = "fix the JSON's width/height"
+    with Image.open(path) as img:
+        turned = img.getexif().get(0x0112, 1)  # EXIF Orientation; 1: as stored
+    if turned not in (None, 1):
+        fix = (
+            f"the file's EXIF orientation ({turned}) turns it to that size, as it is shown and as labelling tools "
+            "draw boxes on it; if the JSON's size and boxes are of the stored pixels, remove the file's "
+            "orientation tag (e.g. `exiftool -Orientation= FILE`)"
+        )
+    raise DataError(f"image {path} is {array.shape[1]}x{array.shape[0]} but {where} says {width}x{height}; {fix}")
 
 
 def check_images(data: Any, *, name: str = "dataset", progress: bool = False) -> None:

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from .._args import as_path
 from ..arch import DetectorSpec
 from ..errors import DataError
-from .checks import INT64_MAX, MAX_SIDE, check_segmentation, contained_path, read_rgb
+from .checks import INT64_MAX, MAX_SIDE, check_segmentation, check_size, contained_path, read_rgb
 
 __all__ = ["Category", "DataStats", "CocoDetection", "find_split", "load_split"]
 
@@ -247,11 +247,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         info = self.images[index]
         path = contained_path(self.images_dir, info["file_name"], where=str(self.annotation_file))
         array = read_rgb(path)
-        if array.shape[:2] != (info["height"], info["width"]):
-            raise DataError(
-                f"image {path} is {array.shape[1]}x{array.shape[0]} but {self.annotation_file} says "
-                f"{info['width']}x{info['height']}; fix the JSON's width/height"
-            )
+        check_size(path, array, info["height"], info["width"], where=str(self.annotation_file))
         return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
 
     def target(self, index: int) -> dict[str, torch.Tensor]:
