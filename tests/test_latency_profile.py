@@ -29,6 +29,7 @@ from jdnas_sdk.latency import (
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
 from jdnas_sdk.latency.lower import fixed_key, lower
 from jdnas_sdk.latency.ops import op_macs
+from jdnas_sdk.latency.places import user_tables_dir
 from jdnas_sdk.latency.reach import fixed_specs
 from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.space import SearchSpace
@@ -100,6 +101,15 @@ def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(
     key = next(k for k in profiled.entries if k.kind == "conv" and k["cin"] == 16 and k["cout"] == 16 and k["add"] == 1)
     with pytest.raises(LatencyTableError, match=str(key).replace("(", r"\(").replace(")", r"\)")):
         Estimator(_without(profiled, key), spec, SIZE, on_miss="error").estimate(BASE)
+    # a table file the user named by path is profiled by that path (its name would reach another table, or
+    # none), and the CLI's flag is named beside the argument (probe44: only on_miss='auto' and the name)
+    copied = _without(profiled, key)
+    copied.path = tmp_path / "copy-hw.json"
+    with pytest.raises(LatencyTableError, match=f"--target {copied.path} ...` .*\\(`--on-miss auto`\\)"):
+        Estimator(copied, spec, SIZE, on_miss="error").estimate(BASE)
+    copied.path = user_tables_dir() / "tiny.json"  # where the name finds it: the name
+    with pytest.raises(LatencyTableError, match="profile --target tiny ...`"):
+        Estimator(copied, spec, SIZE, on_miss="error").estimate(BASE)
     estimate = Estimator(_without(profiled, key), spec, SIZE, on_miss="interpolate").estimate(BASE)
     [miss] = estimate.misses
     assert miss.key == key and miss.how == "interpolated" and miss.ms > 0

@@ -43,6 +43,7 @@ from .lower import (
 )
 from .misses import MISS_POLICIES, combine_residuals, interpolate_ms, residual_entry
 from .ops import OpKey
+from .places import cache_root, tables_dirs
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable
 
@@ -141,7 +142,7 @@ class Estimator:
         if policy == "error":
             raise LatencyTableError(
                 f"latency table {self.table.target!r} has no entry for {key}; profile it with `jdnas profile "
-                f"--target {self.table.target} ...` or estimate with on_miss='auto'"
+                f"--target {_profile_target(self.table)} ...` or estimate with on_miss='auto' (`--on-miss auto`)"
             )
         if policy == "model":
             if self.device_model is None:
@@ -351,3 +352,13 @@ def _clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:
     except NegativeResidualError as exc:
         log.warning("%s: its fixed entry is clamped to 0 ms, so its estimate is its kernels' sum (%s)", key, exc)
         return Entry(0.0, source="residual", info={"clamped": str(exc)})
+
+
+def _profile_target(table: LatencyTable) -> str:
+    """What ``jdnas profile --target`` needs to fill ``table``: its name where a name reaches it (the
+    shipped tables, this user's, this machine's cache), else its file (a copy the user named by path)."""
+    if table.path is None:
+        return table.target
+    path = table.path.resolve()
+    reached = [cache_root(), *tables_dirs()]
+    return table.target if any(path.is_relative_to(d.resolve()) for d in reached) else str(table.path)
