@@ -165,7 +165,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
 
     def _check_files(self) -> None:
         for index, img in enumerate(self.images):  # a name from the JSON never reads outside the images folder
-            contained_path(self.images_dir, img["file_name"], where=f"{self.annotation_file}: images[{index}]")
+            where = f"{self.annotation_file}: images[{index}]"
+            contained_path(self.images_dir, img["file_name"], where=where, follow_links=False)
         missing = [img["file_name"] for img in self.images if not (self.images_dir / img["file_name"]).is_file()]
         if missing:
             raise DataError(
@@ -245,7 +246,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
 
     def load_image(self, index: int) -> torch.Tensor:
         info = self.images[index]
-        path = contained_path(self.images_dir, info["file_name"], where=str(self.annotation_file))
+        path = contained_path(self.images_dir, info["file_name"], where=str(self.annotation_file), follow_links=False)
         array = read_rgb(path)
         check_size(path, array, info["height"], info["width"], where=str(self.annotation_file))
         return torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1).contiguous()
