@@ -196,3 +196,13 @@ def test_synth_never_replaces_a_dataset_it_did_not_write(tmp_path: Path) -> None
     made = make_synthetic_dataset(tmp_path / "synth", train=2, val=1, size=64, progress=False)
     again = make_synthetic_dataset(made, train=3, val=1, size=64, progress=False)  # its own: replaced whole
     assert len(list((again / "images" / "train").iterdir())) == 3
+
+
+def test_one_file_listed_under_two_image_ids_is_refused(tmp_path: Path) -> None:
+    """Two ids for one picture (here 'a.png' and './a.png') count and score it twice: refused, naming both."""
+    images, ann = _dataset(tmp_path)
+    data = json.loads(ann.read_text())
+    data["images"].append({**data["images"][0], "id": 2, "file_name": "./a.png"})
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"images\[1\]: './a.png' is image 1's file too; list each file once"):
+        CocoDetection(images, ann)
