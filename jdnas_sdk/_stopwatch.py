@@ -24,28 +24,31 @@ class Stopwatch:
     """``with Stopwatch(file) as watch: ...``; ``watch.elapsed()`` is the seconds of every sitting
     so far, this one included. The file holds ``{"wall_s": ..., "sittings": ...}``; one that cannot
     be read as that is reported (:class:`~jdnas_sdk.errors.WorkdirError` naming it), not silently
-    restarted from zero.
+    restarted from zero. ``watch.finish()`` freezes the total (``"finished": true``): the job's time is
+    what it took until then, and the same job called again once finished adds nothing.
     ``started``: when this sitting began (a :func:`time.monotonic` value), where work came before the
     file could be written (checks before a workdir is made); entering the ``with`` by default."""
 
     def __init__(self, file: str | Path, *, every: float = 30.0, started: float | None = None) -> None:
         self.file = Path(file)
         self.every, self.started = every, started
-        self.before, self.sittings = self._read()
+        self.before, self.sittings, self.finished = self._read()
         self._started: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def _read(self) -> tuple[float, int]:
+    def _read(self) -> tuple[float, int, bool]:
         if not self.file.is_file():
-            return 0.0, 0
+            return 0.0, 0, False
         try:
             data = read_json(self.file)
-            wall, sittings = float(data["wall_s"]), data["sittings"]
+            wall, sittings, finished = float(data["wall_s"]), data["sittings"], data.get("finished", False)
             if not (math.isfinite(wall) and wall >= 0 and type(sittings) is int and sittings >= 0):
                 raise ValueError(f"wall_s {data['wall_s']!r} and sittings {sittings!r} must be counts")
-            return wall, sittings
-        except (ValueError, KeyError, TypeError, OverflowError) as exc:
+            if not isinstance(finished, bool):
+                raise ValueError(f"finished must be true or false, got {finished!r}")
+            return wall, sittings, finished
+        except (ValueError, KeyError, TypeError, OverflowError, AttributeError) as exc:
             raise WorkdirError(
                 f"{self.file} is not a stopwatch file ({exc}); remove it to count this job's time from zero"
             ) from exc
@@ -55,25 +58,47 @@ class Stopwatch:
         running = 0.0 if self._started is None else time.monotonic() - self._started
         return self.before + running
 
-    def _save(self) -> None:  # while running: this sitting counts as one
-        atomic_write_json(self.file, {"wall_s": self.elapsed(), "sittings": self.sittings + 1})
+    @property
+    def total_sittings(self) -> int:
+        """The sittings so far, this one included while it counts."""
+        return self.sittings + (self._started is not None)
+
+    def finish(self) -> None:
+        """The job is done: its total stays as it is now (a later call of the finished job adds nothing)."""
+        self._halt()
+        self.finished = True
+        self._write()
+
+    def _write(self) -> None:
+        mark = {"finished": True} if self.finished else {}
+        atomic_write_json(self.file, {"wall_s": self.before, "sittings": self.sittings, **mark})
+
+    def _save(self) -> None:  # while running
+        atomic_write_json(self.file, {"wall_s": self.elapsed(), "sittings": self.total_sittings})
 
     def _tick(self) -> None:
         while not self._stop.wait(self.every):
             self._save()
 
+    def _halt(self) -> None:
+        """Stop counting this sitting: no tick after this, and its time joins the total."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.before, self.sittings, self._started = self.elapsed(), self.total_sittings, None
+
     def __enter__(self) -> Stopwatch:
-        self._started, self.started = time.monotonic() if self.started is None else self.started, None
-        self._stop = threading.Event()
+        began, self.started = time.monotonic() if self.started is None else self.started, None
+        if self.finished:  # the finished job called again: nothing to count
+            return self
+        self._started, self._stop = began, threading.Event()
         self._save()
         self._thread = threading.Thread(target=self._tick, name="stopwatch", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()  # no tick after the last write
-        total, self._started = self.elapsed(), None
-        self.before, self.sittings = total, self.sittings + 1
-        atomic_write_json(self.file, {"wall_s": total, "sittings": self.sittings})
+        if self._started is not None:  # still counting (not finished before or during this sitting)
+            self._halt()
+            self._write()

@@ -226,6 +226,7 @@ def compress(
     began, recipe = time.monotonic(), recipe or Recipe()
     spec, base_arch = describe(model)  # UnsupportedModelError for anything else, at once
     input_size, workdir = as_input_size(input_size), as_path(workdir, "workdir")
+    watch = Stopwatch(Path(workdir) / WALL_FILE, started=began)  # read only: a damaged one is refused here, first
     request = validate_request(  # the options, before any data is read
         latency=latency,
         ms=ms,
@@ -245,7 +246,6 @@ def compress(
         data, train_data, select_data, test_data, val_data, with_masks=masks
     )
     check_data(spec, train_data, select_data, test_data)
-    watch = Stopwatch(Path(workdir) / WALL_FILE, started=began)  # a damaged one is refused here, before any work
     runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     estimator, confirmed = _search_estimator(table, spec, size, progress)
@@ -276,6 +276,7 @@ def compress(
         if confirmed is not None:  # the guess's caches may predate what the search measured
             estimator = confirmed.measuring
         confirmation = None if confirmed is None else confirmed.to_json()
+        watch.finish()  # its time is what it took until now: the finished run called again reports the same
         write_result(
             run, estimator, target_ms, best.index, metrics, history, watch, recipe, base_arch, chosen, confirmation
         )

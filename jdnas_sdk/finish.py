@@ -343,8 +343,8 @@ def write_result(
             "chosen": chosen,
             "metrics": metrics,
             "history": history,
-            "wall_s": watch.elapsed(),  # every sitting of this run, a killed one's included
-            "sittings": watch.sittings + 1,
+            "wall_s": watch.elapsed(),  # every sitting of this run until it finished, a killed one's included
+            "sittings": watch.total_sittings,
             "recipe": recipe.to_json(),
             "splits": dict(zip(("train", "select", "test"), map(len, splits))),
             "split_ids": split_ids(splits),

@@ -302,7 +302,7 @@ def sittings_metadata(result: TrainResult, watch: Stopwatch) -> dict[str, Any]:
     return {
         "final_loss": result.final_loss,
         "train_wall_s": watch.elapsed(),
-        "sittings": watch.sittings,
+        "sittings": watch.total_sittings,
         "resumed_from": result.resumed_from,
     }
 

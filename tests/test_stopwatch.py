@@ -62,3 +62,21 @@ def test_a_file_that_is_not_a_stopwatch_is_reported_not_restarted(tmp_path: Path
     with pytest.raises(WorkdirError, match="row.wall.json is not a stopwatch file.*remove it"):
         Stopwatch(file)  # a JdnasError: the CLI prints its one line (a ValueError was a traceback)
     assert file.read_text() == text  # left as it was
+
+
+def test_work_before_the_file_counts_and_finish_freezes_the_total(tmp_path: Path) -> None:
+    """``started``: checks that ran before the file could be written count; ``finish()``: the job's time
+    is what it took until then, and the finished job called again adds nothing (a compress run called
+    again once finished reports the same)."""
+    file = tmp_path / "wall.json"
+    with Stopwatch(file, started=time.monotonic() - 100) as watch:
+        assert watch.elapsed() >= 100 and watch.total_sittings == 1
+        watch.finish()
+        total = watch.elapsed()
+        time.sleep(0.2)
+        assert watch.elapsed() == total
+    assert json.loads(file.read_text()) == {"wall_s": total, "sittings": 1, "finished": True}
+    with Stopwatch(file) as again:
+        time.sleep(0.2)
+    assert again.elapsed() == total and again.total_sittings == 1
+    assert json.loads(file.read_text()) == {"wall_s": total, "sittings": 1, "finished": True}

@@ -200,7 +200,7 @@ def _markdown(result: dict[str, Any], plots: tuple[str, str], timeline: Sequence
 
 
 def _sittings(sittings: object) -> str:
-    """`` over N sittings (resumed after a kill).`` where the run was resumed; ``.`` otherwise (and for a
+    """`` over N sittings (resumed after a stop).`` where the run was resumed; ``.`` otherwise (and for a
     result.json written before the field)."""
     if isinstance(sittings, int) and not isinstance(sittings, bool) and sittings > 1:
         return f" over {sittings} sittings (resumed after a stop)."
