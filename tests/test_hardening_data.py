@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.data import CocoDetection, check_disjoint
 from jdnas_sdk.errors import DataError
 
 
@@ -65,6 +65,28 @@ def test_an_image_that_is_a_link_the_folder_holds_is_read(tmp_path: Path) -> Non
     data = CocoDetection(linked / "images", ann)
     image, target = data[0]
     assert image.shape[0] == 3 and len(target["boxes"]) == 1
+    # a link is the picture it links to: one pool picture in train and test is caught, as are two links to it
+    # in one split (review45: names alone let a test image be trained on)
+    other = tmp_path / "other"
+    (other / "images").mkdir(parents=True)
+    (other / "images" / "b.png").symlink_to(images / "a.png")
+    moved = json.loads(ann.read_text())
+    moved["images"][0]["file_name"] = "b.png"
+    (other / "instances.json").write_text(json.dumps(moved))
+    with pytest.raises(DataError, match="the train and test splits share 1 image"):
+        check_disjoint(train=data, test=CocoDetection(other / "images", other / "instances.json"))
+    (linked / "images" / "b.png").symlink_to(images / "a.png")
+    twice = json.loads(ann.read_text())
+    twice["images"].append({**twice["images"][0], "id": 2, "file_name": "b.png"})
+    ann.write_text(json.dumps(twice))
+    with pytest.raises(DataError, match="'b.png' is image 1's file too"):
+        CocoDetection(linked / "images", ann)
+    # a folder on the way that links out is not the file's own link: a name through it is outside
+    (linked / "images" / "up").symlink_to(tmp_path)
+    twice["images"] = [{**twice["images"][0], "file_name": "up/pool/images/a.png"}]
+    ann.write_text(json.dumps(twice))
+    with pytest.raises(DataError, match="'up/pool/images/a.png' points outside"):
+        CocoDetection(linked / "images", ann)
 
 
 def test_a_decompression_bomb_is_a_data_error_naming_the_file(tmp_path: Path) -> None:

@@ -40,12 +40,13 @@ MAX_SIDE = 65_535
 def contained_path(root: str | os.PathLike[str], name: Any, *, where: str, follow_links: bool = True) -> Path:
     """``root / name`` if it resolves inside ``root`` (symbolic links followed); otherwise a
     :class:`DataError` naming ``where``: a file the user did not write never reads outside its folder.
-    ``follow_links=False``: the name alone must stay inside (no ``..`` out, not absolute); a link the
-    folder's owner placed in it is theirs (an images folder of links into a shared pool, DVC's cache)."""
+    ``follow_links=False``: the file itself may be a link out (an images folder of links into a shared
+    pool, DVC's and git-annex's caches), the folders on its way may not (``..`` or absolute names neither)."""
     if not isinstance(name, str) or not name or "\0" in name:
         raise DataError(f"{where}: a file name must be a non-empty string without NUL, got {name!r}")
     base = Path(root).resolve()
-    path = (base / name).resolve() if follow_links else Path(os.path.normpath(base / name))
+    named = Path(os.path.normpath(base / name))
+    path = (base / name).resolve() if follow_links else named.parent.resolve() / named.name
     if Path(name).is_absolute() or not path.is_relative_to(base):
         raise DataError(f"{where}: file name {name!r} points outside {root}; names must stay inside that folder")
     return path

@@ -167,8 +167,8 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         files: dict[Path, int] = {}
         for index, img in enumerate(self.images):  # a name from the JSON never reads outside the images folder
             where = f"{self.annotation_file}: images[{index}]"
-            file = contained_path(self.images_dir, img["file_name"], where=where, follow_links=False)
-            if files.setdefault(file, img["id"]) != img["id"]:  # one picture counted (and scored) twice
+            file = contained_path(self.images_dir, img["file_name"], where=where, follow_links=False).resolve()
+            if files.setdefault(file, img["id"]) != img["id"]:  # one picture (or two links to it) counted twice
                 raise DataError(f"{where}: {img['file_name']!r} is image {files[file]}'s file too; list each file once")
         missing = [img["file_name"] for img in self.images if not (self.images_dir / img["file_name"]).is_file()]
         if missing:

@@ -113,9 +113,9 @@ def load_any_split(root: str | os.PathLike[str], split: str, **kwargs: Any) -> C
 def image_keys(dataset: Any) -> set[tuple[str, Any]]:
     """What identifies each image of ``dataset`` across splits: its file (folder and name) for a
     :class:`CocoDetection`; ``("index", i)`` for other datasets (which cannot be compared)."""
-    if isinstance(dataset, CocoDetection):  # the file itself: 'a.jpg', './a.jpg' and 'sub/../a.jpg' are one image
+    if isinstance(dataset, CocoDetection):  # the file itself: './a.jpg' is 'a.jpg', a link is what it links to
         folder = dataset.images_dir.resolve()
-        return {("file", os.path.normpath(folder / img["file_name"])) for img in dataset.images}
+        return {("file", str((folder / img["file_name"]).resolve())) for img in dataset.images}
     return {("index", i) for i in range(len(dataset))}
 
 
