@@ -160,6 +160,10 @@ def test_a_jpeg_is_read_as_its_exif_orientation_shows_it(tmp_path: Path) -> None
     ann.write_text(json.dumps(data))
     with pytest.raises(DataError, match=r"a\.jpg is 30x40 but .* says 40x30; the file's EXIF orientation \(6\)"):
         CocoDetection(images, ann)[0]
+    data["images"][0].update(width=50, height=50)  # neither size: the JSON is wrong, whatever the orientation
+    ann.write_text(json.dumps(data))
+    with pytest.raises(DataError, match=r"says 50x50; fix the JSON's width/height$"):
+        CocoDetection(images, ann)[0]
 
 
 def test_masks_from_synthetic_rle(synth_root: Path) -> None:

@@ -59,7 +59,8 @@ def read_rgb(path: Path) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as img:
                 img.load()
-                return _to_rgb(ImageOps.exif_transpose(img))  # as shown, and as labelling tools draw on it
+                ImageOps.exif_transpose(img, in_place=True)  # as shown, and as labelling tools draw on it
+                return _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise DataError(
             f"image {path} is too large to decode safely ({exc}); it is corrupt or a decompression bomb"
@@ -75,9 +76,12 @@ def check_size(path: Path, array: np.ndarray, height: int, width: int, *, where:
     if array.shape[:2] == (height, width):
         return
     fix = "fix the JSON's width/height"
-    with Image.open(path) as img:
-        turned = img.getexif().get(0x0112, 1)  # EXIF Orientation; 1: as stored
-    if turned not in (None, 1):
+    try:
+        with Image.open(path) as img:
+            turned, stored = img.getexif().get(0x0112, 1), img.size  # EXIF Orientation: 5-8 swap the sides
+    except (OSError, ValueError, SyntaxError):
+        turned, stored = 1, None
+    if turned in (5, 6, 7, 8) and stored == (width, height):  # the JSON has the stored size
         fix = (
             f"the file's EXIF orientation ({turned}) turns it to that size, as it is shown and as labelling tools "
             "draw boxes on it; if the JSON's size and boxes are of the stored pixels, remove the file's "
