@@ -337,10 +337,13 @@ def recalibrate_bn(
     for m in norms:
         m.train()
     try:
-        for start in range(0, count, batch_size):
-            batch = [data[i][0] for i in range(start, min(start + batch_size, count))]
-            if len(batch) == 1:  # at a 1x1 map one image is one value per channel, which BatchNorm refuses
-                batch.append(batch[0].flip(-1))  # its mirror joins it
+        # at a 1x1 map one image is one value per channel, which BatchNorm refuses: a lone last image joins the
+        # batch before it (each batch weighs the same in the average), a lone image alone its mirror
+        starts = [s for s in range(0, count, batch_size) if count - s != 1 or s == 0]
+        for start, end in zip(starts, [*starts[1:], count]):
+            batch = [data[i][0] for i in range(start, end)]
+            if len(batch) == 1:
+                batch.append(batch[0].flip(-1))
             image_list, _ = model.transform(batch)
             model.backbone(image_list.tensors)
     finally:
