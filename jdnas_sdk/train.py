@@ -14,7 +14,8 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ __all__ = [
     "check_targets",
     "train_to_file",
     "sittings_metadata",
+    "training_stopwatch",
     "remove_training_files",
     "checkpoint_path",
     "wall_path",
@@ -289,11 +291,22 @@ def train_to_file(
     """
     config = config or TrainConfig()
     ckpt = checkpoint_path(out)
-    with Stopwatch(wall_path(out)) as watch:
+    with training_stopwatch(out) as watch:
         result = train(model, data, config=config, checkpoint=ckpt, extra_losses=extra_losses, progress=progress)
     save_detector(model, out, metadata={"steps": config.steps, **sittings_metadata(result, watch), **(metadata or {})})
     remove_training_files(out)
     return replace(result, wall_s=watch.elapsed())
+
+
+@contextmanager
+def training_stopwatch(out: str | os.PathLike[str]) -> Iterator[Stopwatch]:
+    """The wall time of training the file ``out`` over its sittings (``wall_path(out)``): a time file
+    beside an ``out`` that stands whole with no checkpoint is a finished training's, left by a kill
+    between :func:`remove_training_files`' two removals, and is dropped, not counted."""
+    if Path(out).is_file() and not checkpoint_path(out).exists():
+        wall_path(out).unlink(missing_ok=True)
+    with Stopwatch(wall_path(out)) as watch:
+        yield watch
 
 
 def sittings_metadata(result: TrainResult, watch: Stopwatch) -> dict[str, Any]:
@@ -308,10 +321,11 @@ def sittings_metadata(result: TrainResult, watch: Stopwatch) -> dict[str, Any]:
 
 
 def remove_training_files(out: str | os.PathLike[str]) -> None:
-    """Remove what training kept beside ``out`` once ``out`` is written: its wall-time file, then its
-    checkpoint (killed between the two, a rerun resumes the finished checkpoint and counts anew)."""
-    wall_path(out).unlink(missing_ok=True)
+    """Remove what training kept beside ``out`` once ``out`` is written: its checkpoint, then its
+    wall-time file (killed between the two, ``out`` stands whole and the time file is left over:
+    :func:`train_to_file` drops it when it trains ``out`` again from the start)."""
     checkpoint_path(out).unlink(missing_ok=True)
+    wall_path(out).unlink(missing_ok=True)
 
 
 @torch.no_grad()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,7 @@ import torch
 
 from jdnas_sdk import NonFiniteLossError, TrainingError, build_detector
 from jdnas_sdk.data import CocoDetection
+from jdnas_sdk.detectors import read_detector_file
 from jdnas_sdk.train import TrainConfig, learning_rate, train
 
 from .conftest import assert_loss_falls, tiny_spec
@@ -167,3 +169,19 @@ def test_empty_data_and_frozen_models_are_refused(train_set: CocoDetection) -> N
         p.requires_grad_(False)
     with pytest.raises(TrainingError, match="no trainable parameters"):
         train(frozen, train_set, progress=False)
+
+
+def test_a_time_file_left_beside_a_finished_file_is_not_counted(train_set: CocoDetection, tmp_path: Path) -> None:
+    """Killed between removing the checkpoint and the time file, a finished ``out`` keeps a time file: the
+    next training of ``out`` from the start drops it rather than adding a finished training's time."""
+    from jdnas_sdk.train import train_to_file, wall_path
+
+    out = tmp_path / "base.pt"
+    config = TrainConfig(steps=1, batch_size=1)
+    torch.manual_seed(0)
+    train_to_file(build_detector(tiny_spec()), train_set, out, config=config, progress=False)
+    wall_path(out).write_text(json.dumps({"wall_s": 5000.0, "sittings": 3}))  # what the kill left
+    again = train_to_file(build_detector(tiny_spec()), train_set, out, config=config, progress=False)
+    meta = read_detector_file(out)["metadata"]
+    assert meta["sittings"] == 1 and again.wall_s == meta["train_wall_s"] < 1000
+    assert not wall_path(out).exists()

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .._io import atomic_torch_save, first_line, torch_load
-from .._stopwatch import Stopwatch
 from ..checkpoint import restore
 from ..data.loader import ResumableSampler, collate
 from ..distill.losses import feature_kd
@@ -42,7 +41,7 @@ from ..train import (
     remove_training_files,
     sittings_metadata,
     step_seed,
-    wall_path,
+    training_stopwatch,
 )
 from .pool import TeacherConfig, TeacherPool
 
@@ -199,7 +198,7 @@ def train_pool_to_file(
     ``checkpoint_path(out)``, removed once the file is written. The metadata records steps, final
     loss, the wall time over every sitting and how many, and the step training resumed from, plus
     ``metadata`` (:func:`~jdnas_sdk.train.sittings_metadata`)."""
-    with Stopwatch(wall_path(out)) as watch:
+    with training_stopwatch(out) as watch:
         result = train_pool(pool, data, config=config, checkpoint=checkpoint_path(out), progress=progress)
     pool.save(out, metadata={"steps": result.steps, **sittings_metadata(result, watch), **(metadata or {})})
     remove_training_files(out)
