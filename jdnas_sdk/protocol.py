@@ -203,7 +203,8 @@ def protocol_splits(
             f"e.g. made by `jdnas data synth --out FOLDER`), or train_data=, select_data= and test_data= "
             f"(missing: {', '.join(missing)})"
         )
-    check_given_splits(train_data, select_data, test_data)
+    names = ("val_data" if val_data is not None else "select_data", "test_data")  # as the caller named them
+    check_given_splits(train_data, select_data, test_data, names=names)
     check_disjoint(train=train_data, select=select_data, test=test_data)
     return train_data, select_data, test_data
 

@@ -139,13 +139,23 @@ def test_datasets_of_another_kind_are_refused_before_any_work(
     base = build(tiny_spec(), BASE)
     select, test = split_val(val_set)
     common = dict(target="v100-trt", workdir=tmp_path / "w")
-    for name, bad in (("select_data", Subset(select, [0])), ("test_data", [test[0]])):
-        data = {"train_data": train_set, "select_data": select, "test_data": test, name: bad}
-        with pytest.raises(ArgumentError, match=f"{name} must be a jdnas_sdk.data.CocoDetection.*got .*subset"):
+    given = (
+        ("select_data", Subset(select, [0]), r"torch\.utils\.data\.dataset\.Subset"),
+        ("test_data", [test[0]], r"builtins\.list"),
+        ("val_data", [test[0]], r"builtins\.list"),  # the deprecated name, named as given
+    )
+    for name, bad, kind in given:
+        data = {"train_data": train_set, "select_data": select, "test_data": test}
+        data = {**data, name: bad} if name != "val_data" else {**data, "select_data": None, "val_data": bad}
+        with pytest.raises(ArgumentError, match=f"{name} must be a jdnas_sdk.data.CocoDetection .*got {kind}: "):
             jdnas_sdk.compress(base, **data, **common)
     pil = [(F.to_pil_image(image), target) for image, target in (train_set[0], train_set[1])]
-    with pytest.raises(ArgumentError, match="train_data's samples must be .*its first is Image and dict"):
+    with pytest.raises(ArgumentError, match="train_data's samples must be .*its first has an image of type Image"):
         jdnas_sdk.compress(base, train_data=pil, select_data=select, test_data=test, **common)
+    image, target = train_set[0]
+    uint8 = [((image * 255).to(torch.uint8), {"boxes": target["boxes"].tolist()})]  # no labels either
+    with pytest.raises(ArgumentError, match=r"dtype torch\.uint8; target\['boxes'\] of type list; target\['labels'\]"):
+        jdnas_sdk.compress(base, train_data=uint8, select_data=select, test_data=test, **common)
     assert not (tmp_path / "w").exists()  # nothing was started
     # a training set of the loader's samples in any container is taken as it is
     tensors = [train_set[i] for i in range(len(train_set))]

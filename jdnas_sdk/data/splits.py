@@ -119,18 +119,18 @@ def image_keys(dataset: Any) -> set[tuple[str, Any]]:
     return {("index", i) for i in range(len(dataset))}
 
 
-def check_given_splits(train: Any, select: Any, test: Any) -> None:
+def check_given_splits(
+    train: Any, select: Any, test: Any, *, names: tuple[str, str] = ("select_data", "test_data")
+) -> None:
     """Datasets a caller hands compress in memory, checked before any work: ``select`` and ``test``
-    are :class:`CocoDetection` s (AP is scored against their COCO ground truth); ``train`` is one, or
-    any dataset whose samples are ``(float CHW image tensor, {"boxes": Nx4, "labels": N})``, as the
-    SDK's loader gives them (its first sample is read to check)."""
-    import torch
-
+    (passed as ``names``) are :class:`CocoDetection` s (AP is scored against their COCO ground truth);
+    ``train`` is one, or any dataset whose samples are ``(float CHW image tensor, {"boxes": Nx4,
+    "labels": N})``, as the SDK's loader gives them (its first sample is read to check)."""
     how = (
         "load one with jdnas_sdk.data.load_split(FOLDER, SPLIT) or load_protocol_splits(FOLDER), "
         "or cut one with .subset(ids)"
     )
-    for name, split in (("select_data", select), ("test_data", test)):
+    for name, split in zip(names, (select, test)):
         if not isinstance(split, CocoDetection):
             raise ArgumentError(
                 f"{name} must be a jdnas_sdk.data.CocoDetection (AP is scored against its COCO ground truth), "
@@ -138,25 +138,33 @@ def check_given_splits(train: Any, select: Any, test: Any) -> None:
             )
     if isinstance(train, CocoDetection) or len(train) == 0:  # an empty one is named by the checks after
         return
-    sample = train[0]
-    image, target = sample if isinstance(sample, (tuple, list)) and len(sample) == 2 else (None, None)
-    ok = (
-        isinstance(image, torch.Tensor)
-        and image.dim() == 3
-        and image.shape[0] == 3
-        and image.is_floating_point()
-        and isinstance(target, dict)
-        and isinstance(target.get("boxes"), torch.Tensor)
-        and isinstance(target.get("labels"), torch.Tensor)
-    )
-    if not ok:
-        got = type(image).__name__ if image is not None else f"a {type(sample).__name__}"
+    wrong = _sample_problems(train[0])
+    if wrong:
         raise ArgumentError(
             "train_data's samples must be (float image tensor 3xHxW in [0, 1], {'boxes': Nx4 xyxy tensor, "
-            f"'labels': N tensor}}), as jdnas_sdk.data.CocoDetection gives them; its first is {got}"
-            + (f" and {type(target).__name__}" if image is not None else "")
-            + f": {how}"
+            f"'labels': N tensor}}), as jdnas_sdk.data.CocoDetection gives them; its first has {'; '.join(wrong)}"
         )
+
+
+def _sample_problems(sample: Any) -> list[str]:
+    """What a training sample gets wrong against the loader's ``(image, target)`` (empty: nothing)."""
+    import torch
+
+    if not (isinstance(sample, (tuple, list)) and len(sample) == 2):
+        return [f"a {type(sample).__name__}, not an (image, target) pair"]
+    image, target = sample
+    if not isinstance(image, torch.Tensor):
+        wrong = [f"an image of type {type(image).__name__} (convert it, e.g. torchvision's to_tensor)"]
+    elif image.dim() != 3 or image.shape[0] != 3 or not image.is_floating_point():
+        wrong = [f"an image of shape {tuple(image.shape)} and dtype {image.dtype}"]
+    else:
+        wrong = []
+    if not isinstance(target, dict):
+        return [*wrong, f"a target of type {type(target).__name__}"]
+    for key in ("boxes", "labels"):
+        if not isinstance(target.get(key), torch.Tensor):
+            wrong.append(f"target[{key!r}] of type {type(target.get(key)).__name__}")
+    return wrong
 
 
 def check_disjoint(**splits: Any) -> None:
