@@ -231,6 +231,8 @@ def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth
     first.send_signal(signal.SIGKILL)
     first.wait()
     assert not out.exists()
+    killed = json.loads(wall_path(out).read_text())  # the killed sitting's time, as its stopwatch last saved it
+    assert killed["sittings"] == 1
     second = _jdnas(*args)
     text, _ = second.communicate(timeout=300)
     assert second.returncode == 0, text
@@ -242,7 +244,7 @@ def test_kill_9_during_train_then_the_same_command_resumes(tmp_path: Path, synth
     meta = read_detector_file(out)["metadata"]
     assert meta["sittings"] == 2 and meta["resumed_from"] == resumed_at
     said = float(text.split(" s, final loss")[0].rsplit(" in ", 1)[1])
-    assert meta["train_wall_s"] == pytest.approx(said, abs=1)
+    assert meta["train_wall_s"] == pytest.approx(said, abs=1) and meta["train_wall_s"] >= killed["wall_s"]
 
 
 def test_demo_runs_end_to_end_on_tiny_settings(tmp_path: Path) -> None:
