@@ -29,7 +29,7 @@ from jdnas_sdk.latency import (
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
 from jdnas_sdk.latency.lower import fixed_key, lower
 from jdnas_sdk.latency.ops import op_macs
-from jdnas_sdk.latency.places import user_tables_dir
+from jdnas_sdk.latency.places import TABLES_ENV
 from jdnas_sdk.latency.reach import fixed_specs
 from jdnas_sdk.latency.roofline import GPU_MODELS
 from jdnas_sdk.space import SearchSpace
@@ -95,7 +95,7 @@ def _without(table: LatencyTable, key: OpKey) -> LatencyTable:
 
 
 def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(
-    profiled: LatencyTable, tmp_path: Path
+    profiled: LatencyTable, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = tiny_spec()
     key = next(k for k in profiled.entries if k.kind == "conv" and k["cin"] == 16 and k["cout"] == 16 and k["add"] == 1)
@@ -107,7 +107,9 @@ def test_a_miss_is_measured_here_interpolated_elsewhere_or_refused_never_zero(
     copied.path = tmp_path / "copy-hw.json"
     with pytest.raises(LatencyTableError, match=f"--target {copied.path} ...` .*\\(`--on-miss auto`\\)"):
         Estimator(copied, spec, SIZE, on_miss="error").estimate(BASE)
-    copied.path = user_tables_dir() / "tiny.json"  # where the name finds it: the name
+    monkeypatch.setenv(TABLES_ENV, str(tmp_path / "tables"))
+    copied.path = tmp_path / "tables" / "tiny.json"  # where the name finds it: the name
+    copied.save()
     with pytest.raises(LatencyTableError, match="profile --target tiny ...`"):
         Estimator(copied, spec, SIZE, on_miss="error").estimate(BASE)
     estimate = Estimator(_without(profiled, key), spec, SIZE, on_miss="interpolate").estimate(BASE)

@@ -29,7 +29,7 @@ from ..student import Heads, Student
 from .backends import Backend, backend_for
 from .breakdown import HOW as HOW  # re-exported: its home is .breakdown
 from .breakdown import LatencyEstimate, OpLatency
-from .local import describe_table, load_table, measure_missing_ops
+from .local import cache_dir, describe_table, load_table, measure_missing_ops
 from .lower import (
     STAGES,
     block_ops,
@@ -43,7 +43,7 @@ from .lower import (
 )
 from .misses import MISS_POLICIES, combine_residuals, interpolate_ms, residual_entry
 from .ops import OpKey
-from .places import cache_root, tables_dirs
+from .places import table_path
 from .roofline import DeviceModel
 from .table import Entry, LatencyTable
 
@@ -355,10 +355,15 @@ def _clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:
 
 
 def _profile_target(table: LatencyTable) -> str:
-    """What ``jdnas profile --target`` needs to fill ``table``: its name where a name reaches it (the
-    shipped tables, this user's, this machine's cache), else its file (a copy the user named by path)."""
+    """What ``jdnas profile --target`` needs to fill ``table``: its name where the name reaches this very
+    file (a table of the search path, or this machine's cache of a shipped target), else its file (a copy
+    the user named by path, which the name would not reach)."""
     if table.path is None:
         return table.target
     path = table.path.resolve()
-    reached = [cache_root(), *tables_dirs()]
-    return table.target if any(path.is_relative_to(d.resolve()) for d in reached) else str(table.path)
+    try:
+        by_name = table_path(table.target).resolve()
+    except LatencyTableError:  # no table of that name on the search path
+        by_name = None
+    cached = path.is_relative_to(cache_dir().resolve()) and path.stem == table.target
+    return table.target if by_name == path or cached else str(table.path)
