@@ -118,7 +118,8 @@ class Recipe:
             )
         if self.checkpoint_every < 1:
             raise SearchError(
-                f"recipe: checkpoint_every must be >= 1 (steps between checkpoints), got {self.checkpoint_every}"
+                f"recipe: checkpoint_every (--checkpoint-every) must be >= 1 (steps between checkpoints), got "
+                f"{self.checkpoint_every}"
             )
         if not 0 < self.search_lr_ratio <= 1:
             raise SearchError(f"recipe: search_lr_ratio must be in (0, 1], got {self.search_lr_ratio}")

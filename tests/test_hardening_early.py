@@ -421,7 +421,7 @@ def test_compress_checkpoint_every_reaches_every_training_and_zero_is_refused(
     assert recipe.search_train_config().checkpoint_every == 7 and recipe.to_json()["checkpoint_every"] == 7
     work = tmp_path / "w"
     args = ["compress", "--model", str(model_file), "--data", str(synth_root), "--workdir", str(work)]
-    _refused(capsys, [*args, "--checkpoint-every", "0"], "checkpoint_every must be >= 1")
+    _refused(capsys, [*args, "--checkpoint-every", "0"], "checkpoint_every (--checkpoint-every) must be >= 1")
     assert not work.exists()
 
 

@@ -275,8 +275,7 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         masks = []
         for ann in anns:
             seg = ann.get("segmentation")
-            where = f"{self.annotation_file}: annotation on image {info['file_name']!r}"
-            check_segmentation(seg, height, width, where=where)
+            where = f"{self.annotation_file}: annotation on image {info['file_name']!r}"  # checked when read
             try:
                 if isinstance(seg, list):
                     rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
