@@ -404,6 +404,8 @@ def test_a_candidate_whose_loss_becomes_nan_is_recorded_as_failed_and_the_search
     assert len(failed) == 3 and all(c.error and c.error.startswith("NonFiniteLossError: loss became") for c in failed)
     assert all(c.parent == 0 for c in failed)  # a failed candidate is never a parent
     assert archive.best(1e9).index == 0 and [c.index for c in archive.front()] == [0]  # nor chosen
+    left = [p.name for p in (tmp_path / "candidates").iterdir() if not p.name.endswith((".pt", ".json"))]
+    assert not left and not list((tmp_path / "candidates").glob("*.train-wall.json")), left  # no litter kept
     again = joint_search(
         build(tiny_spec(), BASE),
         estimator=estimator,

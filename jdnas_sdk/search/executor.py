@@ -31,7 +31,7 @@ from ..evaluate import evaluate
 from ..morph import Action, morph, morph_to
 from ..morph.refit import Refit, depth_refit_hook
 from ..student import Student
-from ..train import TrainConfig, recalibrate_bn
+from ..train import TrainConfig, recalibrate_bn, remove_training_files
 from .archive import load_candidate
 
 __all__ = ["CandidateJob", "CandidateOutcome", "Executor", "LocalExecutor", "finished", "run_candidate", "worker_id"]
@@ -193,6 +193,7 @@ def run_candidate(
             job.index, metrics.ap, metrics.ap50, metrics.ap75, worker=worker_id(), started=started, ended=time.time()
         )
     except (TrainingError, ArchError) as exc:
+        remove_training_files(job.out_file)  # a failed candidate is not trained again: its checkpoint is litter
         outcome = CandidateOutcome(
             job.index, error=f"{type(exc).__name__}: {exc}", worker=worker_id(), started=started, ended=time.time()
         )
