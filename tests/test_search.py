@@ -95,6 +95,24 @@ def test_archive_front_best_and_resume_checks(tmp_path: Path) -> None:
     assert pareto_front([]) == []
 
 
+def test_a_search_resumed_at_another_learning_rate_is_refused(slow_table: Path) -> None:
+    """The candidates' rate is a setting of the archive (probe46: a search killed and called again with
+    another --base-lr went on, one archive holding candidates trained at two rates); the default
+    recipe's rate is left out, so archives made before it was a setting still resume."""
+    from jdnas_sdk.prepare import search_config
+    from jdnas_sdk.search.joint import DEFAULT_SEARCH_LR, search_settings
+
+    estimator = _estimator(slow_table)
+
+    def settings(recipe: Recipe) -> dict[str, object]:
+        return search_settings("joint", BASE, 10.0, estimator, SPACE, search_config(4, 2, 0, 1, recipe))
+
+    assert Recipe().search_train_config().lr == DEFAULT_SEARCH_LR and "lr" not in settings(Recipe())
+    slower, unrewound = settings(Recipe(base_lr=5e-4)), settings(Recipe(lr_rewind=False))
+    assert slower["lr"] == 5e-4 and unrewound["lr"] == pytest.approx(2e-4)
+    assert settings(Recipe(search_lr_ratio=0.5))["lr"] == pytest.approx(5e-4)
+
+
 def test_the_bound_tightens_from_the_base_to_the_target() -> None:
     config = SearchConfig(candidates=10, tighten=0.5)
     bounds = [latency_bound(i, config, 100.0, 60.0) for i in range(1, 11)]

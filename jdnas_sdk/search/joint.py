@@ -115,6 +115,12 @@ def latency_bound(iteration: int, config: SearchConfig, base_ms: float, target_m
     return max(target_ms, base_ms + (target_ms - base_ms) * progress)
 
 
+#: The candidates' rate of the default recipe (AdamW 1e-3, rewound, ``search_lr_ratio`` 1): archives made
+#: before the rate was a setting hold none, and resume at it; another rate is part of the settings, so a
+#: search killed and called again at another rate is refused, not continued with two rates in one archive.
+DEFAULT_SEARCH_LR = 1e-3
+
+
 def search_settings(
     method: str,
     base_arch: Arch,
@@ -143,8 +149,9 @@ def search_settings(
         **({"teacher_gap": config.teacher_gap} if config.teacher_gap is not None else {}),
         **({"free_moves": True} if config.free_moves else {}),
         **({"parent_reach": config.parent_reach} if config.parent_reach is not None else {}),
-        **({"parallel": config.parallel} if config.parallel != 1 else {}),
-    }  # 1: as archives made before rounds
+        **({"parallel": config.parallel} if config.parallel != 1 else {}),  # 1: as archives made before rounds
+        **({"lr": config.train.lr} if config.train.lr != DEFAULT_SEARCH_LR else {}),
+    }
 
 
 def open_archive(work: Path, settings: dict[str, Any], confirmed: ConfirmedLatency | None) -> Archive:
