@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             max_cycles=args.max_cycles,
             cycle_min_gain=args.cycle_min_gain / 100,
         )
-        # the training's time over all its sittings (a kill loses at most 30 s of it)
+        # the training's time over all its sittings (a kill loses at most 5 s of it)
         with Stopwatch(out.with_name(out.name + ".wall.json")) as watch:
             curve = train_until_converged(model, train_set, select_set, out, config=config, converge=converge)
         wall = watch.elapsed()

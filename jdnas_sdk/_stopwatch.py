@@ -29,7 +29,7 @@ class Stopwatch:
     ``started``: when this sitting began (a :func:`time.monotonic` value), where work came before the
     file could be written (checks before a workdir is made); entering the ``with`` by default."""
 
-    def __init__(self, file: str | Path, *, every: float = 30.0, started: float | None = None) -> None:
+    def __init__(self, file: str | Path, *, every: float = 5.0, started: float | None = None) -> None:
         self.file = Path(file)
         self.every, self.started = every, started
         self.before, self.sittings, self.finished = self._read()
