@@ -121,7 +121,24 @@ def test_a_valid_result_gives_a_report_written_atomically(tmp_path: Path) -> Non
                 ("test_ap", 1e308, "'metrics.student.test_ap' must be a finite number within -1..1"),
                 ("select_ap", float("nan"), "'metrics.student.select_ap'"),
                 ("ap", 30.0, "'metrics.student.ap'"),  # a percentage where fractions belong
-                ("measured_ms", -2.0, "'metrics.student.measured_ms' must be a finite number within 0..inf"),
+                ("measured_ms", -2.0, "'metrics.student.measured_ms' must be a finite number within 0..inf, got"),
+            )
+        ),
+        # what the report printed as it was (probe46): 'Wall time -1.0 min', 'Input 6x4', MODELLED for "no", NaN ms
+        (_result([_candidate(0, None)], wall_s=-60.0), "field 'wall_s' must be a finite number >= 0"),
+        *(
+            (_result([_candidate(0, None)], **{key: value}), field)
+            for key, value, field in (
+                ("sittings", 0, "'sittings' must be a count >= 1"),
+                ("sittings", "3", "'sittings' must be a count >= 1"),
+                ("sittings", 2.5, "'sittings' must be a count >= 1"),
+                ("sittings", True, "'sittings' must be a count >= 1"),
+                ("input_size", "64", "'input_size' must be"),
+                ("input_size", [float("nan"), 1], "'input_size' must be"),
+                ("modelled", "no", "'modelled' must be true or false"),
+                ("claim", 5, "'claim' must be text"),
+                ("breakdown", {"base": {"stem": 1.0}, "student": {"stem": float("nan")}}, "'breakdown.student'"),
+                ("splits", {"select": "many"}, "'splits' must map"),
             )
         ),
         (b"\x89PNG\x00\xff\xfe garbage", "corrupt"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import html
 import io
 import json
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -20,8 +19,9 @@ from typing import Any
 from .._args import as_path
 from .._io import atomic_write_bytes, atomic_write_text
 from ..errors import SearchError
-from ..search.archive import Candidate, pareto_front, validate_candidates
+from ..search.archive import Candidate, pareto_front
 from .markdown import code_cell
+from .result import check_result
 
 __all__ = ["write_report", "check_result"]
 
@@ -112,13 +112,6 @@ def _timeline(cands: list[Candidate], work: Path) -> list[str]:
             f"{sum(1 for c in mine if c.error)} |"
         )
     return lines
-
-
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
 
 
 def _save_figure(fig: Any, path: Path) -> None:
@@ -353,36 +346,3 @@ def write_report(workdir: str | os.PathLike[str]) -> Path:
         ) from exc
     atomic_write_text(work / "report.md", markdown)
     return atomic_write_text(work / "report.html", _html(markdown))
-
-
-def check_result(result: Any, *, origin: str) -> None:
-    """Check what the report reads from a ``result.json`` it did not write itself: the history is a
-    valid archive (lineages end), ``chosen`` is one of its candidates, the numbers are finite."""
-    if not isinstance(result, dict):
-        raise SearchError(f"{origin} must hold a JSON object, got {type(result).__name__}")
-    history = validate_candidates(result.get("history"), origin=f"{origin}: field 'history'")
-    if not history:
-        raise SearchError(f"{origin}: field 'history' holds no candidate")
-    chosen = result.get("chosen")
-    if not isinstance(chosen, int) or isinstance(chosen, bool) or not 0 <= chosen < len(history):
-        raise SearchError(
-            f"{origin}: field 'chosen' must be a candidate index from 0 to {len(history) - 1}, got {chosen!r}"
-        )
-    for name in ("target_ms", "wall_s"):
-        value = result.get(name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not _finite(value):
-            raise SearchError(f"{origin}: field {name!r} must be a finite number, got {value!r}")
-    for name in ("metrics", "breakdown"):
-        part = result.get(name)
-        if not isinstance(part, dict) or not all(isinstance(part.get(w), dict) for w in ("base", "student")):
-            raise SearchError(f"{origin}: field {name!r} must hold 'base' and 'student' objects")
-    for who, values in result["metrics"].items():
-        for key, value in values.items() if isinstance(values, dict) else ():
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                continue  # codes, names and notes
-            low, high = (-1.0, 1.0) if key == "ap" or key.endswith("_ap") or key.startswith("ap") else (0.0, math.inf)
-            if not _finite(value) or not low <= value <= high:
-                raise SearchError(
-                    f"{origin}: field 'metrics.{who}.{key}' must be a finite number within {low:g}..{high:g} "
-                    f"(APs are fractions), got {value!r}"
-                )
