@@ -8,21 +8,14 @@ import math
 from typing import Any
 
 from ..errors import SearchError
-from ..search.archive import validate_candidates
+from ..search.archive import finite_number, validate_candidates
 
 __all__ = ["check_result"]
 
 
-def _finite(value: int | float) -> bool:
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int too large for a float
-        return False
-
-
 def _number(value: Any) -> bool:
     """A finite, non-negative JSON number (not a bool)."""
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and _finite(value) and value >= 0
+    return finite_number(value) and value >= 0
 
 
 def _count(value: Any) -> bool:
@@ -54,7 +47,7 @@ def check_result(result: Any, *, origin: str) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue  # codes, names and notes
             low, high = (-1.0, 1.0) if key == "ap" or key.endswith("_ap") or key.startswith("ap") else (0.0, math.inf)
-            if not _finite(value) or not low <= value <= high:
+            if not finite_number(value) or not low <= value <= high:
                 why = " (APs are fractions)" if high == 1.0 else ""
                 raise SearchError(
                     f"{origin}: field 'metrics.{who}.{key}' must be a finite number within {low:g}..{high:g}{why}, "

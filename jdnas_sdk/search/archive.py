@@ -21,7 +21,15 @@ from .._io import atomic_write_json
 from ..detectors import load_detector
 from ..errors import DetectorFileError, SearchError
 
-__all__ = ["Candidate", "Archive", "pareto_front", "validate_candidates", "contained_file", "load_candidate"]
+__all__ = [
+    "Candidate",
+    "Archive",
+    "pareto_front",
+    "validate_candidates",
+    "contained_file",
+    "load_candidate",
+    "finite_number",
+]
 
 ARCHIVE_FORMAT = "jdnas-search-archive"
 
@@ -82,7 +90,8 @@ class Candidate:
 _NUMBERS = ("latency_ms", "ap", "ap50", "ap75", "wall_s")
 
 
-def _finite(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
+    """A finite JSON number (an int or float, not a bool, not NaN or infinite)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     try:
@@ -105,9 +114,9 @@ def _candidate_problem(c: Candidate) -> str:
     if not all(isinstance(a, str) for a in c.actions):
         return "field 'actions' must be a list of strings"
     for name in _NUMBERS:
-        if not _finite(getattr(c, name)):
+        if not finite_number(getattr(c, name)):
             return f"field {name!r} must be a finite number, got {getattr(c, name)!r}"
-    if c.bound_ms is not None and not _finite(c.bound_ms):
+    if c.bound_ms is not None and not finite_number(c.bound_ms):
         return f"field 'bound_ms' must be a finite number or null, got {c.bound_ms!r}"
     if not isinstance(c.rejected, int) or isinstance(c.rejected, bool) or c.rejected < 0:
         return f"field 'rejected' must be an integer >= 0, got {c.rejected!r}"
@@ -117,7 +126,7 @@ def _candidate_problem(c: Candidate) -> str:
     if not isinstance(c.free, bool):
         return f"field 'free' must be true or false, got {c.free!r}"
     for name in ("started", "ended"):
-        if getattr(c, name) is not None and not _finite(getattr(c, name)):
+        if getattr(c, name) is not None and not finite_number(getattr(c, name)):
             return f"field {name!r} must be a finite number or null, got {getattr(c, name)!r}"
     return ""
 
