@@ -131,7 +131,7 @@ def _final(
         if _is_final_of(done, work / "search" / best.file, wanted):
             return load_detector(done)
         done.unlink()  # made for another candidate, step count or detector, or damaged: train again
-    _own_checkpoint(checkpoint_path(done), wanted, started)
+    _own_checkpoint(done, wanted, started)
     student, teacher = load_candidate(work / "search" / best.file), teacher_of()
     log.info(
         "[compress] training the chosen student (candidate %d) %d more steps %s",
@@ -186,10 +186,12 @@ def _is_final_of(done: Path, chosen_file: Path, wanted: dict[str, Any]) -> bool:
     return False
 
 
-def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | None) -> None:
-    """Make ``checkpoint`` (the final training's) ``wanted``'s: one another candidate or step count
-    left (a run killed before it chose again), or one nothing says whose it is, is removed, since
-    resuming it would train the wrong weights; then, if none is left, the race's ``started`` seeds it."""
+def _own_checkpoint(done: Path, wanted: dict[str, Any], started: Path | None) -> None:
+    """Make the checkpoint of the final training that writes ``done`` ``wanted``'s: one another
+    candidate or step count left (a run killed before it chose again), or one nothing says whose it
+    is, is removed with its time file, since resuming it would train the wrong weights; then, if none
+    is left, the race's ``started`` seeds it."""
+    checkpoint = checkpoint_path(done)
     owner = _owner(checkpoint)
     try:
         mine = read_json(owner) == wanted
@@ -199,7 +201,7 @@ def _own_checkpoint(checkpoint: Path, wanted: dict[str, Any], started: Path | No
         log.info("[compress] removing %s: a checkpoint of another final training", checkpoint)
         checkpoint.unlink()
     if not mine:  # nor is the time that training spent this one's
-        wall_path(checkpoint.with_suffix("")).unlink(missing_ok=True)
+        wall_path(done).unlink(missing_ok=True)
     if not checkpoint.is_file() and started is not None:
         if started.is_file():
             with atomic_path(checkpoint) as partial:  # whole or absent
