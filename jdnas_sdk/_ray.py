@@ -9,7 +9,7 @@ from typing import Any
 
 from .errors import JdnasError
 
-__all__ = ["INSTALL_HINT", "require_ray", "connect", "worker_id"]
+__all__ = ["INSTALL_HINT", "require_ray", "check_address", "connect", "worker_id"]
 
 INSTALL_HINT = 'pip install -e ".[ray]" (or pip install "ray>=2.9")'
 
@@ -23,13 +23,48 @@ def require_ray(error: type[JdnasError], what: str = "executor='ray'") -> Module
     return ray
 
 
-def connect(ray: ModuleType, address: str | None, init: dict[str, Any] | None = None) -> bool:
+def check_address(address: str | None, error: type[JdnasError]) -> None:
+    """Refuse, within seconds, a cluster ``address`` nothing answers at: ``ray.init`` keeps retrying
+    one for minutes with no error. ``None`` and ``"local"`` start a Ray here; ``"auto"`` is the
+    cluster Ray finds on this machine (``RAY_ADDRESS`` or one started with ``ray start``)."""
+    if address is None or address == "local":
+        return
+    hostport = address.removeprefix("ray://")
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+        except ImportError:  # Ray moved it: ray.init says what it finds
+            return
+        try:
+            hostport = canonicalize_bootstrap_address(address) or ""
+        except ConnectionError as exc:
+            raise error(f"address 'auto' finds no running Ray cluster here; {_START}") from exc
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise error(f"address {address!r} is not HOST:PORT, ray://HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_ANSWER_S).close()
+    except (OSError, OverflowError) as exc:
+        raise error(f"no Ray cluster answers at address {address!r} ({exc}); {_START}") from exc
+
+
+_ANSWER_S = 5.0
+_START = "start one (ray start --head --port PORT), or leave the address out to start a local Ray for this run"
+
+
+def connect(
+    ray: ModuleType, address: str | None, init: dict[str, Any] | None = None, *, error: type[JdnasError] = JdnasError
+) -> bool:
     """Connect to ``address`` (None: an initialised Ray, or a new local one); True when this call
-    started the connection (its owner shuts it down)."""
+    started the connection (its owner shuts it down). An address nothing answers at is ``error``."""
     if ray.is_initialized():
         return False
+    check_address(address, error)
     options = {} if address else {"include_dashboard": False}
-    ray.init(address=address, **{**options, **(init or {})})
+    try:
+        ray.init(address=address, **{**options, **(init or {})})
+    except ConnectionError as exc:  # gone between the check and the connection
+        raise error(f"cannot connect to the Ray cluster at {address!r} ({exc}); {_START}") from exc
     return True
 
 

@@ -395,6 +395,30 @@ def test_ray_only_compress_flags_without_ray_are_refused(
     assert not (tmp_path / "w").exists()
 
 
+def test_ray_flags_out_of_range_are_refused_naming_the_flags(
+    model_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """They named RayExecutor's keywords (num_cpus, threads) or SearchConfig's fields, not the flags."""
+    args = ["compress", "--model", str(model_file), "--data", str(tmp_path / "none"), "--workdir", str(tmp_path / "w")]
+    _refused(capsys, [*args, "--parallel", "0"], "--parallel 0 (at least 1)")
+    ray_args = [*args, "--executor", "ray"]
+    _refused(
+        capsys,
+        [*ray_args, "--threads-per-candidate", "0", "--retries", "-1"],
+        "--threads-per-candidate 0",
+        "--retries -1",
+    )
+    _refused(capsys, [*ray_args, "--cpus-per-candidate", "0"], "--cpus-per-candidate 0 without --gpus-per-candidate")
+    assert not (tmp_path / "w").exists()
+
+
+def test_ray_only_profile_flags_without_ray_are_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--workers 3`` passed a dry run (and a real profile) in this process without a word."""
+    args = ["profile", "--target", "t", "--family", "retinanet", "--backbone", "resnet18", "--dry-run"]
+    for flag, value in (("--workers", "3"), ("--cpus-per-worker", "2"), ("--gpus-per-worker", "1")):
+        _refused(capsys, [*args, flag, value], flag, "--executor ray")
+
+
 @pytest.mark.parametrize("record", ["[" * 100_000 + "]" * 100_000, "[1, 2]", '{"size": 1' + "0" * 5000 + "}"])
 def test_a_damaged_demo_settings_record_is_one_line_and_the_folder_is_kept(
     record: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from jdnas_sdk import DetectorSpec, LatencyTableError, SearchError, build, load_detector, save_detector
+from jdnas_sdk._ray import check_address
 from jdnas_sdk.arch import standard_arch
 from jdnas_sdk.data import CocoDetection
 from jdnas_sdk.latency import (
@@ -220,6 +222,39 @@ def test_workers_that_cannot_see_the_data_are_refused_before_any_work(tmp_path: 
     with pytest.raises(SearchError, match="no node of the Ray cluster offers 1 CPUs and 1 GPUs"):
         shared_nodes(ray, tmp_path, [], num_cpus=1, num_gpus=1)
     assert not list(tmp_path.iterdir())  # the marker is removed
+
+
+def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_work(tmp_path: Path) -> None:
+    """``ray.init(address=...)`` kept retrying a dead address for minutes with no error, and
+    ``jdnas compress`` got there only after the pool and the free moves."""
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens there once this socket closes
+    started = time.monotonic()
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        with pytest.raises(SearchError, match=rf"no Ray cluster answers at address '{address}'.*ray start --head"):
+            check_address(address, SearchError)
+    with pytest.raises(LatencyTableError, match="'nohost' is not HOST:PORT"):
+        check_address("nohost", LatencyTableError)
+    with socket.socket() as server:  # something answers: the address passes (Ray then speaks to it)
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_address(f"127.0.0.1:{server.getsockname()[1]}", SearchError)
+    check_address(None, SearchError)  # a local Ray for the run
+    work = tmp_path / "work"
+    for verb in (["compress", "--workdir", str(work), "--data", "nowhere"], ["profile", "--target", "t"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "jdnas_sdk.cli", *verb, "--model", "nowhere.pt"]
+            + ["--executor", "ray", "--address", f"127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert done.returncode == 2 and f"no Ray cluster answers at address '127.0.0.1:{port}'" in done.stderr
+        assert "nowhere.pt" not in done.stderr  # refused before the model was read
+    assert time.monotonic() - started < 60
+    assert not work.exists()
 
 
 def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it(tmp_path: Path) -> None:

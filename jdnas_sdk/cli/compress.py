@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..errors import JdnasError
 from . import common
 
 __all__ = ["add_parser", "run"]
@@ -200,6 +201,14 @@ def _executor(args: argparse.Namespace) -> Any:
         "--threads-per-candidate": args.threads_per_candidate,
         "--retries": args.retries,
     }
+    least = [("--parallel", args.parallel, 1), ("--threads-per-candidate", args.threads_per_candidate, 1)]
+    least += [("--retries", args.retries, 0), ("--cpus-per-candidate", cpus := args.cpus_per_candidate, 0)]
+    least += [("--gpus-per-candidate", gpus := args.gpus_per_candidate, 0)]
+    bad = [f"{flag} {v} (at least {floor})" for flag, v, floor in least if v is not None and not v >= floor]
+    if cpus == 0 and not gpus:
+        bad.append("--cpus-per-candidate 0 without --gpus-per-candidate (a candidate needs one of them)")
+    if bad:
+        raise JdnasError(f"out of range: {'; '.join(bad)}")
     if args.executor == "local":  # they would do nothing in this process
         common.refuse_given(ray_only, "set how Ray runs candidates: give them with --executor ray")
         return "local"
@@ -207,8 +216,8 @@ def _executor(args: argparse.Namespace) -> Any:
 
     return RayExecutor(
         address=args.address,
-        num_cpus=1.0 if args.cpus_per_candidate is None else args.cpus_per_candidate,
-        num_gpus=0.0 if args.gpus_per_candidate is None else args.gpus_per_candidate,
+        num_cpus=1.0 if cpus is None else cpus,
+        num_gpus=0.0 if gpus is None else gpus,
         threads=1 if args.threads_per_candidate is None else args.threads_per_candidate,
         max_retries=3 if args.retries is None else args.retries,
     )

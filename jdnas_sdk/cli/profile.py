@@ -83,8 +83,8 @@ def add_parser(verbs: Any) -> None:
     pr.add_argument(
         "--workers", type=int, help="with --executor ray: workers measuring at once (default: all that fit)"
     )
-    pr.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --executor ray: Ray CPUs per worker")
-    pr.add_argument("--gpus-per-worker", type=float, default=0.0, help="with --executor ray: Ray GPUs per worker")
+    pr.add_argument("--cpus-per-worker", type=float, help="with --executor ray: Ray CPUs per worker (1)")
+    pr.add_argument("--gpus-per-worker", type=float, help="with --executor ray: Ray GPUs per worker (0)")
     pr.set_defaults(func=run)
 
 
@@ -193,12 +193,30 @@ def _check_counts(args: argparse.Namespace) -> None:
         ("--workers", 1 if args.workers is None else args.workers, 1),
     ]
     bad = [f"{flag} {value} (at least {floor})" for flag, value, floor in least if value < floor]
-    if not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
+    if args.cpus_per_worker is not None and not (math.isfinite(args.cpus_per_worker) and args.cpus_per_worker > 0):
         bad.append(f"--cpus-per-worker {args.cpus_per_worker} (more than 0)")
-    if not (math.isfinite(args.gpus_per_worker) and args.gpus_per_worker >= 0):
+    if args.gpus_per_worker is not None and not (math.isfinite(args.gpus_per_worker) and args.gpus_per_worker >= 0):
         bad.append(f"--gpus-per-worker {args.gpus_per_worker} (0 or more)")
     if bad:
         raise JdnasError(f"out of range: {'; '.join(bad)}")
+
+
+def _check_ray(args: argparse.Namespace) -> None:
+    """The Ray flags, before any work: refused without ``--executor ray`` (they would do nothing);
+    with it, Ray installed and the cluster of ``--address`` answering."""
+    if args.executor != "ray":
+        ray_only = {
+            "--address": args.address,
+            "--workers": args.workers,
+            "--cpus-per-worker": args.cpus_per_worker,
+            "--gpus-per-worker": args.gpus_per_worker,
+        }
+        common.refuse_given(ray_only, "set how Ray measures: give them with --executor ray")
+        return
+    from .._ray import check_address, require_ray
+
+    require_ray(JdnasError, "--executor ray")
+    check_address(args.address, JdnasError)
 
 
 def _default_out(target: str, backend: Any) -> Path:
@@ -245,8 +263,7 @@ def run(args: argparse.Namespace) -> int:
     from ..latency.backends import Timing
     from ..space import SearchSpace
 
-    if args.address and args.executor != "ray":
-        raise JdnasError("--address names a Ray cluster: give it with --executor ray")
+    _check_ray(args)
     if args.refit_data and not args.model:
         raise JdnasError("--refit-data refits the students of --model's fixed entries: give --model too")
     sizes = [common.parse_input_size(t) for t in args.input_size]
@@ -277,8 +294,8 @@ def run(args: argparse.Namespace) -> int:
     students, variant_models = _fixed_models(args, model, spec, base, space)
     ray_options = {
         "workers": args.workers,
-        "num_cpus": args.cpus_per_worker,
-        "num_gpus": args.gpus_per_worker,
+        "num_cpus": 1.0 if args.cpus_per_worker is None else args.cpus_per_worker,
+        "num_gpus": 0.0 if args.gpus_per_worker is None else args.gpus_per_worker,
         "address": args.address,
     }
     profile(

@@ -84,7 +84,7 @@ def measure_ops_on_ray(
             f"need chunk >= 1, workers >= 1, num_cpus/num_gpus >= 0 with one > 0; got chunk={chunk}, "
             f"workers={workers}, num_cpus={num_cpus}, num_gpus={num_gpus}"
         )
-    owns = connect(ray, address, init)
+    owns = connect(ray, address, init, error=LatencyTableError)
     try:
         if workers is None:
             total = ray.cluster_resources()

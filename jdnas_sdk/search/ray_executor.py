@@ -21,7 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .._ray import connect, require_ray
+from .._ray import check_address, connect, require_ray
 from ..errors import JdnasError, SearchError
 from .executor import CandidateJob, CandidateOutcome, run_candidate
 
@@ -146,6 +146,8 @@ class RayExecutor:
                 f"threads >= 1, got num_cpus={num_cpus}, num_gpus={num_gpus}, max_retries={max_retries}, "
                 f"threads={threads}"
             )
+        if not self._ray.is_initialized():  # now: ray.init waits minutes on a dead address, after the first work
+            check_address(address, SearchError)
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.threads, self.init = max_retries, threads, dict(init or {})
         self.capacity = 1
@@ -156,7 +158,7 @@ class RayExecutor:
 
     def start(self, workdir: Path, train_data: Any, val_data: Any) -> None:
         ray = self._ray
-        self._owns = connect(ray, self.address, self.init) or self._owns
+        self._owns = connect(ray, self.address, self.init, error=SearchError) or self._owns
         self.hosts = shared_nodes(
             ray, Path(workdir), _data_paths(train_data, val_data), num_cpus=self.num_cpus, num_gpus=self.num_gpus
         )
