@@ -14,6 +14,10 @@ Results, with the machine, go to ``benchmarks/results/latency_accuracy.{json,md,
 
 Entries the table lacks are measured on demand into this machine's table (kernels, and a fixed
 entry per head setting as a residual over measured kernels), as a search confirms its candidates.
+
+Killed? Run the same command again: every student's row is kept in ``NAME.partial.json`` beside
+the results as it is measured, and the rerun measures only the students after them (the file is
+removed when the results are written; other settings start over).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +142,8 @@ def accuracy(
     size_ratios: tuple[float, ...] = DEFAULT_HEAD_GRID["size"],
     refit_data: object | None = None,
     refit_images: int = 16,
+    done: list[dict] | None = None,
+    save: Callable[[list[dict]], None] | None = None,
 ) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
@@ -158,9 +165,22 @@ def accuracy(
     speed_before = machine_speed(table, backend, refs)
     refits: list = []  # one hook for every student: the refit images are read once
     hook = depth_refit_hook(refit_data, refit_images, refits) if refit_data is not None else None
+    done = list(done or [])[:archs]  # rows measured in an earlier sitting of the same command
     for index in range(archs):
         arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
         first = len(refits)
+        if index < len(done):
+            if done[index]["arch"] != str(arch):
+                raise SystemExit(
+                    f"the partial results' row {index} is {done[index]['arch']}, not this command's {arch}: "
+                    "remove the .partial.json file beside the results"
+                )
+            rows.append(done[index])
+            parts = estimator.estimate(arch).by_stage
+            constant = parts["heads"] + parts["fixed"]
+            if index < repeat:  # re-timed at the end: made again
+                kept.append(morph_to(base_model, arch, after_step=hook))
+            continue
         student = morph_to(base_model, arch, after_step=hook)
         measured = backend.measure_detector(student, size)
         speed_after = machine_speed(table, backend, refs)
@@ -189,12 +209,16 @@ def accuracy(
                 "normalized_error_pct": 100 * (estimated * speed - measured.median_ms) / measured.median_ms,
             }
         )
+        if save is not None:
+            save(rows)
         print(
             f"{spec.family} {index + 1}/{archs}: est {estimated:7.2f} ms  meas {measured.median_ms:7.2f} ms  "
             f"err {rows[-1]['error_pct']:+5.1f}%  speed {speed:.2f}x  {arch}",
             file=sys.stderr,
             flush=True,
         )
+    if done:
+        print(f"{spec.family}: {len(done)} of {archs} rows from an earlier sitting", file=sys.stderr, flush=True)
     again = [backend.measure_detector(student, size).median_ms for student in kept]
     repeats = [
         {
@@ -507,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
         "on_miss": args.on_miss,
     }
     previous = args.results / f"{args.name}.json"
+    partial = _Partial(args.results / f"{args.name}.partial.json", _settings(args))
     if args.reuse_accuracy and previous.is_file():
         old = json.loads(previous.read_text())
         report.update({k: old[k] for k in ("accuracy", "date", "archs", "seed")})
@@ -526,6 +551,8 @@ def main(argv: list[str] | None = None) -> int:
                 size_ratios=tuple(args.size_ratios),
                 refit_data=load_split(args.refit_data, "train") if args.refit_data else None,
                 refit_images=args.refit_images,
+                done=partial.rows(m),
+                save=partial.saver(m),
             )
             for m in args.models
         ]
@@ -537,8 +564,50 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.results / f"{args.name}.json", report)
     _plot(report["accuracy"], args.results / f"{args.name}.png")
     (args.results / f"{args.name}.md").write_text(_markdown(report), encoding="utf-8")
+    partial.file.unlink(missing_ok=True)
     print(_markdown(report))
     return 0
+
+
+def _settings(args: argparse.Namespace) -> dict:
+    """What a row depends on: a partial file made with other settings is not resumed."""
+    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "repeat", "speed_refs", "size_ratios")
+    return {
+        **{k: getattr(args, k) for k in keys},
+        "models": [str(m.resolve()) for m in args.models],
+        "refit": [str(args.refit_data.resolve()), args.refit_images] if args.refit_data else None,
+    }
+
+
+class _Partial:
+    """The rows measured so far, per detector file, in ``file`` (rewritten after every row): a
+    killed run's rerun keeps them. Made with other settings: ignored, and replaced."""
+
+    def __init__(self, file: Path, settings: dict) -> None:
+        self.file, self.settings = file, settings
+        try:
+            data = json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, ValueError) as exc:
+            print(f"{file}: unreadable ({exc}), starting over", file=sys.stderr)
+            data = {}
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if data and not (isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values())):
+            print(f"{file}: not a partial results file, starting over", file=sys.stderr)
+            data = {}
+        self.done: dict[str, list[dict]] = rows if data and data.get("settings") == settings else {}
+        if data and not self.done:
+            print(f"{file}: made with other settings, starting over", file=sys.stderr)
+
+    def rows(self, model: Path) -> list[dict]:
+        return self.done.get(str(model.resolve()), [])
+
+    def saver(self, model: Path) -> Callable[[list[dict]], None]:
+        def save(rows: list[dict]) -> None:
+            self.done[str(model.resolve())] = list(rows)
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.file, {"settings": self.settings, "rows": self.done})
+
+        return save
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""benchmarks/latency_accuracy.py killed mid-run: the rerun keeps the students already timed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from jdnas_sdk import save_detector, standard_arch
+from jdnas_sdk.detectors.build import build_detector
+from jdnas_sdk.latency import OrtBackend, open_table
+
+from .conftest import tiny_spec
+from .test_latency_profile import FAST
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("latency_accuracy", ROOT / "benchmarks" / "latency_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["latency_accuracy"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_killed_run_resumes_after_the_students_it_timed(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It wrote nothing before the end: a kill lost every row, and the rerun timed them all again."""
+    model = tmp_path / "base.pt"
+    save_detector(build_detector(tiny_spec("retinanet", min_size=64, max_size=64), standard_arch("resnet18")), model)
+    table = tmp_path / "t.json"
+    open_table(table, "t", OrtBackend(threads=1, timing=FAST)).save()
+    monkeypatch.setattr(bench, "Timing", lambda: FAST)
+    timed: list[str] = []
+    morph_to = bench.morph_to
+
+    def counted(base, arch, **kw):
+        if len(timed) == stop_after:
+            raise KeyboardInterrupt  # the kill, as the next student is made
+        timed.append(str(arch))
+        return morph_to(base, arch, **kw)
+
+    monkeypatch.setattr(bench, "morph_to", counted)
+    results = tmp_path / "results"
+    args = ["--models", str(model), "--target", str(table), "--archs", "2", "--repeat", "0", "--backbone-only"]
+    args += ["--skip-throughput", "--results", str(results), "--name", "n"]
+    stop_after = 1
+    with pytest.raises(KeyboardInterrupt):
+        bench.main(args)
+    partial = json.loads((results / "n.partial.json").read_text())
+    first = partial["rows"][str(model.resolve())]
+    assert len(first) == 1 and not (results / "n.json").exists()
+
+    timed.clear()
+    stop_after = 99
+    assert bench.main(args) == 0
+    rows = json.loads((results / "n.json").read_text())["accuracy"][0]["rows"]
+    assert timed == [rows[1]["arch"]]  # only the second student was made and timed
+    assert len(rows) == 2 and rows[:1] == first
+    assert not (results / "n.partial.json").exists()
+
+    other_settings = {"settings": {"archs": 5}, "rows": partial["rows"]}
+    for other in (
+        other_settings,
+        "{damaged",
+        "[1]",
+        {"settings": partial["settings"], "rows": [1]},
+    ):  # started over, not mixed
+        (results / "n.partial.json").write_text(other if isinstance(other, str) else json.dumps(other))
+        assert bench._Partial(results / "n.partial.json", partial["settings"]).rows(model) == []
+    assert bench._Partial(results / "n.partial.json", partial["settings"]).saver(model)(first) is None
+    assert bench._Partial(results / "n.partial.json", partial["settings"]).rows(model) == first
