@@ -94,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         make_synthetic_dataset(data, train=args.train, val=args.val, size=args.size, seed=args.seed)
     train_set, select_set, test_set = load_protocol_splits(data)
     rows = []
-    for family in args.families.split(","):
+    families = args.families.split(",")
+    for family in families:
         out = args.workdir / f"base_{family}_{args.backbone}.pt"
         spec = DetectorSpec(
             family=family,
@@ -158,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
         print(f"{family}: test {metrics.summary()}", file=sys.stderr)
+        # after each family: a kill during the next one keeps this row (the rerun reuses its trained file)
+        _write_results(args, argv, data, (train_set, select_set, test_set), rows, complete=family == families[-1])
+    print(json.dumps(rows, indent=1))
+    return 0
+
+
+def _write_results(
+    args: argparse.Namespace, argv: list[str] | None, data: Path, splits: tuple, rows: list[dict], *, complete: bool
+) -> None:
+    """``train_base.{json,md}`` with ``rows`` and the rows of other families from earlier runs
+    (``complete``: every family of this command is in)."""
+    train_set, select_set, test_set = splits
     results_file = args.results / "train_base.json"
     if results_file.is_file():  # keep the rows of families measured by earlier runs under this protocol
         earlier = json.loads(results_file.read_text()).get("results", [])
@@ -178,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         },
         "protocol": "select decides when to stop (best select AP kept); test reports",
+        "complete": complete,
         "results": rows,
     }
     args.results.mkdir(parents=True, exist_ok=True)
@@ -218,8 +232,6 @@ def main(argv: list[str] | None = None) -> int:
         points = ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in r["curve"])
         lines.append(f"- {r['family']}: {points}")
     (args.results / "train_base.md").write_text("\n".join(lines) + "\n")
-    print(json.dumps(rows, indent=1))
-    return 0
 
 
 def _cooldown(record: dict | None) -> str:
