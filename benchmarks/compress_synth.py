@@ -16,7 +16,8 @@ off) on the first detector: which part moved test AP by how much.
 
 Resumable: each finished row is a JSON file under ``WORKDIR/rows/``; a rerun skips them (and each
 compress resumes from its workdir). A row's ``wall_s`` is its time over all its sittings (kept beside
-it in ``rows/*.wall.json`` while it runs; ``sitting_wall_s``: its last sitting's compress alone).
+it in ``rows/*.wall.json`` while it runs, removed once the row is written; ``sitting_wall_s``: its last
+sitting's compress alone).
 Partial results are written after every row to ``benchmarks/results/compress_synth.{json,md}``
 (``--ablation``: ``compress_ablation.*``).
 
@@ -539,6 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             measure([row], models)  # its training is over and nothing else runs: a killed plan keeps measured rows
         row.update(sitting_wall_s=row["wall_s"], wall_s=watch.elapsed(), sittings=watch.sittings)
         atomic_write_json(key, row)
+        key.with_suffix(".wall.json").unlink(missing_ok=True)  # its time is in the row now
         rows.append(row)
         files.append(key)
         print(

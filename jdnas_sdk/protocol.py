@@ -278,11 +278,17 @@ def claim(metrics: dict[str, dict[str, Any]]) -> str:
     rivals = "the best of base and control" if "control" in metrics else "the base (no control trained)"
     line = (
         f"claim: student test AP {100 * student['test_ap']:.1f} is {verdict} {rivals} "
-        f"({best_name}, {100 * best['test_ap']:.1f}; {gap:+.1f}) at {ratio:.2f}x the base's {kind} latency"
+        f"({best_name}, {100 * best['test_ap']:.1f}; {_points(gap)}) at {ratio:.2f}x the base's {kind} latency"
     )
     if max(100 * metrics[k]["test_ap"] for k in ("student", "base", "control") if k in metrics) < 0.05:
         line += " -- every test AP is 0, so the tie says nothing: train the base until it detects, then compress"
     return line
+
+
+def _points(gap: float) -> str:
+    """``gap`` in AP points to one decimal, or to two significant digits where that reads 0.0 but the
+    gap is not 0 (a "LESS accurate" verdict beside "-0.0" reads as a contradiction)."""
+    return f"{gap:+.1f}" if gap == 0 or abs(gap) >= 0.05 else f"{gap:+.2g}"
 
 
 def size_hint(metrics: dict[str, dict[str, Any]]) -> str | None:

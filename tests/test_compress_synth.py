@@ -90,8 +90,8 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     rows, ids = report["results"], report["split_ids"]
     assert len(ids["test"]) == report["splits"]["test"] and not set(ids["select"]) & set(ids["test"])
     assert len(rows) == 1 and "below anything the search space reaches" in rows[0]["error"]
-    wall = json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.wall.json").read_text())  # its time, all sittings
-    assert rows[0]["sittings"] == wall["sittings"] == 1 and rows[0]["wall_s"] == wall["wall_s"] > 0
+    assert rows[0]["sittings"] == 1 and rows[0]["wall_s"] > 0  # its time over all sittings
+    assert not (tmp_path / "w" / "rows" / "tiny_joint_s0.wall.json").exists()  # kept while it ran, in the row now
     assert json.loads((tmp_path / "w" / "rows" / "tiny_joint_s0.json").read_text())["settings"]["latency"] == 0.0001
     with pytest.raises(SystemExit, match=r"latency: 0.0001 -> 0.0002"):
         bench.main([*run[:-1], "0.0002"])

@@ -754,6 +754,8 @@ def test_a_failed_claim_with_a_smaller_input_names_the_cap_and_the_fix() -> None
     assert "says nothing" not in alone
     zeros = claim({"base": row(0.0, ""), "student": row(0.0, ""), "control": {"test_ap": 0.0}})
     assert "at least as accurate" in zeros and "every test AP is 0, so the tie says nothing" in zeros
+    hair = claim({"base": row(4.2e-5, ""), "student": row(0.0, ""), "control": {"test_ap": 0.0}})
+    assert "LESS accurate" in hair and "(base, 0.0; -0.0042)" in hair  # it read "-0.0" beside "LESS"
     assert size_hint({"base": base, "student": same, "control": control}) is None  # the input is the base's
     winner = row(0.77, "fpn64,in192x192,c4,w64")
     assert size_hint({"base": base, "student": winner, "control": control}) is None  # the claim holds
