@@ -24,11 +24,17 @@ def require_ray(error: type[JdnasError], what: str = "executor='ray'") -> Module
 
 
 def check_address(address: str | None, error: type[JdnasError]) -> None:
-    """Refuse, within seconds, a cluster ``address`` nothing answers at: ``ray.init`` keeps retrying
-    one for minutes with no error. ``None`` and ``"local"`` start a Ray here; ``"auto"`` is the
-    cluster Ray finds on this machine (``RAY_ADDRESS`` or one started with ``ray start``)."""
-    if address is None or address == "local":
+    """Refuse, within seconds, a cluster ``address`` nothing accepts a connection at: ``ray.init``
+    keeps retrying one for minutes with no error. As ``ray.init`` reads it: ``None`` and ``"auto"``
+    take ``RAY_ADDRESS`` where it is set; then ``None`` and ``"local"`` start a Ray here, ``"auto"``
+    is the cluster started on this machine (``ray start``). Only that something listens is checked
+    (an address that answers but is not Ray is Ray's to report), and schemes other than ``ray://``
+    are left to Ray."""
+    from_env = os.environ.get("RAY_ADDRESS") if address in (None, "auto") else None
+    address = from_env or address
+    if address is None or address == "local" or ("://" in address and not address.startswith("ray://")):
         return
+    named = f"address {address!r}" + (" (from RAY_ADDRESS)" if from_env else "")
     hostport = address.removeprefix("ray://")
     if address == "auto":
         try:
@@ -37,19 +43,23 @@ def check_address(address: str | None, error: type[JdnasError]) -> None:
             return
         try:
             hostport = canonicalize_bootstrap_address(address) or ""
-        except ConnectionError as exc:
-            raise error(f"address 'auto' finds no running Ray cluster here; {_START}") from exc
+        except (ConnectionError, ValueError) as exc:
+            raise error(f"address 'auto' finds no running Ray cluster on this machine ({exc}); {_START}") from exc
+        named = f"address 'auto' ({hostport})"
     host, _, port = hostport.rpartition(":")
-    if not host or not port.isdigit():
-        raise error(f"address {address!r} is not HOST:PORT, ray://HOST:PORT, auto or local")
+    if not host or not (port.isascii() and port.isdigit()):
+        raise error(f"{named} is not HOST:PORT, ray://HOST:PORT, auto or local")
     try:
         socket.create_connection((host.strip("[]"), int(port)), timeout=_ANSWER_S).close()
     except (OSError, OverflowError) as exc:
-        raise error(f"no Ray cluster answers at address {address!r} ({exc}); {_START}") from exc
+        raise error(f"no Ray cluster answers at {named} ({exc}); {_START}") from exc
 
 
 _ANSWER_S = 5.0
-_START = "start one (ray start --head --port PORT), or leave the address out to start a local Ray for this run"
+_START = (
+    "start one (ray start --head --port PORT), or leave the address out (and RAY_ADDRESS unset) to start a local "
+    "Ray for this run"
+)
 
 
 def connect(

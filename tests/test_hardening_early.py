@@ -409,6 +409,7 @@ def test_ray_flags_out_of_range_are_refused_naming_the_flags(
         "--retries -1",
     )
     _refused(capsys, [*ray_args, "--cpus-per-candidate", "0"], "--cpus-per-candidate 0 without --gpus-per-candidate")
+    _refused(capsys, [*ray_args, "--gpus-per-candidate", "inf"], "--gpus-per-candidate inf (a finite number)")
     assert not (tmp_path / "w").exists()
 
 

@@ -224,7 +224,9 @@ def test_workers_that_cannot_see_the_data_are_refused_before_any_work(tmp_path: 
     assert not list(tmp_path.iterdir())  # the marker is removed
 
 
-def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_work(tmp_path: Path) -> None:
+def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``ray.init(address=...)`` kept retrying a dead address for minutes with no error, and
     ``jdnas compress`` got there only after the pool and the free moves."""
     with socket.socket() as closed:
@@ -236,6 +238,13 @@ def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_w
             check_address(address, SearchError)
     with pytest.raises(LatencyTableError, match="'nohost' is not HOST:PORT"):
         check_address("nohost", LatencyTableError)
+    with pytest.raises(SearchError, match="is not HOST:PORT"):
+        check_address("127.0.0.1:\u00b2", SearchError)  # a digit to str.isdigit, not to int()
+    with monkeypatch.context() as env:  # where ray.init reads the address: no --address, or auto
+        env.setenv("RAY_ADDRESS", f"ray://127.0.0.1:{port}")  # it crashed on auto (ValueError), hung on none
+        for address in (None, "auto"):
+            with pytest.raises(SearchError, match=rf"'ray://127.0.0.1:{port}' \(from RAY_ADDRESS\)"):
+                check_address(address, SearchError)
     with socket.socket() as server:  # something answers: the address passes (Ray then speaks to it)
         server.bind(("127.0.0.1", 0))
         server.listen()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from ..errors import JdnasError
@@ -205,6 +206,7 @@ def _executor(args: argparse.Namespace) -> Any:
     least += [("--retries", args.retries, 0), ("--cpus-per-candidate", cpus := args.cpus_per_candidate, 0)]
     least += [("--gpus-per-candidate", gpus := args.gpus_per_candidate, 0)]
     bad = [f"{flag} {v} (at least {floor})" for flag, v, floor in least if v is not None and not v >= floor]
+    bad += [f"{flag} {v} (a finite number)" for flag, v, _ in least if v is not None and v > 0 and math.isinf(v)]
     if cpus == 0 and not gpus:
         bad.append("--cpus-per-candidate 0 without --gpus-per-candidate (a candidate needs one of them)")
     if bad:

@@ -213,6 +213,8 @@ def _check_ray(args: argparse.Namespace) -> None:
         }
         common.refuse_given(ray_only, "set how Ray measures: give them with --executor ray")
         return
+    if args.dry_run:  # counts ops only: no Ray needed
+        return
     from .._ray import check_address, require_ray
 
     require_ray(JdnasError, "--executor ray")

@@ -122,7 +122,9 @@ class RayExecutor:
 
     ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None
     connects to an already initialised Ray or starts a local one (``init`` holds more
-    ``ray.init`` keywords). A Ray started here is shut down by :meth:`close`."""
+    ``ray.init`` keywords). A Ray started here is shut down by :meth:`close`. Unless Ray is already
+    initialised, an address nothing accepts a connection at is a SearchError here, at construction
+    (:func:`~jdnas_sdk._ray.check_address`): ``ray.init`` would retry it for minutes."""
 
     name = "ray"
 
