@@ -17,13 +17,14 @@ entry per head setting as a residual over measured kernels), as a search confirm
 
 Killed? Run the same command again: every student's row is kept in ``NAME.partial.json`` beside
 the results as it is measured, and the rerun measures only the students after them (the file is
-removed when the results are written; other settings start over).
+removed when the results are written; a command with other settings is refused while it is there).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import statistics
 import sys
@@ -38,7 +39,7 @@ from jdnas_sdk import describe, load_detector, standard_arch
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
 from jdnas_sdk.data import load_split
-from jdnas_sdk.latency import Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
+from jdnas_sdk.latency import Entry, Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.roofline import DeviceModel
@@ -187,30 +188,12 @@ def accuracy(
         speed, speed_before = (speed_before + speed_after) / 2, speed_after
         if index < repeat:
             kept.append(student)
-        estimated = estimator.total_ms(arch)
         parts = estimator.estimate(arch).by_stage
         constant = parts["heads"] + parts["fixed"]  # what no backbone change moves
-        # the part the search changes (backbone + FPN): measured minus the constant heads and fixed entry
-        variable_est = estimated - constant
-        variable_meas = measured.median_ms - constant
-        rows.append(
-            {
-                "arch": str(arch),
-                "estimated_ms": estimated,
-                "measured_ms": measured.median_ms,
-                "measured_iqr_ms": measured.spread_ms,
-                "detections": measured.info.get("detections"),
-                "refit": [r.conv for r in refits[first:]],
-                "error_pct": 100 * (estimated - measured.median_ms) / measured.median_ms,
-                "variable_estimated_ms": variable_est,
-                "variable_measured_ms": variable_meas,
-                "variable_error_pct": 100 * (variable_est - variable_meas) / variable_meas,
-                "speed": speed,
-                "normalized_error_pct": 100 * (estimated * speed - measured.median_ms) / measured.median_ms,
-            }
-        )
+        rows.append(_row(arch, estimator.total_ms(arch), measured, constant, speed, [r.conv for r in refits[first:]]))
         if save is not None:
             save(rows)
+        estimated = rows[-1]["estimated_ms"]
         print(
             f"{spec.family} {index + 1}/{archs}: est {estimated:7.2f} ms  meas {measured.median_ms:7.2f} ms  "
             f"err {rows[-1]['error_pct']:+5.1f}%  speed {speed:.2f}x  {arch}",
@@ -243,6 +226,26 @@ def accuracy(
         "normalized_summary": _summary([r["normalized_error_pct"] for r in rows]) if refs else None,
         "repeat": repeats,
         "repeat_summary": _summary([r["diff_pct"] for r in repeats]) if repeats else None,
+    }
+
+
+def _row(arch: object, estimated: float, measured: Entry, constant: float, speed: float, refit: list) -> dict:
+    """One student's row: estimated against measured, whole and for the part the search changes
+    (backbone + FPN: measured minus the constant heads and fixed entry), raw and speed-normalised."""
+    variable_est, variable_meas = estimated - constant, measured.median_ms - constant
+    return {
+        "arch": str(arch),
+        "estimated_ms": estimated,
+        "measured_ms": measured.median_ms,
+        "measured_iqr_ms": measured.spread_ms,
+        "detections": measured.info.get("detections"),
+        "refit": refit,
+        "error_pct": 100 * (estimated - measured.median_ms) / measured.median_ms,
+        "variable_estimated_ms": variable_est,
+        "variable_measured_ms": variable_meas,
+        "variable_error_pct": 100 * (variable_est - variable_meas) / variable_meas,
+        "speed": speed,
+        "normalized_error_pct": 100 * (estimated * speed - measured.median_ms) / measured.median_ms,
     }
 
 
@@ -531,8 +534,9 @@ def main(argv: list[str] | None = None) -> int:
         "on_miss": args.on_miss,
     }
     previous = args.results / f"{args.name}.json"
-    partial = _Partial(args.results / f"{args.name}.partial.json", _settings(args))
-    if args.reuse_accuracy and previous.is_file():
+    reuse = args.reuse_accuracy and previous.is_file()
+    partial = None if reuse else _Partial(args.results / f"{args.name}.partial.json", _settings(args))
+    if reuse:
         old = json.loads(previous.read_text())
         report.update({k: old[k] for k in ("accuracy", "date", "archs", "seed")})
         report["command"] = old["command"] + "  (throughput and roofline: " + report["command"] + ")"
@@ -564,24 +568,27 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.results / f"{args.name}.json", report)
     _plot(report["accuracy"], args.results / f"{args.name}.png")
     (args.results / f"{args.name}.md").write_text(_markdown(report), encoding="utf-8")
-    partial.file.unlink(missing_ok=True)
+    if partial is not None:
+        partial.file.unlink(missing_ok=True)  # its rows are in the results now
     print(_markdown(report))
     return 0
 
 
 def _settings(args: argparse.Namespace) -> dict:
     """What a row depends on: a partial file made with other settings is not resumed."""
-    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "repeat", "speed_refs", "size_ratios")
+    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "speed_refs", "size_ratios")
     return {
         **{k: getattr(args, k) for k in keys},
         "models": [str(m.resolve()) for m in args.models],
+        "model_digests": [hashlib.sha256(m.read_bytes()).hexdigest()[:16] for m in args.models],  # retrained in place
         "refit": [str(args.refit_data.resolve()), args.refit_images] if args.refit_data else None,
     }
 
 
 class _Partial:
     """The rows measured so far, per detector file, in ``file`` (rewritten after every row): a
-    killed run's rerun keeps them. Made with other settings: ignored, and replaced."""
+    killed run's rerun keeps them. Made with other settings: refused, naming them (nothing is lost);
+    damaged: reported, and started over."""
 
     def __init__(self, file: Path, settings: dict) -> None:
         self.file, self.settings = file, settings
@@ -594,9 +601,14 @@ class _Partial:
         if data and not (isinstance(rows, dict) and all(isinstance(v, list) for v in rows.values())):
             print(f"{file}: not a partial results file, starting over", file=sys.stderr)
             data = {}
-        self.done: dict[str, list[dict]] = rows if data and data.get("settings") == settings else {}
-        if data and not self.done:
-            print(f"{file}: made with other settings, starting over", file=sys.stderr)
+        if data and data.get("settings") != settings:  # its rows would be lost on the first save
+            old = data.get("settings") if isinstance(data.get("settings"), dict) else {}
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+            raise SystemExit(
+                f"{file} holds the rows of a run with other settings ({diff}): rerun that command to finish it, "
+                "or pass another --name (or remove the file) to start this one"
+            )
+        self.done: dict[str, list[dict]] = rows if data else {}
 
     def rows(self, model: Path) -> list[dict]:
         return self.done.get(str(model.resolve()), [])

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     train_set, select_set, test_set = load_protocol_splits(data)
     rows = []
     families = args.families.split(",")
-    for family in families:
+    for number, family in enumerate(families, 1):
         out = args.workdir / f"base_{family}_{args.backbone}.pt"
         spec = DetectorSpec(
             family=family,
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(f"{family}: test {metrics.summary()}", file=sys.stderr)
         # after each family: a kill during the next one keeps this row (the rerun reuses its trained file)
-        _write_results(args, argv, data, (train_set, select_set, test_set), rows, complete=family == families[-1])
+        _write_results(args, argv, data, (train_set, select_set, test_set), rows, complete=number == len(families))
     print(json.dumps(rows, indent=1))
     return 0
 
@@ -207,7 +207,7 @@ def _write_results(
         f"at most {args.steps} steps; then {args.cooldown} steps with the rate decayed, kept if select gains; then "
         f"up to {args.max_cycles} rewound cycles of {args.cycle_steps} steps while one gains {args.cycle_min_gain:g} "
         "select AP), test reports",
-        f"- command: `{report['command'].strip()}`",
+        f"- command: `{report['command'].strip()}`" + ("" if complete else " (**partial**: still running or stopped)"),
         "",
         "| family | backbone | params | best step / trained | converged | cool-down select AP | rewound cycles "
         "(select AP) | optimizer, lr | wall (min) | select AP | test AP | AP50 | AP75 | APs | APm | APl |",

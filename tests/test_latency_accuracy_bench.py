@@ -65,14 +65,13 @@ def test_a_killed_run_resumes_after_the_students_it_timed(
     assert len(rows) == 2 and rows[:1] == first
     assert not (results / "n.partial.json").exists()
 
-    other_settings = {"settings": {"archs": 5}, "rows": partial["rows"]}
-    for other in (
-        other_settings,
-        "{damaged",
-        "[1]",
-        {"settings": partial["settings"], "rows": [1]},
-    ):  # started over, not mixed
-        (results / "n.partial.json").write_text(other if isinstance(other, str) else json.dumps(other))
+    for damaged in ("{damaged", "[1]", json.dumps({"settings": partial["settings"], "rows": [1]})):
+        (results / "n.partial.json").write_text(damaged)  # reported, started over
         assert bench._Partial(results / "n.partial.json", partial["settings"]).rows(model) == []
     assert bench._Partial(results / "n.partial.json", partial["settings"]).saver(model)(first) is None
     assert bench._Partial(results / "n.partial.json", partial["settings"]).rows(model) == first
+    other = {**partial["settings"], "archs": 5}
+    (results / "n.partial.json").write_text(json.dumps({"settings": other, "rows": partial["rows"]}))
+    with pytest.raises(SystemExit, match=r"other settings \(archs: 5 -> 2\): rerun that command"):
+        bench.main(args)  # its rows were dropped, then overwritten on the first save
+    assert json.loads((results / "n.partial.json").read_text())["rows"] == partial["rows"]
