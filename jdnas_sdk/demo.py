@@ -285,10 +285,11 @@ def _base(
         category_ids=train_set.category_ids,
         class_names=train_set.class_names,
     )
-    verb = "reusing" if out.is_file() else "training"
+    net = "Faster R-CNN (ResNet-18 FPN)"
+    verb = f"reusing the small {net} trained" if out.is_file() else f"training a small {net}"
     say(
-        f"[2/5] {verb} a small Faster R-CNN (ResNet-18 FPN) from scratch (AdamW 1e-3) until its select AP stops "
-        f"improving (evaluated every {eval_every} steps, patience {patience}, at most {steps} steps)"
+        f"[2/5] {verb} from scratch (AdamW 1e-3) until its select AP stops improving (evaluated every {eval_every} "
+        f"steps, patience {patience}, at most {steps} steps)"
     )
     with seeded(seed):  # same seed, same base, in any process
         model = build_detector(spec)
