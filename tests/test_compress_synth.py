@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("compress_synth", ROOT / "benchmarks" / "compress_synth.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compress_synth"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("compress_synth")
 
 
 def test_rows_with_and_without_a_final_race_are_kept_apart(bench, tmp_path: Path) -> None:
@@ -139,9 +133,7 @@ def test_a_row_records_how_its_base_was_trained_and_its_cycles(bench, synth_root
 
 
 def test_the_ablation_table_names_what_changed_between_results_files_per_seed(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("ablation_table", ROOT / "benchmarks" / "ablation_table.py")
-    ablation = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(ablation)
+    ablation = load_benchmark("ablation_table")
 
     def row(seed: int, student: float, **settings: object) -> dict:
         ap = {"test_ap": 0.7, "select_ap": 0.7}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,19 +11,13 @@ from jdnas_sdk import save_detector, standard_arch
 from jdnas_sdk.detectors.build import build_detector
 from jdnas_sdk.latency import OrtBackend, open_table
 
-from .conftest import tiny_spec
+from .conftest import load_benchmark, tiny_spec
 from .test_latency_profile import FAST
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("latency_accuracy", ROOT / "benchmarks" / "latency_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["latency_accuracy"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("latency_accuracy")
 
 
 def test_a_killed_run_resumes_after_the_students_it_timed(

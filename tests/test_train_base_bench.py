@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("train_base", ROOT / "benchmarks" / "train_base.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["train_base"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("train_base")
 
 
 def test_a_finished_family_is_in_the_results_before_the_next_one_trains(
