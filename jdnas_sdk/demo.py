@@ -28,7 +28,7 @@ from ._lock import holds_workdir
 from ._seed import seeded
 from .arch import DetectorSpec
 from .compress import CompressResult, compress
-from .converge import ConvergeConfig, train_until_converged
+from .converge import ConvergeConfig, ConvergeResult, train_until_converged
 from .data import load_protocol_splits, make_synthetic_dataset
 from .deploy import ExportResult, export
 from .detectors import build_detector, describe
@@ -38,7 +38,7 @@ from .preflight import validate_request
 from .space import DEFAULT_HEAD_GRID, SearchSpace
 from .train import TrainConfig
 
-__all__ = ["DemoResult", "run_demo"]
+__all__ = ["DemoResult", "run_demo", "base_state"]
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,8 @@ def run_demo(
     ``progress``: tqdm bars on the long steps. ``steps`` is the most the base trains; it stops
     earlier when ``patience`` evaluations on select (every ``eval_every`` steps) bring no gain.
     ``teacher="auto"``: the base when it converged, else none (a base still improving is a teacher
-    the student outgrows during its own training; see the README's "Measured").
+    the student outgrows during its own training; see the README's "Measured"; one whose select AP
+    stayed 0 has not started to detect).
 
     The search space is the whole detector (backbone, FPN, proposals, box head) at the base's input
     size; ``vary_input_size`` adds the input size. It is off here for time alone: each input size a
@@ -242,8 +243,8 @@ def _auto_teacher(teacher: str, converged: bool, say: Callable[[str], None]) -> 
         say("      teacher: the base (converged)")
         return "base"
     say(
-        "      teacher: none (the base is still improving; in the run that set this default, a student distilled "
-        "from such a base ended 1.9 test AP below the extra-steps control; --teacher base distils anyway)"
+        "      teacher: none (the base has not converged; in the run that set this default, a student distilled "
+        "from a base still improving ended 1.9 test AP below the extra-steps control; --teacher base distils anyway)"
     )
     return "none"
 
@@ -298,9 +299,15 @@ def _base(
     result = train_until_converged(
         model, train_set, select_set, out, config=config, converge=converge, progress=progress
     )
-    say(
-        "      select AP by step: "
-        + ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in result.curve)
-        + (" (converged)" if result.converged else " (stopped at the step limit)")
-    )
-    return model, result.curve, result.converged
+    state, converged = base_state(result)
+    points = ", ".join(f"{p['step']}: {100 * p['select_ap']:.1f}" for p in result.curve)
+    say(f"      select AP by step: {points}{state}")
+    return model, result.curve, converged
+
+
+def base_state(result: ConvergeResult) -> tuple[str, bool]:
+    """How the base's training ended, as the demo says it, and whether it converged (a teacher). A
+    curve flat at 0 stops by the same rule, but that base has not started to detect: no teacher."""
+    if result.converged and result.best_ap <= 0:
+        return " (flat at 0: it detects nothing yet)", False
+    return (" (converged)", True) if result.converged else (" (stopped at the step limit)", False)

@@ -392,3 +392,17 @@ def test_a_measured_student_carries_the_models_weights(tmp_path: Path) -> None:
     assert all(torch.equal(v, kept[k]) for k, v in second.state_dict().items())
     head = "head.classification_head.cls_logits.bias"  # a tensor no narrowing touches: the model's own
     assert torch.equal(kept[head], model.state_dict()[head])
+
+
+def test_the_demo_gives_no_teacher_role_to_a_base_whose_select_ap_is_flat_at_zero() -> None:
+    """Such a base stops by the plateau rule; it was called "(converged)" and made the teacher (probe49)."""
+    from dataclasses import replace
+
+    from jdnas_sdk.converge import ConvergeResult
+    from jdnas_sdk.demo import base_state
+
+    flat = ConvergeResult(curve=[{"step": 20, "select_ap": 0.0}, {"step": 40, "select_ap": 0.0}], converged=True)
+    flat.best_ap = 0.0
+    assert base_state(flat) == (" (flat at 0: it detects nothing yet)", False)
+    assert base_state(replace(flat, best_ap=0.042)) == (" (converged)", True)
+    assert base_state(replace(flat, converged=False)) == (" (stopped at the step limit)", False)
