@@ -80,13 +80,26 @@ class Stopwatch:
         while not self._stop.wait(self.every):
             self._save()
 
-    def _halt(self) -> None:
-        """Stop counting this sitting: no tick after this, and its time joins the total."""
+    def _stop_ticking(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def _halt(self) -> None:
+        """Stop counting this sitting: no tick after this, and its time joins the total."""
+        self._stop_ticking()
         self.before, self.sittings, self._started = self.elapsed(), self.total_sittings, None
+
+    def _discard(self) -> None:
+        """This sitting was no sitting of the job (a call refused for other settings): the file as it
+        was before it, or none where there was none."""
+        self._stop_ticking()
+        self._started = None
+        if self.sittings == 0 and self.before == 0:
+            self.file.unlink(missing_ok=True)
+        else:
+            self._write()
 
     def __enter__(self) -> Stopwatch:
         began, self.started = time.monotonic() if self.started is None else self.started, None
@@ -99,6 +112,8 @@ class Stopwatch:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._started is not None:  # still counting (not finished before or during this sitting)
+        if self._started is not None and getattr(exc, "discards_sitting", False):
+            self._discard()  # e.g. OtherSettingsError: the call was refused, the job did not run
+        elif self._started is not None:  # still counting (not finished before or during this sitting)
             self._halt()
             self._write()

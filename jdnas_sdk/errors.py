@@ -18,6 +18,7 @@ __all__ = [
     "LatencyTableError",
     "NegativeResidualError",
     "SearchError",
+    "OtherSettingsError",
     "ExportError",
     "StorageError",
     "LockError",
@@ -67,6 +68,14 @@ class NegativeResidualError(LatencyTableError):
 
 class SearchError(JdnasError, RuntimeError):
     """A compression search cannot start or go on."""
+
+
+class OtherSettingsError(SearchError):
+    """A workdir holds a search made with other settings: refused before this call did anything
+    of that run's, so the call is no sitting of it (``discards_sitting``: its stopwatch, entered
+    first, does not count it)."""
+
+    discards_sitting = True
 
 
 class ExportError(JdnasError, RuntimeError):

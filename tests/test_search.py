@@ -30,6 +30,7 @@ from jdnas_sdk import (
 )
 from jdnas_sdk.compress import Recipe, compress, parse_budget, smallest_arch
 from jdnas_sdk.data import CocoDetection, load_split
+from jdnas_sdk.errors import OtherSettingsError
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
 from jdnas_sdk.morph import apply_action
@@ -90,7 +91,7 @@ def test_archive_front_best_and_resume_checks(tmp_path: Path) -> None:
     assert archive.best(8.5).index == 3 and archive.best(5) is None
     again = Archive.open(tmp_path / "a.json", {"seed": 0})
     assert again.candidates == archive.candidates
-    with pytest.raises(SearchError, match="other settings"):
+    with pytest.raises(OtherSettingsError, match="other settings"):  # a refused call: no sitting of the run
         Archive.open(tmp_path / "a.json", {"seed": 1})
     assert pareto_front([]) == []
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from jdnas_sdk._stopwatch import Stopwatch
-from jdnas_sdk.errors import WorkdirError
+from jdnas_sdk.errors import OtherSettingsError, SearchError, WorkdirError
 
 
 def test_the_total_is_kept_while_running_and_carried_into_the_next_sitting(tmp_path: Path) -> None:
@@ -80,3 +80,22 @@ def test_work_before_the_file_counts_and_finish_freezes_the_total(tmp_path: Path
         time.sleep(0.2)
     assert again.elapsed() == total and again.total_sittings == 1
     assert json.loads(file.read_text()) == {"wall_s": total, "sittings": 1, "finished": True}
+
+
+def test_a_call_refused_for_other_settings_is_no_sitting(tmp_path: Path) -> None:
+    """It counted: a rerun refused for other settings, then the right one, read "over 3 sittings"."""
+    file = tmp_path / "wall.json"
+    with Stopwatch(file):
+        time.sleep(0.1)
+    first = json.loads(file.read_text())
+    with pytest.raises(OtherSettingsError), Stopwatch(file):
+        time.sleep(0.2)
+        raise OtherSettingsError("the workdir holds a search with other settings")
+    assert json.loads(file.read_text()) == first
+    fresh = tmp_path / "fresh.json"
+    with pytest.raises(OtherSettingsError), Stopwatch(fresh):
+        raise OtherSettingsError("refused")
+    assert not fresh.exists()
+    with pytest.raises(SearchError), Stopwatch(file):  # any other failure was spent on the job: a sitting
+        raise SearchError("a candidate failed")
+    assert json.loads(file.read_text())["sittings"] == 2

@@ -19,7 +19,7 @@ from torch import nn
 
 from .._io import atomic_write_json
 from ..detectors import load_detector
-from ..errors import DetectorFileError, SearchError
+from ..errors import DetectorFileError, OtherSettingsError, SearchError
 
 __all__ = [
     "Candidate",
@@ -258,7 +258,7 @@ class Archive:
         if not isinstance(data, dict) or data.get("format") != ARCHIVE_FORMAT:
             raise SearchError(f"{path} is not a jdnas search archive")
         if data.get("settings") != json.loads(json.dumps(settings)):
-            raise SearchError(
+            raise OtherSettingsError(
                 f"{path} belongs to a search with other settings; use another workdir, or the same options to resume it"
             )
         candidates = validate_candidates(data.get("candidates", []), origin=str(path))
