@@ -171,12 +171,7 @@ def accuracy(
         arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
         first = len(refits)
         if index < len(done):
-            if done[index]["arch"] != str(arch):
-                raise SystemExit(
-                    f"the partial results' row {index} is {done[index]['arch']}, not this command's {arch}: "
-                    "remove the .partial.json file beside the results"
-                )
-            rows.append(done[index])
+            rows.append(_resumed(done[index], index, arch))
             parts = estimator.estimate(arch).by_stage
             constant = parts["heads"] + parts["fixed"]
             if index < repeat:  # re-timed at the end: made again
@@ -203,15 +198,7 @@ def accuracy(
     if done:
         print(f"{spec.family}: {len(done)} of {archs} rows from an earlier sitting", file=sys.stderr, flush=True)
     again = [backend.measure_detector(student, size).median_ms for student in kept]
-    repeats = [
-        {
-            "arch": r["arch"],
-            "first_ms": r["measured_ms"],
-            "second_ms": ms,
-            "diff_pct": 100 * (ms - r["measured_ms"]) / ms,
-        }
-        for r, ms in zip(rows, again)
-    ]
+    repeats = [_repeat(r, ms) for r, ms in zip(rows, again)]
     return {
         "detector": str(model_file),
         "family": spec.family,
@@ -226,6 +213,26 @@ def accuracy(
         "normalized_summary": _summary([r["normalized_error_pct"] for r in rows]) if refs else None,
         "repeat": repeats,
         "repeat_summary": _summary([r["diff_pct"] for r in repeats]) if repeats else None,
+    }
+
+
+def _resumed(row: dict, index: int, arch: object) -> dict:
+    """Row ``index`` of an earlier sitting, which must be this command's student ``arch``."""
+    if row["arch"] != str(arch):
+        raise SystemExit(
+            f"the partial results' row {index} is {row['arch']}, not this command's {arch}: "
+            "remove the .partial.json file beside the results"
+        )
+    return row
+
+
+def _repeat(row: dict, ms: float) -> dict:
+    """A student timed again after all the others, against its first timing."""
+    return {
+        "arch": row["arch"],
+        "first_ms": row["measured_ms"],
+        "second_ms": ms,
+        "diff_pct": 100 * (ms - row["measured_ms"]) / ms,
     }
 
 
