@@ -165,12 +165,14 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
 
     def _check_files(self) -> None:
         files: dict[Path, int] = {}
+        self._files: dict[int, Path] = {}  # each image's file, links resolved: read once, here
         for index, img in enumerate(self.images):  # a name from the JSON never reads outside the images folder
             where = f"{self.annotation_file}: images[{index}]"
             file = contained_path(self.images_dir, img["file_name"], where=where, follow_links=False).resolve()
             if files.setdefault(file, img["id"]) != img["id"]:  # one picture (or two links to it) counted twice
                 raise DataError(f"{where}: {img['file_name']!r} is image {files[file]}'s file too; list each file once")
-        missing = [img["file_name"] for img in self.images if not (self.images_dir / img["file_name"]).is_file()]
+            self._files[img["id"]] = file
+        missing = [img["file_name"] for img in self.images if not self._files[img["id"]].is_file()]
         if missing:
             raise DataError(
                 f"{len(missing)} of {len(self.images)} images listed in {self.annotation_file} are missing "
@@ -239,6 +241,10 @@ class CocoDetection(Dataset[tuple[torch.Tensor, dict[str, torch.Tensor]]]):
         part.images = [img for img in self.images if img["id"] in wanted]
         part._gt_annotations = [a for a in self._gt_annotations if a["image_id"] in wanted]
         return part
+
+    def image_files(self) -> list[Path]:
+        """Each image's file with links resolved (one picture is one file across splits), in order."""
+        return [self._files[img["id"]] for img in self.images]
 
     def image_ids(self) -> tuple[int, ...]:
         """The ids of this dataset's images, in order."""

@@ -114,8 +114,7 @@ def image_keys(dataset: Any) -> set[tuple[str, Any]]:
     """What identifies each image of ``dataset`` across splits: its file (folder and name) for a
     :class:`CocoDetection`; ``("index", i)`` for other datasets (which cannot be compared)."""
     if isinstance(dataset, CocoDetection):  # the file itself: './a.jpg' is 'a.jpg', a link is what it links to
-        folder = dataset.images_dir.resolve()
-        return {("file", str((folder / img["file_name"]).resolve())) for img in dataset.images}
+        return {("file", str(file)) for file in dataset.image_files()}
     return {("index", i) for i in range(len(dataset))}
 
 
