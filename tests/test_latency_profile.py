@@ -16,6 +16,7 @@ import torch
 
 from jdnas_sdk import Arch, LatencyTableError, build, load_detector, save_detector
 from jdnas_sdk.latency import (
+    Entry,
     Estimator,
     LatencyTable,
     OpKey,
@@ -28,6 +29,7 @@ from jdnas_sdk.latency import (
 )
 from jdnas_sdk.latency.backends import RooflineBackend, Timing, make_backend, tensorrt_available
 from jdnas_sdk.latency.lower import fixed_key, lower
+from jdnas_sdk.latency.nms_load import nms_load
 from jdnas_sdk.latency.ops import op_macs
 from jdnas_sdk.latency.places import TABLES_ENV
 from jdnas_sdk.latency.reach import fixed_specs
@@ -182,6 +184,7 @@ def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses
     entry = table.get(fixed_key(fewer, SIZE))
     assert entry is not None and entry.info["detectors"] == 3 and len(entry.info["residuals_ms"]) == 3
     assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 3, rel=1e-4)
+    assert entry.info["nms_tests"] == [nms_load(m, SIZE) for m in trained(fewer)]  # each one's NMS load beside it
     # a detector with another box head (a kernel the table times) belongs to the same fixed entry, and
     # its residual subtracts its own box head's kernels, not the setting's
     estimator = Estimator(table, fewer, SIZE, on_miss="error")
@@ -467,3 +470,35 @@ def test_profile_refit_data_makes_the_fixed_entries_students_as_the_search_does(
     ]
     assert main(argv) == 2
     assert "give --model too" in capsys.readouterr().err
+
+
+def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTable) -> None:
+    from jdnas_sdk.latency.nms_load import LOADS
+    from jdnas_sdk.student import Student
+
+    spec = tiny_spec()
+    key = fixed_key(spec, SIZE)
+    fixed = profiled.get(key)
+    assert fixed is not None and len(fixed.info[LOADS]) == 1 and fixed.info[LOADS][0] > 0  # kept when profiled
+    table = copy.deepcopy(profiled)
+    table.path = None
+    loads = [1_000_000, 2_000_000, 3_000_000, 4_000_000]
+    for size in (64, 96, 128):  # residuals costing 2 ns a test beyond each entry's own
+        own = fixed.median_ms if size == SIZE[0] else 1.0
+        residuals = [own + 2e-6 * (x - 2_500_000) for x in loads]
+        info = {"residuals_ms": residuals, LOADS: loads}
+        entry_key = fixed_key(tiny_spec(min_size=size, max_size=size), (size, size))
+        table.put(entry_key, Entry(own, source="residual", info=info))
+    assert len([k for k in table.entries if k.kind == "fixed"]) == 3
+    estimator = Estimator(table, spec, SIZE, on_miss="error")
+    plain = estimator.total_ms(BASE)
+    assert estimator.total_ms(BASE, nms_tests=3_500_000) == pytest.approx(plain + 2.0, rel=1e-6)
+    assert estimator.total_ms(Student.of(spec, BASE), nms_tests=500_000) == pytest.approx(plain - 4.0, rel=1e-6)
+    detailed = estimator.estimate(BASE, nms_tests=3_500_000)
+    assert detailed.total_ms == pytest.approx(plain + 2.0, rel=1e-6) and detailed.nms_tests == 3_500_000
+    assert "NMS load (3,500,000 IoU tests" in str(detailed) and detailed.to_dict()["nms_tests"] == 3_500_000
+    assert estimator.estimate(BASE).nms_tests is None
+    model = build(spec, BASE)  # a detector's own load is counted when estimating it
+    estimated = estimate_latency(model, target=table, input_size=SIZE, on_miss="error", save=False)
+    assert estimated.nms_tests == nms_load(model, SIZE)
+    assert estimated.total_ms == pytest.approx(estimator.total_ms(BASE, nms_tests=nms_load(model, SIZE)), rel=1e-6)

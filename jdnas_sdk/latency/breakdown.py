@@ -48,6 +48,7 @@ class LatencyEstimate:
     ops: tuple[OpLatency, ...]
     misses: tuple[OpLatency, ...] = field(default=())
     table: str = ""  # which table answered (see jdnas_sdk.latency.local.describe_table)
+    nms_tests: int | None = None  # the detector's NMS load its fixed entry followed (jdnas_sdk.latency.nms_load)
 
     def __str__(self) -> str:
         label = "MODELLED (roofline, not measured)" if self.modelled else "measured table"
@@ -62,6 +63,8 @@ class LatencyEstimate:
             for miss in self.misses:
                 counts[miss.how] = counts.get(miss.how, 0) + 1
             lines.append("  misses: " + ", ".join(f"{n} {how}" for how, n in counts.items()))
+        if self.nms_tests is not None:
+            lines.append(f"  fixed entry at this detector's NMS load ({self.nms_tests:,} IoU tests on the probe image)")
         if self.table:
             lines.append(f"  table: {self.table}")
         return "\n".join(lines)
@@ -77,4 +80,5 @@ class LatencyEstimate:
             "ops": [{"stage": o.stage, "op": str(o.key), "count": o.count, "ms": o.ms, "how": o.how} for o in self.ops],
             "misses": [{"op": str(o.key), "ms": o.ms, "how": o.how} for o in self.misses],
             "table": self.table,
+            "nms_tests": self.nms_tests,
         }

@@ -42,6 +42,7 @@ from .lower import (
     stem_ops,
 )
 from .misses import MISS_POLICIES, combine_residuals, interpolate_ms, residual_entry
+from .nms_load import load_shift_ms, nms_load, nms_ms_per_test, with_loads
 from .ops import OpKey
 from .places import table_path
 from .roofline import DeviceModel
@@ -180,6 +181,7 @@ class Estimator:
         key = fixed_key(self.spec, self.input_size)
         end_to_end = backend.measure_detector(detector, self.input_size)
         entry = _clamped_residual(key, end_to_end, self.ops_ms(describe(detector)[1]))
+        entry = with_loads(entry, [nms_load(detector, self.input_size)])
         self.table.put(key, entry)
         self._ms.pop(key, None)
         self._fixed = None
@@ -191,25 +193,37 @@ class Estimator:
         if key.kind != "fixed":
             return backend.measure_op(key)
         arch = arch or standard_arch(spec.backbone)
-        end_to_end = backend.measure_detector(build_detector(spec, arch), self.input_size)
-        return _clamped_residual(key, end_to_end, self.ops_ms(Student.of(spec, arch)))
+        detector = build_detector(spec, arch)
+        end_to_end = backend.measure_detector(detector, self.input_size)
+        entry = _clamped_residual(key, end_to_end, self.ops_ms(Student.of(spec, arch)))
+        return with_loads(entry, [nms_load(detector, self.input_size)])
 
     # -- estimates ---------------------------------------------------------------------------------
     def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:
         return sum(self.op_ms(k, arch=arch)[0] for k in ops)
 
-    def total_ms(self, arch: Arch | Student) -> float:
+    def total_ms(self, arch: Arch | Student, *, nms_tests: int | None = None) -> float:
         """The estimated end-to-end latency of the detector with backbone ``arch``, or of a whole
-        :class:`~jdnas_sdk.student.Student` (its head settings replace the spec's; the search's fast path)."""
+        :class:`~jdnas_sdk.student.Student` (its head settings replace the spec's; the search's fast path).
+        ``nms_tests``: the IoU tests the detector's NMS makes on the probe image
+        (:func:`~jdnas_sdk.latency.nms_load.nms_load`), which its fixed entry then follows."""
         if isinstance(arch, Student) and arch.heads is not None:
             bound = self._bind(arch.heads)
+            key = fixed_key(bound.spec, self.input_size)
             if bound.fixed is None:
-                bound.fixed = self.op_ms(fixed_key(bound.spec, self.input_size), arch=arch.arch, spec=bound.spec)[0]
-            return self.ops_ms(arch) + bound.fixed
+                bound.fixed = self.op_ms(key, arch=arch.arch, spec=bound.spec)[0]
+            return self.ops_ms(arch) + bound.fixed + self.load_ms(key, nms_tests)
         arch = arch.arch if isinstance(arch, Student) else arch
         if self._fixed is None:
             self._fixed = self.op_ms(fixed_key(self.spec, self.input_size), arch=arch)[0]
-        return self.ops_ms(arch) + self._fixed
+        return self.ops_ms(arch) + self._fixed + self.load_ms(fixed_key(self.spec, self.input_size), nms_tests)
+
+    def load_ms(self, key: OpKey, nms_tests: int | None) -> float:
+        """How far fixed entry ``key`` moves for a detector making ``nms_tests`` NMS IoU tests (0 for
+        ``None``, or where the table fits no cost per test or the entry holds no loads)."""
+        if nms_tests is None:
+            return 0.0
+        return load_shift_ms(self.table.get(key), nms_tests, nms_ms_per_test(self.table))
 
     def ops_ms(self, arch: Arch | Student) -> float:
         """The sum of the op entries of the detector with backbone ``arch`` (or of a whole
@@ -256,8 +270,8 @@ class Estimator:
             total += ms
         return total + heads_ms
 
-    def estimate(self, arch: Arch | Student) -> LatencyEstimate:
-        """The full breakdown for backbone ``arch`` (or a whole student)."""
+    def estimate(self, arch: Arch | Student, *, nms_tests: int | None = None) -> LatencyEstimate:
+        """The full breakdown for backbone ``arch`` (or a whole student); ``nms_tests`` as for :meth:`total_ms`."""
         spec = self.spec
         if isinstance(arch, Student):
             spec, arch = arch.spec(self.spec), arch.arch
@@ -268,7 +282,7 @@ class Estimator:
                 ms, how = self.op_ms(key, arch=arch)
                 ops.append(OpLatency(stage, key, count, ms, how))
         ms, how = self.op_ms(lowered.fixed, arch=arch, spec=spec)
-        ops.append(OpLatency("fixed", lowered.fixed, 1, ms, how))
+        ops.append(OpLatency("fixed", lowered.fixed, 1, ms + self.load_ms(lowered.fixed, nms_tests), how))
         by_stage = {s: 0.0 for s in STAGES}
         for op in ops:
             by_stage[op.stage] += op.total_ms
@@ -283,6 +297,7 @@ class Estimator:
             ops=tuple(ops),
             misses=misses,
             table=describe_table(self.table),
+            nms_tests=nms_tests if self.load_ms(lowered.fixed, nms_tests) else None,
         )
 
 
@@ -315,7 +330,9 @@ def estimate_latency(
     ``spec``. ``input_size`` is the image's (height, width) (an int means square), by default a
     ``spec.min_size`` square. See :class:`Estimator` for ``on_miss``. On this machine's own table
     the missing kernels are measured first with a progress bar (``progress``) and cached, by
-    ``backend`` (default: the table's backend with its standard timing).
+    ``backend`` (default: the table's backend with its standard timing). For a detector, where the
+    table fits a cost per NMS IoU test, the fixed entry follows the detector's own NMS load
+    (:mod:`~jdnas_sdk.latency.nms_load`: one forward pass on the probe image counts it).
     """
     if isinstance(model_or_arch, Arch):
         if spec is None:
@@ -340,7 +357,11 @@ def estimate_latency(
         )
     if save and on_miss in ("auto", "measure"):  # measure what this machine's table lacks, with a progress bar
         measure_missing_ops(table, spec, arch, input_size, backend=backend, progress=progress)
-    return Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend).estimate(arch)
+    tests = None
+    if isinstance(model_or_arch, nn.Module) and nms_ms_per_test(table) is not None:
+        tests = nms_load(model_or_arch, input_size)
+    estimator = Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend)
+    return estimator.estimate(arch, nms_tests=tests)
 
 
 def _clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:

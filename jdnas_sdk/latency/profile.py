@@ -29,6 +29,7 @@ from .drift import applied_speed, machine_speed, reference_ops
 from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
+from .nms_load import nms_load, with_loads
 from .ops import OpKey
 from .reach import fixed_specs, in_fixed_setting, reachable_ops
 from .table import LatencyTable
@@ -256,7 +257,8 @@ def _fixed_entry(
 ) -> None:
     """Measure the fixed entry of head setting ``variant`` at ``size`` unless the table has it: the
     mean residual (end-to-end time minus the op entries) over ``detectors()``, the end-to-end times
-    scaled to the op entries' speed by ops ``refs`` timed before and after. The references are the
+    scaled to the op entries' speed by ops ``refs`` timed before and after, each detector's NMS load
+    kept beside its residual (:mod:`.nms_load`: what an estimate of a given detector follows). The references are the
     profiled detector's own largest ops at its own input size, whatever the setting: the machine's
     speed is the machine's, and small ops read it badly (on one AMD EPYC, a 128 px setting's
     largest ops read 6-12% fast against their entries, while the base's 256 px ops, timed between
@@ -288,7 +290,7 @@ def _fixed_entry(
     for index, (detector, student) in enumerate(zip(models, students), start=1):
         if progress:
             log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
-        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(student)))
+        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(student), nms_load(detector, size)))
     reading = (before + machine_speed(table, backend, refs)) / 2
     speed = applied_speed(reading)
     if speed != 1.0:
@@ -301,5 +303,6 @@ def _fixed_entry(
         )
     else:
         log.debug("fixed entry %s: speed read %.3f of the ops', within tolerance: not scaled", key, reading)
-    table.put(key, combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops in timed]))
+    entry = combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops, _ in timed])
+    table.put(key, with_loads(entry, [load for *_, load in timed]))  # each detector's NMS load (.nms_load)
     table.save()

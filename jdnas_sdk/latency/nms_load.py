@@ -1,0 +1,144 @@
+"""How much work a detector's NMS does on the probe image, and what that work costs on a target.
+
+At full detection load (:mod:`.probe`) the number of boxes reaching each NMS is fixed by the head
+settings, but how many NMS keeps, and so how many IoU tests its greedy loop makes, follows the
+weights. On a trained RetinaNet R18 (AMD EPYC, ONNX Runtime, 1 thread) students of one input size
+spent 2.0-10.8 ms in the final NMS node, the tests it made (0.8-5.7 M) explaining 96% of that
+spread at about 2 ns a test, where the boxes kept explained far less (README, stop 42). A table
+cannot see weights, but an estimate of a detector that exists can count its load:
+
+- :func:`nms_comparisons` replays the greedy loop the exported graph runs (torchvision's
+  ``batched_nms`` keeps classes apart by offsetting each class's boxes, in float32, then one
+  NonMaxSuppression takes candidates in falling score order and tests each against the boxes kept
+  so far, stopping at the first that overlaps it beyond the threshold) and counts the tests;
+- :func:`nms_load` sums them over every NMS a detector runs on the probe image at full load;
+- the profiler records each timed detector's load beside its residual in the fixed entry, and
+  :func:`nms_ms_per_test` fits one cost per test across a table's fixed entries, within each entry
+  (so each setting's own cost cancels): a machine's NMS is the machine's whatever the setting.
+
+An estimate given a detector's load then moves its fixed entry by that cost times the detector's
+load minus the mean load of the detectors the entry was timed on (:class:`~.estimate.Estimator`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from .probe import full_load, probe_image
+from .table import Entry, LatencyTable
+
+__all__ = ["LOADS", "nms_comparisons", "nms_load", "nms_ms_per_test", "with_loads", "load_shift_ms"]
+
+LOADS = "nms_tests"
+"""The ``info`` key of a fixed entry that holds its detectors' NMS loads (one per residual)."""
+
+MIN_DETECTORS = 8
+"""Fewer timed detectors than this (across entries with two or more) fit no cost per test."""
+
+
+def nms_comparisons(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> int:
+    """The IoU tests one exported ``batched_nms(boxes, scores, idxs, iou_threshold)`` makes.
+
+    A kept box is tested against every box kept before it; a suppressed one against the kept boxes
+    before it, in the order they were kept, up to and including the first that overlaps it beyond
+    the threshold. Boxes of other classes never overlap (the offsets) but are still tested."""
+    if boxes.numel() == 0:
+        return 0
+    boxes, scores = boxes.detach().float(), scores.detach().float()
+    shifted = boxes + (idxs.to(boxes) * (boxes.max() + 1))[:, None]
+    keep = torchvision.ops.nms(shifted, scores, iou_threshold)
+    n, kept = len(scores), len(keep)
+    rank = torch.full((n,), -1, dtype=torch.long)
+    rank[keep] = torch.arange(kept)
+    order = torch.empty(n, dtype=torch.long)
+    order[torch.argsort(scores, descending=True, stable=True)] = torch.arange(n)
+    tests = kept * (kept - 1) // 2
+    suppressed = torch.nonzero(rank < 0).flatten()
+    for label in torch.unique(idxs[suppressed]):
+        s = suppressed[idxs[suppressed] == label]
+        k = keep[idxs[keep] == label]
+        before = order[k][None, :] < order[s][:, None]  # the kept boxes it is tested against
+        hits = (torchvision.ops.box_iou(shifted[s], shifted[k]) > iou_threshold) & before
+        first = hits.to(torch.uint8).argmax(dim=1)
+        found = hits.any(dim=1)
+        tests += int((rank[k[first]][found] + 1).sum())
+        # float disagreement on a borderline overlap: tested against every kept box before it
+        tests += int(torch.searchsorted(order[keep].sort().values, order[s[~found]]).sum())
+    return tests
+
+
+@contextmanager
+def _recorded() -> Iterator[list[tuple[Any, ...]]]:
+    """Every ``batched_nms`` call's arguments while inside (torchvision's detectors call it through
+    ``torchvision.ops.boxes``, so that attribute is swapped, and restored however the block ends)."""
+    calls: list[tuple[Any, ...]] = []
+    module = torchvision.ops.boxes
+    original = module.batched_nms
+
+    def spy(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+        calls.append((boxes, scores, idxs, float(iou_threshold)))
+        return original(boxes, scores, idxs, iou_threshold)
+
+    module.batched_nms = spy
+    try:
+        yield calls
+    finally:
+        module.batched_nms = original
+
+
+def nms_load(model: nn.Module, input_size: tuple[int, int], *, seed: int = 0) -> int:
+    """The IoU tests every NMS of ``model`` makes on the probe image of ``input_size`` at full
+    detection load: the conditions every backend times a whole detector under."""
+    loaded, image = full_load(model), probe_image(*input_size, seed=seed)
+    device = next(loaded.parameters()).device
+    with _recorded() as calls, torch.no_grad():
+        loaded([image.to(device)])
+    return sum(nms_comparisons(*call) for call in calls)
+
+
+def nms_ms_per_test(table: LatencyTable) -> float | None:
+    """The cost of one NMS IoU test on ``table``'s device, fitted across its fixed entries: within
+    each entry timed on two or more detectors with loads, residual against load, one slope for all.
+    ``None`` where the table holds too few such detectors, their loads do not vary, or the fit is
+    not a cost (not positive and finite): estimates then keep the entries' means."""
+    num = den = 0.0
+    count = 0
+    for key, entry in table.entries.items():
+        if key.kind != "fixed":
+            continue
+        loads, residuals = entry.info.get(LOADS), entry.info.get("residuals_ms")
+        if not isinstance(loads, list) or not isinstance(residuals, list) or len(loads) != len(residuals):
+            continue
+        if len(loads) < 2:
+            continue
+        x_mean, y_mean = sum(loads) / len(loads), sum(residuals) / len(residuals)
+        num += sum((x - x_mean) * (y - y_mean) for x, y in zip(loads, residuals))
+        den += sum((x - x_mean) ** 2 for x in loads)
+        count += len(loads)
+    if count < MIN_DETECTORS or den <= 0:
+        return None
+    slope = num / den
+    return slope if slope > 0 and math.isfinite(slope) else None
+
+
+def with_loads(entry: Entry, loads: Sequence[int]) -> Entry:
+    """Fixed entry ``entry`` with the NMS loads of the detectors it was timed on (in their order)."""
+    return replace(entry, info={**entry.info, LOADS: [int(load) for load in loads]})
+
+
+def load_shift_ms(entry: Entry | None, tests: int, ms_per_test: float | None) -> float:
+    """How far fixed entry ``entry`` moves for a detector whose NMS makes ``tests`` IoU tests: the
+    cost per test times its load minus the mean load the entry was timed at, never below minus the
+    entry itself; 0 without a cost per test or without loads in the entry."""
+    loads = entry.info.get(LOADS) if entry is not None else None
+    if entry is None or ms_per_test is None or not isinstance(loads, list) or not loads:
+        return 0.0
+    return max(ms_per_test * (tests - sum(loads) / len(loads)), -entry.median_ms)

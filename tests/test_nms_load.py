@@ -1,0 +1,114 @@
+"""The NMS load a detector's weights give it, and the cost per IoU test a table fits from its fixed entries."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torchvision.ops import box_iou
+
+from jdnas_sdk import Arch, build
+from jdnas_sdk.latency import Entry, Fingerprint, LatencyTable, fixed_key
+from jdnas_sdk.latency.nms_load import (
+    LOADS,
+    MIN_DETECTORS,
+    _recorded,
+    load_shift_ms,
+    nms_comparisons,
+    nms_load,
+    nms_ms_per_test,
+)
+from jdnas_sdk.latency.probe import full_load, probe_image
+
+from .conftest import tiny_spec
+
+BASE = Arch.parse("basic:16|16:16x1|32:32x1|64:64x1|128:128x1")
+
+
+def _greedy(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, thr: float) -> tuple[int, list[int]]:
+    """The loop ONNX Runtime's NonMaxSuppression runs, written out, on torchvision's offset boxes."""
+    shifted = boxes + idxs.to(boxes)[:, None] * (boxes.max() + 1)
+    iou = box_iou(shifted, shifted).tolist()
+    kept: list[int] = []
+    tests = 0
+    for i in sorted(range(len(scores)), key=lambda i: -float(scores[i])):
+        for j in kept:
+            tests += 1
+            if iou[i][j] > thr:
+                break
+        else:
+            kept.append(i)
+    return tests, kept
+
+
+def _boxes(seed: int, n: int = 400, classes: int = 4) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Boxes clustered around a few objects (as a detector's are), so that NMS suppresses many."""
+    g = torch.Generator().manual_seed(seed)
+    centres = torch.rand(6, 2, generator=g) * 80 + 10
+    xy = centres[torch.randint(0, 6, (n,), generator=g)] + torch.randn(n, 2, generator=g) * 4
+    wh = torch.rand(n, 2, generator=g) * 20 + 8
+    boxes = torch.cat([xy - wh / 2, xy + wh / 2], dim=1).clamp(0, 100)
+    return boxes, torch.rand(n, generator=g), torch.randint(0, classes, (n,), generator=g)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_count_is_the_greedy_loops_iou_tests(seed: int) -> None:
+    boxes, scores, idxs = _boxes(seed)
+    for thr in (0.3, 0.5, 0.7):
+        tests, kept = _greedy(boxes, scores, idxs, thr)
+        assert sorted(kept) == sorted(torchvision.ops.batched_nms(boxes, scores, idxs, thr).tolist())
+        assert 0 < len(kept) < len(boxes)  # some suppressed, some kept: both branches counted
+        assert nms_comparisons(boxes, scores, idxs, thr) == tests
+    assert nms_comparisons(boxes[:0], scores[:0], idxs[:0], 0.5) == 0
+
+
+def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> None:
+    spec = tiny_spec("retinanet")
+    model = build(spec, BASE)
+    original = torchvision.ops.boxes.batched_nms
+    with _recorded() as calls, torch.no_grad():
+        full_load(model)([probe_image(96, 96)])
+    assert torchvision.ops.boxes.batched_nms is original  # restored
+    assert calls and nms_load(model, (96, 96)) == sum(nms_comparisons(*c) for c in calls) > 0
+    other = build(spec, BASE)  # other random weights: other boxes, another load
+    with torch.no_grad():
+        for p in other.head.parameters():
+            p.mul_(3.0)
+    assert nms_load(other, (96, 96)) != nms_load(model, (96, 96))
+    with pytest.raises(RuntimeError, match="inside"), _recorded():
+        raise RuntimeError("inside")
+    assert torchvision.ops.boxes.batched_nms is original  # restored however the block ends
+
+
+def _table(slope_ms: float, *, noise: float = 0.0, detectors: int = 4) -> LatencyTable:
+    """A table whose fixed entries' residuals are their own cost plus ``slope_ms`` per test."""
+    table = LatencyTable(target="t", source="measured", fingerprint=Fingerprint("cpu", "ort", "1"))
+    g = torch.Generator().manual_seed(0)
+    for size in (64, 96, 128):
+        loads = [int(x) for x in torch.randint(100_000, 3_000_000, (detectors,), generator=g)]
+        residuals = [size / 32 + slope_ms * x + noise * float(torch.randn(1, generator=g)) for x in loads]
+        entry = Entry(sum(residuals) / detectors, source="residual", info={"residuals_ms": residuals, LOADS: loads})
+        table.put(fixed_key(tiny_spec(min_size=size, max_size=size), (size, size)), entry)
+    return table
+
+
+def test_the_cost_per_test_is_fitted_within_entries_or_not_at_all() -> None:
+    assert nms_ms_per_test(_table(2e-6)) == pytest.approx(2e-6, rel=1e-6)  # each entry's own cost cancels
+    assert nms_ms_per_test(_table(2e-6, noise=0.05)) == pytest.approx(2e-6, rel=0.1)
+    assert nms_ms_per_test(_table(-1e-6)) is None  # not a cost
+    assert nms_ms_per_test(_table(2e-6, detectors=2)) is None  # 6 detectors: too few to fit
+    assert 3 * 2 < MIN_DETECTORS <= 3 * 4
+    plain = _table(2e-6)
+    for key, entry in list(plain.entries.items()):
+        plain.put(key, Entry(entry.median_ms, source="residual", info={"residuals_ms": entry.info["residuals_ms"]}))
+    assert nms_ms_per_test(plain) is None  # a table profiled before loads were kept: estimates unchanged
+
+
+def test_a_fixed_entry_moves_by_the_cost_of_the_load_beyond_its_mean() -> None:
+    entry = Entry(3.0, source="residual", info={LOADS: [1_000_000, 3_000_000]})
+    assert load_shift_ms(entry, 2_500_000, 2e-6) == pytest.approx(1.0)
+    assert load_shift_ms(entry, 1_500_000, 2e-6) == pytest.approx(-1.0)
+    assert load_shift_ms(entry, 0, 1e-3) == -3.0  # never below zero in all
+    assert load_shift_ms(entry, 2_500_000, None) == 0.0
+    assert load_shift_ms(Entry(3.0, source="residual"), 2_500_000, 2e-6) == 0.0
+    assert load_shift_ms(None, 2_500_000, 2e-6) == 0.0
