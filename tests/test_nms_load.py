@@ -62,6 +62,25 @@ def test_the_count_is_the_greedy_loops_iou_tests(seed: int) -> None:
     assert nms_comparisons(boxes[:0], scores[:0], idxs[:0], 0.5) == 0
 
 
+def test_onnx_runtime_keeps_what_the_replayed_loop_keeps() -> None:
+    """The loop replayed is the one the exported graph runs: ONNX Runtime's NonMaxSuppression on
+    torchvision's exported ``batched_nms`` keeps exactly the boxes it keeps."""
+    import io
+
+    import onnxruntime as ort
+
+    class Nms(torch.nn.Module):
+        def forward(self, boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor) -> torch.Tensor:
+            return torchvision.ops.batched_nms(boxes, scores, idxs, 0.5)
+
+    boxes, scores, idxs = _boxes(7, n=1200)
+    buffer = io.BytesIO()
+    torch.onnx.export(Nms(), (boxes, scores, idxs), buffer, opset_version=17, dynamo=False, input_names=["b", "s", "i"])
+    session = ort.InferenceSession(buffer.getvalue(), providers=["CPUExecutionProvider"])
+    kept = session.run(None, {"b": boxes.numpy(), "s": scores.numpy(), "i": idxs.numpy()})[0]
+    assert sorted(kept.tolist()) == sorted(_greedy(boxes, scores, idxs, 0.5)[1])
+
+
 def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> None:
     spec = tiny_spec("retinanet")
     model = build(spec, BASE)

@@ -11,7 +11,8 @@ is the most work the detector can do on an image bar one term: how many candidat
 keeps, and how costly its overlap tests are, still follow the weights (a trained RetinaNet's
 untrained morphs with 1-conv towers ran 24% over their estimate). A threshold of 1 there does
 not make that term weight-free in ONNX Runtime (tried for one-stage detectors: residuals 3-4x
-larger and as spread; README, stop 28), so the final NMS keeps the model's threshold.
+larger and as spread; README, stop 28), so the final NMS keeps the model's threshold, and an
+estimate of a given detector follows that term through its NMS load (:mod:`.nms_load`).
 """
 
 from __future__ import annotations
