@@ -2,9 +2,9 @@
 
 At full detection load (:mod:`.probe`) the number of boxes reaching each NMS is fixed by the head
 settings, but how many NMS keeps, and so how many IoU tests its greedy loop makes, follows the
-weights. On a trained RetinaNet R18 (AMD EPYC, ONNX Runtime, 1 thread) students of one input size
-spent 2.0-10.8 ms in the final NMS node, the tests it made (0.8-5.7 M) explaining 96% of that
-spread at about 2 ns a test, where the boxes kept explained far less (README, stop 42). A table
+weights. On a trained RetinaNet R18 (AMD EPYC, ONNX Runtime, 1 thread) 20 students of 128-320 px
+spent 2.0-10.8 ms in the final NMS node, the tests it made (0.85-5.7 M) explaining 96% of that
+spread at about 2 ns a test, the number of boxes kept 79% (README, stop 42). A table
 cannot see weights, but an estimate of a detector that exists can count its load:
 
 - :func:`nms_comparisons` replays the greedy loop the exported graph runs (torchvision's
