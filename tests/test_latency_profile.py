@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import os
 import signal
 import subprocess
@@ -472,7 +473,7 @@ def test_profile_refit_data_makes_the_fixed_entries_students_as_the_search_does(
     assert "give --model too" in capsys.readouterr().err
 
 
-def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTable) -> None:
+def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTable, tmp_path: Path) -> None:
     from jdnas_sdk.latency.nms_load import LOADS
     from jdnas_sdk.student import Student
 
@@ -502,3 +503,13 @@ def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTabl
     estimated = estimate_latency(model, target=table, input_size=SIZE, on_miss="error", save=False)
     assert estimated.nms_tests == nms_load(model, SIZE)
     assert estimated.total_ms == pytest.approx(estimator.total_ms(BASE, nms_tests=nms_load(model, SIZE)), rel=1e-6)
+    table.save(tmp_path / "loads.json")  # and `jdnas latency --model` says so
+    save_detector(model, tmp_path / "m.pt")
+    run = subprocess.run(
+        [sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(tmp_path / "m.pt"), "--target",
+         str(tmp_path / "loads.json"), "--on-miss", "error", "--json", str(tmp_path / "e.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "e.json").read_text())["estimate"]["nms_tests"] == nms_load(model, SIZE)
+    assert "NMS load" in run.stdout

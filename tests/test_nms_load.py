@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torchvision
@@ -17,6 +19,7 @@ from jdnas_sdk.latency.nms_load import (
     nms_comparisons,
     nms_load,
     nms_ms_per_test,
+    with_loads,
 )
 from jdnas_sdk.latency.probe import full_load, probe_image
 
@@ -101,7 +104,7 @@ def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> No
 
 def _table(slope_ms: float, *, noise: float = 0.0, detectors: int = 4) -> LatencyTable:
     """A table whose fixed entries' residuals are their own cost plus ``slope_ms`` per test."""
-    table = LatencyTable(target="t", source="measured", fingerprint=Fingerprint("cpu", "ort", "1"))
+    table = LatencyTable(target="t", source="measured", fingerprint=Fingerprint("cpu", "onnxruntime", "1"))
     g = torch.Generator().manual_seed(0)
     for size in (64, 96, 128):
         loads = [int(x) for x in torch.randint(100_000, 3_000_000, (detectors,), generator=g)]
@@ -121,6 +124,10 @@ def test_the_cost_per_test_is_fitted_within_entries_or_not_at_all() -> None:
     for key, entry in list(plain.entries.items()):
         plain.put(key, Entry(entry.median_ms, source="residual", info={"residuals_ms": entry.info["residuals_ms"]}))
     assert nms_ms_per_test(plain) is None  # a table profiled before loads were kept: estimates unchanged
+    assert nms_ms_per_test(_table(2e-6, noise=20.0)) is None  # a slope the noise could make: not a cost
+    other = _table(2e-6)
+    other.fingerprint = Fingerprint("cpu", "torch", "2")  # its NMS is not the loop replayed
+    assert nms_ms_per_test(other) is None
 
 
 def test_a_fixed_entry_moves_by_the_cost_of_the_load_beyond_its_mean() -> None:
@@ -128,6 +135,52 @@ def test_a_fixed_entry_moves_by_the_cost_of_the_load_beyond_its_mean() -> None:
     assert load_shift_ms(entry, 2_500_000, 2e-6) == pytest.approx(1.0)
     assert load_shift_ms(entry, 1_500_000, 2e-6) == pytest.approx(-1.0)
     assert load_shift_ms(entry, 0, 1e-3) == -3.0  # never below zero in all
-    assert load_shift_ms(entry, 2_500_000, None) == 0.0
-    assert load_shift_ms(Entry(3.0, source="residual"), 2_500_000, 2e-6) == 0.0
-    assert load_shift_ms(None, 2_500_000, 2e-6) == 0.0
+    assert load_shift_ms(entry, 2_000_000, 2e-6) == 0.0  # at the mean: moved by nothing, but it follows
+    assert load_shift_ms(entry, 2_500_000, None) is None
+    assert load_shift_ms(Entry(3.0, source="residual"), 2_500_000, 2e-6) is None
+    assert load_shift_ms(None, 2_500_000, 2e-6) is None
+
+
+def test_an_unknown_load_is_not_recorded() -> None:
+    entry = Entry(3.0, source="residual", info={"residuals_ms": [2.0, 4.0]})
+    assert with_loads(entry, [5, None]) == entry and LOADS not in with_loads(entry, [5, None]).info
+    assert with_loads(entry, [5, 7]).info[LOADS] == [5, 7]
+    with _recorded() as calls:  # a forward that runs no NMS records nothing
+        torch.nn.Linear(2, 2)(torch.zeros(1, 2))
+    assert calls == []
+    model = build(tiny_spec("retinanet"), BASE)
+    model.postprocess_detections = lambda *a: [
+        {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
+    ]
+    assert nms_load(model, (96, 96)) is None  # unknown, not 0
+
+
+def test_the_nms_cost_benchmark_sets_each_students_nms_time_beside_its_load(tmp_path) -> None:
+    from jdnas_sdk import save_detector
+
+    from .conftest import load_benchmark
+
+    bench = load_benchmark("nms_cost")
+    model = build(tiny_spec("retinanet"), BASE)
+    save_detector(model, tmp_path / "m.pt")
+    args = [
+        "--model",
+        str(tmp_path / "m.pt"),
+        "--students",
+        "3",
+        "--runs",
+        "2",
+        "--results",
+        str(tmp_path),
+        "--name",
+        "n",
+    ]
+    assert bench.main(args) == 0
+    report = json.loads((tmp_path / "n.json").read_text())
+    rows = report["rows"]
+    assert len(rows) == 3 and rows[0]["code"] == "base" and report["machine"]["cores"] >= 1
+    assert rows[0]["nms_tests"] == nms_load(model, (96, 96))  # the load the estimator follows
+    assert all(r["nms_ms"] > 0 and r["wall_ms"] > r["nms_ms"] and r["nms_kept"] <= r["boxes_in"] for r in rows)
+    assert set(report["fit_tests"]) == {"slope", "intercept", "r2"} and "IoU tests" in (tmp_path / "n.md").read_text()
+    with pytest.raises(SystemExit):
+        bench.main(["--model", str(tmp_path / "m.pt"), "--students", "2"])

@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from ..detectors import describe, load_detector
     from ..latency import Estimator, load_table
     from ..latency.local import measure_missing_ops
+    from ..latency.nms_load import nms_load, nms_ms_per_test
     from ..student import Student, as_student
 
     common.check_outputs(json=args.json)
@@ -72,13 +73,14 @@ def run(args: argparse.Namespace) -> int:
     if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
-    estimate = estimator.estimate(arch)
+    per_test = nms_ms_per_test(table)  # where the table has one, the fixed entry follows this detector's NMS load
+    if args.arch and (args.measure or per_test is not None):
+        model = _inherited(model, Student.of(spec, arch))
+    estimate = estimator.estimate(arch, nms_tests=nms_load(model, size) if per_test is not None else None)
     print(estimate)
     report: dict[str, object] = {"code": str(Student.of(spec, arch)), "estimate": estimate.to_dict()}
     if args.measure:
         backend = estimator.backend  # this machine's: local_table checked
-        if args.arch:
-            model = _inherited(model, Student.of(spec, arch))
         measured = backend.measure_detector(model, size)
         error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
         print(

@@ -209,20 +209,26 @@ class Estimator:
         (:func:`~jdnas_sdk.latency.nms_load.nms_load`), which its fixed entry then follows."""
         if isinstance(arch, Student) and arch.heads is not None:
             bound = self._bind(arch.heads)
-            key = fixed_key(bound.spec, self.input_size)
             if bound.fixed is None:
-                bound.fixed = self.op_ms(key, arch=arch.arch, spec=bound.spec)[0]
-            return self.ops_ms(arch) + bound.fixed + self.load_ms(key, nms_tests)
+                bound.fixed = self.op_ms(fixed_key(bound.spec, self.input_size), arch=arch.arch, spec=bound.spec)[0]
+            total = self.ops_ms(arch) + bound.fixed
+            return (
+                total if nms_tests is None else total + self.load_ms(fixed_key(bound.spec, self.input_size), nms_tests)
+            )
         arch = arch.arch if isinstance(arch, Student) else arch
         if self._fixed is None:
             self._fixed = self.op_ms(fixed_key(self.spec, self.input_size), arch=arch)[0]
-        return self.ops_ms(arch) + self._fixed + self.load_ms(fixed_key(self.spec, self.input_size), nms_tests)
+        total = self.ops_ms(arch) + self._fixed
+        return total if nms_tests is None else total + self.load_ms(fixed_key(self.spec, self.input_size), nms_tests)
 
     def load_ms(self, key: OpKey, nms_tests: int | None) -> float:
         """How far fixed entry ``key`` moves for a detector making ``nms_tests`` NMS IoU tests (0 for
         ``None``, or where the table fits no cost per test or the entry holds no loads)."""
+        return self._load_shift(key, nms_tests) or 0.0
+
+    def _load_shift(self, key: OpKey, nms_tests: int | None) -> float | None:
         if nms_tests is None:
-            return 0.0
+            return None
         return load_shift_ms(self.table.get(key), nms_tests, nms_ms_per_test(self.table))
 
     def ops_ms(self, arch: Arch | Student) -> float:
@@ -282,7 +288,8 @@ class Estimator:
                 ms, how = self.op_ms(key, arch=arch)
                 ops.append(OpLatency(stage, key, count, ms, how))
         ms, how = self.op_ms(lowered.fixed, arch=arch, spec=spec)
-        ops.append(OpLatency("fixed", lowered.fixed, 1, ms + self.load_ms(lowered.fixed, nms_tests), how))
+        shift = self._load_shift(lowered.fixed, nms_tests)  # None: the entry's mean stands
+        ops.append(OpLatency("fixed", lowered.fixed, 1, ms + (shift or 0.0), how))
         by_stage = {s: 0.0 for s in STAGES}
         for op in ops:
             by_stage[op.stage] += op.total_ms
@@ -297,7 +304,7 @@ class Estimator:
             ops=tuple(ops),
             misses=misses,
             table=describe_table(self.table),
-            nms_tests=nms_tests if self.load_ms(lowered.fixed, nms_tests) else None,
+            nms_tests=nms_tests if shift is not None else None,
         )
 
 
