@@ -55,7 +55,10 @@ def _boxes(seed: int, n: int = 400, classes: int = 4) -> tuple[torch.Tensor, tor
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_the_count_is_the_greedy_loops_iou_tests(seed: int) -> None:
+def test_the_count_is_the_greedy_loops_iou_tests(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jdnas_sdk.latency.nms_load as module
+
+    monkeypatch.setattr(module, "CHUNK", 7)  # many chunks of suppressed boxes per class: the same count
     boxes, scores, idxs = _boxes(seed)
     for thr in (0.3, 0.5, 0.7):
         tests, kept = _greedy(boxes, scores, idxs, thr)
@@ -100,6 +103,9 @@ def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> No
     with pytest.raises(RuntimeError, match="inside"), _recorded():
         raise RuntimeError("inside")
     assert torchvision.ops.boxes.batched_nms is original  # restored however the block ends
+    with _recorded() as outer, _recorded() as inner:  # nested in one thread: both see the call, none hangs
+        torchvision.ops.boxes.batched_nms(*_boxes(0, n=20), 0.5)
+    assert len(outer) == len(inner) == 1 and torchvision.ops.boxes.batched_nms is original
 
 
 def _table(slope_ms: float, *, noise: float = 0.0, detectors: int = 4) -> LatencyTable:

@@ -73,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
     if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
-    per_test = nms_ms_per_test(table)  # where the table has one, the fixed entry follows this detector's NMS load
-    if args.arch and (args.measure or per_test is not None):
+    if args.arch and args.measure:
         model = _inherited(model, Student.of(spec, arch))
-    estimate = estimator.estimate(arch, nms_tests=nms_load(model, size) if per_test is not None else None)
+    # the fixed entry follows the NMS load of the detector that exists: the file's, or the student measured
+    # here; an --arch estimate alone is a guess for an untrained student and keeps the entry's mean
+    follow = nms_ms_per_test(table) is not None and (args.measure or not args.arch)
+    estimate = estimator.estimate(arch, nms_tests=nms_load(model, size) if follow else None)
     print(estimate)
     report: dict[str, object] = {"code": str(Student.of(spec, arch)), "estimate": estimate.to_dict()}
     if args.measure:

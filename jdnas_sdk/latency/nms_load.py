@@ -54,7 +54,7 @@ torch's loops over every remaining box, TensorRT's plugins differ)."""
 CHUNK = 4096
 """Suppressed boxes tested at a time (bounds memory at ``CHUNK`` x kept boxes of one class)."""
 
-_RECORDING = threading.Lock()  # _recorded swaps a module attribute: one recording at a time
+_RECORDING = threading.RLock()  # _recorded swaps a module attribute: one thread records at a time
 
 
 def nms_comparisons(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> int:
@@ -100,14 +100,13 @@ def _recorded() -> Iterator[list[tuple[Any, ...]]]:
     ``torchvision.ops.boxes``, so that attribute is swapped, and restored however the block ends)."""
     calls: list[tuple[Any, ...]] = []
     module = torchvision.ops.boxes
+    with _RECORDING:  # another thread's recording ends (and restores) first; one nested here wraps this one
+        original = module.batched_nms
 
-    original = module.batched_nms
+        def spy(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
+            calls.append((boxes, scores, idxs, float(iou_threshold)))
+            return original(boxes, scores, idxs, iou_threshold)
 
-    def spy(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-        calls.append((boxes, scores, idxs, float(iou_threshold)))
-        return original(boxes, scores, idxs, iou_threshold)
-
-    with _RECORDING:
         module.batched_nms = spy
         try:
             yield calls
