@@ -513,3 +513,10 @@ def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTabl
     assert run.returncode == 0, run.stderr
     assert json.loads((tmp_path / "e.json").read_text())["estimate"]["nms_tests"] == nms_load(model, SIZE)
     assert "NMS load" in run.stdout
+    guess = subprocess.run(  # a student that does not exist yet (--arch, not measured) keeps the entry's mean
+        [sys.executable, "-m", "jdnas_sdk.cli", "latency", "--model", str(tmp_path / "m.pt"), "--target",
+         str(tmp_path / "loads.json"), "--on-miss", "error", "--arch", str(BASE), "--json", str(tmp_path / "g.json")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert guess.returncode == 0, guess.stderr
+    assert json.loads((tmp_path / "g.json").read_text())["estimate"]["nms_tests"] is None
