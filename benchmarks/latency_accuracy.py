@@ -26,6 +26,7 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -39,10 +40,12 @@ from jdnas_sdk import describe, load_detector, standard_arch
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
 from jdnas_sdk.data import load_split
+from jdnas_sdk.detectors.onnx import detector_onnx
 from jdnas_sdk.latency import Entry, Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.nms_load import nms_load, nms_ms_per_test
+from jdnas_sdk.latency.probe import probe
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
@@ -96,6 +99,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "same detector, minutes apart, differ on this machine (no estimate can be closer than that)",
     )
     p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="time every student this many times, one pass over all students per round, and measure it as the "
+        "median of its rounds (a slow spell of a shared host then lands on one round, not on the result); "
+        "the exported students are kept under RESULTS/NAME.students until the results are written",
+    )
+    p.add_argument(
         "--speed-refs",
         type=int,
         default=0,
@@ -146,13 +157,17 @@ def accuracy(
     refit_images: int = 16,
     done: list[dict] | None = None,
     save: Callable[[list[dict]], None] | None = None,
+    rounds: int = 1,
+    keep: Path | None = None,
 ) -> dict:
     """Estimated vs measured latency of ``archs`` students sampled from the space around the
     detector in ``model_file``: whole students (backbone, heads and input size varied) unless
     ``heads`` is False (backbones only). The first ``repeat`` students are timed again at the end.
     With ``speed_refs``, the base's that many largest ops are timed between students: the machine's
     speed against the table's (:func:`machine_speed`, averaged over the timings either side of a
-    student) gives each row a second, speed-normalised error beside the raw one."""
+    student) gives each row a second, speed-normalised error beside the raw one. With ``rounds`` > 1,
+    every student's exported detector is kept in ``keep`` and timed again in ``rounds - 1`` more
+    passes over all students: its measurement is the median of its rounds (:func:`_timed_rounds`)."""
     base_model = load_detector(model_file)
     spec, base = describe(base_model)
     size = (spec.min_size, spec.min_size)
@@ -179,7 +194,7 @@ def accuracy(
                 kept.append(morph_to(base_model, arch, after_step=hook))
             continue
         student = morph_to(base_model, arch, after_step=hook)
-        measured = backend.measure_detector(student, size)
+        measured = _first_timing(backend, student, size, keep / f"{index:04d}.onnx" if rounds > 1 else None)
         speed_after = machine_speed(table, backend, refs)
         speed, speed_before = (speed_before + speed_after) / 2, speed_after
         if index < repeat:
@@ -191,6 +206,7 @@ def accuracy(
             arch, estimator.total_ms(arch, nms_tests=tests), measured, constant, speed, [r.conv for r in refits[first:]]
         )
         rows.append({**row, "nms_tests": tests, **_table_only(estimator.total_ms(arch), measured)})
+        rows[-1]["rounds_ms"] = [measured.median_ms]
         if save is not None:
             save(rows)
         estimated = rows[-1]["estimated_ms"]
@@ -204,6 +220,13 @@ def accuracy(
         print(f"{spec.family}: {len(done)} of {archs} rows from an earlier sitting", file=sys.stderr, flush=True)
     again = [backend.measure_detector(student, size).median_ms for student in kept]
     repeats = [_repeat(r, ms) for r, ms in zip(rows, again)]
+    if rounds > 1:
+
+        def remake(index: int) -> None:  # a resumed row whose kept file is gone (or never written)
+            arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
+            _export(morph_to(base_model, arch, after_step=hook), size, keep / f"{index:04d}.onnx")
+
+        rows = _timed_rounds(rows, backend, size, rounds, keep, remake, (table, refs), save)
     return {
         "detector": str(model_file),
         "family": spec.family,
@@ -220,7 +243,87 @@ def accuracy(
         "normalized_summary": _summary([r["normalized_error_pct"] for r in rows]) if refs else None,
         "repeat": repeats,
         "repeat_summary": _summary([r["diff_pct"] for r in repeats]) if repeats else None,
+        "rounds": rounds,
+        "rounds_summary": _rounds_summary(rows) if rounds > 1 else None,
     }
+
+
+def _first_timing(backend: OrtBackend, student: object, size: tuple[int, int], keep: Path | None) -> Entry:
+    """The student's first timing; with ``keep``, its exported detector is written there first (the
+    later rounds time that same file) and timed from it, exactly as ``measure_detector`` times it."""
+    if keep is None:
+        return backend.measure_detector(student, size)
+    detections = _export(student, size, keep)
+    measured = backend.measure_onnx(keep, size)
+    return Entry(measured.median_ms, measured.spread_ms, measured.samples, info={"detections": detections})
+
+
+def _export(student: object, size: tuple[int, int], file: Path) -> int:
+    """Write the full-load detector ``measure_detector`` would time to ``file``; its detections."""
+    loaded, _, detections = probe(student, size)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    part = file.with_suffix(".part")
+    detector_onnx(loaded, size, part)
+    part.replace(file)  # a killed export leaves no half file under the name the rounds read
+    return detections
+
+
+def _timed_rounds(
+    rows: list[dict],
+    backend: OrtBackend,
+    size: tuple[int, int],
+    rounds: int,
+    keep: Path,
+    remake: Callable[[int], None],
+    speed_of: tuple[LatencyTable, list],
+    save: Callable[[list[dict]], None] | None,
+) -> list[dict]:
+    """Time every kept student again, one pass over all of them per round (minutes apart: a slow
+    spell of a shared host lands on one round of many students, not on every round of one), then
+    settle each row on the median of its rounds (:func:`_settled`). Resumable: a row's rounds are
+    saved as they come."""
+    table, refs = speed_of
+    for r in range(1, rounds):
+        before = machine_speed(table, backend, refs)
+        todo = [i for i, row in enumerate(rows) if len(row["rounds_ms"]) <= r]
+        for i in todo:
+            file = keep / f"{i:04d}.onnx"
+            if not file.is_file():
+                remake(i)
+            rows[i]["rounds_ms"].append(backend.measure_onnx(file, size).median_ms)
+            if save is not None:
+                save(rows)
+        print(f"round {r + 1}/{rounds}: {len(todo)} students timed again", file=sys.stderr, flush=True)
+        speed = (before + machine_speed(table, backend, refs)) / 2
+        for i in todo:
+            rows[i].setdefault("round_speeds", [rows[i]["speed"]]).append(speed)
+    return [_settled(row) for row in rows]
+
+
+def _settled(row: dict) -> dict:
+    """``row`` measured as the median of its rounds (its first timing kept as ``first_ms``), every
+    error recomputed against it; speed is the mean of the rounds' readings."""
+    measured = statistics.median(row["rounds_ms"])
+    speed = statistics.fmean(row.get("round_speeds", [row["speed"]]))
+    constant = row["estimated_ms"] - row["variable_estimated_ms"]
+    variable = measured - constant
+    return {
+        **row,
+        "first_ms": row["rounds_ms"][0],
+        "measured_ms": measured,
+        "error_pct": 100 * (row["estimated_ms"] - measured) / measured,
+        "variable_measured_ms": variable,
+        "variable_error_pct": 100 * (row["variable_estimated_ms"] - variable) / variable,
+        "speed": speed,
+        "normalized_error_pct": 100 * (row["estimated_ms"] * speed - measured) / measured,
+        "table_only_error_pct": 100 * (row["table_only_ms"] - measured) / measured,
+    }
+
+
+def _rounds_summary(rows: list[dict]) -> dict:
+    """How far one round of a student is from the median of its rounds (the measurement's own
+    scatter on this machine), over every row and round."""
+    return _summary([100 * (ms - r["measured_ms"]) / r["measured_ms"] for r in rows for ms in r["rounds_ms"]])
 
 
 def _resumed(row: dict, index: int, arch: object) -> dict:
@@ -513,6 +616,19 @@ def _markdown(report: dict) -> str:
             )
             + ". No estimate can agree with a measurement more closely than two measurements agree.",
         ]
+    in_rounds = [r for r in report["accuracy"] if r.get("rounds_summary")]
+    if in_rounds:
+        lines += [
+            "",
+            "Each student was timed in rounds, one pass over all students a round (minutes apart), and is measured "
+            "above at the median of its rounds (`--rounds`); one round against that median: "
+            + "; ".join(
+                f"{r['family']}: {r['rounds']} rounds, mean absolute {r['rounds_summary']['mape_pct']:.2f}%, "
+                f"max {r['rounds_summary']['max_abs_error_pct']:.1f}%"
+                for r in in_rounds
+            )
+            + ".",
+        ]
     lines += [
         "",
         "Backbone+FPN MAPE: the error on the part the search changes (measured minus the constant heads "
@@ -613,6 +729,8 @@ def main(argv: list[str] | None = None) -> int:
                 refit_images=args.refit_images,
                 done=partial.rows(m),
                 save=partial.saver(m),
+                rounds=args.rounds,
+                keep=_kept(args) / hashlib.sha256(str(m.resolve()).encode()).hexdigest()[:12],
             )
             for m in args.models
         ]
@@ -626,13 +744,19 @@ def main(argv: list[str] | None = None) -> int:
     (args.results / f"{args.name}.md").write_text(_markdown(report), encoding="utf-8")
     if partial is not None:
         partial.file.unlink(missing_ok=True)  # its rows are in the results now
+        shutil.rmtree(_kept(args), ignore_errors=True)
     print(_markdown(report))
     return 0
 
 
+def _kept(args: argparse.Namespace) -> Path:
+    """Where ``--rounds`` keeps the exported students until the results are written."""
+    return args.results / f"{args.name}.students"
+
+
 def _settings(args: argparse.Namespace) -> dict:
     """What a row depends on: a partial file made with other settings is not resumed."""
-    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "speed_refs", "size_ratios")
+    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "speed_refs", "size_ratios", "rounds")
     return {
         **{k: getattr(args, k) for k in keys},
         "models": [str(m.resolve()) for m in args.models],
