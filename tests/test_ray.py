@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import torch
 
-from jdnas_sdk import DetectorSpec, LatencyTableError, SearchError, build, load_detector, save_detector
+from jdnas_sdk import DetectorSpec, LatencyTableError, SearchError, _ray, build, load_detector, save_detector
 from jdnas_sdk._ray import check_address
 from jdnas_sdk.arch import standard_arch
 from jdnas_sdk.data import CocoDetection
@@ -245,10 +246,6 @@ def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_w
         for address in (None, "auto"):
             with pytest.raises(SearchError, match=rf"'ray://127.0.0.1:{port}' \(from RAY_ADDRESS\)"):
                 check_address(address, SearchError)
-    with socket.socket() as server:  # something answers: the address passes (Ray then speaks to it)
-        server.bind(("127.0.0.1", 0))
-        server.listen()
-        check_address(f"127.0.0.1:{server.getsockname()[1]}", SearchError)
     check_address(None, SearchError)  # a local Ray for the run
     work = tmp_path / "work"
     for verb in (["compress", "--workdir", str(work), "--data", "nowhere"], ["profile", "--target", "t"]):
@@ -264,6 +261,40 @@ def test_an_address_no_ray_cluster_answers_at_is_refused_in_seconds_before_any_w
         assert "nowhere.pt" not in done.stderr  # refused before the model was read
     assert time.monotonic() - started < 60
     assert not work.exists()
+
+
+def test_an_address_that_answers_but_is_not_ray_is_refused_naming_what_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only a listener was checked: a port that accepted and stayed silent, or a web server, left
+    ``ray.init`` retrying for minutes. What answers must now greet as gRPC does (Ray's GCS and Ray
+    Client servers): this module's running Ray does."""
+    monkeypatch.setattr(_ray, "_ANSWER_S", 0.5)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        with pytest.raises(SearchError, match=r"accepts connections at .* not a Ray cluster: it did not answer"):
+            check_address(f"127.0.0.1:{silent.getsockname()[1]}", SearchError)
+    with socket.socket() as web:  # an HTTP/1 server: it answers anything with a status line
+        web.bind(("127.0.0.1", 0))
+        web.listen()
+
+        def answer() -> None:
+            peer, _ = web.accept()
+            with peer:
+                peer.recv(1024)
+                peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+
+        server = threading.Thread(target=answer, daemon=True)
+        server.start()
+        with pytest.raises(LatencyTableError, match=r"not a Ray cluster: it answered an HTTP/2 greeting with b'HTTP/1"):
+            check_address(f"ray://127.0.0.1:{web.getsockname()[1]}", LatencyTableError)
+        server.join(5)
+        monkeypatch.setenv("RAY_USE_TLS", "1")  # TLS: only that something listens is checked
+        check_address(f"127.0.0.1:{web.getsockname()[1]}", SearchError)
+        monkeypatch.delenv("RAY_USE_TLS")
+        check_address(f"127.0.0.1:{web.getsockname()[1]}", SearchError, tls=True)
+    check_address(ray.get_runtime_context().gcs_address, SearchError)  # a Ray GCS greets as gRPC
 
 
 def test_without_ray_the_ray_executor_fails_at_once_saying_how_to_install_it(tmp_path: Path) -> None:

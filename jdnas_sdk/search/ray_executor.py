@@ -123,8 +123,9 @@ class RayExecutor:
     ``address``: a running cluster (``"auto"``, ``"ray://host:10001"``, ``"host:6379"``); None
     connects to an already initialised Ray or starts a local one (``init`` holds more
     ``ray.init`` keywords). A Ray started here is shut down by :meth:`close`. Unless Ray is already
-    initialised, an address nothing accepts a connection at is a SearchError here, at construction
-    (:func:`~jdnas_sdk._ray.check_address`): ``ray.init`` would retry it for minutes."""
+    initialised, an address where no Ray answers (nothing listens, or what does is not gRPC) is a
+    SearchError here, at construction (:func:`~jdnas_sdk._ray.check_address`): ``ray.init`` would
+    retry it for minutes."""
 
     name = "ray"
 
@@ -149,7 +150,7 @@ class RayExecutor:
                 f"threads={threads}"
             )
         if not self._ray.is_initialized():  # now: ray.init waits minutes on a dead address, after the first work
-            check_address(address, SearchError)
+            check_address(address, SearchError, tls="_credentials" in (init or {}))
         self.address, self.num_cpus, self.num_gpus = address, num_cpus, num_gpus
         self.max_retries, self.threads, self.init = max_retries, threads, dict(init or {})
         self.capacity = 1
