@@ -104,7 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="time every student this many times, one pass over all students per round, and measure it as the "
         "median of its rounds (a slow spell of a shared host then lands on one round, not on the result); "
-        "the exported students are kept under RESULTS/NAME.students until the results are written",
+        "the exported students are kept under RESULTS/NAME.students until the results are written (tens of MB "
+        "each: about 3 GB for 100 RetinaNet R18 students of 128-256 px)",
     )
     p.add_argument(
         "--speed-refs",
@@ -183,13 +184,15 @@ def accuracy(
     refits: list = []  # one hook for every student: the refit images are read once
     hook = depth_refit_hook(refit_data, refit_images, refits) if refit_data is not None else None
     done = list(done or [])[:archs]  # rows measured in an earlier sitting of the same command
+
+    def arch_of(index: int) -> object:
+        return space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
+
     for index in range(archs):
-        arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
+        arch = arch_of(index)
         first = len(refits)
         if index < len(done):
             rows.append(_resumed(done[index], index, arch))
-            parts = estimator.estimate(arch).by_stage
-            constant = parts["heads"] + parts["fixed"]
             if index < repeat:  # re-timed at the end: made again
                 kept.append(morph_to(base_model, arch, after_step=hook))
             continue
@@ -199,14 +202,7 @@ def accuracy(
         speed, speed_before = (speed_before + speed_after) / 2, speed_after
         if index < repeat:
             kept.append(student)
-        tests = nms_load(student, size)  # its NMS's IoU tests on the probe image: the fixed entry follows them
-        parts = estimator.estimate(arch, nms_tests=tests).by_stage
-        constant = parts["heads"] + parts["fixed"]  # what no backbone change moves
-        row = _row(
-            arch, estimator.total_ms(arch, nms_tests=tests), measured, constant, speed, [r.conv for r in refits[first:]]
-        )
-        rows.append({**row, "nms_tests": tests, **_table_only(estimator.total_ms(arch), measured)})
-        rows[-1]["rounds_ms"] = [measured.median_ms]
+        rows.append(_student_row(estimator, arch, student, size, measured, speed, [r.conv for r in refits[first:]]))
         if save is not None:
             save(rows)
         estimated = rows[-1]["estimated_ms"]
@@ -220,19 +216,16 @@ def accuracy(
         print(f"{spec.family}: {len(done)} of {archs} rows from an earlier sitting", file=sys.stderr, flush=True)
     again = [backend.measure_detector(student, size).median_ms for student in kept]
     repeats = [_repeat(r, ms) for r, ms in zip(rows, again)]
-    if rounds > 1:
-
-        def remake(index: int) -> None:  # a resumed row whose kept file is gone (or never written)
-            arch = space.sample_student(seed * 100_003 + index) if heads else space.sample(seed * 100_003 + index)
-            _export(morph_to(base_model, arch, after_step=hook), size, keep / f"{index:04d}.onnx")
-
-        rows = _timed_rounds(rows, backend, size, rounds, keep, remake, (table, refs), save)
+    if rounds > 1:  # a resumed row whose kept file is gone (or was never written) is made again
+        remake = lambda i: _export(morph_to(base_model, arch_of(i), after_step=hook), size, keep / f"{i:04d}.onnx")  # noqa: E731
+        speed_now = lambda: machine_speed(table, backend, refs)  # noqa: E731
+        rows = _timed_rounds(rows, backend, size, rounds, keep, remake, speed_now, save)
     return {
         "detector": str(model_file),
         "family": spec.family,
         "base_arch": str(base),
         "input_size": list(size),
-        "constant_ms": constant,
+        "constant_ms": rows[-1]["estimated_ms"] - rows[-1]["variable_estimated_ms"],  # the last student's
         "rows": rows,
         "heads_varied": heads,
         "summary": _summary([r["error_pct"] for r in rows]),
@@ -245,6 +238,31 @@ def accuracy(
         "repeat_summary": _summary([r["diff_pct"] for r in repeats]) if repeats else None,
         "rounds": rounds,
         "rounds_summary": _rounds_summary(rows) if rounds > 1 else None,
+    }
+
+
+def _student_row(
+    estimator: Estimator,
+    arch: object,
+    student: object,
+    size: tuple[int, int],
+    measured: Entry,
+    speed: float,
+    refit: list,
+) -> dict:
+    """``student``'s row: its estimate with the fixed entry following its NMS load (the IoU tests its
+    boxes need on the probe image) and from the table alone, against its first timing."""
+    tests = nms_load(student, size)
+    parts = estimator.estimate(arch, nms_tests=tests).by_stage
+    constant = parts["heads"] + parts["fixed"]  # what no backbone change moves
+    row = _row(arch, estimator.total_ms(arch, nms_tests=tests), measured, constant, speed, refit)
+    return {
+        **row,
+        "nms_tests": tests,
+        **_table_only(estimator.total_ms(arch), measured),
+        "rounds_ms": [measured.median_ms],
+        "rounds_iqr_ms": [measured.spread_ms],
+        "round_speeds": [speed],
     }
 
 
@@ -262,9 +280,7 @@ def _export(student: object, size: tuple[int, int], file: Path) -> int:
     """Write the full-load detector ``measure_detector`` would time to ``file``; its detections."""
     loaded, _, detections = probe(student, size)
     file.parent.mkdir(parents=True, exist_ok=True)
-    part = file.with_suffix(".part")
-    detector_onnx(loaded, size, part)
-    part.replace(file)  # a killed export leaves no half file under the name the rounds read
+    detector_onnx(loaded, size, file)  # atomically: a killed export leaves no half file the rounds would read
     return detections
 
 
@@ -275,42 +291,42 @@ def _timed_rounds(
     rounds: int,
     keep: Path,
     remake: Callable[[int], None],
-    speed_of: tuple[LatencyTable, list],
+    speed_now: Callable[[], float],
     save: Callable[[list[dict]], None] | None,
 ) -> list[dict]:
     """Time every kept student again, one pass over all of them per round (minutes apart: a slow
     spell of a shared host lands on one round of many students, not on every round of one), then
-    settle each row on the median of its rounds (:func:`_settled`). Resumable: a row's rounds are
-    saved as they come."""
-    table, refs = speed_of
+    settle each row on the median of its rounds (:func:`_settled`). Each timing is saved with the
+    machine's speed read as its round (or its resumed part) began: a killed run resumes inside a round."""
     for r in range(1, rounds):
-        before = machine_speed(table, backend, refs)
         todo = [i for i, row in enumerate(rows) if len(row["rounds_ms"]) <= r]
+        speed = speed_now() if todo else 1.0
         for i in todo:
             file = keep / f"{i:04d}.onnx"
             if not file.is_file():
                 remake(i)
-            rows[i]["rounds_ms"].append(backend.measure_onnx(file, size).median_ms)
+            measured = backend.measure_onnx(file, size)
+            rows[i]["rounds_ms"].append(measured.median_ms)
+            rows[i]["rounds_iqr_ms"].append(measured.spread_ms)
+            rows[i]["round_speeds"].append(speed)
             if save is not None:
                 save(rows)
         print(f"round {r + 1}/{rounds}: {len(todo)} students timed again", file=sys.stderr, flush=True)
-        speed = (before + machine_speed(table, backend, refs)) / 2
-        for i in todo:
-            rows[i].setdefault("round_speeds", [rows[i]["speed"]]).append(speed)
     return [_settled(row) for row in rows]
 
 
 def _settled(row: dict) -> dict:
-    """``row`` measured as the median of its rounds (its first timing kept as ``first_ms``), every
-    error recomputed against it; speed is the mean of the rounds' readings."""
+    """``row`` measured at the median of its rounds (its first timing kept as ``first_ms``), with the
+    median of the rounds' interquartile ranges and speed readings, every error recomputed against it."""
     measured = statistics.median(row["rounds_ms"])
-    speed = statistics.fmean(row.get("round_speeds", [row["speed"]]))
+    speed = statistics.median(row["round_speeds"])
     constant = row["estimated_ms"] - row["variable_estimated_ms"]
     variable = measured - constant
     return {
         **row,
         "first_ms": row["rounds_ms"][0],
         "measured_ms": measured,
+        "measured_iqr_ms": statistics.median(row["rounds_iqr_ms"]),
         "error_pct": 100 * (row["estimated_ms"] - measured) / measured,
         "variable_measured_ms": variable,
         "variable_error_pct": 100 * (row["variable_estimated_ms"] - variable) / variable,
@@ -321,9 +337,11 @@ def _settled(row: dict) -> dict:
 
 
 def _rounds_summary(rows: list[dict]) -> dict:
-    """How far one round of a student is from the median of its rounds (the measurement's own
-    scatter on this machine), over every row and round."""
-    return _summary([100 * (ms - r["measured_ms"]) / r["measured_ms"] for r in rows for ms in r["rounds_ms"]])
+    """How far two rounds of one student are apart (every pair of its rounds, the later against the
+    earlier): the measurement's own scatter on this machine, minutes apart."""
+    return _summary(
+        [100 * (b - a) / a for r in rows for i, a in enumerate(r["rounds_ms"]) for b in r["rounds_ms"][i + 1 :]]
+    )
 
 
 def _resumed(row: dict, index: int, arch: object) -> dict:
@@ -621,10 +639,10 @@ def _markdown(report: dict) -> str:
         lines += [
             "",
             "Each student was timed in rounds, one pass over all students a round (minutes apart), and is measured "
-            "above at the median of its rounds (`--rounds`); one round against that median: "
+            "above at the median of its rounds (`--rounds`); two rounds of one student against each other: "
             + "; ".join(
-                f"{r['family']}: {r['rounds']} rounds, mean absolute {r['rounds_summary']['mape_pct']:.2f}%, "
-                f"max {r['rounds_summary']['max_abs_error_pct']:.1f}%"
+                f"{r['family']}: {r['rounds']} rounds, mean absolute difference "
+                f"{r['rounds_summary']['mape_pct']:.2f}%, max {r['rounds_summary']['max_abs_error_pct']:.1f}%"
                 for r in in_rounds
             )
             + ".",
@@ -681,6 +699,9 @@ def _markdown(report: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.rounds < 1:
+        print(f"--rounds must be >= 1 (1: each student timed once), got {args.rounds}", file=sys.stderr)
+        return 2
     missing = [m for m in args.models if not m.is_file()]
     if missing:
         print(
@@ -756,9 +777,10 @@ def _kept(args: argparse.Namespace) -> Path:
 
 def _settings(args: argparse.Namespace) -> dict:
     """What a row depends on: a partial file made with other settings is not resumed."""
-    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "speed_refs", "size_ratios", "rounds")
+    keys = ("target", "archs", "seed", "on_miss", "backbone_only", "speed_refs", "size_ratios")
     return {
         **{k: getattr(args, k) for k in keys},
+        **({"rounds": args.rounds} if args.rounds != 1 else {}),  # absent in partial files from before --rounds
         "models": [str(m.resolve()) for m in args.models],
         "model_digests": [hashlib.sha256(m.read_bytes()).hexdigest()[:16] for m in args.models],  # retrained in place
         "refit": [str(args.refit_data.resolve()), args.refit_images] if args.refit_data else None,
