@@ -123,5 +123,7 @@ def test_rounds_settle_each_student_on_its_median_and_a_killed_round_resumes(
         assert row["measured_iqr_ms"] == sorted(row["rounds_iqr_ms"])[1] and len(row["round_speeds"]) == 3
         assert row["error_pct"] == pytest.approx(100 * (row["estimated_ms"] / row["measured_ms"] - 1))
     assert out["rounds"] == 3 and out["rounds_summary"]["n"] == 6  # every pair of a row's rounds
+    report = (results / "n.md").read_text()
+    assert "| round 3 alone |" in report and "| median of the rounds |" in report  # what one timing would read
     assert not (results / "n.students").exists() and not (results / "n.partial.json").exists()
     assert bench.main([*args[:-1], "0"]) == 2 and not (results / "n.partial.json").exists()  # --rounds 0: refused
