@@ -11,6 +11,7 @@ Results, with the machine, go to ``benchmarks/results/latency_accuracy.{json,md,
     python benchmarks/train_base.py --threads 1          # once: the base detectors
     python benchmarks/latency_accuracy.py                # 100 archs per detector, ~15 min here
     python benchmarks/latency_accuracy.py --archs 20 --seed 7   # other archs, quicker
+    python benchmarks/latency_accuracy.py --rounds 3     # a shared host: each student at the median of 3 passes
 
 Entries the table lacks are measured on demand into this machine's table (kernels, and a fixed
 entry per head setting as a residual over measured kernels), as a search confirms its candidates.
