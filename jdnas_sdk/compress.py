@@ -270,8 +270,8 @@ def compress(
         same = control and final_is_control(run, best, metrics["student"], steps)
         run_controls(run, metrics, chosen, steps, control=control, arch_control=arch_control, same_as_final=same)
         if measure and estimator.backend is not None:  # recorded: a finished run called again reports the same
-            metrics["base"]["measured_ms"] = measured_ms(work, "base", model, estimator.backend, size)
-            metrics["student"]["measured_ms"] = measured_ms(work, "student", student, estimator.backend, size)
+            timed = measured_ms(work, {"base": model, "student": student}, estimator.backend, size)  # interleaved
+            metrics["base"]["measured_ms"], metrics["student"]["measured_ms"] = timed["base"], timed["student"]
         history = [c.to_json() for c in archive.candidates]
         if confirmed is not None:  # the guess's caches may predate what the search measured
             estimator = confirmed.measuring

@@ -4,6 +4,7 @@ checks (a wrong type was an AttributeError or ZeroDivisionError from deep inside
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -282,22 +283,40 @@ def test_train_from_a_file_refuses_shape_flags_and_says_where_it_started(
     assert f"from {base}'s weights" in capsys.readouterr().out  # was "from scratch"
 
 
-def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(tmp_path: Path) -> None:
+def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The base and the student are timed in interleaved rounds (a drift between two single timings
+    moved the claim's ratio), each at the median of its rounds; a finished run called again reports
+    the record, and only a model whose weights changed is timed again."""
     from jdnas_sdk.latency.backends import OrtBackend, Timing
     from jdnas_sdk.measured import measured_ms
 
-    backend = OrtBackend(flush_mib=1, timing=Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0))
-    model = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()
-    first = measured_ms(tmp_path, "student", model, backend, (96, 96))
+    timing = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
+    backend = OrtBackend(flush_mib=1, timing=timing, isolate=False)  # the record is under test, not the worker
+    student = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()
+    base = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()  # other random weights
+    order: list[int] = []
+    measure = OrtBackend.measure_detector
+    monkeypatch.setattr(
+        OrtBackend, "measure_detector", lambda self, m, size, **kw: order.append(id(m)) or measure(self, m, size, **kw)
+    )
+    first = measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96), rounds=2)
+    assert order == [id(base), id(student)] * 2  # interleaved rounds
+    record = json.loads((tmp_path / "measured.json").read_text())
+    for name in ("base", "student"):
+        assert len(record[name]["rounds_ms"]) == 2 and first[name] == sum(record[name]["rounds_ms"]) / 2
     written = (tmp_path / "measured.json").read_bytes()
-    assert measured_ms(tmp_path, "student", model, backend, (96, 96)) == first  # called again: the same number
-    assert (tmp_path / "measured.json").read_bytes() == written
+    order.clear()
+    assert measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96)) == first  # the record
+    assert order == [] and (tmp_path / "measured.json").read_bytes() == written
     with torch.no_grad():
-        next(model.parameters()).add_(1.0)  # other weights: measured anew, the record replaced
-    measured_ms(tmp_path, "student", model, backend, (96, 96))
+        next(student.parameters()).add_(1.0)  # other weights: measured anew, the record replaced
+    again = measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96), rounds=1)
+    assert order == [id(student)] and again["base"] == first["base"]
     assert (tmp_path / "measured.json").read_bytes() != written
     (tmp_path / "measured.json").write_text("{not json")  # a damaged record is measured again, not read
-    assert measured_ms(tmp_path, "base", model, backend, (96, 96)) > 0
+    assert measured_ms(tmp_path, {"base": base}, backend, (96, 96), rounds=1)["base"] > 0
 
 
 def test_compress_of_a_mask_rcnn_reads_masks_and_refuses_data_without_them(synth_root: Path, tmp_path: Path) -> None:
