@@ -306,6 +306,8 @@ def _timed_rounds(
             file = keep / f"{i:04d}.onnx"
             if not file.is_file():
                 remake(i)
+            rows[i].setdefault("rounds_iqr_ms", [rows[i]["measured_iqr_ms"]] * len(rows[i]["rounds_ms"]))
+            rows[i].setdefault("round_speeds", [rows[i]["speed"]] * len(rows[i]["rounds_ms"]))  # rows saved without
             measured = backend.measure_onnx(file, size)
             rows[i]["rounds_ms"].append(measured.median_ms)
             rows[i]["rounds_iqr_ms"].append(measured.spread_ms)
@@ -829,7 +831,11 @@ class _Partial:
             data = {}
         if data and data.get("settings") != settings:  # its rows would be lost on the first save
             old = data.get("settings") if isinstance(data.get("settings"), dict) else {}
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+            diff = ", ".join(
+                f"{k}: {old.get(k)!r} -> {settings.get(k)!r}"
+                for k in [*settings, *(k for k in old if k not in settings)]
+                if old.get(k) != settings.get(k)
+            )
             raise SystemExit(
                 f"{file} holds the rows of a run with other settings ({diff}): rerun that command to finish it, "
                 "or pass another --name (or remove the file) to start this one"

@@ -4,8 +4,10 @@ measured instead of measuring anew (machine noise moved a claim's ratio from 0.2
 The detectors a claim compares are timed in interleaved rounds (base, student, base, student, ...)
 and each kept at the median of its rounds: on a shared host one whole-detector timing moved by 4.2%
 on average between two passes minutes apart (a 2-core AMD EPYC, ``benchmarks/latency_accuracy.py
---rounds 3``, stop 43), so a slow spell or a drift between two single timings would move the ratio
-by as much; interleaved, it lands on one round of both.
+--rounds 3``, stop 43), and two single timings could move the claim's ratio by as much. Interleaved,
+a steady drift moves both alike and one slow timing is outvoted. On ONNX Runtime each model is
+exported once and the rounds time that file; on TensorRT each timing builds an engine, so it is
+timed once there.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import statistics
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,9 @@ import torch
 from torch import nn
 
 from ._io import atomic_write_json, read_json
+from .detectors.onnx import detector_onnx
 from .latency.local import fingerprint_hash
+from .latency.probe import probe
 from .latency.roofline import finite_number
 
 __all__ = ["ROUNDS", "measured_ms"]
@@ -37,8 +42,9 @@ def measured_ms(
 ) -> dict[str, float]:
     """Each of ``models``' measured latency by name (median ms over ``rounds`` interleaved rounds,
     full detection load), recorded in ``work/measured.json`` with what it was measured on: a
-    finished run called again returns what it reported instead of measuring anew. A model is
-    measured again when its weights, the image size or the device differ (the others keep theirs)."""
+    finished run called again returns what it reported instead of measuring anew. Where one model's
+    record is missing or stale (its weights, the image size or the device differ), all are timed
+    again together: a ratio is of timings taken side by side."""
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
     path = work / "measured.json"
@@ -53,19 +59,41 @@ def measured_ms(
         row = recorded.get(name)
         ms = row.get("median_ms") if isinstance(row, dict) else None
         if isinstance(row, dict) and {k: row.get(k) for k in key} == key and finite_number(ms) and ms > 0:
-            log.info("%s: measured %.2f ms before, on this device (%s); not measured again", name, ms, path)
             out[name] = float(ms)
-    todo = {name: model for name, model in models.items() if name not in out}
-    timed: dict[str, list[float]] = {name: [] for name in todo}
-    for _ in range(rounds if todo else 0):
-        for name, model in todo.items():
-            timed[name].append(float(backend.measure_detector(model, size).median_ms))
+    if len(out) == len(models):
+        for name in models:
+            how = f"{len(recorded[name].get('rounds_ms') or [0])} round(s)"  # records before rounds: one timing
+            log.info(
+                "%s: measured %.2f ms before (%s), on this device (%s); not measured again", name, out[name], how, path
+            )
+        return out
+    if getattr(backend.fingerprint(), "backend", None) == "tensorrt":
+        rounds = 1  # each timing builds its own engine
+    log.info("timing %s in %d interleaved round(s)", ", ".join(models), rounds)
+    timed: dict[str, list[float]] = {name: [] for name in models}  # all again: a pair is timed together
+    with tempfile.TemporaryDirectory(prefix="jdnas-measured-") as folder:
+        timers = {name: _timer(name, model, backend, size, Path(folder)) for name, model in models.items()}
+        for _ in range(rounds):
+            for name, timer in timers.items():
+                timed[name].append(timer())
     for name, samples in timed.items():
         out[name] = statistics.median(samples)
         recorded[name] = {**keys[name], "median_ms": out[name], "rounds_ms": samples}
-    if todo:
-        atomic_write_json(path, recorded)
+    atomic_write_json(path, recorded)
     return {name: out[name] for name in models}
+
+
+def _timer(name: str, model: nn.Module, backend: Any, size: tuple[int, int], folder: Path) -> Callable[[], float]:
+    """A callable that times ``model`` once more (median ms). Where the backend times exported files
+    (ONNX Runtime's ``measure_onnx``), the full-load detector ``measure_detector`` would time is
+    exported once, to ``folder``, and each round times that file; otherwise each round is a whole
+    ``measure_detector``."""
+    if not hasattr(backend, "measure_onnx"):
+        return lambda: float(backend.measure_detector(model, size).median_ms)
+    loaded, _, _ = probe(model, size)
+    file = folder / f"{name}.onnx"
+    detector_onnx(loaded, size, file)
+    return lambda: float(backend.measure_onnx(file, size).median_ms)
 
 
 def _key(model: nn.Module, backend: Any, size: tuple[int, int]) -> dict[str, Any]:

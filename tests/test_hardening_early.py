@@ -287,8 +287,9 @@ def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The base and the student are timed in interleaved rounds (a drift between two single timings
-    moved the claim's ratio), each at the median of its rounds; a finished run called again reports
-    the record, and only a model whose weights changed is timed again."""
+    moved the claim's ratio), each exported once and kept at the median of its rounds; a finished run
+    called again reports the record (one from before rounds too); where one model's record is stale,
+    both are timed again together."""
     from jdnas_sdk.latency.backends import OrtBackend, Timing
     from jdnas_sdk.measured import measured_ms
 
@@ -296,27 +297,33 @@ def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(
     backend = OrtBackend(flush_mib=1, timing=timing, isolate=False)  # the record is under test, not the worker
     student = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()
     base = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()  # other random weights
-    order: list[int] = []
-    measure = OrtBackend.measure_detector
+    order: list[str] = []
+    measure = OrtBackend.measure_onnx
     monkeypatch.setattr(
-        OrtBackend, "measure_detector", lambda self, m, size, **kw: order.append(id(m)) or measure(self, m, size, **kw)
+        OrtBackend,
+        "measure_onnx",
+        lambda self, f, size, **kw: order.append(Path(f).stem) or measure(self, f, size, **kw),
     )
-    first = measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96), rounds=2)
-    assert order == [id(base), id(student)] * 2  # interleaved rounds
+    pair = {"base": base, "student": student}
+    first = measured_ms(tmp_path, pair, backend, (96, 96))
+    assert order == ["base", "student"] * 3  # interleaved rounds of the two exported files
     record = json.loads((tmp_path / "measured.json").read_text())
-    for name in ("base", "student"):
-        assert len(record[name]["rounds_ms"]) == 2 and first[name] == sum(record[name]["rounds_ms"]) / 2
+    for name in pair:
+        assert len(record[name]["rounds_ms"]) == 3 and first[name] == sorted(record[name]["rounds_ms"])[1]
     written = (tmp_path / "measured.json").read_bytes()
     order.clear()
-    assert measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96)) == first  # the record
-    assert order == [] and (tmp_path / "measured.json").read_bytes() == written
+    assert measured_ms(tmp_path, pair, backend, (96, 96)) == first and order == []  # the record, not a timing
+    assert (tmp_path / "measured.json").read_bytes() == written
+    old = {name: {k: v for k, v in row.items() if k != "rounds_ms"} for name, row in record.items()}
+    (tmp_path / "measured.json").write_text(json.dumps(old))  # written before rounds: still the run's record
+    assert measured_ms(tmp_path, pair, backend, (96, 96)) == first and order == []
     with torch.no_grad():
-        next(student.parameters()).add_(1.0)  # other weights: measured anew, the record replaced
-    again = measured_ms(tmp_path, {"base": base, "student": student}, backend, (96, 96), rounds=1)
-    assert order == [id(student)] and again["base"] == first["base"]
-    assert (tmp_path / "measured.json").read_bytes() != written
+        next(student.parameters()).add_(1.0)  # other weights: both timed again, side by side
+    measured_ms(tmp_path, pair, backend, (96, 96), rounds=1)
+    assert order == ["base", "student"]
     (tmp_path / "measured.json").write_text("{not json")  # a damaged record is measured again, not read
     assert measured_ms(tmp_path, {"base": base}, backend, (96, 96), rounds=1)["base"] > 0
+    assert json.loads((tmp_path / "measured.json").read_text())["base"]["rounds_ms"]
 
 
 def test_compress_of_a_mask_rcnn_reads_masks_and_refuses_data_without_them(synth_root: Path, tmp_path: Path) -> None:
