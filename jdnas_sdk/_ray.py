@@ -106,7 +106,8 @@ def connect(
     ray: ModuleType, address: str | None, init: dict[str, Any] | None = None, *, error: type[JdnasError] = JdnasError
 ) -> bool:
     """Connect to ``address`` (None: an initialised Ray, or a new local one); True when this call
-    started the connection (its owner shuts it down). An address nothing answers at is ``error``."""
+    started the connection (its owner shuts it down). An address where no Ray answers is ``error``
+    (:func:`check_address`)."""
     if ray.is_initialized():
         return False
     check_address(address, error, tls="_credentials" in (init or {}))
