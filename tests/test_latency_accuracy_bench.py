@@ -20,15 +20,21 @@ def bench():
     return load_benchmark("latency_accuracy")
 
 
-def test_a_killed_run_resumes_after_the_students_it_timed(
-    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """It wrote nothing before the end: a kill lost every row, and the rerun timed them all again."""
+def _base_and_table(bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """A tiny RetinaNet's detector file and an empty table of this machine; the benchmark times fast."""
     model = tmp_path / "base.pt"
     save_detector(build_detector(tiny_spec("retinanet", min_size=64, max_size=64), standard_arch("resnet18")), model)
     table = tmp_path / "t.json"
     open_table(table, "t", OrtBackend(threads=1, timing=FAST)).save()
     monkeypatch.setattr(bench, "Timing", lambda: FAST)
+    return model, table
+
+
+def test_a_killed_run_resumes_after_the_students_it_timed(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """It wrote nothing before the end: a kill lost every row, and the rerun timed them all again."""
+    model, table = _base_and_table(bench, tmp_path, monkeypatch)
     timed: list[str] = []
     morph_to = bench.morph_to
 
@@ -75,11 +81,7 @@ def test_rounds_settle_each_student_on_its_median_and_a_killed_round_resumes(
     """--rounds N: every student timed N times, one pass over all of them per round; its row is
     measured at the median of its rounds. A kill inside round 2 keeps the rounds timed; the rerun
     times only the missing ones, from the kept exports (a lost export is made again)."""
-    model = tmp_path / "base.pt"
-    save_detector(build_detector(tiny_spec("retinanet", min_size=64, max_size=64), standard_arch("resnet18")), model)
-    table = tmp_path / "t.json"
-    open_table(table, "t", OrtBackend(threads=1, timing=FAST)).save()
-    monkeypatch.setattr(bench, "Timing", lambda: FAST)
+    model, table = _base_and_table(bench, tmp_path, monkeypatch)
     made: list[str] = []
     morph_to = bench.morph_to
 
