@@ -29,7 +29,7 @@ from .latency.local import fingerprint_hash
 from .latency.probe import probe
 from .latency.roofline import finite_number
 
-__all__ = ["ROUNDS", "measured_ms"]
+__all__ = ["ROUNDS", "measured_ms", "interleaved_ms"]
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +67,32 @@ def measured_ms(
                 "%s: measured %.2f ms before (%s), on this device (%s); not measured again", name, out[name], how, path
             )
         return out
-    if getattr(backend.fingerprint(), "backend", None) == "tensorrt":
-        rounds = 1  # each timing builds its own engine
-    log.info("timing %s in %d interleaved round(s)", ", ".join(models), rounds)
-    timed: dict[str, list[float]] = {name: [] for name in models}  # all again: a pair is timed together
-    with tempfile.TemporaryDirectory(prefix="jdnas-measured-") as folder:
-        timers = {name: _timer(name, model, backend, size, Path(folder)) for name, model in models.items()}
-        for _ in range(rounds):
-            for name, timer in timers.items():
-                timed[name].append(timer())
+    timed = interleaved_ms(models, backend, size, rounds=rounds)  # all again: a pair is timed together
     for name, samples in timed.items():
         out[name] = statistics.median(samples)
         recorded[name] = {**keys[name], "median_ms": out[name], "rounds_ms": samples}
     atomic_write_json(path, recorded)
     return {name: out[name] for name in models}
+
+
+def interleaved_ms(
+    models: Mapping[str, nn.Module], backend: Any, size: tuple[int, int], *, rounds: int = ROUNDS
+) -> dict[str, list[float]]:
+    """Each of ``models``' timings (median ms of a measurement, full detection load) over ``rounds``
+    interleaved rounds: every model once a round, in the given order. One round on TensorRT, where
+    each timing builds its own engine."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    if getattr(backend.fingerprint(), "backend", None) == "tensorrt":
+        rounds = 1
+    log.info("timing %s in %d interleaved round(s)", ", ".join(models), rounds)
+    timed: dict[str, list[float]] = {name: [] for name in models}
+    with tempfile.TemporaryDirectory(prefix="jdnas-measured-") as folder:
+        timers = {name: _timer(name, model, backend, size, Path(folder)) for name, model in models.items()}
+        for _ in range(rounds):
+            for name, timer in timers.items():
+                timed[name].append(timer())
+    return timed
 
 
 def _timer(name: str, model: nn.Module, backend: Any, size: tuple[int, int], folder: Path) -> Callable[[], float]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from typing import Any
 
@@ -48,7 +49,8 @@ def add_parser(verbs: Any) -> None:
         "--floor",
         action="store_true",
         help="name the cheapest student of the default search space around the model (its code) and its "
-        "latency beside the base's; --json then holds {base: {code, estimated_ms, measured_ms}, floor: {...}}",
+        "latency beside the base's (with --measure, both timed side by side in 3 interleaved rounds, each at "
+        "its median); --json then holds {base: {code, estimated_ms, measured_ms}, floor: {...}}",
     )
     la.set_defaults(func=run)
 
@@ -114,6 +116,7 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     """``--floor``: the base and the cheapest student of its default space, estimated (and measured)."""
     from .._io import atomic_write_json
     from ..latency import Estimator, load_table
+    from ..measured import interleaved_ms
     from ..space import SearchSpace
     from ..student import Student
 
@@ -129,14 +132,13 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
             "lacks are measured as they are met (minutes on a new machine)"
         )
     floor = SearchSpace(arch, spec=spec).cheapest(estimator.total_ms)
-    backend = estimator.backend
+    timed: dict[str, list[float]] = {}
+    if args.measure:  # side by side, in interleaved rounds (as compress's claim): the ratio is of one moment
+        timed = interleaved_ms({"base": model, "floor": _inherited(model, floor)}, estimator.backend, size)
     report: dict[str, dict[str, Any]] = {}
-    for name, student, detector in (("base", base, model), ("floor", floor, None)):
+    for name, student in (("base", base), ("floor", floor)):
         estimated = estimator.total_ms(student)
-        measured = None
-        if args.measure:
-            detector = detector if detector is not None else _inherited(model, student)
-            measured = backend.measure_detector(detector, size).median_ms
+        measured = statistics.median(timed[name]) if timed else None
         report[name] = {"code": str(student), "estimated_ms": estimated, "measured_ms": measured}
         shown = f", measured {measured:.2f} ms" if measured is not None else ""
         print(f"{name:<5} {student}\n      estimated {estimated:.2f} ms{shown}")
