@@ -41,14 +41,13 @@ from jdnas_sdk import describe, load_detector, standard_arch
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.arch import DetectorSpec
 from jdnas_sdk.data import load_split
-from jdnas_sdk.detectors.onnx import detector_onnx
 from jdnas_sdk.latency import Entry, Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.nms_load import nms_load, nms_ms_per_test
-from jdnas_sdk.latency.probe import probe
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
+from jdnas_sdk.measured import export_probed
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.morph.refit import depth_refit_hook
 from jdnas_sdk.space import DEFAULT_HEAD_GRID, SearchSpace
@@ -218,7 +217,9 @@ def accuracy(
     again = [backend.measure_detector(student, size).median_ms for student in kept]
     repeats = [_repeat(r, ms) for r, ms in zip(rows, again)]
     if rounds > 1:  # a resumed row whose kept file is gone (or was never written) is made again
-        remake = lambda i: _export(morph_to(base_model, arch_of(i), after_step=hook), size, keep / f"{i:04d}.onnx")  # noqa: E731
+        remake = lambda i: export_probed(  # noqa: E731
+            morph_to(base_model, arch_of(i), after_step=hook), size, keep / f"{i:04d}.onnx"
+        )
         speed_now = lambda: machine_speed(table, backend, refs)  # noqa: E731
         rows = _timed_rounds(rows, backend, size, rounds, keep, remake, speed_now, save)
     return {
@@ -272,17 +273,9 @@ def _first_timing(backend: OrtBackend, student: object, size: tuple[int, int], k
     later rounds time that same file) and timed from it, exactly as ``measure_detector`` times it."""
     if keep is None:
         return backend.measure_detector(student, size)
-    detections = _export(student, size, keep)
+    detections = export_probed(student, size, keep)
     measured = backend.measure_onnx(keep, size)
     return Entry(measured.median_ms, measured.spread_ms, measured.samples, info={"detections": detections})
-
-
-def _export(student: object, size: tuple[int, int], file: Path) -> int:
-    """Write the full-load detector ``measure_detector`` would time to ``file``; its detections."""
-    loaded, _, detections = probe(student, size)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    detector_onnx(loaded, size, file)  # atomically: a killed export leaves no half file the rounds would read
-    return detections
 
 
 def _timed_rounds(

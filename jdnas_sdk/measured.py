@@ -29,7 +29,7 @@ from .latency.local import fingerprint_hash
 from .latency.probe import probe
 from .latency.roofline import finite_number
 
-__all__ = ["ROUNDS", "measured_ms", "interleaved_ms"]
+__all__ = ["ROUNDS", "measured_ms", "interleaved_ms", "export_probed"]
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,19 @@ def _timer(name: str, model: nn.Module, backend: Any, size: tuple[int, int], fol
     ``measure_detector``."""
     if not hasattr(backend, "measure_onnx"):
         return lambda: float(backend.measure_detector(model, size).median_ms)
-    loaded, _, _ = probe(model, size)
     file = folder / f"{name}.onnx"
-    detector_onnx(loaded, size, file)
+    export_probed(model, size, file)
     return lambda: float(backend.measure_onnx(file, size).median_ms)
+
+
+def export_probed(model: nn.Module, size: tuple[int, int], file: Path) -> int:
+    """Write to ``file`` (atomically) the full-load detector ``measure_detector`` would time, so that
+    ``measure_onnx(file, size)`` times it again and again without exporting it anew; how many
+    detections it returns on the probe image."""
+    loaded, _, detections = probe(model, size)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    detector_onnx(loaded, size, file)
+    return detections
 
 
 def _key(model: nn.Module, backend: Any, size: tuple[int, int]) -> dict[str, Any]:
