@@ -6,6 +6,8 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -29,6 +31,12 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert pattern is not None
     found = subprocess.run(["grep", "-m1", pattern.group(1), str(ROOT / "README.md")], capture_output=True, text=True)
     assert found.stdout.strip() == _opening_commands()[1]
+
+
+def test_a_passing_tests_files_do_not_stay_on_disk(request: pytest.FixtureRequest) -> None:
+    """The suite writes ~6 GB of checkpoints; kept for every test (and three runs) it filled CI's disk once."""
+    assert request.config.getini("tmp_path_retention_policy") == "failed"
+    assert int(request.config.getini("tmp_path_retention_count")) <= 1
 
 
 # -- the house: sizes, one output channel, no import circles ----------------------------------------
