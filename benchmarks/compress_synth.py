@@ -9,7 +9,9 @@ schedule, no teacher), each with test and select AP; ``--arch-control`` adds the
 architecture cut from the base and trained the same steps. One teacher pool per detector is
 trained once and reused by every run (its wall time reported on its own). Latencies are measured
 end to end in ONNX Runtime after each row's training (rows run one after another, so nothing
-else runs), one model at a time.
+else runs): the row's base and student side by side in interleaved rounds, each kept at the median
+of its rounds (``jdnas_sdk.measured.interleaved_ms``, as ``compress`` times its claim), so that the
+ratio is of timings taken together.
 
 ``--ablation`` runs the joint method once per recipe variant (full recipe, then each part switched
 off) on the first detector: which part moved test AP by how much.
@@ -51,6 +53,7 @@ from jdnas_sdk.finish import split_ids
 from jdnas_sdk.latency import load_table
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
+from jdnas_sdk.measured import ROUNDS, interleaved_ms
 from jdnas_sdk.preflight import TEACHER_SOURCES, validate_request
 
 HERE = Path(__file__).resolve().parent
@@ -263,20 +266,20 @@ def _heads(args: argparse.Namespace) -> dict[str, tuple[float, ...]] | None:
     return grid or None
 
 
-def measure(rows: list[dict[str, Any]], models: dict[str, Path]) -> None:
-    """End-to-end ms of every base and student, after all training, one at a time (kept in the rows)."""
-    backend, base_ms = OrtBackend(), {}
+def measure(rows: list[dict[str, Any]], models: dict[str, Path], *, rounds: int = ROUNDS) -> None:
+    """End-to-end ms of each row's base and student, after all training, timed side by side in
+    ``rounds`` interleaved rounds and kept at the median of their rounds (each round's timing kept
+    too, as ``measured_rounds_ms``); a row measured before keeps its measurement."""
+    backend = OrtBackend()
     for row in rows:
         if "student" not in row or "measured_ms" in row["student"]:
             continue
-        name = row["detector"]
-        base = load_detector(models[name])
+        base = load_detector(models[row["detector"]])
         size = (base.transform.min_size[0],) * 2
-        if name not in base_ms:
-            base_ms[name] = backend.measure_detector(base, size).median_ms
-        row["base"]["measured_ms"] = base_ms[name]
-        row["student"]["measured_ms"] = backend.measure_detector(load_detector(row["student_file"]), size).median_ms
-        row["measured_ratio"] = row["student"]["measured_ms"] / base_ms[name]
+        pair = {"base": base, "student": load_detector(row["student_file"])}
+        for name, samples in interleaved_ms(pair, backend, size, rounds=rounds).items():
+            row[name].update(measured_ms=statistics.median(samples), measured_rounds_ms=samples)
+        row["measured_ratio"] = row["student"]["measured_ms"] / row["base"]["measured_ms"]
 
 
 def _summary(rows: list[dict[str, Any]]) -> list[str]:

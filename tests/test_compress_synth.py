@@ -159,3 +159,44 @@ def test_the_ablation_table_names_what_changed_between_results_files_per_seed(tm
     (path := tmp_path / "c.json").write_text(json.dumps({"results": [{**longer, "base": {"test_ap": 0.785}}]}))
     last = [line for line in ablation.table([*files, path]).splitlines() if "/c.json |" in line]
     assert len(last) == 1 and "| base test AP 70.0 -> 78.5 |" in last[0]
+
+
+def test_a_rows_base_and_student_are_timed_side_by_side_in_rounds(
+    bench, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each row's base and student are timed in interleaved rounds (base, student, base, ...) and kept at
+    the median of their rounds, the ratio of those; a row measured before is not timed again."""
+    from jdnas_sdk import save_detector
+    from jdnas_sdk.arch import standard_arch
+    from jdnas_sdk.detectors import build_detector
+    from jdnas_sdk.latency.backends import OrtBackend, Timing
+
+    from .conftest import tiny_spec
+
+    files = {}
+    for name in ("base", "student"):  # two sets of random weights
+        files[name] = save_detector(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), tmp_path / name)
+    timing = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
+    monkeypatch.setattr(bench, "OrtBackend", lambda: OrtBackend(flush_mib=1, timing=timing, isolate=False))
+    order: list[str] = []
+    measure_onnx = OrtBackend.measure_onnx
+    monkeypatch.setattr(
+        OrtBackend,
+        "measure_onnx",
+        lambda self, f, size, **kw: order.append(Path(f).stem) or measure_onnx(self, f, size, **kw),
+    )
+    row = {
+        "detector": "base",
+        "base": {"test_ap": 1.0},
+        "student": {"test_ap": 2.0},
+        "student_file": str(files["student"]),
+    }
+    bench.measure([row], {"base": files["base"]}, rounds=3)
+    assert order == ["base", "student"] * 3
+    for name in ("base", "student"):
+        rounds = row[name]["measured_rounds_ms"]
+        assert len(rounds) == 3 and row[name]["measured_ms"] == sorted(rounds)[1]
+    assert row["measured_ratio"] == row["student"]["measured_ms"] / row["base"]["measured_ms"]
+    before, order[:] = json.dumps(row), []
+    bench.measure([row], {"base": files["base"]})
+    assert order == [] and json.dumps(row) == before
