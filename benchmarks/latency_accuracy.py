@@ -44,7 +44,8 @@ from jdnas_sdk.data import load_split
 from jdnas_sdk.latency import Entry, Estimator, LatencyTable, OrtBackend, load_table, open_table, reachable_ops
 from jdnas_sdk.latency.backends import Timing
 from jdnas_sdk.latency.drift import machine_speed, reference_ops
-from jdnas_sdk.latency.nms_load import nms_load, nms_ms_per_test
+from jdnas_sdk.latency.nms_load import nms_ms_per_test
+from jdnas_sdk.latency.probe import TIMED_LOAD
 from jdnas_sdk.latency.roofline import DeviceModel
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.measured import export_probed
@@ -202,7 +203,7 @@ def accuracy(
         speed, speed_before = (speed_before + speed_after) / 2, speed_after
         if index < repeat:
             kept.append(student)
-        rows.append(_student_row(estimator, arch, student, size, measured, speed, [r.conv for r in refits[first:]]))
+        rows.append(_student_row(estimator, arch, measured, speed, [r.conv for r in refits[first:]]))
         if save is not None:
             save(rows)
         estimated = rows[-1]["estimated_ms"]
@@ -243,18 +244,11 @@ def accuracy(
     }
 
 
-def _student_row(
-    estimator: Estimator,
-    arch: object,
-    student: object,
-    size: tuple[int, int],
-    measured: Entry,
-    speed: float,
-    refit: list,
-) -> dict:
-    """``student``'s row: its estimate with the fixed entry following its NMS load (the IoU tests its
-    boxes need on the probe image) and from the table alone, against its first timing."""
-    tests = nms_load(student, size)
+def _student_row(estimator: Estimator, arch: object, measured: Entry, speed: float, refit: list) -> dict:
+    """A student's row: its estimate with the fixed entry following its NMS load (the IoU tests its
+    boxes need on the probe image, counted on the forward its first timing probed) and from the table
+    alone, against that timing."""
+    tests = measured.info.get(TIMED_LOAD)
     parts = estimator.estimate(arch, nms_tests=tests).by_stage
     constant = parts["heads"] + parts["fixed"]  # what no backbone change moves
     row = _row(arch, estimator.total_ms(arch, nms_tests=tests), measured, constant, speed, refit)
@@ -273,9 +267,9 @@ def _first_timing(backend: OrtBackend, student: object, size: tuple[int, int], k
     later rounds time that same file) and timed from it, exactly as ``measure_detector`` times it."""
     if keep is None:
         return backend.measure_detector(student, size)
-    detections = export_probed(student, size, keep)
+    info = export_probed(student, size, keep)
     measured = backend.measure_onnx(keep, size)
-    return Entry(measured.median_ms, measured.spread_ms, measured.samples, info={"detections": detections})
+    return Entry(measured.median_ms, measured.spread_ms, measured.samples, info=info)
 
 
 def _timed_rounds(

@@ -32,7 +32,8 @@ from jdnas_sdk import describe, load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split
 from jdnas_sdk.detectors.onnx import detector_onnx
-from jdnas_sdk.latency.nms_load import nms_calls, nms_comparisons
+from jdnas_sdk.latency.nms_load import nms_calls
+from jdnas_sdk.latency.nms_replay import nms_comparisons
 from jdnas_sdk.latency.probe import full_load, probe_image
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to

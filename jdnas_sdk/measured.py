@@ -107,14 +107,15 @@ def _timer(name: str, model: nn.Module, backend: Any, size: tuple[int, int], fol
     return lambda: float(backend.measure_onnx(file, size).median_ms)
 
 
-def export_probed(model: nn.Module, size: tuple[int, int], file: Path) -> int:
+def export_probed(model: nn.Module, size: tuple[int, int], file: Path) -> dict[str, int]:
     """Write to ``file`` (atomically) the full-load detector ``measure_detector`` would time, so that
-    ``measure_onnx(file, size)`` times it again and again without exporting it anew; how many
-    detections it returns on the probe image."""
-    loaded, _, detections = probe(model, size)
+    ``measure_onnx(file, size)`` times it again and again without exporting it anew; what a timing of
+    it records beside its milliseconds (its detections and NMS load on the probe image, as
+    ``measure_detector``'s ``info``)."""
+    probed = probe(model, size)
     file.parent.mkdir(parents=True, exist_ok=True)
-    detector_onnx(loaded, size, file)
-    return detections
+    detector_onnx(probed.model, size, file)
+    return probed.info
 
 
 def _key(model: nn.Module, backend: Any, size: tuple[int, int]) -> dict[str, Any]:

@@ -11,17 +11,9 @@ from torchvision.ops import box_iou
 
 from jdnas_sdk import Arch, build
 from jdnas_sdk.latency import Entry, Fingerprint, LatencyTable, fixed_key
-from jdnas_sdk.latency.nms_load import (
-    LOADS,
-    MIN_DETECTORS,
-    _recorded,
-    load_shift_ms,
-    nms_comparisons,
-    nms_load,
-    nms_ms_per_test,
-    with_loads,
-)
-from jdnas_sdk.latency.probe import full_load, probe_image
+from jdnas_sdk.latency.nms_load import LOADS, MIN_DETECTORS, load_shift_ms, nms_load, nms_ms_per_test, with_loads
+from jdnas_sdk.latency.nms_replay import nms_comparisons, recorded_nms
+from jdnas_sdk.latency.probe import TIMED_LOAD, full_load, probe, probe_image
 
 from .conftest import tiny_spec
 
@@ -56,7 +48,7 @@ def _boxes(seed: int, n: int = 400, classes: int = 4) -> tuple[torch.Tensor, tor
 
 @pytest.mark.parametrize("seed", range(4))
 def test_the_count_is_the_greedy_loops_iou_tests(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    import jdnas_sdk.latency.nms_load as module
+    import jdnas_sdk.latency.nms_replay as module
 
     monkeypatch.setattr(module, "CHUNK", 7)  # many chunks of suppressed boxes per class: the same count
     boxes, scores, idxs = _boxes(seed)
@@ -91,7 +83,7 @@ def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> No
     spec = tiny_spec("retinanet")
     model = build(spec, BASE)
     original = torchvision.ops.boxes.batched_nms
-    with _recorded() as calls, torch.no_grad():
+    with recorded_nms() as calls, torch.no_grad():
         full_load(model)([probe_image(96, 96)])
     assert torchvision.ops.boxes.batched_nms is original  # restored
     assert calls and nms_load(model, (96, 96)) == sum(nms_comparisons(*c) for c in calls) > 0
@@ -100,10 +92,10 @@ def test_a_detectors_load_sums_every_nms_it_runs_and_follows_its_weights() -> No
         for p in other.head.parameters():
             p.mul_(3.0)
     assert nms_load(other, (96, 96)) != nms_load(model, (96, 96))
-    with pytest.raises(RuntimeError, match="inside"), _recorded():
+    with pytest.raises(RuntimeError, match="inside"), recorded_nms():
         raise RuntimeError("inside")
     assert torchvision.ops.boxes.batched_nms is original  # restored however the block ends
-    with _recorded() as outer, _recorded() as inner:  # nested in one thread: both see the call, none hangs
+    with recorded_nms() as outer, recorded_nms() as inner:  # nested in one thread: both see the call, none hangs
         torchvision.ops.boxes.batched_nms(*_boxes(0, n=20), 0.5)
     assert len(outer) == len(inner) == 1 and torchvision.ops.boxes.batched_nms is original
 
@@ -147,11 +139,15 @@ def test_a_fixed_entry_moves_by_the_cost_of_the_load_beyond_its_mean() -> None:
     assert load_shift_ms(None, 2_500_000, 2e-6) is None
 
 
-def test_an_unknown_load_is_not_recorded() -> None:
+def test_an_unknown_load_is_notrecorded_nms() -> None:
     entry = Entry(3.0, source="residual", info={"residuals_ms": [2.0, 4.0]})
-    assert with_loads(entry, [5, None]) == entry and LOADS not in with_loads(entry, [5, None]).info
-    assert with_loads(entry, [5, 7]).info[LOADS] == [5, 7]
-    with _recorded() as calls:  # a forward that runs no NMS records nothing
+    timings = [Entry(9.0, info={TIMED_LOAD: 5}), Entry(11.0, info={"detections": 100})]
+    assert LOADS not in with_loads(entry, timings).info
+    timings[1] = Entry(11.0, info={TIMED_LOAD: 7})
+    assert with_loads(entry, timings).info == {**entry.info, LOADS: [5, 7]}
+    single = Entry(1.0, source="residual", info={TIMED_LOAD: 5, "end_to_end_ms": 9.0})  # one detector's residual
+    assert with_loads(single, timings[:1]).info == {"end_to_end_ms": 9.0, LOADS: [5]}  # its load as the list
+    with recorded_nms() as calls:  # a forward that runs no NMS records nothing
         torch.nn.Linear(2, 2)(torch.zeros(1, 2))
     assert calls == []
     model = build(tiny_spec("retinanet"), BASE)
@@ -159,6 +155,23 @@ def test_an_unknown_load_is_not_recorded() -> None:
         {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
     ]
     assert nms_load(model, (96, 96)) is None  # unknown, not 0
+    assert TIMED_LOAD not in probe(model, (96, 96)).info
+
+
+def test_a_whole_detector_timing_carries_the_load_of_the_forward_it_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The load is counted on the probe's own forward pass (one copy and one forward per timing, not two)
+    and carried in the timing's info, where the profiler and the estimator's calibration read it."""
+    import jdnas_sdk.latency.probe as probe_module
+    from jdnas_sdk.latency.backends import OrtBackend, Timing
+
+    model = build(tiny_spec("retinanet"), BASE)
+    expected = nms_load(model, (96, 96))
+    copies: list[object] = []
+    monkeypatch.setattr(probe_module, "full_load", lambda m, f=probe_module.full_load: copies.append(m) or f(m))
+    backend = OrtBackend(flush_mib=1, timing=Timing(warmup=1, min_runs=3, max_runs=3, min_time_s=0.0), isolate=False)
+    timing = backend.measure_detector(model, (96, 96))
+    assert timing.info[TIMED_LOAD] == expected > 0 and timing.info["detections"] > 0
+    assert len(copies) == 1  # the timing's own probe, no second copy to count the load
 
 
 def test_the_nms_cost_benchmark_sets_each_students_nms_time_beside_its_load(tmp_path) -> None:

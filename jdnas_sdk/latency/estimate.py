@@ -181,7 +181,7 @@ class Estimator:
         key = fixed_key(self.spec, self.input_size)
         end_to_end = backend.measure_detector(detector, self.input_size)
         entry = _clamped_residual(key, end_to_end, self.ops_ms(describe(detector)[1]))
-        entry = with_loads(entry, [nms_load(detector, self.input_size)])
+        entry = with_loads(entry, [end_to_end])
         self.table.put(key, entry)
         self._ms.pop(key, None)
         self._fixed = None
@@ -196,7 +196,7 @@ class Estimator:
         detector = build_detector(spec, arch)
         end_to_end = backend.measure_detector(detector, self.input_size)
         entry = _clamped_residual(key, end_to_end, self.ops_ms(Student.of(spec, arch)))
-        return with_loads(entry, [nms_load(detector, self.input_size)])
+        return with_loads(entry, [end_to_end])
 
     # -- estimates ---------------------------------------------------------------------------------
     def _sum(self, ops: tuple[OpKey, ...], arch: Arch | None) -> float:

@@ -12,20 +12,28 @@ keeps, and how costly its overlap tests are, still follow the weights (a trained
 untrained morphs with 1-conv towers ran 24% over their estimate). A threshold of 1 there does
 not make that term weight-free in ONNX Runtime (tried for one-stage detectors: residuals 3-4x
 larger and as spread; README, stop 28), so the final NMS keeps the model's threshold, and an
-estimate of a given detector follows that term through its NMS load (:mod:`.nms_load`).
+estimate of a given detector follows that term through its NMS load (:mod:`.nms_load`), counted
+on the probe's own forward pass (:attr:`Probe.nms_tests`) and carried in the timing's ``info``.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..data import synthetic_image
 from ..families import family_of
+from .nms_replay import nms_comparisons, recorded_nms
 
-__all__ = ["full_load", "probe_image", "count_detections", "probe"]
+__all__ = ["TIMED_LOAD", "Probe", "full_load", "probe_image", "count_detections", "probe"]
+
+TIMED_LOAD = "nms_load"
+"""The ``info`` key of a whole-detector timing that holds its NMS load (:attr:`Probe.nms_tests`)."""
 
 
 def full_load(model: nn.Module) -> nn.Module:
@@ -46,9 +54,38 @@ def count_detections(model: nn.Module, image: Tensor) -> int:
         return int(model.eval()([image])[0]["boxes"].shape[0])
 
 
-def probe(model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> tuple[nn.Module, Tensor, int]:
-    """What every backend times a whole detector on: the full-load copy of ``model``, the probe
-    image, and how many detections that copy returns on it."""
+@dataclass(frozen=True)
+class Probe:
+    """What every backend times a whole detector on, and what that detector did on it."""
+
+    model: nn.Module
+    """The full-load, eval-mode copy of the detector."""
+    image: Tensor
+    """The probe image (``3 x H x W``)."""
+    detections: int
+    """How many boxes ``model`` returned on ``image``."""
+    calls: list[tuple[Any, ...]] = field(repr=False)
+    """The arguments of every ``batched_nms`` call of that forward pass."""
+
+    @cached_property
+    def nms_tests(self) -> int | None:
+        """The IoU tests those NMS calls made (:func:`~.nms_replay.nms_comparisons`), counted on first
+        use; ``None`` where no NMS was seen (a detector that does not call torchvision's ``batched_nms``)."""
+        return sum(nms_comparisons(*call) for call in self.calls) if self.calls else None
+
+    @property
+    def info(self) -> dict[str, int]:
+        """What a timing of ``model`` on ``image`` records beside its milliseconds: its detections and,
+        where known, its NMS load (:data:`TIMED_LOAD`)."""
+        tests = self.nms_tests
+        return {"detections": self.detections, **({TIMED_LOAD: tests} if tests is not None else {})}
+
+
+def probe(model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Probe:
+    """The full-load copy of ``model``, the probe image, and what the copy does on it (one forward pass)."""
     loaded = full_load(model)
     image = probe_image(*image_size, seed=seed)
-    return loaded, image, count_detections(loaded, image)
+    device = next(loaded.parameters()).device
+    with recorded_nms() as calls:
+        detections = count_detections(loaded, image.to(device))
+    return Probe(loaded, image, detections, calls)

@@ -29,7 +29,7 @@ from .drift import applied_speed, machine_speed, reference_ops
 from .estimate import Estimator
 from .lower import fixed_key
 from .misses import combine_residuals, residual_entry
-from .nms_load import nms_load, with_loads
+from .nms_load import with_loads
 from .ops import OpKey
 from .reach import fixed_specs, in_fixed_setting, reachable_ops
 from .table import LatencyTable
@@ -290,7 +290,7 @@ def _fixed_entry(
     for index, (detector, student) in enumerate(zip(models, students), start=1):
         if progress:
             log.info("fixed entry %s: timing whole detector %d/%d ...", key, index, len(models))
-        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(student), nms_load(detector, size)))
+        timed.append((backend.measure_detector(detector, size), estimator.ops_ms(student)))
     reading = (before + machine_speed(table, backend, refs)) / 2
     speed = applied_speed(reading)
     if speed != 1.0:
@@ -303,6 +303,6 @@ def _fixed_entry(
         )
     else:
         log.debug("fixed entry %s: speed read %.3f of the ops', within tolerance: not scaled", key, reading)
-    entry = combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops, _ in timed])
-    table.put(key, with_loads(entry, [load for *_, load in timed]))  # each detector's NMS load (.nms_load)
+    entry = combine_residuals([residual_entry(e2e, ops, speed=speed) for e2e, ops in timed])
+    table.put(key, with_loads(entry, [e2e for e2e, _ in timed]))  # each detector's NMS load (.nms_load)
     table.save()

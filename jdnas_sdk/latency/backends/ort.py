@@ -133,8 +133,8 @@ class OrtBackend:
         return summarise(samples)
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded, image, detections = probe(model, image_size, seed=seed)
-        return self._end_to_end(detector_onnx(loaded, image_size), image.numpy(), detections=detections)
+        probed = probe(model, image_size, seed=seed)
+        return self._end_to_end(detector_onnx(probed.model, image_size), probed.image.numpy(), **probed.info)
 
     def measure_onnx(self, path: str | os.PathLike[str], image_size: tuple[int, int], *, seed: int = 0) -> Entry:
         """End-to-end latency of an exported detector file on a probe image."""

@@ -176,12 +176,12 @@ class TensorRTBackend:
         return summarise(layer_ms, wall_median_ms=sorted(events)[len(events) // 2], **self._info())
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded, image, detections = probe(model, image_size, seed=seed)
-        if getattr(loaded, "roi_heads", None) is not None:
+        probed = probe(model, image_size, seed=seed)
+        if getattr(probed.model, "roi_heads", None) is not None:
             from .trt_rcnn import rcnn_runner
 
-            run = rcnn_runner(loaded, image_size, self.engines, image.cuda())
-            return summarise(self._events(run, torch.cuda.current_stream()), detections=detections, **self._info())
-        runner = EngineRunner(self.engines.build(detector_onnx(loaded, image_size)))
-        runner.feed("image", image.cuda())
-        return summarise(self._events(runner.run, runner.stream), detections=detections, **self._info())
+            run = rcnn_runner(probed.model, image_size, self.engines, probed.image.cuda())
+            return summarise(self._events(run, torch.cuda.current_stream()), **probed.info, **self._info())
+        runner = EngineRunner(self.engines.build(detector_onnx(probed.model, image_size)))
+        runner.feed("image", probed.image.cuda())
+        return summarise(self._events(runner.run, runner.stream), **probed.info, **self._info())

@@ -173,13 +173,13 @@ class TorchBackend:
             return summarise(self._time(lambda: module(*inputs)))
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        loaded, image, detections = probe(model, image_size, seed=seed)
-        loaded = self._prepare(loaded)
+        probed = probe(model, image_size, seed=seed)
+        loaded = self._prepare(probed.model)
         hooks = keep_boxes_fp32(loaded) if self.precision == "fp16" else []
-        image = image.to(self.device)
+        image = probed.image.to(self.device)
         try:
             with self._conditions():
-                return summarise(self._time(lambda: loaded([image])), detections=detections)
+                return summarise(self._time(lambda: loaded([image])), **probed.info)
         finally:
             for hook in hooks:
                 hook.remove()
