@@ -207,19 +207,20 @@ class Estimator:
         :class:`~jdnas_sdk.student.Student` (its head settings replace the spec's; the search's fast path).
         ``nms_tests``: the IoU tests the detector's NMS makes on the probe image
         (:func:`~jdnas_sdk.latency.nms_load.nms_load`), which its fixed entry then follows."""
-        if isinstance(arch, Student) and arch.heads is not None:
+        if isinstance(arch, Student) and arch.heads is not None:  # its head setting's fixed entry, cached per setting
             bound = self._bind(arch.heads)
+            spec = bound.spec
             if bound.fixed is None:
-                bound.fixed = self.op_ms(fixed_key(bound.spec, self.input_size), arch=arch.arch, spec=bound.spec)[0]
-            total = self.ops_ms(arch) + bound.fixed
-            return (
-                total if nms_tests is None else total + self.load_ms(fixed_key(bound.spec, self.input_size), nms_tests)
-            )
-        arch = arch.arch if isinstance(arch, Student) else arch
-        if self._fixed is None:
-            self._fixed = self.op_ms(fixed_key(self.spec, self.input_size), arch=arch)[0]
-        total = self.ops_ms(arch) + self._fixed
-        return total if nms_tests is None else total + self.load_ms(fixed_key(self.spec, self.input_size), nms_tests)
+                bound.fixed = self.op_ms(fixed_key(spec, self.input_size), arch=arch.arch, spec=spec)[0]
+            fixed = bound.fixed
+        else:  # the spec's
+            spec = self.spec
+            if self._fixed is None:
+                backbone = arch.arch if isinstance(arch, Student) else arch
+                self._fixed = self.op_ms(fixed_key(spec, self.input_size), arch=backbone)[0]
+            fixed = self._fixed
+        total = self.ops_ms(arch) + fixed
+        return total if nms_tests is None else total + self.load_ms(fixed_key(spec, self.input_size), nms_tests)
 
     def load_ms(self, key: OpKey, nms_tests: int | None) -> float:
         """How far fixed entry ``key`` moves for a detector making ``nms_tests`` NMS IoU tests (0 for
