@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ __all__ = [
     "floor_error",
     "checkpoint_bytes",
     "check_output_space",
+    "warn_search_disk",
     "TEACHER_SOURCES",
 ]
 
@@ -223,3 +225,26 @@ def check_output_space(
     line saying disk full or read-only, and where."""
     need = need_bytes if need_bytes is not None else (checkpoint_bytes(model) if model is not None else 0)
     return check_writable(folder, need_bytes=need, what=what)
+
+
+def warn_search_disk(folder: str | os.PathLike[str], model: nn.Module, *, files: int) -> int:
+    """Warn (log) where ``folder``'s disk has less room than a search writes: ``files`` detector files
+    the size of ``model`` (the base, every candidate, the final student: an upper bound, as students
+    are smaller) and a checkpoint. Not an error: the bound may overstate, and a search that meets a
+    full disk stops with a :class:`~jdnas_sdk.errors.StorageError` and resumes once room is made.
+    Returns the bytes it counted."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    need = files * weights + checkpoint_bytes(model)
+    free = shutil.disk_usage(folder).free
+    if free < need:
+        log.warning(
+            "the search may fill the disk of %s: it writes up to %d detector files of up to %.0f MiB each "
+            "(each candidate is kept in search/candidates/), about %.1f GiB in all, and %.1f GiB are free; "
+            "it stops when the disk is full and resumes once room is made (or give --workdir on a larger disk)",
+            folder,
+            files,
+            weights / 2**20,
+            need / 2**30,
+            free / 2**30,
+        )
+    return need

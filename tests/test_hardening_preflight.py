@@ -129,3 +129,31 @@ def test_an_output_folder_without_room_for_a_checkpoint_is_refused_before_traini
     finally:
         subprocess.run(["umount", "-l", str(small)], capture_output=True)
     assert check_output_space(tmp_path / "ok", model) == tmp_path / "ok"
+
+
+def test_a_workdir_without_room_for_the_whole_search_is_warned_of_before_work(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each candidate's detector file is kept: a disk with room for one checkpoint but not for the base,
+    the free moves, every candidate and the final student is named before any work, with the count."""
+    from jdnas_sdk.prepare import before_work
+
+    model = build_detector(tiny_spec(), standard_arch("resnet18"))
+    small = tmp_path / "small"
+    small.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(small)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        request = validate_request(latency=0.95, ms=None, budget=3)
+        with caplog.at_level("WARNING", logger="jdnas_sdk.preflight"):
+            before_work(model, "v100-trt", None, None, request, small / "run", False)
+        (warning,) = [r.getMessage() for r in caplog.records if "may fill the disk" in r.getMessage()]
+        files = int(re.search(r"writes up to (\d+) detector files", warning).group(1))
+        assert files > 2 + 3  # the base, 3 candidates, the final student and the free moves of the head grid
+        assert str(small / "run") in warning and "resumes once room is made" in warning
+    finally:
+        subprocess.run(["umount", "-l", str(small)], capture_output=True)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="jdnas_sdk.preflight"):
+        before_work(model, "v100-trt", None, None, request, tmp_path / "big", False)
+    assert not [r for r in caplog.records if "may fill the disk" in r.getMessage()]
