@@ -34,7 +34,7 @@ from .finish import final_is_control, finish_student, run_controls, write_output
 from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
 from .measured import measured_ms
-from .preflight import parse_budget, smallest_arch, validate_request
+from .preflight import parse_budget, smallest_arch, validate_request, warn_search_disk
 from .prepare import (
     CompressRun,
     before_work,
@@ -51,6 +51,7 @@ from .prepare import (
 from .protocol import Recipe, claim, hints, lineage_steps, protocol_splits, score
 from .race import final_race
 from .search import Executor, joint_search, pipeline_search
+from .search.files import candidate_files
 from .space import SearchSpace
 from .student import Heads, Student
 from .teachers import TeacherPool
@@ -248,6 +249,8 @@ def compress(
     check_data(spec, train_data, select_data, test_data)
     runner = make_runner(executor, parallel, progress)
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
+    files = candidate_files(str(base_arch), space, config, method=method)
+    warn_search_disk(workdir, model, files=files, parallel=parallel)  # every candidate's file is kept
     estimator, confirmed = _search_estimator(table, spec, size, progress)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)

@@ -227,22 +227,38 @@ def check_output_space(
     return check_writable(folder, need_bytes=need, what=what)
 
 
-def warn_search_disk(folder: str | os.PathLike[str], model: nn.Module, *, files: int) -> int:
-    """Warn (log) where ``folder``'s disk has less room than a search writes: ``files`` detector files
-    the size of ``model`` (the base, every candidate, the final student: an upper bound, as students
-    are smaller) and a checkpoint. Not an error: the bound may overstate, and a search that meets a
-    full disk stops with a :class:`~jdnas_sdk.errors.StorageError` and resumes once room is made.
-    Returns the bytes it counted."""
+def warn_search_disk(
+    folder: str | os.PathLike[str], model: nn.Module, *, files: int | None, parallel: int = 1
+) -> int | None:
+    """Warn (log) where ``folder``'s disk has less room than a compression run keeps: ``files``
+    detector files the size of ``model`` in the search (:func:`~jdnas_sdk.search.files.candidate_files`;
+    the size is an upper bound, as students are smaller), then the final student, the control and a
+    sampled teacher, and ``parallel`` training checkpoints at a time. Not an error: the bound may
+    overstate, and a run that meets a full disk stops with a :class:`~jdnas_sdk.errors.StorageError`
+    and resumes once room is made. ``files=None`` (a wall-time budget, whose candidates are not known
+    before the search): how many candidate files the free space holds is logged instead. Returns the
+    bytes counted (``None`` without ``files``)."""
     weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    need = files * weights + checkpoint_bytes(model)
+    after = 3 * weights + parallel * checkpoint_bytes(model)
     free = shutil.disk_usage(folder).free
+    if files is None:
+        log.info(
+            "the workdir's disk (%s) has room for about %d candidate files of up to %.0f MiB each (%.1f GiB free); "
+            "a search keeps every candidate's file in search/candidates/",
+            folder,
+            max(0, free - after) // max(1, weights),
+            weights / 2**20,
+            free / 2**30,
+        )
+        return None
+    need = files * weights + after
     if free < need:
         log.warning(
-            "the search may fill the disk of %s: it writes up to %d detector files of up to %.0f MiB each "
-            "(each candidate is kept in search/candidates/), about %.1f GiB in all, and %.1f GiB are free; "
-            "it stops when the disk is full and resumes once room is made (or give --workdir on a larger disk)",
+            "the search may fill the disk of %s: it keeps up to %d detector files of up to %.0f MiB each (every "
+            "candidate's, in search/candidates/) and its checkpoints, about %.1f GiB in all, and %.1f GiB are free; "
+            "it stops when the disk is full and resumes once room is made (or give a workdir on a larger disk)",
             folder,
-            files,
+            files + 3,
             weights / 2**20,
             need / 2**30,
             free / 2**30,

@@ -42,14 +42,10 @@ from .preflight import (
     check_output_space,
     floor_error,
     parse_budget,
-    warn_search_disk,
 )
 from .protocol import Recipe
 from .search import Executor, SearchConfig, make_executor
-from .search.free import free_students
-from .search.moves import as_searched
 from .space import SearchSpace
-from .student import Student
 from .teachers import ShrinkConfig, TeacherPool, grow_teacher, train_pool_to_file
 from .train import TrainConfig
 
@@ -302,9 +298,6 @@ def before_work(
     space = space or SearchSpace(base_arch, spec=spec)  # the whole detector: backbone and heads
     check_floor(table, spec, base_arch, space, size, request)
     check_output_space(workdir, model, what="the workdir")
-    parent = as_searched(str(base_arch), space)
-    free = len(free_students(parent, space)) if isinstance(parent, Student) else 0
-    warn_search_disk(workdir, model, files=2 + free + (request.candidates or 0))  # base, moves, final
     measure_missing_ops(table, spec, base_arch, size, progress=progress)
     return table, size, space
 

@@ -132,28 +132,49 @@ def test_an_output_folder_without_room_for_a_checkpoint_is_refused_before_traini
 
 
 def test_a_workdir_without_room_for_the_whole_search_is_warned_of_before_work(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    synth_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """Each candidate's detector file is kept: a disk with room for one checkpoint but not for the base,
-    the free moves, every candidate and the final student is named before any work, with the count."""
-    from jdnas_sdk.prepare import before_work
+    """Every candidate's detector file is kept: a disk with room for a checkpoint but not for the base's,
+    the free moves', every candidate's, the final student's, the control's and a teacher's files is
+    named before any work, with the count; a wall-time budget says how many candidate files fit."""
+    import importlib
+    import shutil
+    from dataclasses import replace
 
-    model = build_detector(tiny_spec(), standard_arch("resnet18"))
-    small = tmp_path / "small"
-    small.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(small)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        request = validate_request(latency=0.95, ms=None, budget=3)
-        with caplog.at_level("WARNING", logger="jdnas_sdk.preflight"):
-            before_work(model, "v100-trt", None, None, request, small / "run", False)
-        (warning,) = [r.getMessage() for r in caplog.records if "may fill the disk" in r.getMessage()]
-        files = int(re.search(r"writes up to (\d+) detector files", warning).group(1))
-        assert files > 2 + 3  # the base, 3 candidates, the final student and the free moves of the head grid
-        assert str(small / "run") in warning and "resumes once room is made" in warning
-    finally:
-        subprocess.run(["umount", "-l", str(small)], capture_output=True)
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="jdnas_sdk.preflight"):
-        before_work(model, "v100-trt", None, None, request, tmp_path / "big", False)
-    assert not [r for r in caplog.records if "may fill the disk" in r.getMessage()]
+    import jdnas_sdk
+    from jdnas_sdk.preflight import checkpoint_bytes
+    from jdnas_sdk.search import SearchConfig
+    from jdnas_sdk.search.files import candidate_files
+    from jdnas_sdk.search.free import free_students
+    from jdnas_sdk.student import Student
+
+    spec, base = tiny_spec(), standard_arch("resnet18")
+    space = SearchSpace(base, spec=spec)
+    config = SearchConfig(candidates=3, free_moves=True)
+    free = len(free_students(Student.of(spec, base), space))
+    assert free > 0 and candidate_files(str(base), space, config, method="joint") == 1 + free + 3
+    assert candidate_files(str(base), space, replace(config, free_moves=False), method="joint") == 1 + 3
+    assert candidate_files(str(base), space, config, method="pipeline") == 1 + 3 + 1  # prune, distil, 1 searched, final
+    assert candidate_files(str(base), space, replace(config, wall_s=60.0), method="joint") is None
+
+    model = build_detector(spec, base)
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    room = checkpoint_bytes(model) + 4 * weights  # a checkpoint fits; the search's files do not
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10 * room, 9 * room, room))
+
+    class Started(Exception):
+        pass
+
+    def started(*args: object, **kwargs: object) -> None:
+        raise Started  # the search's first step: what is checked before work has been checked
+
+    monkeypatch.setattr(importlib.import_module("jdnas_sdk.compress"), "_search_estimator", started)
+    said_for = {3: f"keeps up to {1 + free + 3 + 3} detector files", "2h": "room for about 1 candidate"}
+    for budget, expected in said_for.items():
+        caplog.clear()
+        with caplog.at_level("INFO", logger="jdnas_sdk.preflight"), pytest.raises(Started):
+            jdnas_sdk.compress(
+                model, data=synth_root, target="v100-trt", latency=0.9, budget=budget, workdir=tmp_path / "w"
+            )
+        said = " ".join(r.getMessage() for r in caplog.records)
+        assert expected in said and str(tmp_path / "w") in said, said
