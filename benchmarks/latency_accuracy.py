@@ -267,7 +267,7 @@ def _first_timing(backend: OrtBackend, student: object, size: tuple[int, int], k
     later rounds time that same file) and timed from it, exactly as ``measure_detector`` times it."""
     if keep is None:
         return backend.measure_detector(student, size)
-    info = export_probed(student, size, keep)
+    info = export_probed(student, size, keep).info()
     measured = backend.measure_onnx(keep, size)
     return Entry(measured.median_ms, measured.spread_ms, measured.samples, info=info)
 
@@ -278,7 +278,7 @@ def _timed_rounds(
     size: tuple[int, int],
     rounds: int,
     keep: Path,
-    remake: Callable[[int], None],
+    remake: Callable[[int], object],
     speed_now: Callable[[], float],
     save: Callable[[list[dict]], None] | None,
 ) -> list[dict]:

@@ -26,7 +26,7 @@ from torch import nn
 from ._io import atomic_write_json, read_json
 from .detectors.onnx import detector_onnx
 from .latency.local import fingerprint_hash
-from .latency.probe import probe
+from .latency.probe import Probe, probe
 from .latency.roofline import finite_number
 
 __all__ = ["ROUNDS", "measured_ms", "interleaved_ms", "export_probed"]
@@ -107,15 +107,14 @@ def _timer(name: str, model: nn.Module, backend: Any, size: tuple[int, int], fol
     return lambda: float(backend.measure_onnx(file, size).median_ms)
 
 
-def export_probed(model: nn.Module, size: tuple[int, int], file: Path) -> dict[str, int]:
+def export_probed(model: nn.Module, size: tuple[int, int], file: Path) -> Probe:
     """Write to ``file`` (atomically) the full-load detector ``measure_detector`` would time, so that
-    ``measure_onnx(file, size)`` times it again and again without exporting it anew; what a timing of
-    it records beside its milliseconds (its detections and NMS load on the probe image, as
-    ``measure_detector``'s ``info``)."""
+    ``measure_onnx(file, size)`` times it again and again without exporting it anew; the probe it was
+    exported from (``.info()``: what ``measure_detector`` would record beside the milliseconds)."""
     probed = probe(model, size)
     file.parent.mkdir(parents=True, exist_ok=True)
     detector_onnx(probed.model, size, file)
-    return probed.info
+    return probed
 
 
 def _key(model: nn.Module, backend: Any, size: tuple[int, int]) -> dict[str, Any]:

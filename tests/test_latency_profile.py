@@ -186,6 +186,7 @@ def test_another_head_settings_fixed_entry_times_the_detectors_given_and_refuses
     assert entry is not None and entry.info["detectors"] == 3 and len(entry.info["residuals_ms"]) == 3
     assert entry.median_ms == pytest.approx(sum(entry.info["residuals_ms"]) / 3, rel=1e-4)
     assert entry.info["nms_tests"] == [nms_load(m, SIZE) for m in trained(fewer)]  # each one's NMS load beside it
+    assert "nms_load" not in entry.info  # a timing's own load is in the list, not left in the entry
     # a detector with another box head (a kernel the table times) belongs to the same fixed entry, and
     # its residual subtracts its own box head's kernels, not the setting's
     estimator = Estimator(table, fewer, SIZE, on_miss="error")

@@ -139,7 +139,7 @@ def test_a_fixed_entry_moves_by_the_cost_of_the_load_beyond_its_mean() -> None:
     assert load_shift_ms(None, 2_500_000, 2e-6) is None
 
 
-def test_an_unknown_load_is_notrecorded_nms() -> None:
+def test_an_unknown_load_is_not_recorded() -> None:
     entry = Entry(3.0, source="residual", info={"residuals_ms": [2.0, 4.0]})
     timings = [Entry(9.0, info={TIMED_LOAD: 5}), Entry(11.0, info={"detections": 100})]
     assert LOADS not in with_loads(entry, timings).info
@@ -155,7 +155,7 @@ def test_an_unknown_load_is_notrecorded_nms() -> None:
         {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0), "labels": torch.zeros(0)}
     ]
     assert nms_load(model, (96, 96)) is None  # unknown, not 0
-    assert TIMED_LOAD not in probe(model, (96, 96)).info
+    assert TIMED_LOAD not in probe(model, (96, 96)).info()
 
 
 def test_a_whole_detector_timing_carries_the_load_of_the_forward_it_probed(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -172,6 +172,46 @@ def test_a_whole_detector_timing_carries_the_load_of_the_forward_it_probed(monke
     timing = backend.measure_detector(model, (96, 96))
     assert timing.info[TIMED_LOAD] == expected > 0 and timing.info["detections"] > 0
     assert len(copies) == 1  # the timing's own probe, no second copy to count the load
+
+
+def test_only_what_uses_the_load_replays_nms_and_only_the_recording_threads_calls_count(
+    tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replaying every NMS costs seconds on a large R-CNN: a claim's export (measured.export_probed)
+    does not pay it; and a detector another thread runs meanwhile adds nothing to the load."""
+    import threading
+
+    import jdnas_sdk.latency.probe as probe_module
+    from jdnas_sdk.measured import export_probed
+
+    model = build(tiny_spec("retinanet"), BASE)
+    expected = nms_load(model, (96, 96))
+
+    def replayed(*args: object) -> int:
+        raise AssertionError("replayed")
+
+    with monkeypatch.context() as m:
+        m.setattr(probe_module, "nms_comparisons", replayed)
+        probed = export_probed(model, (96, 96), tmp_path / "m.onnx")  # no replay
+        assert probed.info(load=False) == {"detections": probed.detections}
+        with pytest.raises(AssertionError, match="replayed"):
+            probed.info()
+    assert probed.info()[TIMED_LOAD] == expected
+    started, release = threading.Event(), threading.Event()
+
+    def busy() -> None:
+        started.set()
+        release.wait(10)
+        torchvision.ops.boxes.batched_nms(*_boxes(1, n=50), 0.5)  # another thread's NMS, while recording
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    started.wait(10)
+    with recorded_nms() as calls:
+        release.set()
+        worker.join(10)
+        torchvision.ops.boxes.batched_nms(*_boxes(2, n=30), 0.5)
+    assert len(calls) == 1 and len(calls[0][0]) == 30
 
 
 def test_the_nms_cost_benchmark_sets_each_students_nms_time_beside_its_load(tmp_path) -> None:

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..latency import Estimator, load_table
     from ..latency.local import measure_missing_ops
     from ..latency.nms_load import nms_load, nms_ms_per_test
+    from ..latency.probe import TIMED_LOAD
     from ..student import Student, as_student
 
     common.check_outputs(json=args.json)
@@ -78,14 +79,15 @@ def run(args: argparse.Namespace) -> int:
     if args.arch and args.measure:
         model = _inherited(model, Student.of(spec, arch))
     # the fixed entry follows the NMS load of the detector that exists: the file's, or the student measured
-    # here; an --arch estimate alone is a guess for an untrained student and keeps the entry's mean
+    # here (counted on the timing's own forward); an --arch estimate alone is a guess for an untrained
+    # student and keeps the entry's mean
+    measured = estimator.backend.measure_detector(model, size) if args.measure else None  # this machine's table
     follow = nms_ms_per_test(table) is not None and (args.measure or not args.arch)
-    estimate = estimator.estimate(arch, nms_tests=nms_load(model, size) if follow else None)
+    tests = (measured.info.get(TIMED_LOAD) if measured is not None else nms_load(model, size)) if follow else None
+    estimate = estimator.estimate(arch, nms_tests=tests)
     print(estimate)
     report: dict[str, object] = {"code": str(Student.of(spec, arch)), "estimate": estimate.to_dict()}
-    if args.measure:
-        backend = estimator.backend  # this machine's: local_table checked
-        measured = backend.measure_detector(model, size)
+    if measured is not None:
         error = 100 * (estimate.total_ms - measured.median_ms) / measured.median_ms
         print(
             f"measured on this machine: {measured.median_ms:.2f} ms (IQR {measured.spread_ms:.2f} ms, "

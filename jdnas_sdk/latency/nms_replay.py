@@ -67,15 +67,18 @@ def nms_comparisons(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: 
 
 @contextmanager
 def recorded_nms() -> Iterator[list[tuple[Any, ...]]]:
-    """Every ``batched_nms`` call's arguments while inside (torchvision's detectors call it through
-    ``torchvision.ops.boxes``, so that attribute is swapped, and restored however the block ends)."""
+    """Every ``batched_nms`` call's arguments made by this thread while inside (torchvision's detectors
+    call it through ``torchvision.ops.boxes``, so that attribute is swapped, and restored however the
+    block ends; another thread's detector running meanwhile calls through it unrecorded)."""
     calls: list[tuple[Any, ...]] = []
     module = torchvision.ops.boxes
+    owner = threading.get_ident()
     with _RECORDING:  # another thread's recording ends (and restores) first; one nested here wraps this one
         original = module.batched_nms
 
         def spy(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
-            calls.append((boxes, scores, idxs, float(iou_threshold)))
+            if threading.get_ident() == owner:
+                calls.append((boxes, scores, idxs, float(iou_threshold)))
             return original(boxes, scores, idxs, iou_threshold)
 
         module.batched_nms = spy

@@ -73,11 +73,11 @@ class Probe:
         use; ``None`` where no NMS was seen (a detector that does not call torchvision's ``batched_nms``)."""
         return sum(nms_comparisons(*call) for call in self.calls) if self.calls else None
 
-    @property
-    def info(self) -> dict[str, int]:
+    def info(self, *, load: bool = True) -> dict[str, int]:
         """What a timing of ``model`` on ``image`` records beside its milliseconds: its detections and,
-        where known, its NMS load (:data:`TIMED_LOAD`)."""
-        tests = self.nms_tests
+        with ``load`` and where known, its NMS load (:data:`TIMED_LOAD`; counting it replays every NMS
+        on the CPU, so a backend whose table fits no cost per test, :data:`~.nms_load.BACKENDS`, skips it)."""
+        tests = self.nms_tests if load else None
         return {"detections": self.detections, **({TIMED_LOAD: tests} if tests is not None else {})}
 
 

@@ -31,7 +31,10 @@ class Backend(Protocol):
         ...
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
-        """End-to-end latency of ``model`` (pre- and post-processing included) on one image."""
+        """End-to-end latency of ``model`` (pre- and post-processing included) on one image, timed
+        on :func:`~jdnas_sdk.latency.probe.probe`'s full-load copy and probe image, its ``info`` holding
+        ``probe(...).info()``: the detections and, for a backend of
+        :data:`~jdnas_sdk.latency.nms_load.BACKENDS`, the NMS load its fixed entries keep."""
         ...
 
 

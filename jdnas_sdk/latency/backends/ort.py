@@ -134,7 +134,7 @@ class OrtBackend:
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
         probed = probe(model, image_size, seed=seed)
-        return self._end_to_end(detector_onnx(probed.model, image_size), probed.image.numpy(), **probed.info)
+        return self._end_to_end(detector_onnx(probed.model, image_size), probed.image.numpy(), **probed.info())
 
     def measure_onnx(self, path: str | os.PathLike[str], image_size: tuple[int, int], *, seed: int = 0) -> Entry:
         """End-to-end latency of an exported detector file on a probe image."""

@@ -181,7 +181,7 @@ class TensorRTBackend:
             from .trt_rcnn import rcnn_runner
 
             run = rcnn_runner(probed.model, image_size, self.engines, probed.image.cuda())
-            return summarise(self._events(run, torch.cuda.current_stream()), **probed.info, **self._info())
+            return summarise(self._events(run, torch.cuda.current_stream()), **probed.info(load=False), **self._info())
         runner = EngineRunner(self.engines.build(detector_onnx(probed.model, image_size)))
         runner.feed("image", probed.image.cuda())
-        return summarise(self._events(runner.run, runner.stream), **probed.info, **self._info())
+        return summarise(self._events(runner.run, runner.stream), **probed.info(load=False), **self._info())

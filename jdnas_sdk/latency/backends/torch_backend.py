@@ -179,7 +179,7 @@ class TorchBackend:
         image = probed.image.to(self.device)
         try:
             with self._conditions():
-                return summarise(self._time(lambda: loaded([image])), **probed.info)
+                return summarise(self._time(lambda: loaded([image])), **probed.info(load=False))
         finally:
             for hook in hooks:
                 hook.remove()
