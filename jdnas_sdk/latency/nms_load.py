@@ -27,11 +27,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-import torch
 from torch import nn
 
-from .nms_replay import recorded_nms
-from .probe import TIMED_LOAD, full_load, probe, probe_image
+from .probe import TIMED_LOAD, probe
 from .table import Entry, LatencyTable
 
 __all__ = ["LOADS", "nms_calls", "nms_load", "nms_ms_per_test", "with_loads", "load_shift_ms"]
@@ -53,11 +51,7 @@ another fits no cost: torch's loops over every remaining box, TensorRT's plugins
 def nms_calls(model: nn.Module, input_size: tuple[int, int], *, seed: int = 0) -> list[tuple[Any, ...]]:
     """The arguments of every ``batched_nms`` call ``model`` makes on the probe image of ``input_size``
     at full detection load: the conditions every backend times a whole detector under."""
-    loaded, image = full_load(model), probe_image(*input_size, seed=seed)
-    device = next(loaded.parameters()).device
-    with recorded_nms() as calls, torch.no_grad():
-        loaded([image.to(device)])
-    return calls
+    return probe(model, input_size, seed=seed).calls
 
 
 def nms_load(model: nn.Module, input_size: tuple[int, int], *, seed: int = 0) -> int | None:
