@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .arch import Arch, DetectorSpec
+from .arch import MAX_BLOCKS, MAX_WIDTH, Arch, DetectorSpec
 from .errors import ArchError
 from .families import get_family
 from .families.retinanet import TOPK
@@ -42,6 +42,16 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
     "topk": ("k", ("topk_candidates",)),
 }
 _TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$", re.ASCII)  # 0-9 only
+
+
+#: The largest value of each head setting (widths as a backbone's, :data:`~jdnas_sdk.arch.MAX_WIDTH`; sizes in
+#: pixels; proposals and boxes per image; tower convs as a stage's blocks).
+HEAD_LIMITS: dict[str, int] = {
+    **dict.fromkeys(("fpn", "box", "mask", "width"), MAX_WIDTH),
+    **dict.fromkeys(("min_size", "max_size"), 8192),
+    **dict.fromkeys(("proposals", "pre", "topk"), 100_000),
+    "convs": MAX_BLOCKS,
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,11 @@ class Heads:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ArchError(f"head setting {name} must be a positive integer, got {value!r}")
+            if value > HEAD_LIMITS[name]:  # a typo, not a detector: caught here, not as torch running out of memory
+                raise ArchError(
+                    f"head setting {name}={value} is above the most a student may have ({HEAD_LIMITS[name]}); "
+                    "check the student code for a typo"
+                )
         if (self.proposals is None) != (self.pre is None):
             raise ArchError("head settings proposals and pre (R-CNN proposals after/before the RPN's NMS) go together")
         if (self.convs is None) != (self.width is None):

@@ -51,6 +51,9 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
             Heads.parse(twice)
     with pytest.raises(ArchError, match="bad part"):
         Heads.parse("fpn64,in96x96,b\u0661\u0662\u0668")  # Arabic-Indic digits are not 128
+    for huge in ("fpn999999,in96x96", "fpn64,in96x96,b60000", "fpn64,in96x96,c99,w48", "fpn64,in99999x99999"):
+        with pytest.raises(ArchError, match="above the most a student may have .*typo"):  # not torch out of memory
+            Heads.parse(huge)
 
 
 @pytest.mark.parametrize(
