@@ -201,23 +201,40 @@ class SearchSpace:
         scales with it; proposals set both test-time counts)."""
         if self.spec is None:
             raise ArchError("this search space has no detector spec: its heads are fixed")
-        spec = self.spec
-        size = values["size"]
-        scaled = _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE)
-        max_size = spec.max_size if size == spec.min_size else max(size, scaled)  # the base's own, as it is
-        p = values.get("proposals")
+        size, p = values["size"], values.get("proposals")
         return Heads(
             fpn=values["fpn"],
             min_size=size,
-            max_size=max_size,
+            max_size=self.max_size_for(size),
             proposals=p,
-            pre=p,
+            pre=self.pre_for(p),
             box=values.get("box"),
             mask=values.get("mask"),
             convs=values.get("convs"),
             width=values.get("width"),
             topk=values.get("topk"),
         )
+
+    def max_size_for(self, size: int) -> int:
+        """The ``max_size`` of this space's students of ``min_size`` ``size``: the base's own at the
+        base's size (as it is), else the base's scaled with ``size``, snapped to 32, never below ``size``.
+        A size move carries it (``search.moves.set_head``), so the student it leads to is the space's
+        whatever path led there (scaling the parent's ``max_size`` would drift with each move)."""
+        if self.spec is None:
+            raise ArchError("this search space has no detector spec: its heads are fixed")
+        spec = self.spec
+        if size == spec.min_size:
+            return spec.max_size
+        return max(size, _snap(spec.max_size * size / spec.min_size, _SIZE_MULTIPLE))
+
+    def pre_for(self, proposals: int | None) -> int | None:
+        """The proposals kept before the RPN's NMS by this space's students keeping ``proposals`` after
+        it: the base's own at the base's count (a base keeping 400 before and 200 after is inside its own
+        space), else the same count."""
+        base = Heads.of(self.spec) if self.spec is not None else None
+        if base is not None and proposals is not None and proposals == base.proposals:
+            return base.pre
+        return proposals
 
     def heads_of(self, heads: Heads) -> dict[str, int]:
         """The setting -> value choice ``heads`` makes (the inverse of :meth:`make_heads`)."""
@@ -236,7 +253,10 @@ class SearchSpace:
             if choice[name] not in grid:
                 return f"head setting {name}={choice[name]} is not on the grid {grid}"
         if student.heads != self.make_heads(choice):
-            return f"heads {student.heads} are not the space's (max_size follows min_size; pre equals proposals)"
+            return (
+                f"heads {student.heads} are not the space's (max_size follows min_size, "
+                "pre equals proposals but at the base's count: SearchSpace.max_size_for, pre_for)"
+            )
         return None
 
     def sample_student(self, seed: int | random.Random = 0) -> Student:

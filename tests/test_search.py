@@ -464,6 +464,50 @@ def test_the_default_space_can_spend_saved_latency_on_a_larger_input() -> None:
     assert boxes.numel() == 0 or float(boxes.max()) <= 96  # detections in the image's own coordinates
 
 
+@pytest.mark.parametrize(
+    "settings", [dict(min_size=96, max_size=160), dict(rpn_pre_nms_top_n_test=400, rpn_post_nms_top_n_test=200)]
+)
+def test_head_moves_from_a_non_square_or_uneven_proposals_base_stay_in_its_space(settings: dict) -> None:
+    """A size move scaled its parent's max_size (drifting from the space's, snapped from the base's, along a
+    lineage: 120x200 -> 160 gave 160x267 where the space has 160x256), and a base keeping other counts
+    before and after its RPN's NMS was outside its own space. Every move, every free student and a lineage
+    of size moves there and back are the space's students, and the morph building one agrees."""
+    from jdnas_sdk.detectors import describe
+    from jdnas_sdk.morph import morph
+    from jdnas_sdk.search.free import free_students
+    from jdnas_sdk.search.moves import apply_move, moves
+    from jdnas_sdk.student import Heads, Student
+
+    spec = tiny_spec(**settings)
+    space = SearchSpace(BASE, spec=spec)
+    base = Student.of(spec, BASE)
+    assert space.why_not_student(base) is None
+    head_moves = [m for m in moves(base, space) if hasattr(m, "knob")]
+    assert {m.knob for m in head_moves} >= {"size", "proposals"}
+    for move in head_moves:
+        assert space.why_not_student(apply_move(base, move)) is None, move
+    for _, student in free_students(base, space):
+        assert space.why_not_student(student) is None, student
+
+    def size_step(student: Student, up: bool) -> object:
+        return next(
+            m
+            for m in moves(student, space)
+            if getattr(m, "knob", "") == "size" and (m.value > student.heads.min_size) == up
+        )
+
+    grid = space.head_values()["size"]
+    down = grid.index(spec.min_size)
+    student = base  # down the size grid, up to its top and back to the base's size, one move at a time
+    for up in [False] * down + [True] * (len(grid) - 1) + [False] * (len(grid) - 1 - down):
+        student = apply_move(student, size_step(student, up))
+        assert space.why_not_student(student) is None, student
+    assert student == base
+    size_move = next(m for m in head_moves if m.knob == "size")
+    built = morph(build(spec, BASE).eval(), [size_move])
+    assert Heads.of(describe(built)[0]) == apply_move(base, size_move).heads
+
+
 def test_free_moves_are_scored_untrained_before_any_trained_candidate(
     train_set: CocoDetection, val_set: CocoDetection, tmp_path: Path, slow_table: Path
 ) -> None:

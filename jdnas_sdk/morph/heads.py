@@ -29,7 +29,7 @@ conv); the search fine-tunes every candidate after its steps, approximate or not
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -50,10 +50,14 @@ HEAD_KNOBS: tuple[str, ...] = ("fpn", "size", "proposals", "box", "mask", "convs
 @dataclass(frozen=True)
 class SetHead:
     """Set head setting ``knob`` (one of :data:`HEAD_KNOBS`) to ``value``. ``size`` sets
-    ``min_size`` and scales ``max_size`` with it; ``proposals`` sets both test-time counts."""
+    ``min_size`` and ``max_size`` to ``max_size`` (``None``: the parent's scaled with it);
+    ``proposals`` sets the count after the RPN's NMS and ``pre`` the one before (``None``: the same).
+    A search gives both as its space spells them (:meth:`~jdnas_sdk.space.SearchSpace.max_size_for`)."""
 
     knob: str
     value: int
+    max_size: int | None = field(default=None, repr=False)
+    pre: int | None = field(default=None, repr=False)
 
 
 def apply_head(heads: Heads, action: SetHead) -> Heads:
@@ -62,11 +66,11 @@ def apply_head(heads: Heads, action: SetHead) -> Heads:
         raise ArchError(f"unknown head setting {action.knob!r}; known: {HEAD_KNOBS}")
     if action.knob == "size":
         scaled = max(action.value, round(heads.max_size * action.value / heads.min_size))
-        return replace(heads, min_size=action.value, max_size=scaled)
+        return replace(heads, min_size=action.value, max_size=action.max_size or scaled)
     if action.knob not in ("fpn", "topk") and getattr(heads, action.knob) is None:  # topk None: 1000
         raise ArchError(f"head setting {action.knob} does not apply to this detector's family")
     if action.knob == "proposals":
-        return replace(heads, proposals=action.value, pre=action.value)
+        return replace(heads, proposals=action.value, pre=action.pre or action.value)
     return replace(heads, **{action.knob: action.value})
 
 

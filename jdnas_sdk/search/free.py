@@ -18,7 +18,7 @@ from ..space import SearchSpace
 from ..student import Student
 from .archive import Candidate
 from .executor import CandidateJob
-from .moves import apply_move, as_searched, search_latency
+from .moves import apply_move, as_searched, search_latency, set_head
 from .rounds import Slot, relative
 
 __all__ = ["FREE_KNOBS", "free_students", "free_slots"]
@@ -44,7 +44,7 @@ def free_students(parent: Student, space: SearchSpace) -> list[tuple[tuple[SetHe
         combos = [{**c, knob: v} for c in combos for v in grid]
     out = []
     for combo in combos:
-        actions = tuple(SetHead(k, v) for k, v in combo.items() if v != choice[k])
+        actions = tuple(set_head(space, k, v) for k, v in combo.items() if v != choice[k])
         if actions:
             student = parent
             for action in actions:

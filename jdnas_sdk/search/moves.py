@@ -35,6 +35,7 @@ from ..student import Student
 __all__ = [
     "moves",
     "apply_move",
+    "set_head",
     "propose",
     "as_searched",
     "search_latency",
@@ -63,7 +64,7 @@ def moves(arch: Arch | Student, space: SearchSpace) -> list[Action | SetHead]:
             for step in (-1, 1):
                 new = _grid_step(grid, choice[knob], step)
                 if new is not None:
-                    out.append(SetHead(knob, new))
+                    out.append(set_head(space, knob, new))
         return out
     out = []
     for s, stage in enumerate(arch.stages, start=1):
@@ -90,6 +91,17 @@ def moves(arch: Arch | Student, space: SearchSpace) -> list[Action | SetHead]:
         except Exception:  # noqa: BLE001 - an action that does not apply is simply not a move
             continue
     return valid
+
+
+def set_head(space: SearchSpace, knob: str, value: int) -> SetHead:
+    """The move setting head setting ``knob`` to ``value`` as ``space`` spells it: a size move carries
+    the ``max_size`` the space gives that size, a proposals move the count before the RPN's NMS, so the
+    student a lineage of moves reaches is the space's (and the morph that builds it agrees)."""
+    if knob == "size":
+        return SetHead(knob, value, max_size=space.max_size_for(value))
+    if knob == "proposals":
+        return SetHead(knob, value, pre=space.pre_for(value))
+    return SetHead(knob, value)
 
 
 def apply_move(arch: Arch | Student, action: Action | SetHead) -> Arch | Student:
