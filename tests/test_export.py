@@ -142,3 +142,20 @@ def test_a_degenerate_box_pairs_with_itself() -> None:
     iou = _iou(boxes, boxes + np.float32(1e-5))
     assert iou[0, 0] == 1.0 and iou[1, 1] > 0.99 and iou[0, 1] == 0.0  # equal pairs, distinct do not
     assert _iou(boxes, boxes[[0]] + np.float32([0.0, 0.0, 0.0, 0.5]))[0, 0] == 0.0  # a moved degenerate box is not
+
+
+def test_near_identical_boxes_pair_by_their_scores() -> None:
+    """A dense head at full load keeps dozens of near-identical boxes of one label: paired by overlap alone,
+    a box met the wrong twin and export reported a 1.3e-2 score difference where the outputs agreed to 2.5e-7."""
+    import numpy as np
+
+    from jdnas_sdk.deploy.onnx_export import _iou, _pairs
+
+    want = np.array([[10.0, 10.0, 40.0, 40.0], [10.0, 10.0, 40.0, 40.002], [50.0, 50.0, 60.0, 60.0]], np.float32)
+    want_scores = np.array([0.30, 0.31, 0.9], np.float32)
+    got = np.array([[10.0, 10.0, 40.0, 40.0015], [10.0, 10.0, 40.0, 40.0005], [50.0, 50.0, 60.0, 60.0]], np.float32)
+    iou = _iou(got, want)  # each twin overlaps the other's partner a hair more
+    assert iou[0, 1] > iou[0, 0] > 0.99 and iou[1, 0] > iou[1, 1] > 0.99
+    best, paired = _pairs(iou, want_scores + np.float32(1e-7), want_scores)
+    assert paired.all() and best.tolist() == [0, 1, 2]
+    assert _pairs(np.zeros((1, 2), np.float32), np.array([0.5]), np.array([0.5, 0.4]))[1].tolist() == [False]
