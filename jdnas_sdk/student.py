@@ -44,6 +44,12 @@ HEAD_FIELDS: dict[str, tuple[str, tuple[str, ...]]] = {
 _TOKEN = re.compile(r"^(fpn|in|p|b|m|c|w|k)(\d{1,6})(?:[x/](\d{1,6}))?$", re.ASCII)  # 0-9 only
 
 
+def _letters(has: Any) -> str:
+    """The student-code parts of the head settings a family has (``fpn``, ``in``, ``p``, ``b``, ...)."""
+    parts = [f"{letter}N" for name, (letter, (field, *_)) in HEAD_FIELDS.items() if name != "fpn" and field in has]
+    return ", ".join(["fpnN", "inMINxMAX", *(p for p in parts if p != "N")])  # pre is written inside pPRE/POST
+
+
 #: The largest value of each head setting (widths as a backbone's, :data:`~jdnas_sdk.arch.MAX_WIDTH`; sizes in
 #: pixels; proposals and boxes per image; tower convs as a stage's blocks).
 HEAD_LIMITS: dict[str, int] = {
@@ -119,13 +125,19 @@ class Heads:
             if name == "fpn" or value is None:
                 continue
             if fields_[0] not in has:
-                raise ArchError(f"head setting {name}={value} does not apply to {spec.family} (its heads: {list(has)})")
+                raise ArchError(
+                    f"head setting {name}={value} (the code's '{HEAD_FIELDS[name][0]}{value}') does not apply to "
+                    f"{spec.family}; remove it from the student code (a {spec.family} has: {_letters(has)})"
+                )
             changes.update(dict.fromkeys(fields_, value))
         optional = ("fpn", "topk")  # topk None is torchvision's 1000
         missing = [n for n, (_, f) in HEAD_FIELDS.items() if n not in optional and f[0] in has]
         missing = [n for n in missing if getattr(self, n) is None]
         if missing:
-            raise ArchError(f"head settings {missing} are needed for {spec.family}")
+            raise ArchError(
+                f"head settings {missing} are needed for {spec.family}; add them to the student code "
+                f"({', '.join(HEAD_FIELDS[n][0] + 'N' for n in missing)})"
+            )
         return replace(spec, **changes)
 
     def __str__(self) -> str:

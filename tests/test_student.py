@@ -44,8 +44,10 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
     for bad in (f"{R18}@fpn64", f"{R18}@fpn64,in96x96,q3", f"{R18}@fpn0,in96x96"):
         with pytest.raises(ArchError):
             Student.parse(bad)
-    with pytest.raises(ArchError, match="does not apply"):
+    with pytest.raises(ArchError, match=r"convs=2 \(the code's 'c2'\) does not apply .*remove it .*fpnN, inMINxMAX"):
         Heads.parse("fpn64,in96x96,c2,w32").apply(_spec("fasterrcnn"))
+    with pytest.raises(ArchError, match=r"\['mask'\] are needed for maskrcnn; add them to the student code \(mN\)"):
+        Heads.parse("fpn64,in96x96,p100,b64").apply(_spec("maskrcnn"))
     for twice in ("fpn64,fpn32,in96x96", "fpn64,in96x96,b128,b256", "fpn64,in96x96,in128x128"):
         with pytest.raises(ArchError, match="given twice"):  # not the last one silently
             Heads.parse(twice)
