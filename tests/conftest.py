@@ -81,3 +81,20 @@ def load_benchmark(name: str) -> ModuleType:
     sys.modules[name] = module  # dataclasses look their module up by name
     spec.loader.exec_module(module)
     return module
+
+
+def quick_ort(monkeypatch: pytest.MonkeyPatch) -> tuple[object, list[str]]:
+    """An ONNX Runtime backend that times in a few runs in this process, and the stems of the files its
+    ``measure_onnx`` timed, in order (every OrtBackend's, for the test's duration)."""
+    from jdnas_sdk.latency.backends import OrtBackend, Timing
+
+    order: list[str] = []
+    measure_onnx = OrtBackend.measure_onnx
+
+    def recorded(self: OrtBackend, f: object, size: tuple[int, int], **kw: object) -> object:
+        order.append(Path(f).stem)  # type: ignore[arg-type]
+        return measure_onnx(self, f, size, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OrtBackend, "measure_onnx", recorded)
+    timing = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
+    return OrtBackend(flush_mib=1, timing=timing, isolate=False), order

@@ -169,22 +169,14 @@ def test_a_rows_base_and_student_are_timed_side_by_side_in_rounds(
     from jdnas_sdk import save_detector
     from jdnas_sdk.arch import standard_arch
     from jdnas_sdk.detectors import build_detector
-    from jdnas_sdk.latency.backends import OrtBackend, Timing
 
-    from .conftest import tiny_spec
+    from .conftest import quick_ort, tiny_spec
 
     files = {}
     for name in ("base", "student"):  # two sets of random weights
         files[name] = save_detector(build_detector(tiny_spec("retinanet"), standard_arch("resnet18")), tmp_path / name)
-    timing = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
-    monkeypatch.setattr(bench, "OrtBackend", lambda: OrtBackend(flush_mib=1, timing=timing, isolate=False))
-    order: list[str] = []
-    measure_onnx = OrtBackend.measure_onnx
-    monkeypatch.setattr(
-        OrtBackend,
-        "measure_onnx",
-        lambda self, f, size, **kw: order.append(Path(f).stem) or measure_onnx(self, f, size, **kw),
-    )
+    backend, order = quick_ort(monkeypatch)
+    monkeypatch.setattr(bench, "OrtBackend", lambda: backend)
     row = {
         "detector": "base",
         "base": {"test_ap": 1.0},

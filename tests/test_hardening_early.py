@@ -290,20 +290,13 @@ def test_a_finished_run_reports_its_recorded_measurement_not_a_new_one(
     moved the claim's ratio), each exported once and kept at the median of its rounds; a finished run
     called again reports the record (one from before rounds too); where one model's record is stale,
     both are timed again together."""
-    from jdnas_sdk.latency.backends import OrtBackend, Timing
     from jdnas_sdk.measured import measured_ms
 
-    timing = Timing(warmup=1, min_runs=3, max_runs=5, min_time_s=0.0)
-    backend = OrtBackend(flush_mib=1, timing=timing, isolate=False)  # the record is under test, not the worker
+    from .conftest import quick_ort
+
+    backend, order = quick_ort(monkeypatch)  # the record is under test, not the worker
     student = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()
     base = build_detector(tiny_spec("retinanet"), standard_arch("resnet18")).eval()  # other random weights
-    order: list[str] = []
-    measure = OrtBackend.measure_onnx
-    monkeypatch.setattr(
-        OrtBackend,
-        "measure_onnx",
-        lambda self, f, size, **kw: order.append(Path(f).stem) or measure(self, f, size, **kw),
-    )
     pair = {"base": base, "student": student}
     first = measured_ms(tmp_path, pair, backend, (96, 96))
     assert order == ["base", "student"] * 3  # interleaved rounds of the two exported files
