@@ -136,6 +136,9 @@ class DetectorSpec:
             )
         if self.fpn_channels < 1:
             raise ArchError(f"fpn_channels must be positive, got {self.fpn_channels}")
+        for name, most in (*((n, MAX_WIDTH) for n in _HEAD_WIDTHS), ("head_convs", MAX_BLOCKS)):
+            if getattr(self, name) > most:  # a typo, not a detector: here, not as torch running out of memory
+                raise ArchError(f"{name}={getattr(self, name)} is above the most a detector may have ({most})")
         if not 0 <= self.trainable_layers <= 5:
             raise ArchError(f"trainable_layers must be in 0..5, got {self.trainable_layers}")
         returned = _tuple_of_ints("returned_layers", self.returned_layers) or family.returned_layers
@@ -219,6 +222,7 @@ class DetectorSpec:
 BLOCK_TYPES: tuple[str, ...] = ("basic", "bottleneck")
 MAX_WIDTH = 8192
 MAX_BLOCKS = 64
+_HEAD_WIDTHS = ("fpn_channels", "representation_size", "mask_head_width", "head_width")
 
 
 @dataclass(frozen=True)

@@ -148,7 +148,7 @@ class SearchSpace:
     # -- heads ----------------------------------------------------------------------------------
     def head_values(self) -> dict[str, tuple[int, ...]]:
         """The values each head setting of the base detector's family may take (``{}`` without a
-        spec). ``size`` lists ``min_size`` values; ``max_size`` scales with it."""
+        spec). ``size`` lists ``min_size`` values; ``max_size`` goes with each (:meth:`max_size_for`)."""
         if self.spec is None:
             return {}
         spec, grid, base = self.spec, dict(self.heads), Heads.of(self.spec)
@@ -197,8 +197,8 @@ class SearchSpace:
         return tuple(sorted({value if r == 1 else _snap(value * r, multiple) for r in ratios}))
 
     def make_heads(self, values: dict[str, int]) -> Heads:
-        """The :class:`Heads` of one choice per setting (``size`` = ``min_size``; ``max_size``
-        scales with it; proposals set both test-time counts)."""
+        """The :class:`Heads` of one choice per setting (``size`` = ``min_size``, its ``max_size`` by
+        :meth:`max_size_for`; ``proposals`` the count after the RPN's NMS, the one before by :meth:`pre_for`)."""
         if self.spec is None:
             raise ArchError("this search space has no detector spec: its heads are fixed")
         size, p = values["size"], values.get("proposals")
@@ -230,11 +230,11 @@ class SearchSpace:
     def pre_for(self, proposals: int | None) -> int | None:
         """The proposals kept before the RPN's NMS by this space's students keeping ``proposals`` after
         it: the base's own at the base's count (a base keeping 400 before and 200 after is inside its own
-        space), else the same count."""
+        space), else the same count, never more than the base's."""
         base = Heads.of(self.spec) if self.spec is not None else None
-        if base is not None and proposals is not None and proposals == base.proposals:
-            return base.pre
-        return proposals
+        if base is None or proposals is None or base.pre is None:
+            return proposals
+        return base.pre if proposals == base.proposals else min(proposals, base.pre)
 
     def heads_of(self, heads: Heads) -> dict[str, int]:
         """The setting -> value choice ``heads`` makes (the inverse of :meth:`make_heads`)."""

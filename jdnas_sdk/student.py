@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .arch import MAX_BLOCKS, MAX_WIDTH, Arch, DetectorSpec
+from .arch import MAX_BLOCKS, MAX_INPUT_SIDE, MAX_WIDTH, Arch, DetectorSpec
 from .errors import ArchError
 from .families import get_family
 from .families.retinanet import TOPK
@@ -50,12 +50,12 @@ def _letters(has: Any) -> str:
     return ", ".join(["fpnN", "inMINxMAX", *(p for p in parts if p != "N")])  # pre is written inside pPRE/POST
 
 
-#: The largest value of each head setting (widths as a backbone's, :data:`~jdnas_sdk.arch.MAX_WIDTH`; sizes in
-#: pixels; proposals and boxes per image; tower convs as a stage's blocks).
+#: The largest value of each head setting that allocates with it, as :class:`~jdnas_sdk.arch.DetectorSpec` holds
+#: them (widths as a backbone's, sizes as an input's side, tower convs as a stage's blocks); counts of
+#: proposals and boxes allocate nothing of their own and have none.
 HEAD_LIMITS: dict[str, int] = {
     **dict.fromkeys(("fpn", "box", "mask", "width"), MAX_WIDTH),
-    **dict.fromkeys(("min_size", "max_size"), 8192),
-    **dict.fromkeys(("proposals", "pre", "topk"), 100_000),
+    **dict.fromkeys(("min_size", "max_size"), MAX_INPUT_SIDE),
     "convs": MAX_BLOCKS,
 }
 
@@ -84,10 +84,10 @@ class Heads:
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ArchError(f"head setting {name} must be a positive integer, got {value!r}")
-            if value > HEAD_LIMITS[name]:  # a typo, not a detector: caught here, not as torch running out of memory
+            if value > HEAD_LIMITS.get(name, value):  # a typo, not a detector: here, not as torch out of memory
                 raise ArchError(
-                    f"head setting {name}={value} is above the most a student may have ({HEAD_LIMITS[name]}); "
-                    "check the student code for a typo"
+                    f"head setting {name}={value} is above the most a detector may have ({HEAD_LIMITS[name]}); "
+                    "check it (or the student code) for a typo"
                 )
         if (self.proposals is None) != (self.pre is None):
             raise ArchError("head settings proposals and pre (R-CNN proposals after/before the RPN's NMS) go together")
@@ -136,7 +136,7 @@ class Heads:
         if missing:
             raise ArchError(
                 f"head settings {missing} are needed for {spec.family}; add them to the student code "
-                f"({', '.join(HEAD_FIELDS[n][0] + 'N' for n in missing)})"
+                f"({', '.join(HEAD_FIELDS[n][0] + 'N' for n in missing if HEAD_FIELDS[n][0])})"
             )
         return replace(spec, **changes)
 

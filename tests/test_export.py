@@ -158,4 +158,6 @@ def test_near_identical_boxes_pair_by_their_scores() -> None:
     assert iou[0, 1] > iou[0, 0] > 0.99 and iou[1, 0] > iou[1, 1] > 0.99
     best, paired = _pairs(iou, want_scores + np.float32(1e-7), want_scores)
     assert paired.all() and best.tolist() == [0, 1, 2]
+    tied = np.array([0.5, 0.5, 0.9], np.float32)  # equal scores: the most overlapping twin, each its own
+    assert _pairs(iou, tied, tied)[0].tolist() == [1, 0, 2]
     assert _pairs(np.zeros((1, 2), np.float32), np.array([0.5]), np.array([0.5, 0.4]))[1].tolist() == [False]

@@ -503,6 +503,10 @@ def test_head_moves_from_a_non_square_or_uneven_proposals_base_stay_in_its_space
         student = apply_move(student, size_step(student, up))
         assert space.why_not_student(student) is None, student
     assert student == base
+    proposals = space.head_values()["proposals"]  # fewer proposals and back: the base's own counts again
+    fewer = apply_move(base, next(m for m in head_moves if m.knob == "proposals" and m.value < base.heads.proposals))
+    back = next(m for m in moves(fewer, space) if getattr(m, "knob", "") == "proposals" and m.value > fewer.heads.pre)
+    assert fewer.heads.pre == min(fewer.heads.proposals, base.heads.pre) and apply_move(fewer, back) == base, proposals
     size_move = next(m for m in head_moves if m.knob == "size")
     built = morph(build(spec, BASE).eval(), [size_move])
     assert Heads.of(describe(built)[0]) == apply_move(base, size_move).heads

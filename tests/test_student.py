@@ -19,16 +19,8 @@ SMALL = "basic:16|16:16x1|32:32x1|64:64x1|128:128x1"
 
 
 def _spec(family: str, **kw: object) -> DetectorSpec:
-    return DetectorSpec(
-        family=family,
-        backbone="resnet18",
-        num_classes=4,
-        min_size=96,
-        max_size=96,
-        fpn_channels=64,
-        representation_size=64,
-        **kw,
-    )
+    settings: dict = dict(min_size=96, max_size=96, fpn_channels=64, representation_size=64)
+    return DetectorSpec(family=family, backbone="resnet18", num_classes=4, **{**settings, **kw})
 
 
 def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
@@ -54,8 +46,12 @@ def test_student_codes_round_trip_and_old_codes_still_parse() -> None:
     with pytest.raises(ArchError, match="bad part"):
         Heads.parse("fpn64,in96x96,b\u0661\u0662\u0668")  # Arabic-Indic digits are not 128
     for huge in ("fpn999999,in96x96", "fpn64,in96x96,b60000", "fpn64,in96x96,c99,w48", "fpn64,in99999x99999"):
-        with pytest.raises(ArchError, match="above the most a student may have .*typo"):  # not torch out of memory
+        with pytest.raises(ArchError, match="above the most a detector may have .*typo"):  # not torch out of memory
             Heads.parse(huge)
+    with pytest.raises(ArchError, match="fpn_channels=999999 is above the most"):
+        _spec("fasterrcnn", fpn_channels=999_999)
+    legal = _spec("fasterrcnn", max_size=10_000, rpn_pre_nms_top_n_test=200_000)  # what a spec holds, a file holds
+    assert Heads.of(legal).max_size == 10_000 and Heads.of(legal).pre == 200_000
 
 
 @pytest.mark.parametrize(

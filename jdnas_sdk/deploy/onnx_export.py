@@ -77,7 +77,8 @@ def onnx_parity(
 ) -> tuple[dict[str, float], tuple[int, int]]:
     """ONNX Runtime's outputs against PyTorch's on ``image``.
 
-    Detections are paired by label and box overlap (IoU > 0.99), since two detections with equal
+    Detections are paired by label and box overlap (IoU > 0.99; among near-identical boxes, the closest
+    score, then the most overlap: :func:`_pairs`), since two detections with equal
     scores may come in either order and an NMS decision on a box at exactly the overlap threshold
     may flip with the last bit of a float. Returns the largest box and score differences over the
     pairs, the fraction of detections paired (``matched``, the smaller of both directions), the
@@ -112,7 +113,8 @@ def _pairs(iou: np.ndarray, got: np.ndarray, want: np.ndarray) -> tuple[np.ndarr
     among near-identical boxes (a dense head at full load keeps dozens of one label) the closest score,
     so that a tie between boxes is not read as a score difference; else the most overlapping box."""
     close = iou > 0.99
-    gap = np.where(close, np.abs(got[:, None] - want[None, :]), np.inf)
+    gap = np.abs(got[:, None].astype(np.float64) - want[None, :]) + 1e-12 * (1 - iou)  # equal scores: most overlap
+    gap = np.where(close, gap, np.inf)
     best = np.where(close.any(axis=1), gap.argmin(axis=1), iou.argmax(axis=1))
     return best, close[np.arange(len(best)), best]
 

@@ -59,6 +59,21 @@ class SetHead:
     max_size: int | None = field(default=None, repr=False)
     pre: int | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        for name, knob in (("max_size", "size"), ("pre", "proposals")):
+            given = getattr(self, name)
+            if given is not None and (self.knob != knob or isinstance(given, bool) or not isinstance(given, int)):
+                raise ArchError(f"SetHead: {name} goes with a {knob} move as a positive integer, got {given!r}")
+            if given is not None and given < 1:
+                raise ArchError(f"SetHead: {name} must be positive, got {given}")
+
+    def __repr__(self) -> str:
+        """The move as a finished job's key spells it (``search.executor.CandidateJob.key``): the
+        values it carries are part of it, so a move that builds another student is another job."""
+        extra = f", max_size={self.max_size}" if self.max_size is not None else ""
+        extra += f", pre={self.pre}" if self.pre is not None and self.pre != self.value else ""
+        return f"SetHead(knob={self.knob!r}, value={self.value}{extra})"
+
 
 def apply_head(heads: Heads, action: SetHead) -> Heads:
     """The head settings ``action`` leads to (pure; raises :class:`ArchError` if it does not apply)."""
