@@ -473,6 +473,7 @@ def test_head_moves_from_a_non_square_or_uneven_proposals_base_stay_in_its_space
     before and after its RPN's NMS was outside its own space. Every move, every free student and a lineage
     of size moves there and back are the space's students, and the morph building one agrees."""
     from jdnas_sdk.detectors import describe
+    from jdnas_sdk.errors import ArchError
     from jdnas_sdk.morph import morph
     from jdnas_sdk.search.free import free_students
     from jdnas_sdk.search.moves import apply_move, moves
@@ -508,6 +509,9 @@ def test_head_moves_from_a_non_square_or_uneven_proposals_base_stay_in_its_space
     back = next(m for m in moves(fewer, space) if getattr(m, "knob", "") == "proposals" and m.value > fewer.heads.pre)
     assert fewer.heads.pre == min(fewer.heads.proposals, base.heads.pre) and apply_move(fewer, back) == base, proposals
     size_move = next(m for m in head_moves if m.knob == "size")
+    assert f"max_size={size_move.max_size}" in str(size_move)  # in a finished job's key: another student, another job
+    with pytest.raises(ArchError, match="max_size goes with a size move"):
+        type(size_move)("fpn", 32, max_size=160)
     built = morph(build(spec, BASE).eval(), [size_move])
     assert Heads.of(describe(built)[0]) == apply_move(base, size_move).heads
 
