@@ -32,9 +32,7 @@ from jdnas_sdk import describe, load_detector
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split
 from jdnas_sdk.detectors.onnx import detector_onnx
-from jdnas_sdk.latency.nms_load import nms_calls
-from jdnas_sdk.latency.nms_replay import nms_comparisons
-from jdnas_sdk.latency.probe import full_load, probe_image
+from jdnas_sdk.latency.probe import probe
 from jdnas_sdk.machine import machine_info
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.morph.refit import depth_refit_hook
@@ -104,11 +102,10 @@ def measure(args: argparse.Namespace) -> list[dict]:
         student = space.sample_student(args.seed + index)
         model = morph_to(base, student, after_step=hook) if index else base
         size = model.transform.min_size[0]
-        loaded, image = full_load(model), probe_image(size, size)
-        calls = nms_calls(model, (size, size))
-        tests = sum(nms_comparisons(*c) for c in calls)
+        probed = probe(model, (size, size))  # the full-load copy, the probe image and its NMS calls, one forward
+        calls, tests = probed.calls, probed.nms_tests or 0
         kept = sum(len(torchvision.ops.batched_nms(*c)) for c in calls)
-        wall, nms = nms_node_ms(detector_onnx(loaded, (size, size)), image.numpy(), args.runs)
+        wall, nms = nms_node_ms(detector_onnx(probed.model, (size, size)), probed.image.numpy(), args.runs)
         rows.append({"code": str(student) if index else "base", "size": size, "wall_ms": wall, "nms_ms": nms,
                      "nms_tests": tests, "nms_kept": kept, "boxes_in": sum(len(c[0]) for c in calls)})  # fmt: skip
         print(f"{index + 1}/{args.students} {size} px: NMS {nms:.2f} ms, {tests:,} tests, {kept} kept", file=sys.stderr)

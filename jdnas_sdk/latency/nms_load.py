@@ -25,14 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any
 
 from torch import nn
 
 from .probe import TIMED_LOAD, probe
 from .table import Entry, LatencyTable
 
-__all__ = ["LOADS", "nms_calls", "nms_load", "nms_ms_per_test", "with_loads", "load_shift_ms"]
+__all__ = ["LOADS", "nms_load", "nms_ms_per_test", "with_loads", "load_shift_ms"]
 
 LOADS = "nms_tests"
 """The ``info`` key of a fixed entry that holds its detectors' NMS loads (one per residual)."""
@@ -46,12 +45,6 @@ MIN_T = 3.0
 BACKENDS = ("onnxruntime",)
 """Backends whose NMS runs the greedy loop :func:`~.nms_replay.nms_comparisons` replays (a table of
 another fits no cost: torch's loops over every remaining box, TensorRT's plugins differ)."""
-
-
-def nms_calls(model: nn.Module, input_size: tuple[int, int], *, seed: int = 0) -> list[tuple[Any, ...]]:
-    """The arguments of every ``batched_nms`` call ``model`` makes on the probe image of ``input_size``
-    at full detection load: the conditions every backend times a whole detector under."""
-    return probe(model, input_size, seed=seed).calls
 
 
 def nms_load(model: nn.Module, input_size: tuple[int, int], *, seed: int = 0) -> int | None:
