@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -204,11 +205,11 @@ def test_a_fixed_entry_is_scaled_to_the_speed_its_ops_were_measured_at(profiled:
 
     spec = tiny_spec()
     refs = reference_ops(profiled, spec, BASE, SIZE, count=4)
-    cost = {k: profiled.entries[k].median_ms * n for k, n in refs}
-    everything = sorted(
-        (profiled.entries[k].median_ms * n for _, ops in lower(spec, BASE, SIZE).stages for k, n in ops), reverse=True
-    )
-    assert len(refs) == 4 and sorted(cost.values(), reverse=True) == everything[:4]  # the largest by the table
+    work = Counter[OpKey]()
+    for _, ops in lower(spec, BASE, SIZE).stages:
+        for k, n in ops:
+            work[k] += op_macs(k) * n
+    assert len(refs) == 4 and sorted((work[k] for k, _ in refs), reverse=True) == sorted(work.values())[::-1][:4]
     # a table whose ops were measured while this machine ran 1000x slower (at 96 px this tiny detector's
     # kernels are a small part of its time, so only a large factor makes the unscaled residual negative;
     # 100x did not, once, with the end-to-end timing inflated by a busy machine)
@@ -521,3 +522,27 @@ def test_an_estimate_given_a_detectors_nms_load_follows_it(profiled: LatencyTabl
     )  # fmt: skip
     assert guess.returncode == 0, guess.stderr
     assert json.loads((tmp_path / "g.json").read_text())["estimate"]["nms_tests"] is None
+
+
+def test_an_entry_that_read_high_by_chance_neither_becomes_a_reference_nor_moves_the_speed(
+    profiled: LatencyTable, tmp_path: Path
+) -> None:
+    """The reference ops are the largest by work, not by the table's times, and the speed is the
+    median of their ratios: one entry far off its cost (an outlier read on a busy machine) once read
+    the machine 3x faster and scaled a table's fixed entries 3x up (an independent check, stop 45)."""
+    from dataclasses import replace as replace_entry
+
+    from jdnas_sdk.latency.drift import machine_speed, reference_ops
+
+    spec = tiny_spec()
+    refs = reference_ops(profiled, spec, BASE, SIZE, count=4)
+    used = {k for _, ops in lower(spec, BASE, SIZE).stages for k, _ in ops}
+    smallest = min((k for k in used if k not in dict(refs)), key=op_macs)
+    largest = refs[0][0]
+    table = open_table(tmp_path / "outliers.json", "tiny", OrtBackend(timing=FAST))
+    for key, entry in profiled.entries.items():
+        if key.kind != "fixed":
+            table.put(key, replace_entry(entry, median_ms=entry.median_ms * (100 if key in (smallest, largest) else 1)))
+    assert reference_ops(table, spec, BASE, SIZE, count=4) == refs  # the inflated small op is not picked
+    # one of four references 100x high: by the sum of their times the machine would read ~100x faster
+    assert machine_speed(table, OrtBackend(timing=FAST), refs) > 0.5
