@@ -23,7 +23,9 @@ sitting's compress alone).
 Partial results are written after every row to ``benchmarks/results/compress_synth.{json,md}``
 (``--ablation``: ``compress_ablation.*``).
 
-    python benchmarks/compress_synth.py --seeds 0 1                       # the recorded run (hours on 2 cores)
+    python benchmarks/compress_synth.py --seeds 0 1                       # all defaults (hours on 2 cores)
+    # the committed rows ran without a teacher; each results file's ``command`` is its exact call, e.g.
+    python benchmarks/compress_synth.py --seeds 0 1 --teacher none --grow-teacher-steps 0 --search-lr-ratio 1.0
     python benchmarks/compress_synth.py --candidates 2 --finetune-steps 2 --final-steps 2 --pool-steps 2 \\
         --select-images 8 --test-images 8 --seeds 0 --results /tmp/smoke    # smoke run
 """
