@@ -51,7 +51,7 @@ from jdnas_sdk.compress import Recipe, compress, teacher_pool
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import read_detector_file, spec_of
 from jdnas_sdk.distill import KDConfig
-from jdnas_sdk.finish import split_ids
+from jdnas_sdk.finish import split_images
 from jdnas_sdk.latency import load_table
 from jdnas_sdk.latency.backends import OrtBackend
 from jdnas_sdk.machine import machine_info
@@ -384,7 +384,7 @@ def _write(
         "final_steps": args.final_steps,
         "pool_steps": args.pool_steps,
         "splits": {k: len(v) for k, v in zip(("train", "select", "test"), splits)},
-        "split_ids": split_ids(splits),  # the select and test images by id: disjoint, as loading checked
+        "split_images": split_images(splits),  # each split's image files: disjoint, as loading checked
         "ablation": args.ablation,
         "complete": complete,
         "pools": pools,

@@ -11,6 +11,7 @@ from :mod:`jdnas_sdk.compress` so that module reads as the run's order of steps.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import replace
@@ -41,7 +42,7 @@ from .train import TrainConfig, checkpoint_path, wall_path
 __all__ = [
     "INFERENCE_ONLY",
     "finish_student",
-    "split_ids",
+    "split_images",
     "final_teacher",
     "final_is_control",
     "final_schedule",
@@ -302,14 +303,20 @@ def run_controls(
             metrics[name].update(kept="trained" if gained else "start", trained_select_ap=trained)
 
 
-def split_ids(splits: tuple[Any, Any, Any]) -> dict[str, list[int] | None]:
-    """The image ids of the select and test splits (``None`` for a dataset without ids): what a
-    reader checks the held-out claim with (the two are disjoint, and disjoint from train, which
-    loading already enforced)."""
-    return {
-        name: list(data.image_ids()) if hasattr(data, "image_ids") else None
-        for name, data in zip(("select", "test"), splits[1:])
+def split_images(splits: tuple[Any, Any, Any]) -> dict[str, list[str] | None]:
+    """Each split's images (train, select, test) as files relative to the folder the splits share (a
+    COCO folder's root: ``images/test/...``): what a reader checks the held-out claim with (no file
+    in two splits; loading enforced it). Not image ids: a dataset's split files number their images
+    from 1 each, so ids repeat across splits while the pictures differ. ``None`` for a split that is
+    not a COCO-format dataset."""
+    files = {
+        name: [str(f) for f in data.image_files()] if hasattr(data, "image_files") else None
+        for name, data in zip(("train", "select", "test"), splits)
     }
+    folders = [os.path.dirname(f) for names in files.values() if names for f in names]
+    folders += [os.path.dirname(d.annotation_file) for d in splits if hasattr(d, "annotation_file")]
+    root = os.path.commonpath(folders) if folders else ""  # a COCO folder's: images/... beside annotations/
+    return {name: None if names is None else [os.path.relpath(f, root) for f in names] for name, names in files.items()}
 
 
 def write_result(
@@ -349,7 +356,7 @@ def write_result(
             "sittings": watch.total_sittings,
             "recipe": recipe.to_json(),
             "splits": dict(zip(("train", "select", "test"), map(len, splits))),
-            "split_ids": split_ids(splits),
+            "split_images": split_images(splits),
             "claim": claim(metrics),
             "breakdown": {
                 "base": estimator.estimate(base_arch).by_stage,

@@ -81,8 +81,8 @@ def test_a_refused_row_is_recorded_and_a_rerun_with_other_options_refuses_to_reu
     run += ["--teacher", "none", "--latency", "0.0001"]  # below any student: refused before any training
     assert bench.main(run) == 0
     report = json.loads((tmp_path / "r" / "compress_synth.json").read_text())
-    rows, ids = report["results"], report["split_ids"]
-    assert len(ids["test"]) == report["splits"]["test"] and not set(ids["select"]) & set(ids["test"])
+    rows, files = report["results"], report["split_images"]
+    assert len(files["test"]) == report["splits"]["test"] and not set(files["select"]) & set(files["test"])
     assert len(rows) == 1 and "below anything the search space reaches" in rows[0]["error"]
     assert rows[0]["sittings"] == 1 and rows[0]["wall_s"] > 0  # its time over all sittings
     assert not (tmp_path / "w" / "rows" / "tiny_joint_s0.wall.json").exists()  # kept while it ran, in the row now

@@ -22,6 +22,7 @@ from jdnas_sdk.data import (
     split_val,
 )
 from jdnas_sdk.detectors import read_detector_file
+from jdnas_sdk.finish import split_images
 from jdnas_sdk.train import TrainConfig, recalibrate_bn
 
 from .conftest import tiny_spec
@@ -36,6 +37,12 @@ def test_synth_writes_three_disjoint_splits_and_they_load(tmp_path: Path) -> Non
     assert not (root / "annotations" / "instances_val.json").exists()
     pixels = [{bytes(d[i][0].flatten()[:300].numpy().tobytes()) for i in range(len(d))} for d in (train, select, test)]
     assert not (pixels[0] & pixels[1] or pixels[0] & pixels[2] or pixels[1] & pixels[2])  # other images, not renames
+    # what a result file records to show it: the files, as ids repeat across split files (each numbers from 1)
+    assert set(select.image_ids()) & set(test.image_ids())
+    files = split_images((train, select, test))
+    assert [len(files[k]) for k in ("train", "select", "test")] == [4, 3, 3]
+    assert not (set(files["train"]) & set(files["select"]) or set(files["select"]) & set(files["test"]))
+    assert all((root / name).is_file() for name in files["test"])  # relative to the dataset's folder
 
 
 def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(

@@ -225,9 +225,10 @@ def test_compress_returns_a_trained_student_and_a_report(
     record = json.loads((tmp_path / "result.json").read_text())
     chosen = result.history[record["chosen"]]
     assert student["search_ap"] == chosen["ap"] and str(result.arch) == chosen["arch"]
-    ids = record["split_ids"]  # the held-out claim, readable from the results file: select and test apart
-    assert len(ids["select"]) == record["splits"]["select"] and len(ids["test"]) == record["splits"]["test"]
-    assert ids["select"] and ids["test"] and not set(ids["select"]) & set(ids["test"])
+    files = record["split_images"]  # the held-out claim, readable from the results file: no image in two splits
+    assert all(len(files[name]) == record["splits"][name] for name in ("train", "select", "test"))
+    assert files["select"] and files["test"] and not set(files["select"]) & set(files["test"])
+    assert not set(files["train"]) & (set(files["select"]) | set(files["test"]))
     searched = load_detector(tmp_path / "search" / chosen["file"]).state_dict()  # the final steps changed the weights
     assert any(not torch.equal(v, result.student.state_dict()[k]) for k, v in searched.items() if v.is_floating_point())
     assert not result.student.training and result.arch in SPACE
