@@ -37,8 +37,8 @@ HERE = Path(__file__).resolve().parent
 DEFAULTS = {name: p.default for name, p in inspect.signature(run_demo).parameters.items()}
 
 
-def _row(seed: int, result: Any, wall_s: float) -> dict[str, Any]:
-    metrics = result.compressed.metrics
+def demo_row(seed: int, metrics: dict[str, Any], wall_s: float) -> dict[str, Any]:
+    """One demo's row in ``compress_synth.json``'s schema, from its compress ``metrics``."""
     base, student, control = metrics["base"], metrics["student"], metrics.get("control", {})
 
     def part(m: dict[str, Any]) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in args.seeds:
         began = time.perf_counter()
         result = run_demo(args.root / f"seed{seed}", seed=seed, progress=False, **extra)
-        rows.append(_row(seed, result, time.perf_counter() - began))
+        rows.append(demo_row(seed, result.compressed.metrics, time.perf_counter() - began))
         _write(args.results, rows, extra)
     return 0
 
