@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -52,7 +52,6 @@ __all__ = [
     "wall_path",
     "learning_rate",
     "make_optimizer",
-    "clip_gradients",
     "augment",
     "step_seed",
     "checkpoint_identity",
@@ -138,28 +137,11 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def _fusable(params: Sequence[torch.Tensor]) -> bool:
-    """Whether torch's fused optimiser kernels take every one of ``params`` (CPU or CUDA floats)."""
-    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-
-
 def make_optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-    """The optimiser ``config`` names, over ``params``: torch's fused kernel where the parameters
-    allow it. It makes the same update as the per-tensor loop torch picks on a CPU by default (to
-    float rounding) in a fraction of its time, a share of every training step
-    (``benchmarks/train_speed.py``)."""
-    fused = _fusable(params) or None
+    """The optimiser ``config`` names, over ``params``."""
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay, fused=fused)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, fused=fused
-    )
-
-
-def clip_gradients(params: Sequence[torch.Tensor], max_norm: float) -> None:
-    """Scale the gradients of ``params`` to a total norm of at most ``max_norm``, in one batched
-    pass where the parameters allow it (torch loops per tensor on a CPU by default)."""
-    torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=_fusable(params) or None)
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
 
 
 def step_seed(config: TrainConfig, step: int) -> int:
@@ -272,7 +254,7 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             total.backward()
-            clip_gradients(params, config.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
             optimizer.step()
             value = float(total.item())
             history.append((step + 1, value))

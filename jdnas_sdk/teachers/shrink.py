@@ -36,7 +36,6 @@ from ..train import (
     check_targets,
     checkpoint_identity,
     checkpoint_path,
-    clip_gradients,
     learning_rate,
     make_optimizer,
     remove_training_files,
@@ -166,7 +165,7 @@ def train_pool(
                 if net is not model:
                     pool.accumulate_grads(net)
                 total_value += float(total.item())
-            clip_gradients(params, tc.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, tc.clip_grad_norm)
             optimizer.step()
             history.append((step + 1, total_value))
             bar.update(1)
