@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import os
 import re
 import subprocess
@@ -51,6 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--commit", default="HEAD", help="the commit of this repository to clone")
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     args = p.parse_args(argv)
+    args.root = args.root.resolve()
     if args.root.exists() and any(args.root.iterdir()):
         p.error(f"--root {args.root} is not empty: this records a fresh run; pass a new folder")
     return args
@@ -68,8 +70,9 @@ def clone(commit: str, where: Path) -> str:
 
 def run(command: str, clone_dir: Path, cache: Path, log: Path) -> tuple[int, float]:
     """Run ``command`` in ``clone_dir`` with its own empty cache; (exit code, wall seconds)."""
-    env = {**os.environ, "JDNAS_CACHE": str(cache)}
-    env.pop("VIRTUAL_ENV", None)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env = {k: v for k, v in env.items() if not k.startswith("JDNAS_")}  # no table folder, cache or device of ours
+    env["JDNAS_CACHE"] = str(cache)
     began = time.perf_counter()
     with log.open("w") as out:
         code = subprocess.run(["bash", "-c", command], cwd=clone_dir, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -88,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     done = re.findall(r"^done in (\d+) s$", text, flags=re.M)
     result_file = args.root / "clone" / "runs" / "demo" / "compress" / "result.json"
     result = read_json(result_file) if code == 0 and result_file.exists() else None
+    demo_s = float(done[-1]) if done else wall
     report = {
         "benchmark": "demo_fresh",
         "when": began,
@@ -97,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
         "readme_command": command,
         "exit_code": code,
         "wall_s_with_install": wall,
-        "demo_done_s": int(done[-1]) if done else None,
-        "results": [] if result is None else [demo_row(DEFAULTS["seed"], result["metrics"], wall)],
+        "demo_done_s": int(done[-1]) if done else None,  # the row's wall_s: the demo's own, as demo_seeds' rows
+        "log_tail": text[-3000:] if code != 0 or result is None else None,
+        "results": [] if result is None else [demo_row(DEFAULTS["seed"], result["metrics"], demo_s)],
         "splits": None if result is None else result["splits"],
         "split_images": None if result is None else result["split_images"],
         "claim": None if result is None else result["claim"],
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m = report["machine"]
+    m, nan = report["machine"], math.nan
+    ratio = report["results"][0]["measured_ratio"] if report["results"] else None
     lines = [
         f"# The README's first command in a fresh clone ({report['when']})",
         "",
@@ -131,13 +137,12 @@ def markdown(report: dict[str, Any]) -> str:
             "| | test AP | select AP | measured ms |",
             "|---|---|---|---|",
             *(
-                f"| {name} | {100 * part['test_ap']:.1f} | {100 * part['select_ap']:.1f} | {part['measured_ms']:.2f} |"
-                if "measured_ms" in part
-                else f"| {name} | {100 * part['test_ap']:.1f} | {100 * part['select_ap']:.1f} | - |"
+                f"| {name} | {100 * part.get('test_ap', nan):.1f} | {100 * part.get('select_ap', nan):.1f} "
+                f"| {part.get('measured_ms', nan):.2f} |"
                 for name, part in (("base", b), ("student", s), ("control (extra steps)", c))
             ),
             "",
-            f"Student at **{r['measured_ratio']:.2f}x** the base's measured latency; {r['steps']} training steps "
+            f"Student at **{ratio or nan:.2f}x** the base's measured latency; {r['steps']} training steps "
             f"(the control as many). Splits {report['splits']}; image files in two splits: {shared}. "
             f"Claim: {report['claim']}",
         ]

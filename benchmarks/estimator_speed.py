@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kinds", nargs="+", choices=tuple(KINDS), default=list(KINDS))
     p.add_argument("--results", type=Path, default=HERE / "results", help="where results go")
     args = p.parse_args(argv)
+    if args.archs < 1 or args.repeats < 1:
+        p.error("--archs and --repeats must be >= 1")
     began = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     rows = []
     for kind in args.kinds:

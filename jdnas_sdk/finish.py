@@ -309,12 +309,12 @@ def split_images(splits: tuple[Any, Any, Any]) -> dict[str, list[str] | None]:
     in two splits; loading enforced it). Not image ids: a dataset's split files number their images
     from 1 each, so ids repeat across splits while the pictures differ. ``None`` for a split that is
     not a COCO-format dataset."""
-    files = {
-        name: [str(f) for f in data.image_files()] if hasattr(data, "image_files") else None
+    files = {  # real paths, as the loader resolves images (a relative or linked dataset folder included)
+        name: [os.path.realpath(f) for f in data.image_files()] if hasattr(data, "image_files") else None
         for name, data in zip(("train", "select", "test"), splits)
     }
     folders = [os.path.dirname(f) for names in files.values() if names for f in names]
-    folders += [os.path.dirname(d.annotation_file) for d in splits if hasattr(d, "annotation_file")]
+    folders += [os.path.dirname(os.path.realpath(d.annotation_file)) for d in splits if hasattr(d, "annotation_file")]
     root = os.path.commonpath(folders) if folders else ""  # a COCO folder's: images/... beside annotations/
     return {name: None if names is None else [os.path.relpath(f, root) for f in names] for name, names in files.items()}
 

@@ -542,7 +542,8 @@ def test_an_entry_that_read_high_by_chance_neither_becomes_a_reference_nor_moves
     table = open_table(tmp_path / "outliers.json", "tiny", OrtBackend(timing=FAST))
     for key, entry in profiled.entries.items():
         if key.kind != "fixed":
-            table.put(key, replace_entry(entry, median_ms=entry.median_ms * (100 if key in (smallest, largest) else 1)))
+            scale = 1e6 if key == smallest else 100 if key == largest else 1  # the small op, by its time, the largest
+            table.put(key, replace_entry(entry, median_ms=entry.median_ms * scale))
     assert reference_ops(table, spec, BASE, SIZE, count=4) == refs  # the inflated small op is not picked
     # one of four references 100x high: by the sum of their times the machine would read ~100x faster
     assert machine_speed(table, OrtBackend(timing=FAST), refs) > 0.5

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,10 @@ def test_synth_writes_three_disjoint_splits_and_they_load(tmp_path: Path) -> Non
     assert [len(files[k]) for k in ("train", "select", "test")] == [4, 3, 3]
     assert not (set(files["train"]) & set(files["select"]) or set(files["select"]) & set(files["test"]))
     assert all((root / name).is_file() for name in files["test"])  # relative to the dataset's folder
+    os.symlink(root, tmp_path / "linked")  # loaded through a relative path to a link: the same names
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path)
+        assert split_images(load_protocol_splits(Path("linked"))) == files
 
 
 def test_an_old_folder_has_its_val_cut_into_select_and_test_halves_by_image_id(
