@@ -114,6 +114,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if code == 0 and result is not None else 1
 
 
+def _ms(part: dict[str, Any]) -> str:
+    return f"{part['measured_ms']:.2f}" if "measured_ms" in part else "-"
+
+
 def markdown(report: dict[str, Any]) -> str:
     m, nan = report["machine"], math.nan
     ratio = report["results"][0]["measured_ratio"] if report["results"] else None
@@ -138,7 +142,7 @@ def markdown(report: dict[str, Any]) -> str:
             "|---|---|---|---|",
             *(
                 f"| {name} | {100 * part.get('test_ap', nan):.1f} | {100 * part.get('select_ap', nan):.1f} "
-                f"| {part.get('measured_ms', nan):.2f} |"
+                f"| {_ms(part)} |"
                 for name, part in (("base", b), ("student", s), ("control (extra steps)", c))
             ),
             "",
