@@ -547,3 +547,25 @@ def test_an_entry_that_read_high_by_chance_neither_becomes_a_reference_nor_moves
     assert reference_ops(table, spec, BASE, SIZE, count=4) == refs  # the inflated small op is not picked
     # one of four references 100x high: by the sum of their times the machine would read ~100x faster
     assert machine_speed(table, OrtBackend(timing=FAST), refs) > 0.5
+
+
+def test_latency_times_a_fixed_entry_the_table_lacks_on_the_detector_itself(
+    profiled: LatencyTable, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``jdnas latency`` on this machine's table: a missing fixed entry of the model's own setting is
+    measured on the model (its weights decide post-processing's work, as compress does for its base),
+    not on a detector of random weights, whose NMS load is another."""
+    from jdnas_sdk.cli import main
+    from jdnas_sdk.latency.nms_load import LOADS
+
+    torch.manual_seed(5)
+    model = build(tiny_spec(), BASE)
+    model_file = save_detector(model, tmp_path / "tiny.pt")
+    raw = json.loads(Path(str(profiled.path)).read_text())
+    raw["entries"] = {k: v for k, v in raw["entries"].items() if not k.startswith("fixed")}
+    table = tmp_path / "no_fixed.json"
+    table.write_text(json.dumps(raw))
+    assert main(["latency", "--model", str(model_file), "--target", str(table), "--measure"]) == 0
+    assert "measuring the fixed part (pre/post-processing) of this detector" in capsys.readouterr().out
+    entry = LatencyTable.load(table).entries[fixed_key(tiny_spec(), SIZE)]
+    assert entry.info[LOADS] == [nms_load(load_detector(model_file), SIZE)]
