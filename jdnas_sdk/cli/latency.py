@@ -40,8 +40,8 @@ def add_parser(verbs: Any) -> None:
         "--on-miss",
         choices=("auto", "measure", "interpolate", "model", "error"),
         default="auto",
-        help="ops the table lacks: auto measures them on the table's own device, models them on a "
-        "modelled table, else interpolates",
+        help="ops the table lacks: auto measures them on the table's own device (a missing fixed entry, the "
+        "detector's pre/post-processing, on the detector itself), models them on a modelled table, else interpolates",
     )
     la.add_argument("--measure", action="store_true", help="also measure the whole detector here (ONNX Runtime)")
     la.add_argument("--json", help="also write the estimate (and measurement) to this JSON file")
@@ -108,7 +108,9 @@ def _fixed_on(estimator: Any, model: Any, args: argparse.Namespace) -> None:
     trained Faster R-CNN read 53% below such an entry, an independent check of stop 45)."""
     from ..latency.lower import fixed_key
 
-    if estimator.backend is None or fixed_key(estimator.spec, estimator.input_size) in estimator.table:
+    if args.on_miss not in ("auto", "measure") or estimator.backend is None:  # measuring misses was not asked for
+        return
+    if fixed_key(estimator.spec, estimator.input_size) in estimator.table:
         return
     if not args.quiet:
         print(f"measuring the fixed part (pre/post-processing) of this detector on {estimator.table.target}")
