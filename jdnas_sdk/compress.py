@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .finish import final_is_control, finish_student, run_controls, write_output
 from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
 from .measured import measured_ms
+from .morph import inherited
 from .preflight import parse_budget, smallest_arch, validate_request, warn_search_disk
 from .prepare import (
     CompressRun,
@@ -118,18 +120,22 @@ class CompressResult:
 
 
 def _search_estimator(
-    table: Any, spec: Any, size: tuple[int, int], progress: bool
+    table: Any, model: Any, size: tuple[int, int], progress: bool
 ) -> tuple[Estimator, ConfirmedLatency | None]:
     """The search's estimator, and on a table this machine measures (``cpu-ort`` here) its
     :class:`~jdnas_sdk.latency.ConfirmedLatency`: proposals are guessed (missing kernels
     interpolated, not measured one by one: proposals touch hundreds of new kernels) and each
     candidate is confirmed by measuring what its estimate lacks, so the latency a candidate is held
     to is a sum of measured entries. Elsewhere the table's own rule (modelled or interpolated)
-    applies and there is nothing to confirm with."""
+    applies and there is nothing to confirm with. A new head setting's fixed entry is timed on the base
+    ``model`` morphed to the candidate (its inherited weights give post-processing a load near the
+    candidate's; random weights give another: a trained Faster R-CNN ran 53% off such an entry)."""
+    spec = describe(model)[0]
     estimator = Estimator(table, spec, size)
     if estimator.backend is None:
         return estimator, None
-    confirmed = ConfirmedLatency(table, spec, size, estimator.backend, progress=progress)
+    measure_on = partial(inherited, model)
+    confirmed = ConfirmedLatency(table, spec, size, estimator.backend, progress=progress, measure_on=measure_on)
     return confirmed.estimator, confirmed
 
 
@@ -251,7 +257,7 @@ def compress(
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     files = candidate_files(str(base_arch), space, config, method=method)
     warn_search_disk(workdir, model, files=files, parallel=parallel)  # every candidate's file is kept
-    estimator, confirmed = _search_estimator(table, spec, size, progress)
+    estimator, confirmed = _search_estimator(table, model, size, progress)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     with watch:  # every sitting's time, a killed one's too

@@ -192,3 +192,26 @@ def test_a_missing_one_stage_fixed_entry_scales_with_the_image_area() -> None:
     table.put(fixed_key(spec, SIZE), Entry(4.0, source="residual"))
     bigger = fixed_key(replace(spec, min_size=128, max_size=128), (128, 128))
     assert interpolate_ms(table, bigger) == pytest.approx(16.0)
+
+
+def test_a_new_head_settings_fixed_entry_is_timed_on_the_base_morphed_to_the_candidate(seeded_table: tuple) -> None:
+    """compress's confirmations time a candidate's new fixed entry (pre/post-processing) on its base
+    morphed to the candidate: the inherited weights decide how many boxes reach NMS, where a detector of
+    random weights makes another load (a trained Faster R-CNN ran 53% off such an entry, stop 45)."""
+    from jdnas_sdk.compress import _search_estimator
+    from jdnas_sdk.latency.nms_load import LOADS, nms_load
+    from jdnas_sdk.morph import inherited
+
+    table, spec, arch = seeded_table
+    torch.manual_seed(5)
+    model = build_detector(spec, arch).eval()
+    estimator, confirmed = _search_estimator(table, model, SIZE, False)
+    assert confirmed is not None and estimator is confirmed.estimator
+    student = Student(arch, replace(Heads.of(spec), proposals=20, pre=20, fpn=8))
+    confirmed.confirm(student)
+    entry = table.get(fixed_key(student.spec(spec), SIZE))
+    assert entry is not None and entry.source == "residual"
+    inheriting = inherited(model, student)
+    assert entry.info[LOADS] == [nms_load(inheriting, SIZE)]
+    torch.manual_seed(6)  # what a detector of random weights would have shown NMS
+    assert nms_load(build_detector(student.spec(spec), arch).eval(), SIZE) != entry.info[LOADS][0]

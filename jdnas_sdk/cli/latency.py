@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from typing import Any
 
 from ..errors import JdnasError
@@ -62,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from ..latency.local import measure_missing_ops
     from ..latency.nms_load import nms_load, nms_ms_per_test
     from ..latency.probe import TIMED_LOAD
+    from ..morph import inherited
     from ..student import Student, as_student
 
     common.check_outputs(json=args.json)
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
     estimator = Estimator(table, spec, size, on_miss=args.on_miss)
     if args.arch and args.measure:
-        model = _inherited(model, Student.of(spec, arch))
+        model = inherited(model, Student.of(spec, arch))
     if not args.arch or args.measure:  # the detector at hand runs the estimated setting
         _fixed_on(estimator, model, args)
     # the fixed entry follows the NMS load of the detector that exists: the file's, or the student measured
@@ -117,26 +117,12 @@ def _fixed_on(estimator: Any, model: Any, args: argparse.Namespace) -> None:
     estimator.calibrate_fixed(model)
 
 
-def _inherited(model: Any, student: Any) -> Any:
-    """``student`` with ``model``'s weights, morphed as the search makes it: a detector's time follows
-    its weights (how many boxes reach NMS), so a student with fresh random weights would time another
-    detector, and another one for each seed. A code morphing cannot reach is built with random weights."""
-    from ..detectors import build_detector, describe
-    from ..errors import ArchError
-    from ..morph import morph_to
-
-    try:
-        return morph_to(model, student)
-    except ArchError as exc:
-        print(f"note: {exc}; measuring {student} with random weights", file=sys.stderr)
-        return build_detector(describe(model)[0], student)
-
-
 def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     """``--floor``: the base and the cheapest student of its default space, estimated (and measured)."""
     from .._io import atomic_write_json
     from ..latency import Estimator, load_table
     from ..measured import interleaved_ms
+    from ..morph import inherited
     from ..space import SearchSpace
     from ..student import Student
 
@@ -155,7 +141,7 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
     floor = SearchSpace(arch, spec=spec).cheapest(estimator.total_ms)
     timed: dict[str, list[float]] = {}
     if args.measure:  # side by side, in interleaved rounds (as compress's claim): the ratio is of one moment
-        timed = interleaved_ms({"base": model, "floor": _inherited(model, floor)}, estimator.backend, size)
+        timed = interleaved_ms({"base": model, "floor": inherited(model, floor)}, estimator.backend, size)
     report: dict[str, dict[str, Any]] = {}
     for name, student in (("base", base), ("floor", floor)):
         estimated = estimator.total_ms(student)

@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
+
+from torch import nn
 
 from .._io import atomic_write_json
 from ..arch import Arch, DetectorSpec
@@ -44,7 +47,9 @@ class ConfirmedLatency:
     ``input_size`` images. Unpinned, guesses learn from each confirmation; pinned
     (:meth:`pin`), they come from the pinned table alone. ``progress``: a bar while a confirmation
     measures kernels (a new input size or width can need hundreds: minutes, which a caller of the
-    Python API, who sees no log, would otherwise watch in silence)."""
+    Python API, who sees no log, would otherwise watch in silence). ``measure_on``: the detector a new
+    head setting's fixed entry is timed on, for a student (:class:`~jdnas_sdk.latency.Estimator`): the
+    search gives its trained base morphed to the candidate, whose NMS load is near the candidate's."""
 
     def __init__(
         self,
@@ -54,10 +59,11 @@ class ConfirmedLatency:
         backend: Backend,
         *,
         progress: bool = False,
+        measure_on: Callable[[Student], nn.Module] | None = None,
     ) -> None:
         self.table, self.spec, self.input_size, self.backend = table, spec, input_size, backend
         self.progress = progress
-        self._measure = Estimator(table, spec, input_size, on_miss="measure", backend=backend)
+        self._measure = Estimator(table, spec, input_size, on_miss="measure", backend=backend, measure_on=measure_on)
         self._guess = self._guessing(table)
         self.confirmed = 0
         self.measured = 0
@@ -111,7 +117,7 @@ class ConfirmedLatency:
             backend=self.backend,
             progress=self.progress,
         )
-        ms = self._measure.total_ms(arch)  # a negative residual is clamped to 0 there (Estimator._measure)
+        ms = self._measure.total_ms(arch)  # a negative residual is clamped to 0 there (misses.clamped_residual)
         added, spent = len(self.table) - before, time.monotonic() - began
         if added:
             if self._guess.table is self.table:  # unpinned: its caches hold interpolations of what is now measured

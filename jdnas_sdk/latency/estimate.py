@@ -15,6 +15,7 @@ entry's residuals live in :mod:`.misses`; both are re-exported here.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 from .._args import as_input_size, as_spec
 from ..arch import Arch, DetectorSpec, standard_arch
 from ..detectors import build_detector, describe
-from ..errors import ArgumentError, LatencyTableError, NegativeResidualError, UnsupportedModelError
+from ..errors import ArgumentError, LatencyTableError, UnsupportedModelError
 from ..lowering import walk
 from ..student import Heads, Student
 from .backends import Backend, backend_for
@@ -41,7 +42,7 @@ from .lower import (
     lower,
     stem_ops,
 )
-from .misses import MISS_POLICIES, combine_residuals, interpolate_ms, residual_entry
+from .misses import MISS_POLICIES, clamped_residual, combine_residuals, interpolate_ms, residual_entry
 from .nms_load import load_shift_ms, nms_load, nms_ms_per_test, with_loads
 from .ops import OpKey
 from .places import table_path
@@ -68,6 +69,9 @@ class Estimator:
     ``on_miss``: ``auto`` (measure on the table's own device, model on a modelled table,
     otherwise interpolate), or force ``measure`` / ``interpolate`` / ``model``, or ``error``.
     Measured misses are saved into the table file when ``save`` (default) and the table has one.
+    ``measure_on``: the detector a missing fixed entry of a student is timed on (e.g. the trained base
+    morphed to it: its weights decide how many boxes post-processing handles); by default one of random
+    weights built from the spec, whose NMS load is another.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class Estimator:
         on_miss: str = "auto",
         save: bool = True,
         backend: Backend | None = None,
+        measure_on: Callable[[Student], nn.Module] | None = None,
     ) -> None:
         if on_miss not in MISS_POLICIES:
             raise LatencyTableError(f"on_miss must be one of {MISS_POLICIES}, got {on_miss!r}")
@@ -86,7 +91,7 @@ class Estimator:
         if size is None:
             raise ArgumentError("input_size is the image fed to the detector: give one, e.g. (256, 256)")
         self.table, self.spec, self.input_size = table, as_spec(spec), size
-        self.on_miss, self.save = on_miss, save
+        self.on_miss, self.save, self.measure_on = on_miss, save, measure_on
         self.device_model = DeviceModel.from_dict(table.model) if table.model else None
         self._backend = backend
         self._backend_checked = backend is not None
@@ -180,7 +185,7 @@ class Estimator:
             )
         key = fixed_key(self.spec, self.input_size)
         end_to_end = backend.measure_detector(detector, self.input_size)
-        entry = _clamped_residual(key, end_to_end, self.ops_ms(describe(detector)[1]))
+        entry = clamped_residual(key, end_to_end, self.ops_ms(describe(detector)[1]))
         entry = with_loads(entry, [end_to_end])
         self.table.put(key, entry)
         self._ms.pop(key, None)
@@ -192,10 +197,10 @@ class Estimator:
     def _measure(self, backend: Backend, key: OpKey, arch: Arch | None, spec: DetectorSpec) -> Entry:
         if key.kind != "fixed":
             return backend.measure_op(key)
-        arch = arch or standard_arch(spec.backbone)
-        detector = build_detector(spec, arch)
+        student = Student.of(spec, arch or standard_arch(spec.backbone))
+        detector = build_detector(spec, student.arch) if self.measure_on is None else self.measure_on(student)
         end_to_end = backend.measure_detector(detector, self.input_size)
-        entry = _clamped_residual(key, end_to_end, self.ops_ms(Student.of(spec, arch)))
+        entry = clamped_residual(key, end_to_end, self.ops_ms(student))
         return with_loads(entry, [end_to_end])
 
     # -- estimates ---------------------------------------------------------------------------------
@@ -370,17 +375,6 @@ def estimate_latency(
         tests = nms_load(model_or_arch, input_size)
     estimator = Estimator(table, spec, input_size, on_miss=on_miss, save=save, backend=backend)
     return estimator.estimate(arch, nms_tests=tests)
-
-
-def _clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:
-    """The fixed entry measured on this machine, 0 ms where a tiny detector's kernels timed alone add up
-    to more than the whole (a busy machine, or kernels too small to time alone): its estimate is then its
-    kernels' sum, and the entry says why (``info["clamped"]``)."""
-    try:
-        return residual_entry(end_to_end, ops_ms)
-    except NegativeResidualError as exc:
-        log.warning("%s: its fixed entry is clamped to 0 ms, so its estimate is its kernels' sum (%s)", key, exc)
-        return Entry(0.0, source="residual", info={"clamped": str(exc)})
 
 
 def _profile_target(table: LatencyTable) -> str:

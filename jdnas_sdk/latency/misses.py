@@ -12,6 +12,7 @@ the estimator so the profiler can use the residuals without the estimator's cach
 
 from __future__ import annotations
 
+import logging
 import math
 
 from ..errors import LatencyTableError, NegativeResidualError
@@ -21,7 +22,9 @@ from .neighbours import neighbours as _neighbours
 from .ops import OP_FIELDS, OpKey, op_macs
 from .table import Entry, LatencyTable
 
-__all__ = ["MISS_POLICIES", "interpolate_ms", "residual_entry", "combine_residuals"]
+__all__ = ["MISS_POLICIES", "interpolate_ms", "residual_entry", "clamped_residual", "combine_residuals"]
+
+log = logging.getLogger(__name__)
 
 MISS_POLICIES = ("auto", "measure", "interpolate", "model", "error")
 
@@ -147,3 +150,14 @@ def combine_residuals(residuals: list[Entry]) -> Entry:
             "detectors": len(residuals),
         },
     )
+
+
+def clamped_residual(key: OpKey, end_to_end: Entry, ops_ms: float) -> Entry:
+    """The fixed entry measured on this machine, 0 ms where a tiny detector's kernels timed alone add up
+    to more than the whole (a busy machine, or kernels too small to time alone): its estimate is then its
+    kernels' sum, and the entry says why (``info["clamped"]``)."""
+    try:
+        return residual_entry(end_to_end, ops_ms)
+    except NegativeResidualError as exc:
+        log.warning("%s: its fixed entry is clamped to 0 ms, so its estimate is its kernels' sum (%s)", key, exc)
+        return Entry(0.0, source="residual", info={"clamped": str(exc)})

@@ -12,7 +12,7 @@ from .actions import (
     available_actions,
     snap,
 )
-from .apply import morph, morph_step, morph_to
+from .apply import inherited, morph, morph_step, morph_to
 from .heads import HEAD_KNOBS, SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance, bn_scale, l1_norm
 from .refit import Refit, refit_towers
@@ -32,6 +32,7 @@ __all__ = [
     "morph",
     "morph_step",
     "morph_to",
+    "inherited",
     "Importance",
     "IMPORTANCES",
     "bn_scale",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from math import lcm
@@ -29,7 +30,9 @@ from .heads import SetHead, apply_head, morph_heads
 from .importance import IMPORTANCES, Importance
 from .inherit import Plan, mid_writers, select_channels, stream_writers, tied_streams, transfer
 
-__all__ = ["morph", "morph_step", "morph_to", "AfterStep"]
+__all__ = ["morph", "morph_step", "morph_to", "inherited", "AfterStep"]
+
+log = logging.getLogger(__name__)
 
 #: Called after each morphism step as ``after_step(before, after, action)``; it may change
 #: ``after``'s weights in place (a data-driven repair such as :func:`~jdnas_sdk.morph.refit.refit_towers`,
@@ -148,3 +151,15 @@ def morph_to(
     if heads is not None and heads != current:
         student = morph_heads(student, heads, importance=importance)
     return student
+
+
+def inherited(model: nn.Module, student: Student) -> nn.Module:
+    """``student`` with ``model``'s weights (:func:`morph_to`), or, for a code morphing cannot reach
+    (a width off the snap multiple), built with random weights, and logged. What a student's time is
+    measured on: a detector's time follows its weights (how many boxes reach NMS), so fresh random
+    weights would time another detector, and another one for each seed."""
+    try:
+        return morph_to(model, student)
+    except ArchError as exc:
+        log.warning("%s; measuring %s with random weights", exc, student)
+        return build_detector(describe(model)[0], student)
