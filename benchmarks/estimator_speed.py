@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": began,
         "machine": machine_info(),
-        "command": ("python benchmarks/estimator_speed.py " + " ".join(sys.argv[1:])).strip(),
+        "command": ("python benchmarks/estimator_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip(),
         "detector": "fasterrcnn resnet50 FPN256, 800x1333, table v100-trt (modelled: its misses are modelled too)",
         "archs_per_round": args.archs,
         "repeats": args.repeats,

@@ -32,7 +32,7 @@ from .distill.losses import SAME_AS_STUDENT
 from .errors import DataError, SearchError
 from .evaluate import evaluate
 from .families import get_family
-from .latency import Estimator, fixed_key, load_table
+from .latency import Estimator, load_table
 from .latency.local import measure_missing_ops
 from .preflight import (
     TEACHER_SOURCES,
@@ -262,8 +262,8 @@ def target_latency(
     model: nn.Module, estimator: Estimator, base_arch: Arch, space: SearchSpace, latency: float | None, ms: float | None
 ) -> tuple[float, float]:
     """``(base_ms, target_ms)``; refuses a target below the space's smallest student."""
-    table, spec, size = estimator.table, estimator.spec, estimator.input_size
-    if estimator.backend is not None and fixed_key(spec, size) not in table:
+    table = estimator.table
+    if estimator.lacks_fixed():
         log.info("[compress] measuring the fixed part (pre/post-processing) of this detector on %s", table.target)
         estimator.calibrate_fixed(model)  # the detector at hand: its own weights give its NMS load
     base_ms = estimator.total_ms(base_arch)

@@ -565,9 +565,11 @@ def test_latency_times_a_fixed_entry_the_table_lacks_on_the_detector_itself(
     raw["entries"] = {k: v for k, v in raw["entries"].items() if not k.startswith("fixed")}
     table = tmp_path / "no_fixed.json"
     table.write_text(json.dumps(raw))
+    assert Estimator(LatencyTable.load(table), tiny_spec(), SIZE).lacks_fixed()  # this machine's, without it
     refused = ["latency", "--model", str(model_file), "--target", str(table), "--on-miss", "error"]
     assert main(refused) == 2 and "fixed(" in capsys.readouterr().err  # not measured where misses are refused
     assert main(["latency", "--model", str(model_file), "--target", str(table), "--measure"]) == 0
     assert "measuring the fixed part (pre/post-processing) of this detector" in capsys.readouterr().out
     entry = LatencyTable.load(table).entries[fixed_key(tiny_spec(), SIZE)]
     assert entry.info[LOADS] == [nms_load(load_detector(model_file), SIZE)]
+    assert not Estimator(LatencyTable.load(table), tiny_spec(), SIZE).lacks_fixed()

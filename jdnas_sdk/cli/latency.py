@@ -106,11 +106,7 @@ def _fixed_on(estimator: Any, model: Any, args: argparse.Namespace) -> None:
     measured on ``model`` itself, as ``compress`` does for its base: its weights decide how many boxes
     post-processing handles, and on demand it would be timed on a detector with random weights (one
     trained Faster R-CNN read 53% below such an entry, an independent check of stop 45)."""
-    from ..latency.lower import fixed_key
-
-    if args.on_miss not in ("auto", "measure") or estimator.backend is None:  # measuring misses was not asked for
-        return
-    if fixed_key(estimator.spec, estimator.input_size) in estimator.table:
+    if args.on_miss not in ("auto", "measure") or not estimator.lacks_fixed():  # not asked for, or not needed
         return
     if not args.quiet:
         print(f"measuring the fixed part (pre/post-processing) of this detector on {estimator.table.target}")

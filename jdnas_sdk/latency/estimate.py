@@ -175,6 +175,11 @@ class Estimator:
         """Every op this estimator did not find in the table, with its time and how it was obtained."""
         return dict(self._misses)
 
+    def lacks_fixed(self) -> bool:
+        """Whether this machine's table (one this machine measures) lacks the estimated setting's fixed
+        entry: what :meth:`calibrate_fixed` on the detector at hand fills (its weights, not random ones)."""
+        return self.backend is not None and fixed_key(self.spec, self.input_size) not in self.table
+
     def calibrate_fixed(self, detector: nn.Module) -> Entry:
         """Measure the fixed entry on ``detector`` itself (its trained weights give its real
         post-processing load) and put it into the table; needs this machine to be the table's device."""
