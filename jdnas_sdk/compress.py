@@ -128,8 +128,9 @@ def _search_estimator(
     candidate is confirmed by measuring what its estimate lacks, so the latency a candidate is held
     to is a sum of measured entries. Elsewhere the table's own rule (modelled or interpolated)
     applies and there is nothing to confirm with. A new head setting's fixed entry is timed on the base
-    ``model`` morphed to the candidate (its inherited weights give post-processing a load near the
-    candidate's; random weights give another: a trained Faster R-CNN ran 53% off such an entry)."""
+    ``model`` morphed to the candidate: post-processing's load follows the weights, and the lineage's
+    are closer to a trained candidate's than random ones (a trained Faster R-CNN ran 53% off an entry
+    timed on random weights; how close a morphed candidate's entry comes is not measured)."""
     spec = describe(model)[0]
     estimator = Estimator(table, spec, size)
     if estimator.backend is None:

@@ -378,7 +378,7 @@ def test_a_measured_student_carries_the_models_weights(tmp_path: Path) -> None:
     """``--measure`` of a student (``--arch`` or the floor) times it with the model's weights morphed
     in, as the search makes it: the same detector each time, not fresh random weights per run."""
     from jdnas_sdk import DetectorSpec, Student, build, describe
-    from jdnas_sdk.cli.latency import _inherited
+    from jdnas_sdk.morph import inherited
     from jdnas_sdk.space import SearchSpace
 
     spec = DetectorSpec(
@@ -386,7 +386,7 @@ def test_a_measured_student_carries_the_models_weights(tmp_path: Path) -> None:
     )
     model = build(spec)
     floor = SearchSpace(describe(model)[1], spec=spec).smallest()
-    first, second = _inherited(model, floor), _inherited(model, floor)
+    first, second = inherited(model, floor), inherited(model, floor)
     assert str(Student.of(*describe(first))) == str(floor)
     kept = first.state_dict()
     assert all(torch.equal(v, kept[k]) for k, v in second.state_dict().items())

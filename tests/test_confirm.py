@@ -205,6 +205,7 @@ def test_a_new_head_settings_fixed_entry_is_timed_on_the_base_morphed_to_the_can
     table, spec, arch = seeded_table
     torch.manual_seed(5)
     model = build_detector(spec, arch).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     estimator, confirmed = _search_estimator(table, model, SIZE, False)
     assert confirmed is not None and estimator is confirmed.estimator
     student = Student(arch, replace(Heads.of(spec), proposals=20, pre=20, fpn=8))
@@ -215,3 +216,4 @@ def test_a_new_head_settings_fixed_entry_is_timed_on_the_base_morphed_to_the_can
     assert entry.info[LOADS] == [nms_load(inheriting, SIZE)]
     torch.manual_seed(6)  # what a detector of random weights would have shown NMS
     assert nms_load(build_detector(student.spec(spec), arch).eval(), SIZE) != entry.info[LOADS][0]
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the base is not touched

@@ -15,5 +15,5 @@ def test_the_results_hold_each_kinds_rounds_and_the_command_it_was_called_with(t
     report = json.loads((tmp_path / "estimator_speed.json").read_text())
     assert report["command"] == "python benchmarks/estimator_speed.py " + " ".join(argv)  # not the test runner's argv
     (row,) = report["results"]
-    assert row["kind"] == "backbones" and len(row["rates_per_s"]) == 2 and row["best_round"] >= row["first_round"] > 0
+    assert row["kind"] == "backbones" and len(row["rates_per_s"]) == 2 and row["first_round"] > 0
     assert report["machine"]["cpu"] and (tmp_path / "estimator_speed.md").is_file()

@@ -573,3 +573,26 @@ def test_latency_times_a_fixed_entry_the_table_lacks_on_the_detector_itself(
     entry = LatencyTable.load(table).entries[fixed_key(tiny_spec(), SIZE)]
     assert entry.info[LOADS] == [nms_load(load_detector(model_file), SIZE)]
     assert not Estimator(LatencyTable.load(table), tiny_spec(), SIZE).lacks_fixed()
+
+
+def test_latency_times_another_settings_missing_fixed_entry_on_the_model_morphed_to_it(
+    profiled: LatencyTable, tmp_path: Path
+) -> None:
+    """``jdnas latency --arch STUDENT`` on this machine's table: the student's head setting has no fixed
+    entry, and it is timed on the model morphed to the student (the lineage's weights), not on random ones."""
+    from jdnas_sdk.cli import main
+    from jdnas_sdk.latency.nms_load import LOADS
+    from jdnas_sdk.morph import inherited
+    from jdnas_sdk.student import Heads, Student
+
+    torch.manual_seed(5)
+    model = build(tiny_spec(), BASE)
+    model_file = save_detector(model, tmp_path / "tiny.pt")
+    student = Student(BASE, replace(Heads.of(tiny_spec()), fpn=8))
+    key = fixed_key(student.spec(tiny_spec()), SIZE)
+    table = tmp_path / "table.json"
+    table.write_text(Path(str(profiled.path)).read_text())
+    assert key not in LatencyTable.load(table).entries
+    assert main(["latency", "--model", str(model_file), "--target", str(table), "--arch", str(student), "-q"]) == 0
+    entry = LatencyTable.load(table).entries[key]
+    assert entry.info[LOADS] == [nms_load(inherited(load_detector(model_file), student), SIZE)]

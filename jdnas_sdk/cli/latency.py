@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from functools import partial
 from typing import Any
 
 from ..errors import JdnasError
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     table = common.local_table(args.target) if args.measure else load_table(args.target)
     if args.on_miss in ("auto", "measure"):  # this machine's table: the missing kernels, counted, with a progress bar
         measure_missing_ops(table, spec, arch, size, progress=not args.quiet)
-    estimator = Estimator(table, spec, size, on_miss=args.on_miss)
+    estimator = Estimator(table, spec, size, on_miss=args.on_miss, measure_on=partial(inherited, model))
     if args.arch and args.measure:
         model = inherited(model, Student.of(spec, arch))
     if not args.arch or args.measure:  # the detector at hand runs the estimated setting
@@ -104,8 +105,9 @@ def run(args: argparse.Namespace) -> int:
 def _fixed_on(estimator: Any, model: Any, args: argparse.Namespace) -> None:
     """On this machine's table, the fixed entry of the estimated setting, where the table lacks it, is
     measured on ``model`` itself, as ``compress`` does for its base: its weights decide how many boxes
-    post-processing handles, and on demand it would be timed on a detector with random weights (one
-    trained Faster R-CNN read 53% below such an entry, an independent check of stop 45)."""
+    post-processing handles (one trained Faster R-CNN read 53% below an entry timed on random weights,
+    an independent check of stop 45). Other settings' entries (``--arch``, ``--floor``'s grid) are timed on
+    ``model`` morphed to the student (:func:`~jdnas_sdk.morph.inherited`)."""
     if args.on_miss not in ("auto", "measure") or not estimator.lacks_fixed():  # not asked for, or not needed
         return
     if not args.quiet:
@@ -126,7 +128,7 @@ def _floor(args: argparse.Namespace, model: Any, spec: Any, arch: Any) -> int:
         raise JdnasError("--floor searches the space around the model's own backbone: leave out --arch")
     size = common.parse_input_size(args.input_size) if args.input_size else (spec.min_size, spec.min_size)
     table = common.local_table(args.target) if args.measure else load_table(args.target)
-    estimator = Estimator(table, spec, size, on_miss=args.on_miss)
+    estimator = Estimator(table, spec, size, on_miss=args.on_miss, measure_on=partial(inherited, model))
     _fixed_on(estimator, model, args)
     base = Student.of(spec, arch)
     if not args.quiet and estimator.backend is not None:  # each grid step estimated; kernels the table lacks timed

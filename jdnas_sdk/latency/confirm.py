@@ -49,7 +49,8 @@ class ConfirmedLatency:
     measures kernels (a new input size or width can need hundreds: minutes, which a caller of the
     Python API, who sees no log, would otherwise watch in silence). ``measure_on``: the detector a new
     head setting's fixed entry is timed on, for a student (:class:`~jdnas_sdk.latency.Estimator`): the
-    search gives its trained base morphed to the candidate, whose NMS load is near the candidate's."""
+    search gives its trained base morphed to the candidate (its lineage's weights, untrained at the new
+    shape, rather than random ones). An entry the table already holds is reused as it is."""
 
     def __init__(
         self,

@@ -154,12 +154,14 @@ def morph_to(
 
 
 def inherited(model: nn.Module, student: Student) -> nn.Module:
-    """``student`` with ``model``'s weights (:func:`morph_to`), or, for a code morphing cannot reach
-    (a width off the snap multiple), built with random weights, and logged. What a student's time is
-    measured on: a detector's time follows its weights (how many boxes reach NMS), so fresh random
-    weights would time another detector, and another one for each seed."""
+    """``student`` with ``model``'s weights (:func:`morph_to`), what a student's time is measured on: a
+    detector's time follows its weights (how many boxes reach NMS), so fresh random weights time another
+    detector. Where morphing fails (a code it cannot reach, a width off the snap multiple, or any other
+    error: a timing must not end a search hours in), the student is built with random weights drawn
+    from its code (the same detector in every run), and the reason is logged."""
     try:
         return morph_to(model, student)
-    except ArchError as exc:
-        log.warning("%s; measuring %s with random weights", exc, student)
-        return build_detector(describe(model)[0], student)
+    except Exception as exc:  # noqa: BLE001 - a timing proxy: any failure falls back, logged with its reason
+        log.warning("morphing to %s failed (%s); timing it with random weights", student, exc, exc_info=True)
+        with seeded(stable_seed("inherited", student)):
+            return build_detector(describe(model)[0], student)
