@@ -54,7 +54,7 @@ from jdnas_sdk.distill import KDConfig
 from jdnas_sdk.finish import split_images
 from jdnas_sdk.latency import load_table
 from jdnas_sdk.latency.backends import OrtBackend
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.measured import ROUNDS, interleaved_ms
 from jdnas_sdk.preflight import TEACHER_SOURCES, validate_request
 
@@ -376,7 +376,7 @@ def _write(
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": "python benchmarks/compress_synth.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/compress_synth.py", argv),
         "target": args.target,
         "latency": args.latency,
         "candidates": args.candidates,

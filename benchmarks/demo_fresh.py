@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from jdnas_sdk._io import atomic_write_json, atomic_write_text, read_json
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from demo_seeds import DEFAULTS, demo_row  # noqa: E402
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "demo_fresh",
         "when": began,
         "machine": machine_info(),
-        "command": "python benchmarks/demo_fresh.py " + " ".join(sys.argv[1:]),
+        "command": command_line("benchmarks/demo_fresh.py", argv),
         "commit": commit,
         "readme_command": command,
         "exit_code": code,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +25,7 @@ from typing import Any
 from jdnas_sdk import DetectorSpec, SearchSpace, standard_arch
 from jdnas_sdk._io import atomic_write_json, atomic_write_text
 from jdnas_sdk.latency import Estimator, load_table
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 
 HERE = Path(__file__).resolve().parent
 KINDS = {
@@ -75,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": began,
         "machine": machine_info(),
-        "command": ("python benchmarks/estimator_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)).strip(),
+        "command": command_line("benchmarks/estimator_speed.py", argv),
         "detector": "fasterrcnn resnet50 FPN256, 800x1333, table v100-trt (modelled: its misses are modelled too)",
         "archs_per_round": args.archs,
         "repeats": args.repeats,

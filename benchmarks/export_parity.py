@@ -26,7 +26,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split
 from jdnas_sdk.deploy import onnx_parity
 from jdnas_sdk.detectors import detector_onnx
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 
 HERE = Path(__file__).resolve().parent
 
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": "python benchmarks/export_parity.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/export_parity.py", argv),
         "images": picks,
         "rows": rows,
     }

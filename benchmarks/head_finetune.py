@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +32,7 @@ from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors.thaw import thaw
 from jdnas_sdk.distill import FINETUNE_DEFAULTS, finetune
 from jdnas_sdk.evaluate import evaluate
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_heads
 
 HERE = Path(__file__).resolve().parent
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
-        "command": "python benchmarks/head_finetune.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/head_finetune.py", argv),
         "base": str(args.base),
         "base_test_ap": base_test,
         "splits": {"train": len(train_set), "select": len(select_set), "test": len(test_set)},

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from jdnas_sdk.data import load_split
 from jdnas_sdk.detectors import describe, thaw
 from jdnas_sdk.distill import KDConfig, finetune
 from jdnas_sdk.evaluate import evaluate
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.train import TrainConfig
 
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": shlex.join(["python", "benchmarks/kd_probe.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": command_line("benchmarks/kd_probe.py", argv),
         "student": str(student_arch),
         "teacher": str(args.base),
         "steps": args.steps,

@@ -47,7 +47,7 @@ from jdnas_sdk.latency.drift import machine_speed, reference_ops
 from jdnas_sdk.latency.nms_load import nms_ms_per_test
 from jdnas_sdk.latency.probe import TIMED_LOAD
 from jdnas_sdk.latency.roofline import DeviceModel
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.measured import export_probed
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.morph.refit import depth_refit_hook
@@ -731,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "table_device": table.fingerprint.describe(),
-        "command": "python benchmarks/latency_accuracy.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/latency_accuracy.py", argv),
         "archs": args.archs,
         "seed": args.seed,
         "on_miss": args.on_miss,

@@ -33,7 +33,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split
 from jdnas_sdk.detectors.onnx import detector_onnx
 from jdnas_sdk.latency.probe import probe
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.morph.refit import depth_refit_hook
 from jdnas_sdk.space import DEFAULT_HEAD_GRID, SearchSpace
@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "name": args.name,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": "python benchmarks/nms_cost.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/nms_cost.py", argv),
         "model": str(args.model),
         "rows": rows,
         "fit_tests": _fit([r["nms_tests"] for r in rows], [r["nms_ms"] for r in rows]),

@@ -37,7 +37,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_split, make_synthetic_dataset
 from jdnas_sdk.latency import DeviceModel, Estimator, load_table, open_table
 from jdnas_sdk.latency.backends import RooflineBackend
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.search import LocalExecutor, RayExecutor, SearchConfig, joint_search
 from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.train import TrainConfig
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
         "ray": ray.__version__,
-        "command": " ".join(sys.argv),
+        "command": command_line("benchmarks/search_scaling.py", argv),
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "runs": runs,
         "ray_start": ray_start,

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shlex
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,7 +31,7 @@ from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import describe
 from jdnas_sdk.distill import finetune
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.protocol import Recipe, score
 from jdnas_sdk.student import Heads, Student
@@ -55,7 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("runs/size_probe"), help="with --train-steps: trained files")
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--name", default="size_probe", help="results file stem")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.command = command_line("benchmarks/size_probe.py", argv)  # what reproduces its results
+    return args
 
 
 def at_size(model: Any, size: int, proposals: int | None) -> tuple[Any, str]:
@@ -111,7 +111,7 @@ def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bo
     out = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": "python benchmarks/size_probe.py " + shlex.join(sys.argv[1:]),
+        "command": args.command,
         "proposals": args.proposals,
         "complete": complete,
         "rows": rows,

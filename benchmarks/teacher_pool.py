@@ -35,7 +35,7 @@ from jdnas_sdk.data import load_split
 from jdnas_sdk.detectors import thaw
 from jdnas_sdk.distill import KDConfig, finetune
 from jdnas_sdk.evaluate import evaluate
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to, snap
 from jdnas_sdk.teachers import ShrinkConfig, TeacherConfig, TeacherPool, train_pool_to_file
 from jdnas_sdk.train import TrainConfig
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
-        "command": "python benchmarks/teacher_pool.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": command_line("benchmarks/teacher_pool.py", argv),
         "base": str(args.base),
         "base_arch": str(base_arch),
         "val_images": len(val),

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shlex
 import sys
 import time
 from dataclasses import replace
@@ -45,7 +44,7 @@ from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.detectors import describe, read_detector_file, thaw
 from jdnas_sdk.distill import finetune
 from jdnas_sdk.finish import final_schedule
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to
 from jdnas_sdk.protocol import Recipe, score, train_control
 from jdnas_sdk.search import SearchConfig
@@ -69,7 +68,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--head-weight", type=float, default=None, help="KD score weight (default: the recipe's)")
     p.add_argument("--box-weight", type=float, default=None, help="KD box-delta weight (default: the recipe's)")
     p.add_argument("--name", default="teacher_probe", help="results file stem")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.command = command_line("benchmarks/teacher_probe.py", argv)  # what reproduces its results
+    return args
 
 
 def _student(base: Any, proposals: int) -> tuple[Any, str]:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, rows: list[dict[str, Any]], *, complete: bool) -> None:
-    command = "python benchmarks/teacher_probe.py " + shlex.join(sys.argv[1:])
+    command = args.command
     out = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),

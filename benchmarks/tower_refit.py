@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,7 +30,7 @@ from jdnas_sdk.compress import Recipe
 from jdnas_sdk.data import load_protocol_splits
 from jdnas_sdk.distill import finetune
 from jdnas_sdk.evaluate import evaluate
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_heads, refit_towers
 from jdnas_sdk.morph.heads import head_maps
 from jdnas_sdk.morph.refit import refit_narrowed, training_images
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "tower_refit",
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
-        "command": "python benchmarks/tower_refit.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/tower_refit.py", argv),
         "base": str(args.base),
         "base_code_heads": str(heads),
         "base_scores": base_scores,

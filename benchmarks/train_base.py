@@ -33,7 +33,7 @@ from jdnas_sdk.converge import ConvergeConfig, train_until_converged
 from jdnas_sdk.data import load_protocol_splits, make_synthetic_dataset
 from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.families import get_family
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.train import TrainConfig
 
 HERE = Path(__file__).resolve().parent
@@ -179,7 +179,7 @@ def _write_results(
     report = {
         "benchmark": "train_base",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python benchmarks/train_base.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("benchmarks/train_base.py", argv),
         "note": "rows from earlier runs of this script are kept; each row records its own steps and settings",
         "machine": machine_info(),
         "dataset": {

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
+import sys
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-__all__ = ["cpu_model", "machine_info"]
+__all__ = ["cpu_model", "machine_info", "command_line"]
 
 
 def cpu_model() -> str:
@@ -50,3 +53,9 @@ def machine_info() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - a dependency
         pass
     return info
+
+
+def command_line(script: str, argv: Sequence[str] | None = None) -> str:
+    """The command that reproduces a result: ``python SCRIPT ARGS``, with the arguments ``main(argv)``
+    was given, or, where it read them from the command line (``argv`` ``None``), the process's own."""
+    return shlex.join(["python", script, *(sys.argv[1:] if argv is None else argv)])
