@@ -596,3 +596,18 @@ def test_latency_times_another_settings_missing_fixed_entry_on_the_model_morphed
     assert main(["latency", "--model", str(model_file), "--target", str(table), "--arch", str(student), "-q"]) == 0
     entry = LatencyTable.load(table).entries[key]
     assert entry.info[LOADS] == [nms_load(inherited(load_detector(model_file), student), SIZE)]
+
+
+def test_estimate_latency_of_a_detector_times_its_missing_fixed_entry_on_that_detector(profiled: LatencyTable) -> None:
+    """``estimate_latency(model)`` on this machine's table: a missing fixed entry is the model's own
+    (its weights give post-processing its load), not a random-weight detector's; a modelled table
+    measures nothing here, so it lacks no entry this machine would fill."""
+    from jdnas_sdk.latency import load_table
+    from jdnas_sdk.latency.nms_load import LOADS
+
+    torch.manual_seed(5)
+    model = build(tiny_spec(), BASE).eval()
+    table = _without(profiled, fixed_key(tiny_spec(), SIZE))
+    estimate_latency(model, target=table, input_size=SIZE, progress=False, backend=OrtBackend(timing=FAST))
+    assert table.get(fixed_key(tiny_spec(), SIZE)).info[LOADS] == [nms_load(model, SIZE)]  # type: ignore[union-attr]
+    assert not Estimator(load_table("v100-trt"), tiny_spec(), SIZE).lacks_fixed()
