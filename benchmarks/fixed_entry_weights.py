@@ -1,0 +1,183 @@
+"""Which weights should a new head setting's fixed entry be timed on? Loads of trained students against
+their two stand-ins: the base morphed to the student (untrained at its shape) and random weights.
+
+A latency table's fixed entry (pre/post-processing) is the residual of one whole-detector timing, and
+post-processing's work follows the weights: how many candidates the final NMS tests (its *load*,
+:func:`jdnas_sdk.latency.nms_load.nms_load`, counted on the probe image, no timing). A search meets
+head settings the table lacks and must time them before any student of that setting is trained:
+on random weights (until stop 45) or on the base morphed to the candidate (since). This benchmark
+samples students of the base's default space, morphs the base to each, trains that morph
+``--steps`` steps (the final student's schedule) and counts the NMS load of the trained student,
+of the untrained morph and of ``--random-seeds`` detectors of random weights of the same code.
+Counts are exact and repeatable, so it may run beside other work. With ``--target`` the load
+differences are also given in ms at the table's fitted cost per IoU test (**modelled**: the table's
+slope, not a timing of these detectors).
+
+    python benchmarks/fixed_entry_weights.py --base runs/bench/base_retinanet_resnet18.pt \\
+        --data runs/bench/shapes_2000_500_256_s0 --students 6 --steps 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from jdnas_sdk import build_detector, load_detector
+from jdnas_sdk._io import atomic_write_json, atomic_write_text
+from jdnas_sdk._seed import seeded, stable_seed
+from jdnas_sdk.data import load_protocol_splits
+from jdnas_sdk.detectors import describe
+from jdnas_sdk.distill import finetune
+from jdnas_sdk.errors import ArchError
+from jdnas_sdk.latency import load_table
+from jdnas_sdk.latency.nms_load import nms_load, nms_ms_per_test
+from jdnas_sdk.machine import command_line, machine_info
+from jdnas_sdk.morph import morph_to
+from jdnas_sdk.protocol import Recipe
+from jdnas_sdk.space import SearchSpace
+from jdnas_sdk.student import Student
+
+HERE = Path(__file__).resolve().parent
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--base", type=Path, required=True, help="the trained base detector file")
+    p.add_argument("--data", type=Path, required=True, help="its dataset folder (the train split trains the students)")
+    p.add_argument("--students", type=int, default=6, help="students sampled from the base's default space")
+    p.add_argument("--steps", type=int, default=300, help="training steps of each student from its morph")
+    p.add_argument("--random-seeds", type=int, default=3, help="detectors of random weights per student")
+    p.add_argument("--target", default=None, help="a table whose fitted cost per IoU test converts loads to ms")
+    p.add_argument("--workdir", type=Path, default=Path("runs/fixed_entry_weights"), help="trained students")
+    p.add_argument("--results", type=Path, default=HERE / "results")
+    p.add_argument("--name", default="fixed_entry_weights", help="results file stem")
+    args = p.parse_args(argv)
+    if args.students < 1 or args.steps < 1 or args.random_seeds < 1:
+        p.error("--students, --steps and --random-seeds must be >= 1")
+    args.command = command_line("benchmarks/fixed_entry_weights.py", argv)
+    return args
+
+
+def loads(base: Any, student: Student, train: Any, args: argparse.Namespace, size: tuple[int, int]) -> dict[str, Any]:
+    """The NMS loads of ``student`` trained from the base's morph, of the morph and of random weights."""
+    morph = morph_to(base, student)
+    untrained = nms_load(morph, size)
+    out = args.workdir / f"{stable_seed(args.base.resolve(), student, args.steps):x}.pt"
+    if not out.is_file():  # trained once, checkpointed beside it: a killed run resumes
+        out.parent.mkdir(parents=True, exist_ok=True)
+        finetune(morph, data=train, steps=args.steps, config=Recipe().train_config(), out=out, progress=False)
+    spec = describe(base)[0]
+    randoms = []
+    for seed in range(args.random_seeds):
+        with seeded(stable_seed("random", student, seed)):
+            randoms.append(nms_load(build_detector(spec, student), size))
+    return {"trained": nms_load(load_detector(out), size), "morph": untrained, "random": randoms}
+
+
+def row_of(student: Student, counted: dict[str, Any], ms_per_test: float | None) -> dict[str, Any]:
+    """A row: the loads, each stand-in's error against the trained student's load (and in ms, modelled);
+    ``None`` where a detector made no NMS call the probe saw."""
+    trained = counted["trained"]
+    randoms = [x for x in counted["random"] if x is not None]
+    random_mean = statistics.fmean(randoms) if randoms else None
+    row: dict[str, Any] = {"code": str(student), **counted, "random_mean": random_mean}
+    for name, load in (("morph", counted["morph"]), ("random", random_mean)):
+        known = bool(trained) and load is not None
+        row[f"{name}_error"] = (load - trained) / trained if known else None
+        if ms_per_test is not None:
+            row[f"{name}_ms_modelled"] = (load - trained) * ms_per_test if known else None
+    return row
+
+
+def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median absolute relative error of each stand-in, and how often the morph is the closer one."""
+    usable = [r for r in rows if r["morph_error"] is not None and r["random_error"] is not None]
+    out: dict[str, Any] = {"students": len(usable)}
+    for name in ("morph", "random"):
+        out[f"{name}_median_abs_error"] = statistics.median(abs(r[f"{name}_error"]) for r in usable) if usable else None
+    out["morph_closer"] = sum(abs(r["morph_error"]) < abs(r["random_error"]) for r in usable)
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    m, s = report["machine"], report["summary"]
+    ms = report["ms_per_test"]
+    lines = [
+        "# Fixed entries: which weights stand in for a trained student (NMS loads, exact counts)",
+        "",
+        f"Run {report['date']} on {m['cpu']} ({m['cores']} cores); `{report['command']}`. Base "
+        f"`{report['base']}`, students sampled from its default space, each trained {report['steps']} steps from "
+        f"the base morphed to it; loads are IoU tests on the probe image at {report['input_size']}."
+        + (f" ms: **modelled** at the table's {ms:.3g} ms per test." if ms is not None else ""),
+        "",
+        "| student | trained | morph (error) | random, mean of seeds (error) |",
+        "|---|---|---|---|",
+    ]
+    for r in report["results"]:
+        err = {n: _pct(r[f"{n}_error"], sign=True) for n in ("morph", "random")}
+        lines.append(
+            f"| `{r['code']}` | {_n(r['trained'])} | {_n(r['morph'])} ({err['morph']}) | "
+            f"{_n(r['random_mean'])} ({err['random']}) |"
+        )
+    lines += [
+        "",
+        f"Median absolute error: morph {_pct(s['morph_median_abs_error'])}, "
+        f"random {_pct(s['random_median_abs_error'])}; the morph is the closer stand-in for "
+        f"{s['morph_closer']} of {s['students']} students. Status: "
+        f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _pct(value: float | None, *, sign: bool = False) -> str:
+    return "n/a" if value is None else f"{100 * value:{'+' if sign else ''}.1f}%"
+
+
+def _n(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:,.0f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    began, clock = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
+    base = load_detector(args.base).eval()
+    spec, arch = describe(base)
+    size = (spec.min_size, spec.min_size)
+    train = load_protocol_splits(args.data)[0]
+    ms_per_test = nms_ms_per_test(load_table(args.target)) if args.target else None
+    space = SearchSpace(arch, spec=spec)
+    rows: list[dict[str, Any]] = []
+    for i in range(args.students):
+        student = space.sample_student(i)
+        try:
+            counted = loads(base, student, train, args, size)
+        except ArchError as exc:  # a code morphing cannot reach has no trained student here
+            print(f"{student}: skipped ({exc})")
+            continue
+        rows.append(row_of(student, counted, ms_per_test))
+        print(f"{student}: trained {rows[-1]['trained']}, morph {rows[-1]['morph']}, random {rows[-1]['random']}")
+        report = {
+            "date": began,
+            "machine": machine_info(),
+            "command": args.command,
+            "base": str(args.base),
+            "steps": args.steps,
+            "input_size": list(size),
+            "ms_per_test": ms_per_test,
+            "results": rows,
+            "summary": summary(rows),
+            "wall_s": round(time.perf_counter() - clock, 1),
+            "complete": i + 1 == args.students,
+        }
+        args.results.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.results / f"{args.name}.json", report)
+        atomic_write_text(args.results / f"{args.name}.md", markdown(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
