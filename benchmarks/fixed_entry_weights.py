@@ -52,12 +52,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=300, help="training steps of each student from its morph")
     p.add_argument("--random-seeds", type=int, default=3, help="detectors of random weights per student")
     p.add_argument("--target", default=None, help="a table whose fitted cost per IoU test converts loads to ms")
+    p.add_argument(
+        "--ms-per-test", type=float, default=None, help="or that cost given (e.g. a benchmarks/nms_cost.py fit)"
+    )
     p.add_argument("--workdir", type=Path, default=Path("runs/fixed_entry_weights"), help="trained students")
     p.add_argument("--results", type=Path, default=HERE / "results")
     p.add_argument("--name", default="fixed_entry_weights", help="results file stem")
     args = p.parse_args(argv)
     if args.students < 1 or args.steps < 1 or args.random_seeds < 1:
         p.error("--students, --steps and --random-seeds must be >= 1")
+    if args.target and args.ms_per_test is not None:
+        p.error("give --target or --ms-per-test, not both")
     args.command = command_line("benchmarks/fixed_entry_weights.py", argv)
     return args
 
@@ -99,6 +104,8 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"students": len(usable)}
     for name in ("morph", "random"):
         out[f"{name}_median_abs_error"] = statistics.median(abs(r[f"{name}_error"]) for r in usable) if usable else None
+        shifts = [abs(r[f"{name}_ms_modelled"]) for r in usable if r.get(f"{name}_ms_modelled") is not None]
+        out[f"{name}_median_abs_ms_modelled"] = statistics.median(shifts) if shifts else None
     out["morph_closer"] = sum(abs(r["morph_error"]) < abs(r["random_error"]) for r in usable)
     return out
 
@@ -112,22 +119,29 @@ def markdown(report: dict[str, Any]) -> str:
         f"Run {report['date']} on {m['cpu']} ({m['cores']} cores); `{report['command']}`. Base "
         f"`{report['base']}`, students sampled from its default space, each trained {report['steps']} steps from "
         f"the base morphed to it; loads are IoU tests on the probe image at {report['input_size']}."
-        + (f" ms: **modelled** at the table's {ms:.3g} ms per test." if ms is not None else ""),
+        + (f" ms: **modelled**, at {ms:.3g} ms per test (not a timing of these detectors)." if ms is not None else ""),
         "",
-        "| student | trained | morph (error) | random, mean of seeds (error) |",
-        "|---|---|---|---|",
+        "| student | trained | morph (error) | random, mean of seeds (error) | morph / random off by (ms, modelled) |",
+        "|---|---|---|---|---|",
     ]
     for r in report["results"]:
         err = {n: _pct(r[f"{n}_error"], sign=True) for n in ("morph", "random")}
         lines.append(
-            f"| `{r['code']}` | {_n(r['trained'])} | {_n(r['morph'])} ({err['morph']}) | "
-            f"{_n(r['random_mean'])} ({err['random']}) |"
+            f"| `{r['code'].replace('|', '&#124;')}` | {_n(r['trained'])} | {_n(r['morph'])} ({err['morph']}) | "
+            f"{_n(r['random_mean'])} ({err['random']}) | {_ms(r.get('morph_ms_modelled'))} / "
+            f"{_ms(r.get('random_ms_modelled'))} |"
         )
     lines += [
         "",
         f"Median absolute error: morph {_pct(s['morph_median_abs_error'])}, "
         f"random {_pct(s['random_median_abs_error'])}; the morph is the closer stand-in for "
-        f"{s['morph_closer']} of {s['students']} students. Status: "
+        f"{s['morph_closer']} of {s['students']} students"
+        + (
+            f" (modelled: {s['morph_median_abs_ms_modelled']:.2f} ms against {s['random_median_abs_ms_modelled']:.2f})"
+            if s.get("morph_median_abs_ms_modelled") is not None
+            else ""
+        )
+        + ". Status: "
         f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.",
     ]
     return "\n".join(lines) + "\n"
@@ -135,6 +149,10 @@ def markdown(report: dict[str, Any]) -> str:
 
 def _pct(value: float | None, *, sign: bool = False) -> str:
     return "n/a" if value is None else f"{100 * value:{'+' if sign else ''}.1f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
 
 
 def _n(value: float | None) -> str:
@@ -148,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     spec, arch = describe(base)
     size = (spec.min_size, spec.min_size)
     train = load_protocol_splits(args.data)[0]
-    ms_per_test = nms_ms_per_test(load_table(args.target)) if args.target else None
+    ms_per_test = nms_ms_per_test(load_table(args.target)) if args.target else args.ms_per_test
     space = SearchSpace(arch, spec=spec)
     rows: list[dict[str, Any]] = []
     for i in range(args.students):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from jdnas_sdk import build, save_detector
 
 from .conftest import load_benchmark, tiny_spec
@@ -16,7 +18,8 @@ def test_each_student_has_its_trained_morph_and_random_loads_and_a_rerun_trains_
     bench = load_benchmark("fixed_entry_weights")
     base = save_detector(build(tiny_spec("retinanet")), tmp_path / "base.pt")
     argv = ["--base", str(base), "--data", str(synth_root), "--students", "1", "--steps", "2"]
-    argv += ["--random-seeds", "1", "--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")]
+    argv += ["--random-seeds", "1", "--ms-per-test", "2e-6"]
+    argv += ["--workdir", str(tmp_path / "w"), "--results", str(tmp_path / "r")]
     assert bench.main(argv) == 0
     report = json.loads((tmp_path / "r" / "fixed_entry_weights.json").read_text())
     assert report["complete"] and report["command"].endswith(" ".join(argv)) and report["machine"]["cpu"]
@@ -25,6 +28,7 @@ def test_each_student_has_its_trained_morph_and_random_loads_and_a_rerun_trains_
     for r in rows:
         assert len(r["random"]) == 1 and r["trained"] > 0 and r["morph"] > 0
         assert r["morph_error"] == (r["morph"] - r["trained"]) / r["trained"]
+        assert r["morph_ms_modelled"] == pytest.approx((r["morph"] - r["trained"]) * 2e-6)
     trained = sorted((tmp_path / "w").glob("*.pt"))
     assert len(trained) == 1
     stamps = [p.stat().st_mtime_ns for p in trained]
