@@ -1,17 +1,19 @@
-"""Which weights should a new head setting's fixed entry be timed on? Loads of trained students against
-their two stand-ins: the base morphed to the student (untrained at its shape) and random weights.
+"""Which weights should a new head setting's fixed entry be timed on? NMS loads of trained students
+against their stand-ins: the base morphed to the student (untrained at its shape) and random weights.
 
 A latency table's fixed entry (pre/post-processing) is the residual of one whole-detector timing, and
 post-processing's work follows the weights: how many candidates the final NMS tests (its *load*,
 :func:`jdnas_sdk.latency.nms_load.nms_load`, counted on the probe image, no timing). A search meets
-head settings the table lacks and must time them before any student of that setting is trained:
-on random weights (until stop 45) or on the base morphed to the candidate (since). This benchmark
-samples students of the base's default space, morphs the base to each, trains that morph
-``--steps`` steps (the final student's schedule) and counts the NMS load of the trained student,
-of the untrained morph and of ``--random-seeds`` detectors of random weights of the same code.
-Counts are exact and repeatable, so it may run beside other work. With ``--target`` the load
-differences are also given in ms at the table's fitted cost per IoU test (**modelled**: the table's
-slope, not a timing of these detectors).
+head settings the table lacks and must time them before any student of that setting is trained: on
+random weights (until stop 45), on the base morphed to the candidate, or on that morph with the
+search's tower refit (a removed tower conv's neighbour refit on training images). This benchmark
+samples students of the base's default space, makes each as the search makes its candidates (the
+refit morph from the thawed base), trains it ``--steps`` steps (the recipe's rate, warm-up and cosine
+decay, no teacher), and counts the NMS load of the trained student, of the refit morph and of the plain
+morph before training, and of ``--random-seeds`` detectors of random weights of the same code; the
+trained student's select AP says what it became. Counts are exact and repeatable, so it may run beside
+other work. With ``--target`` (or ``--ms-per-test``) the load differences are also given in ms at a
+fitted cost per IoU test (**modelled**: a slope, not a timing of these detectors).
 
     python benchmarks/fixed_entry_weights.py --base runs/bench/base_retinanet_resnet18.pt \\
         --data runs/bench/shapes_2000_500_256_s0 --students 6 --steps 300
@@ -30,18 +32,22 @@ from jdnas_sdk import build_detector, load_detector
 from jdnas_sdk._io import atomic_write_json, atomic_write_text
 from jdnas_sdk._seed import seeded, stable_seed
 from jdnas_sdk.data import load_protocol_splits
-from jdnas_sdk.detectors import describe
+from jdnas_sdk.detectors import describe, thaw
 from jdnas_sdk.distill import finetune
 from jdnas_sdk.errors import ArchError
+from jdnas_sdk.evaluate import evaluate
 from jdnas_sdk.latency import load_table
 from jdnas_sdk.latency.nms_load import nms_load, nms_ms_per_test
 from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.morph import morph_to
+from jdnas_sdk.morph.refit import depth_refit_hook
 from jdnas_sdk.protocol import Recipe
+from jdnas_sdk.report.markdown import code_cell
 from jdnas_sdk.space import SearchSpace
 from jdnas_sdk.student import Student
 
 HERE = Path(__file__).resolve().parent
+TRAIN = "AdamW at the recipe's rate, warm-up and cosine decay (Recipe().train_config()), no teacher"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -67,20 +73,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def loads(base: Any, student: Student, train: Any, args: argparse.Namespace, size: tuple[int, int]) -> dict[str, Any]:
-    """The NMS loads of ``student`` trained from the base's morph, of the morph and of random weights."""
-    morph = morph_to(base, student)
-    untrained = nms_load(morph, size)
-    out = args.workdir / f"{stable_seed(args.base.resolve(), student, args.steps):x}.pt"
+def loads(
+    base: Any, student: Student, splits: tuple[Any, Any], args: argparse.Namespace, size: tuple[int, int]
+) -> dict[str, Any]:
+    """The NMS loads of ``student``: trained as the search makes its candidates (morphed from the thawed
+    base with a depth step's tower refit, then trained), of the plain morph (what a confirmation times
+    since stop 45), of the refit morph before training, and of random weights; and the trained one's AP."""
+    train, select = splits
+    untrained = nms_load(morph_to(base, student), size)
+    refits: list[Any] = []
+    refit = morph_to(thaw(base), student, after_step=depth_refit_hook(train, Recipe().refit_images, refits))
+    refit_load = nms_load(refit, size)
+    key = stable_seed(args.base.resolve(), args.base.stat().st_size, args.base.stat().st_mtime_ns)
+    out = args.workdir / f"{stable_seed(key, args.data.resolve(), student, args.steps, TRAIN):x}.pt"
     if not out.is_file():  # trained once, checkpointed beside it: a killed run resumes
         out.parent.mkdir(parents=True, exist_ok=True)
-        finetune(morph, data=train, steps=args.steps, config=Recipe().train_config(), out=out, progress=False)
-    spec = describe(base)[0]
+        finetune(refit, data=train, steps=args.steps, config=Recipe().train_config(), out=out, progress=False)
     randoms = []
     for seed in range(args.random_seeds):
         with seeded(stable_seed("random", student, seed)):
-            randoms.append(nms_load(build_detector(spec, student), size))
-    return {"trained": nms_load(load_detector(out), size), "morph": untrained, "random": randoms}
+            randoms.append(nms_load(build_detector(describe(base)[0], student), size))
+    trained = load_detector(out)
+    return {
+        "trained": nms_load(trained, size),
+        "morph": untrained,
+        "refit_morph": refit_load,
+        "random": randoms,
+        "trained_select_ap": evaluate(trained, select, progress=False).ap,
+        "towers_refit": len(refits),
+    }
 
 
 def row_of(student: Student, counted: dict[str, Any], ms_per_test: float | None) -> dict[str, Any]:
@@ -90,7 +111,7 @@ def row_of(student: Student, counted: dict[str, Any], ms_per_test: float | None)
     randoms = [x for x in counted["random"] if x is not None]
     random_mean = statistics.fmean(randoms) if randoms else None
     row: dict[str, Any] = {"code": str(student), **counted, "random_mean": random_mean}
-    for name, load in (("morph", counted["morph"]), ("random", random_mean)):
+    for name, load in (("morph", counted["morph"]), ("refit_morph", counted["refit_morph"]), ("random", random_mean)):
         known = bool(trained) and load is not None
         row[f"{name}_error"] = (load - trained) / trained if known else None
         if ms_per_test is not None:
@@ -99,50 +120,58 @@ def row_of(student: Student, counted: dict[str, Any], ms_per_test: float | None)
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Median absolute relative error of each stand-in, and how often the morph is the closer one."""
+    """Median absolute relative error of each stand-in (and in ms, modelled), how often the morph is over
+    the trained load, and how often it is closer than the mean of the random draws and than each draw."""
     usable = [r for r in rows if r["morph_error"] is not None and r["random_error"] is not None]
     out: dict[str, Any] = {"students": len(usable)}
-    for name in ("morph", "random"):
-        out[f"{name}_median_abs_error"] = statistics.median(abs(r[f"{name}_error"]) for r in usable) if usable else None
+    for name in ("morph", "refit_morph", "random"):
+        errors = [abs(r[f"{name}_error"]) for r in usable if r[f"{name}_error"] is not None]
+        out[f"{name}_median_abs_error"] = statistics.median(errors) if errors else None
         shifts = [abs(r[f"{name}_ms_modelled"]) for r in usable if r.get(f"{name}_ms_modelled") is not None]
         out[f"{name}_median_abs_ms_modelled"] = statistics.median(shifts) if shifts else None
+    out["morph_over"] = sum(r["morph_error"] > 0 for r in usable)
     out["morph_closer"] = sum(abs(r["morph_error"]) < abs(r["random_error"]) for r in usable)
+    draws = [(r, x) for r in usable for x in r["random"] if x is not None]
+    out["random_draws"] = len(draws)
+    out["morph_closer_than_draw"] = sum(abs(r["morph"] - r["trained"]) < abs(x - r["trained"]) for r, x in draws)
     return out
 
 
 def markdown(report: dict[str, Any]) -> str:
-    m, s = report["machine"], report["summary"]
-    ms = report["ms_per_test"]
+    m, s, ms = report["machine"], report["summary"], report["ms_per_test"]
     lines = [
         "# Fixed entries: which weights stand in for a trained student (NMS loads, exact counts)",
         "",
-        f"Run {report['date']} on {m['cpu']} ({m['cores']} cores); `{report['command']}`. Base "
-        f"`{report['base']}`, students sampled from its default space, each trained {report['steps']} steps from "
-        f"the base morphed to it; loads are IoU tests on the probe image at {report['input_size']}."
+        f"Run {report['date']} on {m['cpu']} ({m['cores']} cores); `{report['command']}`. Base `{report['base']}`, "
+        f"{len(report['results'])} students sampled from its default space, each morphed from it as the search makes "
+        f"its candidates (a depth step's tower refit) and trained {report['steps']} steps ({report['training']}); "
+        f"NMS loads are IoU tests on the probe image at {report['input_size']}, the trained student's select AP in "
+        "brackets."
         + (f" ms: **modelled**, at {ms:.3g} ms per test (not a timing of these detectors)." if ms is not None else ""),
         "",
-        "| student | trained | morph (error) | random, mean of seeds (error) | morph / random off by (ms, modelled) |",
-        "|---|---|---|---|---|",
+        "| student | trained (select AP) | morph (error) | refit morph, untrained (error) | random, mean of "
+        f"{report['random_seeds']} (error) | morph / random off by (ms, modelled) |",
+        "|---|---|---|---|---|---|",
     ]
     for r in report["results"]:
-        err = {n: _pct(r[f"{n}_error"], sign=True) for n in ("morph", "random")}
+        err = {n: _pct(r[f"{n}_error"], sign=True) for n in ("morph", "refit_morph", "random")}
         lines.append(
-            f"| `{r['code'].replace('|', '&#124;')}` | {_n(r['trained'])} | {_n(r['morph'])} ({err['morph']}) | "
+            f"| {code_cell(r['code'])} | {_n(r['trained'])} ({100 * r['trained_select_ap']:.1f}) | "
+            f"{_n(r['morph'])} ({err['morph']}) | {_n(r['refit_morph'])} ({err['refit_morph']}) | "
             f"{_n(r['random_mean'])} ({err['random']}) | {_ms(r.get('morph_ms_modelled'))} / "
             f"{_ms(r.get('random_ms_modelled'))} |"
         )
+    modelled = s.get("morph_median_abs_ms_modelled")
     lines += [
         "",
-        f"Median absolute error: morph {_pct(s['morph_median_abs_error'])}, "
-        f"random {_pct(s['random_median_abs_error'])}; the morph is the closer stand-in for "
-        f"{s['morph_closer']} of {s['students']} students"
-        + (
-            f" (modelled: {s['morph_median_abs_ms_modelled']:.2f} ms against {s['random_median_abs_ms_modelled']:.2f})"
-            if s.get("morph_median_abs_ms_modelled") is not None
-            else ""
-        )
-        + ". Status: "
-        f"{'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.",
+        f"Median absolute error: morph {_pct(s['morph_median_abs_error'])}, refit morph "
+        f"{_pct(s['refit_morph_median_abs_error'])}, random {_pct(s['random_median_abs_error'])}"
+        + (f" (modelled: {modelled:.2f} ms against {s['random_median_abs_ms_modelled']:.2f})" if modelled else "")
+        + f". The morph is over the trained load for {s['morph_over']} of {s['students']} students, closer than the "
+        f"random mean for {s['morph_closer']} of {s['students']} and than a single random draw for "
+        f"{s['morph_closer_than_draw']} of {s['random_draws']}."
+        + (f" Skipped (morphing cannot reach them): {', '.join(report['skipped'])}." if report["skipped"] else "")
+        + f" Status: {'complete' if report['complete'] else 'PARTIAL (rerun the command to resume)'}.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -165,30 +194,37 @@ def main(argv: list[str] | None = None) -> int:
     base = load_detector(args.base).eval()
     spec, arch = describe(base)
     size = (spec.min_size, spec.min_size)
-    train = load_protocol_splits(args.data)[0]
+    train, select, _ = load_protocol_splits(args.data)  # test images are not used
     ms_per_test = nms_ms_per_test(load_table(args.target)) if args.target else args.ms_per_test
     space = SearchSpace(arch, spec=spec)
     rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
     for i in range(args.students):
         student = space.sample_student(i)
         try:
-            counted = loads(base, student, train, args, size)
+            counted = loads(base, student, (train, select), args, size)
         except ArchError as exc:  # a code morphing cannot reach has no trained student here
             print(f"{student}: skipped ({exc})")
-            continue
-        rows.append(row_of(student, counted, ms_per_test))
-        print(f"{student}: trained {rows[-1]['trained']}, morph {rows[-1]['morph']}, random {rows[-1]['random']}")
+            skipped.append(str(student))
+        else:
+            rows.append(row_of(student, counted, ms_per_test))
+            print(f"{student}: trained {counted['trained']}, morph {counted['morph']}, random {counted['random']}")
         report = {
             "date": began,
             "machine": machine_info(),
             "command": args.command,
             "base": str(args.base),
+            "data": str(args.data),
             "steps": args.steps,
+            "training": TRAIN,
+            "random_seeds": args.random_seeds,
             "input_size": list(size),
             "ms_per_test": ms_per_test,
+            "ms_per_test_from": args.target or ("--ms-per-test" if args.ms_per_test is not None else None),
             "results": rows,
+            "skipped": skipped,
             "summary": summary(rows),
-            "wall_s": round(time.perf_counter() - clock, 1),
+            "wall_s_this_sitting": round(time.perf_counter() - clock, 1),
             "complete": i + 1 == args.students,
         }
         args.results.mkdir(parents=True, exist_ok=True)
