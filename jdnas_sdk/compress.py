@@ -36,6 +36,7 @@ from .latency import ConfirmedLatency, Estimator
 from .lowering import detector_input
 from .measured import measured_ms
 from .morph import inherited
+from .morph.refit import depth_refit_hook
 from .preflight import parse_budget, smallest_arch, validate_request, warn_search_disk
 from .prepare import (
     CompressRun,
@@ -120,7 +121,7 @@ class CompressResult:
 
 
 def _search_estimator(
-    table: Any, model: Any, size: tuple[int, int], progress: bool
+    table: Any, model: Any, size: tuple[int, int], progress: bool, *, train_data: Any = None, refit_images: int = 0
 ) -> tuple[Estimator, ConfirmedLatency | None]:
     """The search's estimator, and on a table this machine measures (``cpu-ort`` here) its
     :class:`~jdnas_sdk.latency.ConfirmedLatency`: proposals are guessed (missing kernels
@@ -128,14 +129,16 @@ def _search_estimator(
     candidate is confirmed by measuring what its estimate lacks, so the latency a candidate is held
     to is a sum of measured entries. Elsewhere the table's own rule (modelled or interpolated)
     applies and there is nothing to confirm with. A new head setting's fixed entry is timed on the base
-    ``model`` morphed to the candidate: post-processing's load follows the weights, and the lineage's
-    are closer to a trained candidate's than random ones (on a trained RetinaNet the morphs overstated
-    trained students' NMS loads by a median 91%, random weights by 352%: benchmarks/fixed_entry_weights.py)."""
+    ``model`` morphed to the candidate as the search makes its candidates (a removed tower conv's
+    neighbour refit on ``refit_images`` training images): post-processing's load follows the weights,
+    and these are closer to a trained candidate's than random ones (on a trained RetinaNet they overstated
+    trained students' NMS loads by a median 84%, random weights by 423%: benchmarks/fixed_entry_weights.py)."""
     spec = describe(model)[0]
     estimator = Estimator(table, spec, size)
     if estimator.backend is None:
         return estimator, None
-    measure_on = partial(inherited, model)
+    hook = depth_refit_hook(train_data, refit_images, []) if train_data is not None and refit_images else None
+    measure_on = partial(inherited, model, after_step=hook)
     confirmed = ConfirmedLatency(table, spec, size, estimator.backend, progress=progress, measure_on=measure_on)
     return confirmed.estimator, confirmed
 
@@ -258,7 +261,9 @@ def compress(
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     files = candidate_files(str(base_arch), space, config, method=method)
     warn_search_disk(workdir, model, files=files, parallel=parallel)  # every candidate's file is kept
-    estimator, confirmed = _search_estimator(table, model, size, progress)
+    estimator, confirmed = _search_estimator(
+        table, model, size, progress, train_data=train_data, refit_images=recipe.refit_images
+    )
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     with watch:  # every sitting's time, a killed one's too

@@ -217,3 +217,32 @@ def test_a_new_head_settings_fixed_entry_is_timed_on_the_base_morphed_to_the_can
     torch.manual_seed(6)  # what a detector of random weights would have shown NMS
     assert nms_load(build_detector(student.spec(spec), arch).eval(), SIZE) != entry.info[LOADS][0]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the base is not touched
+
+
+def test_a_tower_cutting_candidates_fixed_entry_is_timed_on_the_search_own_refit_morph(
+    tmp_path: Path, train_set: CocoDetection
+) -> None:
+    """A candidate that removes a tower conv is made by the search with the conv beside the gap refit
+    on training images; its new fixed entry is timed on that detector (closer to a trained student's NMS
+    load than the plain morph: benchmarks/fixed_entry_weights.py), not on the plain morph."""
+    from jdnas_sdk.compress import _search_estimator
+    from jdnas_sdk.latency.nms_load import LOADS, nms_load
+    from jdnas_sdk.morph import morph_to
+    from jdnas_sdk.morph.refit import depth_refit_hook
+
+    backend = _backend()
+    spec, arch = tiny_spec("retinanet", min_size=64, max_size=64), standard_arch("resnet18")
+    table = LatencyTable(target="cpu-ort", source="measured", fingerprint=backend.fingerprint())
+    for key in {k for _, stage in lower(spec, arch, SIZE).stages for k, _ in stage}:
+        table.put(key, Entry(0.01, samples=1))
+    table.put(fixed_key(spec, SIZE), Entry(1.0, samples=1, source="residual"))
+    table.save(tmp_path / "cpu-ort.json")
+    torch.manual_seed(5)
+    model = build_detector(spec, arch).eval()
+    _, confirmed = _search_estimator(table, model, SIZE, False, train_data=train_set, refit_images=4)
+    student = Student(arch, replace(Heads.of(spec), convs=2, fpn=8))  # a new FPN width: a new fixed entry
+    confirmed.confirm(student)
+    entry = table.get(fixed_key(student.spec(spec), SIZE))
+    refit = morph_to(model, student, after_step=depth_refit_hook(train_set, 4, []))
+    assert entry is not None and entry.info[LOADS] == [nms_load(refit, SIZE)]
+    assert nms_load(morph_to(model, student), SIZE) != entry.info[LOADS][0]  # the refit moved the load

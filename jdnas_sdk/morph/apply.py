@@ -153,14 +153,15 @@ def morph_to(
     return student
 
 
-def inherited(model: nn.Module, student: Student) -> nn.Module:
-    """``student`` with ``model``'s weights (:func:`morph_to`), what a student's time is measured on: a
-    detector's time follows its weights (how many boxes reach NMS), so fresh random weights time another
+def inherited(model: nn.Module, student: Student, *, after_step: AfterStep | None = None) -> nn.Module:
+    """``student`` with ``model``'s weights (:func:`morph_to`, with ``after_step``: the search's tower refit
+    makes the stand-in its candidate before training), what a student's time is measured on: a detector's
+    time follows its weights (how many boxes reach NMS), so fresh random weights time another
     detector. Where morphing fails (a code it cannot reach, a width off the snap multiple, or any other
     error: a timing must not end a search hours in), the student is built with random weights drawn
     from its code (the same detector in every run), and the reason is logged."""
     try:
-        return morph_to(model, student)
+        return morph_to(model, student, after_step=after_step)
     except Exception as exc:  # noqa: BLE001 - a timing proxy: any failure falls back, logged with its reason
         log.warning("morphing to %s failed (%s); timing it with random weights", student, exc, exc_info=True)
         with seeded(stable_seed("inherited", student)):
