@@ -29,7 +29,7 @@ from typing import Any
 
 from jdnas_sdk._io import atomic_write_json
 from jdnas_sdk.demo import run_demo
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.protocol import claim, claim_gap
 
 HERE = Path(__file__).resolve().parent
@@ -76,15 +76,16 @@ def main(argv: list[str] | None = None) -> int:
         began = time.perf_counter()
         result = run_demo(args.root / f"seed{seed}", seed=seed, progress=False, **extra)
         rows.append(demo_row(seed, result.compressed.metrics, time.perf_counter() - began))
-        _write(args.results, rows, extra)
+        _write(args.results, rows, extra, command_line("benchmarks/demo_seeds.py", argv))
     return 0
 
 
-def _write(out: Path, rows: list[dict[str, Any]], extra: dict[str, Any]) -> None:
+def _write(out: Path, rows: list[dict[str, Any]], extra: dict[str, Any], command: str) -> None:
     report = {
         "benchmark": "demo_seeds",
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "command": command,
         "settings": {"demo_defaults": True, **extra},
         "results": rows,
     }

@@ -39,7 +39,7 @@ from jdnas_sdk.latency.backends import Timing, TorchBackend, make_backend, tenso
 from jdnas_sdk.latency.backends.torch_backend import keep_boxes_fp32
 from jdnas_sdk.latency.lower import fixed_key
 from jdnas_sdk.latency.probe import full_load, probe_image
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 from jdnas_sdk.space import SearchSpace
 
 HERE = Path(__file__).resolve().parent
@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        "command": command_line("benchmarks/gpu_check.py", argv),
         "doctor": format_report(doctor()),
         "steps": {},
     }

@@ -28,7 +28,7 @@ from estimate_fingerprint import benchmark_spec  # the benchmark detectors' spec
 from jdnas_sdk import SearchSpace, Student, build, standard_arch
 from jdnas_sdk.latency import OrtBackend
 from jdnas_sdk.latency.backends import Timing
-from jdnas_sdk.machine import machine_info
+from jdnas_sdk.machine import command_line, machine_info
 
 HERE = Path(__file__).resolve().parent
 GOALS = {"fasterrcnn": 0.30, "retinanet": 0.25}
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "date": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "machine": machine_info(),
+        "command": command_line("benchmarks/latency_floor.py", argv),
         "load_average_at_end": load,
         "backend": backend.fingerprint().describe(),
         "rounds": args.rounds,

@@ -350,8 +350,8 @@ def estimate_latency(
     the missing kernels are measured first with a progress bar (``progress``) and cached, by
     ``backend`` (default: the table's backend with its standard timing). For a detector, where the
     table fits a cost per NMS IoU test, the fixed entry follows the detector's own NMS load
-    (:mod:`~jdnas_sdk.latency.nms_load`: one forward pass on the probe image counts it).
-    """
+    (:mod:`~jdnas_sdk.latency.nms_load`: one forward pass on the probe image counts it); a fixed entry
+    this machine's table lacks is timed on the detector itself (its weights, not random ones)."""
     if isinstance(model_or_arch, Arch):
         if spec is None:
             raise LatencyTableError(

@@ -134,7 +134,8 @@ class OrtBackend:
 
     def measure_detector(self, model: nn.Module, image_size: tuple[int, int], *, seed: int = 0) -> Entry:
         probed = probe(model, image_size, seed=seed)
-        return self._end_to_end(detector_onnx(probed.model, image_size), probed.image.numpy(), **probed.info())
+        onnx = detector_onnx(probed.model.cpu(), image_size)  # the probe's own copy; ONNX exports on the CPU
+        return self._end_to_end(onnx, probed.image.numpy(), **probed.info())
 
     def measure_onnx(self, path: str | os.PathLike[str], image_size: tuple[int, int], *, seed: int = 0) -> Entry:
         """End-to-end latency of an exported detector file on a probe image."""
