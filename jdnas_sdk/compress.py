@@ -121,7 +121,7 @@ class CompressResult:
 
 
 def _search_estimator(
-    table: Any, model: Any, size: tuple[int, int], progress: bool, *, train_data: Any = None, refit_images: int = 0
+    table: Any, model: Any, size: tuple[int, int], progress: bool, train_data: Any = None, refit_images: int = 0
 ) -> tuple[Estimator, ConfirmedLatency | None]:
     """The search's estimator, and on a table this machine measures (``cpu-ort`` here) its
     :class:`~jdnas_sdk.latency.ConfirmedLatency`: proposals are guessed (missing kernels
@@ -261,9 +261,7 @@ def compress(
     table, size, space = before_work(model, target, input_size, space, request, workdir, progress)
     files = candidate_files(str(base_arch), space, config, method=method)
     warn_search_disk(workdir, model, files=files, parallel=parallel)  # every candidate's file is kept
-    estimator, confirmed = _search_estimator(
-        table, model, size, progress, train_data=train_data, refit_images=recipe.refit_images
-    )
+    estimator, confirmed = _search_estimator(table, model, size, progress, train_data, recipe.refit_images)
     base_ms, target_ms = target_latency(model, estimator, base_arch, space, request.ratio, request.ms)
     (work := Path(workdir)).mkdir(parents=True, exist_ok=True)
     with watch:  # every sitting's time, a killed one's too
