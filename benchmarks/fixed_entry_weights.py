@@ -77,8 +77,9 @@ def loads(
     base: Any, student: Student, splits: tuple[Any, Any], args: argparse.Namespace, size: tuple[int, int]
 ) -> dict[str, Any]:
     """The NMS loads of ``student``: trained as the search makes its candidates (morphed from the thawed
-    base with a depth step's tower refit, then trained), of the plain morph (what a confirmation times
-    since stop 45), of the refit morph before training, and of random weights; and the trained one's AP."""
+    base with a depth step's tower refit, then trained), of the plain morph (what `jdnas latency --arch`
+    times), of the refit morph before training (what a search's confirmation times), and of random
+    weights (what both timed before stop 45); and the trained one's AP."""
     train, select = splits
     untrained = nms_load(morph_to(base, student), size)
     refits: list[Any] = []
